@@ -1,0 +1,42 @@
+# Tandem — build, run and test entry points. `make help` lists them.
+
+CARGO ?= cargo
+PROFILE ?= release
+BIN_DIR := target/$(if $(filter release,$(PROFILE)),release,debug)
+CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
+
+.PHONY: help run build test test-unit test-e2e lint fmt crds deps bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+build: ## Build every binary (PROFILE=release|debug)
+	$(CARGO) build --workspace --bins $(CARGO_PROFILE_FLAG)
+
+run: build ## Start the local platform in the foreground from examples/local/ (Ctrl-C stops it)
+	TANDEM_BIN_DIR=$(BIN_DIR) scripts/run-local
+
+deps: ## Install the real peers the tests use, when missing (SIPp)
+	scripts/install-test-deps
+
+test: deps lint test-unit test-e2e ## Run every test: lint, unit and integration, end-to-end with SIPp
+
+test-unit: ## Unit and integration tests of every crate
+	$(CARGO) test --workspace --exclude tandem-e2e
+
+test-e2e: ## End-to-end tests: the local platform against real SIPp peers (serial: contract ports)
+	$(CARGO) build --workspace --bins
+	TANDEM_BIN_DIR=target/debug $(CARGO) test -p tandem-e2e -- --test-threads=1
+
+lint: ## rustfmt and clippy, warnings are errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+crds: ## Regenerate crds/*.yaml from the Rust types
+	$(CARGO) run -q -p tandem-api --bin crdgen -- crds
+
+clean: ## Remove build output
+	$(CARGO) clean
