@@ -5,7 +5,7 @@ PROFILE ?= release
 BIN_DIR := target/$(if $(filter release,$(PROFILE)),release,debug)
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 
-.PHONY: help run build test test-unit test-e2e lint fmt crds deps bench clean
+.PHONY: help run build test test-unit test-e2e lint fmt crds deps load clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ lint: ## rustfmt and clippy, warnings are errors
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
+
+load: deps ## Place CALLS calls at RATE per second through a running `make run` (SIPp)
+	scripts/sipp-load $(or $(CALLS),1000) $(or $(RATE),100)
 
 crds: ## Regenerate crds/*.yaml from the Rust types
 	$(CARGO) run -q -p tandem-api --bin crdgen -- crds

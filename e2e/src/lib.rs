@@ -1,0 +1,495 @@
+//! Harness for Tandem's end-to-end tests: starts the local platform exactly as `make run` does,
+//! runs real SIPp peers against it, and reads its admin endpoints.
+//!
+//! Every process a test starts is owned by a guard that stops it on drop, so a failing test
+//! leaves nothing running on the contract ports.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The contract addresses of the local platform.
+pub const SIP: &str = "127.0.0.1:5060";
+pub const CARRIER_PORT: u16 = 5090;
+pub const NG: &str = "127.0.0.1:2223";
+pub const SIGNALING_ADMIN: &str = "127.0.0.1:9101";
+pub const MEDIA_ADMIN: &str = "127.0.0.1:9102";
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the e2e crate sits in the workspace")
+        .to_path_buf()
+}
+
+/// The SIPp scenarios of these tests.
+pub fn scenario(name: &str) -> PathBuf {
+    workspace().join("e2e/scenarios").join(name)
+}
+
+/// A process started by a test: stopped (its whole process group) when dropped.
+#[derive(Debug)]
+pub struct Guarded {
+    child: Option<Child>,
+    name: &'static str,
+}
+
+impl Guarded {
+    /// Spawns `command` in its own process group.
+    pub fn spawn(name: &'static str, command: &mut Command) -> Self {
+        use std::os::unix::process::CommandExt;
+        let child = command
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Self {
+            child: Some(child),
+            name,
+        }
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends `signal` (e.g. "TERM", "INT") to the process group.
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(format!("-{}", self.id()))
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the process: SIGTERM, then SIGKILL after `grace`. Returns how it exited.
+    pub fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
+        self.child.as_ref()?;
+        self.signal("TERM");
+        let status = self.wait_timeout(grace).or_else(|| {
+            eprintln!("{} did not stop within {grace:?}; killing it", self.name);
+            self.signal("KILL");
+            self.wait_timeout(Duration::from_secs(5))
+        });
+        self.child = None;
+        status
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(10));
+    }
+}
+
+/// Serialises the tests of one binary: they share the contract ports.
+static PORTS: Mutex<()> = Mutex::new(());
+
+/// The local platform (`scripts/run-local`, as `make run` starts it).
+#[derive(Debug)]
+pub struct Platform {
+    process: Guarded,
+    _ports: MutexGuard<'static, ()>,
+}
+
+impl Platform {
+    /// Starts the platform from `examples/local/` and waits until both pods are ready.
+    pub fn start() -> Self {
+        Self::start_with(&workspace().join("examples/local"))
+    }
+
+    /// Starts the platform from the configuration in `config_dir`.
+    pub fn start_with(config_dir: &Path) -> Self {
+        let ports = PORTS.lock().unwrap_or_else(|p| p.into_inner());
+        let bin_dir = std::env::var("TANDEM_BIN_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| workspace().join("target/debug"));
+        let bin_dir = if bin_dir.is_absolute() {
+            bin_dir
+        } else {
+            workspace().join(bin_dir)
+        };
+        for port in [5060, 2223] {
+            if UdpSocket::bind(("127.0.0.1", port)).is_err() {
+                panic!("UDP port {port} is busy: is another platform (make run) still running?");
+            }
+        }
+        let process = Guarded::spawn(
+            "local platform",
+            Command::new(workspace().join("scripts/run-local"))
+                .current_dir(workspace())
+                .env("TANDEM_BIN_DIR", &bin_dir)
+                .env("TANDEM_CONFIG_DIR", config_dir)
+                .env(
+                    "RUST_LOG",
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+                ),
+        );
+        let platform = Self {
+            process,
+            _ports: ports,
+        };
+        platform.wait_ready(Duration::from_secs(30));
+        platform
+    }
+
+    fn wait_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        for admin in [SIGNALING_ADMIN, MEDIA_ADMIN] {
+            loop {
+                if let Ok((200, _)) = http_get(admin, "/readyz") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the platform did not become ready on {admin} within {timeout:?}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// The platform's launcher process.
+    pub fn process(&mut self) -> &mut Guarded {
+        &mut self.process
+    }
+}
+
+/// A plain HTTP/1.1 GET against an admin endpoint: (status, body).
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let addr: SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The sum of every sample of `name` whose labels include all of `labels` (`key="value"`).
+pub fn metric(exposition: &str, name: &str, labels: &[&str]) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if metric != name || !labels.iter().all(|l| label_text.contains(l)) {
+                return None;
+            }
+            value.parse::<f64>().ok()
+        })
+        .sum()
+}
+
+/// Reads one metric from an admin endpoint.
+pub fn scrape(admin: &str, name: &str, labels: &[&str]) -> f64 {
+    let (status, body) = http_get(admin, "/metrics").expect("metrics endpoint answers");
+    assert_eq!(status, 200, "GET {admin}/metrics");
+    metric(&body, name, labels)
+}
+
+/// Sends one ng request to the media pod and returns the raw reply.
+pub fn ng(request: &tandem_ng::Request) -> tandem_ng::Reply {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    socket
+        .send_to(&request.encode("e2e1"), NG)
+        .expect("send ng");
+    let mut buf = vec![0u8; 65_535];
+    let (n, _) = socket.recv_from(&mut buf).expect("ng reply");
+    let (_, reply) = tandem_ng::Reply::decode(&buf[..n]).expect("ng reply decodes");
+    reply
+}
+
+/// A minimal caller on a plain UDP socket, for cases SIPp scenarios cannot express simply:
+/// it sends one INVITE with an SDP offer and collects every response code until a final one.
+#[derive(Debug)]
+pub struct RawCaller {
+    socket: UdpSocket,
+}
+
+impl RawCaller {
+    /// A caller on an ephemeral loopback port.
+    pub fn new() -> Self {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind caller");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
+        Self { socket }
+    }
+
+    /// The caller's local address.
+    pub fn addr(&self) -> SocketAddr {
+        self.socket.local_addr().expect("local addr")
+    }
+
+    /// Sends raw bytes to the platform's SIP port.
+    pub fn send_raw(&self, data: &[u8]) {
+        self.socket.send_to(data, SIP).expect("send");
+    }
+
+    /// Waits up to `timeout` for one datagram.
+    pub fn recv(&self, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = vec![0u8; 65_535];
+        while Instant::now() < deadline {
+            if let Ok((n, _)) = self.socket.recv_from(&mut buf) {
+                return Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        None
+    }
+
+    /// An INVITE for `called` with an audio offer; `call_id` makes it unique.
+    pub fn invite(&self, called: &str, call_id: &str) -> String {
+        let me = self.addr();
+        let sdp = format!(
+            "v=0\r\no=raw 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+            me.port() + 1
+        );
+        format!(
+            "INVITE sip:{called}@{SIP} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:1000@127.0.0.1>;tag=raw{call_id}\r\n\
+             To: <sip:{called}@127.0.0.1>\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: 1 INVITE\r\n\
+             Contact: <sip:1000@{me}>\r\n\
+             Content-Type: application/sdp\r\n\
+             Content-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        )
+    }
+
+    /// Places a call to `called` and returns every response code up to the final one (sending
+    /// the ACK for a failure). Gives up after `timeout`.
+    pub fn call(&self, called: &str, call_id: &str, timeout: Duration) -> Vec<u16> {
+        self.send_raw(self.invite(called, call_id).as_bytes());
+        let deadline = Instant::now() + timeout;
+        let mut codes = Vec::new();
+        while Instant::now() < deadline {
+            let Some(response) = self.recv(Duration::from_millis(500)) else {
+                continue;
+            };
+            let code = status_code(&response);
+            codes.push(code);
+            if code >= 200 {
+                if code >= 300 {
+                    self.send_raw(ack_for(&response, called).as_bytes());
+                }
+                break;
+            }
+        }
+        codes
+    }
+}
+
+impl Default for RawCaller {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The status code of a response (0 for anything else).
+pub fn status_code(response: &str) -> u16 {
+    response
+        .strip_prefix("SIP/2.0 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The value of header `name` in `message` (first occurrence, case-insensitive).
+pub fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
+    message.lines().find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// The ACK for a non-2xx final response (RFC 3261 §17.1.1.3).
+fn ack_for(response: &str, called: &str) -> String {
+    let get = |name| header(response, name).unwrap_or_default();
+    let seq = get("CSeq").split_whitespace().next().unwrap_or("1");
+    format!(
+        "ACK sip:{called}@{SIP} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: {}\r\n\
+         To: {}\r\nCall-ID: {}\r\nCSeq: {seq} ACK\r\nContent-Length: 0\r\n\r\n",
+        get("Via"),
+        get("From"),
+        get("To"),
+        get("Call-ID")
+    )
+}
+
+/// Fails the test with a clear message when SIPp is not installed.
+pub fn require_sipp() {
+    let found = Command::new("sipp")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        found,
+        "SIPp is not installed: run `make deps` (Debian package sip-tester)"
+    );
+}
+
+/// Counts from a SIPp run's statistics file.
+#[derive(Clone, Debug, Default)]
+pub struct SippStats {
+    pub successful: u64,
+    pub failed: u64,
+    /// Mean of the response-time measure (INVITE to 200) in milliseconds.
+    pub response_time_ms: f64,
+    /// Mean call length in milliseconds.
+    pub call_length_ms: f64,
+}
+
+/// A SIPp process playing a scenario.
+#[derive(Debug)]
+pub struct Sipp {
+    process: Guarded,
+    dir: PathBuf,
+}
+
+impl Sipp {
+    /// Starts SIPp with `args` in a fresh working directory (its logs and statistics go there).
+    pub fn spawn(tag: &str, args: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(format!("tandem-e2e-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("SIPp work dir");
+        let process = Guarded::spawn(
+            "sipp",
+            Command::new("sipp")
+                .args(args)
+                .args(["-nostdin", "-trace_stat", "-stf", "stats.csv", "-fd", "1"])
+                .args(["-trace_err", "-error_file", "errors.log"])
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+        );
+        Self { process, dir }
+    }
+
+    /// Waits for SIPp to finish by itself; panics after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        match self.process.wait_timeout(timeout) {
+            Some(status) => status,
+            None => panic!(
+                "SIPp did not finish within {timeout:?}; errors: {}",
+                self.errors()
+            ),
+        }
+    }
+
+    /// Stops a SIPp that runs until told (a UAS).
+    pub fn stop(&mut self) {
+        self.process.stop(Duration::from_secs(5));
+    }
+
+    /// The SIPp error log (unexpected messages, failed checks).
+    pub fn errors(&self) -> String {
+        std::fs::read_to_string(self.dir.join("errors.log"))
+            .map(|s| s.lines().take(40).collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default()
+    }
+
+    /// The last line of the statistics file.
+    pub fn stats(&self) -> SippStats {
+        let text = std::fs::read_to_string(self.dir.join("stats.csv")).unwrap_or_default();
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        let Some(header) = lines.next() else {
+            return SippStats::default();
+        };
+        let Some(last) = lines.last() else {
+            return SippStats::default();
+        };
+        let columns: Vec<&str> = header.split(';').collect();
+        let values: Vec<&str> = last.split(';').collect();
+        let get = |name: &str| {
+            columns
+                .iter()
+                .position(|c| *c == name)
+                .and_then(|i| values.get(i))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        SippStats {
+            successful: get("SuccessfulCall(C)").parse().unwrap_or(0),
+            failed: get("FailedCall(C)").parse().unwrap_or(0),
+            response_time_ms: duration_ms(&get("ResponseTime1(C)")),
+            call_length_ms: duration_ms(&get("CallLength(C)")),
+        }
+    }
+}
+
+/// SIPp's statistics file prints durations as `HH:MM:SS:uuuuuu` (microseconds).
+fn duration_ms(text: &str) -> f64 {
+    let parts: Vec<f64> = text.split(':').filter_map(|p| p.parse().ok()).collect();
+    match parts.as_slice() {
+        [h, m, s, us] => ((h * 60.0 + m) * 60.0 + s) * 1000.0 + us / 1000.0,
+        _ => 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_sums_matching_series() {
+        let text = "# HELP x y\nx_total{kind=\"rtp\"} 5\nx_total{kind=\"rtcp\"} 2\ny 1\n";
+        assert_eq!(metric(text, "x_total", &[]), 7.0);
+        assert_eq!(metric(text, "x_total", &["kind=\"rtp\""]), 5.0);
+        assert_eq!(metric(text, "y", &[]), 1.0);
+        assert_eq!(metric(text, "z", &[]), 0.0);
+    }
+
+    #[test]
+    fn sipp_durations() {
+        assert_eq!(duration_ms("00:00:01:250500"), 1250.5);
+        assert_eq!(duration_ms("00:01:00:000000"), 60_000.0);
+        assert_eq!(duration_ms(""), 0.0);
+    }
+}

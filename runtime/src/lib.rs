@@ -1,0 +1,8 @@
+//! The shared I/O shell of the Tandem binaries: the admin HTTP server, logging set-up, shutdown
+//! signals and the local configuration source. Protocol and domain logic live in the pure crates;
+//! this crate only connects them to the operating system.
+
+pub mod admin;
+pub mod config_dir;
+pub mod logging;
+pub mod shutdown;

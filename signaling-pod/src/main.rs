@@ -1,0 +1,191 @@
+//! signaling-pod: the SIP B2BUA/SBC of Tandem.
+//!
+//! It listens for SIP on UDP and TCP, routes each call by the Gateway's RoutePlans to a Trunk
+//! peer, anchors its media in a media pod over the ng protocol, and bridges the two legs with
+//! no identifier in common (topology hiding).
+
+mod call;
+mod dispatcher;
+mod media;
+mod metrics;
+mod routing;
+mod transport;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use prometheus_client::registry::Registry;
+use tandem_api::gateway::ListenerTransport;
+use tandem_runtime::admin::{self, Health};
+use tandem_runtime::logging::{self, LogFormat};
+use tandem_runtime::{config_dir, shutdown};
+use tandem_sip::transaction::TimerConfig;
+
+use crate::call::CallContext;
+use crate::call::leg::LocalAddress;
+use crate::dispatcher::{CallRegistry, Dispatcher};
+use crate::media::MediaClient;
+use crate::metrics::Metrics;
+use crate::transport::Transports;
+
+/// Command line and environment of the signaling pod.
+#[derive(Debug, Parser)]
+#[command(version, about = "Tandem signaling pod: the SIP B2BUA/SBC")]
+struct Args {
+    /// Directory of Gateway, Trunk and RoutePlan YAML files (reloaded on change).
+    #[arg(long, env = "TANDEM_CONFIG_DIR")]
+    config_dir: PathBuf,
+    /// The Gateway this pod serves.
+    #[arg(long, env = "TANDEM_GATEWAY")]
+    gateway: String,
+    /// The address SIP listeners bind (the Gateway's listeners give the ports).
+    #[arg(long, env = "TANDEM_BIND_ADDRESS", default_value = "0.0.0.0")]
+    bind_address: IpAddr,
+    /// The address put in Via and Contact; defaults to the Gateway's first advertised address,
+    /// else the bind address.
+    #[arg(long, env = "TANDEM_ADVERTISE_ADDRESS")]
+    advertise_address: Option<String>,
+    /// The media pod's ng control address.
+    #[arg(long, env = "TANDEM_MEDIA_NG", default_value = "127.0.0.1:2223")]
+    media_ng: SocketAddr,
+    /// Admin HTTP address (/metrics, /livez, /readyz).
+    #[arg(long, env = "TANDEM_ADMIN_LISTEN", default_value = "0.0.0.0:9101")]
+    admin_listen: SocketAddr,
+    /// Seconds a carrier may stay silent (not even 100 Trying) before the next target is tried.
+    #[arg(long, env = "TANDEM_INVITE_TIMEOUT", default_value_t = 5)]
+    invite_timeout_seconds: u64,
+    /// Seconds a call may ring unanswered before it is abandoned.
+    #[arg(long, env = "TANDEM_RING_TIMEOUT", default_value_t = 180)]
+    ring_timeout_seconds: u64,
+    /// How often the configuration directory is checked for changes, in milliseconds.
+    #[arg(long, env = "TANDEM_CONFIG_POLL_MS", default_value_t = 1000)]
+    config_poll_ms: u64,
+    /// Log format: text or json.
+    #[arg(long, env = "TANDEM_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    logging::init("signaling-pod", args.log_format);
+    if let Err(e) = run(args).await {
+        tracing::error!("{e:#}");
+        return Err(e);
+    }
+    Ok(())
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let (config, _watcher) = config_dir::watch_gateway(
+        args.config_dir.clone(),
+        args.gateway.clone(),
+        Duration::from_millis(args.config_poll_ms),
+    )?;
+    let (udp_port, tcp_port, advertised, drain_timeout) = {
+        let gateway = &config.borrow().gateway;
+        let port_of = |transport: ListenerTransport| {
+            gateway
+                .spec
+                .signaling
+                .listeners
+                .iter()
+                .find(|l| l.transport == transport)
+                .map(|l| l.port)
+        };
+        let udp = port_of(ListenerTransport::Udp);
+        let tcp = port_of(ListenerTransport::Tcp);
+        let (Some(udp), Some(tcp)) = (udp.or(tcp), tcp.or(udp)) else {
+            anyhow::bail!("gateway {:?} has no UDP or TCP listener", args.gateway);
+        };
+        let advertised = gateway
+            .spec
+            .signaling
+            .advertised_addresses
+            .first()
+            .map(|a| a.address.clone());
+        let drain = Duration::from_secs(u64::from(gateway.spec.drain_timeout_seconds));
+        (udp, tcp, advertised, drain)
+    };
+    let advertised = args
+        .advertise_address
+        .clone()
+        .or(advertised)
+        .unwrap_or_else(|| args.bind_address.to_string());
+
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let health = Health::new();
+    let (transports, tcp) = Transports::bind(
+        SocketAddr::new(args.bind_address, udp_port),
+        SocketAddr::new(args.bind_address, tcp_port),
+        metrics.clone(),
+    )
+    .await?;
+    let media = MediaClient::connect(args.media_ng, metrics.clone()).await?;
+    let ctx_metrics = metrics.clone();
+    let ctx = Arc::new(CallContext {
+        transports: Arc::clone(&transports),
+        media,
+        metrics,
+        calls: Arc::new(CallRegistry::default()),
+        local: LocalAddress {
+            host: advertised,
+            udp_port,
+            tcp_port,
+        },
+        timers: TimerConfig::default(),
+        invite_timeout: Duration::from_secs(args.invite_timeout_seconds),
+        ring_timeout: Duration::from_secs(args.ring_timeout_seconds),
+    });
+    let dispatcher = Arc::new(Dispatcher::new(ctx, config));
+    tokio::spawn(Arc::clone(&transports).run_udp(Arc::clone(&dispatcher)));
+    tokio::spawn(Arc::clone(&transports).run_tcp(tcp, Arc::clone(&dispatcher)));
+
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut admin = tokio::spawn(admin::serve(
+        args.admin_listen,
+        Arc::new(registry),
+        health.clone(),
+        async {
+            let _ = admin_stopped.await;
+        },
+    ));
+    health.set_ready(true);
+    tracing::info!(
+        udp = udp_port,
+        tcp = tcp_port,
+        bind = %args.bind_address,
+        gateway = args.gateway,
+        "signaling pod ready"
+    );
+
+    tokio::select! {
+        signal = shutdown::signal() => tracing::info!(signal = %signal?, "draining"),
+        result = &mut admin => return result?,
+    }
+    // Drain: not ready, new calls refused with 503, calls in progress go on until they end or
+    // the Gateway's drain timeout passes. A second signal stops at once.
+    health.set_ready(false);
+    dispatcher.start_draining();
+    let active = ctx_metrics.calls_active().clone();
+    let drained = async {
+        while active.get() > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::select! {
+        _ = drained => tracing::info!("all calls ended"),
+        _ = tokio::time::sleep(drain_timeout) => {
+            tracing::warn!(calls = ctx_metrics.calls_active().get(), "drain timeout passed with calls in progress");
+        }
+        signal = shutdown::signal() => tracing::warn!(signal = %signal?, "stopping without waiting for calls"),
+    }
+    let _ = stop_admin.send(());
+    let _ = admin.await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! SIP transports: the UDP socket and TCP connections of a listener address, and the flows that
+//! tie a message to the peer it came from or goes to.
+//!
+//! Inbound bytes are framed and parsed here and handed to the [`Dispatcher`] as messages; the
+//! dispatcher and the calls send through [`Transports::send`], which picks the socket for a flow
+//! (opening a TCP connection to a peer when none is open).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tandem_sip::SipMessage;
+use tandem_sip::parse::{ParseError, StreamFramer, parse_datagram};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+use crate::dispatcher::Dispatcher;
+use crate::metrics::{Direction, Metrics};
+
+/// A SIP transport protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// Datagrams: the transaction layer retransmits.
+    Udp,
+    /// A stream: reliable, framed by Content-Length.
+    Tcp,
+}
+
+impl Transport {
+    /// The name used in Via headers.
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+
+    /// Whether the transport is reliable (RFC 3261 §17: no retransmissions).
+    pub fn is_reliable(self) -> bool {
+        matches!(self, Transport::Tcp)
+    }
+
+    /// The lower-case label used in metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// Where a message came from or goes to: a transport and the peer's address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Flow {
+    pub transport: Transport,
+    pub remote: SocketAddr,
+}
+
+/// The largest SIP message accepted on a stream; larger ones close the connection.
+const MAX_STREAM_MESSAGE: usize = 64 * 1024;
+/// Outbound messages queued per TCP connection before the connection counts as stuck.
+const TCP_QUEUE: usize = 1024;
+
+/// The sockets of one SIP listener address (UDP and TCP on the same port).
+#[derive(Debug)]
+pub struct Transports {
+    udp: Arc<UdpSocket>,
+    tcp: Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>,
+    metrics: Metrics,
+}
+
+impl Transports {
+    /// Binds the UDP socket on `udp_addr` and the TCP listener on `tcp_addr`.
+    pub async fn bind(
+        udp_addr: SocketAddr,
+        tcp_addr: SocketAddr,
+        metrics: Metrics,
+    ) -> anyhow::Result<(Arc<Self>, TcpListener)> {
+        let udp = UdpSocket::bind(udp_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot bind SIP UDP on {udp_addr}: {e}"))?;
+        let tcp = TcpListener::bind(tcp_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot bind SIP TCP on {tcp_addr}: {e}"))?;
+        let transports = Arc::new(Self {
+            udp: Arc::new(udp),
+            tcp: Mutex::new(HashMap::new()),
+            metrics,
+        });
+        Ok((transports, tcp))
+    }
+
+    /// Sends one message on `flow`; over TCP it reuses the peer's connection or opens one.
+    pub async fn send(self: &Arc<Self>, flow: Flow, data: Bytes) -> io::Result<()> {
+        self.metrics
+            .count_message(Direction::Out, message_kind(&data));
+        match flow.transport {
+            Transport::Udp => self.udp.send_to(&data, flow.remote).await.map(|_| ()),
+            Transport::Tcp => {
+                let existing = self.tcp_sender(flow.remote);
+                let sender = match existing {
+                    Some(sender) => sender,
+                    None => self.connect(flow.remote).await?,
+                };
+                sender.try_send(data).map_err(|e| {
+                    io::Error::other(format!("TCP connection to {}: {e}", flow.remote))
+                })
+            }
+        }
+    }
+
+    fn tcp_sender(&self, remote: SocketAddr) -> Option<mpsc::Sender<Bytes>> {
+        self.lock_tcp().get(&remote).cloned()
+    }
+
+    fn lock_tcp(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, mpsc::Sender<Bytes>>> {
+        // A poisoned map only means a task panicked mid-insert; the map itself is still usable.
+        self.tcp.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn connect(self: &Arc<Self>, remote: SocketAddr) -> io::Result<mpsc::Sender<Bytes>> {
+        let stream = TcpStream::connect(remote).await?;
+        Ok(self.adopt(stream, remote, None))
+    }
+
+    /// Registers a TCP connection: a writer task drains its queue, and, when a dispatcher is
+    /// given, a reader task frames and dispatches what arrives.
+    fn adopt(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        remote: SocketAddr,
+        dispatcher: Option<Arc<Dispatcher>>,
+    ) -> mpsc::Sender<Bytes> {
+        let _ = stream.set_nodelay(true);
+        let (mut reader, mut writer) = stream.into_split();
+        let (tx, mut rx) = mpsc::channel::<Bytes>(TCP_QUEUE);
+        self.lock_tcp().insert(remote, tx.clone());
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            while let Some(data) = rx.recv().await {
+                if let Err(e) = writer.write_all(&data).await {
+                    tracing::debug!(%remote, error = %e, "TCP write failed");
+                    break;
+                }
+            }
+            this.lock_tcp().remove(&remote);
+        });
+        if let Some(dispatcher) = dispatcher {
+            let this = Arc::clone(self);
+            tokio::spawn(async move {
+                let flow = Flow {
+                    transport: Transport::Tcp,
+                    remote,
+                };
+                let mut framer = StreamFramer::new(MAX_STREAM_MESSAGE);
+                let mut buf = vec![0u8; 16 * 1024];
+                'read: loop {
+                    let n = match reader.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    framer.push(&buf[..n]);
+                    while let Some(result) = framer.next_message() {
+                        match result {
+                            Ok(msg) => this.deliver(&dispatcher, msg, flow).await,
+                            Err(e) => {
+                                // A stream that lost its framing cannot be resynchronised.
+                                this.reject(&dispatcher, &e, flow).await;
+                                break 'read;
+                            }
+                        }
+                    }
+                }
+                this.lock_tcp().remove(&remote);
+            });
+        }
+        tx
+    }
+
+    /// Receives datagrams until the socket fails; each is parsed and dispatched.
+    pub async fn run_udp(self: Arc<Self>, dispatcher: Arc<Dispatcher>) {
+        let mut buf = vec![0u8; 65_535];
+        loop {
+            let (n, remote) = match self.udp.recv_from(&mut buf).await {
+                Ok(received) => received,
+                Err(e) => {
+                    // ICMP port-unreachable from a vanished peer surfaces here on Linux.
+                    tracing::debug!(error = %e, "UDP receive error");
+                    continue;
+                }
+            };
+            let flow = Flow {
+                transport: Transport::Udp,
+                remote,
+            };
+            let datagram = Bytes::copy_from_slice(&buf[..n]);
+            if datagram.iter().all(|b| matches!(b, b'\r' | b'\n' | 0)) {
+                continue; // RFC 5626 keep-alive
+            }
+            match parse_datagram(datagram) {
+                Ok(msg) => self.deliver(&dispatcher, msg, flow).await,
+                Err(e) => self.reject(&dispatcher, &e, flow).await,
+            }
+        }
+    }
+
+    /// Accepts TCP connections until the listener fails.
+    pub async fn run_tcp(self: Arc<Self>, listener: TcpListener, dispatcher: Arc<Dispatcher>) {
+        loop {
+            match listener.accept().await {
+                Ok((stream, remote)) => {
+                    self.adopt(stream, remote, Some(Arc::clone(&dispatcher)));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "TCP accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    async fn deliver(self: &Arc<Self>, dispatcher: &Arc<Dispatcher>, msg: SipMessage, flow: Flow) {
+        self.metrics.count_message(
+            Direction::In,
+            if msg.is_request() {
+                "request"
+            } else {
+                "response"
+            },
+        );
+        dispatcher.dispatch(msg, flow).await;
+    }
+
+    async fn reject(
+        self: &Arc<Self>,
+        dispatcher: &Arc<Dispatcher>,
+        error: &ParseError,
+        flow: Flow,
+    ) {
+        self.metrics.count_parse_error(flow.transport);
+        dispatcher.reject_unparsable(error, flow).await;
+    }
+}
+
+/// "request" or "response", from the first bytes of a printed message.
+fn message_kind(data: &[u8]) -> &'static str {
+    if data.starts_with(b"SIP/2.0 ") {
+        "response"
+    } else {
+        "request"
+    }
+}
