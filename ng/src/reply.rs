@@ -140,11 +140,13 @@ impl Reply {
         self.get("sdp").and_then(Value::as_bytes).map(|b| &b[..])
     }
 
-    /// `calls`, the call-ids of a `list` reply (entries that are not text are skipped).
-    pub fn calls(&self) -> Option<Vec<&str>> {
+    /// `calls`, the call-ids of a `list` reply; empty when absent (entries that are not text
+    /// are skipped).
+    pub fn calls(&self) -> Vec<&str> {
         self.get("calls")
             .and_then(Value::as_list)
             .map(|l| l.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default()
     }
 
     /// Any key of the reply.
@@ -228,7 +230,8 @@ mod tests {
             .with("calls", vec![Value::from("a"), Value::from("b")]);
         let (_, back) = Reply::decode(&r.encode("1")).unwrap();
         assert_eq!(back.sdp(), Some(&b"v=0\r\n"[..]));
-        assert_eq!(back.calls(), Some(vec!["a", "b"]));
+        assert_eq!(back.calls(), vec!["a", "b"]);
+        assert!(Reply::ok().calls().is_empty());
         assert_eq!(back, r);
     }
 
