@@ -1,0 +1,347 @@
+//! The media pod's configuration: command line flags with `TANDEM_*` environment fallbacks,
+//! gathered in one [`Config`]. Settings the Gateway resource owns (the RTP port range) come
+//! from it when a config directory and Gateway name are given and no flag overrides them.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use clap::Parser;
+use tandem_runtime::logging::LogFormat;
+
+/// Command line and environment of the media pod.
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "media-pod",
+    version,
+    about = "Tandem media pod: RTP/RTCP relay controlled by the rtpengine ng protocol"
+)]
+pub struct Config {
+    /// UDP address of the ng control server.
+    #[arg(long, env = "TANDEM_NG_LISTEN", default_value = "127.0.0.1:2223")]
+    pub ng_listen: SocketAddr,
+    /// Address the RTP/RTCP sockets bind; also advertised in SDP unless overridden.
+    #[arg(long, env = "TANDEM_RTP_ADDRESS", default_value = "127.0.0.1")]
+    pub rtp_address: IpAddr,
+    /// Address written into rewritten SDP (c=, a=rtcp, o=), e.g. a public or SR-IOV address.
+    #[arg(long, env = "TANDEM_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<IpAddr>,
+    /// Inclusive UDP port range for media, as `first-last`; RTP takes even ports, RTCP the
+    /// odd port above. Defaults to the Gateway's `media.rtpPortRange`, else 20000-29999.
+    #[arg(long, env = "TANDEM_RTP_PORTS")]
+    pub rtp_ports: Option<PortRange>,
+    /// Directory of Gateway, Trunk and RoutePlan YAML files (read once at start).
+    #[arg(long, env = "TANDEM_CONFIG_DIR", requires = "gateway")]
+    pub config_dir: Option<PathBuf>,
+    /// The Gateway this pod serves, in the config directory.
+    #[arg(long, env = "TANDEM_GATEWAY", requires = "config_dir")]
+    pub gateway: Option<String>,
+    /// Admin HTTP address (/metrics, /livez, /readyz).
+    #[arg(long, env = "TANDEM_ADMIN_LISTEN", default_value = "127.0.0.1:9102")]
+    pub admin_listen: SocketAddr,
+    /// Log format: text or json.
+    #[arg(long, env = "TANDEM_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+    /// Seconds without media or signalling after which a call is torn down.
+    #[arg(long, env = "TANDEM_SESSION_TIMEOUT", default_value_t = 3600)]
+    pub session_timeout_seconds: u64,
+    /// Milliseconds a latched media source must be silent before a packet from a new source
+    /// address re-latches the stream (NAT rebinding).
+    #[arg(long, env = "TANDEM_LATCH_HOLDOFF_MS", default_value_t = 1000)]
+    pub latch_holdoff_ms: u64,
+}
+
+impl Config {
+    /// The address to advertise in SDP.
+    pub fn advertised_address(&self) -> IpAddr {
+        self.advertise_address.unwrap_or(self.rtp_address)
+    }
+
+    /// The idle timeout of a call.
+    pub fn session_timeout(&self) -> Duration {
+        Duration::from_secs(self.session_timeout_seconds)
+    }
+
+    /// How long a latched source must be silent before another may take over.
+    pub fn latch_holdoff(&self) -> Duration {
+        Duration::from_millis(self.latch_holdoff_ms)
+    }
+
+    /// The RTP port range: the flag, else the Gateway's, else the default.
+    pub fn port_range(&self) -> anyhow::Result<PortRange> {
+        if let Some(range) = self.rtp_ports {
+            return Ok(range);
+        }
+        let (Some(dir), Some(name)) = (&self.config_dir, &self.gateway) else {
+            return Ok(PortRange::DEFAULT);
+        };
+        let set = tandem_runtime::config_dir::load(dir)?;
+        let gateway = set.for_gateway(name).with_context(|| {
+            format!(
+                "configuration in {} has no Gateway named {name:?}",
+                dir.display()
+            )
+        })?;
+        let range = gateway.gateway.spec.media.rtp_port_range;
+        PortRange::new(range.min, range.max)
+            .with_context(|| format!("Gateway {name:?} has an unusable media.rtpPortRange"))
+    }
+
+    /// Checks combinations that flags alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.advertised_address().is_unspecified() {
+            return Err(ConfigError::UnspecifiedAdvertise(self.rtp_address));
+        }
+        if self.session_timeout_seconds == 0 {
+            return Err(ConfigError::ZeroTimeout);
+        }
+        Ok(())
+    }
+}
+
+/// Configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A wildcard bind address with nothing to advertise.
+    #[error("--rtp-address {0} is a wildcard and cannot go into SDP; set --advertise-address")]
+    UnspecifiedAdvertise(IpAddr),
+    /// A zero session timeout would end every call immediately.
+    #[error("--session-timeout must be at least one second")]
+    ZeroTimeout,
+}
+
+/// An inclusive UDP port range holding at least one even/odd RTP/RTCP pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    first: u16,
+    last: u16,
+}
+
+impl PortRange {
+    /// 20000-29999, the range of the local platform and the Gateway default.
+    pub const DEFAULT: PortRange = PortRange {
+        first: 20000,
+        last: 29999,
+    };
+
+    /// A range from `first` to `last` inclusive.
+    pub fn new(first: u16, last: u16) -> Result<Self, PortRangeError> {
+        if first == 0 {
+            return Err(PortRangeError::ZeroPort);
+        }
+        if first > last {
+            return Err(PortRangeError::Reversed { first, last });
+        }
+        let range = Self { first, last };
+        if range.pairs().next().is_none() {
+            return Err(PortRangeError::NoPair { first, last });
+        }
+        Ok(range)
+    }
+
+    /// The RTP ports (even) whose RTCP port (odd, one above) is also in the range.
+    pub fn pairs(&self) -> impl Iterator<Item = u16> + use<> {
+        let start = u32::from(self.first).div_ceil(2) * 2;
+        let last = u32::from(self.last);
+        (start..last)
+            .step_by(2)
+            .filter_map(|p| u16::try_from(p).ok())
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+/// Why a port range is not usable.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PortRangeError {
+    /// Not of the form `first-last`.
+    #[error("expected a port range like 20000-29999")]
+    Syntax,
+    /// Port 0 is not a real port.
+    #[error("port range cannot include port 0")]
+    ZeroPort,
+    /// `first` above `last`.
+    #[error("port range {first}-{last} is reversed")]
+    Reversed {
+        /// First port.
+        first: u16,
+        /// Last port.
+        last: u16,
+    },
+    /// No even port with its odd neighbour inside.
+    #[error("port range {first}-{last} holds no even/odd RTP/RTCP pair")]
+    NoPair {
+        /// First port.
+        first: u16,
+        /// Last port.
+        last: u16,
+    },
+}
+
+impl FromStr for PortRange {
+    type Err = PortRangeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (first, last) = s.trim().split_once('-').ok_or(PortRangeError::Syntax)?;
+        let first = first
+            .trim()
+            .parse::<u16>()
+            .map_err(|_| PortRangeError::Syntax)?;
+        let last = last
+            .trim()
+            .parse::<u16>()
+            .map_err(|_| PortRangeError::Syntax)?;
+        PortRange::new(first, last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_range_pairs() {
+        let r: PortRange = "20000-20005".parse().unwrap();
+        assert_eq!(r.pairs().collect::<Vec<_>>(), vec![20000, 20002, 20004]);
+        let odd: PortRange = "20001-20004".parse().unwrap();
+        assert_eq!(odd.pairs().collect::<Vec<_>>(), vec![20002]);
+        let top: PortRange = "65534-65535".parse().unwrap();
+        assert_eq!(top.pairs().collect::<Vec<_>>(), vec![65534]);
+        assert_eq!(r.to_string(), "20000-20005");
+    }
+
+    #[test]
+    fn port_range_errors() {
+        assert_eq!("20000".parse::<PortRange>(), Err(PortRangeError::Syntax));
+        assert_eq!("a-b".parse::<PortRange>(), Err(PortRangeError::Syntax));
+        assert_eq!("0-10".parse::<PortRange>(), Err(PortRangeError::ZeroPort));
+        assert_eq!(
+            "30000-20000".parse::<PortRange>(),
+            Err(PortRangeError::Reversed {
+                first: 30000,
+                last: 20000
+            })
+        );
+        assert_eq!(
+            "20001-20002".parse::<PortRange>(),
+            Err(PortRangeError::NoPair {
+                first: 20001,
+                last: 20002
+            })
+        );
+        assert_eq!(
+            "20000-20000".parse::<PortRange>(),
+            Err(PortRangeError::NoPair {
+                first: 20000,
+                last: 20000
+            })
+        );
+    }
+
+    #[test]
+    fn defaults_and_validation() {
+        let c = Config::try_parse_from(["media-pod"]).unwrap();
+        assert_eq!(c.ng_listen, "127.0.0.1:2223".parse().unwrap());
+        assert_eq!(
+            c.port_range().unwrap(),
+            PortRange::new(20000, 29999).unwrap()
+        );
+        assert_eq!(c.admin_listen, "127.0.0.1:9102".parse().unwrap());
+        assert_eq!(c.session_timeout(), Duration::from_secs(3600));
+        assert!(c.validate().is_ok());
+        let wild = Config::try_parse_from(["media-pod", "--rtp-address", "0.0.0.0"]).unwrap();
+        assert!(wild.validate().is_err());
+        let adv = Config::try_parse_from([
+            "media-pod",
+            "--rtp-address",
+            "0.0.0.0",
+            "--advertise-address",
+            "198.51.100.7",
+        ])
+        .unwrap();
+        assert!(adv.validate().is_ok());
+        assert_eq!(
+            adv.advertised_address(),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        assert!(Config::try_parse_from(["media-pod", "--rtp-ports", "9-5"]).is_err());
+        assert!(Config::try_parse_from(["media-pod", "--gateway", "gw"]).is_err());
+        assert!(Config::try_parse_from(["media-pod", "--log-format", "xml"]).is_err());
+    }
+
+    fn write_gateway(dir: &std::path::Path, min: u16, max: u16) {
+        let yaml = format!(
+            r#"apiVersion: voice.tandem.dev/v1alpha1
+kind: Gateway
+metadata:
+  name: edge
+spec:
+  signaling:
+    replicas: 1
+    listeners:
+      - name: sip-udp
+        transport: UDP
+        port: 5060
+  media:
+    replicas: 1
+    rtpPortRange:
+      min: {min}
+      max: {max}
+    network:
+      mode: Pod
+"#
+        );
+        std::fs::write(dir.join("gateway.yaml"), yaml).unwrap();
+    }
+
+    fn scratch_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("media-pod-config-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn port_range_comes_from_the_gateway_unless_overridden() {
+        let dir = scratch_dir("gw");
+        write_gateway(&dir, 40000, 40099);
+        let dir_arg = dir.to_str().unwrap();
+        let c = Config::try_parse_from(["media-pod", "--config-dir", dir_arg, "--gateway", "edge"])
+            .unwrap();
+        assert_eq!(
+            c.port_range().unwrap(),
+            PortRange::new(40000, 40099).unwrap()
+        );
+        let c = Config::try_parse_from([
+            "media-pod",
+            "--config-dir",
+            dir_arg,
+            "--gateway",
+            "edge",
+            "--rtp-ports",
+            "50000-50009",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.port_range().unwrap(),
+            PortRange::new(50000, 50009).unwrap()
+        );
+        let missing =
+            Config::try_parse_from(["media-pod", "--config-dir", dir_arg, "--gateway", "other"])
+                .unwrap();
+        let err = missing.port_range().unwrap_err();
+        assert!(
+            format!("{err:#}").contains("no Gateway named \"other\""),
+            "{err:#}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

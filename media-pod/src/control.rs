@@ -1,0 +1,574 @@
+//! The ng command processor: one datagram in, at most one reply out, with rtpengine's reply
+//! shapes and error texts. Pure: the session table, the port binder and the time are passed
+//! in, so the whole control path is unit-tested without sockets.
+//!
+//! Retransmissions are answered from a reply cache keyed by the client's address and the
+//! cookie, like rtpengine's cookie cache: a client that retransmits an `offer` because the
+//! reply was lost gets the same reply, and the command is not run twice.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tandem_ng::{Command, Cookie, NgError, Reply, Request, Statistics, Value};
+
+use crate::session::{PortBinder, SessionError, SessionTable, Timestamp};
+
+/// How long a reply is kept for retransmissions (rtpengine keeps its cookies 30 s).
+pub const REPLY_CACHE_TTL: Duration = Duration::from_secs(30);
+/// Most replies cached at once; the oldest go first beyond this.
+pub const REPLY_CACHE_CAPACITY: usize = 16_384;
+/// Largest reply that fits a UDP datagram over IPv4.
+pub const MAX_REPLY: usize = 65_507;
+/// Default `limit` of `list`, as in rtpengine.
+pub const DEFAULT_LIST_LIMIT: usize = 32;
+
+/// Recent replies by (client address, cookie).
+#[derive(Debug)]
+pub struct ReplyCache {
+    ttl: Duration,
+    capacity: usize,
+    entries: HashMap<(IpAddr, Cookie), (Instant, Vec<u8>)>,
+    order: VecDeque<(Instant, (IpAddr, Cookie))>,
+}
+
+impl ReplyCache {
+    /// An empty cache.
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        Self {
+            ttl,
+            capacity,
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// The cached reply to `cookie` from `client`, if still fresh.
+    pub fn get(&mut self, client: IpAddr, cookie: &Cookie, now: Instant) -> Option<&[u8]> {
+        self.evict(now);
+        self.entries
+            .get(&(client, cookie.clone()))
+            .map(|(_, reply)| reply.as_slice())
+    }
+
+    /// Remembers `reply`.
+    pub fn insert(&mut self, client: IpAddr, cookie: Cookie, reply: Vec<u8>, now: Instant) {
+        self.evict(now);
+        while self.entries.len() >= self.capacity {
+            let Some((_, key)) = self.order.pop_front() else {
+                break;
+            };
+            self.entries.remove(&key);
+        }
+        let key = (client, cookie);
+        self.entries.insert(key.clone(), (now, reply));
+        self.order.push_back((now, key));
+    }
+
+    /// Entries currently held.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the cache is empty.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn evict(&mut self, now: Instant) {
+        while let Some((inserted, _)) = self.order.front() {
+            if now.saturating_duration_since(*inserted) < self.ttl {
+                break;
+            }
+            if let Some((_, key)) = self.order.pop_front() {
+                // A key re-inserted later has a newer timestamp; keep that entry.
+                if self
+                    .entries
+                    .get(&key)
+                    .is_some_and(|(at, _)| now.saturating_duration_since(*at) >= self.ttl)
+                {
+                    self.entries.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+/// Per-second rates derived from the table's running totals.
+#[derive(Clone, Copy, Debug, Default)]
+struct Rates {
+    last: Option<(Instant, u64, u64, u64)>,
+    packets: u64,
+    bytes: u64,
+    errors: u64,
+}
+
+impl Rates {
+    fn sample(&mut self, now: Instant, packets: u64, bytes: u64, errors: u64) {
+        if let Some((at, p, b, e)) = self.last {
+            let elapsed = now.saturating_duration_since(at).as_secs_f64();
+            if elapsed < 0.5 {
+                return;
+            }
+            let per_second = |delta: u64| (delta as f64 / elapsed).round() as u64;
+            self.packets = per_second(packets.saturating_sub(p));
+            self.bytes = per_second(bytes.saturating_sub(b));
+            self.errors = per_second(errors.saturating_sub(e));
+        }
+        self.last = Some((now, packets, bytes, errors));
+    }
+}
+
+/// What handling a datagram produced, for the shell to send and count.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The datagram to send back, if any (none when there is no cookie to answer to).
+    pub reply: Option<Vec<u8>>,
+    /// The command, when one was recognised.
+    pub command: Option<Command>,
+    /// A bounded error label, when the request failed.
+    pub error: Option<&'static str>,
+    /// Whether the reply came from the cache.
+    pub duplicate: bool,
+}
+
+/// The ng control state that outlives single requests.
+#[derive(Debug)]
+pub struct Controller {
+    cache: ReplyCache,
+    started: Instant,
+    rates: Rates,
+}
+
+impl Controller {
+    /// A controller started at `now`.
+    pub fn new(now: Instant) -> Self {
+        Self {
+            cache: ReplyCache::new(REPLY_CACHE_TTL, REPLY_CACHE_CAPACITY),
+            started: now,
+            rates: Rates::default(),
+        }
+    }
+
+    /// Updates the packet/byte/error rates reported by `statistics`; call about once a second.
+    pub fn tick(&mut self, now: Instant, table: &SessionTable) {
+        let t = table.totals();
+        self.rates
+            .sample(now, t.relayed_packets, t.relayed_bytes, t.dropped_packets);
+    }
+
+    /// Handles one ng datagram from `source`.
+    pub fn handle(
+        &mut self,
+        datagram: &[u8],
+        source: SocketAddr,
+        now: Timestamp,
+        table: &mut SessionTable,
+        binder: &mut dyn PortBinder,
+    ) -> Outcome {
+        let (cookie, payload) = match tandem_ng::split_cookie(datagram) {
+            Ok(split) => split,
+            Err(e) => {
+                // Without a cookie there is nothing to address a reply to (rtpengine also
+                // stays silent).
+                tracing::debug!(%source, error = %e, "ng datagram without cookie dropped");
+                return Outcome {
+                    error: Some(e.reason_label()),
+                    ..Outcome::default()
+                };
+            }
+        };
+        if let Some(cached) = self.cache.get(source.ip(), &cookie, now.instant) {
+            tracing::debug!(%source, %cookie, "duplicate ng request answered from cache");
+            return Outcome {
+                reply: Some(cached.to_vec()),
+                duplicate: true,
+                ..Outcome::default()
+            };
+        }
+        let mut outcome = Outcome::default();
+        let reply = match parse_request(payload) {
+            Err(e) => {
+                tracing::warn!(%source, error = %e, "invalid ng request");
+                outcome.error = Some(e.reason_label());
+                Reply::error(e.to_string())
+            }
+            Ok(request) => {
+                outcome.command = Some(request.command);
+                match self.dispatch(&request, now, table, binder) {
+                    Ok(reply) => reply,
+                    Err(e) => {
+                        tracing::info!(
+                            %source,
+                            command = %request.command,
+                            call_id = request.call_id.as_deref().unwrap_or(""),
+                            error = %e,
+                            "ng command failed"
+                        );
+                        outcome.error = Some(e.reason_label());
+                        Reply::error(e.to_string())
+                    }
+                }
+            }
+        };
+        let mut wire = reply.encode(&cookie);
+        if wire.len() > MAX_REPLY {
+            outcome.error = Some("reply_too_large");
+            wire = Reply::error("Reply too large for a UDP datagram").encode(&cookie);
+        }
+        self.cache
+            .insert(source.ip(), cookie, wire.clone(), now.instant);
+        outcome.reply = Some(wire);
+        outcome
+    }
+
+    fn dispatch(
+        &mut self,
+        request: &Request,
+        now: Timestamp,
+        table: &mut SessionTable,
+        binder: &mut dyn PortBinder,
+    ) -> Result<Reply, SessionError> {
+        match request.command {
+            Command::Ping => Ok(Reply::pong()),
+            Command::Offer | Command::Answer => {
+                let sdp = table.negotiate(request, now, binder)?;
+                Ok(Reply::ok().with("sdp", Value::Bytes(sdp.into())))
+            }
+            Command::Delete => match table.delete(request, binder) {
+                Ok(report) => {
+                    let mut reply = Reply::ok();
+                    reply.extend(report.to_dictionary());
+                    Ok(reply)
+                }
+                // Like rtpengine: a delete of something already gone is only a warning,
+                // unless the client asks for it to be fatal.
+                Err(e @ SessionError::NoMatch) if !request.has_flag("fatal") => {
+                    Ok(Reply::ok().with("warning", e.to_string()))
+                }
+                Err(e) => Err(e),
+            },
+            Command::Query => {
+                let report = table.query(request)?;
+                let mut reply = Reply::ok();
+                reply.extend(report.to_dictionary());
+                Ok(reply)
+            }
+            Command::List => {
+                let limit = match request.limit {
+                    None => DEFAULT_LIST_LIMIT,
+                    Some(l) => usize::try_from(l).map_err(|_| NgError::InvalidValue {
+                        key: "limit",
+                        reason: "must be >= 0",
+                    })?,
+                };
+                let calls = table
+                    .list(limit)
+                    .into_iter()
+                    .map(Value::from)
+                    .collect::<Vec<_>>();
+                Ok(Reply::ok().with("calls", calls))
+            }
+            Command::Statistics => {
+                let mut reply = Reply::ok();
+                reply.extend(self.statistics(now.instant, table).to_dictionary());
+                Ok(reply)
+            }
+        }
+    }
+
+    fn statistics(&self, now: Instant, table: &SessionTable) -> Statistics {
+        let t = table.totals();
+        Statistics {
+            sessions_own: table.sessions() as u64,
+            sessions_foreign: 0,
+            transcoded_media: 0,
+            packet_rate: self.rates.packets,
+            byte_rate: self.rates.bytes,
+            error_rate: self.rates.errors,
+            uptime: now.saturating_duration_since(self.started).as_secs(),
+            managed_sessions: t.created,
+            rejected_sessions: t.rejected,
+            timeout_sessions: t.timed_out,
+            regular_terminated_sessions: t.deleted,
+            relayed_packets: t.relayed_packets,
+            relayed_packet_errors: t.dropped_packets,
+        }
+    }
+}
+
+fn parse_request(payload: &[u8]) -> Result<Request, NgError> {
+    let dict = tandem_ng::frame::parse_payload(payload)?;
+    Request::from_dictionary(&dict)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use tandem_ng::{CallReport, ReplyResult};
+    use tandem_rtp::PacketKind;
+
+    use super::*;
+    use crate::config::PortRange;
+    use crate::ports::PortAllocator;
+    use crate::session::TableConfig;
+
+    #[derive(Default)]
+    struct Binder;
+
+    impl PortBinder for Binder {
+        fn bind_pair(&mut self, _: u16) -> io::Result<()> {
+            Ok(())
+        }
+        fn unbind_pair(&mut self, _: u16) {}
+    }
+
+    struct Harness {
+        controller: Controller,
+        table: SessionTable,
+        t0: Instant,
+    }
+
+    const CLIENT: &str = "127.0.0.1:40000";
+
+    impl Harness {
+        fn new() -> Self {
+            let t0 = Instant::now();
+            Self {
+                controller: Controller::new(t0),
+                table: SessionTable::new(
+                    TableConfig {
+                        advertise: "127.0.0.1".parse().unwrap(),
+                        session_timeout: Duration::from_secs(60),
+                        latch_holdoff: Duration::from_secs(1),
+                    },
+                    PortAllocator::new(PortRange::new(30000, 30099).unwrap()),
+                ),
+                t0,
+            }
+        }
+
+        fn send_at(&mut self, datagram: &[u8], ms: u64) -> Outcome {
+            let now = Timestamp {
+                instant: self.t0 + Duration::from_millis(ms),
+                unix: 1_700_000_000,
+            };
+            self.controller.handle(
+                datagram,
+                CLIENT.parse().unwrap(),
+                now,
+                &mut self.table,
+                &mut Binder,
+            )
+        }
+
+        fn send(&mut self, datagram: &[u8]) -> Outcome {
+            self.send_at(datagram, 0)
+        }
+
+        fn request(&mut self, cookie: &str, request: &Request) -> Reply {
+            let outcome = self.send(&request.encode(cookie));
+            let (back, reply) = Reply::decode(&outcome.reply.unwrap()).unwrap();
+            assert_eq!(back, cookie);
+            reply
+        }
+    }
+
+    fn sdp(port: u16) -> String {
+        format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {port} RTP/AVP 0\r\n"
+        )
+    }
+
+    #[test]
+    fn ping_gets_the_exact_rtpengine_pong() {
+        let mut h = Harness::new();
+        let outcome = h.send(b"5323_1 d7:command4:pinge");
+        assert_eq!(
+            outcome.reply.as_deref(),
+            Some(&b"5323_1 d6:result4:ponge"[..])
+        );
+        assert_eq!(outcome.command, Some(Command::Ping));
+        assert_eq!(outcome.error, None);
+    }
+
+    #[test]
+    fn garbage_gets_error_replies_or_silence() {
+        let mut h = Harness::new();
+        let no_cookie = h.send(b"d7:command4:pinge");
+        assert_eq!(no_cookie.reply, None);
+        assert_eq!(no_cookie.error, Some("malformed"));
+        let cases: &[(&[u8], &str, &str)] = &[
+            (
+                b"c1 d7:command4:pin",
+                "Could not decode dictionary",
+                "malformed",
+            ),
+            (b"c2 li1ee", "Could not decode dictionary", "malformed"),
+            (
+                b"c3 d4:call2:ide",
+                "Dictionary contains no key \"command\"",
+                "unknown_command",
+            ),
+            (
+                b"c4 d7:command5:dancee",
+                "Unrecognized command",
+                "unknown_command",
+            ),
+            (b"c5 ", "Invalid data (no payload)", "malformed"),
+        ];
+        for (datagram, reason, label) in cases {
+            let outcome = h.send(datagram);
+            let (_, reply) = Reply::decode(outcome.reply.as_ref().unwrap()).unwrap();
+            assert_eq!(reply.result(), &ReplyResult::Error);
+            assert!(
+                reply.error_reason().unwrap().starts_with(reason),
+                "{:?}",
+                reply.error_reason()
+            );
+            assert_eq!(outcome.error, Some(*label));
+        }
+        let bomb = [b"c6 ".as_slice(), &[b'l'; 5000]].concat();
+        let (_, reply) = Reply::decode(&h.send(&bomb).reply.unwrap()).unwrap();
+        assert!(reply.error_reason().unwrap().contains("nesting"));
+        // Still serving.
+        assert!(h.request("c7", &Request::ping()).is_success());
+    }
+
+    #[test]
+    fn offer_answer_query_list_delete() {
+        let mut h = Harness::new();
+        let offer = h.request("1", &Request::offer("call-a", "ft", sdp(4000)));
+        assert!(offer.is_success(), "{offer:?}");
+        assert!(String::from_utf8_lossy(offer.sdp().unwrap()).contains("m=audio 30000 "));
+        let answer = h.request("2", &Request::answer("call-a", "ft", "tt", sdp(5000)));
+        assert!(String::from_utf8_lossy(answer.sdp().unwrap()).contains("m=audio 30002 "));
+        let list = h.request("3", &Request::list());
+        assert_eq!(list.calls(), vec!["call-a"]);
+        let query = h.request("4", &Request::query("call-a"));
+        let report = CallReport::from_dictionary(query.body()).unwrap();
+        assert_eq!(report.tags.len(), 2);
+        let delete = h.request("5", &Request::delete("call-a", None));
+        assert!(delete.is_success());
+        assert!(
+            delete.get("totals").is_some(),
+            "delete carries the final stats"
+        );
+        let gone = h.request("6", &Request::query("call-a"));
+        assert_eq!(gone.error_reason(), Some("Unknown call-id"));
+        let again = h.request("7", &Request::delete("call-a", None));
+        assert!(again.is_success());
+        assert_eq!(
+            again.warning(),
+            Some("Call-ID not found or tags didn't match")
+        );
+        let fatal = h.request("8", &Request::delete("call-a", None).with_flag("fatal"));
+        assert_eq!(
+            fatal.error_reason(),
+            Some("Call-ID not found or tags didn't match")
+        );
+        let answer_unknown = h.request("9", &Request::answer("zzz", "a", "b", sdp(5000)));
+        assert_eq!(answer_unknown.error_reason(), Some("Unknown call-id"));
+    }
+
+    #[test]
+    fn list_limit_validation() {
+        let mut h = Harness::new();
+        for i in 0..3 {
+            h.request(
+                &format!("o{i}"),
+                &Request::offer(format!("c{i}"), "f", sdp(4000)),
+            );
+        }
+        let r = h.request("l1", &Request::list().with_limit(2));
+        assert_eq!(r.calls().len(), 2);
+        let r = h.request("l2", &Request::list().with_limit(-1));
+        assert!(r.is_error());
+        assert!(r.error_reason().unwrap().contains("limit"));
+    }
+
+    #[test]
+    fn duplicate_cookie_is_answered_from_cache_without_rerunning() {
+        let mut h = Harness::new();
+        let offer = Request::offer("dup", "ft", sdp(4000)).encode("same");
+        let first = h.send_at(&offer, 0);
+        assert!(!first.duplicate);
+        // The call is deleted in between; a retransmitted offer must not recreate it.
+        h.request("del", &Request::delete("dup", None));
+        let second = h.send_at(&offer, 1000);
+        assert!(second.duplicate);
+        assert_eq!(first.reply, second.reply);
+        assert_eq!(h.table.sessions(), 0);
+        // After the cache lifetime the same cookie is a new request.
+        let third = h.send_at(&offer, 31_000);
+        assert!(!third.duplicate);
+        assert_eq!(h.table.sessions(), 1);
+    }
+
+    #[test]
+    fn statistics_reports_counts_and_rates() {
+        let mut h = Harness::new();
+        h.request("o", &Request::offer("s1", "f", sdp(4000)));
+        h.request("a", &Request::answer("s1", "f", "t", sdp(5000)));
+        h.controller.tick(h.t0, &h.table);
+        let now = Timestamp {
+            instant: h.t0,
+            unix: 0,
+        };
+        for _ in 0..50 {
+            h.table.route(
+                30002,
+                "127.0.0.1:4000".parse().unwrap(),
+                PacketKind::Rtp,
+                100,
+                now,
+            );
+        }
+        h.table.route(
+            30002,
+            "127.0.0.1:4000".parse().unwrap(),
+            PacketKind::Other,
+            10,
+            now,
+        );
+        h.controller.tick(h.t0 + Duration::from_secs(1), &h.table);
+        let reply = h.request("st", &Request::statistics());
+        let stats = Statistics::from_dictionary(reply.body());
+        assert_eq!(stats.sessions_own, 1);
+        assert_eq!(stats.managed_sessions, 1);
+        assert_eq!(stats.relayed_packets, 50);
+        assert_eq!(stats.relayed_packet_errors, 1);
+        assert_eq!(stats.packet_rate, 50);
+        assert_eq!(stats.byte_rate, 5000);
+        assert_eq!(stats.error_rate, 1);
+    }
+
+    #[test]
+    fn reply_cache_is_bounded_and_expires() {
+        let t0 = Instant::now();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut cache = ReplyCache::new(Duration::from_secs(30), 3);
+        for i in 0..5 {
+            cache.insert(ip, Cookie::from(format!("c{i}")), vec![i], t0);
+        }
+        assert_eq!(cache.len(), 3);
+        assert!(cache.get(ip, &Cookie::from("c0"), t0).is_none());
+        assert_eq!(cache.get(ip, &Cookie::from("c4"), t0), Some(&[4u8][..]));
+        // Another client with the same cookie is a different request.
+        assert!(
+            cache
+                .get("10.0.0.1".parse().unwrap(), &Cookie::from("c4"), t0)
+                .is_none()
+        );
+        assert!(
+            cache
+                .get(ip, &Cookie::from("c4"), t0 + Duration::from_secs(30))
+                .is_none()
+        );
+        assert!(cache.is_empty());
+    }
+}

@@ -1,0 +1,1659 @@
+//! The session table: calls, their two parties, the relay ports of each media section, and
+//! the per-packet forwarding decision. Pure: time comes in as [`Timestamp`] arguments and
+//! socket binding goes through the [`PortBinder`] trait, so everything here is unit-tested
+//! without a network.
+//!
+//! Model (after rtpengine's): a call has a caller (the first offerer) and a callee. Each SDP
+//! media section is a [`MediaStream`] with one [`Leg`] per party. A leg's `local` port pair is
+//! where the relay receives that party's packets and sends packets to it from; it is
+//! advertised in the SDP going *to* that party. So an offer from the caller allocates the
+//! callee's pair (the offer travels to the callee), and the answer allocates the caller's.
+//! A packet arriving on one leg's port is sent from the other leg's port to the other party.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tandem_ng::{
+    CallReport, Command, MediaReport, NgError, PacketStats, Replace, Request, StreamReport,
+    TagReport,
+};
+use tandem_rtp::PacketKind;
+use tandem_sip::sdp::{SdpError, SessionDescription};
+
+use crate::latch::{Latch, LatchEvent};
+use crate::ports::PortAllocator;
+use crate::sdp_rewrite::{self, AnchoredStream, Remote, StreamError};
+
+/// A moment, both monotonic (for timeouts and latching) and wall-clock (for reports).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timestamp {
+    /// Monotonic time.
+    pub instant: Instant,
+    /// Seconds since the UNIX epoch.
+    pub unix: u64,
+}
+
+/// Opens and closes the sockets of an RTP/RTCP port pair.
+pub trait PortBinder {
+    /// Binds `rtp_port` and `rtp_port + 1` and starts relaying on them.
+    fn bind_pair(&mut self, rtp_port: u16) -> io::Result<()>;
+    /// Stops relaying on and closes the pair.
+    fn unbind_pair(&mut self, rtp_port: u16);
+}
+
+/// Fixed parameters of the table.
+#[derive(Clone, Copy, Debug)]
+pub struct TableConfig {
+    /// Address written into rewritten SDP.
+    pub advertise: IpAddr,
+    /// A call without media or signalling for this long is removed.
+    pub session_timeout: Duration,
+    /// Silence required before a flow re-latches to a new source.
+    pub latch_holdoff: Duration,
+}
+
+/// Why an ng command could not be carried out. The `Display` text is the ng `error-reason`.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The request lacks a key or has a bad value.
+    #[error(transparent)]
+    Request(#[from] NgError),
+    /// The SDP does not parse.
+    #[error("Failed to parse SDP: {0}")]
+    Sdp(#[from] SdpError),
+    /// The SDP parses but cannot be anchored.
+    #[error("Incomplete SDP specification: {0}")]
+    IncompleteSdp(#[from] StreamError),
+    /// No call with this call-id.
+    #[error("Unknown call-id")]
+    UnknownCall,
+    /// `delete` found no call, or its tags did not match.
+    #[error("Call-ID not found or tags didn't match")]
+    NoMatch,
+    /// No port pair could be allocated and bound.
+    #[error("Ran out of ports")]
+    NoPorts,
+}
+
+impl SessionError {
+    /// A bounded label for metrics.
+    pub fn reason_label(&self) -> &'static str {
+        match self {
+            SessionError::Request(e) => e.reason_label(),
+            SessionError::Sdp(_) | SessionError::IncompleteSdp(_) => "bad_sdp",
+            SessionError::UnknownCall | SessionError::NoMatch => "unknown_call",
+            SessionError::NoPorts => "no_ports",
+        }
+    }
+}
+
+/// The two parties of a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The party that sent the first offer.
+    Caller,
+    /// The other party.
+    Callee,
+}
+
+impl Side {
+    fn index(self) -> usize {
+        match self {
+            Side::Caller => 0,
+            Side::Callee => 1,
+        }
+    }
+
+    fn other(self) -> Side {
+        match self {
+            Side::Caller => Side::Callee,
+            Side::Callee => Side::Caller,
+        }
+    }
+
+    fn from_index(i: usize) -> Side {
+        if i == 0 { Side::Caller } else { Side::Callee }
+    }
+}
+
+/// Where a received packet goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Send it from local port `from_port` to `to`.
+    Forward {
+        /// The local port to send from.
+        from_port: u16,
+        /// The destination.
+        to: SocketAddr,
+    },
+    /// Do not send it.
+    Drop(DropReason),
+}
+
+/// Why a packet was not relayed. Bounded set: used as a metrics label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Neither RTP nor RTCP (or RTP on the RTCP port).
+    Malformed,
+    /// The port belongs to no call (e.g. just deleted).
+    NoSession,
+    /// The other party has no port or no address yet.
+    NoDestination,
+}
+
+impl DropReason {
+    /// The metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::NoSession => "no_session",
+            DropReason::NoDestination => "no_destination",
+        }
+    }
+}
+
+/// A call removed for inactivity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expired {
+    /// Its call-id.
+    pub call_id: String,
+    /// How long it had been idle.
+    pub idle: Duration,
+}
+
+/// Engine-wide counters kept by the table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Calls created.
+    pub created: u64,
+    /// Calls removed by `delete`.
+    pub deleted: u64,
+    /// Calls removed by inactivity.
+    pub timed_out: u64,
+    /// Offers or answers refused for lack of ports.
+    pub rejected: u64,
+    /// Packets routed to the other party.
+    pub relayed_packets: u64,
+    /// Bytes routed to the other party.
+    pub relayed_bytes: u64,
+    /// Packets dropped.
+    pub dropped_packets: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Flow {
+    latch: Latch,
+    stats: PacketStats,
+    last_packet: u64,
+}
+
+/// One party's side of one media section.
+#[derive(Clone, Debug, Default)]
+struct Leg {
+    /// Relay RTP port (RTCP is one above) facing this party.
+    local: Option<u16>,
+    /// What this party's SDP advertised.
+    remote: Option<Remote>,
+    rtp: Flow,
+    rtcp: Flow,
+}
+
+/// One SDP media section of a call.
+#[derive(Clone, Debug)]
+struct MediaStream {
+    media_type: String,
+    protocol: String,
+    legs: [Leg; 2],
+}
+
+#[derive(Clone, Debug, Default)]
+struct Party {
+    tag: Option<String>,
+    label: Option<String>,
+    created: u64,
+    /// `asymmetric` flag: never latch, always send to the advertised address.
+    asymmetric: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Call {
+    call_id: String,
+    /// Creation order, for stable listing.
+    sequence: u64,
+    created: u64,
+    last_signal: u64,
+    last_activity: Instant,
+    parties: [Party; 2],
+    media: Vec<MediaStream>,
+}
+
+impl Call {
+    fn side_of(&self, tag: &str) -> Option<Side> {
+        self.parties
+            .iter()
+            .position(|p| p.tag.as_deref() == Some(tag))
+            .map(Side::from_index)
+    }
+
+    fn report(&self, match_tag: Option<&str>) -> CallReport {
+        let mut report = CallReport {
+            created: self.created,
+            last_signal: self.last_signal,
+            ..CallReport::default()
+        };
+        let show = match_tag.is_none_or(|t| self.side_of(t).is_some());
+        for side in [Side::Caller, Side::Callee] {
+            let party = &self.parties[side.index()];
+            let peer = &self.parties[side.other().index()];
+            let medias = self
+                .media
+                .iter()
+                .enumerate()
+                .map(|(i, m)| media_report(i, m, side, party.asymmetric))
+                .collect::<Vec<_>>();
+            for m in &medias {
+                if let [rtp, rtcp] = m.streams.as_slice() {
+                    report.totals_rtp.accumulate(&rtp.stats);
+                    report.totals_rtcp.accumulate(&rtcp.stats);
+                }
+            }
+            if show && (party.tag.is_some() || !medias.is_empty()) {
+                report.tags.push(TagReport {
+                    tag: party.tag.clone().unwrap_or_default(),
+                    created: party.created,
+                    in_dialogue_with: peer.tag.clone(),
+                    label: party.label.clone(),
+                    medias,
+                });
+            }
+        }
+        report
+    }
+}
+
+fn media_report(index: usize, m: &MediaStream, side: Side, asymmetric: bool) -> MediaReport {
+    let leg = &m.legs[side.index()];
+    let mux = m
+        .legs
+        .iter()
+        .all(|l| l.remote.as_ref().is_some_and(|r| r.rtcp_mux));
+    let mut flags = vec!["initialized".to_owned()];
+    if mux {
+        flags.push("rtcp-mux".to_owned());
+    }
+    if asymmetric {
+        flags.push("asymmetric".to_owned());
+    }
+    let stream = |flow: &Flow, rtcp: bool| {
+        let advertised = leg
+            .remote
+            .as_ref()
+            .map(|r| if rtcp { r.rtcp } else { r.rtp });
+        let learned = if asymmetric {
+            None
+        } else {
+            flow.latch.learned()
+        };
+        let mut flags = vec![if rtcp { "RTCP" } else { "RTP" }.to_owned()];
+        if advertised.is_some() {
+            flags.push("filled".to_owned());
+        }
+        if learned.is_some() {
+            flags.push("confirmed".to_owned());
+        }
+        StreamReport {
+            local_port: leg
+                .local
+                .map(|p| if rtcp { p.saturating_add(1) } else { p }),
+            endpoint: learned.or(advertised),
+            advertised_endpoint: advertised,
+            last_packet: flow.last_packet,
+            flags,
+            stats: flow.stats,
+        }
+    };
+    MediaReport {
+        index: u32::try_from(index + 1).unwrap_or(u32::MAX),
+        media_type: m.media_type.clone(),
+        protocol: Some(m.protocol.clone()),
+        flags,
+        streams: vec![stream(&leg.rtp, false), stream(&leg.rtcp, true)],
+    }
+}
+
+/// Which local port pair belongs to which call, media section and party.
+#[derive(Clone, Copy, Debug)]
+struct PortOwner {
+    call: u64,
+    media: usize,
+    side: Side,
+}
+
+/// All calls of the media pod.
+#[derive(Debug)]
+pub struct SessionTable {
+    config: TableConfig,
+    calls: HashMap<u64, Call>,
+    by_call_id: HashMap<String, u64>,
+    next_key: u64,
+    ports: HashMap<u16, PortOwner>,
+    allocator: PortAllocator,
+    totals: Totals,
+}
+
+impl SessionTable {
+    /// An empty table allocating from `allocator`.
+    pub fn new(config: TableConfig, allocator: PortAllocator) -> Self {
+        Self {
+            config,
+            calls: HashMap::new(),
+            by_call_id: HashMap::new(),
+            next_key: 0,
+            ports: HashMap::new(),
+            allocator,
+            totals: Totals::default(),
+        }
+    }
+
+    /// Calls currently held.
+    pub fn sessions(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Ports currently allocated (two per pair).
+    pub fn ports_allocated(&self) -> usize {
+        self.allocator.allocated_pairs() * 2
+    }
+
+    /// Engine-wide counters.
+    pub fn totals(&self) -> Totals {
+        self.totals
+    }
+
+    /// `offer` or `answer`: anchors the sender's media and returns the rewritten SDP for the
+    /// receiver. Repeating a request returns the same SDP and allocates nothing new.
+    pub fn negotiate(
+        &mut self,
+        request: &Request,
+        now: Timestamp,
+        binder: &mut dyn PortBinder,
+    ) -> Result<Vec<u8>, SessionError> {
+        let is_answer = request.command == Command::Answer;
+        let sdp_body = request.require_sdp()?;
+        let call_id = request.require_call_id()?;
+        let from_tag = request.require_from_tag()?;
+        let (sender_tag, receiver_tag) = if is_answer {
+            (request.require_to_tag()?, Some(from_tag))
+        } else {
+            (from_tag, request.to_tag.as_deref())
+        };
+        let mut sdp = SessionDescription::parse(sdp_body)?;
+        let streams = sdp_rewrite::anchored_streams(&sdp, address_override(request)?)?;
+
+        let existing = self.by_call_id.get(call_id).copied();
+        if existing.is_none() && is_answer {
+            return Err(SessionError::UnknownCall);
+        }
+        let (sender, receiver) = match existing.and_then(|k| self.calls.get(&k)) {
+            None => (Side::Caller, Side::Callee),
+            Some(call) => resolve_sides(call, sender_tag, receiver_tag, is_answer),
+        };
+
+        // Allocate everything first, so that a failure leaves no trace.
+        let needs_port = |i: usize| {
+            existing
+                .and_then(|k| self.calls.get(&k))
+                .and_then(|c| c.media.get(i))
+                .and_then(|m| m.legs[receiver.index()].local)
+                .is_none()
+        };
+        let wanted: Vec<usize> = streams
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| s.is_some() && needs_port(*i))
+            .map(|(i, _)| i)
+            .collect();
+        let mut fresh: Vec<(usize, u16)> = Vec::with_capacity(wanted.len());
+        for i in wanted {
+            match self.allocate_pair(binder) {
+                Some(port) => fresh.push((i, port)),
+                None => {
+                    for (_, port) in fresh {
+                        binder.unbind_pair(port);
+                        self.allocator.release(port);
+                    }
+                    self.totals.rejected += 1;
+                    return Err(SessionError::NoPorts);
+                }
+            }
+        }
+
+        let key = match existing {
+            Some(k) => k,
+            None => self.create_call(call_id, now),
+        };
+        for &(i, port) in &fresh {
+            self.ports.insert(
+                port,
+                PortOwner {
+                    call: key,
+                    media: i,
+                    side: receiver,
+                },
+            );
+        }
+        let Some(call) = self.calls.get_mut(&key) else {
+            return Err(SessionError::UnknownCall);
+        };
+        call.last_signal = now.unix;
+        call.last_activity = now.instant;
+        let party = &mut call.parties[sender.index()];
+        if party.tag.as_deref() != Some(sender_tag) {
+            if let Some(old) = &party.tag {
+                tracing::info!(call_id, old_tag = %old, new_tag = %sender_tag, "party tag replaced");
+            }
+            party.tag = Some(sender_tag.to_owned());
+            party.created = now.unix;
+        }
+        party.asymmetric = request.has_flag("asymmetric");
+        if request.label.is_some() {
+            party.label.clone_from(&request.label);
+        }
+        if let Some(tag) = receiver_tag {
+            let peer = &mut call.parties[receiver.index()];
+            if peer.tag.is_none() {
+                peer.tag = Some(tag.to_owned());
+                peer.created = now.unix;
+            }
+        }
+        for (i, stream) in streams.iter().enumerate() {
+            let Some(AnchoredStream {
+                media_type,
+                protocol,
+                remote,
+            }) = stream
+            else {
+                continue;
+            };
+            while call.media.len() <= i {
+                call.media.push(MediaStream {
+                    media_type: media_type.clone(),
+                    protocol: protocol.clone(),
+                    legs: Default::default(),
+                });
+            }
+            let media = &mut call.media[i];
+            media.media_type.clone_from(media_type);
+            media.protocol.clone_from(protocol);
+            let leg = &mut media.legs[sender.index()];
+            if leg.remote.as_ref() != Some(remote) {
+                // New endpoint (first SDP, or a re-INVITE moved it): learn its source afresh.
+                leg.remote = Some(remote.clone());
+                leg.rtp.latch = Latch::default();
+                leg.rtcp.latch = Latch::default();
+            }
+            if let Some(&(_, port)) = fresh.iter().find(|(j, _)| *j == i) {
+                media.legs[receiver.index()].local = Some(port);
+            }
+        }
+        let ports: Vec<Option<u16>> = streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.as_ref()
+                    .and_then(|_| call.media.get(i))
+                    .and_then(|m| m.legs[receiver.index()].local)
+            })
+            .collect();
+        sdp_rewrite::rewrite(
+            &mut sdp,
+            &ports,
+            self.config.advertise,
+            request.replaces(&Replace::Origin),
+        );
+        Ok(sdp.to_bytes())
+    }
+
+    fn create_call(&mut self, call_id: &str, now: Timestamp) -> u64 {
+        let key = self.next_key;
+        self.next_key += 1;
+        self.calls.insert(
+            key,
+            Call {
+                call_id: call_id.to_owned(),
+                sequence: key,
+                created: now.unix,
+                last_signal: now.unix,
+                last_activity: now.instant,
+                parties: Default::default(),
+                media: Vec::new(),
+            },
+        );
+        self.by_call_id.insert(call_id.to_owned(), key);
+        self.totals.created += 1;
+        tracing::info!(call_id, "call created");
+        key
+    }
+
+    /// Takes a free pair and binds it, skipping pairs the OS refuses (another process may
+    /// hold a port of the range).
+    fn allocate_pair(&mut self, binder: &mut dyn PortBinder) -> Option<u16> {
+        const MAX_ATTEMPTS: usize = 64;
+        let mut refused = Vec::new();
+        let mut result = None;
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(port) = self.allocator.allocate() else {
+                break;
+            };
+            match binder.bind_pair(port) {
+                Ok(()) => {
+                    result = Some(port);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(port, error = %e, "cannot bind media port pair; skipping it");
+                    refused.push(port);
+                }
+            }
+        }
+        // Refused pairs go to the back of the queue: they may be free again later.
+        for port in refused {
+            self.allocator.release(port);
+        }
+        result
+    }
+
+    /// `delete`: removes the call (if `from-tag` or `to-tag` is given it must name one of its
+    /// parties) and returns its final report.
+    pub fn delete(
+        &mut self,
+        request: &Request,
+        binder: &mut dyn PortBinder,
+    ) -> Result<CallReport, SessionError> {
+        let call_id = request.require_call_id()?;
+        let key = *self.by_call_id.get(call_id).ok_or(SessionError::NoMatch)?;
+        let call = self.calls.get(&key).ok_or(SessionError::NoMatch)?;
+        for tag in [&request.from_tag, &request.to_tag].into_iter().flatten() {
+            if call.side_of(tag).is_none() {
+                return Err(SessionError::NoMatch);
+            }
+        }
+        let report = call.report(None);
+        self.remove_call(key, binder);
+        self.totals.deleted += 1;
+        tracing::info!(call_id, "call deleted");
+        Ok(report)
+    }
+
+    fn remove_call(&mut self, key: u64, binder: &mut dyn PortBinder) {
+        let Some(call) = self.calls.remove(&key) else {
+            return;
+        };
+        self.by_call_id.remove(&call.call_id);
+        for media in &call.media {
+            for leg in &media.legs {
+                if let Some(port) = leg.local {
+                    self.ports.remove(&port);
+                    binder.unbind_pair(port);
+                    self.allocator.release(port);
+                }
+            }
+        }
+    }
+
+    /// `query`: the report of one call, limited to the party named by `to-tag` or `from-tag`
+    /// (and its peer) when given.
+    pub fn query(&self, request: &Request) -> Result<CallReport, SessionError> {
+        let call_id = request.require_call_id()?;
+        let call = self
+            .by_call_id
+            .get(call_id)
+            .and_then(|k| self.calls.get(k))
+            .ok_or(SessionError::UnknownCall)?;
+        let match_tag = request
+            .to_tag
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .or(request.from_tag.as_deref().filter(|t| !t.is_empty()));
+        Ok(call.report(match_tag))
+    }
+
+    /// `list`: up to `limit` call-ids, oldest first.
+    pub fn list(&self, limit: usize) -> Vec<String> {
+        let mut calls: Vec<&Call> = self.calls.values().collect();
+        calls.sort_by_key(|c| c.sequence);
+        calls
+            .into_iter()
+            .take(limit)
+            .map(|c| c.call_id.clone())
+            .collect()
+    }
+
+    /// Decides what to do with a packet of `len` bytes, of `kind`, that arrived on
+    /// `local_port` from `source`, and accounts for it.
+    pub fn route(
+        &mut self,
+        local_port: u16,
+        source: SocketAddr,
+        kind: PacketKind,
+        len: usize,
+        now: Timestamp,
+    ) -> Route {
+        let route = self.route_inner(local_port, source, kind, len, now);
+        match route {
+            Route::Forward { .. } => {
+                self.totals.relayed_packets += 1;
+                self.totals.relayed_bytes += len as u64;
+            }
+            Route::Drop(_) => self.totals.dropped_packets += 1,
+        }
+        route
+    }
+
+    fn route_inner(
+        &mut self,
+        local_port: u16,
+        source: SocketAddr,
+        kind: PacketKind,
+        len: usize,
+        now: Timestamp,
+    ) -> Route {
+        let base = local_port & !1;
+        let on_rtcp_port = local_port & 1 == 1;
+        let Some(owner) = self.ports.get(&base).copied() else {
+            return Route::Drop(DropReason::NoSession);
+        };
+        let holdoff = self.config.latch_holdoff;
+        let Some(call) = self.calls.get_mut(&owner.call) else {
+            return Route::Drop(DropReason::NoSession);
+        };
+        let sender_asymmetric = call.parties[owner.side.index()].asymmetric;
+        let receiver_asymmetric = call.parties[owner.side.other().index()].asymmetric;
+        let Some(media) = call.media.get_mut(owner.media) else {
+            return Route::Drop(DropReason::NoSession);
+        };
+        let leg = &mut media.legs[owner.side.index()];
+        let flow = if on_rtcp_port {
+            &mut leg.rtcp
+        } else {
+            &mut leg.rtp
+        };
+        let is_rtcp = match (kind, on_rtcp_port) {
+            (PacketKind::Rtp, false) => false,
+            (PacketKind::Rtcp, _) => true,
+            (PacketKind::Rtp, true) | (PacketKind::Other, _) => {
+                flow.stats.errors += 1;
+                return Route::Drop(DropReason::Malformed);
+            }
+        };
+        flow.stats.packets += 1;
+        flow.stats.bytes += len as u64;
+        flow.last_packet = now.unix;
+        if !sender_asymmetric {
+            match flow.latch.observe(source, now.instant, holdoff) {
+                LatchEvent::Latched => {
+                    tracing::debug!(call_id = %call.call_id, %source, local_port, "media source latched");
+                }
+                LatchEvent::Moved { from } => {
+                    tracing::info!(call_id = %call.call_id, %from, to = %source, local_port, "media source moved");
+                }
+                LatchEvent::Confirmed | LatchEvent::Ignored => {}
+            }
+        }
+        call.last_activity = now.instant;
+
+        let mux = media
+            .legs
+            .iter()
+            .all(|l| l.remote.as_ref().is_some_and(|r| r.rtcp_mux));
+        let peer = &media.legs[owner.side.other().index()];
+        let Some(peer_port) = peer.local else {
+            return Route::Drop(DropReason::NoDestination);
+        };
+        let learned = |flow: &Flow| {
+            if receiver_asymmetric {
+                None
+            } else {
+                flow.latch.learned()
+            }
+        };
+        let rtp_destination = learned(&peer.rtp).or(peer.remote.as_ref().map(|r| r.rtp));
+        let (from_port, destination) = if !is_rtcp || mux {
+            (peer_port, rtp_destination)
+        } else {
+            (
+                peer_port.saturating_add(1),
+                learned(&peer.rtcp).or(peer.remote.as_ref().map(|r| r.rtcp)),
+            )
+        };
+        match destination {
+            Some(to) if !to.ip().is_unspecified() && to.port() != 0 => {
+                Route::Forward { from_port, to }
+            }
+            _ => Route::Drop(DropReason::NoDestination),
+        }
+    }
+
+    /// Removes calls idle (no media, no signalling) for the session timeout.
+    pub fn expire(&mut self, now: Instant, binder: &mut dyn PortBinder) -> Vec<Expired> {
+        let timeout = self.config.session_timeout;
+        let stale: Vec<(u64, Expired)> = self
+            .calls
+            .iter()
+            .filter_map(|(&key, call)| {
+                let idle = now.saturating_duration_since(call.last_activity);
+                (idle >= timeout).then(|| {
+                    (
+                        key,
+                        Expired {
+                            call_id: call.call_id.clone(),
+                            idle,
+                        },
+                    )
+                })
+            })
+            .collect();
+        let mut expired = Vec::with_capacity(stale.len());
+        for (key, e) in stale {
+            self.remove_call(key, binder);
+            self.totals.timed_out += 1;
+            expired.push(e);
+        }
+        expired
+    }
+
+    /// Removes every call (shutdown).
+    pub fn clear(&mut self, binder: &mut dyn PortBinder) {
+        let keys: Vec<u64> = self.calls.keys().copied().collect();
+        for key in keys {
+            self.remove_call(key, binder);
+        }
+    }
+}
+
+/// Works out which party sent this SDP and which receives it.
+///
+/// A known sender tag decides. An unknown sender takes the slot opposite a known receiver
+/// (a forked answer from a new to-tag replaces the earlier one). Otherwise offers come from
+/// the caller and answers from the callee.
+fn resolve_sides(
+    call: &Call,
+    sender_tag: &str,
+    receiver_tag: Option<&str>,
+    is_answer: bool,
+) -> (Side, Side) {
+    let sender = call
+        .side_of(sender_tag)
+        .or_else(|| receiver_tag.and_then(|t| call.side_of(t)).map(Side::other))
+        .unwrap_or(if is_answer {
+            Side::Callee
+        } else {
+            Side::Caller
+        });
+    (sender, sender.other())
+}
+
+/// The address that replaces the SDP's, if the request asks for one.
+fn address_override(request: &Request) -> Result<Option<IpAddr>, NgError> {
+    if let Some(address) = &request.media_address {
+        return address
+            .parse()
+            .map(Some)
+            .map_err(|_| NgError::InvalidValue {
+                key: "media-address",
+                reason: "not an IP address",
+            });
+    }
+    if request.has_flag("SIP-source-address")
+        && let Some(rf) = &request.received_from
+    {
+        return rf
+            .address
+            .parse()
+            .map(Some)
+            .map_err(|_| NgError::InvalidValue {
+                key: "received-from",
+                reason: "not an IP address",
+            });
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::config::PortRange;
+
+    /// Records binds and can refuse chosen ports.
+    #[derive(Default)]
+    struct FakeBinder {
+        bound: BTreeSet<u16>,
+        refuse: BTreeSet<u16>,
+    }
+
+    impl PortBinder for FakeBinder {
+        fn bind_pair(&mut self, rtp_port: u16) -> io::Result<()> {
+            if self.refuse.contains(&rtp_port) {
+                return Err(io::Error::from(io::ErrorKind::AddrInUse));
+            }
+            assert!(self.bound.insert(rtp_port), "port {rtp_port} bound twice");
+            Ok(())
+        }
+        fn unbind_pair(&mut self, rtp_port: u16) {
+            assert!(self.bound.remove(&rtp_port), "port {rtp_port} not bound");
+        }
+    }
+
+    const RELAY: &str = "203.0.113.1";
+
+    fn table(first: u16, last: u16) -> SessionTable {
+        SessionTable::new(
+            TableConfig {
+                advertise: RELAY.parse().unwrap(),
+                session_timeout: Duration::from_secs(60),
+                latch_holdoff: Duration::from_secs(1),
+            },
+            PortAllocator::new(PortRange::new(first, last).unwrap()),
+        )
+    }
+
+    fn at(t0: Instant, ms: u64) -> Timestamp {
+        Timestamp {
+            instant: t0 + Duration::from_millis(ms),
+            unix: 1_700_000_000 + ms / 1000,
+        }
+    }
+
+    fn sdp(ip: &str, port: u16) -> String {
+        format!(
+            "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+             m=audio {port} RTP/AVP 0\r\na=sendrecv\r\n"
+        )
+    }
+
+    fn media_port(sdp: &[u8], index: usize) -> u16 {
+        let parsed = SessionDescription::parse(sdp).unwrap();
+        parsed.media()[index].media().port
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// Sets up caller 192.0.2.1:4000 and callee 198.51.100.1:5000; returns (caller-facing
+    /// port, callee-facing port).
+    fn established(t: &mut SessionTable, b: &mut FakeBinder, now: Timestamp) -> (u16, u16) {
+        let offer = t
+            .negotiate(
+                &Request::offer("call1", "tagA", sdp("192.0.2.1", 4000)),
+                now,
+                b,
+            )
+            .unwrap();
+        let answer = t
+            .negotiate(
+                &Request::answer("call1", "tagA", "tagB", sdp("198.51.100.1", 5000)),
+                now,
+                b,
+            )
+            .unwrap();
+        (media_port(&answer, 0), media_port(&offer, 0))
+    }
+
+    #[test]
+    fn offer_allocates_callee_pair_and_rewrites() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        let out = t
+            .negotiate(
+                &Request::offer("c", "a", sdp("192.0.2.1", 4000)),
+                now,
+                &mut b,
+            )
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("c=IN IP4 203.0.113.1\r\n"), "{text}");
+        assert!(text.contains("m=audio 30000 RTP/AVP 0\r\n"), "{text}");
+        // The origin is only replaced on request.
+        assert!(text.contains("o=- 1 1 IN IP4 192.0.2.1\r\n"));
+        assert_eq!(b.bound, BTreeSet::from([30000]));
+        assert_eq!(t.sessions(), 1);
+        assert_eq!(t.ports_allocated(), 2);
+    }
+
+    #[test]
+    fn replace_origin_is_honoured() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let req = Request::offer("c", "a", sdp("192.0.2.1", 4000)).with_replace(Replace::Origin);
+        let out = t.negotiate(&req, at(Instant::now(), 0), &mut b).unwrap();
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains("o=- 1 1 IN IP4 203.0.113.1\r\n")
+        );
+    }
+
+    #[test]
+    fn answer_allocates_caller_pair() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let (caller_facing, callee_facing) = established(&mut t, &mut b, at(Instant::now(), 0));
+        assert_eq!(callee_facing, 30000);
+        assert_eq!(caller_facing, 30002);
+        assert_eq!(t.ports_allocated(), 4);
+    }
+
+    #[test]
+    fn repeated_offer_and_answer_are_idempotent() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        let offer = Request::offer("c", "a", sdp("192.0.2.1", 4000));
+        let first = t.negotiate(&offer, now, &mut b).unwrap();
+        let second = t.negotiate(&offer, at(now.instant, 500), &mut b).unwrap();
+        assert_eq!(first, second);
+        let answer = Request::answer("c", "a", "b", sdp("198.51.100.1", 5000));
+        let a1 = t.negotiate(&answer, now, &mut b).unwrap();
+        let a2 = t.negotiate(&answer, now, &mut b).unwrap();
+        assert_eq!(a1, a2);
+        // A re-INVITE from the callee reuses the caller-facing pair.
+        let reinvite = Request::offer("c", "b", sdp("198.51.100.1", 5000)).with_to_tag("a");
+        let re = t.negotiate(&reinvite, now, &mut b).unwrap();
+        assert_eq!(media_port(&re, 0), media_port(&a1, 0));
+        assert_eq!(t.ports_allocated(), 4);
+        assert_eq!(t.sessions(), 1);
+    }
+
+    #[test]
+    fn answer_for_unknown_call_is_refused() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let err = t
+            .negotiate(
+                &Request::answer("nope", "a", "b", sdp("192.0.2.1", 4000)),
+                at(Instant::now(), 0),
+                &mut b,
+            )
+            .unwrap_err();
+        assert_eq!(err.to_string(), "Unknown call-id");
+        assert!(b.bound.is_empty());
+    }
+
+    #[test]
+    fn bad_requests_are_refused_with_rtpengine_reasons() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        let mut no_sdp = Request::offer("c", "a", "");
+        no_sdp.sdp = None;
+        assert_eq!(
+            t.negotiate(&no_sdp, now, &mut b).unwrap_err().to_string(),
+            "No SDP body in message"
+        );
+        let mut no_tag = Request::offer("c", "a", sdp("192.0.2.1", 4000));
+        no_tag.from_tag = None;
+        assert_eq!(
+            t.negotiate(&no_tag, now, &mut b).unwrap_err().to_string(),
+            "No from-tag in message"
+        );
+        let mut answer = Request::answer("c", "a", "b", sdp("192.0.2.1", 4000));
+        answer.to_tag = None;
+        assert_eq!(
+            t.negotiate(&answer, now, &mut b).unwrap_err().to_string(),
+            "No to-tag in message"
+        );
+        let garbage = t
+            .negotiate(&Request::offer("c", "a", "hello"), now, &mut b)
+            .unwrap_err();
+        assert!(
+            garbage.to_string().starts_with("Failed to parse SDP"),
+            "{garbage}"
+        );
+        assert_eq!(garbage.reason_label(), "bad_sdp");
+        let no_conn = "v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        let e = t
+            .negotiate(&Request::offer("c", "a", no_conn), now, &mut b)
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("Incomplete SDP specification"),
+            "{e}"
+        );
+        assert_eq!(t.sessions(), 0);
+        assert!(b.bound.is_empty());
+    }
+
+    #[test]
+    fn port_exhaustion_fails_cleanly_and_recovers_after_delete() {
+        // One pair only.
+        let mut t = table(30000, 30001);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        t.negotiate(
+            &Request::offer("c1", "a", sdp("192.0.2.1", 4000)),
+            now,
+            &mut b,
+        )
+        .unwrap();
+        let err = t
+            .negotiate(
+                &Request::offer("c2", "a", sdp("192.0.2.1", 4002)),
+                now,
+                &mut b,
+            )
+            .unwrap_err();
+        assert_eq!(err.to_string(), "Ran out of ports");
+        assert_eq!(err.reason_label(), "no_ports");
+        assert_eq!(t.sessions(), 1, "the failed call leaves nothing behind");
+        assert_eq!(t.totals().rejected, 1);
+        // The answer of call 1 needs a second pair: refused, but call 1 keeps its first one.
+        let err = t
+            .negotiate(
+                &Request::answer("c1", "a", "b", sdp("198.51.100.1", 5000)),
+                now,
+                &mut b,
+            )
+            .unwrap_err();
+        assert_eq!(err.to_string(), "Ran out of ports");
+        assert_eq!(t.ports_allocated(), 2);
+        t.delete(&Request::delete("c1", None), &mut b).unwrap();
+        assert!(b.bound.is_empty());
+        assert_eq!(t.ports_allocated(), 0);
+        let out = t
+            .negotiate(
+                &Request::offer("c2", "a", sdp("192.0.2.1", 4002)),
+                now,
+                &mut b,
+            )
+            .unwrap();
+        assert_eq!(media_port(&out, 0), 30000, "port reused after delete");
+    }
+
+    #[test]
+    fn multi_media_allocation_failure_releases_partial_pairs() {
+        let mut t = table(30000, 30001);
+        let mut b = FakeBinder::default();
+        let two = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+                   m=audio 4000 RTP/AVP 0\r\nm=video 4002 RTP/AVP 96\r\n";
+        let err = t
+            .negotiate(
+                &Request::offer("c", "a", two),
+                at(Instant::now(), 0),
+                &mut b,
+            )
+            .unwrap_err();
+        assert!(matches!(err, SessionError::NoPorts));
+        assert!(b.bound.is_empty());
+        assert_eq!(t.ports_allocated(), 0);
+        assert_eq!(t.sessions(), 0);
+    }
+
+    #[test]
+    fn bind_failures_skip_to_the_next_pair() {
+        let mut t = table(30000, 30005);
+        let mut b = FakeBinder {
+            refuse: BTreeSet::from([30000, 30002]),
+            ..Default::default()
+        };
+        let out = t
+            .negotiate(
+                &Request::offer("c", "a", sdp("192.0.2.1", 4000)),
+                at(Instant::now(), 0),
+                &mut b,
+            )
+            .unwrap();
+        assert_eq!(media_port(&out, 0), 30004);
+        assert_eq!(t.ports_allocated(), 2);
+    }
+
+    #[test]
+    fn relays_both_ways_between_the_pairs() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        let (caller_facing, callee_facing) = established(&mut t, &mut b, at(t0, 0));
+        // Caller to callee: arrives on the caller-facing port, leaves from the callee-facing one.
+        assert_eq!(
+            t.route(
+                caller_facing,
+                addr("192.0.2.1:4000"),
+                PacketKind::Rtp,
+                172,
+                at(t0, 10)
+            ),
+            Route::Forward {
+                from_port: callee_facing,
+                to: addr("198.51.100.1:5000")
+            }
+        );
+        assert_eq!(
+            t.route(
+                callee_facing,
+                addr("198.51.100.1:5000"),
+                PacketKind::Rtp,
+                172,
+                at(t0, 10)
+            ),
+            Route::Forward {
+                from_port: caller_facing,
+                to: addr("192.0.2.1:4000")
+            }
+        );
+        // RTCP on the odd ports goes to the advertised RTCP port (RTP + 1).
+        assert_eq!(
+            t.route(
+                caller_facing + 1,
+                addr("192.0.2.1:4001"),
+                PacketKind::Rtcp,
+                60,
+                at(t0, 20)
+            ),
+            Route::Forward {
+                from_port: callee_facing + 1,
+                to: addr("198.51.100.1:5001")
+            }
+        );
+        assert_eq!(t.totals().relayed_packets, 3);
+        assert_eq!(t.totals().relayed_bytes, 404);
+    }
+
+    #[test]
+    fn latching_follows_the_real_source() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        let (caller_facing, callee_facing) = established(&mut t, &mut b, at(t0, 0));
+        // The callee is behind NAT: its packets come from another address than its SDP says.
+        t.route(
+            callee_facing,
+            addr("203.0.113.77:61000"),
+            PacketKind::Rtp,
+            100,
+            at(t0, 10),
+        );
+        assert_eq!(
+            t.route(
+                caller_facing,
+                addr("192.0.2.1:4000"),
+                PacketKind::Rtp,
+                100,
+                at(t0, 20)
+            ),
+            Route::Forward {
+                from_port: callee_facing,
+                to: addr("203.0.113.77:61000")
+            }
+        );
+        // A NAT rebinding: the old mapping falls silent, a new one appears.
+        t.route(
+            callee_facing,
+            addr("203.0.113.77:62000"),
+            PacketKind::Rtp,
+            100,
+            at(t0, 500),
+        );
+        assert_eq!(
+            t.route(
+                caller_facing,
+                addr("192.0.2.1:4000"),
+                PacketKind::Rtp,
+                100,
+                at(t0, 510)
+            ),
+            Route::Forward {
+                from_port: callee_facing,
+                to: addr("203.0.113.77:61000")
+            },
+            "within the hold-off the latched address stays"
+        );
+        t.route(
+            callee_facing,
+            addr("203.0.113.77:62000"),
+            PacketKind::Rtp,
+            100,
+            at(t0, 1100),
+        );
+        assert_eq!(
+            t.route(
+                caller_facing,
+                addr("192.0.2.1:4000"),
+                PacketKind::Rtp,
+                100,
+                at(t0, 1110)
+            ),
+            Route::Forward {
+                from_port: callee_facing,
+                to: addr("203.0.113.77:62000")
+            }
+        );
+    }
+
+    #[test]
+    fn asymmetric_party_is_never_latched() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let t0 = at(Instant::now(), 0);
+        let offer = t
+            .negotiate(
+                &Request::offer("c", "a", sdp("192.0.2.1", 4000)),
+                t0,
+                &mut b,
+            )
+            .unwrap();
+        let answer =
+            Request::answer("c", "a", "b", sdp("198.51.100.1", 5000)).with_flag("asymmetric");
+        let answer = t.negotiate(&answer, t0, &mut b).unwrap();
+        let (caller_facing, callee_facing) = (media_port(&answer, 0), media_port(&offer, 0));
+        t.route(
+            callee_facing,
+            addr("203.0.113.77:61000"),
+            PacketKind::Rtp,
+            100,
+            t0,
+        );
+        assert_eq!(
+            t.route(
+                caller_facing,
+                addr("192.0.2.1:4000"),
+                PacketKind::Rtp,
+                100,
+                t0
+            ),
+            Route::Forward {
+                from_port: callee_facing,
+                to: addr("198.51.100.1:5000")
+            }
+        );
+    }
+
+    #[test]
+    fn reinvite_with_new_address_resets_latching() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        let (caller_facing, callee_facing) = established(&mut t, &mut b, at(t0, 0));
+        t.route(
+            callee_facing,
+            addr("203.0.113.77:61000"),
+            PacketKind::Rtp,
+            100,
+            at(t0, 10),
+        );
+        // The callee moves (e.g. a transfer) and says so in a re-INVITE.
+        let reinvite =
+            Request::offer("call1", "tagB", sdp("198.51.100.9", 7000)).with_to_tag("tagA");
+        t.negotiate(&reinvite, at(t0, 20), &mut b).unwrap();
+        assert_eq!(
+            t.route(
+                caller_facing,
+                addr("192.0.2.1:4000"),
+                PacketKind::Rtp,
+                100,
+                at(t0, 30)
+            ),
+            Route::Forward {
+                from_port: callee_facing,
+                to: addr("198.51.100.9:7000")
+            }
+        );
+    }
+
+    #[test]
+    fn rtcp_mux_sends_rtcp_on_the_rtp_ports() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let t0 = at(Instant::now(), 0);
+        let mux = |ip: &str, port: u16| format!("{}a=rtcp-mux\r\n", sdp(ip, port));
+        let offer = t
+            .negotiate(
+                &Request::offer("c", "a", mux("192.0.2.1", 4000)),
+                t0,
+                &mut b,
+            )
+            .unwrap();
+        let answer = t
+            .negotiate(
+                &Request::answer("c", "a", "b", mux("198.51.100.1", 5000)),
+                t0,
+                &mut b,
+            )
+            .unwrap();
+        let (caller_facing, callee_facing) = (media_port(&answer, 0), media_port(&offer, 0));
+        assert_eq!(
+            t.route(
+                caller_facing,
+                addr("192.0.2.1:4000"),
+                PacketKind::Rtcp,
+                60,
+                t0
+            ),
+            Route::Forward {
+                from_port: callee_facing,
+                to: addr("198.51.100.1:5000")
+            }
+        );
+    }
+
+    #[test]
+    fn drops_garbage_unknown_ports_and_half_open_calls() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let t0 = at(Instant::now(), 0);
+        let offer = t
+            .negotiate(
+                &Request::offer("c", "a", sdp("192.0.2.1", 4000)),
+                t0,
+                &mut b,
+            )
+            .unwrap();
+        let callee_facing = media_port(&offer, 0);
+        // Before the answer, the caller has no port and nothing can be relayed to it.
+        assert_eq!(
+            t.route(
+                callee_facing,
+                addr("198.51.100.1:5000"),
+                PacketKind::Rtp,
+                100,
+                t0
+            ),
+            Route::Drop(DropReason::NoDestination)
+        );
+        assert_eq!(
+            t.route(
+                callee_facing,
+                addr("198.51.100.1:5000"),
+                PacketKind::Other,
+                100,
+                t0
+            ),
+            Route::Drop(DropReason::Malformed)
+        );
+        assert_eq!(
+            t.route(
+                callee_facing + 1,
+                addr("198.51.100.1:5001"),
+                PacketKind::Rtp,
+                100,
+                t0
+            ),
+            Route::Drop(DropReason::Malformed)
+        );
+        assert_eq!(
+            t.route(31000, addr("198.51.100.1:5000"), PacketKind::Rtp, 100, t0),
+            Route::Drop(DropReason::NoSession)
+        );
+        assert_eq!(t.totals().dropped_packets, 4);
+        let report = t.query(&Request::query("c")).unwrap();
+        let callee = report.tags.iter().find(|tag| tag.tag.is_empty()).unwrap();
+        assert_eq!(callee.medias[0].streams[0].stats.errors, 1);
+        assert_eq!(callee.medias[0].streams[1].stats.errors, 1);
+    }
+
+    #[test]
+    fn zero_address_has_no_destination_until_latched() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let t0 = at(Instant::now(), 0);
+        let offer = t
+            .negotiate(
+                &Request::offer("c", "a", sdp("192.0.2.1", 4000)),
+                t0,
+                &mut b,
+            )
+            .unwrap();
+        let answer = t
+            .negotiate(
+                &Request::answer("c", "a", "b", sdp("0.0.0.0", 5000)),
+                t0,
+                &mut b,
+            )
+            .unwrap();
+        let (caller_facing, callee_facing) = (media_port(&answer, 0), media_port(&offer, 0));
+        assert_eq!(
+            t.route(
+                caller_facing,
+                addr("192.0.2.1:4000"),
+                PacketKind::Rtp,
+                100,
+                t0
+            ),
+            Route::Drop(DropReason::NoDestination)
+        );
+        t.route(
+            callee_facing,
+            addr("198.51.100.1:5000"),
+            PacketKind::Rtp,
+            100,
+            t0,
+        );
+        assert!(matches!(
+            t.route(
+                caller_facing,
+                addr("192.0.2.1:4000"),
+                PacketKind::Rtp,
+                100,
+                t0
+            ),
+            Route::Forward { .. }
+        ));
+    }
+
+    #[test]
+    fn forked_answer_replaces_the_callee_tag() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let t0 = at(Instant::now(), 0);
+        t.negotiate(
+            &Request::offer("c", "a", sdp("192.0.2.1", 4000)),
+            t0,
+            &mut b,
+        )
+        .unwrap();
+        let early = t
+            .negotiate(
+                &Request::answer("c", "a", "fork1", sdp("198.51.100.1", 5000)),
+                t0,
+                &mut b,
+            )
+            .unwrap();
+        let final_ = t
+            .negotiate(
+                &Request::answer("c", "a", "fork2", sdp("198.51.100.2", 6000)),
+                t0,
+                &mut b,
+            )
+            .unwrap();
+        assert_eq!(media_port(&early, 0), media_port(&final_, 0));
+        let report = t.query(&Request::query("c")).unwrap();
+        let tags: Vec<&str> = report.tags.iter().map(|t| t.tag.as_str()).collect();
+        assert_eq!(tags, vec!["a", "fork2"]);
+        assert_eq!(t.ports_allocated(), 4);
+    }
+
+    #[test]
+    fn query_reports_rtpengine_shape() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        let (caller_facing, _) = established(&mut t, &mut b, at(t0, 0));
+        t.route(
+            caller_facing,
+            addr("192.0.2.1:4000"),
+            PacketKind::Rtp,
+            172,
+            at(t0, 2000),
+        );
+        t.route(
+            caller_facing + 1,
+            addr("192.0.2.1:4001"),
+            PacketKind::Rtcp,
+            60,
+            at(t0, 2000),
+        );
+        let report = t.query(&Request::query("call1")).unwrap();
+        assert_eq!(report.created, 1_700_000_000);
+        assert_eq!(report.tags.len(), 2);
+        let caller = &report.tags[0];
+        assert_eq!(caller.tag, "tagA");
+        assert_eq!(caller.in_dialogue_with.as_deref(), Some("tagB"));
+        let rtp = &caller.medias[0].streams[0];
+        assert_eq!(rtp.local_port, Some(caller_facing));
+        assert_eq!(rtp.endpoint, Some(addr("192.0.2.1:4000")));
+        assert_eq!(rtp.stats.packets, 1);
+        assert_eq!(rtp.stats.bytes, 172);
+        assert_eq!(rtp.last_packet, 1_700_000_002);
+        assert!(rtp.flags.contains(&"confirmed".to_owned()));
+        assert_eq!(report.totals_rtp.packets, 1);
+        assert_eq!(report.totals_rtcp.packets, 1);
+        // Tag filters.
+        assert_eq!(
+            t.query(&Request::query("call1").with_to_tag("tagB"))
+                .unwrap()
+                .tags
+                .len(),
+            2
+        );
+        assert!(
+            t.query(&Request::query("call1").with_to_tag("stranger"))
+                .unwrap()
+                .tags
+                .is_empty()
+        );
+        assert!(matches!(
+            t.query(&Request::query("other")),
+            Err(SessionError::UnknownCall)
+        ));
+    }
+
+    #[test]
+    fn delete_frees_everything_and_checks_tags() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        let (caller_facing, _) = established(&mut t, &mut b, at(t0, 0));
+        assert!(matches!(
+            t.delete(&Request::delete("call1", Some("stranger".into())), &mut b),
+            Err(SessionError::NoMatch)
+        ));
+        assert!(matches!(
+            t.delete(&Request::delete("nope", None), &mut b),
+            Err(SessionError::NoMatch)
+        ));
+        let report = t
+            .delete(&Request::delete("call1", Some("tagA".into())), &mut b)
+            .unwrap();
+        assert_eq!(report.tags.len(), 2);
+        assert_eq!(t.sessions(), 0);
+        assert_eq!(t.ports_allocated(), 0);
+        assert!(b.bound.is_empty());
+        assert_eq!(
+            t.route(
+                caller_facing,
+                addr("192.0.2.1:4000"),
+                PacketKind::Rtp,
+                100,
+                at(t0, 1)
+            ),
+            Route::Drop(DropReason::NoSession)
+        );
+        assert_eq!(t.totals().deleted, 1);
+    }
+
+    #[test]
+    fn list_is_oldest_first_and_limited() {
+        let mut t = table(30000, 30099);
+        let mut b = FakeBinder::default();
+        let t0 = at(Instant::now(), 0);
+        for id in ["z", "a", "m"] {
+            t.negotiate(&Request::offer(id, "f", sdp("192.0.2.1", 4000)), t0, &mut b)
+                .unwrap();
+        }
+        assert_eq!(t.list(32), vec!["z", "a", "m"]);
+        assert_eq!(t.list(2), vec!["z", "a"]);
+        assert!(t.list(0).is_empty());
+    }
+
+    #[test]
+    fn idle_calls_expire_but_active_ones_stay() {
+        let mut t = table(30000, 30099);
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        let (caller_facing, _) = established(&mut t, &mut b, at(t0, 0));
+        t.negotiate(
+            &Request::offer("quiet", "f", sdp("192.0.2.1", 4000)),
+            at(t0, 0),
+            &mut b,
+        )
+        .unwrap();
+        // Media keeps call1 alive.
+        t.route(
+            caller_facing,
+            addr("192.0.2.1:4000"),
+            PacketKind::Rtp,
+            100,
+            at(t0, 50_000),
+        );
+        assert!(t.expire(t0 + Duration::from_secs(59), &mut b).is_empty());
+        let expired = t.expire(t0 + Duration::from_secs(61), &mut b);
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].call_id, "quiet");
+        assert_eq!(t.sessions(), 1);
+        assert_eq!(t.totals().timed_out, 1);
+        let expired = t.expire(t0 + Duration::from_secs(111), &mut b);
+        assert_eq!(expired[0].call_id, "call1");
+        assert!(b.bound.is_empty());
+        assert_eq!(t.ports_allocated(), 0);
+    }
+
+    #[test]
+    fn sip_source_address_and_media_address_override_the_sdp() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let t0 = at(Instant::now(), 0);
+        let offer = Request::offer("c", "a", sdp("10.0.0.5", 4000))
+            .with_flag("SIP source address")
+            .with_received_from("IP4", "192.0.2.99");
+        let offer = t.negotiate(&offer, t0, &mut b).unwrap();
+        let answer = t
+            .negotiate(
+                &Request::answer("c", "a", "b", sdp("198.51.100.1", 5000)),
+                t0,
+                &mut b,
+            )
+            .unwrap();
+        assert_eq!(
+            t.route(
+                media_port(&offer, 0),
+                addr("198.51.100.1:5000"),
+                PacketKind::Rtp,
+                10,
+                t0
+            ),
+            Route::Forward {
+                from_port: media_port(&answer, 0),
+                to: addr("192.0.2.99:4000")
+            }
+        );
+        let mut bad = Request::offer("d", "a", sdp("10.0.0.5", 4000));
+        bad.media_address = Some("not-an-ip".into());
+        assert!(matches!(
+            t.negotiate(&bad, t0, &mut b),
+            Err(SessionError::Request(NgError::InvalidValue { .. }))
+        ));
+    }
+
+    #[test]
+    fn clear_releases_everything() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        established(&mut t, &mut b, at(Instant::now(), 0));
+        t.clear(&mut b);
+        assert_eq!(t.sessions(), 0);
+        assert!(b.bound.is_empty());
+    }
+}

@@ -1,0 +1,685 @@
+//! End-to-end tests of the media-pod binary: ng control over UDP, and real RTP/RTCP relayed
+//! between sockets standing in for the two parties of a call. Everything runs on 127.0.0.1
+//! with ports picked at run time; each test starts its own media pod and kills it on drop.
+
+// The harness below is test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tandem_ng::{CallReport, Reply, Request};
+use tandem_sip::sdp::SessionDescription;
+
+const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+/// A running media-pod, killed (and its log shown, if the test failed) on drop.
+struct MediaPod {
+    child: Child,
+    ng: SocketAddr,
+    admin: SocketAddr,
+    first_port: u16,
+    last_port: u16,
+    log: PathBuf,
+}
+
+static POD_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind((LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn free_tcp_port() -> u16 {
+    TcpListener::bind((LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An even-aligned range of `pairs` RTP/RTCP pairs that can be bound right now.
+fn free_port_range(pairs: u16) -> (u16, u16) {
+    let mut rng = rand::rng();
+    for _ in 0..50 {
+        let first = rng.random_range(20_000u16..30_000) * 2;
+        let last = first + pairs * 2 - 1;
+        let all_free = (first..=last).all(|p| UdpSocket::bind((LOCALHOST, p)).is_ok());
+        if all_free {
+            return (first, last);
+        }
+    }
+    panic!("no free port range found");
+}
+
+impl MediaPod {
+    fn start(pairs: u16, extra: &[&str]) -> Self {
+        let ng: SocketAddr = (LOCALHOST, free_udp_port()).into();
+        let admin: SocketAddr = (LOCALHOST, free_tcp_port()).into();
+        let (first_port, last_port) = free_port_range(pairs);
+        let log = std::env::temp_dir().join(format!(
+            "media-pod-test-{}-{}.log",
+            std::process::id(),
+            POD_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_media-pod"))
+            .args([
+                "--ng-listen",
+                &ng.to_string(),
+                "--admin-listen",
+                &admin.to_string(),
+                "--rtp-address",
+                "127.0.0.1",
+                "--rtp-ports",
+                &format!("{first_port}-{last_port}"),
+            ])
+            .args(extra)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        let mut pod = Self {
+            child,
+            ng,
+            admin,
+            first_port,
+            last_port,
+            log,
+        };
+        pod.wait_ready();
+        pod
+    }
+
+    fn wait_ready(&mut self) {
+        let client = NgClient::new(self.ng);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("media-pod exited early with {status}");
+            }
+            if client
+                .try_request(&Request::ping(), Duration::from_millis(200))
+                .is_some_and(|r| r.is_success())
+            {
+                return;
+            }
+        }
+        panic!("media-pod did not answer ping in time");
+    }
+
+    fn client(&self) -> NgClient {
+        NgClient::new(self.ng)
+    }
+
+    fn http_get(&self, path: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(self.admin).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap();
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// The value of one metric series, e.g. `tandem_media_sessions_active`.
+    fn metric(&self, series: &str) -> f64 {
+        let (status, body) = self.http_get("/metrics");
+        assert_eq!(status, 200);
+        body.lines()
+            .find_map(|line| {
+                let (name, value) = line.rsplit_once(' ')?;
+                (name == series).then(|| value.parse().ok()).flatten()
+            })
+            .unwrap_or_else(|| panic!("no series {series} in\n{body}"))
+    }
+
+    fn in_range(&self, port: u16) -> bool {
+        (self.first_port..=self.last_port).contains(&port)
+    }
+}
+
+impl Drop for MediaPod {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking()
+            && let Ok(log) = std::fs::read_to_string(&self.log)
+        {
+            eprintln!("---- media-pod log ----\n{log}\n---- end of log ----");
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// A blocking ng client.
+struct NgClient {
+    socket: UdpSocket,
+    server: SocketAddr,
+}
+
+static COOKIE: AtomicU64 = AtomicU64::new(1);
+
+impl NgClient {
+    fn new(server: SocketAddr) -> Self {
+        let socket = UdpSocket::bind((LOCALHOST, 0)).unwrap();
+        Self { socket, server }
+    }
+
+    /// Sends raw bytes and returns the reply datagram, if one comes within `wait`.
+    fn raw(&self, datagram: &[u8], wait: Duration) -> Option<Vec<u8>> {
+        self.socket.set_read_timeout(Some(wait)).unwrap();
+        self.socket.send_to(datagram, self.server).unwrap();
+        let mut buf = vec![0u8; 65_536];
+        match self.socket.recv_from(&mut buf) {
+            Ok((n, _)) => Some(buf[..n].to_vec()),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+            Err(e) => panic!("ng receive failed: {e}"),
+        }
+    }
+
+    fn try_request(&self, request: &Request, wait: Duration) -> Option<Reply> {
+        let cookie = format!("t{}", COOKIE.fetch_add(1, Ordering::Relaxed));
+        let reply = self.raw(&request.encode(&cookie), wait)?;
+        let (back, reply) = Reply::decode(&reply).expect("reply decodes");
+        assert_eq!(back.as_str(), cookie, "reply carries the request's cookie");
+        Some(reply)
+    }
+
+    fn request(&self, request: &Request) -> Reply {
+        self.try_request(request, Duration::from_secs(5))
+            .expect("media-pod answers")
+    }
+
+    /// Sends an offer or answer and returns the rewritten SDP.
+    fn negotiate(&self, request: &Request) -> SessionDescription {
+        let reply = self.request(request);
+        assert!(reply.is_success(), "{:?}", reply.error_reason());
+        SessionDescription::parse(reply.sdp().expect("reply has SDP")).expect("SDP parses")
+    }
+}
+
+/// One party of a call: an RTP and an RTCP socket.
+struct Party {
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+}
+
+impl Party {
+    fn new() -> Self {
+        let bind = || {
+            let s = UdpSocket::bind((LOCALHOST, 0)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            s
+        };
+        Self {
+            rtp: bind(),
+            rtcp: bind(),
+        }
+    }
+
+    fn rtp_port(&self) -> u16 {
+        self.rtp.local_addr().unwrap().port()
+    }
+
+    fn sdp(&self, session_id: u32) -> String {
+        sdp_for(
+            self.rtp_port(),
+            Some(self.rtcp.local_addr().unwrap().port()),
+            session_id,
+        )
+    }
+}
+
+fn sdp_for(rtp_port: u16, rtcp_port: Option<u16>, session_id: u32) -> String {
+    let rtcp = rtcp_port.map_or(String::new(), |p| format!("a=rtcp:{p}\r\n"));
+    format!(
+        "v=0\r\no=- {session_id} 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {rtp_port} RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n\
+         {rtcp}a=sendrecv\r\n"
+    )
+}
+
+/// The relay's RTP port in a rewritten SDP, after checking the address is the relay's.
+fn relay_port(sdp: &SessionDescription) -> u16 {
+    let conn = sdp.media_connection(0).expect("connection address");
+    assert_eq!(conn.address, "127.0.0.1");
+    sdp.media()[0].media().port
+}
+
+fn rtp_packet(seq: u16, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, 0x00];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+fn rtcp_receiver_report(ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0x80, 201, 0, 1];
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p
+}
+
+fn relay_addr(port: u16) -> SocketAddr {
+    (LOCALHOST, port).into()
+}
+
+fn receive(socket: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+    let mut buf = vec![0u8; 2048];
+    let (n, from) = socket.recv_from(&mut buf).expect("packet relayed in time");
+    (buf[..n].to_vec(), from)
+}
+
+fn assert_nothing_arrives(socket: &UdpSocket) {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    match socket.recv_from(&mut buf) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("expected nothing, got {other:?}"),
+    }
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+}
+
+/// Offers from `caller`, answers from `callee`; returns (caller-facing, callee-facing) ports.
+fn establish(ng: &NgClient, call_id: &str, caller: &Party, callee: &Party) -> (u16, u16) {
+    let offer = ng.negotiate(&Request::offer(call_id, "caller-tag", caller.sdp(1)));
+    let answer = ng.negotiate(&Request::answer(
+        call_id,
+        "caller-tag",
+        "callee-tag",
+        callee.sdp(2),
+    ));
+    (relay_port(&answer), relay_port(&offer))
+}
+
+#[test]
+fn relays_rtp_and_rtcp_through_its_own_ports() {
+    let pod = MediaPod::start(50, &[]);
+    let ng = pod.client();
+    let caller = Party::new();
+    let callee = Party::new();
+
+    let offer = ng.negotiate(&Request::offer("call-1", "caller-tag", caller.sdp(1)));
+    let callee_facing = relay_port(&offer);
+    assert!(pod.in_range(callee_facing) && callee_facing.is_multiple_of(2));
+    let rtcp = offer.media()[0].rtcp().expect("a=rtcp kept");
+    assert_eq!(rtcp.port, callee_facing + 1);
+    assert!(
+        !String::from_utf8(offer.to_bytes())
+            .unwrap()
+            .contains(&caller.rtp_port().to_string()),
+        "the caller's own port must not leak to the callee"
+    );
+    let answer = ng.negotiate(&Request::answer(
+        "call-1",
+        "caller-tag",
+        "callee-tag",
+        callee.sdp(2),
+    ));
+    let caller_facing = relay_port(&answer);
+    assert!(pod.in_range(caller_facing) && caller_facing != callee_facing);
+
+    for seq in 0..20u16 {
+        let forward = rtp_packet(seq, 0x1111, b"hello callee");
+        caller
+            .rtp
+            .send_to(&forward, relay_addr(caller_facing))
+            .unwrap();
+        let (got, from) = receive(&callee.rtp);
+        assert_eq!(got, forward);
+        assert_eq!(from, relay_addr(callee_facing), "relayed, not direct");
+
+        let back = rtp_packet(seq, 0x2222, b"hello caller");
+        callee
+            .rtp
+            .send_to(&back, relay_addr(callee_facing))
+            .unwrap();
+        let (got, from) = receive(&caller.rtp);
+        assert_eq!(got, back);
+        assert_eq!(from, relay_addr(caller_facing));
+    }
+
+    let report = rtcp_receiver_report(0x1111);
+    caller
+        .rtcp
+        .send_to(&report, relay_addr(caller_facing + 1))
+        .unwrap();
+    let (got, from) = receive(&callee.rtcp);
+    assert_eq!(got, report);
+    assert_eq!(from, relay_addr(callee_facing + 1));
+    let report = rtcp_receiver_report(0x2222);
+    callee
+        .rtcp
+        .send_to(&report, relay_addr(callee_facing + 1))
+        .unwrap();
+    let (got, from) = receive(&caller.rtcp);
+    assert_eq!(got, report);
+    assert_eq!(from, relay_addr(caller_facing + 1));
+
+    // query: rtpengine's shape, with the counters of what was relayed.
+    let query = ng.request(&Request::query("call-1"));
+    assert!(query.is_success());
+    let report = CallReport::from_dictionary(query.body()).unwrap();
+    assert_eq!(report.totals_rtp.packets, 40);
+    assert_eq!(report.totals_rtcp.packets, 2);
+    let caller_tag = report.tags.iter().find(|t| t.tag == "caller-tag").unwrap();
+    assert_eq!(caller_tag.in_dialogue_with.as_deref(), Some("callee-tag"));
+    let stream = &caller_tag.medias[0].streams[0];
+    assert_eq!(stream.local_port, Some(caller_facing));
+    assert_eq!(stream.stats.packets, 20);
+    assert_eq!(stream.endpoint, Some(caller.rtp.local_addr().unwrap()));
+
+    let list = ng.request(&Request::list());
+    assert_eq!(list.calls(), vec!["call-1"]);
+    assert_eq!(pod.metric("tandem_media_sessions_active"), 1.0);
+    assert_eq!(pod.metric("tandem_media_ports_allocated"), 4.0);
+    assert_eq!(
+        pod.metric("tandem_media_relayed_packets_total{kind=\"rtp\"}"),
+        40.0
+    );
+    assert_eq!(
+        pod.metric("tandem_media_relayed_packets_total{kind=\"rtcp\"}"),
+        2.0
+    );
+    assert_eq!(
+        pod.metric("tandem_media_ng_commands_total{command=\"offer\"}"),
+        1.0
+    );
+
+    let delete = ng.request(&Request::delete("call-1", Some("caller-tag".into())));
+    assert!(delete.is_success());
+    assert!(delete.warning().is_none());
+    caller
+        .rtp
+        .send_to(&rtp_packet(99, 0x1111, b"late"), relay_addr(caller_facing))
+        .unwrap();
+    assert_nothing_arrives(&callee.rtp);
+    let gone = ng.request(&Request::query("call-1"));
+    assert_eq!(gone.error_reason(), Some("Unknown call-id"));
+    assert_eq!(pod.metric("tandem_media_sessions_active"), 0.0);
+    assert_eq!(pod.metric("tandem_media_ports_allocated"), 0.0);
+}
+
+#[test]
+fn latches_to_where_packets_really_come_from() {
+    let pod = MediaPod::start(50, &[]);
+    let ng = pod.client();
+    let caller = Party::new();
+    // The callee advertises a port nobody listens on (as behind NAT) and sends from another.
+    let behind_nat = Party::new();
+    let unreachable = free_udp_port();
+    let offer = ng.negotiate(&Request::offer("nat", "a", caller.sdp(1)));
+    let answer = ng.negotiate(&Request::answer(
+        "nat",
+        "a",
+        "b",
+        sdp_for(unreachable, None, 2),
+    ));
+    let (caller_facing, callee_facing) = (relay_port(&answer), relay_port(&offer));
+    behind_nat
+        .rtp
+        .send_to(&rtp_packet(1, 7, b"from nat"), relay_addr(callee_facing))
+        .unwrap();
+    let (got, _) = receive(&caller.rtp);
+    assert_eq!(got, rtp_packet(1, 7, b"from nat"));
+    caller
+        .rtp
+        .send_to(&rtp_packet(1, 8, b"to nat"), relay_addr(caller_facing))
+        .unwrap();
+    let (got, from) = receive(&behind_nat.rtp);
+    assert_eq!(got, rtp_packet(1, 8, b"to nat"));
+    assert_eq!(from, relay_addr(callee_facing));
+}
+
+#[test]
+fn repeated_offers_are_idempotent_and_duplicates_come_from_the_cache() {
+    let pod = MediaPod::start(50, &[]);
+    let ng = pod.client();
+    let caller = Party::new();
+    let first = ng.negotiate(&Request::offer("idem", "a", caller.sdp(1)));
+    let second = ng.negotiate(&Request::offer("idem", "a", caller.sdp(1)));
+    assert_eq!(first, second);
+    assert_eq!(pod.metric("tandem_media_ports_allocated"), 2.0);
+
+    // A retransmission (same cookie) is answered from the cache, not executed again.
+    let offer = Request::offer("dup", "a", caller.sdp(1)).encode("same-cookie");
+    let reply1 = ng.raw(&offer, Duration::from_secs(5)).unwrap();
+    assert!(ng.request(&Request::delete("dup", None)).is_success());
+    let reply2 = ng.raw(&offer, Duration::from_secs(5)).unwrap();
+    assert_eq!(reply1, reply2);
+    let list = ng.request(&Request::list());
+    assert_eq!(list.calls(), vec!["idem"]);
+    assert_eq!(
+        pod.metric("tandem_media_ng_commands_total{command=\"offer\"}"),
+        3.0,
+        "the duplicate is not counted as a command"
+    );
+}
+
+#[test]
+fn garbage_gets_errors_or_drops_and_service_continues() {
+    let pod = MediaPod::start(50, &[]);
+    let ng = pod.client();
+    let wait = Duration::from_secs(5);
+
+    // No cookie: nothing to answer to.
+    assert_eq!(
+        ng.raw(b"d7:command4:pinge", Duration::from_millis(300)),
+        None
+    );
+    let mut bomb = b"bomb ".to_vec();
+    bomb.extend(std::iter::repeat_n(b'l', 60_000));
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            b"g1 not bencode at all".to_vec(),
+            "Could not decode dictionary",
+        ),
+        (
+            b"g2 d7:command4:pin".to_vec(),
+            "Could not decode dictionary",
+        ),
+        (b"g3 i42e".to_vec(), "Could not decode dictionary"),
+        (b"g4 d7:command5:dancee".to_vec(), "Unrecognized command"),
+        (b"g5 d3:sdp1:xe".to_vec(), "Dictionary contains no key"),
+        (b"g6 d7:command5:offere".to_vec(), "No SDP body in message"),
+        (
+            Request::offer("x", "y", "not sdp").encode("g7"),
+            "Failed to parse SDP",
+        ),
+        (
+            Request::answer("unknown", "a", "b", sdp_for(4000, None, 1)).encode("g8"),
+            "Unknown call-id",
+        ),
+        (bomb, "Could not decode dictionary"),
+    ];
+    for (datagram, reason) in cases {
+        let reply = ng.raw(&datagram, wait).expect("an error reply");
+        let (_, reply) = Reply::decode(&reply).unwrap();
+        assert!(reply.is_error());
+        let got = reply.error_reason().unwrap();
+        assert!(
+            got.starts_with(reason),
+            "{got:?} should start with {reason:?}"
+        );
+    }
+    let mut random = vec![0u8; 1200];
+    rand::rng().fill(&mut random[..]);
+    random[0] = b'r';
+    random[1] = b' ';
+    ng.raw(&random, wait).expect("an error reply");
+    assert!(ng.request(&Request::ping()).is_success());
+    assert!(pod.metric("tandem_media_ng_errors_total{reason=\"malformed\"}") >= 5.0);
+
+    // Garbage on a media port is dropped and counted; real media still flows.
+    let caller = Party::new();
+    let callee = Party::new();
+    let (caller_facing, callee_facing) = establish(&ng, "g", &caller, &callee);
+    for junk in [
+        &b"hello"[..],
+        &[0u8; 1],
+        &[0x80, 0x00, 0x00],
+        &[0x00, 0x01, 0, 0, 0x21, 0x12, 0xa4, 0x42],
+    ] {
+        caller.rtp.send_to(junk, relay_addr(caller_facing)).unwrap();
+    }
+    caller
+        .rtcp
+        .send_to(
+            &rtp_packet(1, 1, b"rtp on the rtcp port"),
+            relay_addr(caller_facing + 1),
+        )
+        .unwrap();
+    assert_nothing_arrives(&callee.rtp);
+    let packet = rtp_packet(5, 9, b"still relaying");
+    caller
+        .rtp
+        .send_to(&packet, relay_addr(caller_facing))
+        .unwrap();
+    let (got, from) = receive(&callee.rtp);
+    assert_eq!(got, packet);
+    assert_eq!(from, relay_addr(callee_facing));
+    assert_eq!(
+        pod.metric("tandem_media_dropped_packets_total{reason=\"malformed\"}"),
+        5.0
+    );
+    let query = ng.request(&Request::query("g"));
+    let report = CallReport::from_dictionary(query.body()).unwrap();
+    assert_eq!(report.totals_rtp.errors + report.totals_rtcp.errors, 5);
+}
+
+#[test]
+fn port_exhaustion_is_an_error_and_ports_are_reused_after_delete() {
+    // Two pairs: one call's two legs. The parties' sockets exist before the range is chosen,
+    // so they cannot sit in it.
+    let caller = Party::new();
+    let callee = Party::new();
+    let pod = MediaPod::start(2, &[]);
+    let ng = pod.client();
+    let (caller_facing, callee_facing) = establish(&ng, "first", &caller, &callee);
+    let refused = ng.request(&Request::offer("second", "a", caller.sdp(3)));
+    assert_eq!(refused.error_reason(), Some("Ran out of ports"));
+    assert_eq!(
+        pod.metric("tandem_media_ng_errors_total{reason=\"no_ports\"}"),
+        1.0
+    );
+    assert_eq!(ng.request(&Request::list()).calls(), vec!["first"]);
+    assert!(ng.request(&Request::delete("first", None)).is_success());
+    let offer = ng.negotiate(&Request::offer("second", "a", caller.sdp(3)));
+    let reused = relay_port(&offer);
+    assert!(reused == caller_facing || reused == callee_facing);
+    let answer = ng.negotiate(&Request::answer("second", "a", "b", callee.sdp(4)));
+    let packet = rtp_packet(1, 3, b"on reused ports");
+    caller
+        .rtp
+        .send_to(&packet, relay_addr(relay_port(&answer)))
+        .unwrap();
+    let (got, from) = receive(&callee.rtp);
+    assert_eq!(got, packet);
+    assert_eq!(from, relay_addr(reused));
+}
+
+#[test]
+fn idle_calls_time_out() {
+    let pod = MediaPod::start(10, &["--session-timeout-seconds", "1"]);
+    let ng = pod.client();
+    let caller = Party::new();
+    ng.negotiate(&Request::offer("idle", "a", caller.sdp(1)));
+    assert_eq!(ng.request(&Request::list()).calls(), vec!["idle"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let calls = ng.request(&Request::list());
+        if calls.calls().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "call never timed out");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(pod.metric("tandem_media_ports_allocated"), 0.0);
+    let stats = ng.request(&Request::statistics());
+    let stats = tandem_ng::Statistics::from_dictionary(stats.body());
+    assert_eq!(stats.timeout_sessions, 1);
+    assert_eq!(stats.managed_sessions, 1);
+}
+
+#[test]
+fn sigterm_stops_cleanly() {
+    let mut pod = MediaPod::start(10, &[]);
+    let (status, body) = pod.http_get("/readyz");
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    assert_eq!(pod.http_get("/livez").0, 200);
+    let caller = Party::new();
+    let offer = pod
+        .client()
+        .negotiate(&Request::offer("live", "a", caller.sdp(1)));
+    let relay_rtp = relay_port(&offer);
+    let kill = Command::new("kill")
+        .args(["-TERM", &pod.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = pod.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "media-pod did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+    // Its media ports are closed: they can be bound again.
+    for port in [relay_rtp, relay_rtp + 1] {
+        UdpSocket::bind((LOCALHOST, port)).unwrap_or_else(|e| panic!("port {port}: {e}"));
+    }
+}
+
+#[test]
+fn bad_configuration_fails_to_start() {
+    let output = Command::new(env!("CARGO_BIN_EXE_media-pod"))
+        .args(["--rtp-ports", "5000-4000"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("reversed"));
+    let output = Command::new(env!("CARGO_BIN_EXE_media-pod"))
+        .args([
+            "--rtp-address",
+            "0.0.0.0",
+            "--ng-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--advertise-address"));
+}
