@@ -1,0 +1,896 @@
+//! The `Gateway` custom resource: one deployment of the platform (signaling Deployment, media
+//! StatefulSet), its SIP listeners and advertised addresses, media network attachment (Pod,
+//! HostNetwork or SR-IOV), RTP port range, transcoding, drain timeout and pod overrides.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{
+    Codec, LocalObjectReference, check_codecs, free_form_object, kubernetes_integers,
+};
+use crate::validation::{self, FieldPath, Validate, ValidationErrors};
+
+/// Longest Gateway name: child objects append suffixes such as `-signaling` and StatefulSet pod
+/// names must stay within the 63-character label limit.
+pub const MAX_GATEWAY_NAME_LENGTH: usize = 40;
+
+/// Media replicas the operator runs when neither `replicas` nor `autoscaling` is set.
+pub const DEFAULT_MEDIA_REPLICAS: i32 = 2;
+
+/// Desired state of a Gateway: a horizontally scaled SIP signaling tier and a media tier that
+/// relays (and optionally transcodes) RTP.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+// Each printcolumn(...) repeats `type_`, which the lint mistakes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[kube(
+    group = "voice.tandem.dev",
+    version = "v1alpha1",
+    kind = "Gateway",
+    namespaced,
+    status = "GatewayStatus",
+    derive = "PartialEq",
+    shortname = "gw",
+    category = "voice",
+    doc = "A Gateway is one deployment of the Tandem voice platform: SIP signaling pods, RTP media pods and how they attach to the network.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#,
+        description = "Whether the Gateway is serving"
+    ),
+    printcolumn(
+        name = "Signaling",
+        type_ = "integer",
+        json_path = ".status.signalingReadyReplicas",
+        description = "Ready signaling pods"
+    ),
+    printcolumn(
+        name = "Media",
+        type_ = "integer",
+        json_path = ".status.mediaReadyReplicas",
+        description = "Ready media pods"
+    ),
+    printcolumn(
+        name = "Active Calls",
+        type_ = "integer",
+        json_path = ".status.activeCalls",
+        description = "Calls in progress"
+    ),
+    printcolumn(
+        name = "Active Sessions",
+        type_ = "integer",
+        json_path = ".status.activeSessions",
+        description = "Media sessions in progress",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = kubernetes_integers)]
+pub struct GatewaySpec {
+    /// The SIP signaling tier: replicas, listeners and the addresses advertised in SIP headers.
+    pub signaling: SignalingSpec,
+    /// The RTP media tier: scaling, RTP port range, network attachment and transcoding.
+    #[serde(default)]
+    pub media: MediaSpec,
+    /// How long a terminating pod keeps serving calls in progress before it is stopped; it
+    /// refuses new calls meanwhile.
+    #[serde(default = "default_drain_timeout_seconds")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub drain_timeout_seconds: u32,
+    /// Partial pod templates merged over the generated ones, for settings the Gateway does not
+    /// model (node selectors, tolerations, resources, extra annotations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_overrides: Option<PodOverrides>,
+}
+
+fn default_drain_timeout_seconds() -> u32 {
+    3600
+}
+
+/// The SIP signaling tier.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.advertisedAddresses) || self.advertisedAddresses.all(a, !has(a.listener) || self.listeners.exists(l, l.name == a.listener))",
+        "message": "advertisedAddresses[].listener must name one of the listeners",
+        "fieldPath": ".advertisedAddresses",
+    },
+]))]
+pub struct SignalingSpec {
+    /// Number of signaling pods.
+    #[serde(default = "default_signaling_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub replicas: i32,
+    /// SIP listeners every signaling pod opens.
+    #[schemars(length(min = 1, max = 16))]
+    #[schemars(extend(
+        "x-kubernetes-list-type" = "map",
+        "x-kubernetes-list-map-keys" = ["name"],
+        "x-kubernetes-validations" = [
+            {
+                "rule": "self.all(a, self.filter(b, b.port == a.port && (b.transport == 'UDP') == (a.transport == 'UDP')).size() == 1)",
+                "message": "two listeners of the same protocol (UDP, or TCP for TCP/TLS/WS/WSS) cannot share a port",
+            },
+        ],
+    ))]
+    pub listeners: Vec<Listener>,
+    /// Advertised address rules: what goes into Via, Contact and Record-Route when the pods sit
+    /// behind NAT or a load balancer. A rule naming a listener overrides the catch-all rule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 17))]
+    pub advertised_addresses: Vec<AdvertisedAddress>,
+    /// Local address the listeners bind to; all addresses (0.0.0.0) when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>", length(max = 45))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        { "rule": "isIP(self)", "message": "bindAddress must be an IP address" },
+    ]))]
+    pub bind_address: Option<IpAddr>,
+}
+
+fn default_signaling_replicas() -> i32 {
+    2
+}
+
+/// One SIP listening socket.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!(self.transport in ['TLS', 'WSS']) || has(self.tlsSecretRef)",
+        "message": "tlsSecretRef is required for TLS and WSS listeners",
+        "fieldPath": ".tlsSecretRef",
+    },
+    {
+        "rule": "self.transport in ['TLS', 'WSS'] || !has(self.tlsSecretRef)",
+        "message": "tlsSecretRef is only used by TLS and WSS listeners",
+        "fieldPath": ".tlsSecretRef",
+    },
+]))]
+pub struct Listener {
+    /// Listener name (a DNS label), unique within the Gateway; also names the Service port.
+    #[schemars(length(min = 1, max = 63), pattern(validation::DNS_LABEL_PATTERN))]
+    pub name: String,
+    /// SIP transport.
+    pub transport: ListenerTransport,
+    /// Port to listen on.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// Secret of type kubernetes.io/tls holding the certificate and key; required for TLS and
+    /// WSS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret_ref: Option<LocalObjectReference>,
+}
+
+/// SIP transport of a listener.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ListenerTransport {
+    /// SIP over UDP (RFC 3261).
+    Udp,
+    /// SIP over TCP (RFC 3261).
+    Tcp,
+    /// SIP over TLS (RFC 3261, RFC 5630).
+    Tls,
+    /// SIP over WebSocket (RFC 7118).
+    Ws,
+    /// SIP over secure WebSocket (RFC 7118).
+    Wss,
+}
+
+impl ListenerTransport {
+    /// Whether the transport runs over TLS and needs a certificate.
+    pub fn is_secure(self) -> bool {
+        matches!(self, Self::Tls | Self::Wss)
+    }
+
+    /// Whether the transport runs over a TCP socket (everything except UDP).
+    pub fn is_stream(self) -> bool {
+        !matches!(self, Self::Udp)
+    }
+
+    /// The transport token used in Via headers and `transport=` URI parameters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Udp => "UDP",
+            Self::Tcp => "TCP",
+            Self::Tls => "TLS",
+            Self::Ws => "WS",
+            Self::Wss => "WSS",
+        }
+    }
+}
+
+/// An advertised address rule.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdvertisedAddress {
+    /// Listener the rule applies to; when absent the rule applies to every listener without a
+    /// rule of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), pattern(validation::DNS_LABEL_PATTERN))]
+    pub listener: Option<String>,
+    /// Public IP address or host name written into Via, Contact and Record-Route.
+    #[schemars(length(min = 1, max = 253), pattern(r"^[A-Za-z0-9.:-]+$"))]
+    pub address: String,
+    /// Public port, when the load balancer or NAT maps the listener's port to another one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+}
+
+/// The RTP media tier.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!(has(self.replicas) && has(self.autoscaling))",
+        "message": "replicas and autoscaling are mutually exclusive",
+    },
+]))]
+pub struct MediaSpec {
+    /// Fixed number of media pods. Mutually exclusive with autoscaling; when neither is set the
+    /// Gateway runs 2 media pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub replicas: Option<i32>,
+    /// Scale media pods on active sessions per pod instead of a fixed count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<MediaAutoscaling>,
+    /// UDP ports media pods allocate RTP/RTCP pairs from (RTP on the even port, RTCP on the
+    /// next odd one).
+    #[serde(default)]
+    pub rtp_port_range: RtpPortRange,
+    /// How media pods attach to the network carrying RTP.
+    #[serde(default)]
+    pub network: MediaNetwork,
+    /// Codecs media pods may transcode between; transcoding is off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcoding: Option<Transcoding>,
+}
+
+impl MediaSpec {
+    /// The number of media pods to run when autoscaling is off.
+    pub fn fixed_replicas(&self) -> Option<i32> {
+        match (&self.autoscaling, self.replicas) {
+            (Some(_), _) => None,
+            (None, Some(replicas)) => Some(replicas),
+            (None, None) => Some(DEFAULT_MEDIA_REPLICAS),
+        }
+    }
+}
+
+/// Autoscaling bounds for the media tier, driven by the active-sessions-per-pod metric.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.minReplicas <= self.maxReplicas",
+        "message": "minReplicas must not exceed maxReplicas",
+    },
+]))]
+pub struct MediaAutoscaling {
+    /// Fewest media pods.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: i32,
+    /// Most media pods.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+    /// Active media sessions per pod the autoscaler aims for.
+    #[schemars(range(min = 1, max = 100000))]
+    pub target_sessions_per_pod: u32,
+}
+
+fn default_min_replicas() -> i32 {
+    1
+}
+
+/// An inclusive UDP port range for RTP and RTCP.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [
+    { "rule": "self.min < self.max", "message": "rtpPortRange.min must be lower than rtpPortRange.max" },
+    { "rule": "self.min % 2 == 0", "message": "rtpPortRange.min must be even (RTP uses even ports)" },
+]))]
+pub struct RtpPortRange {
+    /// First port (even).
+    #[schemars(range(min = 1024, max = 65535))]
+    pub min: u16,
+    /// Last port.
+    #[schemars(range(min = 1024, max = 65535))]
+    pub max: u16,
+}
+
+impl Default for RtpPortRange {
+    fn default() -> Self {
+        Self {
+            min: 20000,
+            max: 29999,
+        }
+    }
+}
+
+impl RtpPortRange {
+    /// Number of RTP/RTCP port pairs the range holds.
+    pub fn pairs(&self) -> u32 {
+        if self.max <= self.min {
+            return 0;
+        }
+        (u32::from(self.max) - u32::from(self.min)).div_ceil(2)
+    }
+}
+
+/// Network attachment of the media pods.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.mode != 'SRIOV' || has(self.sriov)",
+        "message": "sriov is required when mode is SRIOV",
+        "fieldPath": ".sriov",
+    },
+    {
+        "rule": "self.mode == 'SRIOV' || !has(self.sriov)",
+        "message": "sriov is only used when mode is SRIOV",
+        "fieldPath": ".sriov",
+    },
+]))]
+pub struct MediaNetwork {
+    /// Attachment mode: the pod network, the node's network namespace, or an SR-IOV virtual
+    /// function attached through Multus.
+    #[serde(default)]
+    pub mode: NetworkMode,
+    /// SR-IOV attachment; required when mode is SRIOV.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sriov: Option<SriovNetwork>,
+}
+
+/// How media pods reach the RTP network.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, JsonSchema)]
+pub enum NetworkMode {
+    /// An SR-IOV virtual function per pod, attached with Multus; RTP bypasses the CNI.
+    #[serde(rename = "SRIOV")]
+    Sriov,
+    /// The node's network namespace (`hostNetwork: true`); one media pod per node.
+    HostNetwork,
+    /// The regular pod network.
+    #[default]
+    Pod,
+}
+
+/// SR-IOV attachment of the media pods.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SriovNetwork {
+    /// Extended resource the SR-IOV device plugin advertises, e.g. intel.com/sriov_netdevice.
+    #[schemars(length(min = 3, max = 253), pattern(validation::RESOURCE_NAME_PATTERN))]
+    pub resource_name: String,
+    /// NetworkAttachmentDefinition to attach (name, or namespace/name).
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(validation::NETWORK_ATTACHMENT_PATTERN)
+    )]
+    pub network_attachment: String,
+    /// VLAN ID to tag the virtual function with; the attachment's own VLAN when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 4094))]
+    pub vlan: Option<u16>,
+    /// IPAM configuration passed to the CNI plugin in the network selection annotation, in the
+    /// CNI plugin's own format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub ipam: Option<serde_json::Value>,
+}
+
+/// Transcoding settings of the media tier.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Transcoding {
+    /// Codecs media pods can transcode between.
+    #[schemars(length(min = 1, max = 6))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub codecs: Vec<Codec>,
+}
+
+/// Partial pod templates merged over the generated ones.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodOverrides {
+    /// Partial PodTemplateSpec (metadata and spec) merged over the signaling pods' template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub signaling: Option<serde_json::Value>,
+    /// Partial PodTemplateSpec (metadata and spec) merged over the media pods' template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub media: Option<serde_json::Value>,
+}
+
+/// Observed state of a Gateway.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayStatus {
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Current conditions of the Gateway; `Ready` summarises them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend(
+        "x-kubernetes-list-type" = "map",
+        "x-kubernetes-list-map-keys" = ["type"],
+    ))]
+    pub conditions: Vec<Condition>,
+    /// Signaling pods that are ready.
+    #[serde(default)]
+    pub signaling_ready_replicas: i32,
+    /// Media pods that are ready.
+    #[serde(default)]
+    pub media_ready_replicas: i32,
+    /// Calls in progress across the signaling pods.
+    #[serde(default)]
+    pub active_calls: i64,
+    /// Media sessions in progress across the media pods.
+    #[serde(default)]
+    pub active_sessions: i64,
+}
+
+impl Validate for GatewaySpec {
+    fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        self.check(&FieldPath::root("spec"), &mut errors);
+        errors.into_result()
+    }
+}
+
+impl Validate for Gateway {
+    fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        let name = FieldPath::root("metadata").field("name");
+        match self.metadata.name.as_deref() {
+            None => errors.push(&name, "is required"),
+            Some(value) => {
+                errors.check(&name, validation::dns_label(value));
+                if value.len() > MAX_GATEWAY_NAME_LENGTH {
+                    errors.push(
+                        &name,
+                        format!(
+                            "must be at most {MAX_GATEWAY_NAME_LENGTH} characters long (child object names extend it)"
+                        ),
+                    );
+                }
+            }
+        }
+        self.spec.check(&FieldPath::root("spec"), &mut errors);
+        errors.into_result()
+    }
+}
+
+impl GatewaySpec {
+    fn check(&self, path: &FieldPath, errors: &mut ValidationErrors) {
+        self.signaling.check(&path.field("signaling"), errors);
+        self.media.check(&path.field("media"), errors);
+        if self.drain_timeout_seconds > 86400 {
+            errors.push(
+                &path.field("drainTimeoutSeconds"),
+                "must be between 0 and 86400 (24 hours)",
+            );
+        }
+        if let Some(overrides) = &self.pod_overrides {
+            let path = path.field("podOverrides");
+            check_pod_override(
+                overrides.signaling.as_ref(),
+                &path.field("signaling"),
+                errors,
+            );
+            check_pod_override(overrides.media.as_ref(), &path.field("media"), errors);
+        }
+    }
+}
+
+impl SignalingSpec {
+    fn check(&self, path: &FieldPath, errors: &mut ValidationErrors) {
+        if !(1..=100).contains(&self.replicas) {
+            errors.push(&path.field("replicas"), "must be between 1 and 100");
+        }
+        let listeners = path.field("listeners");
+        if self.listeners.is_empty() {
+            errors.push(&listeners, "at least one listener is required");
+        }
+        if self.listeners.len() > 16 {
+            errors.push(&listeners, "at most 16 listeners are allowed");
+        }
+        for (i, listener) in self.listeners.iter().enumerate() {
+            listener.check(&listeners.index(i), errors);
+        }
+        validation::duplicates(
+            errors,
+            &listeners,
+            &self.listeners,
+            |l| l.name.as_str(),
+            "listener name",
+        );
+        validation::duplicates(
+            errors,
+            &listeners,
+            &self.listeners,
+            |l| SocketKey(l.port, l.transport.is_stream()),
+            "port",
+        );
+
+        let rules = path.field("advertisedAddresses");
+        if self.advertised_addresses.len() > 17 {
+            errors.push(&rules, "at most 17 advertised address rules are allowed");
+        }
+        let mut scopes = BTreeSet::new();
+        for (i, rule) in self.advertised_addresses.iter().enumerate() {
+            let rule_path = rules.index(i);
+            if let Some(listener) = &rule.listener
+                && !self.listeners.iter().any(|l| &l.name == listener)
+            {
+                errors.push(
+                    &rule_path.field("listener"),
+                    format!("no listener named {listener:?}"),
+                );
+            }
+            if !scopes.insert(rule.listener.as_deref()) {
+                let scope = rule
+                    .listener
+                    .as_deref()
+                    .map_or_else(|| "all listeners".to_owned(), |l| format!("listener {l:?}"));
+                errors.push(
+                    &rule_path,
+                    format!("more than one advertised address rule for {scope}"),
+                );
+            }
+            errors.check(&rule_path.field("address"), validation::host(&rule.address));
+            if rule.port == Some(0) {
+                errors.push(&rule_path.field("port"), "must be between 1 and 65535");
+            }
+        }
+    }
+}
+
+/// Two listeners clash when they use the same port on the same L4 protocol.
+#[derive(PartialEq)]
+struct SocketKey(u16, bool);
+
+impl std::fmt::Display for SocketKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let protocol = if self.1 { "TCP" } else { "UDP" };
+        write!(f, "{protocol}/{}", self.0)
+    }
+}
+
+impl Listener {
+    fn check(&self, path: &FieldPath, errors: &mut ValidationErrors) {
+        errors.check(&path.field("name"), validation::dns_label(&self.name));
+        if self.port == 0 {
+            errors.push(&path.field("port"), "must be between 1 and 65535");
+        }
+        let secret = path.field("tlsSecretRef");
+        match (&self.tls_secret_ref, self.transport.is_secure()) {
+            (None, true) => errors.push(
+                &secret,
+                format!("is required for {} listeners", self.transport.as_str()),
+            ),
+            (Some(_), false) => errors.push(
+                &secret,
+                format!(
+                    "is only used by TLS and WSS listeners, not {}",
+                    self.transport.as_str()
+                ),
+            ),
+            (Some(reference), true) => reference.check(&secret, errors),
+            (None, false) => {}
+        }
+    }
+}
+
+impl MediaSpec {
+    fn check(&self, path: &FieldPath, errors: &mut ValidationErrors) {
+        if self.replicas.is_some() && self.autoscaling.is_some() {
+            errors.push(
+                &path.field("autoscaling"),
+                "replicas and autoscaling are mutually exclusive",
+            );
+        }
+        if let Some(replicas) = self.replicas
+            && !(1..=1000).contains(&replicas)
+        {
+            errors.push(&path.field("replicas"), "must be between 1 and 1000");
+        }
+        if let Some(autoscaling) = &self.autoscaling {
+            autoscaling.check(&path.field("autoscaling"), errors);
+        }
+        self.rtp_port_range
+            .check(&path.field("rtpPortRange"), errors);
+        self.network.check(&path.field("network"), errors);
+        if let Some(transcoding) = &self.transcoding {
+            let codecs = path.field("transcoding").field("codecs");
+            if transcoding.codecs.is_empty() {
+                errors.push(&codecs, "at least one codec is required");
+            }
+            check_codecs(&transcoding.codecs, &codecs, errors);
+        }
+    }
+}
+
+impl MediaAutoscaling {
+    fn check(&self, path: &FieldPath, errors: &mut ValidationErrors) {
+        for (field, value) in [
+            ("minReplicas", self.min_replicas),
+            ("maxReplicas", self.max_replicas),
+        ] {
+            if !(1..=1000).contains(&value) {
+                errors.push(&path.field(field), "must be between 1 and 1000");
+            }
+        }
+        if self.min_replicas > self.max_replicas {
+            errors.push(
+                &path.field("minReplicas"),
+                format!(
+                    "must not exceed maxReplicas ({} > {})",
+                    self.min_replicas, self.max_replicas
+                ),
+            );
+        }
+        if !(1..=100_000).contains(&self.target_sessions_per_pod) {
+            errors.push(
+                &path.field("targetSessionsPerPod"),
+                "must be between 1 and 100000",
+            );
+        }
+    }
+}
+
+impl RtpPortRange {
+    fn check(&self, path: &FieldPath, errors: &mut ValidationErrors) {
+        for (field, value) in [("min", self.min), ("max", self.max)] {
+            if value < 1024 {
+                errors.push(
+                    &path.field(field),
+                    format!("{value} is a privileged port; use 1024-65535"),
+                );
+            }
+        }
+        if self.min >= self.max {
+            errors.push(
+                &path.field("min"),
+                format!("must be lower than max ({} >= {})", self.min, self.max),
+            );
+        }
+        if !self.min.is_multiple_of(2) {
+            errors.push(
+                &path.field("min"),
+                format!("must be even (RTP uses even ports), got {}", self.min),
+            );
+        }
+    }
+}
+
+impl MediaNetwork {
+    fn check(&self, path: &FieldPath, errors: &mut ValidationErrors) {
+        let sriov_path = path.field("sriov");
+        match (self.mode, &self.sriov) {
+            (NetworkMode::Sriov, None) => {
+                errors.push(&sriov_path, "is required when mode is SRIOV");
+            }
+            (NetworkMode::Sriov, Some(sriov)) => sriov.check(&sriov_path, errors),
+            (_, Some(_)) => errors.push(&sriov_path, "is only used when mode is SRIOV"),
+            (_, None) => {}
+        }
+    }
+}
+
+impl SriovNetwork {
+    fn check(&self, path: &FieldPath, errors: &mut ValidationErrors) {
+        errors.check(
+            &path.field("resourceName"),
+            validation::resource_name(&self.resource_name),
+        );
+        errors.check(
+            &path.field("networkAttachment"),
+            validation::network_attachment(&self.network_attachment),
+        );
+        if let Some(vlan) = self.vlan
+            && vlan > 4094
+        {
+            errors.push(&path.field("vlan"), "must be between 0 and 4094");
+        }
+        if let Some(ipam) = &self.ipam
+            && !ipam.is_object()
+        {
+            errors.push(&path.field("ipam"), "must be an object");
+        }
+    }
+}
+
+/// A pod override is a PodTemplateSpec fragment: only `metadata` and `spec` make sense at its
+/// top level, and anything else is most likely a missing level of nesting.
+fn check_pod_override(
+    fragment: Option<&serde_json::Value>,
+    path: &FieldPath,
+    errors: &mut ValidationErrors,
+) {
+    let Some(fragment) = fragment else { return };
+    let Some(object) = fragment.as_object() else {
+        errors.push(path, "must be an object (a partial PodTemplateSpec)");
+        return;
+    };
+    for (key, value) in object {
+        match key.as_str() {
+            "metadata" | "spec" if value.is_object() => {}
+            "metadata" | "spec" => errors.push(&path.field(key), "must be an object"),
+            other => errors.push(
+                &path.field(other),
+                "unknown field: a PodTemplateSpec has only metadata and spec",
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener(name: &str, transport: ListenerTransport, port: u16) -> Listener {
+        Listener {
+            name: name.into(),
+            transport,
+            port,
+            tls_secret_ref: None,
+        }
+    }
+
+    fn spec(listeners: Vec<Listener>) -> GatewaySpec {
+        GatewaySpec {
+            signaling: SignalingSpec {
+                replicas: 2,
+                listeners,
+                advertised_addresses: Vec::new(),
+                bind_address: None,
+            },
+            media: MediaSpec::default(),
+            drain_timeout_seconds: 30,
+            pod_overrides: None,
+        }
+    }
+
+    fn paths(result: Result<(), ValidationErrors>) -> Vec<String> {
+        result
+            .unwrap_err()
+            .into_errors()
+            .into_iter()
+            .map(|e| e.path)
+            .collect()
+    }
+
+    #[test]
+    fn udp_and_tcp_may_share_a_port_but_tcp_and_tls_may_not() {
+        let ok = spec(vec![
+            listener("udp", ListenerTransport::Udp, 5060),
+            listener("tcp", ListenerTransport::Tcp, 5060),
+        ]);
+        assert_eq!(ok.validate(), Ok(()));
+
+        let mut tls = listener("tls", ListenerTransport::Tls, 5060);
+        tls.tls_secret_ref = Some(LocalObjectReference::new("sip-cert"));
+        let clash = spec(vec![listener("tcp", ListenerTransport::Tcp, 5060), tls]);
+        let errors = clash.validate().unwrap_err();
+        assert_eq!(
+            errors.to_string(),
+            "spec.signaling.listeners[1]: duplicate port TCP/5060 (already used by spec.signaling.listeners[0])"
+        );
+    }
+
+    #[test]
+    fn advertised_addresses_name_existing_listeners_once() {
+        let mut gateway = spec(vec![listener("udp", ListenerTransport::Udp, 5060)]);
+        gateway.signaling.advertised_addresses = vec![
+            AdvertisedAddress {
+                listener: None,
+                address: "sbc.example.net".into(),
+                port: None,
+            },
+            AdvertisedAddress {
+                listener: Some("tcp".into()),
+                address: "203.0.113.10".into(),
+                port: Some(5060),
+            },
+            AdvertisedAddress {
+                listener: None,
+                address: "300.1.1.1".into(),
+                port: None,
+            },
+        ];
+        assert_eq!(
+            paths(gateway.validate()),
+            [
+                "spec.signaling.advertisedAddresses[1].listener",
+                "spec.signaling.advertisedAddresses[2]",
+                "spec.signaling.advertisedAddresses[2].address",
+            ]
+        );
+    }
+
+    #[test]
+    fn media_replicas_and_autoscaling_are_exclusive() {
+        let mut gateway = spec(vec![listener("udp", ListenerTransport::Udp, 5060)]);
+        gateway.media.replicas = Some(3);
+        assert_eq!(gateway.media.fixed_replicas(), Some(3));
+        gateway.media.autoscaling = Some(MediaAutoscaling {
+            min_replicas: 4,
+            max_replicas: 2,
+            target_sessions_per_pod: 500,
+        });
+        assert_eq!(gateway.media.fixed_replicas(), None);
+        assert_eq!(
+            paths(gateway.validate()),
+            [
+                "spec.media.autoscaling",
+                "spec.media.autoscaling.minReplicas"
+            ]
+        );
+    }
+
+    #[test]
+    fn rtp_port_range() {
+        assert_eq!(RtpPortRange::default().pairs(), 5000);
+        let mut gateway = spec(vec![listener("udp", ListenerTransport::Udp, 5060)]);
+        gateway.media.rtp_port_range = RtpPortRange {
+            min: 1001,
+            max: 1000,
+        };
+        assert_eq!(gateway.media.rtp_port_range.pairs(), 0);
+        let errors = gateway.validate().unwrap_err().to_string();
+        assert!(
+            errors.contains("spec.media.rtpPortRange.min: must be even"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("spec.media.rtpPortRange.min: must be lower than max"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("spec.media.rtpPortRange.max: 1000 is a privileged port"),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn pod_overrides_are_template_fragments() {
+        let mut gateway = spec(vec![listener("udp", ListenerTransport::Udp, 5060)]);
+        gateway.pod_overrides = Some(PodOverrides {
+            signaling: Some(serde_json::json!({"spec": {"nodeSelector": {"sip": "true"}}})),
+            media: Some(serde_json::json!({"nodeSelector": {"rtp": "true"}})),
+        });
+        assert_eq!(
+            gateway.validate().unwrap_err().to_string(),
+            "spec.podOverrides.media.nodeSelector: unknown field: a PodTemplateSpec has only metadata and spec"
+        );
+    }
+
+    #[test]
+    fn gateway_names_leave_room_for_children() {
+        let mut gateway = Gateway::new(
+            "edge",
+            spec(vec![listener("udp", ListenerTransport::Udp, 5060)]),
+        );
+        assert_eq!(gateway.validate(), Ok(()));
+        gateway.metadata.name = Some("a".repeat(41));
+        assert_eq!(paths(gateway.validate()), ["metadata.name"]);
+        gateway.metadata.name = None;
+        assert_eq!(paths(gateway.validate()), ["metadata.name"]);
+    }
+}
