@@ -785,4 +785,37 @@ mod tests {
         assert_eq!(Value::from(u64::MAX), Value::Integer(i64::MAX));
         assert_eq!(Value::from(&[0xffu8][..]).as_str(), None);
     }
+
+    /// Deterministic xorshift, so the mutation test is reproducible without a dependency.
+    fn xorshift(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    #[test]
+    fn mutated_messages_never_panic() {
+        let seed = b"d7:command5:offer5:flagsl13:trust-addresse3:sdp8:v=0\r\no=-1:ni-42ee";
+        assert!(decode(seed).is_ok());
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let alphabet = b"dile:0123456789-xabc";
+        for _ in 0..20_000 {
+            let mut input = seed.to_vec();
+            for _ in 0..(xorshift(&mut state) % 4 + 1) {
+                let at = (xorshift(&mut state) as usize) % input.len();
+                let byte = alphabet[(xorshift(&mut state) as usize) % alphabet.len()];
+                match xorshift(&mut state) % 3 {
+                    0 => input[at] = byte,
+                    1 => input.insert(at, byte),
+                    _ => input.truncate(at.max(1)),
+                }
+            }
+            if let Ok((value, used)) = decode(&input) {
+                // Whatever decodes re-encodes to something that decodes to the same value.
+                assert!(used <= input.len());
+                assert_eq!(decode(&value.to_vec()).map(|(v, _)| v), Ok(value));
+            }
+        }
+    }
 }

@@ -325,4 +325,40 @@ mod tests {
         // Version 2, RTP payload type, but too short.
         assert_eq!(classify(&[0x80, 0, 0, 1]), PacketKind::Other);
     }
+
+    #[test]
+    fn random_datagrams_never_panic() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..50_000 {
+            let len = (next() % 80) as usize;
+            let mut data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            // Bias towards version 2 so the deeper parsers are exercised.
+            if let Some(first) = data.first_mut() {
+                *first = (*first & 0x3f) | 0x80;
+            }
+            let _ = classify(&data);
+            if let Ok(p) = RtpPacket::parse(&data) {
+                let _ = (
+                    p.payload(),
+                    p.extension(),
+                    p.csrcs().count(),
+                    p.padding_len(),
+                );
+            }
+            for packet in crate::rtcp::Compound::new(&data).flatten() {
+                let _ = (
+                    packet.sender_info(),
+                    packet.report_blocks().count(),
+                    packet.bye_sources().count(),
+                    packet.sdes_chunks(),
+                );
+            }
+        }
+    }
 }
