@@ -1061,4 +1061,35 @@ mod tests {
             Ok(Some("2".into()))
         );
     }
+
+    #[test]
+    fn mutated_descriptions_never_panic() {
+        let mut state = 0x1234_5678_9abc_def1u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet = b" =/:\r\n0aIPmcov9";
+        for _ in 0..20_000 {
+            let mut input = OFFER.as_bytes().to_vec();
+            for _ in 0..(next() % 6 + 1) {
+                let at = (next() as usize) % input.len();
+                input[at] = alphabet[(next() as usize) % alphabet.len()];
+            }
+            if let Ok(mut sdp) = SessionDescription::parse(&input) {
+                // Whatever parses survives a rewrite and parses again.
+                let relay: IpAddr = "203.0.113.5".parse().unwrap();
+                sdp.set_connection_address(relay);
+                sdp.set_origin_address(relay);
+                for m in sdp.media_mut() {
+                    m.set_port(1000);
+                    m.set_rtcp(1001, Some(relay));
+                    let _ = (m.rtpmaps(), m.direction(), m.rtcp());
+                }
+                SessionDescription::parse(&sdp.to_bytes()).unwrap();
+            }
+        }
+    }
 }
