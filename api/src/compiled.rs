@@ -395,12 +395,22 @@ impl CompiledRoutePlan {
             && self.window(index).is_none_or(|window| window.contains(now))
     }
 
-    /// The first route, in order, that applies to a call with these (translated) numbers at
-    /// `now`.
-    pub fn first_match(&self, called: &str, calling: &str, now: Timestamp) -> Option<&Route> {
-        (0..self.plan.spec.routes.len())
-            .find(|&i| self.route_matches(i, called, calling, now))
-            .and_then(|i| self.plan.spec.routes.get(i))
+    /// The route for a call with these (translated) numbers at `now`: among the routes that
+    /// apply, the longest `calledPrefix` wins, then the longest `callingPrefix`, then the
+    /// earlier route in the plan.
+    pub fn select_route(&self, called: &str, calling: &str, now: Timestamp) -> Option<&Route> {
+        let routes = &self.plan.spec.routes;
+        (0..routes.len())
+            .filter(|&i| self.route_matches(i, called, calling, now))
+            .max_by_key(|&i| {
+                let criteria = &routes[i].matcher;
+                (
+                    criteria.called_prefix.len(),
+                    criteria.calling_prefix.as_deref().map_or(0, str::len),
+                    std::cmp::Reverse(i),
+                )
+            })
+            .and_then(|i| routes.get(i))
     }
 
     /// Whether this plan routes inbound calls from the trunk called `trunk`.

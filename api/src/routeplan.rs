@@ -27,7 +27,7 @@ pub const DEFAULT_FAILOVER_CODES: [u16; 6] = [408, 480, 500, 502, 503, 504];
     derive = "PartialEq",
     shortname = "rp",
     category = "voice",
-    doc = "A RoutePlan routes the calls arriving on a Gateway's trunks: number translations, ordered prefix and time-of-day routes to weighted trunk targets, failover and a default action.",
+    doc = "A RoutePlan routes the calls arriving on a Gateway's trunks: number translations, longest-prefix and time-of-day routes to weighted trunk targets, failover and a default action.",
     printcolumn(
         name = "Gateway",
         type_ = "string",
@@ -74,7 +74,8 @@ pub struct RoutePlanSpec {
         "x-kubernetes-list-map-keys" = ["name"],
     ))]
     pub translations: Vec<Translation>,
-    /// Routes, evaluated in order; the first whose match applies routes the call.
+    /// Routes. Among those whose match applies, the longest `calledPrefix` routes the call
+    /// (then the longest `callingPrefix`, then the earlier route).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1024))]
     #[schemars(extend(

@@ -78,7 +78,7 @@ fn local_example_drives_the_local_platform() {
     let now = "2025-01-01T00:00:00Z".parse().unwrap();
     for called in ["+15551234567", "100", "*43", ""] {
         let route = plan
-            .first_match(called, "alice", now)
+            .select_route(called, "alice", now)
             .expect("every number routes");
         assert_eq!(route.name, "everything");
         assert_eq!(route.targets[0].trunk_ref.name, "carrier");

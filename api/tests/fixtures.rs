@@ -233,7 +233,7 @@ fn gateway_view_and_compiled_rules() {
 
     let at = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
     let route = |called: &str, calling: &str, now: &str| {
-        plan.first_match(called, calling, at(now))
+        plan.select_route(called, calling, at(now))
             .map(|r| r.name.as_str())
     };
     // Monday 2025-01-06, 10:00 in Paris.

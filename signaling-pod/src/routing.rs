@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use jiff::Timestamp;
 use rand::Rng;
-use tandem_api::compiled::{CompiledRoutePlan, CompiledTrunk};
+use tandem_api::compiled::CompiledTrunk;
 use tandem_api::config::GatewayConfig;
 use tandem_api::trunk::{Peer, PeerTransport};
 
@@ -82,14 +82,13 @@ pub fn decide(
     let called = inbound.normalize_called(called);
     let calling = inbound.normalize_calling(calling);
     let (called, calling) = plan.translate(&called, &calling);
-    let Some(index) = best_route(plan, &called, &calling, now) else {
+    let Some(route) = plan.select_route(&called, &calling, now) else {
         let reject = &plan.spec.default_action.reject;
         return Decision::Reject {
             code: reject.code,
             reason: reject.reason.clone(),
         };
     };
-    let route = &plan.spec.routes[index];
     let mut route_targets: Vec<_> = route.targets.iter().collect();
     order_by_priority_and_weight(&mut route_targets, |t| (t.priority, t.weight), rng);
     let mut targets = Vec::new();
@@ -123,27 +122,6 @@ pub fn decide(
         calling: calling.into_owned(),
         targets,
     }
-}
-
-/// The index of the route for these numbers: the longest matching called prefix wins, then the
-/// longest calling prefix, then the order in the plan.
-fn best_route(
-    plan: &CompiledRoutePlan,
-    called: &str,
-    calling: &str,
-    now: Timestamp,
-) -> Option<usize> {
-    let routes = &plan.spec.routes;
-    (0..routes.len())
-        .filter(|&i| plan.route_matches(i, called, calling, now))
-        .max_by_key(|&i| {
-            let criteria = &routes[i].matcher;
-            (
-                criteria.called_prefix.len(),
-                criteria.calling_prefix.as_deref().map_or(0, str::len),
-                std::cmp::Reverse(i),
-            )
-        })
 }
 
 /// Sorts by ascending priority; within a priority, draws a weighted-random order (each next item
