@@ -6,6 +6,7 @@
 //!   From/To/Contact, …); [`uri`] reads SIP, SIPS and tel URIs;
 //! * [`validate`] applies the RFC 3261 request checks and names the response code;
 //!   [`response`] builds responses;
+//! * [`transaction`] holds the RFC 3261 §17 state machines, driven by the caller's clock;
 //! * [`ids`] makes branches, tags and Call-IDs; [`sdp`] handles session descriptions.
 //!
 //! Nothing here performs I/O or reads the time.
@@ -18,6 +19,7 @@ pub mod parse;
 pub mod response;
 pub mod sdp;
 mod syntax;
+pub mod transaction;
 pub mod typed;
 pub mod uri;
 pub mod validate;
