@@ -59,8 +59,9 @@ impl Guarded {
 
     /// Sends `signal` (e.g. "TERM", "INT") to the process group.
     pub fn signal(&self, signal: &str) {
+        // procps kill needs `--` before a negative (process group) id.
         let _ = Command::new("kill")
-            .arg(format!("-{signal}"))
+            .args(["-s", signal, "--"])
             .arg(format!("-{}", self.id()))
             .stderr(Stdio::null())
             .status();
@@ -104,10 +105,12 @@ impl Drop for Guarded {
 /// Serialises the tests of one binary: they share the contract ports.
 static PORTS: Mutex<()> = Mutex::new(());
 
-/// The local platform (`scripts/run-local`, as `make run` starts it).
+/// The local platform (`scripts/run-local`, as `make run` starts it). Its log goes to a file,
+/// printed when a test fails.
 #[derive(Debug)]
 pub struct Platform {
     process: Guarded,
+    log: PathBuf,
     _ports: MutexGuard<'static, ()>,
 }
 
@@ -133,10 +136,15 @@ impl Platform {
                 panic!("UDP port {port} is busy: is another platform (make run) still running?");
             }
         }
+        let log =
+            std::env::temp_dir().join(format!("tandem-e2e-platform-{}.log", std::process::id()));
+        let log_file = std::fs::File::create(&log).expect("platform log file");
         let process = Guarded::spawn(
             "local platform",
             Command::new(workspace().join("scripts/run-local"))
                 .current_dir(workspace())
+                .stdout(log_file.try_clone().expect("log file"))
+                .stderr(log_file)
                 .env("TANDEM_BIN_DIR", &bin_dir)
                 .env("TANDEM_CONFIG_DIR", config_dir)
                 .env(
@@ -146,6 +154,7 @@ impl Platform {
         );
         let platform = Self {
             process,
+            log,
             _ports: ports,
         };
         platform.wait_ready(Duration::from_secs(30));
@@ -171,6 +180,26 @@ impl Platform {
     /// The platform's launcher process.
     pub fn process(&mut self) -> &mut Guarded {
         &mut self.process
+    }
+
+    /// The platform's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        self.process.stop(Duration::from_secs(10));
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- platform log (last lines) ---");
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 

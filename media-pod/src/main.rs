@@ -32,14 +32,13 @@ use crate::relay::Relay;
 use crate::session::{SessionTable, TableConfig};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let config = Config::parse();
     logging::init("media-pod", config.log_format);
     if let Err(e) = run(config).await {
         tracing::error!("{e:#}");
-        return Err(e);
+        std::process::exit(1);
     }
-    Ok(())
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
 //! Structured logging set-up shared by the binaries (`tracing` with `RUST_LOG` filtering).
 
+use std::io::IsTerminal;
 use std::str::FromStr;
 
 use tracing_subscriber::EnvFilter;
@@ -33,6 +34,7 @@ pub fn init(service: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // A second initialisation (tests starting several services in one process) is harmless.
     let _ = match format {

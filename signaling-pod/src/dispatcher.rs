@@ -155,18 +155,24 @@ impl Dispatcher {
         Call::spawn(Arc::clone(&self.ctx), config, invite, flow, rx);
     }
 
-    /// Answers a message that could not be parsed: 400 when enough of it was read to address a
-    /// response, otherwise it is dropped.
+    /// Answers a message that could not be parsed: 400 (505 for another SIP version, 513 when
+    /// too large) when enough of it was read to address a response, otherwise it is dropped.
     pub async fn reject_unparsable(&self, error: &ParseError, flow: Flow) {
         match error.partial() {
             Some(partial) if partial.is_request() && partial.method() != Some(&Method::Ack) => {
                 tracing::debug!(remote = %flow.remote, %error, "malformed request answered with 400");
                 // The reason phrase names the defect; it must stay on one line.
-                let reason: String = format!("Bad Request ({error})")
+                let code = error.status_code();
+                let phrase = match code {
+                    505 => "Version Not Supported",
+                    513 => "Message Too Large",
+                    _ => "Bad Request",
+                };
+                let reason: String = format!("{phrase} ({error})")
                     .chars()
                     .map(|c| if c.is_control() { ' ' } else { c })
                     .collect();
-                self.respond(partial, flow, 400, &reason, None).await;
+                self.respond(partial, flow, code, &reason, None).await;
             }
             _ => tracing::debug!(remote = %flow.remote, %error, "malformed message dropped"),
         }

@@ -69,14 +69,13 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let args = Args::parse();
     logging::init("signaling-pod", args.log_format);
     if let Err(e) = run(args).await {
         tracing::error!("{e:#}");
-        return Err(e);
+        std::process::exit(1);
     }
-    Ok(())
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

@@ -60,7 +60,13 @@ pub fn inbound_trunk(config: &GatewayConfig, source: SocketAddr) -> Option<&Comp
     let trunks = || config.trunks.iter();
     trunks()
         .find(|t| has_peer(t, Some(source.port())))
-        .or_else(|| trunks().find(|t| t.admits(source.ip())))
+        .or_else(|| {
+            trunks().find(|t| {
+                t.allowed_cidrs()
+                    .iter()
+                    .any(|net| net.contains(&source.ip()))
+            })
+        })
         .or_else(|| trunks().find(|t| has_peer(t, None)))
 }
 

@@ -167,9 +167,11 @@ impl Transports {
                         match result {
                             Ok(msg) => this.deliver(&dispatcher, msg, flow).await,
                             Err(e) => {
-                                // A stream that lost its framing cannot be resynchronised.
                                 this.reject(&dispatcher, &e, flow).await;
-                                break 'read;
+                                if framer.is_failed() {
+                                    // A stream that lost its framing cannot be resynchronised.
+                                    break 'read;
+                                }
                             }
                         }
                     }
