@@ -471,7 +471,7 @@ impl Sipp {
         let Some(header) = lines.next() else {
             return SippStats::default();
         };
-        let Some(last) = lines.last() else {
+        let Some(last) = lines.next_back() else {
             return SippStats::default();
         };
         let columns: Vec<&str> = header.split(';').collect();

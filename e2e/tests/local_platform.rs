@@ -16,7 +16,7 @@ fn carrier(calls: u32, scenario_file: &str) -> Sipp {
         "carrier",
         &[
             "-sf",
-            scenario.to_str().unwrap(),
+            scenario.to_str().expect("UTF-8 path"),
             "-i",
             "127.0.0.1",
             "-p",
@@ -38,7 +38,7 @@ fn caller(calls: u32, rate: u32, talk_ms: u32, extra: &[&str]) -> Sipp {
     let mut args = vec![
         SIP,
         "-sf",
-        scenario.to_str().unwrap(),
+        scenario.to_str().expect("UTF-8 path"),
         "-s",
         "2000",
         "-i",

@@ -80,13 +80,13 @@ impl Dispatcher {
 
     /// Handles one parsed inbound message.
     pub async fn dispatch(&self, msg: SipMessage, flow: Flow) {
-        if msg.is_request() {
-            if let Err(rejection) = validate_request(&msg) {
-                tracing::debug!(remote = %flow.remote, code = rejection.code, reason = rejection.reason, "request refused");
-                self.respond(&msg, flow, rejection.code, rejection.reason, None)
-                    .await;
-                return;
-            }
+        if msg.is_request()
+            && let Err(rejection) = validate_request(&msg)
+        {
+            tracing::debug!(remote = %flow.remote, code = rejection.code, reason = rejection.reason, "request refused");
+            self.respond(&msg, flow, rejection.code, rejection.reason, None)
+                .await;
+            return;
         }
         let Ok(call_id) = msg.call_id().cloned() else {
             self.ctx.metrics.count_dropped();

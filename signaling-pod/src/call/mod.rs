@@ -177,8 +177,9 @@ impl Call {
             let a_call_id = invite.call_id().ok().cloned();
             match Self::new(ctx.clone(), config, invite, flow, rx) {
                 Ok(call) => call.run().await,
-                Err((invite, reason)) => {
-                    let response = response_for(&invite, 400, reason, None);
+                Err(invite) => {
+                    let response =
+                        response_for(&invite, 400, "Bad Request: missing dialog headers", None);
                     let _ = ctx.transports.send(flow, response.to_bytes()).await;
                 }
             }
@@ -194,7 +195,7 @@ impl Call {
         invite: SipMessage,
         flow: Flow,
         rx: mpsc::Receiver<CallEvent>,
-    ) -> Result<Self, (SipMessage, &'static str)> {
+    ) -> Result<Self, Box<SipMessage>> {
         let parts = (|| {
             let call_id = invite.call_id().ok()?.clone();
             let from = invite.from().ok()?;
@@ -221,7 +222,7 @@ impl Call {
             })
         })();
         let Some(a) = parts else {
-            return Err((invite, "Bad Request: missing dialog headers"));
+            return Err(Box::new(invite));
         };
         let now = Instant::now();
         let server = ServerTransaction::new(
@@ -485,11 +486,11 @@ impl Call {
         };
         let now = Instant::now();
         // Retransmissions and the ACK of a non-2xx final go to their server transaction.
-        if let Ok(key) = tandem_sip::transaction::transaction_key(&msg) {
-            if let Some(server) = self.servers.iter_mut().find(|s| s.tx.matches(&key)) {
-                server.tx.on_request(now, msg);
-                return;
-            }
+        if let Ok(key) = tandem_sip::transaction::transaction_key(&msg)
+            && let Some(server) = self.servers.iter_mut().find(|s| s.tx.matches(&key))
+        {
+            server.tx.on_request(now, msg);
+            return;
         }
         match (side, method) {
             (Side::A, Method::Ack) => {
@@ -603,11 +604,10 @@ impl Call {
         // lost, so send it again.
         if method == Some(Method::Invite)
             && response.status().is_some_and(|s| (200..300).contains(&s))
+            && let (Some(ack), Some(attempt)) = (self.b_ack.clone(), &self.b)
         {
-            if let (Some(ack), Some(attempt)) = (self.b_ack.clone(), &self.b) {
-                let flow = attempt.leg.flow;
-                let _ = self.ctx.transports.send(flow, ack).await;
-            }
+            let flow = attempt.leg.flow;
+            let _ = self.ctx.transports.send(flow, ack).await;
         }
     }
 
@@ -643,10 +643,10 @@ impl Call {
         if code == 100 || self.phase != Phase::Setup {
             return;
         }
-        if let Ok(to) = response.to() {
-            if let Some(tag) = to.tag() {
-                attempt.leg.remote_tag = Some(Bytes::copy_from_slice(tag));
-            }
+        if let Ok(to) = response.to()
+            && let Some(tag) = to.tag()
+        {
+            attempt.leg.remote_tag = Some(Bytes::copy_from_slice(tag));
         }
         let reason = String::from_utf8_lossy(response.reason().unwrap_or_default()).into_owned();
         let sdp = if response.body.is_empty() {
@@ -793,10 +793,10 @@ impl Call {
     }
 
     async fn release_media(&mut self) {
-        if std::mem::take(&mut self.media_anchored) {
-            if let Err(e) = self.ctx.media.delete(text(&self.a.call_id)).await {
-                tracing::warn!(error = %e, "media delete failed");
-            }
+        if std::mem::take(&mut self.media_anchored)
+            && let Err(e) = self.ctx.media.delete(text(&self.a.call_id)).await
+        {
+            tracing::warn!(error = %e, "media delete failed");
         }
     }
 
