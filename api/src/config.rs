@@ -135,6 +135,44 @@ impl ConfigSet {
         builder.finish()
     }
 
+    /// Builds a set from objects already in typed form, as a Kubernetes watch delivers them.
+    /// The checks are those of [`ConfigSet::from_documents`] except unknown fields, which the
+    /// API server has already pruned; errors name their source `kubernetes` and count
+    /// documents per kind in the order given. Returns every problem found, or the whole set.
+    pub fn from_objects(
+        gateways: impl IntoIterator<Item = Gateway>,
+        trunks: impl IntoIterator<Item = Trunk>,
+        route_plans: impl IntoIterator<Item = RoutePlan>,
+    ) -> Result<Self, Vec<ConfigError>> {
+        let mut builder = Builder::default();
+        let origin = |document| Origin {
+            source: KUBERNETES_SOURCE.to_owned(),
+            document,
+        };
+        for (document, gateway) in gateways.into_iter().enumerate() {
+            let origin = origin(document);
+            let key = object_key(&gateway);
+            if let Some((key, gateway)) = builder.accept(&origin, "Gateway", key, gateway) {
+                builder.add_gateway(&origin, key, gateway);
+            }
+        }
+        for (document, trunk) in trunks.into_iter().enumerate() {
+            let origin = origin(document);
+            let key = object_key(&trunk);
+            if let Some((key, trunk)) = builder.accept(&origin, "Trunk", key, trunk) {
+                builder.add_trunk(&origin, key, trunk);
+            }
+        }
+        for (document, plan) in route_plans.into_iter().enumerate() {
+            let origin = origin(document);
+            let key = object_key(&plan);
+            if let Some((key, plan)) = builder.accept(&origin, "RoutePlan", key, plan) {
+                builder.add_route_plan(&origin, key, plan);
+            }
+        }
+        builder.finish()
+    }
+
     /// Whether the set holds no object at all.
     pub fn is_empty(&self) -> bool {
         self.gateways.is_empty() && self.trunks.is_empty() && self.route_plans.is_empty()
@@ -209,6 +247,18 @@ impl ConfigSet {
             route_plans,
         })
     }
+}
+
+/// The source named in errors about objects given by [`ConfigSet::from_objects`].
+pub const KUBERNETES_SOURCE: &str = "kubernetes";
+
+/// The namespace and name of a typed object, the namespace defaulting as in manifests.
+fn object_key<T: kube::Resource>(object: &T) -> Option<ObjectKey> {
+    let meta = object.meta();
+    let namespace = meta.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+    meta.name
+        .as_ref()
+        .map(|name| ObjectKey::new(namespace, name.clone()))
 }
 
 /// Accumulates objects and errors while documents are read.
@@ -309,36 +359,48 @@ impl Builder {
         }
         match kind.as_str() {
             "Gateway" => {
-                if let Some((key, gateway)) = self.parse::<Gateway>(&origin, "Gateway", value)
-                    && self.register(&origin, "Gateway", &key)
-                {
-                    self.set.gateways.insert(key, gateway);
+                if let Some((key, gateway)) = self.parse::<Gateway>(&origin, "Gateway", value) {
+                    self.add_gateway(&origin, key, gateway);
                 }
             }
             "Trunk" => {
                 if let Some((key, trunk)) = self.parse::<Trunk>(&origin, "Trunk", value) {
-                    match CompiledTrunk::new(trunk) {
-                        Ok(compiled) => {
-                            if self.register(&origin, "Trunk", &key) {
-                                self.set.trunks.insert(key, compiled);
-                            }
-                        }
-                        Err(errors) => self.field_errors(&origin, "Trunk", &key, errors),
-                    }
+                    self.add_trunk(&origin, key, trunk);
                 }
             }
             _ => {
                 if let Some((key, plan)) = self.parse::<RoutePlan>(&origin, "RoutePlan", value) {
-                    match CompiledRoutePlan::new(plan) {
-                        Ok(compiled) => {
-                            if self.register(&origin, "RoutePlan", &key) {
-                                self.set.route_plans.insert(key, compiled);
-                            }
-                        }
-                        Err(errors) => self.field_errors(&origin, "RoutePlan", &key, errors),
-                    }
+                    self.add_route_plan(&origin, key, plan);
                 }
             }
+        }
+    }
+
+    fn add_gateway(&mut self, origin: &Origin, key: ObjectKey, gateway: Gateway) {
+        if self.register(origin, "Gateway", &key) {
+            self.set.gateways.insert(key, gateway);
+        }
+    }
+
+    fn add_trunk(&mut self, origin: &Origin, key: ObjectKey, trunk: Trunk) {
+        match CompiledTrunk::new(trunk) {
+            Ok(compiled) => {
+                if self.register(origin, "Trunk", &key) {
+                    self.set.trunks.insert(key, compiled);
+                }
+            }
+            Err(errors) => self.field_errors(origin, "Trunk", &key, errors),
+        }
+    }
+
+    fn add_route_plan(&mut self, origin: &Origin, key: ObjectKey, plan: RoutePlan) {
+        match CompiledRoutePlan::new(plan) {
+            Ok(compiled) => {
+                if self.register(origin, "RoutePlan", &key) {
+                    self.set.route_plans.insert(key, compiled);
+                }
+            }
+            Err(errors) => self.field_errors(origin, "RoutePlan", &key, errors),
         }
     }
 
@@ -369,7 +431,7 @@ impl Builder {
 
         let mut unknown = Vec::new();
         let parsed: Result<T, _> = serde_path_to_error::deserialize(value.clone());
-        let mut object = match parsed {
+        let object = match parsed {
             Ok(object) => object,
             Err(error) => {
                 let path = error.path().to_string();
@@ -390,6 +452,21 @@ impl Builder {
                 .message("unknown field");
         }
 
+        self.accept(origin, kind, key, object)
+    }
+
+    /// Validates an object already in typed form. Returns it only when it is valid on its own;
+    /// the namespace is filled in when absent.
+    fn accept<T>(
+        &mut self,
+        origin: &Origin,
+        kind: &str,
+        key: Option<ObjectKey>,
+        mut object: T,
+    ) -> Option<(ObjectKey, T)>
+    where
+        T: Validate + kube::Resource,
+    {
         let Some(key) = key else {
             self.error(origin, Some(kind), None)
                 .at(Some("metadata.name".to_owned()))
@@ -619,5 +696,107 @@ fn ignored_path(path: &serde_ignored::Path<'_>) -> String {
         Path::Some { parent }
         | Path::NewtypeStruct { parent }
         | Path::NewtypeVariant { parent } => ignored_path(parent),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFESTS: &str = "apiVersion: voice.tandem.dev/v1alpha1
+kind: Gateway
+metadata: {name: edge, namespace: voice}
+spec:
+  signaling:
+    listeners: [{name: udp, transport: UDP, port: 5060}]
+  media: {}
+---
+apiVersion: voice.tandem.dev/v1alpha1
+kind: Trunk
+metadata: {name: carrier, namespace: voice}
+spec:
+  gatewayRef: {name: edge}
+  peers: [{host: 192.0.2.1, port: 5060, transport: UDP}]
+---
+apiVersion: voice.tandem.dev/v1alpha1
+kind: RoutePlan
+metadata: {name: default, namespace: voice}
+spec:
+  gatewayRef: {name: edge}
+  routes:
+    - name: all
+      match: {calledPrefix: \"\"}
+      targets: [{trunkRef: {name: carrier}}]
+";
+
+    fn typed() -> (Vec<Gateway>, Vec<Trunk>, Vec<RoutePlan>) {
+        let mut documents = serde_yaml::Deserializer::from_str(MANIFESTS);
+        let mut next = || serde_yaml::Value::deserialize(documents.next().unwrap()).unwrap();
+        let gateway: Gateway = serde_yaml::from_value(next()).unwrap();
+        let trunk: Trunk = serde_yaml::from_value(next()).unwrap();
+        let plan: RoutePlan = serde_yaml::from_value(next()).unwrap();
+        (vec![gateway], vec![trunk], vec![plan])
+    }
+
+    #[test]
+    fn objects_build_the_same_gateway_config_as_their_manifests() {
+        let from_text = ConfigSet::from_documents(&[("m.yaml".into(), MANIFESTS.into())])
+            .unwrap()
+            .for_gateway_in("voice", "edge")
+            .unwrap();
+        let (gateways, trunks, plans) = typed();
+        let from_objects = ConfigSet::from_objects(gateways, trunks, plans)
+            .unwrap()
+            .for_gateway_in("voice", "edge")
+            .unwrap();
+        assert_eq!(from_objects.gateway, from_text.gateway);
+        assert_eq!(from_objects.trunks.len(), 1);
+        assert_eq!(from_objects.trunks[0].name(), "carrier");
+        assert_eq!(from_objects.route_plans.len(), 1);
+        assert_eq!(
+            from_objects.route_plans[0].spec,
+            from_text.route_plans[0].spec
+        );
+    }
+
+    #[test]
+    fn invalid_objects_and_broken_references_are_all_reported() {
+        let (gateways, mut trunks, mut plans) = typed();
+        trunks[0].spec.peers[0].port = 0;
+        plans[0].metadata.name = None;
+        let mut orphan = plans[0].clone();
+        orphan.metadata.name = Some("orphan".into());
+        orphan.spec.gateway_ref.name = "elsewhere".into();
+        let errors =
+            ConfigSet::from_objects(gateways, trunks, [plans.remove(0), orphan]).unwrap_err();
+        let described: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        // The invalid Trunk is left out, so the orphan plan's target is missing too.
+        assert_eq!(errors.len(), 4, "{described:#?}");
+        assert!(errors.iter().all(|e| e.source == KUBERNETES_SOURCE));
+        assert!(
+            errors.iter().any(|e| e.kind.as_deref() == Some("Trunk")
+                && e.path.as_deref() == Some("spec.peers[0].port")),
+            "{described:#?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.path.as_deref() == Some("metadata.name") && e.document == 0),
+            "{described:#?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.document == 1
+                && e.object == Some(ObjectKey::new("voice", "orphan"))
+                && e.message.contains("\"elsewhere\" not found")),
+            "{described:#?}"
+        );
+    }
+
+    #[test]
+    fn objects_without_a_namespace_land_in_the_default_one() {
+        let (mut gateways, _, _) = typed();
+        gateways[0].metadata.namespace = None;
+        let set = ConfigSet::from_objects(gateways, [], []).unwrap();
+        assert!(set.gateway("edge").is_some());
     }
 }
