@@ -1,13 +1,18 @@
 //! Sans-IO RTP and RTCP: validated packet views over borrowed buffers, the classification of
-//! datagrams arriving on a media port, and RFC 3550 receiver statistics.
+//! datagrams arriving on a media port, RFC 3550 receiver statistics, payload formats, and the
+//! ITU-T G.107 E-model quality estimate.
 //!
 //! Nothing here touches sockets or clocks; arrival times are arguments.
 
+pub mod codec;
 pub mod packet;
+pub mod quality;
 pub mod rtcp;
 pub mod stats;
 
-pub use packet::{HeaderExtension, PacketKind, RtpPacket, classify};
+pub use codec::{Codec, PayloadFormat};
+pub use packet::{HeaderExtension, PacketKind, RtpHeader, RtpPacket, classify, inspect};
+pub use quality::{CodecImpairment, Conditions, Estimate};
 pub use rtcp::{Compound, ReportBlock, RtcpPacket, RtcpType, SdesChunk, SenderInfo};
 pub use stats::{ReceptionReport, SeqOutcome, StreamStats};
 

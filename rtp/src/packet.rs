@@ -22,23 +22,50 @@ pub enum PacketKind {
 /// RFC 5761 §4 distinguishes RTCP from RTP by the second octet: RTCP packet types 192–223
 /// occupy the RTP marker bit plus payload types 64–95, which RTP must not use when multiplexed.
 pub fn classify(datagram: &[u8]) -> PacketKind {
+    inspect(datagram).0
+}
+
+/// The fields of an RTP fixed header that statistics need, copied out of a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RtpHeader {
+    /// The 7-bit payload type.
+    pub payload_type: u8,
+    /// The marker bit.
+    pub marker: bool,
+    /// The 16-bit sequence number.
+    pub sequence_number: u16,
+    /// The 32-bit media timestamp.
+    pub timestamp: u32,
+    /// The synchronisation source.
+    pub ssrc: u32,
+}
+
+/// Classifies `datagram` like [`classify`] and, for RTP, also returns its header, validating
+/// the packet once.
+pub fn inspect(datagram: &[u8]) -> (PacketKind, Option<RtpHeader>) {
+    match classify_first(datagram) {
+        Some(true) => match crate::rtcp::RtcpPacket::parse(datagram) {
+            Ok(_) => (PacketKind::Rtcp, None),
+            Err(_) => (PacketKind::Other, None),
+        },
+        Some(false) => match RtpPacket::parse(datagram) {
+            Ok(packet) => (PacketKind::Rtp, Some(packet.header())),
+            Err(_) => (PacketKind::Other, None),
+        },
+        None => (PacketKind::Other, None),
+    }
+}
+
+/// `Some(true)` when the first octets look like RTCP, `Some(false)` like RTP, `None` when
+/// neither (too short, or not version 2).
+fn classify_first(datagram: &[u8]) -> Option<bool> {
     let [first, second, ..] = datagram else {
-        return PacketKind::Other;
+        return None;
     };
     if first >> 6 != 2 {
-        return PacketKind::Other;
+        return None;
     }
-    if (192..=223).contains(second) {
-        if crate::rtcp::RtcpPacket::parse(datagram).is_ok() {
-            PacketKind::Rtcp
-        } else {
-            PacketKind::Other
-        }
-    } else if RtpPacket::parse(datagram).is_ok() {
-        PacketKind::Rtp
-    } else {
-        PacketKind::Other
-    }
+    Some((192..=223).contains(second))
 }
 
 /// A validated view of an RTP packet.
@@ -192,6 +219,17 @@ impl<'a> RtpPacket<'a> {
         })
     }
 
+    /// The fixed-header fields, copied.
+    pub fn header(&self) -> RtpHeader {
+        RtpHeader {
+            payload_type: self.payload_type(),
+            marker: self.marker(),
+            sequence_number: self.sequence_number(),
+            timestamp: self.timestamp(),
+            ssrc: self.ssrc(),
+        }
+    }
+
     /// The payload, without header, extension or padding.
     pub fn payload(&self) -> &'a [u8] {
         &self.data[self.payload_start..self.payload_end]
@@ -225,6 +263,36 @@ mod tests {
         assert_eq!(p.csrcs().count(), 0);
         assert!(p.extension().is_none());
         assert_eq!(classify(&data), PacketKind::Rtp);
+        let (kind, header) = inspect(&data);
+        assert_eq!(kind, PacketKind::Rtp);
+        assert_eq!(
+            header,
+            Some(RtpHeader {
+                payload_type: 0,
+                marker: false,
+                sequence_number: 0x1234,
+                timestamp: 0xdead_beef,
+                ssrc: 0x0102_0304,
+            })
+        );
+    }
+
+    #[test]
+    fn inspect_agrees_with_classify() {
+        let rtcp_rr = [0x80u8, 201, 0, 1, 0, 0, 0, 7];
+        let cases: [&[u8]; 6] = [
+            &rtcp_rr,
+            &[0x80, 0x00, 0x00],
+            b"hello",
+            &[],
+            &[0x80, 200, 0, 9],
+            &[0x00, 0x01, 0, 0, 0x21, 0x12, 0xa4, 0x42],
+        ];
+        for case in cases {
+            let (kind, header) = inspect(case);
+            assert_eq!(kind, classify(case), "{case:?}");
+            assert_eq!(header.is_some(), kind == PacketKind::Rtp);
+        }
     }
 
     #[test]

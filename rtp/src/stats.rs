@@ -60,6 +60,8 @@ pub struct StreamStats {
     transit: Option<u32>,
     /// Jitter estimate scaled by 16 (A.8's integer form).
     jitter_q4: u32,
+    /// Forward sequence gaps seen: each is one burst of consecutive losses.
+    loss_bursts: u64,
 }
 
 impl StreamStats {
@@ -79,6 +81,7 @@ impl StreamStats {
             received_prior: 0,
             transit: None,
             jitter_q4: 0,
+            loss_bursts: 0,
         }
     }
 
@@ -90,6 +93,7 @@ impl StreamStats {
         self.received = 0;
         self.received_prior = 0;
         self.expected_prior = 0;
+        self.loss_bursts = 0;
     }
 
     /// Accounts for a packet with sequence number `seq` and media timestamp `rtp_timestamp`
@@ -100,6 +104,13 @@ impl StreamStats {
             self.update_jitter(rtp_timestamp, arrival);
         }
         outcome
+    }
+
+    /// Accounts for a packet's sequence number only, leaving the jitter estimate alone. For
+    /// packets whose timestamps do not advance with arrival time, such as RFC 4733 events
+    /// (every packet of an event carries the event's start time) or comfort noise.
+    pub fn update_sequence(&mut self, seq: u16) -> SeqOutcome {
+        self.update_seq(seq)
     }
 
     /// Appendix A.1 `update_seq`.
@@ -127,6 +138,9 @@ impl StreamStats {
             }
             return SeqOutcome::Probation;
         } else if udelta < MAX_DROPOUT {
+            if udelta > 1 {
+                self.loss_bursts += 1;
+            }
             if seq < self.max_seq {
                 self.cycles = self.cycles.wrapping_add(RTP_SEQ_MOD);
             }
@@ -191,6 +205,13 @@ impl StreamStats {
         let expected = i64::try_from(self.expected()).unwrap_or(i64::MAX);
         let received = i64::try_from(self.received).unwrap_or(i64::MAX);
         expected - received
+    }
+
+    /// Gaps in the sequence so far, each a burst of one or more consecutive losses (a gap
+    /// later filled by reordered packets still counts). With [`Self::cumulative_lost`] this
+    /// gives the mean burst length that the E-model's burst ratio needs.
+    pub fn loss_bursts(&self) -> u64 {
+        self.loss_bursts
     }
 
     /// Interarrival jitter in timestamp units.
@@ -317,6 +338,34 @@ mod tests {
         let r = s.report();
         assert_eq!(r.fraction_lost, 0);
         assert_eq!(r.cumulative_lost, 2);
+    }
+
+    #[test]
+    fn loss_bursts_count_gaps_not_packets() {
+        let mut s = StreamStats::new(8000);
+        // Gaps: 4 (one packet), 7-9 (three packets), 12 (one packet).
+        feed(&mut s, &[1, 2, 3, 5, 6, 10, 11, 13]);
+        assert_eq!(s.cumulative_lost(), 5);
+        assert_eq!(s.loss_bursts(), 3);
+        // A restart after a confirmed jump starts counting afresh.
+        feed(&mut s, &[40000, 40001, 40003]);
+        assert_eq!(s.loss_bursts(), 1);
+    }
+
+    #[test]
+    fn sequence_only_updates_leave_jitter_alone() {
+        let mut s = StreamStats::new(8000);
+        feed(&mut s, &[1, 2, 3]);
+        // An RFC 4733 event: the timestamp stays at the event start while time goes on.
+        for seq in 4u16..=10 {
+            assert_eq!(s.update_sequence(seq), SeqOutcome::Accepted);
+        }
+        assert_eq!(s.jitter(), 0);
+        assert_eq!(s.received(), 9);
+        // Audio resumes on schedule: still no jitter.
+        s.update(11, 11 * 160, Duration::from_millis(200));
+        assert_eq!(s.jitter(), 0);
+        assert_eq!(s.cumulative_lost(), 0);
     }
 
     #[test]
