@@ -5,7 +5,7 @@ PROFILE ?= release
 BIN_DIR := target/$(if $(filter release,$(PROFILE)),release,debug)
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 
-.PHONY: help run build test test-unit test-e2e lint fmt crds deps load clean
+.PHONY: help run build build-local test test-unit test-e2e lint fmt crds deps load clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -13,7 +13,10 @@ help: ## List the targets
 build: ## Build every binary (PROFILE=release|debug)
 	$(CARGO) build --workspace --bins $(CARGO_PROFILE_FLAG)
 
-run: build ## Start the local platform in the foreground from examples/local/ (Ctrl-C stops it)
+build-local: ## Build the two binaries of the local platform
+	$(CARGO) build -p signaling-pod -p media-pod $(CARGO_PROFILE_FLAG)
+
+run: build-local ## Start the local platform in the foreground from examples/local/ (Ctrl-C stops it)
 	TANDEM_BIN_DIR=$(BIN_DIR) scripts/run-local
 
 deps: ## Install the real peers the tests use, when missing (SIPp)

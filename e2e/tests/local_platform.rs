@@ -264,17 +264,22 @@ fn a_silent_carrier_gets_the_caller_a_timeout_and_leaves_no_media_session() {
     );
 }
 
-#[test]
-fn an_unrouted_number_gets_404_after_a_live_route_change() {
-    require_sipp();
-    // A copy of the local configuration that the test edits while the platform runs.
-    let dir = std::env::temp_dir().join(format!("tandem-e2e-config-{}", std::process::id()));
+/// A copy of the local configuration that a test may edit while the platform runs.
+fn config_copy(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tandem-e2e-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     for entry in std::fs::read_dir(workspace().join("examples/local")).unwrap() {
         let path = entry.unwrap().path();
         std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
     }
+    dir
+}
+
+#[test]
+fn an_unrouted_number_gets_404_after_a_live_route_change() {
+    require_sipp();
+    let dir = config_copy("routes");
     let _platform = Platform::start_with(&dir);
 
     // Before the change every number routes: a call to 2000 reaches the carrier.
@@ -313,5 +318,124 @@ fn an_unrouted_number_gets_404_after_a_live_route_change() {
     std::thread::sleep(Duration::from_secs(3));
     let codes = raw.call("2000", "noroute-2", Duration::from_secs(10));
     assert_eq!(codes.last(), Some(&404), "responses: {codes:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sigterm_drains_calls_in_progress_and_refuses_new_ones() {
+    require_sipp();
+    let mut platform = Platform::start();
+    let mut carrier = carrier(5, "carrier.xml");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut caller = caller(5, 10, 6000, &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        scrape(SIGNALING_ADMIN, "tandem_signaling_calls_active", &[]),
+        5.0
+    );
+
+    // As a terminal's Ctrl-C or Kubernetes would: every process of the platform gets it.
+    platform.process().signal("TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, _) =
+        http_get(SIGNALING_ADMIN, "/readyz").expect("admin still serves while draining");
+    assert_eq!(status, 503, "a draining pod is not ready");
+    assert_eq!(
+        scrape(SIGNALING_ADMIN, "tandem_signaling_draining", &[]),
+        1.0
+    );
+
+    // A new call is refused with 503 and Retry-After.
+    let raw = RawCaller::new();
+    raw.send_raw(raw.invite("2000", "drain-1").as_bytes());
+    let response = raw
+        .recv(Duration::from_secs(2))
+        .expect("a response while draining");
+    assert_eq!(status_code(&response), 503, "{response}");
+    assert!(header(&response, "Retry-After").is_some(), "{response}");
+
+    // The calls in progress complete normally.
+    let status = caller.wait(Duration::from_secs(60));
+    let stats = caller.stats();
+    assert!(status.success(), "{stats:?}\n{}", caller.errors());
+    assert_eq!(stats.successful, 5);
+    assert!(
+        carrier.wait(Duration::from_secs(30)).success(),
+        "{}",
+        carrier.errors()
+    );
+
+    // With no call left, the platform exits by itself, cleanly.
+    let exit = platform.process().wait_timeout(Duration::from_secs(20));
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "the platform did not exit cleanly after draining: {exit:?}\n{}",
+        platform.log()
+    );
+}
+
+#[test]
+fn trunk_health_checks_report_peer_reachability() {
+    require_sipp();
+    let dir = config_copy("health");
+    let trunks = std::fs::read_to_string(dir.join("trunks.yaml")).unwrap();
+    let checked = trunks.replace(
+        "  healthCheck:\n    enabled: false",
+        "  healthCheck:\n    enabled: true\n    intervalSeconds: 1\n    failureThreshold: 1\n    successThreshold: 1",
+    );
+    assert_ne!(trunks, checked, "the example carrier Trunk changed shape");
+    std::fs::write(dir.join("trunks.yaml"), checked).unwrap();
+    let _platform = Platform::start_with(&dir);
+    let peer_up = || {
+        scrape(
+            SIGNALING_ADMIN,
+            "tandem_signaling_trunk_peer_up",
+            &["trunk=\"carrier\"", "peer=\"127.0.0.1:5090\""],
+        )
+    };
+    let reachable = || {
+        let (status, body) = http_get(SIGNALING_ADMIN, "/status/trunks").unwrap();
+        assert_eq!(status, 200);
+        let report: serde_json::Value = serde_json::from_str(&body).expect("JSON report");
+        let carrier = report["trunks"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["name"] == "carrier"))
+            .cloned()
+            .expect("carrier in the report");
+        assert_eq!(carrier["peers"][0]["host"], "127.0.0.1");
+        carrier["peers"][0]["reachable"].as_bool()
+    };
+    let wait_for = |want: bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while std::time::Instant::now() < deadline {
+            if reachable() == Some(want) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("the carrier never became reachable={want}");
+    };
+
+    // Nothing answers on the carrier's address: unreachable.
+    wait_for(false);
+    assert_eq!(peer_up(), 0.0);
+
+    // A carrier that answers OPTIONS (SIPp -aa): reachable.
+    let scenario = scenario("carrier.xml");
+    let mut carrier = Sipp::spawn(
+        "health-carrier",
+        &[
+            "-sf",
+            scenario.to_str().expect("UTF-8 path"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            "5090",
+            "-aa",
+        ],
+    );
+    wait_for(true);
+    assert_eq!(peer_up(), 1.0);
+    carrier.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

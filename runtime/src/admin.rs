@@ -48,20 +48,28 @@ struct AdminState {
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Binds `addr` and serves the admin endpoints until `shutdown` completes.
-///
-/// Binding happens before this returns its future's first poll result, so a port clash is
-/// reported as an error rather than a silent failure.
 pub async fn serve(
     addr: SocketAddr,
     registry: Arc<Registry>,
     health: Health,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_with(addr, registry, health, Router::new(), shutdown).await
+}
+
+/// Like [`serve`], with a binary's own extra endpoints (e.g. `/status/trunks`) merged in.
+pub async fn serve_with(
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    health: Health,
+    extra: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind admin HTTP on {addr}: {e}"))?;
     tracing::info!(%addr, "admin HTTP listening");
-    axum::serve(listener, router(registry, health))
+    axum::serve(listener, router(registry, health).merge(extra))
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())

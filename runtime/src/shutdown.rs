@@ -1,5 +1,7 @@
 //! Shutdown signals: SIGINT (Ctrl-C) and SIGTERM (Kubernetes pod termination).
 
+use std::time::{Duration, Instant};
+
 use tokio::signal::unix::{SignalKind, signal as unix_signal};
 
 /// Which signal asked the process to stop.
@@ -27,5 +29,21 @@ pub async fn signal() -> std::io::Result<Signal> {
     tokio::select! {
         _ = interrupt.recv() => Ok(Signal::Interrupt),
         _ = terminate.recv() => Ok(Signal::Terminate),
+    }
+}
+
+/// How long after the first signal a repeat still counts as the same request to stop.
+pub const ECHO_WINDOW: Duration = Duration::from_secs(1);
+
+/// Waits for a signal that asks to stop *at once*: one that arrives more than [`ECHO_WINDOW`]
+/// after the first (`first`). Earlier repeats are echoes, e.g. a launcher forwarding the Ctrl-C
+/// that the terminal already sent to the whole process group, and are ignored.
+pub async fn second_signal(first: Instant) -> std::io::Result<Signal> {
+    loop {
+        let signal = signal().await?;
+        if first.elapsed() > ECHO_WINDOW {
+            return Ok(signal);
+        }
+        tracing::debug!(%signal, "repeated signal ignored");
     }
 }

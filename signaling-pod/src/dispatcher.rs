@@ -18,7 +18,7 @@ use tandem_sip::validate::validate_request;
 use tokio::sync::{mpsc, watch};
 
 use crate::call::{Call, CallContext, CallEvent};
-use crate::metrics::Outcome;
+use crate::metrics::{Admission, Outcome};
 use crate::transport::Flow;
 
 /// Messages queued for one call before further ones are dropped (the peer retransmits).
@@ -76,6 +76,7 @@ impl Dispatcher {
     /// From now on new calls are refused with 503 and Retry-After; calls in progress go on.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+        self.ctx.metrics.set_draining(true);
     }
 
     /// Handles one parsed inbound message.
@@ -133,6 +134,9 @@ impl Dispatcher {
     async fn new_call(&self, invite: SipMessage, call_id: Bytes, flow: Flow) {
         if self.draining.load(Ordering::SeqCst) {
             self.ctx.metrics.count_call(Outcome::RefusedDraining);
+            self.ctx
+                .metrics
+                .count_admission_rejection(Admission::Draining);
             let retry_after = DRAIN_RETRY_AFTER.to_string();
             self.respond(
                 &invite,

@@ -6,6 +6,7 @@
 
 mod call;
 mod dispatcher;
+mod health;
 mod media;
 mod metrics;
 mod routing;
@@ -27,6 +28,7 @@ use tandem_sip::transaction::TimerConfig;
 use crate::call::CallContext;
 use crate::call::leg::LocalAddress;
 use crate::dispatcher::{CallRegistry, Dispatcher};
+use crate::health::TrunkHealth;
 use crate::media::MediaClient;
 use crate::metrics::Metrics;
 use crate::transport::Transports;
@@ -140,15 +142,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
         invite_timeout: Duration::from_secs(args.invite_timeout_seconds),
         ring_timeout: Duration::from_secs(args.ring_timeout_seconds),
     });
+    let trunk_health = Arc::new(TrunkHealth::default());
+    tokio::spawn(health::run_prober(
+        Arc::clone(&ctx),
+        config.clone(),
+        Arc::clone(&trunk_health),
+    ));
+    let status = health::status_routes(Arc::clone(&ctx), config.clone(), trunk_health);
     let dispatcher = Arc::new(Dispatcher::new(ctx, config));
     tokio::spawn(Arc::clone(&transports).run_udp(Arc::clone(&dispatcher)));
     tokio::spawn(Arc::clone(&transports).run_tcp(tcp, Arc::clone(&dispatcher)));
 
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut admin = tokio::spawn(admin::serve(
+    let mut admin = tokio::spawn(admin::serve_with(
         args.admin_listen,
         Arc::new(registry),
         health.clone(),
+        status,
         async {
             let _ = admin_stopped.await;
         },
@@ -166,6 +176,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         signal = shutdown::signal() => tracing::info!(signal = %signal?, "draining"),
         result = &mut admin => return result?,
     }
+    let first_signal = std::time::Instant::now();
     // Drain: not ready, new calls refused with 503, calls in progress go on until they end or
     // the Gateway's drain timeout passes. A second signal stops at once.
     health.set_ready(false);
@@ -181,7 +192,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         _ = tokio::time::sleep(drain_timeout) => {
             tracing::warn!(calls = ctx_metrics.calls_active().get(), "drain timeout passed with calls in progress");
         }
-        signal = shutdown::signal() => tracing::warn!(signal = %signal?, "stopping without waiting for calls"),
+        signal = shutdown::second_signal(first_signal) => {
+            tracing::warn!(signal = %signal?, "stopping without waiting for calls");
+        }
     }
     let _ = stop_admin.send(());
     let _ = admin.await;

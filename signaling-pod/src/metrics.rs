@@ -7,7 +7,8 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::transport::Transport;
 
@@ -88,6 +89,85 @@ struct TransportLabels {
     transport: &'static str,
 }
 
+/// Which way a call crosses a trunk.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum TrunkDirection {
+    /// Calls received from the trunk.
+    Inbound,
+    /// Call attempts sent to the trunk.
+    Outbound,
+}
+
+impl EncodeLabelValue for TrunkDirection {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            TrunkDirection::Inbound => "inbound",
+            TrunkDirection::Outbound => "outbound",
+        })
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TrunkLabels {
+    trunk: String,
+    direction: TrunkDirection,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TrunkFailureLabels {
+    trunk: String,
+    direction: TrunkDirection,
+    code_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TrunkOnlyLabels {
+    trunk: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabels {
+    trunk: String,
+    peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    component: &'static str,
+    version: &'static str,
+}
+
+/// Why a new call was refused before routing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// The pod is draining.
+    Draining,
+    /// A trunk's call limit was reached.
+    Limit,
+}
+
+/// The `code_class` label of a failed attempt: `4xx`, `5xx`, `6xx`, or `timeout` for 408 and
+/// silence.
+pub fn code_class(code: u16) -> &'static str {
+    match code {
+        408 => "timeout",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "6xx",
+    }
+}
+
+fn call_duration_histogram() -> Histogram {
+    Histogram::new([
+        5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
+    ])
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NgLabels {
     command: &'static str,
@@ -95,7 +175,7 @@ struct NgLabels {
 }
 
 /// Handles to every signaling metric; cheap to clone.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Metrics {
     calls: Family<OutcomeLabels, Counter>,
     calls_active: Gauge,
@@ -103,13 +183,103 @@ pub struct Metrics {
     parse_errors: Family<TransportLabels, Counter>,
     ng_requests: Family<NgLabels, Counter>,
     dropped: Counter,
+    trunk_attempts: Family<TrunkLabels, Counter>,
+    trunk_answers: Family<TrunkLabels, Counter>,
+    trunk_failures: Family<TrunkFailureLabels, Counter>,
+    trunk_calls_active: Family<TrunkLabels, Gauge>,
+    call_duration: Family<TrunkOnlyLabels, Histogram, fn() -> Histogram>,
+    call_setup: Histogram,
+    peer_up: Family<PeerLabels, Gauge>,
+    admission_rejections: Family<ReasonLabels, Counter>,
+    draining: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            calls: Family::default(),
+            calls_active: Gauge::default(),
+            messages: Family::default(),
+            parse_errors: Family::default(),
+            ng_requests: Family::default(),
+            dropped: Counter::default(),
+            trunk_attempts: Family::default(),
+            trunk_answers: Family::default(),
+            trunk_failures: Family::default(),
+            trunk_calls_active: Family::default(),
+            call_duration: Family::new_with_constructor(call_duration_histogram),
+            call_setup: Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]),
+            peer_up: Family::default(),
+            admission_rejections: Family::default(),
+            draining: Gauge::default(),
+        }
+    }
 }
 
 impl Metrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                component: "signaling-pod",
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.sub_registry_with_prefix("tandem").register(
+            "build_info",
+            "Build of this binary",
+            build_info,
+        );
         let sub = registry.sub_registry_with_prefix("tandem_signaling");
+        sub.register(
+            "trunk_attempts",
+            "Call attempts per trunk: received from it (inbound) or sent to it (outbound)",
+            metrics.trunk_attempts.clone(),
+        );
+        sub.register(
+            "trunk_answers",
+            "Answered call attempts per trunk and direction",
+            metrics.trunk_answers.clone(),
+        );
+        sub.register(
+            "trunk_failures",
+            "Failed call attempts per trunk and direction, by final response class",
+            metrics.trunk_failures.clone(),
+        );
+        sub.register(
+            "trunk_calls_active",
+            "Calls in progress per trunk and direction",
+            metrics.trunk_calls_active.clone(),
+        );
+        sub.register_with_unit(
+            "call_duration",
+            "Duration of answered calls, by outbound trunk",
+            Unit::Seconds,
+            metrics.call_duration.clone(),
+        );
+        sub.register_with_unit(
+            "call_setup",
+            "Time from a caller's INVITE to the final response sent to it",
+            Unit::Seconds,
+            metrics.call_setup.clone(),
+        );
+        sub.register(
+            "trunk_peer_up",
+            "Whether a trunk peer answers its OPTIONS health checks (1) or not (0)",
+            metrics.peer_up.clone(),
+        );
+        sub.register(
+            "admission_rejections",
+            "New calls refused before routing, by reason",
+            metrics.admission_rejections.clone(),
+        );
+        sub.register(
+            "draining",
+            "Whether this pod is draining (1) or serving (0)",
+            metrics.draining.clone(),
+        );
         sub.register(
             "calls",
             "Call attempts by how they ended",
@@ -180,5 +350,123 @@ impl Metrics {
     /// Counts one dropped inbound message.
     pub fn count_dropped(&self) {
         self.dropped.inc();
+    }
+
+    fn trunk(trunk: &str, direction: TrunkDirection) -> TrunkLabels {
+        TrunkLabels {
+            trunk: trunk.to_owned(),
+            direction,
+        }
+    }
+
+    /// Counts a call attempt crossing `trunk`.
+    pub fn count_trunk_attempt(&self, trunk: &str, direction: TrunkDirection) {
+        self.trunk_attempts
+            .get_or_create(&Self::trunk(trunk, direction))
+            .inc();
+    }
+
+    /// Counts an answered attempt on `trunk`.
+    pub fn count_trunk_answer(&self, trunk: &str, direction: TrunkDirection) {
+        self.trunk_answers
+            .get_or_create(&Self::trunk(trunk, direction))
+            .inc();
+    }
+
+    /// Counts a failed attempt on `trunk` with final response `code` (408 for silence).
+    pub fn count_trunk_failure(&self, trunk: &str, direction: TrunkDirection, code: u16) {
+        self.trunk_failures
+            .get_or_create(&TrunkFailureLabels {
+                trunk: trunk.to_owned(),
+                direction,
+                code_class: code_class(code),
+            })
+            .inc();
+    }
+
+    /// The gauge of calls in progress on `trunk` in `direction`.
+    pub fn trunk_calls_active(&self, trunk: &str, direction: TrunkDirection) -> Gauge {
+        self.trunk_calls_active
+            .get_or_create(&Self::trunk(trunk, direction))
+            .clone()
+    }
+
+    /// Records the duration of an answered call on its outbound `trunk`.
+    pub fn observe_call_duration(&self, trunk: &str, seconds: f64) {
+        self.call_duration
+            .get_or_create(&TrunkOnlyLabels {
+                trunk: trunk.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    /// Records the set-up time of a call (INVITE to final response).
+    pub fn observe_call_setup(&self, seconds: f64) {
+        self.call_setup.observe(seconds);
+    }
+
+    /// Sets whether `peer` of `trunk` answers health checks.
+    pub fn set_peer_up(&self, trunk: &str, peer: &str, up: bool) {
+        self.peer_up
+            .get_or_create(&PeerLabels {
+                trunk: trunk.to_owned(),
+                peer: peer.to_owned(),
+            })
+            .set(i64::from(up));
+    }
+
+    /// Counts a new call refused before routing.
+    pub fn count_admission_rejection(&self, reason: Admission) {
+        let reason = match reason {
+            Admission::Draining => "draining",
+            Admission::Limit => "limit",
+        };
+        self.admission_rejections
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Marks the pod draining.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.set(i64::from(draining));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_uses_the_contract_names() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        metrics.count_call(Outcome::Answered);
+        metrics.count_trunk_attempt("carrier", TrunkDirection::Outbound);
+        metrics.count_trunk_failure("carrier", TrunkDirection::Outbound, 486);
+        metrics.observe_call_duration("carrier", 12.0);
+        metrics.set_peer_up("carrier", "127.0.0.1:5090", true);
+        metrics.count_admission_rejection(Admission::Draining);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for expected in [
+            "tandem_signaling_calls_total{outcome=\"answered\"} 1",
+            "tandem_signaling_trunk_attempts_total{trunk=\"carrier\",direction=\"outbound\"} 1",
+            "tandem_signaling_trunk_failures_total{trunk=\"carrier\",direction=\"outbound\",code_class=\"4xx\"} 1",
+            "tandem_signaling_call_duration_seconds_count{trunk=\"carrier\"} 1",
+            "tandem_signaling_trunk_peer_up{trunk=\"carrier\",peer=\"127.0.0.1:5090\"} 1",
+            "tandem_signaling_admission_rejections_total{reason=\"draining\"} 1",
+            "tandem_build_info{component=\"signaling-pod\",version=\"",
+            "tandem_signaling_draining 0",
+        ] {
+            assert!(text.contains(expected), "missing {expected} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn code_classes() {
+        assert_eq!(code_class(408), "timeout");
+        assert_eq!(code_class(486), "4xx");
+        assert_eq!(code_class(503), "5xx");
+        assert_eq!(code_class(603), "6xx");
     }
 }

@@ -104,17 +104,11 @@ pub fn decide(
         };
         let mut peers: Vec<&Peer> = trunk.spec.peers.iter().collect();
         order_by_priority_and_weight(&mut peers, |p| (p.priority, p.weight), rng);
-        targets.extend(peers.into_iter().map(|peer| Target {
-            trunk: trunk.name().to_owned(),
-            host: peer.host.clone(),
-            port: peer.port,
-            transport: match peer.transport {
-                PeerTransport::Udp => Transport::Udp,
-                // TLS peers are reached over TCP until the TLS transport lands.
-                PeerTransport::Tcp | PeerTransport::Tls => Transport::Tcp,
-            },
-            failover_codes: plan.spec.failover_codes.clone(),
-        }));
+        targets.extend(
+            peers
+                .into_iter()
+                .map(|peer| peer_target(trunk, peer, &plan.spec.failover_codes)),
+        );
     }
     if targets.is_empty() {
         return Decision::Reject {
@@ -127,6 +121,30 @@ pub fn decide(
         called: called.into_owned(),
         calling: calling.into_owned(),
         targets,
+    }
+}
+
+/// Every peer of `trunk` as a target, in the Trunk's order.
+pub fn peer_targets(trunk: &CompiledTrunk, failover_codes: &[u16]) -> Vec<Target> {
+    trunk
+        .spec
+        .peers
+        .iter()
+        .map(|peer| peer_target(trunk, peer, failover_codes))
+        .collect()
+}
+
+fn peer_target(trunk: &CompiledTrunk, peer: &Peer, failover_codes: &[u16]) -> Target {
+    Target {
+        trunk: trunk.name().to_owned(),
+        host: peer.host.clone(),
+        port: peer.port,
+        transport: match peer.transport {
+            PeerTransport::Udp => Transport::Udp,
+            // TLS peers are reached over TCP until the TLS transport lands.
+            PeerTransport::Tcp | PeerTransport::Tls => Transport::Tcp,
+        },
+        failover_codes: failover_codes.to_vec(),
     }
 }
 

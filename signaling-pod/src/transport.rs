@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::dispatcher::Dispatcher;
 use crate::metrics::{Direction, Metrics};
+use crate::routing::Target;
 
 /// A SIP transport protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -245,6 +246,17 @@ impl Transports {
         self.metrics.count_parse_error(flow.transport);
         dispatcher.reject_unparsable(error, flow).await;
     }
+}
+
+/// The socket address of a trunk peer (DNS names are looked up; SRV/NAPTR are not yet).
+pub async fn resolve(target: &Target) -> Option<SocketAddr> {
+    if let Ok(ip) = target.host.parse::<std::net::IpAddr>() {
+        return Some(SocketAddr::new(ip, target.port));
+    }
+    tokio::net::lookup_host((target.host.as_str(), target.port))
+        .await
+        .ok()?
+        .next()
 }
 
 /// "request" or "response", from the first bytes of a printed message.

@@ -22,10 +22,11 @@ use tokio::sync::mpsc;
 
 use crate::dispatcher::CallRegistry;
 use crate::media::MediaClient;
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::{Admission, Metrics, Outcome, TrunkDirection};
 use crate::routing::{self, Decision, Target};
-use crate::transport::{Flow, Transports};
+use crate::transport::{Flow, Transports, resolve};
 use leg::{Leg, LocalAddress, name_addr, set_sdp_body};
+use prometheus_client::metrics::gauge::Gauge;
 
 /// What the dispatcher hands to a call task.
 #[derive(Debug)]
@@ -131,6 +132,12 @@ pub struct Call {
     last_failure: Option<(u16, Bytes)>,
     media_anchored: bool,
     cancel_pending: bool,
+    /// When the caller's INVITE arrived.
+    started: Instant,
+    /// The trunk the call came from, and its active-calls gauge.
+    inbound: Option<(String, Gauge)>,
+    /// The trunk that answered, and its active-calls gauge.
+    outbound: Option<(String, Gauge)>,
     answered_at: Option<Instant>,
     servers: Vec<ServerTx>,
     clients: Vec<ClientTx>,
@@ -141,8 +148,8 @@ pub struct Call {
     b_ack: Option<Bytes>,
 }
 
-/// A random token for tags and branches.
-fn token() -> String {
+/// A random token for tags, branches and Call-IDs.
+pub fn random_token() -> String {
     use rand::Rng;
     let mut rng = rand::rng();
     (0..12)
@@ -154,7 +161,7 @@ fn token() -> String {
 }
 
 fn branch() -> String {
-    format!("z9hG4bK{}", token())
+    format!("z9hG4bK{}", random_token())
 }
 
 fn text(b: &[u8]) -> &str {
@@ -211,7 +218,7 @@ impl Call {
             Some(Leg {
                 call_id,
                 local: name_addr(to.display.as_deref(), &to.uri),
-                local_tag: Bytes::from(token()),
+                local_tag: Bytes::from(random_token()),
                 remote: name_addr(from.display.as_deref(), &from.uri),
                 remote_tag,
                 remote_target: contact,
@@ -248,6 +255,9 @@ impl Call {
             last_failure: None,
             media_anchored: false,
             cancel_pending: false,
+            started: now,
+            inbound: None,
+            outbound: None,
             answered_at: None,
             servers: vec![ServerTx {
                 id: 0,
@@ -291,9 +301,35 @@ impl Call {
     /// The call is over (its task may linger to absorb retransmissions): it no longer counts as
     /// active, which is what a drain waits for.
     fn mark_released(&mut self) {
-        if self.phase != Phase::Released {
-            self.phase = Phase::Released;
-            self.ctx.metrics.calls_active().dec();
+        if self.phase == Phase::Released {
+            return;
+        }
+        self.phase = Phase::Released;
+        self.ctx.metrics.calls_active().dec();
+        if let Some((_, active)) = self.inbound.take() {
+            active.dec();
+        }
+        if let Some((trunk, active)) = self.outbound.take() {
+            active.dec();
+            if let Some(answered) = self.answered_at {
+                self.ctx
+                    .metrics
+                    .observe_call_duration(&trunk, answered.elapsed().as_secs_f64());
+            }
+        }
+    }
+
+    /// Accounts for the final response the caller got: set-up time and the inbound trunk's
+    /// answer or failure.
+    fn final_sent_to_caller(&self, code: u16) {
+        let metrics = &self.ctx.metrics;
+        metrics.observe_call_setup(self.started.elapsed().as_secs_f64());
+        if let Some((trunk, _)) = &self.inbound {
+            if code < 300 {
+                metrics.count_trunk_answer(trunk, TrunkDirection::Inbound);
+            } else {
+                metrics.count_trunk_failure(trunk, TrunkDirection::Inbound, code);
+            }
         }
     }
 
@@ -302,15 +338,33 @@ impl Call {
     async fn start(&mut self) {
         self.respond_a(100, "Trying", None).await;
         let source = self.a.flow.remote;
-        let Some(inbound) = routing::inbound_trunk(&self.config, source) else {
+        let config = Arc::clone(&self.config);
+        let Some(inbound) = routing::inbound_trunk(&config, source) else {
             tracing::info!(%source, "call refused: source matches no trunk");
             self.reject(403, "Forbidden", Outcome::Forbidden).await;
             return;
         };
+        let metrics = &self.ctx.metrics;
+        metrics.count_trunk_attempt(inbound.name(), TrunkDirection::Inbound);
+        let active = metrics.trunk_calls_active(inbound.name(), TrunkDirection::Inbound);
+        let limited = at_limit(inbound, &active);
+        // Counted as active until released, even when refused below, so the gauge stays even.
+        active.inc();
+        self.inbound = Some((inbound.name().to_owned(), active));
+        if limited {
+            tracing::info!(
+                trunk = inbound.name(),
+                "call refused: trunk at its call limit"
+            );
+            self.ctx.metrics.count_admission_rejection(Admission::Limit);
+            self.reject(503, "Service Unavailable", Outcome::Rejected)
+                .await;
+            return;
+        }
         let called = self.called_number();
         let calling = self.calling_number();
         let decision = routing::decide(
-            &self.config,
+            &config,
             inbound,
             &called,
             &calling,
@@ -398,6 +452,16 @@ impl Call {
     }
 
     async fn send_b_invite(&mut self, target: Target) -> bool {
+        if let Some(trunk) = self.config.trunk(&target.trunk) {
+            let active = self
+                .ctx
+                .metrics
+                .trunk_calls_active(&target.trunk, TrunkDirection::Outbound);
+            if at_limit(trunk, &active) {
+                tracing::debug!(trunk = target.trunk, "skipping a trunk at its call limit");
+                return false;
+            }
+        }
         let Some(addr) = resolve(&target).await else {
             tracing::warn!(host = target.host, "carrier peer address does not resolve");
             return false;
@@ -417,12 +481,12 @@ impl Call {
         };
         let request_uri = Bytes::from(format!("sip:{called}@{host_port}"));
         let leg = Leg {
-            call_id: Bytes::from(format!("{}@tandem", token())),
+            call_id: Bytes::from(format!("{}@tandem", random_token())),
             local: name_addr(
                 from_display.as_deref(),
                 format!("sip:{calling}@{}", local.host).as_bytes(),
             ),
-            local_tag: Bytes::from(token()),
+            local_tag: Bytes::from(random_token()),
             remote: name_addr(None, format!("sip:{called}@{host_port}").as_bytes()),
             remote_tag: None,
             remote_target: request_uri,
@@ -453,6 +517,9 @@ impl Call {
             self.ctx.calls.remove(&previous.leg.call_id);
         }
         tracing::debug!(trunk = target.trunk, peer = %addr, "outbound INVITE");
+        self.ctx
+            .metrics
+            .count_trunk_attempt(&target.trunk, TrunkDirection::Outbound);
         self.start_client(invite.clone(), flow, Purpose::Invite);
         self.invite_deadline = Some(Instant::now() + self.ctx.invite_timeout);
         self.ring_deadline = None;
@@ -705,9 +772,18 @@ impl Call {
         let bytes = ok.to_bytes();
         self.send_server(self.a_server, ok);
         self.a_final_sent = true;
+        self.final_sent_to_caller(200);
         self.phase = Phase::Answered;
         self.answered_at = Some(Instant::now());
         self.ctx.metrics.count_call(Outcome::Answered);
+        if let Some(attempt) = &self.b {
+            let trunk = attempt.target.trunk.clone();
+            let metrics = &self.ctx.metrics;
+            metrics.count_trunk_answer(&trunk, TrunkDirection::Outbound);
+            let active = metrics.trunk_calls_active(&trunk, TrunkDirection::Outbound);
+            active.inc();
+            self.outbound = Some((trunk, active));
+        }
         if !self.a.flow.transport.is_reliable() {
             let now = Instant::now();
             self.pending_ok = Some(PendingOk {
@@ -726,6 +802,13 @@ impl Call {
         }
         let reason = Bytes::copy_from_slice(response.reason().unwrap_or_default());
         self.last_failure = Some((code, reason));
+        if let Some(attempt) = &self.b {
+            self.ctx.metrics.count_trunk_failure(
+                &attempt.target.trunk,
+                TrunkDirection::Outbound,
+                code,
+            );
+        }
         let failover = self
             .b
             .as_ref()
@@ -749,6 +832,13 @@ impl Call {
             .retain(|c| !matches!(c.purpose, Purpose::Invite));
         self.invite_deadline = None;
         self.last_failure = Some((408, Bytes::from_static(b"Request Timeout")));
+        if let Some(attempt) = &self.b {
+            self.ctx.metrics.count_trunk_failure(
+                &attempt.target.trunk,
+                TrunkDirection::Outbound,
+                408,
+            );
+        }
         self.try_next_target().await;
     }
 
@@ -909,6 +999,7 @@ impl Call {
         let response = self.a_response(code, reason, sdp);
         if code >= 200 {
             self.a_final_sent = true;
+            self.final_sent_to_caller(code);
         }
         self.send_server(self.a_server, response);
     }
@@ -1093,15 +1184,14 @@ impl Call {
     }
 }
 
-/// The socket address of a carrier peer (DNS names are looked up; SRV/NAPTR are not yet).
-async fn resolve(target: &Target) -> Option<std::net::SocketAddr> {
-    if let Ok(ip) = target.host.parse::<std::net::IpAddr>() {
-        return Some(std::net::SocketAddr::new(ip, target.port));
-    }
-    tokio::net::lookup_host((target.host.as_str(), target.port))
-        .await
-        .ok()?
-        .next()
+/// Whether `trunk` has reached its `limits.maxCalls` with `active` calls in one direction.
+fn at_limit(trunk: &tandem_api::compiled::CompiledTrunk, active: &Gauge) -> bool {
+    trunk
+        .spec
+        .limits
+        .as_ref()
+        .and_then(|l| l.max_calls)
+        .is_some_and(|max| active.get() >= i64::from(max))
 }
 
 fn has_to_tag(msg: &SipMessage) -> bool {
