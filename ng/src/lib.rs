@@ -27,5 +27,8 @@ pub use bencode::{BencodeError, BencodeErrorKind, Dictionary, Limits, Value, dec
 pub use error::NgError;
 pub use frame::{Cookie, frame, parse_datagram, split_cookie};
 pub use reply::{Reply, ReplyResult};
-pub use report::{CallReport, MediaReport, PacketStats, Statistics, StreamReport, TagReport};
+pub use report::{
+    CallReport, MediaReport, MosReport, PacketStats, SsrcReport, Statistics, StreamReport,
+    TagReport,
+};
 pub use request::{Command, Ice, ReceivedFrom, Replace, Request};

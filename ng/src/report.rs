@@ -4,7 +4,8 @@
 //! written for rtpengine read media-pod's replies unchanged:
 //! `{created, last signal, tags: {<tag>: {tag, created, in dialogue with, medias: [{index,
 //! type, protocol, flags, streams: [{local port, endpoint, advertised endpoint, last packet,
-//! flags, stats}]}]}}, totals: {RTP, RTCP}}`.
+//! flags, SSRC, stats}]}]}}, SSRC: {<ssrc>: {cumulative loss, packets, bytes, jitter, average
+//! MOS, lowest MOS, highest MOS}}, totals: {RTP, RTCP}}`.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -64,6 +65,107 @@ pub struct StreamReport {
     pub flags: Vec<String>,
     /// Counters of packets received from the party.
     pub stats: PacketStats,
+    /// The SSRC most recently received from the party on this stream (RTP only).
+    pub ssrc: Option<u32>,
+}
+
+/// One quality figure of an RTP source, in rtpengine's integer units.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MosReport {
+    /// MOS times ten (43 is 4.3), as rtpengine reports it.
+    pub mos_x10: u64,
+    /// Interarrival jitter in milliseconds.
+    pub jitter_ms: u64,
+    /// Packet loss in percent.
+    pub packet_loss_percent: u64,
+    /// Round-trip time in milliseconds (0 when unknown).
+    pub round_trip_ms: u64,
+    /// Measurements averaged (only in `average MOS`).
+    pub samples: Option<u64>,
+}
+
+/// Receive statistics of one RTP synchronisation source (the `SSRC` dictionary of `query`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SsrcReport {
+    /// The SSRC.
+    pub ssrc: u32,
+    /// Packets received.
+    pub packets: u64,
+    /// Bytes received (UDP payload).
+    pub bytes: u64,
+    /// Packets lost (RFC 3550 cumulative loss; negative with duplicates).
+    pub cumulative_loss: i64,
+    /// Current interarrival jitter in milliseconds.
+    pub jitter_ms: u64,
+    /// Mean of the quality measurements so far.
+    pub average_mos: Option<MosReport>,
+    /// The worst measurement.
+    pub lowest_mos: Option<MosReport>,
+    /// The best measurement.
+    pub highest_mos: Option<MosReport>,
+}
+
+impl SsrcReport {
+    fn to_value(self) -> Value {
+        let mut d = Dictionary::new();
+        put(&mut d, "cumulative loss", self.cumulative_loss);
+        put(&mut d, "packets", self.packets);
+        put(&mut d, "bytes", self.bytes);
+        put(&mut d, "jitter", self.jitter_ms);
+        for (key, mos) in [
+            ("average MOS", self.average_mos),
+            ("lowest MOS", self.lowest_mos),
+            ("highest MOS", self.highest_mos),
+        ] {
+            if let Some(mos) = mos {
+                d.insert(Bytes::from_static(key.as_bytes()), mos.to_value());
+            }
+        }
+        Value::Dictionary(d)
+    }
+
+    fn from_value(ssrc: u32, v: &Value) -> Self {
+        Self {
+            ssrc,
+            packets: uint(v, "packets"),
+            bytes: uint(v, "bytes"),
+            cumulative_loss: v
+                .get("cumulative loss")
+                .and_then(Value::as_integer)
+                .unwrap_or(0),
+            jitter_ms: uint(v, "jitter"),
+            average_mos: v.get("average MOS").map(MosReport::from_value),
+            lowest_mos: v.get("lowest MOS").map(MosReport::from_value),
+            highest_mos: v.get("highest MOS").map(MosReport::from_value),
+        }
+    }
+}
+
+impl MosReport {
+    fn to_value(self) -> Value {
+        let mut d = Dictionary::new();
+        put(&mut d, "MOS", self.mos_x10);
+        put(&mut d, "round-trip time", self.round_trip_ms);
+        put(&mut d, "jitter", self.jitter_ms);
+        put(&mut d, "packet loss", self.packet_loss_percent);
+        if let Some(samples) = self.samples {
+            put(&mut d, "samples", samples);
+        }
+        Value::Dictionary(d)
+    }
+
+    fn from_value(v: &Value) -> Self {
+        Self {
+            mos_x10: uint(v, "MOS"),
+            jitter_ms: uint(v, "jitter"),
+            packet_loss_percent: uint(v, "packet loss"),
+            round_trip_ms: uint(v, "round-trip time"),
+            samples: v
+                .get("samples")
+                .and_then(Value::as_integer)
+                .and_then(|n| u64::try_from(n).ok()),
+        }
+    }
 }
 
 /// One SDP media section of one party.
@@ -105,6 +207,8 @@ pub struct CallReport {
     pub last_signal: u64,
     /// The parties.
     pub tags: Vec<TagReport>,
+    /// Receive statistics per RTP source, over all parties.
+    pub ssrc: Vec<SsrcReport>,
     /// Sums over all RTP streams.
     pub totals_rtp: PacketStats,
     /// Sums over all RTCP streams.
@@ -122,6 +226,11 @@ impl CallReport {
             tags.insert(Bytes::from(t.tag.clone()), tag_to_value(t));
         }
         d.insert(Bytes::from_static(b"tags"), Value::Dictionary(tags));
+        let mut ssrc = Dictionary::new();
+        for entry in &self.ssrc {
+            ssrc.insert(Bytes::from(entry.ssrc.to_string()), entry.to_value());
+        }
+        d.insert(Bytes::from_static(b"SSRC"), Value::Dictionary(ssrc));
         let mut totals = Dictionary::new();
         totals.insert(Bytes::from_static(b"RTP"), self.totals_rtp.to_value());
         totals.insert(Bytes::from_static(b"RTCP"), self.totals_rtcp.to_value());
@@ -144,11 +253,22 @@ impl CallReport {
                 });
             }
         };
+        let ssrc = match root.get("SSRC") {
+            Some(Value::Dictionary(entries)) => entries
+                .iter()
+                .filter_map(|(key, v)| {
+                    let ssrc = std::str::from_utf8(key).ok()?.parse::<u32>().ok()?;
+                    Some(SsrcReport::from_value(ssrc, v))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         let totals = root.get("totals");
         Ok(Self {
             created: uint(&root, "created"),
             last_signal: uint(&root, "last signal"),
             tags,
+            ssrc,
             totals_rtp: totals
                 .and_then(|t| t.get("RTP"))
                 .map(PacketStats::from_value)
@@ -228,6 +348,9 @@ fn stream_to_value(s: &StreamReport) -> Value {
     }
     put(&mut d, "last packet", s.last_packet);
     put(&mut d, "flags", strings(&s.flags));
+    if let Some(ssrc) = s.ssrc {
+        put(&mut d, "SSRC", ssrc);
+    }
     d.insert(Bytes::from_static(b"stats"), s.stats.to_value());
     Value::Dictionary(d)
 }
@@ -249,6 +372,10 @@ fn stream_from_value(v: &Value) -> StreamReport {
             .get("stats")
             .map(PacketStats::from_value)
             .unwrap_or_default(),
+        ssrc: v
+            .get("SSRC")
+            .and_then(Value::as_integer)
+            .and_then(|n| u32::try_from(n).ok()),
     }
 }
 
@@ -299,16 +426,18 @@ pub struct Statistics {
 }
 
 impl Statistics {
+    /// Calls currently held in all: rtpengine's `currentstatistics.sessionstotal`, the figure a
+    /// client balancing calls over several media servers compares.
+    pub fn sessions_total(&self) -> u64 {
+        self.sessions_own.saturating_add(self.sessions_foreign)
+    }
+
     /// The reply entries (`statistics: {currentstatistics: …, totalstatistics: …}`).
     pub fn to_dictionary(&self) -> Dictionary {
         let mut current = Dictionary::new();
         put(&mut current, "sessionsown", self.sessions_own);
         put(&mut current, "sessionsforeign", self.sessions_foreign);
-        put(
-            &mut current,
-            "sessionstotal",
-            self.sessions_own.saturating_add(self.sessions_foreign),
-        );
+        put(&mut current, "sessionstotal", self.sessions_total());
         put(&mut current, "transcodedmedia", self.transcoded_media);
         put(&mut current, "packetrate", self.packet_rate);
         put(&mut current, "byterate", self.byte_rate);
@@ -352,8 +481,13 @@ impl Statistics {
         let total = stats.and_then(|s| s.get("totalstatistics"));
         let c = |k: &str| current.map(|v| uint(v, k)).unwrap_or(0);
         let t = |k: &str| total.map(|v| uint(v, k)).unwrap_or(0);
+        // A server that reports only `sessionstotal` still gives a usable load figure.
+        let sessions_own = match current.and_then(|v| v.get("sessionsown")) {
+            Some(_) => c("sessionsown"),
+            None => c("sessionstotal").saturating_sub(c("sessionsforeign")),
+        };
         Self {
-            sessions_own: c("sessionsown"),
+            sessions_own,
             sessions_foreign: c("sessionsforeign"),
             transcoded_media: c("transcodedmedia"),
             packet_rate: c("packetrate"),
@@ -412,6 +546,7 @@ mod tests {
                 bytes: packets * 172,
                 errors: 1,
             },
+            ssrc: (!rtcp).then_some(0x1234_5678),
         };
         CallReport {
             created: 1_700_000_000,
@@ -428,6 +563,28 @@ mod tests {
                     flags: vec!["initialized".into()],
                     streams: vec![stream(30000, false, 50), stream(30001, true, 2)],
                 }],
+            }],
+            ssrc: vec![SsrcReport {
+                ssrc: 0x1234_5678,
+                packets: 50,
+                bytes: 8600,
+                cumulative_loss: 3,
+                jitter_ms: 4,
+                average_mos: Some(MosReport {
+                    mos_x10: 41,
+                    jitter_ms: 4,
+                    packet_loss_percent: 6,
+                    round_trip_ms: 0,
+                    samples: Some(2),
+                }),
+                lowest_mos: Some(MosReport {
+                    mos_x10: 39,
+                    jitter_ms: 6,
+                    packet_loss_percent: 9,
+                    round_trip_ms: 0,
+                    samples: None,
+                }),
+                highest_mos: None,
             }],
             totals_rtp: PacketStats {
                 packets: 50,
@@ -480,6 +637,48 @@ mod tests {
     }
 
     #[test]
+    fn ssrc_statistics_use_rtpengine_keys() {
+        let v = Value::Dictionary(sample().to_dictionary());
+        let stream = &v
+            .get("tags")
+            .and_then(|t| t.get("as7f"))
+            .and_then(|t| t.get("medias"))
+            .and_then(Value::as_list)
+            .unwrap()[0]
+            .get("streams")
+            .and_then(Value::as_list)
+            .unwrap();
+        assert_eq!(
+            stream[0].get("SSRC").and_then(Value::as_integer),
+            Some(0x1234_5678)
+        );
+        assert!(
+            stream[1].get("SSRC").is_none(),
+            "RTCP streams carry no SSRC"
+        );
+        let entry = v.get("SSRC").and_then(|s| s.get("305419896")).unwrap();
+        assert_eq!(
+            entry.get("cumulative loss").and_then(Value::as_integer),
+            Some(3)
+        );
+        assert_eq!(entry.get("packets").and_then(Value::as_integer), Some(50));
+        assert_eq!(entry.get("jitter").and_then(Value::as_integer), Some(4));
+        let average = entry.get("average MOS").unwrap();
+        assert_eq!(average.get("MOS").and_then(Value::as_integer), Some(41));
+        assert_eq!(
+            average.get("packet loss").and_then(Value::as_integer),
+            Some(6)
+        );
+        assert_eq!(average.get("samples").and_then(Value::as_integer), Some(2));
+        assert!(entry.get("lowest MOS").unwrap().get("samples").is_none());
+        assert!(entry.get("highest MOS").is_none());
+        // An SSRC key that is not a number is skipped, not an error.
+        let (odd, _) = bencode::decode(b"d4:SSRCd3:abcd7:packetsi1eeee").unwrap();
+        let r = CallReport::from_dictionary(odd.as_dictionary().unwrap()).unwrap();
+        assert!(r.ssrc.is_empty());
+    }
+
+    #[test]
     fn call_report_round_trips_through_bencode() {
         let report = sample();
         let bytes = Value::Dictionary(report.to_dictionary()).to_vec();
@@ -511,6 +710,31 @@ mod tests {
             Some(3)
         );
         assert_eq!(Statistics::from_dictionary(&d), s);
+        assert_eq!(s.sessions_total(), 3);
+    }
+
+    #[test]
+    fn current_sessions_are_read_like_rtpengine_reports_them() {
+        // rtpengine's own reply: sessionsown, sessionsforeign and sessionstotal.
+        let (v, _) = bencode::decode(
+            b"d10:statisticsd17:currentstatisticsd11:sessionsowni7e15:sessionsforeigni2e\
+              13:sessionstotali9eeee",
+        )
+        .unwrap();
+        let s = Statistics::from_dictionary(v.as_dictionary().unwrap());
+        assert_eq!((s.sessions_own, s.sessions_foreign), (7, 2));
+        assert_eq!(s.sessions_total(), 9);
+        // Only the total: still a load figure.
+        let (v, _) =
+            bencode::decode(b"d10:statisticsd17:currentstatisticsd13:sessionstotali4eeee").unwrap();
+        let s = Statistics::from_dictionary(v.as_dictionary().unwrap());
+        assert_eq!(s.sessions_total(), 4);
+        // Nothing at all reads as idle.
+        let (v, _) = bencode::decode(b"de").unwrap();
+        assert_eq!(
+            Statistics::from_dictionary(v.as_dictionary().unwrap()).sessions_total(),
+            0
+        );
     }
 
     #[test]
