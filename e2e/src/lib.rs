@@ -122,6 +122,11 @@ impl Platform {
 
     /// Starts the platform from the configuration in `config_dir`.
     pub fn start_with(config_dir: &Path) -> Self {
+        Self::start_with_env(config_dir, &[])
+    }
+
+    /// Starts the platform from `config_dir` with extra environment variables for both pods.
+    pub fn start_with_env(config_dir: &Path, env: &[(&str, &str)]) -> Self {
         let ports = PORTS.lock().unwrap_or_else(|p| p.into_inner());
         let bin_dir = std::env::var("TANDEM_BIN_DIR")
             .map(PathBuf::from)
@@ -147,6 +152,7 @@ impl Platform {
                 .stderr(log_file)
                 .env("TANDEM_BIN_DIR", &bin_dir)
                 .env("TANDEM_CONFIG_DIR", config_dir)
+                .envs(env.iter().copied())
                 .env(
                     "RUST_LOG",
                     std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

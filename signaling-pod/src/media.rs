@@ -14,6 +14,7 @@ use bytes::Bytes;
 use tandem_ng::{Reply, Request};
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
+use tracing::Instrument as _;
 
 use crate::metrics::Metrics;
 
@@ -82,16 +83,25 @@ impl MediaClient {
         command: &'static str,
         request: &Request,
     ) -> Result<Reply, MediaError> {
-        let result = self.exchange(request).await.and_then(|reply| {
-            if reply.is_error() {
-                Err(MediaError::Refused {
-                    command,
-                    reason: reply.error_reason().unwrap_or("unspecified").to_owned(),
-                })
-            } else {
-                Ok(reply)
-            }
-        });
+        let span = tracing::info_span!(
+            "media.ng",
+            otel.name = format!("ng {command}"),
+            ng.command = command
+        );
+        let result = self
+            .exchange(request)
+            .instrument(span)
+            .await
+            .and_then(|reply| {
+                if reply.is_error() {
+                    Err(MediaError::Refused {
+                        command,
+                        reason: reply.error_reason().unwrap_or("unspecified").to_owned(),
+                    })
+                } else {
+                    Ok(reply)
+                }
+            });
         self.metrics.count_ng(command, result.is_ok());
         result
     }

@@ -19,6 +19,8 @@ use tandem_sip::transaction::{
     ClientOutput, ClientTransaction, ServerOutput, ServerTransaction, TimerConfig,
 };
 use tokio::sync::mpsc;
+use tracing::{Instrument as _, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::dispatcher::CallRegistry;
 use crate::media::MediaClient;
@@ -87,6 +89,8 @@ struct ServerTx {
     side: Side,
     flow: Flow,
     tx: ServerTransaction,
+    /// Open from the request until the final response.
+    span: Span,
 }
 
 struct ClientTx {
@@ -95,6 +99,24 @@ struct ClientTx {
     flow: Flow,
     purpose: Purpose,
     tx: ClientTransaction,
+    /// Open from the request until the final response or the time-out.
+    span: Span,
+}
+
+/// A span for one SIP transaction of the call: `SIP <method>` with its leg and role.
+fn transaction_span(parent: &Span, method: &Method, side: Side, role: &'static str) -> Span {
+    tracing::info_span!(
+        parent: parent,
+        "sip.transaction",
+        otel.name = format!("SIP {}", method.as_str()),
+        sip.method = method.as_str(),
+        sip.leg = match side {
+            Side::A => "caller",
+            Side::B => "carrier",
+        },
+        sip.role = role,
+        sip.status_code = tracing::field::Empty,
+    )
 }
 
 /// The carrier attempt in progress.
@@ -116,6 +138,9 @@ struct PendingOk {
 /// One call in progress.
 pub struct Call {
     ctx: Arc<CallContext>,
+    /// The call's trace span (a root, or a child of the caller's `traceparent`); dropped when
+    /// the call is released so that it ends then, not when the task stops lingering.
+    span: Span,
     config: Arc<GatewayConfig>,
     rx: mpsc::Receiver<CallEvent>,
     phase: Phase,
@@ -232,15 +257,18 @@ impl Call {
             return Err(Box::new(invite));
         };
         let now = Instant::now();
+        let span = call_span(&invite);
         let server = ServerTransaction::new(
             invite.clone(),
             flow.transport.is_reliable(),
             now,
             ctx.timers,
         );
+        let server_span = transaction_span(&span, &Method::Invite, Side::A, "server");
         ctx.metrics.calls_active().inc();
         Ok(Self {
             ctx,
+            span,
             config,
             rx,
             phase: Phase::Setup,
@@ -264,6 +292,7 @@ impl Call {
                 side: Side::A,
                 flow,
                 tx: server,
+                span: server_span,
             }],
             clients: Vec::new(),
             next_server_id: 1,
@@ -275,20 +304,24 @@ impl Call {
     }
 
     async fn run(mut self) {
-        self.start().await;
+        let span = self.span.clone();
+        self.start().instrument(span).await;
         loop {
-            self.flush().await;
+            let span = self.span.clone();
+            self.flush().instrument(span.clone()).await;
             if self.phase == Phase::Released && self.servers.is_empty() && self.clients.is_empty() {
                 break;
             }
             let deadline = self.next_deadline();
             tokio::select! {
                 event = self.rx.recv() => match event {
-                    Some(CallEvent::Sip(msg, flow)) => self.on_message(msg, flow).await,
+                    Some(CallEvent::Sip(msg, flow)) => {
+                        self.on_message(msg, flow).instrument(span).await;
+                    }
                     None => break,
                 },
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
-                    self.on_timer().await;
+                    self.on_timer().instrument(span).await;
                 }
             }
         }
@@ -305,6 +338,7 @@ impl Call {
             return;
         }
         self.phase = Phase::Released;
+        self.span = Span::none();
         self.ctx.metrics.calls_active().dec();
         if let Some((_, active)) = self.inbound.take() {
             active.dec();
@@ -946,13 +980,23 @@ impl Call {
     fn add_server(&mut self, side: Side, flow: Flow, request: SipMessage) -> usize {
         let id = self.next_server_id;
         self.next_server_id += 1;
+        let span = match request.method() {
+            Some(method) => transaction_span(&self.span, method, side, "server"),
+            None => Span::none(),
+        };
         let tx = ServerTransaction::new(
             request,
             flow.transport.is_reliable(),
             Instant::now(),
             self.ctx.timers,
         );
-        self.servers.push(ServerTx { id, side, flow, tx });
+        self.servers.push(ServerTx {
+            id,
+            side,
+            flow,
+            tx,
+            span,
+        });
         id
     }
 
@@ -964,6 +1008,12 @@ impl Call {
         let Some(method) = request.method().cloned() else {
             return;
         };
+        let side = if request.call_id().ok() == Some(&self.a.call_id) {
+            Side::A
+        } else {
+            Side::B
+        };
+        let span = transaction_span(&self.span, &method, side, "client");
         let tx = ClientTransaction::new(
             request,
             flow.transport.is_reliable(),
@@ -976,6 +1026,7 @@ impl Call {
             flow,
             purpose,
             tx,
+            span,
         });
     }
 
@@ -1019,6 +1070,9 @@ impl Call {
     fn send_server(&mut self, id: usize, response: SipMessage) {
         let now = Instant::now();
         if let Some(server) = self.servers.iter_mut().find(|s| s.id == id) {
+            if let Some(code) = response.status().filter(|c| *c >= 200) {
+                end_span(&mut server.span, code);
+            }
             server.tx.send_response(now, response);
         }
     }
@@ -1107,8 +1161,16 @@ impl Call {
                 while let Some(output) = client.tx.poll_output() {
                     match output {
                         ClientOutput::Transmit(data) => sends.push((client.flow, data)),
-                        ClientOutput::Response(msg) => answers.push((client.purpose.clone(), msg)),
-                        ClientOutput::TimedOut => timeouts.push(client.purpose.clone()),
+                        ClientOutput::Response(msg) => {
+                            if let Some(code) = msg.status().filter(|c| *c >= 200) {
+                                end_span(&mut client.span, code);
+                            }
+                            answers.push((client.purpose.clone(), msg));
+                        }
+                        ClientOutput::TimedOut => {
+                            end_span(&mut client.span, 408);
+                            timeouts.push(client.purpose.clone());
+                        }
                         ClientOutput::Terminated => {}
                     }
                 }
@@ -1192,6 +1254,28 @@ fn at_limit(trunk: &tandem_api::compiled::CompiledTrunk, active: &Gauge) -> bool
         .as_ref()
         .and_then(|l| l.max_calls)
         .is_some_and(|max| active.get() >= i64::from(max))
+}
+
+/// Records the final status of a transaction and ends its span.
+fn end_span(span: &mut Span, code: u16) {
+    span.record("sip.status_code", code);
+    *span = Span::none();
+}
+
+/// The root span of a call, continuing the caller's W3C trace context when its INVITE carries
+/// a `traceparent` header.
+fn call_span(invite: &SipMessage) -> Span {
+    let span = tracing::info_span!("call", otel.name = "call", otel.kind = "server");
+    if let Some(traceparent) = invite.headers.get("traceparent") {
+        let mut carrier = std::collections::HashMap::new();
+        carrier.insert("traceparent".to_owned(), text(traceparent).to_owned());
+        if let Some(state) = invite.headers.get("tracestate") {
+            carrier.insert("tracestate".to_owned(), text(state).to_owned());
+        }
+        let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
+        let _ = span.set_parent(parent);
+    }
+    span
 }
 
 fn has_to_tag(msg: &SipMessage) -> bool {
