@@ -4,5 +4,6 @@
 
 pub mod admin;
 pub mod config_dir;
+pub mod kube_source;
 pub mod logging;
 pub mod shutdown;
