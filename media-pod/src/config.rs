@@ -1,9 +1,14 @@
 //! The media pod's configuration: command line flags with `TANDEM_*` environment fallbacks,
-//! gathered in one [`Config`]. Settings the Gateway resource owns (the RTP port range) come
-//! from it when a config directory and Gateway name are given and no flag overrides them.
+//! gathered in one [`Config`]. In Kubernetes the operator sets only environment variables; on
+//! the local platform, settings the Gateway resource owns (RTP port range, drain timeout)
+//! come from it when a config directory and Gateway name are given and nothing overrides them.
+//!
+//! The RTP address is `TANDEM_RTP_ADDRESS`, else `POD_IP` (Pod and HostNetwork modes), or,
+//! for SR-IOV, the named attachment's address in the Multus network status (see
+//! [`crate::network_status`]).
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -24,9 +29,24 @@ pub struct Config {
     /// UDP address of the ng control server.
     #[arg(long, env = "TANDEM_NG_LISTEN", default_value = "127.0.0.1:2223")]
     pub ng_listen: SocketAddr,
-    /// Address the RTP/RTCP sockets bind; also advertised in SDP unless overridden.
-    #[arg(long, env = "TANDEM_RTP_ADDRESS", default_value = "127.0.0.1")]
-    pub rtp_address: IpAddr,
+    /// Address the RTP/RTCP sockets bind; also advertised in SDP unless overridden. Defaults
+    /// to the pod's IP (POD_IP), else 127.0.0.1.
+    #[arg(long, env = "TANDEM_RTP_ADDRESS")]
+    pub rtp_address: Option<IpAddr>,
+    /// The pod's IP from the downward API; the RTP address when no other is given.
+    #[arg(long, env = "POD_IP")]
+    pub pod_ip: Option<IpAddr>,
+    /// SR-IOV: a downward-API file holding the pod's Multus network-status annotation; RTP
+    /// binds to (and advertises) the first IPv4 address of --network-name in it.
+    #[arg(long, env = "TANDEM_NETWORK_STATUS_FILE")]
+    pub network_status_file: Option<PathBuf>,
+    /// SR-IOV: the attachment to take the RTP address from, as `<namespace>/<name>`.
+    #[arg(long, env = "TANDEM_NETWORK_NAME")]
+    pub network_name: Option<String>,
+    /// How long to wait for the network-status file to name the attachment (the annotation
+    /// can reach the downward-API file after the container starts).
+    #[arg(long, env = "TANDEM_NETWORK_STATUS_WAIT_SECONDS", default_value_t = 60)]
+    pub network_status_wait_seconds: u64,
     /// Address written into rewritten SDP (c=, a=rtcp, o=), e.g. a public or SR-IOV address.
     #[arg(long, env = "TANDEM_ADVERTISE_ADDRESS")]
     pub advertise_address: Option<IpAddr>,
@@ -53,12 +73,62 @@ pub struct Config {
     /// address re-latches the stream (NAT rebinding).
     #[arg(long, env = "TANDEM_LATCH_HOLDOFF_MS", default_value_t = 1000)]
     pub latch_holdoff_ms: u64,
+    /// After SIGTERM, the longest wait for calls in progress to end before stopping. Defaults
+    /// to the Gateway's `drainTimeoutSeconds`, else 3600.
+    #[arg(long, env = "TANDEM_DRAIN_TIMEOUT_SECONDS")]
+    pub drain_timeout_seconds: Option<u64>,
 }
 
+/// Where the RTP address comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MediaAddress {
+    /// A known address (flag, TANDEM_RTP_ADDRESS, POD_IP, or the loopback default).
+    Fixed(IpAddr),
+    /// The first IPv4 address of an SR-IOV attachment in the Multus network status.
+    NetworkStatus {
+        /// The downward-API file.
+        file: PathBuf,
+        /// `<namespace>/<attachment>`.
+        network: String,
+    },
+}
+
+/// Settings resolved from flags, environment and the Gateway resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// The media port range.
+    pub port_range: PortRange,
+    /// The longest drain.
+    pub drain_timeout: Duration,
+}
+
+/// The drain timeout without a flag or Gateway (the Gateway's own default).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(3600);
+
 impl Config {
-    /// The address to advertise in SDP.
-    pub fn advertised_address(&self) -> IpAddr {
-        self.advertise_address.unwrap_or(self.rtp_address)
+    /// Where to take the RTP address from: the network status (SR-IOV), else
+    /// `--rtp-address`, else `POD_IP`, else 127.0.0.1.
+    pub fn media_address(&self) -> MediaAddress {
+        if let (Some(file), Some(network)) = (&self.network_status_file, &self.network_name) {
+            return MediaAddress::NetworkStatus {
+                file: file.clone(),
+                network: network.clone(),
+            };
+        }
+        MediaAddress::Fixed(
+            self.rtp_address
+                .or(self.pod_ip)
+                .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        )
+    }
+
+    /// The address to advertise in SDP when RTP binds `rtp_address`.
+    pub fn advertised_address(&self, rtp_address: IpAddr) -> Result<IpAddr, ConfigError> {
+        let advertise = self.advertise_address.unwrap_or(rtp_address);
+        if advertise.is_unspecified() {
+            return Err(ConfigError::UnspecifiedAdvertise(rtp_address));
+        }
+        Ok(advertise)
     }
 
     /// The idle timeout of a call.
@@ -71,33 +141,63 @@ impl Config {
         Duration::from_millis(self.latch_holdoff_ms)
     }
 
-    /// The RTP port range: the flag, else the Gateway's, else the default.
-    pub fn port_range(&self) -> anyhow::Result<PortRange> {
-        if let Some(range) = self.rtp_ports {
-            return Ok(range);
-        }
-        let (Some(dir), Some(name)) = (&self.config_dir, &self.gateway) else {
-            return Ok(PortRange::DEFAULT);
+    /// How long to wait for the network status to name the attachment.
+    pub fn network_status_wait(&self) -> Duration {
+        Duration::from_secs(self.network_status_wait_seconds)
+    }
+
+    /// The port range and drain timeout: flags and environment first, else the Gateway's
+    /// (when a config directory and Gateway are given), else the defaults.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let gateway = match (&self.config_dir, &self.gateway) {
+            (Some(dir), Some(name))
+                if self.rtp_ports.is_none() || self.drain_timeout_seconds.is_none() =>
+            {
+                let set = tandem_runtime::config_dir::load(dir)?;
+                let gateway = set.for_gateway(name).with_context(|| {
+                    format!(
+                        "configuration in {} has no Gateway named {name:?}",
+                        dir.display()
+                    )
+                })?;
+                let spec = &gateway.gateway.spec;
+                let range = spec.media.rtp_port_range;
+                let port_range = PortRange::new(range.min, range.max).with_context(|| {
+                    format!("Gateway {name:?} has an unusable media.rtpPortRange")
+                })?;
+                Some((port_range, u64::from(spec.drain_timeout_seconds)))
+            }
+            _ => None,
         };
-        let set = tandem_runtime::config_dir::load(dir)?;
-        let gateway = set.for_gateway(name).with_context(|| {
-            format!(
-                "configuration in {} has no Gateway named {name:?}",
-                dir.display()
-            )
-        })?;
-        let range = gateway.gateway.spec.media.rtp_port_range;
-        PortRange::new(range.min, range.max)
-            .with_context(|| format!("Gateway {name:?} has an unusable media.rtpPortRange"))
+        let port_range = self
+            .rtp_ports
+            .or(gateway.map(|(range, _)| range))
+            .unwrap_or(PortRange::DEFAULT);
+        let drain_timeout = self
+            .drain_timeout_seconds
+            .or(gateway.map(|(_, seconds)| seconds))
+            .map_or(DEFAULT_DRAIN_TIMEOUT, Duration::from_secs);
+        Ok(Settings {
+            port_range,
+            drain_timeout,
+        })
     }
 
     /// Checks combinations that flags alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.advertised_address().is_unspecified() {
-            return Err(ConfigError::UnspecifiedAdvertise(self.rtp_address));
-        }
         if self.session_timeout_seconds == 0 {
             return Err(ConfigError::ZeroTimeout);
+        }
+        match (&self.network_status_file, &self.network_name) {
+            (Some(_), None) => return Err(ConfigError::NetworkNameMissing),
+            (None, Some(_)) => return Err(ConfigError::NetworkStatusFileMissing),
+            (Some(_), Some(_)) if self.rtp_address.is_some() => {
+                return Err(ConfigError::TwoMediaAddresses);
+            }
+            _ => {}
+        }
+        if let MediaAddress::Fixed(ip) = self.media_address() {
+            self.advertised_address(ip)?;
         }
         Ok(())
     }
@@ -112,6 +212,24 @@ pub enum ConfigError {
     /// A zero session timeout would end every call immediately.
     #[error("--session-timeout must be at least one second")]
     ZeroTimeout,
+    /// A network-status file without the network to look for.
+    #[error(
+        "TANDEM_NETWORK_STATUS_FILE (--network-status-file) needs TANDEM_NETWORK_NAME \
+         (--network-name): which attachment carries media?"
+    )]
+    NetworkNameMissing,
+    /// A network name without the file to look it up in.
+    #[error(
+        "TANDEM_NETWORK_NAME (--network-name) needs TANDEM_NETWORK_STATUS_FILE \
+         (--network-status-file) to find the attachment's address in"
+    )]
+    NetworkStatusFileMissing,
+    /// Both a fixed address and an SR-IOV network given.
+    #[error(
+        "TANDEM_RTP_ADDRESS (--rtp-address) and TANDEM_NETWORK_STATUS_FILE \
+         (--network-status-file) both choose the RTP address; give one"
+    )]
+    TwoMediaAddresses,
 }
 
 /// An inclusive UDP port range holding at least one even/odd RTP/RTCP pair.
@@ -250,12 +368,15 @@ mod tests {
     fn defaults_and_validation() {
         let c = Config::try_parse_from(["media-pod"]).unwrap();
         assert_eq!(c.ng_listen, "127.0.0.1:2223".parse().unwrap());
-        assert_eq!(
-            c.port_range().unwrap(),
-            PortRange::new(20000, 29999).unwrap()
-        );
+        let settings = c.settings().unwrap();
+        assert_eq!(settings.port_range, PortRange::new(20000, 29999).unwrap());
+        assert_eq!(settings.drain_timeout, Duration::from_secs(3600));
         assert_eq!(c.admin_listen, "127.0.0.1:9102".parse().unwrap());
         assert_eq!(c.session_timeout(), Duration::from_secs(3600));
+        assert_eq!(
+            c.media_address(),
+            MediaAddress::Fixed("127.0.0.1".parse().unwrap())
+        );
         assert!(c.validate().is_ok());
         let wild = Config::try_parse_from(["media-pod", "--rtp-address", "0.0.0.0"]).unwrap();
         assert!(wild.validate().is_err());
@@ -269,12 +390,85 @@ mod tests {
         .unwrap();
         assert!(adv.validate().is_ok());
         assert_eq!(
-            adv.advertised_address(),
+            adv.advertised_address("0.0.0.0".parse().unwrap()).unwrap(),
             "198.51.100.7".parse::<IpAddr>().unwrap()
         );
         assert!(Config::try_parse_from(["media-pod", "--rtp-ports", "9-5"]).is_err());
         assert!(Config::try_parse_from(["media-pod", "--gateway", "gw"]).is_err());
         assert!(Config::try_parse_from(["media-pod", "--log-format", "xml"]).is_err());
+        let drain = Config::try_parse_from(["media-pod", "--drain-timeout-seconds", "45"]).unwrap();
+        assert_eq!(
+            drain.settings().unwrap().drain_timeout,
+            Duration::from_secs(45)
+        );
+    }
+
+    #[test]
+    fn media_address_sources_in_order() {
+        let pod = Config::try_parse_from(["media-pod", "--pod-ip", "10.1.2.3"]).unwrap();
+        assert_eq!(
+            pod.media_address(),
+            MediaAddress::Fixed("10.1.2.3".parse().unwrap())
+        );
+        let both = Config::try_parse_from([
+            "media-pod",
+            "--pod-ip",
+            "10.1.2.3",
+            "--rtp-address",
+            "10.9.9.9",
+        ])
+        .unwrap();
+        assert_eq!(
+            both.media_address(),
+            MediaAddress::Fixed("10.9.9.9".parse().unwrap())
+        );
+        let sriov = Config::try_parse_from([
+            "media-pod",
+            "--pod-ip",
+            "10.1.2.3",
+            "--network-status-file",
+            "/etc/podinfo/network-status",
+            "--network-name",
+            "voice/sriov-media",
+        ])
+        .unwrap();
+        assert!(sriov.validate().is_ok());
+        assert_eq!(
+            sriov.media_address(),
+            MediaAddress::NetworkStatus {
+                file: "/etc/podinfo/network-status".into(),
+                network: "voice/sriov-media".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn incomplete_or_contradictory_sriov_settings_are_errors() {
+        let no_name = Config::try_parse_from(["media-pod", "--network-status-file", "/x"]).unwrap();
+        assert!(matches!(
+            no_name.validate(),
+            Err(ConfigError::NetworkNameMissing)
+        ));
+        let no_file = Config::try_parse_from(["media-pod", "--network-name", "ns/a"]).unwrap();
+        let err = no_file.validate().unwrap_err();
+        assert!(
+            err.to_string().contains("TANDEM_NETWORK_STATUS_FILE"),
+            "{err}"
+        );
+        let two = Config::try_parse_from([
+            "media-pod",
+            "--network-status-file",
+            "/x",
+            "--network-name",
+            "ns/a",
+            "--rtp-address",
+            "10.0.0.1",
+        ])
+        .unwrap();
+        assert!(matches!(
+            two.validate(),
+            Err(ConfigError::TwoMediaAddresses)
+        ));
     }
 
     fn write_gateway(dir: &std::path::Path, min: u16, max: u16) {
@@ -284,6 +478,7 @@ kind: Gateway
 metadata:
   name: edge
 spec:
+  drainTimeoutSeconds: 120
   signaling:
     replicas: 1
     listeners:
@@ -310,16 +505,15 @@ spec:
     }
 
     #[test]
-    fn port_range_comes_from_the_gateway_unless_overridden() {
+    fn gateway_settings_apply_unless_overridden() {
         let dir = scratch_dir("gw");
         write_gateway(&dir, 40000, 40099);
         let dir_arg = dir.to_str().unwrap();
         let c = Config::try_parse_from(["media-pod", "--config-dir", dir_arg, "--gateway", "edge"])
             .unwrap();
-        assert_eq!(
-            c.port_range().unwrap(),
-            PortRange::new(40000, 40099).unwrap()
-        );
+        let settings = c.settings().unwrap();
+        assert_eq!(settings.port_range, PortRange::new(40000, 40099).unwrap());
+        assert_eq!(settings.drain_timeout, Duration::from_secs(120));
         let c = Config::try_parse_from([
             "media-pod",
             "--config-dir",
@@ -328,16 +522,17 @@ spec:
             "edge",
             "--rtp-ports",
             "50000-50009",
+            "--drain-timeout-seconds",
+            "7",
         ])
         .unwrap();
-        assert_eq!(
-            c.port_range().unwrap(),
-            PortRange::new(50000, 50009).unwrap()
-        );
+        let settings = c.settings().unwrap();
+        assert_eq!(settings.port_range, PortRange::new(50000, 50009).unwrap());
+        assert_eq!(settings.drain_timeout, Duration::from_secs(7));
         let missing =
             Config::try_parse_from(["media-pod", "--config-dir", dir_arg, "--gateway", "other"])
                 .unwrap();
-        let err = missing.port_range().unwrap_err();
+        let err = missing.settings().unwrap_err();
         assert!(
             format!("{err:#}").contains("no Gateway named \"other\""),
             "{err:#}"

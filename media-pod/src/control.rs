@@ -5,6 +5,10 @@
 //! Retransmissions are answered from a reply cache keyed by the client's address and the
 //! cookie, like rtpengine's cookie cache: a client that retransmits an `offer` because the
 //! reply was lost gets the same reply, and the command is not run twice.
+//!
+//! While the pod drains, an `offer` that would create a call is refused with the error
+//! `draining`, so that signaling retries on another media pod; everything about calls in
+//! progress (re-offers, answers, deletes, queries) still works.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -140,6 +144,7 @@ pub struct Controller {
     cache: ReplyCache,
     started: Instant,
     rates: Rates,
+    draining: bool,
 }
 
 impl Controller {
@@ -149,7 +154,13 @@ impl Controller {
             cache: ReplyCache::new(REPLY_CACHE_TTL, REPLY_CACHE_CAPACITY),
             started: now,
             rates: Rates::default(),
+            draining: false,
         }
+    }
+
+    /// Stops taking new calls; calls in progress go on.
+    pub fn start_draining(&mut self) {
+        self.draining = true;
     }
 
     /// Updates the packet/byte/error rates reported by `statistics`; call about once a second.
@@ -234,10 +245,16 @@ impl Controller {
         match request.command {
             Command::Ping => Ok(Reply::pong()),
             Command::Offer | Command::Answer => {
+                if self.draining
+                    && request.command == Command::Offer
+                    && !table.contains(request.require_call_id()?)
+                {
+                    return Err(SessionError::Draining);
+                }
                 let sdp = table.negotiate(request, now, binder)?;
                 Ok(Reply::ok().with("sdp", Value::Bytes(sdp.into())))
             }
-            Command::Delete => match table.delete(request, binder) {
+            Command::Delete => match table.delete(request, now.instant, binder) {
                 Ok(report) => {
                     let mut reply = Reply::ok();
                     reply.extend(report.to_dictionary());
@@ -545,6 +562,67 @@ mod tests {
         assert_eq!(stats.packet_rate, 50);
         assert_eq!(stats.byte_rate, 5000);
         assert_eq!(stats.error_rate, 1);
+    }
+
+    #[test]
+    fn draining_refuses_new_calls_only() {
+        let mut h = Harness::new();
+        h.request("o1", &Request::offer("old", "ft", sdp(4000)));
+        h.controller.start_draining();
+        let refused = h.request("o2", &Request::offer("new", "ft", sdp(4002)));
+        assert_eq!(refused.error_reason(), Some("draining"));
+        assert_eq!(h.table.sessions(), 1);
+        let outcome = h.send(&Request::offer("new2", "ft", sdp(4002)).encode("o3"));
+        assert_eq!(outcome.error, Some("draining"));
+        // The call in progress is still served: answer, re-offer, query, delete.
+        let answer = h.request("a1", &Request::answer("old", "ft", "tt", sdp(5000)));
+        assert!(answer.is_success(), "{answer:?}");
+        let reoffer = h.request(
+            "o4",
+            &Request::offer("old", "tt", sdp(5002)).with_to_tag("ft"),
+        );
+        assert!(reoffer.is_success(), "{reoffer:?}");
+        assert!(h.request("q1", &Request::query("old")).is_success());
+        assert!(h.request("p1", &Request::ping()).is_success());
+        // An offer without a call-id is still a request error, not a drain refusal.
+        let no_call_id = h.send(b"o5 d7:command5:offer3:sdp3:v=0e");
+        let (_, reply) = Reply::decode(&no_call_id.reply.unwrap()).unwrap();
+        assert_ne!(reply.error_reason(), Some("draining"));
+        assert!(h.request("d1", &Request::delete("old", None)).is_success());
+        assert_eq!(h.table.sessions(), 0);
+        // After the last call, still nothing new.
+        let late = h.request("o6", &Request::offer("old", "ft", sdp(4000)));
+        assert_eq!(late.error_reason(), Some("draining"));
+    }
+
+    #[test]
+    fn statistics_carry_current_sessions_like_rtpengine() {
+        let mut h = Harness::new();
+        for i in 0..3 {
+            h.request(
+                &format!("o{i}"),
+                &Request::offer(format!("load{i}"), "f", sdp(4000)),
+            );
+        }
+        let reply = h.request("st", &Request::statistics());
+        let current = reply
+            .get("statistics")
+            .and_then(|s| s.get("currentstatistics"))
+            .unwrap();
+        assert_eq!(
+            current.get("sessionsown").and_then(Value::as_integer),
+            Some(3)
+        );
+        assert_eq!(
+            current.get("sessionstotal").and_then(Value::as_integer),
+            Some(3)
+        );
+        h.request("d", &Request::delete("load1", None));
+        let reply = h.request("st2", &Request::statistics());
+        assert_eq!(
+            Statistics::from_dictionary(reply.body()).sessions_total(),
+            2
+        );
     }
 
     #[test]

@@ -1,31 +1,38 @@
 //! media-pod: the media plane of Tandem. It serves the rtpengine "ng" control protocol on UDP,
 //! anchors each call's RTP/RTCP on port pairs of its own, rewrites the SDP to point at them,
-//! and relays packets between the parties with symmetric latching.
+//! relays packets between the parties with symmetric latching, and measures each stream's
+//! quality.
 //!
 //! The protocol and session logic is pure (`control`, `session`, `sdp_rewrite`, `latch`,
-//! `ports`); `relay` and `ng_server` own the sockets.
+//! `ports`, `quality`, `network_status`); `relay` and `ng_server` own the sockets, and this
+//! file the process life: address discovery, start-up, drain on SIGTERM, and stop.
 
 mod config;
 mod control;
 mod latch;
 mod metrics;
+mod network_status;
 mod ng_server;
 mod ports;
+mod quality;
 mod relay;
 mod sdp_rewrite;
 mod session;
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
 use prometheus_client::registry::Registry;
 use tandem_runtime::admin::{self, Health};
-use tandem_runtime::{logging, shutdown};
+use tandem_runtime::logging;
 use tokio::net::UdpSocket;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, MediaAddress};
 use crate::metrics::Metrics;
 use crate::ports::PortAllocator;
 use crate::relay::Relay;
@@ -43,26 +50,41 @@ async fn main() {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     config.validate()?;
-    let port_range = config.port_range()?;
+    let settings = config.settings()?;
+    // Handlers go in first and stay for the whole life of the process, so that neither a
+    // signal during start-up nor a second signal during the drain is lost.
+    let mut signals = Signals::install().context("cannot listen for shutdown signals")?;
+    let rtp_address = tokio::select! {
+        address = resolve_media_address(&config) => address?,
+        signal = signals.next() => {
+            tracing::info!(%signal, "stopped before serving");
+            return Ok(());
+        }
+    };
+    let advertise = config.advertised_address(rtp_address)?;
+
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let health = Health::new();
-
+    let allocator = PortAllocator::new(settings.port_range);
+    metrics.set_ports_capacity(allocator.capacity_pairs() * 2);
     let table = Arc::new(Mutex::new(SessionTable::new(
         TableConfig {
-            advertise: config.advertised_address(),
+            advertise,
             session_timeout: config.session_timeout(),
             latch_holdoff: config.latch_holdoff(),
         },
-        PortAllocator::new(port_range),
+        allocator,
     )));
-    let relay = Relay::new(config.rtp_address, Arc::clone(&table), metrics.clone());
+    let relay = Relay::new(rtp_address, Arc::clone(&table), metrics.clone());
     let ng_socket = UdpSocket::bind(config.ng_listen)
         .await
         .with_context(|| format!("cannot bind the ng control socket on {}", config.ng_listen))?;
     let ng_address = ng_socket.local_addr()?;
 
     let (stop, stopped) = watch::channel(false);
+    let (drain, draining) = watch::channel(false);
+    let (sessions_tx, mut sessions) = watch::channel(0usize);
     let mut admin = tokio::spawn(admin::serve(
         config.admin_listen,
         Arc::new(registry),
@@ -71,26 +93,36 @@ async fn run(config: Config) -> anyhow::Result<()> {
     ));
     let ng = tokio::spawn(ng_server::serve(
         ng_socket,
-        Arc::clone(&table),
-        relay.clone(),
-        metrics,
+        ng_server::Shared {
+            table: Arc::clone(&table),
+            relay: relay.clone(),
+            metrics: metrics.clone(),
+            draining,
+            sessions: sessions_tx,
+        },
         wait_for(stopped),
     ));
     tracing::info!(
         ng = %ng_address,
-        rtp_address = %config.rtp_address,
-        advertise = %config.advertised_address(),
-        rtp_ports = %port_range,
+        rtp_address = %rtp_address,
+        advertise = %advertise,
+        rtp_ports = %settings.port_range,
         admin = %config.admin_listen,
+        drain_timeout_seconds = settings.drain_timeout.as_secs(),
         "media pod serving"
     );
     health.set_ready(true);
 
-    let admin_result = tokio::select! {
-        signal = shutdown::signal() => {
-            let signal = signal.context("cannot listen for shutdown signals")?;
-            tracing::info!(%signal, "stopping");
-            None
+    let mut admin_result = tokio::select! {
+        signal = signals.next() => {
+            drain_calls(&mut signals, &mut sessions, &mut admin, &DrainHandles {
+                signal,
+                health: &health,
+                metrics: &metrics,
+                drain: &drain,
+                table: &table,
+                timeout: settings.drain_timeout,
+            }).await
         }
         result = &mut admin => Some(result),
     };
@@ -99,14 +131,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Err(e) = ng.await {
         tracing::warn!(error = %e, "ng server task ended abnormally");
     }
-    let calls = {
+    let (calls, samples) = {
         let mut table = relay::lock_table(&table);
         let calls = table.sessions();
-        table.clear(&mut relay.binder());
-        calls
+        table.clear(Instant::now(), &mut relay.binder());
+        (calls, table.take_quality_samples())
     };
+    for sample in &samples {
+        metrics.observe_quality(sample);
+    }
     relay.close_all().await;
-    let admin_result = match admin_result {
+    let admin_result = match admin_result.take() {
         Some(result) => result,
         None => admin.await,
     };
@@ -115,6 +150,123 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("admin HTTP server failed")?;
     tracing::info!(calls_dropped = calls, "stopped");
     Ok(())
+}
+
+/// What the drain acts on.
+struct DrainHandles<'a> {
+    signal: &'static str,
+    health: &'a Health,
+    metrics: &'a Metrics,
+    drain: &'a watch::Sender<bool>,
+    table: &'a Mutex<SessionTable>,
+    timeout: Duration,
+}
+
+type AdminTask = tokio::task::JoinHandle<anyhow::Result<()>>;
+
+/// Drains after the first SIGTERM/SIGINT: not ready, no new calls, calls in progress go on
+/// until the last one ends, the timeout passes, or a second signal arrives. Returns the admin
+/// task's result if it ended meanwhile.
+async fn drain_calls(
+    signals: &mut Signals,
+    sessions: &mut watch::Receiver<usize>,
+    admin: &mut AdminTask,
+    handles: &DrainHandles<'_>,
+) -> Option<<AdminTask as std::future::Future>::Output> {
+    handles.health.set_ready(false);
+    handles.metrics.set_draining(true);
+    handles.drain.send_replace(true);
+    // The ng server publishes the call count after every command and expiry, so the channel
+    // agrees with the table whenever the server is between requests.
+    let calls = relay::lock_table(handles.table).sessions();
+    tracing::info!(
+        signal = handles.signal,
+        calls,
+        timeout_seconds = handles.timeout.as_secs(),
+        "draining: refusing new calls, relaying calls in progress until they end"
+    );
+    tokio::select! {
+        _ = sessions.wait_for(|n| *n == 0) => {
+            tracing::info!("drain complete: no calls left");
+            None
+        }
+        () = tokio::time::sleep(handles.timeout) => {
+            tracing::warn!(
+                calls = relay::lock_table(handles.table).sessions(),
+                "drain timeout passed; stopping with calls in progress"
+            );
+            None
+        }
+        signal = signals.next() => {
+            tracing::warn!(%signal, "second signal: stopping now");
+            None
+        }
+        result = admin => Some(result),
+    }
+}
+
+/// SIGTERM and SIGINT, installed once.
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next signal's name.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            Some(()) = self.terminate.recv() => "SIGTERM",
+            Some(()) = self.interrupt.recv() => "SIGINT",
+            else => std::future::pending().await,
+        }
+    }
+}
+
+/// The address RTP binds: given, or the SR-IOV attachment's from the network status, waiting
+/// for the annotation to reach the downward-API file if it has not yet.
+async fn resolve_media_address(config: &Config) -> anyhow::Result<IpAddr> {
+    let (file, network) = match config.media_address() {
+        MediaAddress::Fixed(ip) => return Ok(ip),
+        MediaAddress::NetworkStatus { file, network } => (file, network),
+    };
+    let deadline = Instant::now() + config.network_status_wait();
+    let mut waiting = false;
+    loop {
+        let text = std::fs::read_to_string(&file).with_context(|| {
+            format!(
+                "cannot read the network status file {} (TANDEM_NETWORK_STATUS_FILE)",
+                file.display()
+            )
+        })?;
+        match network_status::address_from(&text, &network) {
+            Ok(ip) => {
+                tracing::info!(network, %ip, file = %file.display(), "media address from the network status");
+                return Ok(ip);
+            }
+            Err(e) if e.may_be_transient() && Instant::now() < deadline => {
+                if !waiting {
+                    tracing::info!(network, reason = %e, "waiting for the network status to list the media network");
+                    waiting = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "no media address for network {network:?} (TANDEM_NETWORK_NAME) in {}",
+                        file.display()
+                    )
+                });
+            }
+        }
+    }
 }
 
 /// Completes when the stop flag is raised (or its sender is gone).

@@ -1,15 +1,38 @@
-//! Prometheus metrics of the media pod (`tandem_media_*`). Every label has a small fixed set
-//! of values (command names, error and drop reasons, `rtp`/`rtcp`); never call-ids or
-//! addresses.
+//! Prometheus metrics of the media pod (`tandem_media_*`, plus `tandem_build_info`). Every
+//! label has a small fixed set of values (command names, error and drop reasons,
+//! `rtp`/`rtcp`, codec names); never call-ids or addresses.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tandem_ng::Command;
 
+use crate::quality::QualitySample;
 use crate::session::DropReason;
+
+/// MOS buckets shared with the dashboards and alerts.
+pub const MOS_BUCKETS: [f64; 10] = [1.0, 2.0, 2.5, 3.0, 3.5, 3.8, 4.0, 4.2, 4.4, 4.5];
+/// Loss ratio buckets: fine below 1 % where voice is still good, coarse above.
+pub const LOSS_BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2,
+];
+/// Jitter buckets in seconds: a 20 ms packet interval sits in the middle.
+pub const JITTER_BUCKETS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    component: &'static str,
+    version: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TranscodeLabels {
+    from: &'static str,
+    to: &'static str,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CommandLabels {
@@ -54,6 +77,12 @@ pub struct Metrics {
     relayed_packets: Family<KindLabels, Counter>,
     relayed_bytes: Family<KindLabels, Counter>,
     dropped_packets: Family<ReasonLabels, Counter>,
+    ports_capacity: Gauge,
+    stream_loss: Histogram,
+    stream_jitter: Histogram,
+    stream_mos: Histogram,
+    transcoded_packets: Family<TranscodeLabels, Counter>,
+    draining: Gauge,
 }
 
 impl Metrics {
@@ -67,7 +96,21 @@ impl Metrics {
             relayed_packets: Family::default(),
             relayed_bytes: Family::default(),
             dropped_packets: Family::default(),
+            ports_capacity: Gauge::default(),
+            stream_loss: Histogram::new(LOSS_BUCKETS),
+            stream_jitter: Histogram::new(JITTER_BUCKETS),
+            stream_mos: Histogram::new(MOS_BUCKETS),
+            transcoded_packets: Family::default(),
+            draining: Gauge::default(),
         };
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                component: "media-pod",
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("tandem_build_info", "Build of this binary", build_info);
         registry.register(
             "tandem_media_ng_commands",
             "ng control commands received, by command",
@@ -103,6 +146,36 @@ impl Metrics {
             "Packets received on media ports and not relayed, by reason",
             m.dropped_packets.clone(),
         );
+        registry.register(
+            "tandem_media_ports_capacity",
+            "Media UDP ports in the configured range (RTP and RTCP)",
+            m.ports_capacity.clone(),
+        );
+        registry.register(
+            "tandem_media_stream_packets_lost_ratio",
+            "Packet loss of RTP streams received, per stream and 10 s interval",
+            m.stream_loss.clone(),
+        );
+        registry.register(
+            "tandem_media_stream_jitter_seconds",
+            "RFC 3550 interarrival jitter of RTP streams received, per stream and 10 s interval",
+            m.stream_jitter.clone(),
+        );
+        registry.register(
+            "tandem_media_stream_mos",
+            "ITU-T G.107 E-model MOS estimate of voice streams, per stream and 10 s interval",
+            m.stream_mos.clone(),
+        );
+        registry.register(
+            "tandem_media_transcoded_packets",
+            "Packets transcoded, by source and target codec",
+            m.transcoded_packets.clone(),
+        );
+        registry.register(
+            "tandem_media_draining",
+            "Whether this pod is draining (1) or serving (0)",
+            m.draining.clone(),
+        );
         // Series that exist from the start make dashboards and rate() queries well defined.
         for command in Command::ALL {
             m.ng_commands
@@ -121,6 +194,13 @@ impl Metrics {
                 .get_or_create(&KindLabels {
                     kind: kind.as_str(),
                 })
+                .get();
+        }
+        // No transcoding yet: the G.711 law conversions, the first pairs it will carry, are
+        // exported at zero so that dashboards and alerts have a series to read.
+        for (from, to) in [("pcmu", "pcma"), ("pcma", "pcmu")] {
+            m.transcoded_packets
+                .get_or_create(&TranscodeLabels { from, to })
                 .get();
         }
         for reason in [
@@ -172,6 +252,26 @@ impl Metrics {
             .inc_by(u64::try_from(bytes).unwrap_or(u64::MAX));
     }
 
+    /// Sets the port capacity gauge.
+    pub fn set_ports_capacity(&self, ports: usize) {
+        self.ports_capacity
+            .set(i64::try_from(ports).unwrap_or(i64::MAX));
+    }
+
+    /// Marks the pod draining.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.set(i64::from(draining));
+    }
+
+    /// Records the quality of one stream interval.
+    pub fn observe_quality(&self, sample: &QualitySample) {
+        self.stream_loss.observe(sample.loss_ratio);
+        self.stream_jitter.observe(sample.jitter.as_secs_f64());
+        if let Some(mos) = sample.mos {
+            self.stream_mos.observe(mos);
+        }
+    }
+
     /// Counts a dropped packet.
     pub fn dropped(&self, reason: &'static str) {
         self.dropped_packets
@@ -200,6 +300,18 @@ mod tests {
         m.relayed(PacketClass::Rtp, 172);
         m.relayed(PacketClass::Rtcp, 60);
         m.dropped("malformed");
+        m.set_ports_capacity(200);
+        m.set_draining(true);
+        m.observe_quality(&QualitySample {
+            loss_ratio: 0.004,
+            jitter: std::time::Duration::from_millis(3),
+            mos: Some(4.3),
+        });
+        m.observe_quality(&QualitySample {
+            loss_ratio: 0.0,
+            jitter: std::time::Duration::ZERO,
+            mos: None,
+        });
         let text = render(&registry);
         for line in [
             "tandem_media_ng_commands_total{command=\"offer\"} 1",
@@ -212,6 +324,18 @@ mod tests {
             "tandem_media_relayed_bytes_total{kind=\"rtcp\"} 60",
             "tandem_media_dropped_packets_total{reason=\"malformed\"} 1",
             "tandem_media_dropped_packets_total{reason=\"no_session\"} 0",
+            "tandem_media_ports_capacity 200",
+            "tandem_media_draining 1",
+            "tandem_build_info{component=\"media-pod\",version=\"",
+            "tandem_media_transcoded_packets_total{from=\"pcmu\",to=\"pcma\"} 0",
+            "tandem_media_stream_packets_lost_ratio_count 2",
+            "tandem_media_stream_packets_lost_ratio_bucket{le=\"0.005\"} 2",
+            "tandem_media_stream_packets_lost_ratio_bucket{le=\"0.0025\"} 1",
+            "tandem_media_stream_jitter_seconds_bucket{le=\"0.005\"} 2",
+            "tandem_media_stream_jitter_seconds_bucket{le=\"0.002\"} 1",
+            "tandem_media_stream_mos_count 1",
+            "tandem_media_stream_mos_bucket{le=\"4.2\"} 0",
+            "tandem_media_stream_mos_bucket{le=\"4.4\"} 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

@@ -47,6 +47,11 @@ impl PortAllocator {
         self.allocated.len()
     }
 
+    /// Pairs in the range, allocated or free.
+    pub fn capacity_pairs(&self) -> usize {
+        self.allocated.len() + self.free.len()
+    }
+
     /// Pairs currently free.
     #[cfg(test)]
     pub fn free_pairs(&self) -> usize {
@@ -71,6 +76,9 @@ mod tests {
         assert_eq!(a.allocate(), None);
         assert_eq!(a.allocated_pairs(), 3);
         assert_eq!(a.free_pairs(), 0);
+        assert_eq!(a.capacity_pairs(), 3);
+        a.release(40002);
+        assert_eq!(a.capacity_pairs(), 3);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
 use crate::metrics::{Metrics, PacketClass};
-use crate::session::{PortBinder, Route, SessionTable, Timestamp};
+use crate::session::{Packet, PortBinder, Route, SessionTable, Timestamp};
 
 /// Datagrams handled per wake-up before yielding to other tasks.
 const BATCH: usize = 64;
@@ -195,8 +195,20 @@ async fn receive(shared: Arc<Shared>, socket: Arc<UdpSocket>, port: u16) {
 
 impl Shared {
     fn forward(&self, port: u16, datagram: &[u8], source: SocketAddr) {
-        let kind = tandem_rtp::classify(datagram);
-        let route = lock_table(&self.table).route(port, source, kind, datagram.len(), now());
+        let packet = Packet::inspect(datagram);
+        let kind = packet.kind;
+        let (route, ended) = {
+            let mut table = lock_table(&self.table);
+            let route = table.route_packet(port, source, &packet, now());
+            // Streams displaced by new SSRCs leave samples here; rare, so check cheaply.
+            let ended = table
+                .has_quality_samples()
+                .then(|| table.take_quality_samples());
+            (route, ended)
+        };
+        for sample in ended.iter().flatten() {
+            self.metrics.observe_quality(sample);
+        }
         match route {
             Route::Forward { from_port, to } => {
                 let socket = read(&self.sockets).get(&from_port).cloned();

@@ -9,7 +9,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use tandem_sip::sdp::{Attribute, Media, SessionDescription};
+use tandem_rtp::PayloadFormat;
+use tandem_sip::sdp::{Attribute, Media, MediaDescription, SessionDescription};
 
 /// Transport protocols the relay anchors.
 const RELAYED_PROTOCOLS: [&str; 4] = ["RTP/AVP", "RTP/AVPF", "RTP/SAVP", "RTP/SAVPF"];
@@ -48,6 +49,8 @@ pub struct AnchoredStream {
     pub protocol: String,
     /// The party's advertised endpoints.
     pub remote: Remote,
+    /// The payload types the party listed, with what they mean (rtpmap, else RFC 3551).
+    pub formats: Vec<PayloadFormat>,
 }
 
 /// An SDP the relay cannot anchor.
@@ -115,6 +118,7 @@ pub fn anchored_streams(
                 None => SocketAddr::new(ip, media.port.saturating_add(1)),
             };
             Ok(Some(AnchoredStream {
+                formats: payload_formats(section),
                 media_type: media.media_type.clone(),
                 protocol: media.proto.clone(),
                 remote: Remote {
@@ -123,6 +127,25 @@ pub fn anchored_streams(
                     rtcp_mux: section.rtcp_mux(),
                 },
             }))
+        })
+        .collect()
+}
+
+/// The payload formats of an RTP media section: each listed payload type, named by its
+/// `a=rtpmap` or, for static types, by RFC 3551. Unknown types are left out.
+pub fn payload_formats(section: &MediaDescription) -> Vec<PayloadFormat> {
+    let rtpmaps = section.rtpmaps();
+    section
+        .media()
+        .formats
+        .iter()
+        .filter_map(|f| f.parse::<u8>().ok())
+        .filter_map(|pt| {
+            rtpmaps
+                .iter()
+                .find(|m| m.payload_type == pt)
+                .map(|m| PayloadFormat::from_rtpmap(pt, &m.encoding, m.clock_rate))
+                .or_else(|| PayloadFormat::from_static(pt))
         })
         .collect()
 }
@@ -200,12 +223,20 @@ mod tests {
         assert_eq!(audio.remote.rtp, "192.0.2.1:4000".parse().unwrap());
         assert_eq!(audio.remote.rtcp, "192.0.2.9:4005".parse().unwrap());
         assert!(!audio.remote.rtcp_mux);
+        assert_eq!(
+            audio.formats,
+            vec![
+                PayloadFormat::from_static(0).unwrap(),
+                PayloadFormat::from_rtpmap(101, "telephone-event", 8000),
+            ]
+        );
         assert!(streams[1].is_none(), "port 0 is not anchored");
         assert!(streams[2].is_none(), "udptl is not anchored");
         let video = streams[3].as_ref().unwrap();
         assert_eq!(video.remote.rtp, "192.0.2.2:6000".parse().unwrap());
         assert_eq!(video.remote.rtcp, "192.0.2.2:6001".parse().unwrap());
         assert!(video.remote.rtcp_mux);
+        assert!(video.formats.is_empty(), "96 has no rtpmap");
     }
 
     #[test]

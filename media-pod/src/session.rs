@@ -19,11 +19,12 @@ use tandem_ng::{
     CallReport, Command, MediaReport, NgError, PacketStats, Replace, Request, StreamReport,
     TagReport,
 };
-use tandem_rtp::PacketKind;
+use tandem_rtp::{PacketKind, PayloadFormat, RtpHeader};
 use tandem_sip::sdp::{SdpError, SessionDescription};
 
 use crate::latch::{Latch, LatchEvent};
 use crate::ports::PortAllocator;
+use crate::quality::{QualitySample, Sources};
 use crate::sdp_rewrite::{self, AnchoredStream, Remote, StreamError};
 
 /// A moment, both monotonic (for timeouts and latching) and wall-clock (for reports).
@@ -75,6 +76,9 @@ pub enum SessionError {
     /// No port pair could be allocated and bound.
     #[error("Ran out of ports")]
     NoPorts,
+    /// The pod is draining and takes no new calls; the client should pick another media pod.
+    #[error("draining")]
+    Draining,
 }
 
 impl SessionError {
@@ -85,6 +89,7 @@ impl SessionError {
             SessionError::Sdp(_) | SessionError::IncompleteSdp(_) => "bad_sdp",
             SessionError::UnknownCall | SessionError::NoMatch => "unknown_call",
             SessionError::NoPorts => "no_ports",
+            SessionError::Draining => "draining",
         }
     }
 }
@@ -115,6 +120,29 @@ impl Side {
 
     fn from_index(i: usize) -> Side {
         if i == 0 { Side::Caller } else { Side::Callee }
+    }
+}
+
+/// What the relay learned about a received datagram before asking where it goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Packet {
+    /// RTP, RTCP or neither.
+    pub kind: PacketKind,
+    /// UDP payload length.
+    pub len: usize,
+    /// The RTP header, for RTP packets.
+    pub rtp: Option<RtpHeader>,
+}
+
+impl Packet {
+    /// Classifies `datagram` (validating it once).
+    pub fn inspect(datagram: &[u8]) -> Self {
+        let (kind, rtp) = tandem_rtp::inspect(datagram);
+        Self {
+            kind,
+            len: datagram.len(),
+            rtp,
+        }
     }
 }
 
@@ -187,6 +215,8 @@ struct Flow {
     latch: Latch,
     stats: PacketStats,
     last_packet: u64,
+    /// Per-SSRC statistics (RTP flows only).
+    sources: Sources,
 }
 
 /// One party's side of one media section.
@@ -196,6 +226,8 @@ struct Leg {
     local: Option<u16>,
     /// What this party's SDP advertised.
     remote: Option<Remote>,
+    /// The payload types this party's SDP listed.
+    formats: Vec<PayloadFormat>,
     rtp: Flow,
     rtcp: Flow,
 }
@@ -260,6 +292,11 @@ impl Call {
                 }
             }
             if show && (party.tag.is_some() || !medias.is_empty()) {
+                for media in &self.media {
+                    report
+                        .ssrc
+                        .extend(media.legs[side.index()].rtp.sources.reports());
+                }
                 report.tags.push(TagReport {
                     tag: party.tag.clone().unwrap_or_default(),
                     created: party.created,
@@ -312,6 +349,7 @@ fn media_report(index: usize, m: &MediaStream, side: Side, asymmetric: bool) -> 
             last_packet: flow.last_packet,
             flags,
             stats: flow.stats,
+            ssrc: if rtcp { None } else { flow.sources.latest() },
         }
     };
     MediaReport {
@@ -341,6 +379,8 @@ pub struct SessionTable {
     ports: HashMap<u16, PortOwner>,
     allocator: PortAllocator,
     totals: Totals,
+    /// Quality samples of streams sampled or ended, until the shell takes them.
+    quality: Vec<QualitySample>,
 }
 
 impl SessionTable {
@@ -354,6 +394,34 @@ impl SessionTable {
             ports: HashMap::new(),
             allocator,
             totals: Totals::default(),
+            quality: Vec::new(),
+        }
+    }
+
+    /// Whether a call with this call-id exists.
+    pub fn contains(&self, call_id: &str) -> bool {
+        self.by_call_id.contains_key(call_id)
+    }
+
+    /// Takes the quality samples collected since the last call.
+    pub fn take_quality_samples(&mut self) -> Vec<QualitySample> {
+        std::mem::take(&mut self.quality)
+    }
+
+    /// Whether quality samples are waiting (cheap check for the packet path).
+    pub fn has_quality_samples(&self) -> bool {
+        !self.quality.is_empty()
+    }
+
+    /// Samples every stream whose sampling interval has passed; take the samples with
+    /// [`Self::take_quality_samples`].
+    pub fn sample_quality(&mut self, now: Instant) {
+        for call in self.calls.values_mut() {
+            for media in &mut call.media {
+                for leg in &mut media.legs {
+                    leg.rtp.sources.sample_due(now, &mut self.quality);
+                }
+            }
         }
     }
 
@@ -473,6 +541,7 @@ impl SessionTable {
                 media_type,
                 protocol,
                 remote,
+                formats,
             }) = stream
             else {
                 continue;
@@ -488,6 +557,7 @@ impl SessionTable {
             media.media_type.clone_from(media_type);
             media.protocol.clone_from(protocol);
             let leg = &mut media.legs[sender.index()];
+            leg.formats.clone_from(formats);
             if leg.remote.as_ref() != Some(remote) {
                 // New endpoint (first SDP, or a re-INVITE moved it): learn its source afresh.
                 leg.remote = Some(remote.clone());
@@ -570,6 +640,7 @@ impl SessionTable {
     pub fn delete(
         &mut self,
         request: &Request,
+        now: Instant,
         binder: &mut dyn PortBinder,
     ) -> Result<CallReport, SessionError> {
         let call_id = request.require_call_id()?;
@@ -581,19 +652,20 @@ impl SessionTable {
             }
         }
         let report = call.report(None);
-        self.remove_call(key, binder);
+        self.remove_call(key, now, binder);
         self.totals.deleted += 1;
         tracing::info!(call_id, "call deleted");
         Ok(report)
     }
 
-    fn remove_call(&mut self, key: u64, binder: &mut dyn PortBinder) {
-        let Some(call) = self.calls.remove(&key) else {
+    fn remove_call(&mut self, key: u64, now: Instant, binder: &mut dyn PortBinder) {
+        let Some(mut call) = self.calls.remove(&key) else {
             return;
         };
         self.by_call_id.remove(&call.call_id);
-        for media in &call.media {
-            for leg in &media.legs {
+        for media in &mut call.media {
+            for leg in &mut media.legs {
+                leg.rtp.sources.finish(now, &mut self.quality);
                 if let Some(port) = leg.local {
                     self.ports.remove(&port);
                     binder.unbind_pair(port);
@@ -631,8 +703,28 @@ impl SessionTable {
             .collect()
     }
 
-    /// Decides what to do with a packet of `len` bytes, of `kind`, that arrived on
-    /// `local_port` from `source`, and accounts for it.
+    /// Decides what to do with `packet`, which arrived on `local_port` from `source`, and
+    /// accounts for it.
+    pub fn route_packet(
+        &mut self,
+        local_port: u16,
+        source: SocketAddr,
+        packet: &Packet,
+        now: Timestamp,
+    ) -> Route {
+        let route = self.route_inner(local_port, source, packet, now);
+        match route {
+            Route::Forward { .. } => {
+                self.totals.relayed_packets += 1;
+                self.totals.relayed_bytes += packet.len as u64;
+            }
+            Route::Drop(_) => self.totals.dropped_packets += 1,
+        }
+        route
+    }
+
+    /// [`Self::route_packet`] for a packet known only by kind and length.
+    #[cfg(test)]
     pub fn route(
         &mut self,
         local_port: u16,
@@ -641,25 +733,22 @@ impl SessionTable {
         len: usize,
         now: Timestamp,
     ) -> Route {
-        let route = self.route_inner(local_port, source, kind, len, now);
-        match route {
-            Route::Forward { .. } => {
-                self.totals.relayed_packets += 1;
-                self.totals.relayed_bytes += len as u64;
-            }
-            Route::Drop(_) => self.totals.dropped_packets += 1,
-        }
-        route
+        let packet = Packet {
+            kind,
+            len,
+            rtp: None,
+        };
+        self.route_packet(local_port, source, &packet, now)
     }
 
     fn route_inner(
         &mut self,
         local_port: u16,
         source: SocketAddr,
-        kind: PacketKind,
-        len: usize,
+        packet: &Packet,
         now: Timestamp,
     ) -> Route {
+        let (kind, len) = (packet.kind, packet.len);
         let base = local_port & !1;
         let on_rtcp_port = local_port & 1 == 1;
         let Some(owner) = self.ports.get(&base).copied() else {
@@ -674,7 +763,11 @@ impl SessionTable {
         let Some(media) = call.media.get_mut(owner.media) else {
             return Route::Drop(DropReason::NoSession);
         };
-        let leg = &mut media.legs[owner.side.index()];
+        let [caller_leg, callee_leg] = &mut media.legs;
+        let (leg, peer_leg) = match owner.side {
+            Side::Caller => (caller_leg, &*callee_leg),
+            Side::Callee => (callee_leg, &*caller_leg),
+        };
         let flow = if on_rtcp_port {
             &mut leg.rtcp
         } else {
@@ -691,6 +784,19 @@ impl SessionTable {
         flow.stats.packets += 1;
         flow.stats.bytes += len as u64;
         flow.last_packet = now.unix;
+        if let (false, Some(header)) = (is_rtcp, &packet.rtp) {
+            // Senders use the payload numbers of the SDP they received; both sides normally
+            // agree, so the sender's own list is only the fallback.
+            let format = peer_leg
+                .formats
+                .iter()
+                .chain(&leg.formats)
+                .find(|f| f.payload_type == header.payload_type)
+                .copied()
+                .or_else(|| PayloadFormat::from_static(header.payload_type));
+            flow.sources
+                .observe(header, len, format, now.instant, &mut self.quality);
+        }
         if !sender_asymmetric {
             match flow.latch.observe(source, now.instant, holdoff) {
                 LatchEvent::Latched => {
@@ -757,7 +863,7 @@ impl SessionTable {
             .collect();
         let mut expired = Vec::with_capacity(stale.len());
         for (key, e) in stale {
-            self.remove_call(key, binder);
+            self.remove_call(key, now, binder);
             self.totals.timed_out += 1;
             expired.push(e);
         }
@@ -765,10 +871,10 @@ impl SessionTable {
     }
 
     /// Removes every call (shutdown).
-    pub fn clear(&mut self, binder: &mut dyn PortBinder) {
+    pub fn clear(&mut self, now: Instant, binder: &mut dyn PortBinder) {
         let keys: Vec<u64> = self.calls.keys().copied().collect();
         for key in keys {
-            self.remove_call(key, binder);
+            self.remove_call(key, now, binder);
         }
     }
 }
@@ -1061,7 +1167,8 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.to_string(), "Ran out of ports");
         assert_eq!(t.ports_allocated(), 2);
-        t.delete(&Request::delete("c1", None), &mut b).unwrap();
+        t.delete(&Request::delete("c1", None), Instant::now(), &mut b)
+            .unwrap();
         assert!(b.bound.is_empty());
         assert_eq!(t.ports_allocated(), 0);
         let out = t
@@ -1537,15 +1644,23 @@ mod tests {
         let t0 = Instant::now();
         let (caller_facing, _) = established(&mut t, &mut b, at(t0, 0));
         assert!(matches!(
-            t.delete(&Request::delete("call1", Some("stranger".into())), &mut b),
+            t.delete(
+                &Request::delete("call1", Some("stranger".into())),
+                Instant::now(),
+                &mut b
+            ),
             Err(SessionError::NoMatch)
         ));
         assert!(matches!(
-            t.delete(&Request::delete("nope", None), &mut b),
+            t.delete(&Request::delete("nope", None), Instant::now(), &mut b),
             Err(SessionError::NoMatch)
         ));
         let report = t
-            .delete(&Request::delete("call1", Some("tagA".into())), &mut b)
+            .delete(
+                &Request::delete("call1", Some("tagA".into())),
+                Instant::now(),
+                &mut b,
+            )
             .unwrap();
         assert_eq!(report.tags.len(), 2);
         assert_eq!(t.sessions(), 0);
@@ -1647,12 +1762,163 @@ mod tests {
         ));
     }
 
+    fn rtp(ssrc: u32, seq: u16, payload_type: u8) -> Packet {
+        Packet {
+            kind: PacketKind::Rtp,
+            len: 172,
+            rtp: Some(RtpHeader {
+                payload_type,
+                marker: false,
+                sequence_number: seq,
+                timestamp: u32::from(seq) * 160,
+                ssrc,
+            }),
+        }
+    }
+
+    #[test]
+    fn per_ssrc_statistics_reach_query_and_samples() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        let (caller_facing, callee_facing) = established(&mut t, &mut b, at(t0, 0));
+        // Caller sends 50 PCMU packets with 5 lost; callee sends 50 clean ones.
+        for seq in (0..50u16).filter(|s| !(20..25).contains(s)) {
+            let now = at(t0, 20 * u64::from(seq));
+            let route = t.route_packet(
+                caller_facing,
+                addr("192.0.2.1:4000"),
+                &rtp(0xaaaa, seq, 0),
+                now,
+            );
+            assert!(matches!(route, Route::Forward { .. }));
+        }
+        for seq in 0..50u16 {
+            let now = at(t0, 20 * u64::from(seq));
+            t.route_packet(
+                callee_facing,
+                addr("198.51.100.1:5000"),
+                &rtp(0xbbbb, seq, 0),
+                now,
+            );
+        }
+        // RTCP carries no SSRC statistics.
+        t.route(
+            caller_facing + 1,
+            addr("192.0.2.1:4001"),
+            PacketKind::Rtcp,
+            60,
+            at(t0, 900),
+        );
+        assert!(!t.has_quality_samples());
+
+        let report = t.query(&Request::query("call1")).unwrap();
+        assert_eq!(report.ssrc.len(), 2);
+        let caller = report.ssrc.iter().find(|r| r.ssrc == 0xaaaa).unwrap();
+        assert_eq!(caller.packets, 45);
+        assert_eq!(caller.cumulative_loss, 5);
+        assert!(caller.average_mos.unwrap().mos_x10 < 44);
+        let callee = report.ssrc.iter().find(|r| r.ssrc == 0xbbbb).unwrap();
+        assert_eq!(callee.cumulative_loss, 0);
+        assert_eq!(callee.average_mos.unwrap().mos_x10, 44);
+        let tag_a = report.tags.iter().find(|tag| tag.tag == "tagA").unwrap();
+        assert_eq!(tag_a.medias[0].streams[0].ssrc, Some(0xaaaa));
+        assert_eq!(tag_a.medias[0].streams[1].ssrc, None);
+        // A party filter shows that party's sources and its peer's.
+        let filtered = t
+            .query(&Request::query("call1").with_to_tag("stranger"))
+            .unwrap();
+        assert!(filtered.ssrc.is_empty());
+
+        // Ten seconds on, the periodic sample covers both streams.
+        t.sample_quality(t0 + Duration::from_secs(10));
+        let periodic = t.take_quality_samples();
+        assert_eq!(periodic.len(), 2);
+        assert!(periodic.iter().any(|s| s.loss_ratio > 0.09));
+        assert!(!t.has_quality_samples());
+        // Deleting the call ends the streams; nothing new since the sample, so no more.
+        t.delete(
+            &Request::delete("call1", None),
+            t0 + Duration::from_secs(11),
+            &mut b,
+        )
+        .unwrap();
+        assert!(t.take_quality_samples().is_empty());
+    }
+
+    #[test]
+    fn ending_a_call_samples_its_streams() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        let (caller_facing, _) = established(&mut t, &mut b, at(t0, 0));
+        for seq in 0..10u16 {
+            t.route_packet(
+                caller_facing,
+                addr("192.0.2.1:4000"),
+                &rtp(0xcccc, seq, 8),
+                at(t0, 20 * u64::from(seq)),
+            );
+        }
+        let expired = t.expire(t0 + Duration::from_secs(61), &mut b);
+        assert_eq!(expired.len(), 1);
+        let samples = t.take_quality_samples();
+        assert_eq!(samples.len(), 1);
+        assert_eq!(samples[0].loss_ratio, 0.0);
+        assert!(samples[0].mos.is_some(), "PCMA (static 8) is voice");
+    }
+
+    #[test]
+    fn payload_types_resolve_through_the_sdp() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        let opus = |ip: &str, port: u16| {
+            format!(
+                "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+                 m=audio {port} RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n"
+            )
+        };
+        t.negotiate(
+            &Request::offer("o", "a", opus("192.0.2.1", 4000)),
+            at(t0, 0),
+            &mut b,
+        )
+        .unwrap();
+        let answer = t
+            .negotiate(
+                &Request::answer("o", "a", "b", opus("198.51.100.1", 5000)),
+                at(t0, 0),
+                &mut b,
+            )
+            .unwrap();
+        let caller_facing = media_port(&answer, 0);
+        // 48 kHz clock, 20 ms packets: 960 ticks apart. Every other packet 5 ms late.
+        for seq in 0..200u16 {
+            let late = if seq % 2 == 1 { 5 } else { 0 };
+            let mut packet = rtp(0xdddd, seq, 111);
+            if let Some(h) = packet.rtp.as_mut() {
+                h.timestamp = u32::from(seq) * 960;
+            }
+            t.route_packet(
+                caller_facing,
+                addr("192.0.2.1:4000"),
+                &packet,
+                at(t0, 20 * u64::from(seq) + late),
+            );
+        }
+        let report = t.query(&Request::query("o")).unwrap();
+        // Jitter converges to the 5 ms alternation: only right with the 48 kHz clock.
+        assert_eq!(report.ssrc[0].jitter_ms, 4, "{:?}", report.ssrc[0]);
+        assert!(report.ssrc[0].average_mos.is_some(), "opus is voice");
+    }
+
     #[test]
     fn clear_releases_everything() {
         let mut t = table(30000, 30009);
         let mut b = FakeBinder::default();
         established(&mut t, &mut b, at(Instant::now(), 0));
-        t.clear(&mut b);
+        t.clear(Instant::now(), &mut b);
         assert_eq!(t.sessions(), 0);
         assert!(b.bound.is_empty());
     }
