@@ -62,6 +62,12 @@ fn free_port_range(pairs: u16) -> (u16, u16) {
 
 impl MediaPod {
     fn start(pairs: u16, extra: &[&str]) -> Self {
+        Self::start_with(pairs, &["--rtp-address", "127.0.0.1"], extra, &[])
+    }
+
+    /// Starts a media pod with `address` flags (how it finds its RTP address), `extra` flags
+    /// and `env` variables, and waits until it answers ping.
+    fn start_with(pairs: u16, address: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Self {
         let ng: SocketAddr = (LOCALHOST, free_udp_port()).into();
         let admin: SocketAddr = (LOCALHOST, free_tcp_port()).into();
         let (first_port, last_port) = free_port_range(pairs);
@@ -77,12 +83,12 @@ impl MediaPod {
                 &ng.to_string(),
                 "--admin-listen",
                 &admin.to_string(),
-                "--rtp-address",
-                "127.0.0.1",
                 "--rtp-ports",
                 &format!("{first_port}-{last_port}"),
             ])
+            .args(address)
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -98,6 +104,41 @@ impl MediaPod {
         };
         pod.wait_ready();
         pod
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until `/readyz` answers `status`.
+    fn wait_readiness(&self, status: u16) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.http_get("/readyz").0 != status {
+            assert!(Instant::now() < deadline, "/readyz never answered {status}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn wait_ready(&mut self) {
@@ -630,35 +671,361 @@ fn idle_calls_time_out() {
     assert_eq!(stats.managed_sessions, 1);
 }
 
+/// Sends `count` RTP packets from `from` to the relay port and checks each reaches `to`.
+fn relay_burst(from: &Party, relay_port: u16, to: &Party, ssrc: u32, seqs: &[u16]) {
+    for &seq in seqs {
+        let packet = rtp_packet(seq, ssrc, b"voice");
+        from.rtp.send_to(&packet, relay_addr(relay_port)).unwrap();
+        let (got, _) = receive(&to.rtp);
+        assert_eq!(got, packet);
+    }
+}
+
 #[test]
-fn sigterm_stops_cleanly() {
+fn sigterm_without_calls_stops_at_once() {
     let mut pod = MediaPod::start(10, &[]);
     let (status, body) = pod.http_get("/readyz");
     assert_eq!((status, body.as_str()), (200, "ready\n"));
     assert_eq!(pod.http_get("/livez").0, 200);
+    assert_eq!(pod.metric("tandem_media_draining"), 0.0);
+    pod.signal("TERM");
+    let status = pod.wait_exit(Duration::from_secs(10)).expect("stopped");
+    assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn drain_keeps_calls_in_progress_and_exits_after_the_last_one() {
+    let mut pod = MediaPod::start(20, &["--drain-timeout-seconds", "600"]);
+    let ng = pod.client();
+    let caller = Party::new();
+    let callee = Party::new();
+    let (caller_facing, callee_facing) = establish(&ng, "kept", &caller, &callee);
+    relay_burst(&caller, caller_facing, &callee, 0x1111, &[0, 1, 2]);
+
+    pod.signal("TERM");
+    pod.wait_readiness(503);
+    assert_eq!(pod.metric("tandem_media_draining"), 1.0);
+    assert!(pod.child.try_wait().unwrap().is_none(), "still running");
+
+    // The call in progress keeps relaying, both ways, and answering.
+    relay_burst(&caller, caller_facing, &callee, 0x1111, &[3, 4, 5]);
+    relay_burst(&callee, callee_facing, &caller, 0x2222, &[0, 1, 2]);
+    let query = ng.request(&Request::query("kept"));
+    assert!(query.is_success());
+    let reoffer = ng.request(&Request::offer("kept", "caller-tag", caller.sdp(1)));
+    assert!(reoffer.is_success(), "{:?}", reoffer.error_reason());
+    let stats = tandem_ng::Statistics::from_dictionary(ng.request(&Request::statistics()).body());
+    assert_eq!(stats.sessions_total(), 1);
+
+    // New calls go elsewhere.
+    let refused = ng.request(&Request::offer("new-call", "a", caller.sdp(3)));
+    assert!(refused.is_error());
+    assert_eq!(refused.error_reason(), Some("draining"));
+    assert_eq!(
+        pod.metric("tandem_media_ng_errors_total{reason=\"draining\"}"),
+        1.0
+    );
+    assert_eq!(ng.request(&Request::list()).calls(), vec!["kept"]);
+
+    // The last call ends: the reply arrives, then the process exits cleanly.
+    let delete = ng.request(&Request::delete("kept", None));
+    assert!(delete.is_success());
+    let status = pod
+        .wait_exit(Duration::from_secs(10))
+        .expect("media-pod exits once the last call is gone");
+    assert!(status.success(), "exit status {status}");
+    for port in [caller_facing, caller_facing + 1, callee_facing] {
+        UdpSocket::bind((LOCALHOST, port)).unwrap_or_else(|e| panic!("port {port}: {e}"));
+    }
+    assert!(pod.log().contains("drain complete"));
+}
+
+#[test]
+fn drain_timeout_comes_from_the_gateway_and_ends_the_drain() {
+    let dir = std::env::temp_dir().join(format!("media-pod-drain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("gateway.yaml"),
+        "apiVersion: voice.tandem.dev/v1alpha1\nkind: Gateway\nmetadata:\n  name: edge\n\
+         spec:\n  drainTimeoutSeconds: 1\n  signaling:\n    listeners:\n      - name: udp\n\
+         \x20       transport: UDP\n        port: 5060\n  media:\n    network:\n      mode: Pod\n",
+    )
+    .unwrap();
+    let dir_arg = dir.to_str().unwrap().to_owned();
+    let mut pod = MediaPod::start(10, &["--config-dir", &dir_arg, "--gateway", "edge"]);
+    let caller = Party::new();
+    let callee = Party::new();
+    establish(&pod.client(), "stuck", &caller, &callee);
+    let signalled = Instant::now();
+    pod.signal("TERM");
+    let status = pod
+        .wait_exit(Duration::from_secs(10))
+        .expect("the drain timeout stops the pod");
+    assert!(status.success(), "exit status {status}");
+    assert!(signalled.elapsed() >= Duration::from_millis(900));
+    assert!(pod.log().contains("drain timeout passed"), "{}", pod.log());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_second_signal_stops_the_drain_at_once() {
+    let mut pod = MediaPod::start(10, &[]);
+    let caller = Party::new();
+    let callee = Party::new();
+    establish(&pod.client(), "long", &caller, &callee);
+    pod.signal("TERM");
+    pod.wait_readiness(503);
+    pod.signal("INT");
+    let status = pod.wait_exit(Duration::from_secs(10)).expect("stopped");
+    assert!(status.success(), "exit status {status}");
+    assert!(pod.log().contains("second signal"));
+}
+
+#[test]
+fn stream_quality_is_measured_and_exported() {
+    let pod = MediaPod::start(20, &[]);
+    let ng = pod.client();
+    let caller = Party::new();
+    let callee = Party::new();
+    let (caller_facing, callee_facing) = establish(&ng, "q", &caller, &callee);
+    // The caller's stream loses 10 of 100 packets; the callee's is clean.
+    let lossy: Vec<u16> = (0..100).filter(|s| *s < 2 || s % 10 != 5).collect();
+    relay_burst(&caller, caller_facing, &callee, 0xcafe, &lossy);
+    let clean: Vec<u16> = (0..100).collect();
+    relay_burst(&callee, callee_facing, &caller, 0xbeef, &clean);
+
+    let report = CallReport::from_dictionary(ng.request(&Request::query("q")).body()).unwrap();
+    let lossy_source = report.ssrc.iter().find(|s| s.ssrc == 0xcafe).unwrap();
+    assert_eq!(lossy_source.cumulative_loss, 10);
+    assert_eq!(lossy_source.packets, 90);
+    let average = lossy_source.average_mos.unwrap();
+    assert_eq!(average.packet_loss_percent, 10);
+    assert!(average.mos_x10 <= 36, "{average:?}");
+    let clean_source = report.ssrc.iter().find(|s| s.ssrc == 0xbeef).unwrap();
+    assert_eq!(clean_source.cumulative_loss, 0);
+    assert!(clean_source.average_mos.unwrap().mos_x10 >= 43);
+    let caller_tag = report.tags.iter().find(|t| t.tag == "caller-tag").unwrap();
+    assert_eq!(caller_tag.medias[0].streams[0].ssrc, Some(0xcafe));
+
+    // Nothing is observed before the streams end (they are younger than 10 s).
+    assert_eq!(pod.metric("tandem_media_stream_mos_count"), 0.0);
+    assert!(ng.request(&Request::delete("q", None)).is_success());
+    assert_eq!(pod.metric("tandem_media_stream_mos_count"), 2.0);
+    assert_eq!(
+        pod.metric("tandem_media_stream_packets_lost_ratio_count"),
+        2.0
+    );
+    assert_eq!(pod.metric("tandem_media_stream_jitter_seconds_count"), 2.0);
+    assert_eq!(
+        pod.metric("tandem_media_stream_packets_lost_ratio_bucket{le=\"0.0005\"}"),
+        1.0
+    );
+    assert_eq!(
+        pod.metric("tandem_media_stream_packets_lost_ratio_bucket{le=\"0.2\"}"),
+        2.0
+    );
+    assert_eq!(
+        pod.metric("tandem_media_stream_mos_bucket{le=\"3.0\"}"),
+        0.0
+    );
+    assert_eq!(
+        pod.metric("tandem_media_stream_mos_bucket{le=\"3.5\"}"),
+        1.0
+    );
+    assert_eq!(
+        pod.metric("tandem_media_stream_mos_bucket{le=\"4.4\"}"),
+        1.0
+    );
+    assert_eq!(
+        pod.metric("tandem_media_stream_mos_bucket{le=\"4.5\"}"),
+        2.0
+    );
+
+    // The other contract series.
+    assert_eq!(pod.metric("tandem_media_ports_capacity"), 40.0);
+    assert_eq!(
+        pod.metric("tandem_media_transcoded_packets_total{from=\"pcmu\",to=\"pcma\"}"),
+        0.0
+    );
+    assert_eq!(
+        pod.metric(&format!(
+            "tandem_build_info{{component=\"media-pod\",version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        1.0
+    );
+}
+
+#[test]
+fn statistics_report_current_sessions_for_load_balancing() {
+    let pod = MediaPod::start(20, &[]);
+    let ng = pod.client();
+    let caller = Party::new();
+    for i in 0..3 {
+        ng.negotiate(&Request::offer(format!("load-{i}"), "a", caller.sdp(i)));
+    }
+    let reply = ng.request(&Request::statistics());
+    let current = reply
+        .get("statistics")
+        .and_then(|s| s.get("currentstatistics"))
+        .expect("currentstatistics");
+    assert_eq!(
+        current.get("sessionsown").and_then(|v| v.as_integer()),
+        Some(3)
+    );
+    assert_eq!(
+        current.get("sessionstotal").and_then(|v| v.as_integer()),
+        Some(3)
+    );
+    ng.request(&Request::delete("load-0", None));
+    let stats = tandem_ng::Statistics::from_dictionary(ng.request(&Request::statistics()).body());
+    assert_eq!(stats.sessions_total(), 2);
+}
+
+/// A Multus network-status file: the cluster network, the media attachment (on loopback, so
+/// the test can bind it) and another SR-IOV attachment that must not be chosen.
+fn network_status_file(name: &str, content: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "media-pod-network-status-{}-{name}",
+        std::process::id()
+    ));
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+const NETWORK_STATUS: &str = r#"[{
+    "name": "k8s-pod-network", "interface": "eth0", "ips": ["192.0.2.10"],
+    "mac": "0a:58:c0:00:02:0a", "default": true, "dns": {}
+},{
+    "name": "voice/sriov-signalling", "interface": "net1", "ips": ["192.0.2.20"],
+    "mac": "6e:1c:52:3a:0f:20", "dns": {}
+},{
+    "name": "voice/sriov-media", "interface": "net2", "ips": ["2001:db8::7", "127.0.0.1"],
+    "mac": "6e:1c:52:3a:0f:21", "dns": {}
+}]"#;
+
+#[test]
+fn sriov_media_address_comes_from_the_network_status() {
+    let file = network_status_file("ok", NETWORK_STATUS);
+    let file_arg = file.to_str().unwrap();
+    // POD_IP is the cluster address: if the network status were ignored, binding it would
+    // fail and the pod would not start.
+    let pod = MediaPod::start_with(
+        10,
+        &[],
+        &[],
+        &[
+            ("POD_IP", "192.0.2.10"),
+            ("TANDEM_NETWORK_STATUS_FILE", file_arg),
+            ("TANDEM_NETWORK_NAME", "voice/sriov-media"),
+        ],
+    );
+    let ng = pod.client();
+    let caller = Party::new();
+    let callee = Party::new();
+    let (caller_facing, callee_facing) = establish(&ng, "sriov", &caller, &callee);
+    let packet = rtp_packet(1, 5, b"over the VF");
+    caller
+        .rtp
+        .send_to(&packet, relay_addr(caller_facing))
+        .unwrap();
+    let (got, from) = receive(&callee.rtp);
+    assert_eq!(got, packet);
+    assert_eq!(from, relay_addr(callee_facing));
+    assert!(
+        pod.log().contains("media address from the network status"),
+        "{}",
+        pod.log()
+    );
+    std::fs::remove_file(&file).unwrap();
+}
+
+#[test]
+fn sriov_waits_for_the_annotation_to_arrive() {
+    // The kubelet may write the downward-API file before Multus has annotated the pod.
+    let file = network_status_file("late", "");
+    let writer = {
+        let file = file.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            std::fs::write(&file, NETWORK_STATUS).unwrap();
+        })
+    };
+    let pod = MediaPod::start_with(
+        10,
+        &[],
+        &[],
+        &[
+            ("TANDEM_NETWORK_STATUS_FILE", file.to_str().unwrap()),
+            ("TANDEM_NETWORK_NAME", "sriov-media"),
+        ],
+    );
+    writer.join().unwrap();
     let caller = Party::new();
     let offer = pod
         .client()
-        .negotiate(&Request::offer("live", "a", caller.sdp(1)));
-    let relay_rtp = relay_port(&offer);
-    let kill = Command::new("kill")
-        .args(["-TERM", &pod.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = pod.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "media-pod did not stop");
-        std::thread::sleep(Duration::from_millis(50));
+        .negotiate(&Request::offer("late", "a", caller.sdp(1)));
+    assert!(pod.in_range(relay_port(&offer)));
+    assert!(pod.log().contains("waiting for the network status"));
+    std::fs::remove_file(&file).unwrap();
+}
+
+#[test]
+fn sriov_misconfiguration_fails_with_a_clear_message() {
+    let run = |env: &[(&str, &str)]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_media-pod"))
+            .args([
+                "--ng-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--rtp-ports",
+                "40000-40009",
+            ])
+            .env("TANDEM_NETWORK_STATUS_WAIT_SECONDS", "1")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
     };
-    assert!(status.success(), "exit status {status}");
-    // Its media ports are closed: they can be bound again.
-    for port in [relay_rtp, relay_rtp + 1] {
-        UdpSocket::bind((LOCALHOST, port)).unwrap_or_else(|e| panic!("port {port}: {e}"));
+    let good = network_status_file("names", NETWORK_STATUS);
+    let stderr = run(&[
+        ("TANDEM_NETWORK_STATUS_FILE", good.to_str().unwrap()),
+        ("TANDEM_NETWORK_NAME", "voice/sriov-typo"),
+    ]);
+    assert!(
+        stderr.contains("no network named \"voice/sriov-typo\""),
+        "{stderr}"
+    );
+    for name in [
+        "k8s-pod-network",
+        "voice/sriov-signalling",
+        "voice/sriov-media",
+    ] {
+        assert!(stderr.contains(name), "{stderr}");
     }
+    let stderr = run(&[
+        (
+            "TANDEM_NETWORK_STATUS_FILE",
+            "/nonexistent/podinfo/network-status",
+        ),
+        ("TANDEM_NETWORK_NAME", "voice/sriov-media"),
+    ]);
+    assert!(
+        stderr.contains("cannot read the network status file /nonexistent/podinfo/network-status"),
+        "{stderr}"
+    );
+    let garbage = network_status_file("garbage", "{not json");
+    let stderr = run(&[
+        ("TANDEM_NETWORK_STATUS_FILE", garbage.to_str().unwrap()),
+        ("TANDEM_NETWORK_NAME", "voice/sriov-media"),
+    ]);
+    assert!(stderr.contains("not a JSON list of networks"), "{stderr}");
+    let stderr = run(&[("TANDEM_NETWORK_NAME", "voice/sriov-media")]);
+    assert!(stderr.contains("TANDEM_NETWORK_STATUS_FILE"), "{stderr}");
+    std::fs::remove_file(&good).unwrap();
+    std::fs::remove_file(&garbage).unwrap();
 }
 
 #[test]
