@@ -5,7 +5,7 @@ PROFILE ?= release
 BIN_DIR := target/$(if $(filter release,$(PROFILE)),release,debug)
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 
-.PHONY: help run build build-local test test-unit test-e2e lint fmt crds deps load clean
+.PHONY: help run build build-local test test-unit test-e2e test-chart lint fmt crds chart-crds deps load clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -22,7 +22,7 @@ run: build-local ## Start the local platform in the foreground from examples/loc
 deps: ## Install the real peers the tests use, when missing (SIPp)
 	scripts/install-test-deps
 
-test: deps lint test-unit test-e2e ## Run every test: lint, unit and integration, end-to-end with SIPp
+test: deps lint test-unit test-e2e test-chart ## Run every test: lint, unit, integration, end-to-end (SIPp), chart and Prometheus
 
 test-unit: ## Unit and integration tests of every crate
 	$(CARGO) test --workspace --exclude tandem-e2e
@@ -30,6 +30,10 @@ test-unit: ## Unit and integration tests of every crate
 test-e2e: ## End-to-end tests: the local platform against real SIPp peers (serial: contract ports)
 	$(CARGO) build --workspace --bins
 	TANDEM_BIN_DIR=target/debug $(CARGO) test -p tandem-e2e -- --test-threads=1
+
+test-chart: ## Helm chart, dashboards, alerts; a real Prometheus against the local platform (contract ports)
+	$(CARGO) build --workspace --bins
+	charts/tests/run
 
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check
@@ -41,8 +45,12 @@ fmt: ## Format the code
 load: deps ## Place CALLS calls at RATE per second through a running `make run` (SIPp)
 	scripts/sipp-load $(or $(CALLS),1000) $(or $(RATE),100)
 
-crds: ## Regenerate crds/*.yaml from the Rust types
+crds: ## Regenerate crds/*.yaml (and the chart's copy) from the Rust types
 	$(CARGO) run -q -p tandem-api --bin crdgen -- crds
+	$(MAKE) chart-crds
+
+chart-crds: ## Copy crds/*.yaml into the Helm chart
+	cp crds/*.yaml charts/tandem/crds/
 
 clean: ## Remove build output
 	$(CARGO) clean

@@ -53,10 +53,8 @@ impl Telemetry {
 
     /// Exports what is buffered and stops the exporter.
     pub fn shutdown(self) {
-        if let Some(provider) = self.provider {
-            if let Err(e) = provider.shutdown() {
-                tracing::warn!(error = %e, "trace exporter shutdown failed");
-            }
+        if let Some(Err(e)) = self.provider.map(|p| p.shutdown()) {
+            tracing::warn!(error = %e, "trace exporter shutdown failed");
         }
     }
 }

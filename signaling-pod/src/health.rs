@@ -91,17 +91,24 @@ impl TrunkHealth {
 }
 
 /// Probes every peer of every trunk whose health check is enabled, at its interval, for as long
-/// as the process runs.
+/// as the process runs; on each configuration change it also creates the trunks' metric series.
 pub async fn run_prober(
     ctx: Arc<CallContext>,
     config: watch::Receiver<Arc<GatewayConfig>>,
     health: Arc<TrunkHealth>,
 ) {
     let mut due: HashMap<(String, String), Instant> = HashMap::new();
+    let mut declared: Option<Arc<GatewayConfig>> = None;
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     loop {
         ticker.tick().await;
         let snapshot = Arc::clone(&config.borrow());
+        if !declared.as_ref().is_some_and(|d| Arc::ptr_eq(d, &snapshot)) {
+            for trunk in &snapshot.trunks {
+                ctx.metrics.declare_trunk(trunk.name());
+            }
+            declared = Some(Arc::clone(&snapshot));
+        }
         let now = Instant::now();
         for trunk in &snapshot.trunks {
             let check = trunk.spec.health_check.clone();

@@ -73,8 +73,10 @@ struct Args {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    logging::init("signaling-pod", args.log_format);
-    if let Err(e) = run(args).await {
+    let telemetry = logging::init("signaling-pod", args.log_format);
+    let result = run(args).await;
+    telemetry.shutdown();
+    if let Err(e) = result {
         tracing::error!("{e:#}");
         std::process::exit(1);
     }

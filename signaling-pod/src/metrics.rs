@@ -151,6 +151,15 @@ pub enum Admission {
     Limit,
 }
 
+impl Admission {
+    fn label(self) -> &'static str {
+        match self {
+            Admission::Draining => "draining",
+            Admission::Limit => "limit",
+        }
+    }
+}
+
 /// The `code_class` label of a failed attempt: `4xx`, `5xx`, `6xx`, or `timeout` for 408 and
 /// silence.
 pub fn code_class(code: u16) -> &'static str {
@@ -220,6 +229,13 @@ impl Metrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
+        // Series that only move on rare events exist from the start, so dashboards and alerts
+        // see 0 rather than nothing.
+        for reason in [Admission::Draining, Admission::Limit] {
+            let _ = metrics.admission_rejections.get_or_create(&ReasonLabels {
+                reason: reason.label(),
+            });
+        }
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -417,13 +433,28 @@ impl Metrics {
 
     /// Counts a new call refused before routing.
     pub fn count_admission_rejection(&self, reason: Admission) {
-        let reason = match reason {
-            Admission::Draining => "draining",
-            Admission::Limit => "limit",
-        };
         self.admission_rejections
-            .get_or_create(&ReasonLabels { reason })
+            .get_or_create(&ReasonLabels {
+                reason: reason.label(),
+            })
             .inc();
+    }
+
+    /// Creates every per-trunk series of `trunk` at zero (on configuration load).
+    pub fn declare_trunk(&self, trunk: &str) {
+        for direction in [TrunkDirection::Inbound, TrunkDirection::Outbound] {
+            let labels = Self::trunk(trunk, direction);
+            let _ = self.trunk_attempts.get_or_create(&labels);
+            let _ = self.trunk_answers.get_or_create(&labels);
+            let _ = self.trunk_calls_active.get_or_create(&labels);
+            for code_class in ["4xx", "5xx", "6xx", "timeout"] {
+                let _ = self.trunk_failures.get_or_create(&TrunkFailureLabels {
+                    trunk: trunk.to_owned(),
+                    direction,
+                    code_class,
+                });
+            }
+        }
     }
 
     /// Marks the pod draining.
