@@ -40,6 +40,16 @@ pub const DEBOUNCE: Duration = Duration::from_millis(200);
 /// How often a pod still waiting for its first lists says so.
 const SYNC_REMINDER: Duration = Duration::from_secs(10);
 
+/// A client of the cluster the process runs in (its service account), or of the current
+/// `KUBECONFIG` context outside a cluster.
+pub async fn client() -> anyhow::Result<Client> {
+    Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot set up a Kubernetes client (in-cluster service account or KUBECONFIG): {e}"
+        )
+    })
+}
+
 /// Loads Gateway `gateway` of `namespace` with its Trunks and RoutePlans from the API server
 /// (failing when, once every kind is listed, the set is invalid or the Gateway is missing), then
 /// follows the watches and publishes each new valid version. The task ends when every receiver
