@@ -4,6 +4,15 @@ use std::io::{self, Write};
 
 use anyhow::Context;
 
+/// Writes `text` to standard output. A reader that goes away early is not an error.
+pub fn write_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        result => result.context("writing to standard output"),
+    }
+}
+
 /// Writes all CRDs to `out`. A reader that goes away early (`operator crds | head`) is not an
 /// error.
 pub fn print_crds(out: &mut impl Write) -> anyhow::Result<()> {

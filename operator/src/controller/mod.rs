@@ -1,0 +1,11 @@
+//! The controllers and how they run together: the Gateway, Trunk and RoutePlan controllers,
+//! the trunk report poller, their shared [`context::Context`], per-object retry backoff and
+//! reconcile metrics.
+
+pub mod context;
+pub mod error;
+pub mod gateway;
+pub mod routeplan;
+pub mod run;
+pub mod trunk;
+pub mod verdict;
