@@ -8,6 +8,7 @@ mod call;
 mod dispatcher;
 mod health;
 mod media;
+mod media_pool;
 mod metrics;
 mod routing;
 mod transport;
@@ -22,14 +23,14 @@ use prometheus_client::registry::Registry;
 use tandem_api::gateway::ListenerTransport;
 use tandem_runtime::admin::{self, Health};
 use tandem_runtime::logging::{self, LogFormat};
-use tandem_runtime::{config_dir, shutdown};
+use tandem_runtime::{config_dir, kube_source, shutdown};
 use tandem_sip::transaction::TimerConfig;
 
 use crate::call::CallContext;
 use crate::call::leg::LocalAddress;
 use crate::dispatcher::{CallRegistry, Dispatcher};
 use crate::health::TrunkHealth;
-use crate::media::MediaClient;
+use crate::media_pool::MediaPool;
 use crate::metrics::Metrics;
 use crate::transport::Transports;
 
@@ -37,9 +38,21 @@ use crate::transport::Transports;
 #[derive(Debug, Parser)]
 #[command(version, about = "Tandem signaling pod: the SIP B2BUA/SBC")]
 struct Args {
+    /// Where the Gateway, Trunks and RoutePlans come from: a directory of YAML files, or the
+    /// Kubernetes API (a watch in --namespace).
+    #[arg(
+        long,
+        env = "TANDEM_CONFIG_SOURCE",
+        value_enum,
+        default_value = "directory"
+    )]
+    config_source: ConfigSource,
     /// Directory of Gateway, Trunk and RoutePlan YAML files (reloaded on change).
     #[arg(long, env = "TANDEM_CONFIG_DIR")]
-    config_dir: PathBuf,
+    config_dir: Option<PathBuf>,
+    /// The namespace of the Gateway and its Trunks and RoutePlans (Kubernetes source).
+    #[arg(long, env = "TANDEM_NAMESPACE", default_value = "default")]
+    namespace: String,
     /// The Gateway this pod serves.
     #[arg(long, env = "TANDEM_GATEWAY")]
     gateway: String,
@@ -50,9 +63,15 @@ struct Args {
     /// else the bind address.
     #[arg(long, env = "TANDEM_ADVERTISE_ADDRESS")]
     advertise_address: Option<String>,
-    /// The media pod's ng control address.
+    /// The media pod's ng control address, when there is one media pod.
     #[arg(long, env = "TANDEM_MEDIA_NG", default_value = "127.0.0.1:2223")]
     media_ng: SocketAddr,
+    /// A DNS name resolving to every media pod (a headless Service); overrides --media-ng.
+    #[arg(long, env = "TANDEM_MEDIA_SERVICE")]
+    media_service: Option<String>,
+    /// The media pods' ng port, with --media-service.
+    #[arg(long, env = "TANDEM_MEDIA_NG_PORT", default_value_t = 2223)]
+    media_ng_port: u16,
     /// Admin HTTP address (/metrics, /livez, /readyz).
     #[arg(long, env = "TANDEM_ADMIN_LISTEN", default_value = "0.0.0.0:9101")]
     admin_listen: SocketAddr,
@@ -70,6 +89,15 @@ struct Args {
     log_format: LogFormat,
 }
 
+/// Where the configuration comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ConfigSource {
+    /// A directory of YAML files (the local platform).
+    Directory,
+    /// The Kubernetes API.
+    Kubernetes,
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -83,11 +111,28 @@ async fn main() {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let (config, _watcher) = config_dir::watch_gateway(
-        args.config_dir.clone(),
-        args.gateway.clone(),
-        Duration::from_millis(args.config_poll_ms),
-    )?;
+    let (config, _watcher) = match args.config_source {
+        ConfigSource::Directory => {
+            let Some(dir) = args.config_dir.clone() else {
+                anyhow::bail!(
+                    "--config-dir (TANDEM_CONFIG_DIR) is required with the directory source"
+                );
+            };
+            config_dir::watch_gateway(
+                dir,
+                args.gateway.clone(),
+                Duration::from_millis(args.config_poll_ms),
+            )?
+        }
+        ConfigSource::Kubernetes => {
+            kube_source::watch_gateway(
+                kube_source::client().await?,
+                args.namespace.clone(),
+                args.gateway.clone(),
+            )
+            .await?
+        }
+    };
     let (udp_port, tcp_port, advertised, drain_timeout) = {
         let gateway = &config.borrow().gateway;
         let port_of = |transport: ListenerTransport| {
@@ -128,7 +173,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         metrics.clone(),
     )
     .await?;
-    let media = MediaClient::connect(args.media_ng, metrics.clone()).await?;
+    let media = match args.media_service.clone() {
+        Some(service) => MediaPool::discover(service, args.media_ng_port, metrics.clone()).await?,
+        None => MediaPool::fixed(args.media_ng, metrics.clone()).await?,
+    };
     let ctx_metrics = metrics.clone();
     let ctx = Arc::new(CallContext {
         transports: Arc::clone(&transports),

@@ -53,6 +53,14 @@ pub struct MediaClient {
     pending: Arc<Pending>,
     next_cookie: AtomicU64,
     metrics: Metrics,
+    /// The reply reader, stopped when the client goes (a media pod left the pool).
+    reader: tokio::task::AbortHandle,
+}
+
+impl Drop for MediaClient {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 impl MediaClient {
@@ -67,13 +75,15 @@ impl MediaClient {
         let socket = Arc::new(UdpSocket::bind(local).await?);
         socket.connect(server).await?;
         let pending: Arc<Pending> = Arc::default();
-        tokio::spawn(read_replies(Arc::clone(&socket), Arc::clone(&pending)));
+        let reader =
+            tokio::spawn(read_replies(Arc::clone(&socket), Arc::clone(&pending))).abort_handle();
         Ok(Arc::new(Self {
             socket,
             server,
             pending,
             next_cookie: AtomicU64::new(1),
             metrics,
+            reader,
         }))
     }
 

@@ -24,6 +24,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::dispatcher::CallRegistry;
 use crate::media::MediaClient;
+use crate::media_pool::MediaPool;
 use crate::metrics::{Admission, Metrics, Outcome, TrunkDirection};
 use crate::routing::{self, Decision, Target};
 use crate::transport::{Flow, Transports, resolve};
@@ -41,7 +42,7 @@ pub enum CallEvent {
 #[derive(Debug)]
 pub struct CallContext {
     pub transports: Arc<Transports>,
-    pub media: Arc<MediaClient>,
+    pub media: Arc<MediaPool>,
     pub metrics: Metrics,
     pub calls: Arc<CallRegistry>,
     pub local: LocalAddress,
@@ -155,7 +156,8 @@ pub struct Call {
     targets: VecDeque<Target>,
     /// The last failure of a carrier attempt, relayed when no target is left.
     last_failure: Option<(u16, Bytes)>,
-    media_anchored: bool,
+    /// The media pod anchoring this call, once the offer succeeded.
+    media: Option<Arc<MediaClient>>,
     cancel_pending: bool,
     /// When the caller's INVITE arrived.
     started: Instant,
@@ -281,7 +283,7 @@ impl Call {
             calling: String::new(),
             targets: VecDeque::new(),
             last_failure: None,
-            media_anchored: false,
+            media: None,
             cancel_pending: false,
             started: now,
             inbound: None,
@@ -433,8 +435,8 @@ impl Call {
                 .offer(text(&self.a.call_id), text(&from_tag), &sdp)
                 .await
             {
-                Ok(rewritten) => {
-                    self.media_anchored = true;
+                Ok((media, rewritten)) => {
+                    self.media = Some(media);
                     self.a_invite.body = rewritten;
                 }
                 Err(e) => {
@@ -883,9 +885,8 @@ impl Call {
             .ok()
             .and_then(|t| t.tag().map(Bytes::copy_from_slice))
             .unwrap_or_default();
-        match self
-            .ctx
-            .media
+        let media = self.media.clone()?;
+        match media
             .answer(
                 text(&self.a.call_id),
                 text(&from_tag),
@@ -917,8 +918,8 @@ impl Call {
     }
 
     async fn release_media(&mut self) {
-        if std::mem::take(&mut self.media_anchored)
-            && let Err(e) = self.ctx.media.delete(text(&self.a.call_id)).await
+        if let Some(media) = self.media.take()
+            && let Err(e) = media.delete(text(&self.a.call_id)).await
         {
             tracing::warn!(error = %e, "media delete failed");
         }
