@@ -28,8 +28,8 @@ use clap::Parser;
 use prometheus_client::registry::Registry;
 use tandem_runtime::admin::{self, Health};
 use tandem_runtime::logging;
+use tandem_runtime::shutdown::{Signal, Signals};
 use tokio::net::UdpSocket;
-use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::config::{Config, MediaAddress};
@@ -56,7 +56,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut signals = Signals::install().context("cannot listen for shutdown signals")?;
     let rtp_address = tokio::select! {
         address = resolve_media_address(&config) => address?,
-        signal = signals.next() => {
+        signal = signals.first() => {
             tracing::info!(%signal, "stopped before serving");
             return Ok(());
         }
@@ -114,7 +114,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     health.set_ready(true);
 
     let mut admin_result = tokio::select! {
-        signal = signals.next() => {
+        signal = signals.first() => {
             drain_calls(&mut signals, &mut sessions, &mut admin, &DrainHandles {
                 signal,
                 health: &health,
@@ -154,7 +154,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
 /// What the drain acts on.
 struct DrainHandles<'a> {
-    signal: &'static str,
+    signal: Signal,
     health: &'a Health,
     metrics: &'a Metrics,
     drain: &'a watch::Sender<bool>,
@@ -180,7 +180,7 @@ async fn drain_calls(
     // agrees with the table whenever the server is between requests.
     let calls = relay::lock_table(handles.table).sessions();
     tracing::info!(
-        signal = handles.signal,
+        signal = %handles.signal,
         calls,
         timeout_seconds = handles.timeout.as_secs(),
         "draining: refusing new calls, relaying calls in progress until they end"
@@ -197,35 +197,11 @@ async fn drain_calls(
             );
             None
         }
-        signal = signals.next() => {
+        signal = signals.again() => {
             tracing::warn!(%signal, "second signal: stopping now");
             None
         }
         result = admin => Some(result),
-    }
-}
-
-/// SIGTERM and SIGINT, installed once.
-struct Signals {
-    terminate: Signal,
-    interrupt: Signal,
-}
-
-impl Signals {
-    fn install() -> std::io::Result<Self> {
-        Ok(Self {
-            terminate: signal(SignalKind::terminate())?,
-            interrupt: signal(SignalKind::interrupt())?,
-        })
-    }
-
-    /// The next signal's name.
-    async fn next(&mut self) -> &'static str {
-        tokio::select! {
-            Some(()) = self.terminate.recv() => "SIGTERM",
-            Some(()) = self.interrupt.recv() => "SIGINT",
-            else => std::future::pending().await,
-        }
     }
 }
 

@@ -603,7 +603,7 @@ impl SessionTable {
         );
         self.by_call_id.insert(call_id.to_owned(), key);
         self.totals.created += 1;
-        tracing::info!(call_id, "call created");
+        tracing::debug!(call_id, "call created");
         key
     }
 
@@ -654,7 +654,7 @@ impl SessionTable {
         let report = call.report(None);
         self.remove_call(key, now, binder);
         self.totals.deleted += 1;
-        tracing::info!(call_id, "call deleted");
+        tracing::debug!(call_id, "call deleted");
         Ok(report)
     }
 

@@ -775,6 +775,16 @@ fn a_second_signal_stops_the_drain_at_once() {
     establish(&pod.client(), "long", &caller, &callee);
     pod.signal("TERM");
     pod.wait_readiness(503);
+    // A repeat right after the first is an echo of it (a launcher forwarding the terminal's
+    // Ctrl-C): the drain goes on.
+    pod.signal("INT");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        pod.wait_exit(Duration::from_millis(100)).is_none(),
+        "an echo stopped the drain"
+    );
+    // A signal after the echo window stops at once.
+    std::thread::sleep(tandem_runtime::shutdown::ECHO_WINDOW);
     pod.signal("INT");
     let status = pod.wait_exit(Duration::from_secs(10)).expect("stopped");
     assert!(status.success(), "exit status {status}");

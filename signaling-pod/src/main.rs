@@ -23,7 +23,8 @@ use prometheus_client::registry::Registry;
 use tandem_api::gateway::ListenerTransport;
 use tandem_runtime::admin::{self, Health};
 use tandem_runtime::logging::{self, LogFormat};
-use tandem_runtime::{config_dir, kube_source, shutdown};
+use tandem_runtime::shutdown::Signals;
+use tandem_runtime::{config_dir, kube_source};
 use tandem_sip::transaction::TimerConfig;
 
 use crate::call::CallContext;
@@ -111,6 +112,8 @@ async fn main() {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    // Installed first, so that no signal during start-up is lost.
+    let mut signals = Signals::install()?;
     let (config, _watcher) = match args.config_source {
         ConfigSource::Directory => {
             let Some(dir) = args.config_dir.clone() else {
@@ -223,10 +226,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
 
     tokio::select! {
-        signal = shutdown::signal() => tracing::info!(signal = %signal?, "draining"),
+        signal = signals.first() => tracing::info!(%signal, "draining"),
         result = &mut admin => return result?,
     }
-    let first_signal = std::time::Instant::now();
     // Drain: not ready, new calls refused with 503, calls in progress go on until they end or
     // the Gateway's drain timeout passes. A second signal stops at once.
     health.set_ready(false);
@@ -242,8 +244,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         _ = tokio::time::sleep(drain_timeout) => {
             tracing::warn!(calls = ctx_metrics.calls_active().get(), "drain timeout passed with calls in progress");
         }
-        signal = shutdown::second_signal(first_signal) => {
-            tracing::warn!(signal = %signal?, "stopping without waiting for calls");
+        signal = signals.again() => {
+            tracing::warn!(%signal, "stopping without waiting for calls");
         }
     }
     let _ = stop_admin.send(());
