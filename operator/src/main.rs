@@ -131,7 +131,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Run(args) => {
-            logging::init("operator", args.log_format);
+            let telemetry = logging::init("operator", args.log_format);
             let options = process::Options {
                 settings: args.dataplane.settings(),
                 admin_listen: args.admin_listen,
@@ -147,13 +147,17 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(process::run(options)) {
+            let code = match runtime.block_on(process::run(options)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!("{error:#}");
                     ExitCode::FAILURE
                 }
-            }
+            };
+            // Outside the runtime: the exporter flushes with blocking I/O.
+            drop(runtime);
+            telemetry.shutdown();
+            code
         }
     }
 }

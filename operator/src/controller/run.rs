@@ -20,6 +20,7 @@ use kube::{Client, Resource, ResourceExt};
 use tandem_api::{Gateway, RoutePlan, Trunk};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::context::{Context, object_key};
 use super::error::Error;
@@ -66,8 +67,15 @@ where
         object.meta().namespace.as_deref(),
         object.meta().name.as_deref(),
     );
+    // One span per reconcile, exported by OTLP when the process is configured for it.
+    let span = tracing::info_span!(
+        "reconcile",
+        kind,
+        namespace = object.meta().namespace.as_deref().unwrap_or_default(),
+        name = object.meta().name.as_deref().unwrap_or_default(),
+    );
     let started = Instant::now();
-    let result = reconcile(object, Arc::clone(&ctx)).await;
+    let result = reconcile(object, Arc::clone(&ctx)).instrument(span).await;
     ctx.metrics.reconciled(
         kind,
         result.as_ref().err().map(Error::metric_reason),
