@@ -186,6 +186,15 @@ mod tests {
     }
 
     #[test]
+    fn probe_times_with_fractional_seconds_parse() {
+        // The signaling pods print jiff timestamps, with nanoseconds.
+        let r = report(
+            r#"{"trunks":[{"namespace":"ns","name":"t","activeCalls":0,"peers":[{"host":"h","port":5060,"reachable":false,"lastProbeTime":"2026-11-25T17:00:00.123456789Z"}]}]}"#,
+        );
+        assert!(r.trunks[0].peers[0].last_probe_time.is_some());
+    }
+
+    #[test]
     fn calls_sum_and_reachability_ors_across_pods() {
         let a = report(
             r#"{"trunks":[
