@@ -107,6 +107,16 @@ pub enum Leadership {
     Following,
 }
 
+/// The state after a failed round: a leader keeps leading while the Lease it last wrote is
+/// surely still valid; a replica that never reached the API stays `Unknown` (not ready).
+pub fn after_error(current: Leadership, since_renewal: Option<Duration>) -> Leadership {
+    match since_renewal {
+        Some(elapsed) if elapsed < RENEW_DEADLINE => Leadership::Leading,
+        _ if current == Leadership::Unknown => Leadership::Unknown,
+        _ => Leadership::Following,
+    }
+}
+
 /// Takes part in the election for one Lease.
 #[derive(Clone)]
 pub struct LeaderElector {
@@ -222,25 +232,19 @@ impl LeaderElector {
                 _ = ticks.tick() => {}
                 () = &mut stop => break,
             }
-            let leading = match self.try_lead().await {
+            let next = match self.try_lead().await {
                 Ok(true) => {
                     last_renewal = Some(Instant::now());
-                    true
+                    Leadership::Leading
                 }
                 Ok(false) => {
                     last_renewal = None;
-                    false
+                    Leadership::Following
                 }
                 Err(error) => {
                     tracing::warn!(%error, "cannot read or write the leader lease");
-                    // Keep leading while the Lease we last wrote is surely still valid.
-                    last_renewal.is_some_and(|at| at.elapsed() < RENEW_DEADLINE)
+                    after_error(*state.borrow(), last_renewal.map(|at| at.elapsed()))
                 }
-            };
-            let next = if leading {
-                Leadership::Leading
-            } else {
-                Leadership::Following
             };
             state.send_if_modified(|current| {
                 let changed = *current != next;
@@ -295,6 +299,22 @@ mod tests {
         let mut released = held("b", 90);
         released.holder_identity = None;
         assert_eq!(decide(Some(&released), "a", at(91)), Decision::Acquire);
+    }
+
+    #[test]
+    fn failed_rounds() {
+        let soon = Some(Duration::from_secs(3));
+        let late = Some(Duration::from_secs(11));
+        assert_eq!(after_error(Leadership::Leading, soon), Leadership::Leading);
+        assert_eq!(
+            after_error(Leadership::Leading, late),
+            Leadership::Following
+        );
+        assert_eq!(
+            after_error(Leadership::Following, None),
+            Leadership::Following
+        );
+        assert_eq!(after_error(Leadership::Unknown, None), Leadership::Unknown);
     }
 
     #[test]

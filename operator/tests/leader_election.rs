@@ -123,3 +123,54 @@ async fn the_holder_releases_and_others_leave_the_lease_alone() {
     elector(client).release().await.unwrap();
     assert_eq!(mock.finish().await.len(), 1, "only the read");
 }
+
+#[tokio::test]
+async fn the_election_loop_leads_then_releases_on_stop() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tandem_operator::leader::Leadership;
+    use tokio::sync::watch;
+
+    let reads = Arc::new(AtomicUsize::new(0));
+    let mine = lease("operator-a", jiff::Timestamp::now());
+    let (client, mock) = mock_client({
+        let reads = Arc::clone(&reads);
+        move |r: &Recorded| match r.method.as_str() {
+            // No Lease at first; ours on the read before the release.
+            "GET" if reads.fetch_add(1, Ordering::SeqCst) == 0 => Reply::Error(404),
+            "GET" => Reply::Json(mine.clone()),
+            _ => Reply::Json(r.body.clone().unwrap()),
+        }
+    });
+    let (state, observed) = watch::channel(Leadership::Unknown);
+    let mut leading = observed.clone();
+    let stop = async move {
+        let _ = leading.wait_for(|s| *s == Leadership::Leading).await;
+    };
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        elector(client).run(state, stop),
+    )
+    .await
+    .expect("the loop stops");
+    assert_eq!(*observed.borrow(), Leadership::Leading);
+    let requests = mock.finish().await;
+    let calls: Vec<(&str, &str)> = requests
+        .iter()
+        .map(|r| (r.method.as_str(), r.path.as_str()))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            ("GET", LEASE),
+            (
+                "POST",
+                "/apis/coordination.k8s.io/v1/namespaces/tandem-system/leases"
+            ),
+            ("GET", LEASE),
+            ("PUT", LEASE),
+        ],
+        "created, then released on stop"
+    );
+}
