@@ -415,10 +415,8 @@ mod tests {
         .await;
         // A port nobody listens on: the pod is skipped, the others still count.
         let silent = {
-            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            let addr = socket.local_addr().unwrap();
-            drop(socket);
-            addr
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
         };
         let targets = PodTargets {
             signaling: vec![a, b, silent],
