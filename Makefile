@@ -5,7 +5,7 @@ PROFILE ?= release
 BIN_DIR := target/$(if $(filter release,$(PROFILE)),release,debug)
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 
-.PHONY: help run build build-local test test-unit test-e2e test-chart lint fmt crds chart-crds deps load clean
+.PHONY: help run build build-local test test-unit test-e2e test-chart e2e lint fmt crds chart-crds deps load clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ test-e2e: ## End-to-end tests: the local platform against real SIPp peers (seria
 test-chart: ## Helm chart, dashboards, alerts; a real Prometheus against the local platform (contract ports)
 	$(CARGO) build --workspace --bins
 	charts/tests/run
+
+e2e: ## Operator end-to-end tests on a kind cluster (needs docker, kind, kubectl)
+	operator/e2e/run-kind
 
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check
