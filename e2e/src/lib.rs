@@ -409,6 +409,79 @@ pub fn require_sipp() {
     );
 }
 
+/// A SIPp carrier on 127.0.0.1:5090 playing `scenario_file` for `calls` calls, echoing RTP.
+pub fn carrier(calls: u32, scenario_file: &str) -> Sipp {
+    let scenario = scenario(scenario_file);
+    let calls = calls.to_string();
+    Sipp::spawn(
+        "carrier",
+        &[
+            "-sf",
+            scenario.to_str().expect("UTF-8 path"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            "5090",
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            "6000",
+            "-rtp_echo",
+            "-m",
+            &calls,
+        ],
+    )
+}
+
+/// A SIPp caller placing `calls` calls to 2000 at `rate` per second, each `talk_ms` long with
+/// G.711 audio, through the platform's SIP port.
+pub fn caller(calls: u32, rate: u32, talk_ms: u32, extra: &[&str]) -> Sipp {
+    let scenario = scenario("caller.xml");
+    let (calls, rate, talk) = (calls.to_string(), rate.to_string(), talk_ms.to_string());
+    let mut args = vec![
+        SIP,
+        "-sf",
+        scenario.to_str().expect("UTF-8 path"),
+        "-s",
+        "2000",
+        "-i",
+        "127.0.0.1",
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        "7000",
+        "-m",
+        &calls,
+        "-r",
+        &rate,
+        "-l",
+        "100",
+        "-d",
+        &talk,
+        "-timeout",
+        "120s",
+    ];
+    args.extend_from_slice(extra);
+    Sipp::spawn("caller", &args)
+}
+
+/// Places one call through the platform (SIPp carrier and caller); panics unless both succeed.
+pub fn one_call_succeeds() {
+    let mut carrier = carrier(1, "carrier.xml");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut caller = caller(1, 1, 200, &[]);
+    assert!(
+        caller.wait(Duration::from_secs(30)).success(),
+        "{}",
+        caller.errors()
+    );
+    assert!(
+        carrier.wait(Duration::from_secs(10)).success(),
+        "{}",
+        carrier.errors()
+    );
+}
+
 /// Counts from a SIPp run's statistics file.
 #[derive(Clone, Debug, Default)]
 pub struct SippStats {

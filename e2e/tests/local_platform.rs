@@ -3,64 +3,14 @@
 //! They share the contract ports (5060, 5090, 2223, 9101, 9102): run them one at a time
 //! (`cargo test -p tandem-e2e -- --test-threads=1`; the harness also serialises them).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use tandem_e2e::*;
 
 const CALLS: u32 = 200;
-
-fn carrier(calls: u32, scenario_file: &str) -> Sipp {
-    let scenario = scenario(scenario_file);
-    let calls = calls.to_string();
-    Sipp::spawn(
-        "carrier",
-        &[
-            "-sf",
-            scenario.to_str().expect("UTF-8 path"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            "5090",
-            "-mi",
-            "127.0.0.1",
-            "-mp",
-            "6000",
-            "-rtp_echo",
-            "-m",
-            &calls,
-        ],
-    )
-}
-
-fn caller(calls: u32, rate: u32, talk_ms: u32, extra: &[&str]) -> Sipp {
-    let scenario = scenario("caller.xml");
-    let (calls, rate, talk) = (calls.to_string(), rate.to_string(), talk_ms.to_string());
-    let mut args = vec![
-        SIP,
-        "-sf",
-        scenario.to_str().expect("UTF-8 path"),
-        "-s",
-        "2000",
-        "-i",
-        "127.0.0.1",
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        "7000",
-        "-m",
-        &calls,
-        "-r",
-        &rate,
-        "-l",
-        "100",
-        "-d",
-        &talk,
-        "-timeout",
-        "120s",
-    ];
-    args.extend_from_slice(extra);
-    Sipp::spawn("caller", &args)
-}
 
 /// What the media pod reports as active calls (ng `list`).
 fn media_calls() -> usize {
@@ -200,19 +150,7 @@ fn malformed_requests_get_400_and_the_next_call_succeeds() {
     );
 
     // The platform still serves calls.
-    let mut carrier = carrier(1, "carrier.xml");
-    std::thread::sleep(Duration::from_millis(300));
-    let mut caller = caller(1, 1, 200, &[]);
-    assert!(
-        caller.wait(Duration::from_secs(30)).success(),
-        "{}",
-        caller.errors()
-    );
-    assert!(
-        carrier.wait(Duration::from_secs(10)).success(),
-        "{}",
-        carrier.errors()
-    );
+    one_call_succeeds();
 }
 
 #[test]
@@ -283,19 +221,7 @@ fn an_unrouted_number_gets_404_after_a_live_route_change() {
     let _platform = Platform::start_with(&dir);
 
     // Before the change every number routes: a call to 2000 reaches the carrier.
-    let mut carrier = carrier(1, "carrier.xml");
-    std::thread::sleep(Duration::from_millis(300));
-    let mut caller = caller(1, 1, 200, &[]);
-    assert!(
-        caller.wait(Duration::from_secs(30)).success(),
-        "{}",
-        caller.errors()
-    );
-    assert!(
-        carrier.wait(Duration::from_secs(10)).success(),
-        "{}",
-        carrier.errors()
-    );
+    one_call_succeeds();
 
     // Now only numbers starting with 1 route; 2000 falls to the default action (404).
     let plan_path = dir.join("routeplan.yaml");

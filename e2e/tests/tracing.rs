@@ -3,6 +3,9 @@
 //!
 //! Uses the contract ports: run serially with the other end-to-end tests.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -44,20 +47,20 @@ fn serve(stream: TcpStream, store: &Mutex<Vec<Value>>) {
             if line.is_empty() {
                 break;
             }
-            if let Some((name, value)) = line.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
             }
         }
         let mut body = vec![0u8; length];
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        if request_line.starts_with("POST /v1/traces") {
-            if let Ok(json) = serde_json::from_slice(&body) {
-                store.lock().unwrap().push(json);
-            }
+        if request_line.starts_with("POST /v1/traces")
+            && let Ok(json) = serde_json::from_slice(&body)
+        {
+            store.lock().unwrap().push(json);
         }
         let reply =
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
@@ -100,43 +103,9 @@ fn a_call_is_traced_with_its_transactions_and_media_as_children() {
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
         ],
     );
-    let carrier_scenario = scenario("carrier.xml");
-    let caller_scenario = scenario("caller.xml");
-    let mut carrier = Sipp::spawn(
-        "trace-carrier",
-        &[
-            "-sf",
-            carrier_scenario.to_str().expect("UTF-8 path"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            "5090",
-            "-mp",
-            "6000",
-            "-rtp_echo",
-            "-m",
-            "1",
-        ],
-    );
+    let mut carrier = carrier(1, "carrier.xml");
     std::thread::sleep(Duration::from_millis(300));
-    let mut caller = Sipp::spawn(
-        "trace-caller",
-        &[
-            SIP,
-            "-sf",
-            caller_scenario.to_str().expect("UTF-8 path"),
-            "-s",
-            "2000",
-            "-i",
-            "127.0.0.1",
-            "-mp",
-            "7000",
-            "-m",
-            "1",
-            "-d",
-            "300",
-        ],
-    );
+    let mut caller = caller(1, 1, 300, &[]);
     assert!(
         caller.wait(Duration::from_secs(30)).success(),
         "{}",
