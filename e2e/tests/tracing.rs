@@ -158,3 +158,54 @@ fn a_call_is_traced_with_its_transactions_and_media_as_children() {
         "{children:?}"
     );
 }
+
+#[test]
+fn a_callers_traceparent_continues_its_trace() {
+    require_sipp();
+    let (endpoint, bodies) = otlp_receiver();
+    let _platform = Platform::start_with_env(
+        &workspace().join("examples/local"),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let mut carrier = carrier(1, "busy-carrier.xml");
+    std::thread::sleep(Duration::from_millis(300));
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent_id = "00f067aa0ba902b7";
+    let raw = RawCaller::new();
+    let invite = raw.invite("2000", "traced-1").replacen(
+        "Max-Forwards: 70\r\n",
+        &format!("Max-Forwards: 70\r\ntraceparent: 00-{trace_id}-{parent_id}-01\r\n"),
+        1,
+    );
+    raw.send_raw(invite.as_bytes());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while raw
+        .recv(Duration::from_millis(200))
+        .is_some_and(|r| status_code(&r) < 200)
+    {}
+    assert!(
+        carrier.wait(Duration::from_secs(10)).success(),
+        "{}",
+        carrier.errors()
+    );
+    loop {
+        let all = spans(&bodies.lock().unwrap());
+        if let Some(call) = all.iter().find(|s| s.0 == "call") {
+            assert_eq!(
+                call.3, trace_id,
+                "the call joined the caller's trace: {call:?}"
+            );
+            assert_eq!(
+                call.2, parent_id,
+                "the caller's span is the call's parent: {call:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no call span exported: {all:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
