@@ -168,19 +168,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, stop: watch::Rece
         .watches(
             scoped::<DeserializeGuard<Gateway>>(&client, ns),
             watcher::Config::default(),
-            move |gateway| {
-                let namespace = gateway.namespace();
-                let name = gateway.name_any();
-                trunk_store
-                    .state()
-                    .into_iter()
-                    .filter(|t| {
-                        t.namespace() == namespace
-                            && t.0.as_ref().is_ok_and(|t| t.spec.gateway_ref.name == name)
-                    })
-                    .map(|t| ObjectRef::from_obj(&*t))
-                    .collect::<Vec<_>>()
-            },
+            move |gateway| of_gateway(&trunk_store, &gateway),
         )
         .reconcile_on(trunk_requests)
         .graceful_shutdown_on(stopped(stop.clone()))
@@ -201,19 +189,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, stop: watch::Rece
         .watches(
             scoped::<DeserializeGuard<Gateway>>(&client, ns),
             watcher::Config::default(),
-            move |gateway| {
-                let namespace = gateway.namespace();
-                let name = gateway.name_any();
-                plans_by_gateway
-                    .state()
-                    .into_iter()
-                    .filter(|p| {
-                        p.namespace() == namespace
-                            && p.0.as_ref().is_ok_and(|p| p.spec.gateway_ref.name == name)
-                    })
-                    .map(|p| ObjectRef::from_obj(&*p))
-                    .collect::<Vec<_>>()
-            },
+            move |gateway| of_gateway(&plans_by_gateway, &gateway),
         )
         // A Trunk appearing, disappearing or moving to another Gateway changes the references
         // of every plan of its namespace that names it.
@@ -257,6 +233,46 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, stop: watch::Rece
 }
 
 /// Whether `plan` names the Trunk `trunk` anywhere.
+/// Objects that name their Gateway in `spec.gatewayRef`.
+trait OfGateway {
+    fn gateway_name(&self) -> &str;
+}
+
+impl OfGateway for Trunk {
+    fn gateway_name(&self) -> &str {
+        &self.spec.gateway_ref.name
+    }
+}
+
+impl OfGateway for RoutePlan {
+    fn gateway_name(&self) -> &str {
+        &self.spec.gateway_ref.name
+    }
+}
+
+/// The objects in `store` that belong to `gateway` (its namespace, a gatewayRef naming it), to
+/// reconcile when the Gateway changes.
+fn of_gateway<K>(
+    store: &kube::runtime::reflector::Store<DeserializeGuard<K>>,
+    gateway: &DeserializeGuard<Gateway>,
+) -> Vec<ObjectRef<DeserializeGuard<K>>>
+where
+    K: Resource<DynamicType = ()> + OfGateway + Clone,
+    DeserializeGuard<K>: Resource<DynamicType = ()>,
+{
+    let namespace = gateway.namespace();
+    let name = gateway.name_any();
+    store
+        .state()
+        .into_iter()
+        .filter(|object| {
+            object.namespace() == namespace
+                && object.0.as_ref().is_ok_and(|o| o.gateway_name() == name)
+        })
+        .map(|object| ObjectRef::from_obj(&*object))
+        .collect()
+}
+
 fn names_trunk(plan: &RoutePlan, trunk: &str) -> bool {
     plan.spec.inbound_trunks.iter().any(|t| t == trunk)
         || plan
