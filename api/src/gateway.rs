@@ -447,9 +447,7 @@ pub struct GatewayStatus {
 
 impl Validate for GatewaySpec {
     fn validate(&self) -> Result<(), ValidationErrors> {
-        let mut errors = ValidationErrors::new();
-        self.check(&FieldPath::root("spec"), &mut errors);
-        errors.into_result()
+        validation::validate_spec(|path, errors| self.check(path, errors))
     }
 }
 

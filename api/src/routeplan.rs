@@ -299,18 +299,15 @@ pub struct RoutePlanStatus {
 
 impl Validate for RoutePlanSpec {
     fn validate(&self) -> Result<(), ValidationErrors> {
-        let mut errors = ValidationErrors::new();
-        self.check(&FieldPath::root("spec"), &mut errors);
-        errors.into_result()
+        validation::validate_spec(|path, errors| self.check(path, errors))
     }
 }
 
 impl Validate for RoutePlan {
     fn validate(&self) -> Result<(), ValidationErrors> {
-        let mut errors = ValidationErrors::new();
-        validation::check_metadata_name(self.metadata.name.as_deref(), &mut errors);
-        self.spec.check(&FieldPath::root("spec"), &mut errors);
-        errors.into_result()
+        validation::validate_object(self.metadata.name.as_deref(), |path, errors| {
+            self.spec.check(path, errors)
+        })
     }
 }
 

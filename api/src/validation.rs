@@ -214,6 +214,26 @@ pub trait Validate {
 }
 
 /// Checks `metadata.name` of a Trunk or RoutePlan: present and a valid object name.
+/// Runs a spec's checks rooted at `spec` and collects their errors.
+pub(crate) fn validate_spec(
+    check: impl FnOnce(&FieldPath, &mut ValidationErrors),
+) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::new();
+    check(&FieldPath::root("spec"), &mut errors);
+    errors.into_result()
+}
+
+/// Checks an object's `metadata.name`, then runs its spec's checks.
+pub(crate) fn validate_object(
+    name: Option<&str>,
+    check: impl FnOnce(&FieldPath, &mut ValidationErrors),
+) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::new();
+    check_metadata_name(name, &mut errors);
+    check(&FieldPath::root("spec"), &mut errors);
+    errors.into_result()
+}
+
 pub(crate) fn check_metadata_name(name: Option<&str>, errors: &mut ValidationErrors) {
     let path = FieldPath::root("metadata").field("name");
     match name {
