@@ -137,6 +137,20 @@ impl Backoff {
     }
 }
 
+/// The name, namespace and generation of a namespaced object being reconciled.
+pub fn identity<K: kube::Resource>(
+    object: &K,
+) -> Result<(String, String, Option<i64>), super::error::Error> {
+    use super::error::Error;
+    let meta = object.meta();
+    let name = meta.name.clone().ok_or(Error::MissingMetadata("name"))?;
+    let namespace = meta
+        .namespace
+        .clone()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    Ok((name, namespace, meta.generation))
+}
+
 /// A key naming an object for [`Backoff`].
 pub fn object_key(kind: &str, namespace: Option<&str>, name: Option<&str>) -> String {
     format!(

@@ -9,16 +9,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Resource;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tandem_api::{Gateway, RoutePlan, RoutePlanStatus, Trunk};
 
 use self::validate::{Inventory, PlanClaim};
-use super::context::Context;
+use super::context::{Context, identity};
 use super::error::Error;
 use super::verdict::{self, GatewayState, Verdict};
 use crate::labels::MANAGER;
@@ -87,15 +87,7 @@ pub async fn reconcile(
     object: Arc<DeserializeGuard<RoutePlan>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let name = object
-        .meta()
-        .name
-        .clone()
-        .ok_or(Error::MissingMetadata("name"))?;
-    let namespace = object
-        .namespace()
-        .ok_or(Error::MissingMetadata("namespace"))?;
-    let generation = object.meta().generation;
+    let (name, namespace, generation) = identity(&*object)?;
     let now = Time(jiff::Timestamp::now());
 
     let (verdict, previous) = match &object.0 {

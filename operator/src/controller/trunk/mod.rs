@@ -9,15 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tandem_api::{Gateway, ObjectKey, Trunk, TrunkStatus};
 
-use super::context::Context;
+use super::context::{Context, identity};
 use super::error::Error;
 use super::verdict::{GatewayState, Verdict};
 use crate::labels::MANAGER;
@@ -32,15 +32,7 @@ pub async fn reconcile(
     object: Arc<DeserializeGuard<Trunk>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let name = object
-        .meta()
-        .name
-        .clone()
-        .ok_or(Error::MissingMetadata("name"))?;
-    let namespace = object
-        .namespace()
-        .ok_or(Error::MissingMetadata("namespace"))?;
-    let generation = object.meta().generation;
+    let (name, namespace, generation) = identity(&*object)?;
     let now = Time(jiff::Timestamp::now());
     let api: Api<DeserializeGuard<Trunk>> = Api::namespaced(ctx.client.clone(), &namespace);
 
