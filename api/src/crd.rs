@@ -23,11 +23,15 @@ pub struct RenderError {
 
 /// Every CRD with the file name it is committed under.
 pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
-    vec![
+    let mut crds = vec![
         ("gateway.yaml", Gateway::crd()),
         ("trunk.yaml", Trunk::crd()),
         ("routeplan.yaml", RoutePlan::crd()),
-    ]
+    ];
+    for (_, crd) in &mut crds {
+        crate::support::add_cel_rules(crd);
+    }
+    crds
 }
 
 /// One CRD as a YAML document, with the generated-file header.

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::common::{
     Codec, LocalObjectReference, check_codecs, free_form_object, kubernetes_integers,
 };
+use crate::support;
 use crate::validation::{self, FieldPath, Validate, ValidationErrors};
 
 /// Longest Gateway name: child objects append suffixes such as `-signaling` and StatefulSet pod
@@ -121,6 +122,10 @@ pub struct SignalingSpec {
             {
                 "rule": "self.all(a, self.filter(b, b.port == a.port && (b.transport == 'UDP') == (a.transport == 'UDP')).size() == 1)",
                 "message": "two listeners of the same protocol (UDP, or TCP for TCP/TLS/WS/WSS) cannot share a port",
+            },
+            {
+                "rule": "self.filter(l, l.transport == 'UDP').size() <= 1 && self.filter(l, l.transport == 'TCP').size() <= 1",
+                "message": "a second UDP or TCP listener is not supported yet (issue 8): the signaling pod opens one UDP and one TCP socket",
             },
         ],
     ))]
@@ -493,6 +498,7 @@ impl GatewaySpec {
             );
             check_pod_override(overrides.media.as_ref(), &path.field("media"), errors);
         }
+        support::check("Gateway", self, path, errors);
     }
 }
 
@@ -525,6 +531,16 @@ impl SignalingSpec {
             |l| SocketKey(l.port, l.transport.is_stream()),
             "port",
         );
+        for transport in [ListenerTransport::Udp, ListenerTransport::Tcp] {
+            let mut same = self
+                .listeners
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.transport == transport);
+            if let Some((i, _)) = same.nth(1) {
+                errors.push(&listeners.index(i), second_listener_message(transport));
+            }
+        }
 
         let rules = path.field("advertisedAddresses");
         if self.advertised_addresses.len() > 17 {
@@ -557,6 +573,15 @@ impl SignalingSpec {
             }
         }
     }
+}
+
+/// The signaling pod opens one socket per transport: a second listener of one would be exposed
+/// by the Services and never answered.
+fn second_listener_message(transport: ListenerTransport) -> String {
+    format!(
+        "a second {} listener is not supported yet (issue 8): the signaling pod opens one UDP and one TCP socket",
+        transport.as_str()
+    )
 }
 
 /// Two listeners clash when they use the same port on the same L4 protocol.
@@ -788,7 +813,23 @@ mod tests {
         let errors = clash.validate().unwrap_err();
         assert_eq!(
             errors.to_string(),
-            "spec.signaling.listeners[1]: duplicate port TCP/5060 (already used by spec.signaling.listeners[0])"
+            "spec.signaling.listeners[1]: duplicate port TCP/5060 (already used by spec.signaling.listeners[0]); \
+             spec.signaling.listeners[1].transport: transport TLS is not supported yet (issue 8): use UDP or TCP; \
+             spec.signaling.listeners[1].tlsSecretRef: tlsSecretRef is not supported yet (issue 8): remove it"
+        );
+    }
+
+    #[test]
+    fn one_listener_per_transport() {
+        let gateway = spec(vec![
+            listener("udp", ListenerTransport::Udp, 5060),
+            listener("udp-alt", ListenerTransport::Udp, 5070),
+            listener("tcp", ListenerTransport::Tcp, 5060),
+        ]);
+        assert_eq!(
+            gateway.validate().unwrap_err().to_string(),
+            "spec.signaling.listeners[1]: a second UDP listener is not supported yet (issue 8): \
+             the signaling pod opens one UDP and one TCP socket"
         );
     }
 
@@ -818,6 +859,8 @@ mod tests {
                 "spec.signaling.advertisedAddresses[1].listener",
                 "spec.signaling.advertisedAddresses[2]",
                 "spec.signaling.advertisedAddresses[2].address",
+                "spec.signaling.advertisedAddresses[1].listener",
+                "spec.signaling.advertisedAddresses[1].port",
             ]
         );
     }

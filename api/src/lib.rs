@@ -8,6 +8,8 @@
 //!   operator's pure validate step.
 //! - [`config::ConfigSet`]: a cross-checked set of objects built from YAML text, and
 //!   [`compiled`] views that keep regexes and CIDRs ready for per-call use.
+//! - [`support`]: the fields accepted by the schema that the platform does not act on yet,
+//!   refused with "not supported yet" by the CRDs' CEL rules and by [`Validate`].
 //! - [`conditions`]: status condition types, reasons and the transition-aware setter.
 
 pub mod common;
@@ -17,6 +19,7 @@ pub mod config;
 pub mod crd;
 pub mod gateway;
 pub mod routeplan;
+pub mod support;
 pub mod trunk;
 pub mod validation;
 

@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{LocalObjectReference, check_rewrite, kubernetes_integers};
+use crate::support;
 use crate::trunk::{default_priority, default_weight};
 use crate::validation::{self, FieldPath, Validate, ValidationErrors};
 
@@ -392,6 +393,7 @@ impl RoutePlanSpec {
             &reject.field("reason"),
             validation::reason_phrase(&self.default_action.reject.reason),
         );
+        support::check("RoutePlan", self, path, errors);
     }
 }
 

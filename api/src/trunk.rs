@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::common::{
     Codec, LocalObjectReference, NumberRewrite, check_codecs, kubernetes_integers,
 };
+use crate::support;
 use crate::validation::{self, FieldPath, Validate, ValidationErrors};
 
 /// Desired state of a Trunk: its peers and the policies applied to calls crossing it.
@@ -441,7 +442,7 @@ pub struct NumberNormalization {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub called: Vec<NumberRewrite>,
-    /// Rewrites of the calling number (From and P-Asserted-Identity user part).
+    /// Rewrites of the calling number (From user part).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub calling: Vec<NumberRewrite>,
@@ -684,6 +685,7 @@ impl TrunkSpec {
                 }
             }
         }
+        support::check("Trunk", self, path, errors);
     }
 }
 
@@ -757,6 +759,7 @@ mod tests {
                 "spec.outbound.registration.registrar: is required when registration is enabled",
                 "spec.outbound.auth: registration needs auth credentials",
                 "spec.outbound.registration.expiresSeconds: must be between 60 and 86400",
+                "spec.outbound.registration: registration is not supported yet (issue 8): remove it",
             ]
         );
     }
@@ -783,6 +786,7 @@ mod tests {
             [
                 "spec.headerRules[0].value: is required unless action is Remove",
                 "spec.headerRules[1].header: Record-Route is managed by the gateway and cannot be rewritten",
+                "spec.headerRules: headerRules is not supported yet (issue 9): remove it",
             ]
         );
         assert!(HeaderDirection::Both.applies_to(HeaderDirection::Inbound));
@@ -803,6 +807,7 @@ mod tests {
             [
                 "spec.limits.maxCalls: must be at least 1",
                 "spec.limits.burst: burst needs callsPerSecond",
+                "spec.limits.burst: burst is not supported yet (issue 9): remove it",
             ]
         );
     }
