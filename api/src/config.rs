@@ -279,8 +279,8 @@ struct TypeMeta {
 
 impl Builder {
     fn load_source(&mut self, source: &str, text: &str) {
-        for (document, deserializer) in serde_yaml::Deserializer::from_str(text).enumerate() {
-            let value = match serde_yaml::Value::deserialize(deserializer) {
+        for (document, deserializer) in yaml_serde::Deserializer::from_str(text).enumerate() {
+            let value = match yaml_serde::Value::deserialize(deserializer) {
                 Ok(value) => value,
                 Err(error) => {
                     self.errors.push(ConfigError {
@@ -322,7 +322,7 @@ impl Builder {
         }
     }
 
-    fn load_document(&mut self, origin: Origin, value: serde_yaml::Value) {
+    fn load_document(&mut self, origin: Origin, value: yaml_serde::Value) {
         // Empty documents (a trailing `---`, a file of comments) are not objects.
         if value.is_null() {
             return;
@@ -332,7 +332,7 @@ impl Builder {
                 .message("document is not a mapping; expected a Kubernetes object");
             return;
         }
-        let type_meta: TypeMeta = match serde_yaml::from_value(value.clone()) {
+        let type_meta: TypeMeta = match yaml_serde::from_value(value.clone()) {
             Ok(meta) => meta,
             Err(error) => {
                 self.error(&origin, None, None)
@@ -411,7 +411,7 @@ impl Builder {
         &mut self,
         origin: &Origin,
         kind: &str,
-        value: serde_yaml::Value,
+        value: yaml_serde::Value,
     ) -> Option<(ObjectKey, T)>
     where
         T: DeserializeOwned + Validate + kube::Resource,
@@ -419,12 +419,12 @@ impl Builder {
         let name = value
             .get("metadata")
             .and_then(|m| m.get("name"))
-            .and_then(serde_yaml::Value::as_str)
+            .and_then(yaml_serde::Value::as_str)
             .map(str::to_owned);
         let namespace = value
             .get("metadata")
             .and_then(|m| m.get("namespace"))
-            .and_then(serde_yaml::Value::as_str)
+            .and_then(yaml_serde::Value::as_str)
             .unwrap_or(DEFAULT_NAMESPACE)
             .to_owned();
         let key = name.map(|name| ObjectKey::new(namespace.clone(), name));
@@ -730,11 +730,11 @@ spec:
 ";
 
     fn typed() -> (Vec<Gateway>, Vec<Trunk>, Vec<RoutePlan>) {
-        let mut documents = serde_yaml::Deserializer::from_str(MANIFESTS);
-        let mut next = || serde_yaml::Value::deserialize(documents.next().unwrap()).unwrap();
-        let gateway: Gateway = serde_yaml::from_value(next()).unwrap();
-        let trunk: Trunk = serde_yaml::from_value(next()).unwrap();
-        let plan: RoutePlan = serde_yaml::from_value(next()).unwrap();
+        let mut documents = yaml_serde::Deserializer::from_str(MANIFESTS);
+        let mut next = || yaml_serde::Value::deserialize(documents.next().unwrap()).unwrap();
+        let gateway: Gateway = yaml_serde::from_value(next()).unwrap();
+        let trunk: Trunk = yaml_serde::from_value(next()).unwrap();
+        let plan: RoutePlan = yaml_serde::from_value(next()).unwrap();
         (vec![gateway], vec![trunk], vec![plan])
     }
 

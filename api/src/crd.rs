@@ -18,7 +18,7 @@ pub struct RenderError {
     pub name: String,
     /// The serializer's error.
     #[source]
-    pub source: serde_yaml::Error,
+    pub source: yaml_serde::Error,
 }
 
 /// Every CRD with the file name it is committed under.
@@ -36,7 +36,7 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
 
 /// One CRD as a YAML document, with the generated-file header.
 pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, RenderError> {
-    let body = serde_yaml::to_string(crd).map_err(|source| RenderError {
+    let body = yaml_serde::to_string(crd).map_err(|source| RenderError {
         name: crd.metadata.name.clone().unwrap_or_default(),
         source,
     })?;
@@ -96,7 +96,7 @@ mod tests {
                 "{name}"
             );
         }
-        let documents: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&stream)
+        let documents: Vec<yaml_serde::Value> = yaml_serde::Deserializer::from_str(&stream)
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
             .collect();
         assert_eq!(documents.len(), 3);

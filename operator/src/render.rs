@@ -150,18 +150,18 @@ fn is_yaml(path: &Path) -> bool {
 fn only_tandem_documents(text: &str) -> String {
     use serde::Deserialize;
     let mut out = String::new();
-    for document in serde_yaml::Deserializer::from_str(text) {
-        let Ok(value) = serde_yaml::Value::deserialize(document) else {
+    for document in yaml_serde::Deserializer::from_str(text) {
+        let Ok(value) = yaml_serde::Value::deserialize(document) else {
             return text.to_owned();
         };
-        let api_version = value.get("apiVersion").and_then(serde_yaml::Value::as_str);
+        let api_version = value.get("apiVersion").and_then(yaml_serde::Value::as_str);
         let foreign =
             api_version.is_some_and(|v| !v.starts_with(&format!("{}/", tandem_api::GROUP)));
         out.push_str("---\n");
         if foreign {
             out.push_str("null\n");
         } else {
-            match serde_yaml::to_string(&value) {
+            match yaml_serde::to_string(&value) {
                 Ok(yaml) => out.push_str(&yaml),
                 Err(_) => return text.to_owned(),
             }
@@ -194,7 +194,7 @@ pub fn render(sources: &[(String, String)], settings: &Settings) -> Result<Strin
             .map_err(|e| RenderError::Print(e.to_string()))?;
         for manifest in manifests {
             let yaml =
-                serde_yaml::to_string(&manifest).map_err(|e| RenderError::Print(e.to_string()))?;
+                yaml_serde::to_string(&manifest).map_err(|e| RenderError::Print(e.to_string()))?;
             stream.push_str(&format!("---\n# Child of Gateway {key}\n{yaml}"));
         }
     }
@@ -238,9 +238,9 @@ spec:
     #[test]
     fn every_child_is_printed_once() {
         let stream = render(&source(GATEWAY), &Settings::default()).unwrap();
-        let kinds: Vec<String> = serde_yaml::Deserializer::from_str(&stream)
+        let kinds: Vec<String> = yaml_serde::Deserializer::from_str(&stream)
             .map(|d| {
-                let v = <serde_yaml::Value as serde::Deserialize>::deserialize(d).unwrap();
+                let v = <yaml_serde::Value as serde::Deserialize>::deserialize(d).unwrap();
                 format!(
                     "{}/{}",
                     v["kind"].as_str().unwrap(),

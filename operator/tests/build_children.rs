@@ -18,7 +18,7 @@ fn fixture(name: &str) -> Gateway {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name);
-    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    yaml_serde::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 fn settings() -> Settings {
@@ -440,7 +440,7 @@ fn disruption_budgets_identity_and_config() {
         json!([{"kind": "ServiceAccount", "name": "lab-dataplane", "namespace": "voice-lab"}])
     );
     let config = children.config_map.data.as_ref().unwrap();
-    let spec: tandem_api::GatewaySpec = serde_yaml::from_str(&config["gateway.yaml"]).unwrap();
+    let spec: tandem_api::GatewaySpec = yaml_serde::from_str(&config["gateway.yaml"]).unwrap();
     assert_eq!(spec, fixture("gateway-pod.yaml").spec);
 }
 

@@ -149,7 +149,7 @@ async fn apply_example(client: &Client) {
     files.sort_by_key(|p| !p.ends_with("namespace.yaml"));
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
-        for document in serde_yaml::Deserializer::from_str(&text) {
+        for document in yaml_serde::Deserializer::from_str(&text) {
             let value = Value::deserialize(document).unwrap();
             if value.is_null() {
                 continue;

@@ -20,7 +20,7 @@ fn crds_subcommand_prints_every_crd() {
     let stdout = String::from_utf8(output.stdout).unwrap();
 
     let mut names = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(&stdout) {
+    for document in yaml_serde::Deserializer::from_str(&stdout) {
         let crd = k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition::deserialize(document).unwrap();
         assert_eq!(crd.spec.group, "voice.tandem.dev");
         names.push(crd.metadata.name.unwrap());

@@ -37,7 +37,7 @@ fn render(args: &[&str]) -> std::process::Output {
 }
 
 fn documents(stream: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(stream)
+    yaml_serde::Deserializer::from_str(stream)
         .map(|d| Value::deserialize(d).unwrap())
         .filter(|v| !v.is_null())
         .collect()
@@ -69,7 +69,7 @@ fn render_and_validate(example: &str) -> Vec<String> {
     let mut upstream_stream = String::new();
     for object in &upstream {
         upstream_stream.push_str("---\n");
-        upstream_stream.push_str(&serde_yaml::to_string(object).unwrap());
+        upstream_stream.push_str(&yaml_serde::to_string(object).unwrap());
     }
     let file = scratch(&format!("{example}.yaml"));
     std::fs::write(&file, upstream_stream).unwrap();

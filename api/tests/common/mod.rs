@@ -58,7 +58,7 @@ pub fn cel_failures(yaml: &str) -> Vec<String> {
         .collect();
     let validator = kube_cel::Validator::new();
     let mut failures = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(yaml) {
+    for document in yaml_serde::Deserializer::from_str(yaml) {
         let Ok(object) = serde_json::Value::deserialize(document) else {
             break;
         };

@@ -106,7 +106,7 @@ mod tests {
     use super::*;
 
     fn gateway(yaml: &str) -> Gateway {
-        serde_yaml::from_str(yaml).unwrap()
+        yaml_serde::from_str(yaml).unwrap()
     }
 
     const BASE: &str = r#"

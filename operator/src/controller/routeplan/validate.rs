@@ -162,7 +162,7 @@ mod tests {
             .iter()
             .map(|t| format!("{{trunkRef: {{name: {t}}}}}"))
             .collect();
-        serde_yaml::from_str(&format!(
+        yaml_serde::from_str(&format!(
             r#"
 apiVersion: voice.tandem.dev/v1alpha1
 kind: RoutePlan

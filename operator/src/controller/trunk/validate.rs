@@ -35,7 +35,7 @@ mod tests {
     use super::*;
 
     fn trunk(extra: &str) -> Trunk {
-        serde_yaml::from_str(&format!(
+        yaml_serde::from_str(&format!(
             r#"
 apiVersion: voice.tandem.dev/v1alpha1
 kind: Trunk

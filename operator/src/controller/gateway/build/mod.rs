@@ -115,7 +115,7 @@ pub enum BuildError {
     },
     /// The Gateway spec could not be rendered for the ConfigMap.
     #[error("cannot render the Gateway spec as YAML: {0}")]
-    ConfigYaml(#[source] serde_yaml::Error),
+    ConfigYaml(#[source] yaml_serde::Error),
     /// The SR-IOV CNI configuration could not be rendered.
     #[error("cannot render the SR-IOV CNI configuration: {0}")]
     NetworkConfig(#[source] serde_json::Error),
@@ -209,7 +209,7 @@ pub fn build(gateway: ValidGateway<'_>, settings: &Settings) -> Result<Children,
 /// `<gw>-config`: the spec as the operator read it, for debugging and GitOps diffs. The pods
 /// read the Gateway itself, so this carries no secret and nothing they depend on.
 fn config_map(blueprint: &Blueprint<'_>) -> Result<ConfigMap, BuildError> {
-    let yaml = serde_yaml::to_string(blueprint.spec).map_err(BuildError::ConfigYaml)?;
+    let yaml = yaml_serde::to_string(blueprint.spec).map_err(BuildError::ConfigYaml)?;
     Ok(ConfigMap {
         metadata: blueprint.meta(
             blueprint.child_name("config"),
