@@ -411,26 +411,127 @@ pub fn require_sipp() {
 
 /// A SIPp carrier on 127.0.0.1:5090 playing `scenario_file` for `calls` calls, echoing RTP.
 pub fn carrier(calls: u32, scenario_file: &str) -> Sipp {
+    carrier_with("carrier", scenario_file, calls, &[])
+}
+
+/// A SIPp carrier on 127.0.0.1:5090 (unless `extra` says `-p`) playing `scenario_file` for
+/// `calls` calls, echoing RTP, with `extra` arguments (`-t t1` for TCP, `-trace_msg`, ...).
+/// `tag` names its working directory: two SIPps of one test need two tags.
+pub fn carrier_with(tag: &str, scenario_file: &str, calls: u32, extra: &[&str]) -> Sipp {
     let scenario = scenario(scenario_file);
     let calls = calls.to_string();
-    Sipp::spawn(
-        "carrier",
-        &[
-            "-sf",
-            scenario.to_str().expect("UTF-8 path"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            "5090",
-            "-mi",
-            "127.0.0.1",
-            "-mp",
-            "6000",
-            "-rtp_echo",
-            "-m",
-            &calls,
-        ],
-    )
+    let port = if extra.contains(&"-p") {
+        &[][..]
+    } else {
+        &["-p", "5090"][..]
+    };
+    let mut args = vec![
+        "-sf",
+        scenario.to_str().expect("UTF-8 path"),
+        "-i",
+        "127.0.0.1",
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        "6000",
+        "-rtp_echo",
+        "-m",
+        &calls,
+    ];
+    args.extend_from_slice(port);
+    args.extend_from_slice(extra);
+    Sipp::spawn(tag, &args)
+}
+
+/// A SIPp caller playing `scenario_file` once per call (`calls` calls, one per second) to
+/// number `called` through the platform's SIP port, with `extra` arguments.
+pub fn caller_with(
+    tag: &str,
+    scenario_file: &str,
+    called: &str,
+    calls: u32,
+    extra: &[&str],
+) -> Sipp {
+    let scenario = scenario(scenario_file);
+    let calls = calls.to_string();
+    let mut args = vec![
+        SIP,
+        "-sf",
+        scenario.to_str().expect("UTF-8 path"),
+        "-s",
+        called,
+        "-i",
+        "127.0.0.1",
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        "7000",
+        "-m",
+        &calls,
+        "-r",
+        "1",
+        "-timeout",
+        "90s",
+    ];
+    args.extend_from_slice(extra);
+    Sipp::spawn(tag, &args)
+}
+
+/// Waits up to `timeout` for `done` to hold; panics naming `what` otherwise.
+pub fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A copy of the local configuration (`examples/local/`) that a test may edit, removed on drop.
+#[derive(Debug)]
+pub struct ConfigDir {
+    dir: PathBuf,
+}
+
+impl ConfigDir {
+    /// Copies `examples/local/` to a fresh directory named after `name`.
+    pub fn copy(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("tandem-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("config dir");
+        for entry in std::fs::read_dir(workspace().join("examples/local")).expect("examples") {
+            let path = entry.expect("example file").path();
+            std::fs::copy(&path, dir.join(path.file_name().expect("file name")))
+                .expect("copy example");
+        }
+        Self { dir }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Replaces (or adds) the file `name` with `text`.
+    pub fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.dir.join(name), text).expect("write config file");
+    }
+
+    /// The text of file `name`.
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).expect("read config file")
+    }
+}
+
+impl Drop for ConfigDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether the signaling pod lists the call and media pod the session as gone: both zero.
+pub fn no_call_left() -> bool {
+    scrape(SIGNALING_ADMIN, "tandem_signaling_calls_active", &[]) == 0.0
+        && scrape(MEDIA_ADMIN, "tandem_media_sessions_active", &[]) == 0.0
 }
 
 /// A SIPp caller placing `calls` calls to 2000 at `rate` per second, each `talk_ms` long with
@@ -541,6 +642,18 @@ impl Sipp {
         std::fs::read_to_string(self.dir.join("errors.log"))
             .map(|s| s.lines().take(40).collect::<Vec<_>>().join("\n"))
             .unwrap_or_default()
+    }
+
+    /// Every SIP message SIPp sent and received, when it runs with `-trace_msg`.
+    pub fn messages(&self) -> String {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return String::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with("_messages.log"))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .collect()
     }
 
     /// The last line of the statistics file.

@@ -202,23 +202,12 @@ fn a_silent_carrier_gets_the_caller_a_timeout_and_leaves_no_media_session() {
     );
 }
 
-/// A copy of the local configuration that a test may edit while the platform runs.
-fn config_copy(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("tandem-e2e-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    for entry in std::fs::read_dir(workspace().join("examples/local")).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
-    }
-    dir
-}
-
 #[test]
 fn an_unrouted_number_gets_404_after_a_live_route_change() {
     require_sipp();
-    let dir = config_copy("routes");
-    let _platform = Platform::start_with(&dir);
+    let config = ConfigDir::copy("routes");
+    let dir = config.path();
+    let _platform = Platform::start_with(dir);
 
     // Before the change every number routes: a call to 2000 reaches the carrier.
     one_call_succeeds();
@@ -244,7 +233,6 @@ fn an_unrouted_number_gets_404_after_a_live_route_change() {
     std::thread::sleep(Duration::from_secs(3));
     let codes = raw.call("2000", "noroute-2", Duration::from_secs(10));
     assert_eq!(codes.last(), Some(&404), "responses: {codes:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -303,15 +291,15 @@ fn sigterm_drains_calls_in_progress_and_refuses_new_ones() {
 #[test]
 fn trunk_health_checks_report_peer_reachability() {
     require_sipp();
-    let dir = config_copy("health");
-    let trunks = std::fs::read_to_string(dir.join("trunks.yaml")).unwrap();
+    let config = ConfigDir::copy("health");
+    let trunks = config.read("trunks.yaml");
     let checked = trunks.replace(
         "  healthCheck:\n    enabled: false",
         "  healthCheck:\n    enabled: true\n    intervalSeconds: 1\n    failureThreshold: 1\n    successThreshold: 1",
     );
     assert_ne!(trunks, checked, "the example carrier Trunk changed shape");
-    std::fs::write(dir.join("trunks.yaml"), checked).unwrap();
-    let _platform = Platform::start_with(&dir);
+    config.write("trunks.yaml", &checked);
+    let _platform = Platform::start_with(config.path());
     let peer_up = || {
         scrape(
             SIGNALING_ADMIN,
@@ -363,5 +351,4 @@ fn trunk_health_checks_report_peer_reachability() {
     wait_for(true);
     assert_eq!(peer_up(), 1.0);
     carrier.stop();
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use crate::call::leg::{Leg, name_addr};
 use crate::call::{CallContext, CallEvent, random_token};
 use crate::metrics::TrunkDirection;
-use crate::routing::{Target, peer_targets};
+use crate::routing::{PeerAvailability, Target, peer_targets, peer_transport};
 use crate::transport::{Flow, resolve};
 
 /// The longest a probe waits for an answer (shorter when the check interval is shorter).
@@ -82,11 +82,25 @@ impl TrunkHealth {
             .unwrap_or_default()
     }
 
-    fn record(&self, trunk: &str, peer: &str, answered: bool, check: &HealthCheck) -> Option<bool> {
+    /// Records one probe of `peer` of `trunk`; returns the new reachability when it changed.
+    pub fn record(
+        &self,
+        trunk: &str,
+        peer: &str,
+        answered: bool,
+        check: &HealthCheck,
+    ) -> Option<bool> {
         self.lock()
             .entry((trunk.to_owned(), peer.to_owned()))
             .or_default()
             .record(answered, check, SystemTime::now())
+    }
+}
+
+impl PeerAvailability for TrunkHealth {
+    /// Down only once the failure threshold was reached; unknown peers take calls.
+    fn is_down(&self, trunk: &str, host: &str, port: u16) -> bool {
+        self.peer(trunk, &format!("{host}:{port}")).reachable == Some(false)
     }
 }
 
@@ -106,6 +120,14 @@ pub async fn run_prober(
         if !declared.as_ref().is_some_and(|d| Arc::ptr_eq(d, &snapshot)) {
             for trunk in &snapshot.trunks {
                 ctx.metrics.declare_trunk(trunk.name());
+                for peer in &trunk.spec.peers {
+                    if let Err(unsupported) = peer_transport(peer) {
+                        let address = format!("{}:{}", peer.host, peer.port);
+                        tracing::warn!(trunk = trunk.name(), peer = address, "{unsupported}");
+                        ctx.metrics
+                            .set_peer_transport_unsupported(trunk.name(), &address);
+                    }
+                }
             }
             declared = Some(Arc::clone(&snapshot));
         }
@@ -348,5 +370,22 @@ mod tests {
         assert_eq!(peer.record(false, &check, t), Some(false));
         assert_eq!(peer.reachable, Some(false));
         assert_eq!(peer.last_probe, Some(t));
+    }
+
+    #[test]
+    fn a_peer_is_down_for_routing_only_once_its_failure_threshold_is_reached() {
+        let check = check(2, 1);
+        let health = TrunkHealth::default();
+        assert!(
+            !health.is_down("carrier", "192.0.2.1", 5060),
+            "unknown peers take calls"
+        );
+        health.record("carrier", "192.0.2.1:5060", false, &check);
+        assert!(!health.is_down("carrier", "192.0.2.1", 5060), "one silence");
+        health.record("carrier", "192.0.2.1:5060", false, &check);
+        assert!(health.is_down("carrier", "192.0.2.1", 5060));
+        assert!(!health.is_down("other", "192.0.2.1", 5060), "per trunk");
+        health.record("carrier", "192.0.2.1:5060", true, &check);
+        assert!(!health.is_down("carrier", "192.0.2.1", 5060), "back up");
     }
 }

@@ -1,6 +1,7 @@
 //! Routing, as pure functions of a Gateway's configuration: which Trunk a call comes from, and
 //! the ordered carrier targets it goes to (longest called-number prefix, priorities, weights,
-//! failover codes).
+//! failover codes), skipping peers that health checks marked down and peers whose transport
+//! this pod does not have (never downgraded to another transport).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -27,6 +28,28 @@ pub struct Target {
     pub failover_codes: Vec<u16>,
 }
 
+/// The reason of the `503` a caller gets when every peer of every target is marked down.
+pub const ALL_PEERS_DOWN: &str = "All Trunk Peers Down";
+/// The `Retry-After` (seconds) sent with [`ALL_PEERS_DOWN`]: about when health checks may have
+/// seen a peer come back.
+pub const ALL_PEERS_DOWN_RETRY_AFTER: u32 = 10;
+
+/// What the OPTIONS health checks know of trunk peers, as routing sees it.
+pub trait PeerAvailability {
+    /// Whether `host:port` of `trunk` is marked down by its health checks.
+    fn is_down(&self, trunk: &str, host: &str, port: u16) -> bool;
+}
+
+/// No health knowledge: every peer takes calls.
+#[derive(Clone, Copy, Debug)]
+pub struct AllPeersUp;
+
+impl PeerAvailability for AllPeersUp {
+    fn is_down(&self, _trunk: &str, _host: &str, _port: u16) -> bool {
+        false
+    }
+}
+
 /// What routing decided for a call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -43,6 +66,25 @@ pub enum Decision {
     },
     /// Refuse the call with this final response.
     Reject { code: u16, reason: String },
+}
+
+impl Decision {
+    /// The `Retry-After` to send with a rejection: set when every peer is marked down.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the call core answers 503 with Retry-After from it"
+        )
+    )]
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            Decision::Reject { code: 503, reason } if reason == ALL_PEERS_DOWN => {
+                Some(ALL_PEERS_DOWN_RETRY_AFTER)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The Trunk a call from `source` belongs to: a trunk with a peer at exactly that address, else
@@ -70,7 +112,8 @@ pub fn inbound_trunk(config: &GatewayConfig, source: SocketAddr) -> Option<&Comp
         .or_else(|| trunks().find(|t| has_peer(t, None)))
 }
 
-/// Routes a call that came in on `inbound` for `called` from `calling` at `now`.
+/// Routes a call that came in on `inbound` for `called` from `calling` at `now`, as if every
+/// peer were up (see [`decide_with_health`]).
 pub fn decide(
     config: &GatewayConfig,
     inbound: &CompiledTrunk,
@@ -78,6 +121,21 @@ pub fn decide(
     calling: &str,
     now: Timestamp,
     rng: &mut impl Rng,
+) -> Decision {
+    decide_with_health(config, inbound, called, calling, now, rng, &AllPeersUp)
+}
+
+/// Routes a call that came in on `inbound` for `called` from `calling` at `now`. Peers of a
+/// trunk with health checks enabled that `health` marks down are left out; when that leaves no
+/// target, the call gets `503` [`ALL_PEERS_DOWN`] (see [`Decision::retry_after`]).
+pub fn decide_with_health(
+    config: &GatewayConfig,
+    inbound: &CompiledTrunk,
+    called: &str,
+    calling: &str,
+    now: Timestamp,
+    rng: &mut impl Rng,
+    health: &impl PeerAvailability,
 ) -> Decision {
     let Some(plan) = config.route_plan_for_trunk(inbound.name()) else {
         return Decision::Reject {
@@ -98,22 +156,43 @@ pub fn decide(
     let mut route_targets: Vec<_> = route.targets.iter().collect();
     order_by_priority_and_weight(&mut route_targets, |t| (t.priority, t.weight), rng);
     let mut targets = Vec::new();
+    let mut down = 0;
     for target in route_targets {
         let Some(trunk) = config.trunk(&target.trunk_ref.name) else {
             continue;
         };
         let mut peers: Vec<&Peer> = trunk.spec.peers.iter().collect();
         order_by_priority_and_weight(&mut peers, |p| (p.priority, p.weight), rng);
-        targets.extend(
-            peers
-                .into_iter()
-                .map(|peer| peer_target(trunk, peer, &plan.spec.failover_codes)),
-        );
+        for peer in peers {
+            if trunk.spec.health_check.enabled
+                && health.is_down(trunk.name(), &peer.host, peer.port)
+            {
+                tracing::debug!(
+                    trunk = trunk.name(),
+                    peer.host,
+                    peer.port,
+                    "peer marked down skipped"
+                );
+                down += 1;
+                continue;
+            }
+            match peer_target(trunk, peer, &plan.spec.failover_codes) {
+                Ok(target) => targets.push(target),
+                Err(unsupported) => {
+                    tracing::warn!(trunk = trunk.name(), peer.host, peer.port, "{unsupported}")
+                }
+            }
+        }
     }
     if targets.is_empty() {
+        let reason = if down > 0 {
+            ALL_PEERS_DOWN
+        } else {
+            "No Trunk Peer Available"
+        };
         return Decision::Reject {
             code: 503,
-            reason: "No Trunk Peer Available".into(),
+            reason: reason.into(),
         };
     }
     Decision::Route {
@@ -124,28 +203,45 @@ pub fn decide(
     }
 }
 
-/// Every peer of `trunk` as a target, in the Trunk's order.
+/// Every peer of `trunk` this pod can reach as a target, in the Trunk's order.
 pub fn peer_targets(trunk: &CompiledTrunk, failover_codes: &[u16]) -> Vec<Target> {
     trunk
         .spec
         .peers
         .iter()
-        .map(|peer| peer_target(trunk, peer, failover_codes))
+        .filter_map(|peer| peer_target(trunk, peer, failover_codes).ok())
         .collect()
 }
 
-fn peer_target(trunk: &CompiledTrunk, peer: &Peer, failover_codes: &[u16]) -> Target {
-    Target {
+/// A peer whose transport this pod does not have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "peer transport {} is not available in this pod: the peer gets no calls (never downgraded to another transport)",
+    .0.as_str()
+)]
+pub struct UnsupportedTransport(pub PeerTransport);
+
+/// The transport of this pod that reaches `peer`, if it has one.
+pub fn peer_transport(peer: &Peer) -> Result<Transport, UnsupportedTransport> {
+    match peer.transport {
+        PeerTransport::Udp => Ok(Transport::Udp),
+        PeerTransport::Tcp => Ok(Transport::Tcp),
+        PeerTransport::Tls => Err(UnsupportedTransport(peer.transport)),
+    }
+}
+
+fn peer_target(
+    trunk: &CompiledTrunk,
+    peer: &Peer,
+    failover_codes: &[u16],
+) -> Result<Target, UnsupportedTransport> {
+    Ok(Target {
         trunk: trunk.name().to_owned(),
         host: peer.host.clone(),
         port: peer.port,
-        transport: match peer.transport {
-            PeerTransport::Udp => Transport::Udp,
-            // TLS peers are reached over TCP until the TLS transport lands.
-            PeerTransport::Tcp | PeerTransport::Tls => Transport::Tcp,
-        },
+        transport: peer_transport(peer)?,
         failover_codes: failover_codes.to_vec(),
-    }
+    })
 }
 
 /// Sorts by ascending priority; within a priority, draws a weighted-random order (each next item
@@ -382,6 +478,245 @@ spec:
             (650..850).contains(&first_a),
             "a first {first_a} times of 1000"
         );
+    }
+
+    /// Peers marked down, as "trunk/host:port".
+    struct Down(&'static [&'static str]);
+
+    impl PeerAvailability for Down {
+        fn is_down(&self, trunk: &str, host: &str, port: u16) -> bool {
+            self.0.contains(&format!("{trunk}/{host}:{port}").as_str())
+        }
+    }
+
+    const CHECKED: &str = "apiVersion: voice.tandem.dev/v1alpha1
+kind: Trunk
+metadata: {name: customers}
+spec:
+  gatewayRef: {name: gw}
+  inbound: {allowedCidrs: [10.0.0.0/8]}
+---
+apiVersion: voice.tandem.dev/v1alpha1
+kind: Trunk
+metadata: {name: primary}
+spec:
+  gatewayRef: {name: gw}
+  peers:
+    - {host: 192.0.2.10, port: 5060}
+    - {host: 192.0.2.11, port: 5060, priority: 2}
+  healthCheck: {enabled: true}
+---
+apiVersion: voice.tandem.dev/v1alpha1
+kind: Trunk
+metadata: {name: backup}
+spec:
+  gatewayRef: {name: gw}
+  peers:
+    - {host: 198.51.100.5, port: 5060}
+  healthCheck: {enabled: true}
+---
+apiVersion: voice.tandem.dev/v1alpha1
+kind: Trunk
+metadata: {name: unchecked}
+spec:
+  gatewayRef: {name: gw}
+  peers:
+    - {host: 203.0.113.9, port: 5060}
+  healthCheck: {enabled: false}
+---
+apiVersion: voice.tandem.dev/v1alpha1
+kind: RoutePlan
+metadata: {name: plan}
+spec:
+  gatewayRef: {name: gw}
+  inboundTrunks: [customers]
+  routes:
+    - name: all
+      match: {calledPrefix: ''}
+      targets: [{trunkRef: {name: primary}, priority: 1}, {trunkRef: {name: backup}, priority: 2}]
+    - name: free
+      match: {calledPrefix: '0800'}
+      targets: [{trunkRef: {name: unchecked}}]
+";
+
+    fn route_with(config: &GatewayConfig, called: &str, health: &Down) -> Decision {
+        let trunk = inbound_trunk(config, "10.1.2.3:5060".parse().unwrap()).unwrap();
+        let mut rng = StdRng::seed_from_u64(3);
+        decide_with_health(
+            config,
+            trunk,
+            called,
+            "1000",
+            Timestamp::UNIX_EPOCH,
+            &mut rng,
+            health,
+        )
+    }
+
+    fn hosts(decision: &Decision) -> Vec<String> {
+        match decision {
+            Decision::Route { targets, .. } => targets
+                .iter()
+                .map(|t| format!("{}:{}", t.host, t.port))
+                .collect(),
+            Decision::Reject { .. } => panic!("rejected: {decision:?}"),
+        }
+    }
+
+    #[test]
+    fn peers_marked_down_are_skipped_and_the_next_ones_take_the_call() {
+        let config = config(CHECKED);
+        assert_eq!(
+            hosts(&route_with(&config, "+1555", &Down(&[]))),
+            ["192.0.2.10:5060", "192.0.2.11:5060", "198.51.100.5:5060"]
+        );
+        assert_eq!(
+            hosts(&route_with(
+                &config,
+                "+1555",
+                &Down(&["primary/192.0.2.10:5060"])
+            )),
+            ["192.0.2.11:5060", "198.51.100.5:5060"],
+            "the first peer is down: the second peer of the trunk is tried first"
+        );
+        assert_eq!(
+            hosts(&route_with(
+                &config,
+                "+1555",
+                &Down(&["primary/192.0.2.10:5060", "primary/192.0.2.11:5060"])
+            )),
+            ["198.51.100.5:5060"],
+            "the whole first trunk is down: the call fails over to the next trunk"
+        );
+        // The same address under another trunk name is another peer.
+        assert_eq!(
+            hosts(&route_with(
+                &config,
+                "+1555",
+                &Down(&["backup/192.0.2.10:5060"])
+            ))
+            .len(),
+            3
+        );
+    }
+
+    #[test]
+    fn every_peer_down_gets_503_with_retry_after() {
+        let config = config(CHECKED);
+        let decision = route_with(
+            &config,
+            "+1555",
+            &Down(&[
+                "primary/192.0.2.10:5060",
+                "primary/192.0.2.11:5060",
+                "backup/198.51.100.5:5060",
+            ]),
+        );
+        assert_eq!(
+            decision,
+            Decision::Reject {
+                code: 503,
+                reason: ALL_PEERS_DOWN.into()
+            }
+        );
+        assert_eq!(decision.retry_after(), Some(ALL_PEERS_DOWN_RETRY_AFTER));
+        // Any other rejection carries no Retry-After.
+        let no_route = Decision::Reject {
+            code: 404,
+            reason: "No Route".into(),
+        };
+        assert_eq!(no_route.retry_after(), None);
+    }
+
+    #[test]
+    fn a_peer_back_up_takes_calls_again() {
+        let config = config(CHECKED);
+        let all_down = Down(&[
+            "primary/192.0.2.10:5060",
+            "primary/192.0.2.11:5060",
+            "backup/198.51.100.5:5060",
+        ]);
+        assert!(matches!(
+            route_with(&config, "+1555", &all_down),
+            Decision::Reject { code: 503, .. }
+        ));
+        let backup_back = Down(&["primary/192.0.2.10:5060", "primary/192.0.2.11:5060"]);
+        assert_eq!(
+            hosts(&route_with(&config, "+1555", &backup_back)),
+            ["198.51.100.5:5060"]
+        );
+    }
+
+    #[test]
+    fn health_is_ignored_for_trunks_without_health_checks() {
+        let config = config(CHECKED);
+        // A stale "down" of a trunk whose checks were switched off does not block it.
+        assert_eq!(
+            hosts(&route_with(
+                &config,
+                "0800123",
+                &Down(&["unchecked/203.0.113.9:5060"])
+            )),
+            ["203.0.113.9:5060"]
+        );
+    }
+
+    #[test]
+    fn tls_peers_are_refused_not_downgraded() {
+        let config = config(
+            "apiVersion: voice.tandem.dev/v1alpha1
+kind: Trunk
+metadata: {name: customers}
+spec:
+  gatewayRef: {name: gw}
+  inbound: {allowedCidrs: [10.0.0.0/8]}
+---
+apiVersion: voice.tandem.dev/v1alpha1
+kind: Trunk
+metadata: {name: secure}
+spec:
+  gatewayRef: {name: gw}
+  peers:
+    - {host: 192.0.2.20, port: 5061, transport: TLS}
+    - {host: 192.0.2.21, port: 5060, transport: TCP, priority: 2}
+---
+apiVersion: voice.tandem.dev/v1alpha1
+kind: Trunk
+metadata: {name: tls-only}
+spec:
+  gatewayRef: {name: gw}
+  peers:
+    - {host: 192.0.2.30, port: 5061, transport: TLS}
+---
+apiVersion: voice.tandem.dev/v1alpha1
+kind: RoutePlan
+metadata: {name: plan}
+spec:
+  gatewayRef: {name: gw}
+  inboundTrunks: [customers]
+  routes:
+    - {name: secure, match: {calledPrefix: '1'}, targets: [{trunkRef: {name: secure}}]}
+    - {name: tls, match: {calledPrefix: '2'}, targets: [{trunkRef: {name: tls-only}}]}
+",
+        );
+        let Decision::Route { targets, .. } = route_with(&config, "100", &Down(&[])) else {
+            panic!("routed");
+        };
+        assert_eq!(targets.len(), 1, "the TLS peer is left out: {targets:?}");
+        assert_eq!(targets[0].host, "192.0.2.21");
+        assert_eq!(targets[0].transport, Transport::Tcp);
+        assert_eq!(
+            route_with(&config, "200", &Down(&[])),
+            Decision::Reject {
+                code: 503,
+                reason: "No Trunk Peer Available".into()
+            },
+            "a trunk with only TLS peers gets no call, and no plain TCP"
+        );
+        let trunk = config.trunk("tls-only").unwrap();
+        assert!(peer_targets(trunk, &[]).is_empty(), "nor health probes");
+        let err = peer_transport(&trunk.spec.peers[0]).unwrap_err();
+        assert!(err.to_string().contains("TLS is not available"), "{err}");
     }
 
     #[test]

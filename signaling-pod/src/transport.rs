@@ -3,12 +3,14 @@
 //!
 //! Inbound bytes are framed and parsed here and handed to the [`Dispatcher`] as messages; the
 //! dispatcher and the calls send through [`Transports::send`], which picks the socket for a flow
-//! (opening a TCP connection to a peer when none is open).
+//! (opening a TCP connection to a peer when none is open). A connection the pod opens is read
+//! like an accepted one, so a carrier's replies on it reach the dispatcher, and it is reused for
+//! every later message to the same peer.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use bytes::Bytes;
 use tandem_sip::SipMessage;
@@ -70,6 +72,11 @@ const TCP_QUEUE: usize = 1024;
 pub struct Transports {
     udp: Arc<UdpSocket>,
     tcp: Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>,
+    /// Serialises opening connections, so that concurrent sends to a new peer share one.
+    connecting: tokio::sync::Mutex<()>,
+    /// Where messages read from any connection go; set when the receive loops start. Weak: the
+    /// dispatcher owns (through the calls' context) these transports.
+    dispatcher: OnceLock<Weak<Dispatcher>>,
     metrics: Metrics,
 }
 
@@ -89,6 +96,8 @@ impl Transports {
         let transports = Arc::new(Self {
             udp: Arc::new(udp),
             tcp: Mutex::new(HashMap::new()),
+            connecting: tokio::sync::Mutex::new(()),
+            dispatcher: OnceLock::new(),
             metrics,
         });
         Ok((transports, tcp))
@@ -122,24 +131,35 @@ impl Transports {
         self.tcp.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Opens a connection to `remote`, unless another send opened one meanwhile.
     async fn connect(self: &Arc<Self>, remote: SocketAddr) -> io::Result<mpsc::Sender<Bytes>> {
+        let _opening = self.connecting.lock().await;
+        if let Some(sender) = self.tcp_sender(remote) {
+            return Ok(sender);
+        }
         let stream = TcpStream::connect(remote).await?;
-        Ok(self.adopt(stream, remote, None))
+        tracing::debug!(%remote, "outbound TCP connection open");
+        Ok(self.adopt(stream, remote))
     }
 
-    /// Registers a TCP connection: a writer task drains its queue, and, when a dispatcher is
-    /// given, a reader task frames and dispatches what arrives.
-    fn adopt(
-        self: &Arc<Self>,
-        stream: TcpStream,
-        remote: SocketAddr,
-        dispatcher: Option<Arc<Dispatcher>>,
-    ) -> mpsc::Sender<Bytes> {
+    /// The dispatcher of inbound messages, once the receive loops run.
+    fn dispatcher(&self) -> Option<Arc<Dispatcher>> {
+        self.dispatcher.get().and_then(Weak::upgrade)
+    }
+
+    fn set_dispatcher(&self, dispatcher: &Arc<Dispatcher>) {
+        let _ = self.dispatcher.set(Arc::downgrade(dispatcher));
+    }
+
+    /// Registers a TCP connection, accepted or opened: a writer task drains its queue and a
+    /// reader task frames and dispatches what arrives.
+    fn adopt(self: &Arc<Self>, stream: TcpStream, remote: SocketAddr) -> mpsc::Sender<Bytes> {
         let _ = stream.set_nodelay(true);
         let (mut reader, mut writer) = stream.into_split();
         let (tx, mut rx) = mpsc::channel::<Bytes>(TCP_QUEUE);
         self.lock_tcp().insert(remote, tx.clone());
         let this = Arc::clone(self);
+        let writer_tx = tx.clone();
         tokio::spawn(async move {
             while let Some(data) = rx.recv().await {
                 if let Err(e) = writer.write_all(&data).await {
@@ -147,44 +167,57 @@ impl Transports {
                     break;
                 }
             }
-            this.lock_tcp().remove(&remote);
+            this.forget(remote, &writer_tx);
         });
-        if let Some(dispatcher) = dispatcher {
-            let this = Arc::clone(self);
-            tokio::spawn(async move {
-                let flow = Flow {
-                    transport: Transport::Tcp,
-                    remote,
+        let this = Arc::clone(self);
+        let reader_tx = tx.clone();
+        tokio::spawn(async move {
+            let flow = Flow {
+                transport: Transport::Tcp,
+                remote,
+            };
+            let mut framer = StreamFramer::new(MAX_STREAM_MESSAGE);
+            let mut buf = vec![0u8; 16 * 1024];
+            'read: loop {
+                let n = match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
                 };
-                let mut framer = StreamFramer::new(MAX_STREAM_MESSAGE);
-                let mut buf = vec![0u8; 16 * 1024];
-                'read: loop {
-                    let n = match reader.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
+                framer.push(&buf[..n]);
+                while let Some(result) = framer.next_message() {
+                    let Some(dispatcher) = this.dispatcher() else {
+                        tracing::debug!(%remote, "message before the receive loops started dropped");
+                        continue;
                     };
-                    framer.push(&buf[..n]);
-                    while let Some(result) = framer.next_message() {
-                        match result {
-                            Ok(msg) => this.deliver(&dispatcher, msg, flow).await,
-                            Err(e) => {
-                                this.reject(&dispatcher, &e, flow).await;
-                                if framer.is_failed() {
-                                    // A stream that lost its framing cannot be resynchronised.
-                                    break 'read;
-                                }
+                    match result {
+                        Ok(msg) => this.deliver(&dispatcher, msg, flow).await,
+                        Err(e) => {
+                            this.reject(&dispatcher, &e, flow).await;
+                            if framer.is_failed() {
+                                // A stream that lost its framing cannot be resynchronised.
+                                break 'read;
                             }
                         }
                     }
                 }
-                this.lock_tcp().remove(&remote);
-            });
-        }
+            }
+            this.forget(remote, &reader_tx);
+        });
         tx
+    }
+
+    /// Forgets the connection to `remote` when `sender` is still the one registered (a newer
+    /// connection to the same peer stays).
+    fn forget(&self, remote: SocketAddr, sender: &mpsc::Sender<Bytes>) {
+        let mut tcp = self.lock_tcp();
+        if tcp.get(&remote).is_some_and(|s| s.same_channel(sender)) {
+            tcp.remove(&remote);
+        }
     }
 
     /// Receives datagrams until the socket fails; each is parsed and dispatched.
     pub async fn run_udp(self: Arc<Self>, dispatcher: Arc<Dispatcher>) {
+        self.set_dispatcher(&dispatcher);
         let mut buf = vec![0u8; 65_535];
         loop {
             let (n, remote) = match self.udp.recv_from(&mut buf).await {
@@ -212,10 +245,11 @@ impl Transports {
 
     /// Accepts TCP connections until the listener fails.
     pub async fn run_tcp(self: Arc<Self>, listener: TcpListener, dispatcher: Arc<Dispatcher>) {
+        self.set_dispatcher(&dispatcher);
         loop {
             match listener.accept().await {
                 Ok((stream, remote)) => {
-                    self.adopt(stream, remote, Some(Arc::clone(&dispatcher)));
+                    self.adopt(stream, remote);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "TCP accept failed");
