@@ -58,8 +58,8 @@ def next_rate(plan: Plan, results: dict[int, bool]) -> int | None:
     if high - low <= plan.resolution:
         return None
     middle = (low + high) // 2
-    # Round to a multiple of the resolution's quarter to keep rates readable.
-    grain = max(1, plan.resolution // 4)
+    # Round to a multiple of 25 calls/s (finer below that resolution) to keep rates readable.
+    grain = max(1, min(25, plan.resolution))
     middle = max(grain, round(middle / grain) * grain)
     return middle if middle not in results and low < middle < high else None
 
