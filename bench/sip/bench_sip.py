@@ -5,7 +5,8 @@ side in one invocation (method: docs/performance.md).
 For each run and each engine: a private network namespace with SIPp's built-in uas as the
 carrier for the whole ramp; per rate step a freshly started engine and a fresh SIPp uac placing
 rate × STEP_SECONDS calls; ramp up until a step fails, then bisect. Then one step at twice the
-best sustained rate (overload) and one holding HOLD_CALLS calls up (memory per call).
+best sustained rate (overload) and one holding HOLD_CALLS calls up (memory per call, read 33 s
+after the last call was answered).
 
 Settings come from the environment (empty means the default):
   RUNS=1            runs of the whole comparison
@@ -48,6 +49,7 @@ class Settings:
     plan: Plan
     step_seconds: int
     hold_calls: int
+    hold_settle_seconds: int
     engines: tuple[str, ...]
 
     @staticmethod
@@ -85,6 +87,7 @@ class Settings:
             plan=plan,
             step_seconds=number("STEP_SECONDS", 3 if quick else 10),
             hold_calls=number("HOLD_CALLS", 200 if quick else 2000),
+            hold_settle_seconds=2 if quick else 33,
             engines=names,
         )
 
@@ -287,7 +290,9 @@ class Bench:
                 held = len(sipp.read_rtt(rtt).response_ms) if rtt else 0
                 if held >= calls:
                     break
-            time.sleep(1.0)  # the last answered calls' ACKs reach the engine
+            # Past the set-up transactions' lifetimes (Kamailio's 5 s wait timer, a UAS INVITE
+            # transaction's 32 s Timer L), so that what is left is the calls' own state.
+            time.sleep(self.settings.hold_settle_seconds)
             after = {pid: pss_kib(pid) for pid in pids}
             shm_after = running.shm_used_bytes()
             self.processes.stop(uac)
