@@ -5,7 +5,7 @@ PROFILE ?= release
 BIN_DIR := target/$(if $(filter release,$(PROFILE)),release,debug)
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 
-.PHONY: help run build build-local test test-unit test-e2e test-chart e2e lint fmt crds chart-crds deps load clean
+.PHONY: help run build build-local test test-unit test-e2e test-chart e2e lint fmt crds chart-crds deps load bench-deps bench-sip clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,13 @@ fmt: ## Format the code
 
 load: deps ## Place CALLS calls at RATE per second through a running `make run` (SIPp)
 	scripts/sipp-load $(or $(CALLS),1000) $(or $(RATE),100)
+
+bench-deps: ## Install the benchmarks' peers when missing (Kamailio, rtpengine, SIPp)
+	bench/install-deps
+
+bench-sip: bench-deps ## Calls/s: Kamailio, Kamailio + rtpengine, Tandem side by side (RUNS=3, QUICK=1; root; not in `make test`)
+	$(CARGO) build --release -p signaling-pod -p media-pod
+	RUNS='$(RUNS)' QUICK='$(QUICK)' ENGINES='$(ENGINES)' RATES='$(RATES)' python3 bench/sip/bench_sip.py --bin-dir target/release
 
 crds: ## Regenerate crds/*.yaml (and the chart's copy) from the Rust types
 	$(CARGO) run -q -p tandem-api --bin crdgen -- crds
