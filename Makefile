@@ -5,10 +5,10 @@ PROFILE ?= release
 BIN_DIR := target/$(if $(filter release,$(PROFILE)),release,debug)
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 
-.PHONY: help run build build-local test test-unit test-e2e test-chart e2e lint fmt crds chart-crds deps load bench-deps bench-sip clean
+.PHONY: help run build build-local test test-unit test-e2e test-chart e2e lint fmt crds chart-crds deps load bench-deps bench-sip bench-media clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 build: ## Build every binary (PROFILE=release|debug)
 	$(CARGO) build --workspace --bins $(CARGO_PROFILE_FLAG)
@@ -61,6 +61,10 @@ crds: ## Regenerate crds/*.yaml (and the chart's copy) from the Rust types
 
 chart-crds: ## Copy crds/*.yaml into the Helm chart
 	cp crds/*.yaml charts/tandem/crds/
+
+bench-media: ## RTP relay benchmark: media-pod vs rtpengine vs a raw forwarder, side by side (root; QUICK=1 smoke run)
+	$(CARGO) build -p media-pod -p bench-media $(CARGO_PROFILE_FLAG)
+	BIN_DIR=$(BIN_DIR) bench/media/run
 
 clean: ## Remove build output
 	$(CARGO) clean

@@ -47,6 +47,14 @@ pub struct Config {
     /// can reach the downward-API file after the container starts).
     #[arg(long, env = "TANDEM_NETWORK_STATUS_WAIT_SECONDS", default_value_t = 60)]
     pub network_status_wait_seconds: u64,
+    /// Network interface the RTP/RTCP sockets are bound to (SO_BINDTODEVICE), e.g. the
+    /// SR-IOV virtual function; the address they bind and advertise is set separately.
+    #[arg(long, env = "TANDEM_RTP_INTERFACE")]
+    pub rtp_interface: Option<String>,
+    /// Relay worker threads, each owning a shard of the calls and their sockets; 0 means one
+    /// per available core.
+    #[arg(long, env = "TANDEM_MEDIA_WORKERS", default_value_t = 0)]
+    pub workers: usize,
     /// Address written into rewritten SDP (c=, a=rtcp, o=), e.g. a public or SR-IOV address.
     #[arg(long, env = "TANDEM_ADVERTISE_ADDRESS")]
     pub advertise_address: Option<IpAddr>,
@@ -120,6 +128,15 @@ impl Config {
                 .or(self.pod_ip)
                 .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         )
+    }
+
+    /// The number of relay workers: as configured, else one per available core.
+    pub fn workers(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        }
     }
 
     /// The address to advertise in SDP when RTP binds `rtp_address`.

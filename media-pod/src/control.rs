@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tandem_ng::{Command, Cookie, NgError, Reply, Request, Statistics, Value};
 
-use crate::session::{PortBinder, SessionError, SessionTable, Timestamp};
+use crate::session::{PortBinder, SessionError, SessionTable, Timestamp, Totals};
 
 /// How long a reply is kept for retransmissions (rtpengine keeps its cookies 30 s).
 pub const REPLY_CACHE_TTL: Duration = Duration::from_secs(30);
@@ -138,7 +138,85 @@ pub struct Outcome {
     pub duplicate: bool,
 }
 
-/// The ng control state that outlives single requests.
+/// What one shard (one worker's session table) holds, summed over shards for `list`,
+/// `statistics`, the rates and the occupancy metrics.
+#[derive(Clone, Debug, Default)]
+pub struct Census {
+    /// Calls held.
+    pub sessions: usize,
+    /// Ports allocated.
+    pub ports: usize,
+    /// Running counters.
+    pub totals: Totals,
+    /// The oldest calls as (creation time, call-id), at most the `list` limit asked for.
+    pub calls: Vec<(u64, String)>,
+}
+
+impl Census {
+    /// The census of one table, listing up to `list_limit` calls.
+    pub fn of(table: &SessionTable, list_limit: usize) -> Self {
+        Self {
+            sessions: table.sessions(),
+            ports: table.ports_allocated(),
+            totals: table.totals(),
+            calls: table.list(list_limit),
+        }
+    }
+
+    /// Adds another shard's census.
+    pub fn merge(&mut self, other: Census) {
+        self.sessions += other.sessions;
+        self.ports += other.ports;
+        self.totals.add(&other.totals);
+        self.calls.extend(other.calls);
+    }
+}
+
+/// A datagram that carries a command still to be run.
+#[derive(Debug)]
+pub struct Pending {
+    cookie: Cookie,
+    source: SocketAddr,
+    /// The parsed request.
+    pub request: Request,
+}
+
+impl Pending {
+    /// The call-id that decides which shard runs the command; `None` for engine-wide
+    /// commands (`ping`, `list`, `statistics`). A call command without a call-id gets an
+    /// empty key: whichever shard runs it answers the missing-key error.
+    pub fn shard_key(&self) -> Option<&str> {
+        match self.request.command {
+            Command::Offer | Command::Answer | Command::Delete | Command::Query => {
+                Some(self.request.call_id.as_deref().unwrap_or(""))
+            }
+            Command::Ping | Command::List | Command::Statistics => None,
+        }
+    }
+
+    /// The `list` limit requested (the default when absent or invalid: the error is
+    /// reported by [`Controller::engine_reply`]).
+    pub fn list_limit(&self) -> usize {
+        self.request
+            .limit
+            .and_then(|l| usize::try_from(l).ok())
+            .unwrap_or(DEFAULT_LIST_LIMIT)
+    }
+}
+
+/// The first step of handling a datagram.
+#[derive(Debug)]
+pub enum Received {
+    /// Finished without running a command (no cookie, retransmission, parse error).
+    Done(Outcome),
+    /// A command to run: on the owning shard with [`execute`] or engine-wide with
+    /// [`Controller::engine_reply`], then [`Controller::finish`].
+    Command(Box<Pending>),
+}
+
+/// The ng control state that outlives single requests: the reply cache, the rates and the
+/// drain flag. Commands on calls run where the call lives ([`execute`]); this part runs in the
+/// control plane.
 #[derive(Debug)]
 pub struct Controller {
     cache: ReplyCache,
@@ -163,116 +241,76 @@ impl Controller {
         self.draining = true;
     }
 
-    /// Updates the packet/byte/error rates reported by `statistics`; call about once a second.
-    pub fn tick(&mut self, now: Instant, table: &SessionTable) {
-        let t = table.totals();
-        self.rates
-            .sample(now, t.relayed_packets, t.relayed_bytes, t.dropped_packets);
+    /// Whether new calls are refused.
+    pub fn draining(&self) -> bool {
+        self.draining
     }
 
-    /// Handles one ng datagram from `source`.
-    pub fn handle(
-        &mut self,
-        datagram: &[u8],
-        source: SocketAddr,
-        now: Timestamp,
-        table: &mut SessionTable,
-        binder: &mut dyn PortBinder,
-    ) -> Outcome {
+    /// Updates the packet/byte/error rates reported by `statistics` from the engine's
+    /// running totals; call about once a second.
+    pub fn tick(&mut self, now: Instant, totals: &Totals) {
+        self.rates.sample(
+            now,
+            totals.relayed_packets,
+            totals.relayed_bytes,
+            totals.dropped_packets,
+        );
+    }
+
+    /// Takes one ng datagram from `source`: answers what needs no session table, and
+    /// otherwise returns the command to run.
+    pub fn receive(&mut self, datagram: &[u8], source: SocketAddr, now: Instant) -> Received {
         let (cookie, payload) = match tandem_ng::split_cookie(datagram) {
             Ok(split) => split,
             Err(e) => {
                 // Without a cookie there is nothing to address a reply to (rtpengine also
                 // stays silent).
                 tracing::debug!(%source, error = %e, "ng datagram without cookie dropped");
-                return Outcome {
+                return Received::Done(Outcome {
                     error: Some(e.reason_label()),
                     ..Outcome::default()
-                };
+                });
             }
         };
-        if let Some(cached) = self.cache.get(source.ip(), &cookie, now.instant) {
+        if let Some(cached) = self.cache.get(source.ip(), &cookie, now) {
             tracing::debug!(%source, %cookie, "duplicate ng request answered from cache");
-            return Outcome {
+            return Received::Done(Outcome {
                 reply: Some(cached.to_vec()),
                 duplicate: true,
                 ..Outcome::default()
-            };
+            });
         }
-        let mut outcome = Outcome::default();
-        let reply = match parse_request(payload) {
+        match parse_request(payload) {
+            Ok(request) => Received::Command(Box::new(Pending {
+                cookie,
+                source,
+                request,
+            })),
             Err(e) => {
                 tracing::warn!(%source, error = %e, "invalid ng request");
-                outcome.error = Some(e.reason_label());
-                Reply::error(e.to_string())
+                let outcome = Outcome {
+                    error: Some(e.reason_label()),
+                    ..Outcome::default()
+                };
+                Received::Done(self.reply(
+                    cookie,
+                    source,
+                    Reply::error(e.to_string()),
+                    outcome,
+                    now,
+                ))
             }
-            Ok(request) => {
-                outcome.command = Some(request.command);
-                match self.dispatch(&request, now, table, binder) {
-                    Ok(reply) => reply,
-                    Err(e) => {
-                        tracing::info!(
-                            %source,
-                            command = %request.command,
-                            call_id = request.call_id.as_deref().unwrap_or(""),
-                            error = %e,
-                            "ng command failed"
-                        );
-                        outcome.error = Some(e.reason_label());
-                        Reply::error(e.to_string())
-                    }
-                }
-            }
-        };
-        let mut wire = reply.encode(&cookie);
-        if wire.len() > MAX_REPLY {
-            outcome.error = Some("reply_too_large");
-            wire = Reply::error("Reply too large for a UDP datagram").encode(&cookie);
         }
-        self.cache
-            .insert(source.ip(), cookie, wire.clone(), now.instant);
-        outcome.reply = Some(wire);
-        outcome
     }
 
-    fn dispatch(
-        &mut self,
+    /// Runs an engine-wide command (`ping`, `list`, `statistics`) over the summed census.
+    pub fn engine_reply(
+        &self,
         request: &Request,
-        now: Timestamp,
-        table: &mut SessionTable,
-        binder: &mut dyn PortBinder,
+        census: &Census,
+        now: Instant,
     ) -> Result<Reply, SessionError> {
         match request.command {
-            Command::Ping => Ok(Reply::pong()),
-            Command::Offer | Command::Answer => {
-                if self.draining
-                    && request.command == Command::Offer
-                    && !table.contains(request.require_call_id()?)
-                {
-                    return Err(SessionError::Draining);
-                }
-                let sdp = table.negotiate(request, now, binder)?;
-                Ok(Reply::ok().with("sdp", Value::Bytes(sdp.into())))
-            }
-            Command::Delete => match table.delete(request, now.instant, binder) {
-                Ok(report) => {
-                    let mut reply = Reply::ok();
-                    reply.extend(report.to_dictionary());
-                    Ok(reply)
-                }
-                // Like rtpengine: a delete of something already gone is only a warning,
-                // unless the client asks for it to be fatal.
-                Err(e @ SessionError::NoMatch) if !request.has_flag("fatal") => {
-                    Ok(Reply::ok().with("warning", e.to_string()))
-                }
-                Err(e) => Err(e),
-            },
-            Command::Query => {
-                let report = table.query(request)?;
-                let mut reply = Reply::ok();
-                reply.extend(report.to_dictionary());
-                Ok(reply)
-            }
             Command::List => {
                 let limit = match request.limit {
                     None => DEFAULT_LIST_LIMIT,
@@ -281,25 +319,77 @@ impl Controller {
                         reason: "must be >= 0",
                     })?,
                 };
-                let calls = table
-                    .list(limit)
+                let mut calls = census.calls.clone();
+                calls.sort_by_key(|(created, _)| *created);
+                let calls = calls
                     .into_iter()
-                    .map(Value::from)
+                    .take(limit)
+                    .map(|(_, id)| Value::from(id))
                     .collect::<Vec<_>>();
                 Ok(Reply::ok().with("calls", calls))
             }
             Command::Statistics => {
                 let mut reply = Reply::ok();
-                reply.extend(self.statistics(now.instant, table).to_dictionary());
+                reply.extend(self.statistics(now, census).to_dictionary());
                 Ok(reply)
             }
+            _ => Ok(Reply::pong()),
         }
     }
 
-    fn statistics(&self, now: Instant, table: &SessionTable) -> Statistics {
-        let t = table.totals();
+    /// Encodes the result of `pending`, caches it for retransmissions and returns what to
+    /// send and count.
+    pub fn finish(
+        &mut self,
+        pending: Box<Pending>,
+        result: Result<Reply, SessionError>,
+        now: Instant,
+    ) -> Outcome {
+        let Pending {
+            cookie,
+            source,
+            request,
+        } = *pending;
+        let mut outcome = Outcome {
+            command: Some(request.command),
+            ..Outcome::default()
+        };
+        let reply = result.unwrap_or_else(|e| {
+            tracing::info!(
+                %source,
+                command = %request.command,
+                call_id = request.call_id.as_deref().unwrap_or(""),
+                error = %e,
+                "ng command failed"
+            );
+            outcome.error = Some(e.reason_label());
+            Reply::error(e.to_string())
+        });
+        self.reply(cookie, source, reply, outcome, now)
+    }
+
+    fn reply(
+        &mut self,
+        cookie: Cookie,
+        source: SocketAddr,
+        reply: Reply,
+        mut outcome: Outcome,
+        now: Instant,
+    ) -> Outcome {
+        let mut wire = reply.encode(&cookie);
+        if wire.len() > MAX_REPLY {
+            outcome.error = Some("reply_too_large");
+            wire = Reply::error("Reply too large for a UDP datagram").encode(&cookie);
+        }
+        self.cache.insert(source.ip(), cookie, wire.clone(), now);
+        outcome.reply = Some(wire);
+        outcome
+    }
+
+    fn statistics(&self, now: Instant, census: &Census) -> Statistics {
+        let t = &census.totals;
         Statistics {
-            sessions_own: table.sessions() as u64,
+            sessions_own: census.sessions as u64,
             sessions_foreign: 0,
             transcoded_media: 0,
             packet_rate: self.rates.packets,
@@ -313,6 +403,52 @@ impl Controller {
             relayed_packets: t.relayed_packets,
             relayed_packet_errors: t.dropped_packets,
         }
+    }
+}
+
+/// Runs a command on one call (`offer`, `answer`, `delete`, `query`) against the table that
+/// owns it. `draining` refuses offers that would create a call.
+pub fn execute(
+    request: &Request,
+    draining: bool,
+    now: Timestamp,
+    table: &mut SessionTable,
+    binder: &mut dyn PortBinder,
+) -> Result<Reply, SessionError> {
+    match request.command {
+        Command::Offer | Command::Answer => {
+            if draining
+                && request.command == Command::Offer
+                && !table.contains(request.require_call_id()?)
+            {
+                return Err(SessionError::Draining);
+            }
+            let sdp = table.negotiate(request, now, binder)?;
+            Ok(Reply::ok().with("sdp", Value::Bytes(sdp.into())))
+        }
+        Command::Delete => match table.delete(request, now.instant, binder) {
+            Ok(report) => {
+                let mut reply = Reply::ok();
+                reply.extend(report.to_dictionary());
+                Ok(reply)
+            }
+            // Like rtpengine: a delete of something already gone is only a warning,
+            // unless the client asks for it to be fatal.
+            Err(e @ SessionError::NoMatch) if !request.has_flag("fatal") => {
+                Ok(Reply::ok().with("warning", e.to_string()))
+            }
+            Err(e) => Err(e),
+        },
+        Command::Query => {
+            let report = table.query(request)?;
+            let mut reply = Reply::ok();
+            reply.extend(report.to_dictionary());
+            Ok(reply)
+        }
+        Command::Ping | Command::List | Command::Statistics => Ok(Reply::error(format!(
+            "{} is not a call command",
+            request.command
+        ))),
     }
 }
 
@@ -330,7 +466,7 @@ mod tests {
 
     use super::*;
     use crate::config::PortRange;
-    use crate::ports::PortAllocator;
+    use crate::ports::{PortAllocator, PortPool};
     use crate::session::TableConfig;
 
     #[derive(Default)]
@@ -362,7 +498,7 @@ mod tests {
                         session_timeout: Duration::from_secs(60),
                         latch_holdoff: Duration::from_secs(1),
                     },
-                    PortAllocator::new(PortRange::new(30000, 30099).unwrap()),
+                    PortPool::new(PortAllocator::new(PortRange::new(30000, 30099).unwrap())),
                 ),
                 t0,
             }
@@ -373,13 +509,28 @@ mod tests {
                 instant: self.t0 + Duration::from_millis(ms),
                 unix: 1_700_000_000,
             };
-            self.controller.handle(
-                datagram,
-                CLIENT.parse().unwrap(),
-                now,
-                &mut self.table,
-                &mut Binder,
-            )
+            let pending =
+                match self
+                    .controller
+                    .receive(datagram, CLIENT.parse().unwrap(), now.instant)
+                {
+                    Received::Done(outcome) => return outcome,
+                    Received::Command(pending) => pending,
+                };
+            let result = if pending.shard_key().is_some() {
+                execute(
+                    &pending.request,
+                    self.controller.draining(),
+                    now,
+                    &mut self.table,
+                    &mut Binder,
+                )
+            } else {
+                let census = Census::of(&self.table, pending.list_limit());
+                self.controller
+                    .engine_reply(&pending.request, &census, now.instant)
+            };
+            self.controller.finish(pending, result, now.instant)
         }
 
         fn send(&mut self, datagram: &[u8]) -> Outcome {
@@ -531,7 +682,7 @@ mod tests {
         let mut h = Harness::new();
         h.request("o", &Request::offer("s1", "f", sdp(4000)));
         h.request("a", &Request::answer("s1", "f", "t", sdp(5000)));
-        h.controller.tick(h.t0, &h.table);
+        h.controller.tick(h.t0, &h.table.totals());
         let now = Timestamp {
             instant: h.t0,
             unix: 0,
@@ -552,7 +703,8 @@ mod tests {
             10,
             now,
         );
-        h.controller.tick(h.t0 + Duration::from_secs(1), &h.table);
+        h.controller
+            .tick(h.t0 + Duration::from_secs(1), &h.table.totals());
         let reply = h.request("st", &Request::statistics());
         let stats = Statistics::from_dictionary(reply.body());
         assert_eq!(stats.sessions_own, 1);

@@ -7,6 +7,7 @@
 //! `ports`, `quality`, `network_status`); `relay` and `ng_server` own the sockets, and this
 //! file the process life: address discovery, start-up, drain on SIGTERM, and stop.
 
+mod batch;
 mod config;
 mod control;
 mod latch;
@@ -20,7 +21,7 @@ mod sdp_rewrite;
 mod session;
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -34,8 +35,8 @@ use tokio::sync::watch;
 
 use crate::config::{Config, MediaAddress};
 use crate::metrics::Metrics;
-use crate::ports::PortAllocator;
-use crate::relay::Relay;
+use crate::ports::{PortAllocator, PortPool};
+use crate::relay::{Relay, SocketConfig};
 use crate::session::{SessionTable, TableConfig};
 
 #[tokio::main]
@@ -66,17 +67,28 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let health = Health::new();
-    let allocator = PortAllocator::new(settings.port_range);
-    metrics.set_ports_capacity(allocator.capacity_pairs() * 2);
-    let table = Arc::new(Mutex::new(SessionTable::new(
-        TableConfig {
-            advertise,
-            session_timeout: config.session_timeout(),
-            latch_holdoff: config.latch_holdoff(),
-        },
-        allocator,
-    )));
-    let relay = Relay::new(rtp_address, Arc::clone(&table), metrics.clone());
+    let workers = config.workers();
+    let table_config = TableConfig {
+        advertise,
+        session_timeout: config.session_timeout(),
+        latch_holdoff: config.latch_holdoff(),
+    };
+    let ports = PortPool::new(PortAllocator::new(settings.port_range));
+    metrics.set_ports_capacity(ports.capacity_pairs() * 2);
+    let tables: Vec<SessionTable> = (0..workers)
+        .map(|_| SessionTable::new(table_config, ports.clone()))
+        .collect();
+    let relay = Arc::new(
+        Relay::start(
+            &SocketConfig {
+                bind_ip: rtp_address,
+                interface: config.rtp_interface.clone(),
+            },
+            tables,
+            &metrics,
+        )
+        .context("cannot start the media workers")?,
+    );
     let ng_socket = UdpSocket::bind(config.ng_listen)
         .await
         .with_context(|| format!("cannot bind the ng control socket on {}", config.ng_listen))?;
@@ -94,8 +106,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let ng = tokio::spawn(ng_server::serve(
         ng_socket,
         ng_server::Shared {
-            table: Arc::clone(&table),
-            relay: relay.clone(),
+            relay: Arc::clone(&relay),
             metrics: metrics.clone(),
             draining,
             sessions: sessions_tx,
@@ -107,6 +118,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         rtp_address = %rtp_address,
         advertise = %advertise,
         rtp_ports = %settings.port_range,
+        rtp_interface = config.rtp_interface.as_deref().unwrap_or(""),
+        workers,
         admin = %config.admin_listen,
         drain_timeout_seconds = settings.drain_timeout.as_secs(),
         "media pod serving"
@@ -120,7 +133,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 health: &health,
                 metrics: &metrics,
                 drain: &drain,
-                table: &table,
                 timeout: settings.drain_timeout,
             }).await
         }
@@ -131,16 +143,37 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Err(e) = ng.await {
         tracing::warn!(error = %e, "ng server task ended abnormally");
     }
-    let (calls, samples) = {
-        let mut table = relay::lock_table(&table);
-        let calls = table.sessions();
-        table.clear(Instant::now(), &mut relay.binder());
-        (calls, table.take_quality_samples())
+    let now = Instant::now();
+    let calls: usize = match relay
+        .run_all(move |table, binder| {
+            let calls = table.sessions();
+            table.clear(now, binder);
+            (calls, table.take_quality_samples())
+        })
+        .await
+    {
+        Ok(shards) => shards
+            .into_iter()
+            .map(|(calls, samples)| {
+                for sample in &samples {
+                    metrics.observe_quality(sample);
+                }
+                calls
+            })
+            .sum(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot clear the calls");
+            0
+        }
     };
-    for sample in &samples {
-        metrics.observe_quality(sample);
+    match Arc::try_unwrap(relay) {
+        Ok(relay) => {
+            tokio::task::spawn_blocking(move || relay.stop())
+                .await
+                .context("media workers did not stop")?;
+        }
+        Err(_) => tracing::warn!("media workers still referenced at exit"),
     }
-    relay.close_all().await;
     let admin_result = match admin_result.take() {
         Some(result) => result,
         None => admin.await,
@@ -158,7 +191,6 @@ struct DrainHandles<'a> {
     health: &'a Health,
     metrics: &'a Metrics,
     drain: &'a watch::Sender<bool>,
-    table: &'a Mutex<SessionTable>,
     timeout: Duration,
 }
 
@@ -178,13 +210,14 @@ async fn drain_calls(
     handles.drain.send_replace(true);
     // The ng server publishes the call count after every command and expiry, so the channel
     // agrees with the table whenever the server is between requests.
-    let calls = relay::lock_table(handles.table).sessions();
+    let calls = *sessions.borrow();
     tracing::info!(
         signal = %handles.signal,
         calls,
         timeout_seconds = handles.timeout.as_secs(),
         "draining: refusing new calls, relaying calls in progress until they end"
     );
+    let left = sessions.clone();
     tokio::select! {
         _ = sessions.wait_for(|n| *n == 0) => {
             tracing::info!("drain complete: no calls left");
@@ -192,7 +225,7 @@ async fn drain_calls(
         }
         () = tokio::time::sleep(handles.timeout) => {
             tracing::warn!(
-                calls = relay::lock_table(handles.table).sessions(),
+                calls = *left.borrow(),
                 "drain timeout passed; stopping with calls in progress"
             );
             None

@@ -2,8 +2,13 @@
 //! label has a small fixed set of values (command names, error and drop reasons,
 //! `rtp`/`rtcp`, codec names); never call-ids or addresses.
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -59,6 +64,15 @@ pub enum PacketClass {
 }
 
 impl PacketClass {
+    const ALL: [PacketClass; 2] = [PacketClass::Rtp, PacketClass::Rtcp];
+
+    fn index(self) -> usize {
+        match self {
+            PacketClass::Rtp => 0,
+            PacketClass::Rtcp => 1,
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             PacketClass::Rtp => "rtp",
@@ -74,9 +88,7 @@ pub struct Metrics {
     ng_errors: Family<ReasonLabels, Counter>,
     sessions_active: Gauge,
     ports_allocated: Gauge,
-    relayed_packets: Family<KindLabels, Counter>,
-    relayed_bytes: Family<KindLabels, Counter>,
-    dropped_packets: Family<ReasonLabels, Counter>,
+    packets: PacketCollector,
     ports_capacity: Gauge,
     stream_loss: Histogram,
     stream_jitter: Histogram,
@@ -93,9 +105,7 @@ impl Metrics {
             ng_errors: Family::default(),
             sessions_active: Gauge::default(),
             ports_allocated: Gauge::default(),
-            relayed_packets: Family::default(),
-            relayed_bytes: Family::default(),
-            dropped_packets: Family::default(),
+            packets: PacketCollector::default(),
             ports_capacity: Gauge::default(),
             stream_loss: Histogram::new(LOSS_BUCKETS),
             stream_jitter: Histogram::new(JITTER_BUCKETS),
@@ -131,21 +141,7 @@ impl Metrics {
             "Media UDP ports currently allocated (RTP and RTCP)",
             m.ports_allocated.clone(),
         );
-        registry.register(
-            "tandem_media_relayed_packets",
-            "Packets relayed, by kind",
-            m.relayed_packets.clone(),
-        );
-        registry.register(
-            "tandem_media_relayed_bytes",
-            "UDP payload bytes relayed, by kind",
-            m.relayed_bytes.clone(),
-        );
-        registry.register(
-            "tandem_media_dropped_packets",
-            "Packets received on media ports and not relayed, by reason",
-            m.dropped_packets.clone(),
-        );
+        registry.register_collector(Box::new(m.packets.clone()));
         registry.register(
             "tandem_media_ports_capacity",
             "Media UDP ports in the configured range (RTP and RTCP)",
@@ -184,36 +180,11 @@ impl Metrics {
                 })
                 .get();
         }
-        for kind in [PacketClass::Rtp, PacketClass::Rtcp] {
-            m.relayed_packets
-                .get_or_create(&KindLabels {
-                    kind: kind.as_str(),
-                })
-                .get();
-            m.relayed_bytes
-                .get_or_create(&KindLabels {
-                    kind: kind.as_str(),
-                })
-                .get();
-        }
         // No transcoding yet: the G.711 law conversions, the first pairs it will carry, are
         // exported at zero so that dashboards and alerts have a series to read.
         for (from, to) in [("pcmu", "pcma"), ("pcma", "pcmu")] {
             m.transcoded_packets
                 .get_or_create(&TranscodeLabels { from, to })
-                .get();
-        }
-        for reason in [
-            DropReason::Malformed,
-            DropReason::NoSession,
-            DropReason::NoDestination,
-        ]
-        .map(DropReason::as_str)
-        .into_iter()
-        .chain(["send_failed"])
-        {
-            m.dropped_packets
-                .get_or_create(&ReasonLabels { reason })
                 .get();
         }
         m
@@ -241,15 +212,15 @@ impl Metrics {
             .set(i64::try_from(ports).unwrap_or(i64::MAX));
     }
 
-    /// Counts a relayed packet of `bytes` bytes.
-    pub fn relayed(&self, class: PacketClass, bytes: usize) {
-        let labels = KindLabels {
-            kind: class.as_str(),
-        };
-        self.relayed_packets.get_or_create(&labels).inc();
-        self.relayed_bytes
-            .get_or_create(&labels)
-            .inc_by(u64::try_from(bytes).unwrap_or(u64::MAX));
+    /// New packet counters for one relay worker, summed into the packet metrics on scrape.
+    pub fn worker_counters(&self) -> Arc<PacketCounters> {
+        let counters = Arc::new(PacketCounters::default());
+        self.packets
+            .workers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::clone(&counters));
+        counters
     }
 
     /// Sets the port capacity gauge.
@@ -271,12 +242,109 @@ impl Metrics {
             self.stream_mos.observe(mos);
         }
     }
+}
 
-    /// Counts a dropped packet.
-    pub fn dropped(&self, reason: &'static str) {
-        self.dropped_packets
-            .get_or_create(&ReasonLabels { reason })
-            .inc();
+/// Why the relay dropped a packet: the label values of `tandem_media_dropped_packets_total`.
+pub const DROP_REASONS: [&str; 4] = [
+    DropReason::Malformed.as_str(),
+    DropReason::NoSession.as_str(),
+    DropReason::NoDestination.as_str(),
+    SEND_FAILED,
+];
+/// The drop reason of a packet the kernel would not send.
+pub const SEND_FAILED: &str = "send_failed";
+
+/// One relay worker's packet counters. Only that worker writes them, with a plain load and
+/// store (no locked read-modify-write on the packet path); a scrape adds up every worker's.
+#[derive(Debug, Default)]
+pub struct PacketCounters {
+    /// Packets and bytes relayed, by [`PacketClass`].
+    relayed: [(AtomicU64, AtomicU64); 2],
+    /// Packets dropped, by [`DROP_REASONS`] index.
+    dropped: [AtomicU64; DROP_REASONS.len()],
+}
+
+impl PacketCounters {
+    /// Counts `packets` relayed packets of `bytes` bytes in all.
+    pub fn relayed(&self, class: PacketClass, packets: u64, bytes: u64) {
+        if let Some((p, b)) = self.relayed.get(class.index()) {
+            bump(p, packets);
+            bump(b, bytes);
+        }
+    }
+
+    /// Counts `packets` dropped packets for `reason` (one of [`DROP_REASONS`]).
+    pub fn dropped(&self, reason: &str, packets: u64) {
+        if let Some(i) = DROP_REASONS.iter().position(|r| *r == reason)
+            && let Some(count) = self.dropped.get(i)
+        {
+            bump(count, packets);
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    );
+}
+
+/// Encodes the sum of every worker's [`PacketCounters`] on each scrape.
+#[derive(Clone, Debug, Default)]
+struct PacketCollector {
+    workers: Arc<Mutex<Vec<Arc<PacketCounters>>>>,
+}
+
+impl PacketCollector {
+    fn sum(&self, read: impl Fn(&PacketCounters) -> u64) -> u64 {
+        self.workers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|w| read(w))
+            .sum()
+    }
+}
+
+impl Collector for PacketCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for (name, help, bytes) in [
+            (
+                "tandem_media_relayed_packets",
+                "Packets relayed, by kind",
+                false,
+            ),
+            (
+                "tandem_media_relayed_bytes",
+                "UDP payload bytes relayed, by kind",
+                true,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for class in PacketClass::ALL {
+                let value = self.sum(|w| {
+                    w.relayed.get(class.index()).map_or(0, |(p, b)| {
+                        if bytes { b } else { p }.load(Ordering::Relaxed)
+                    })
+                });
+                let labels = KindLabels {
+                    kind: class.as_str(),
+                };
+                ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "tandem_media_dropped_packets",
+            "Packets received on media ports and not relayed, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for (i, reason) in DROP_REASONS.into_iter().enumerate() {
+            let value = self.sum(|w| w.dropped.get(i).map_or(0, |c| c.load(Ordering::Relaxed)));
+            ConstCounter::new(value).encode(family.encode_family(&ReasonLabels { reason })?)?;
+        }
+        Ok(())
     }
 }
 
@@ -297,9 +365,10 @@ mod tests {
         m.ng_command(Command::Offer);
         m.ng_error("bad_sdp");
         m.set_occupancy(3, 12);
-        m.relayed(PacketClass::Rtp, 172);
-        m.relayed(PacketClass::Rtcp, 60);
-        m.dropped("malformed");
+        let worker = m.worker_counters();
+        worker.relayed(PacketClass::Rtp, 1, 172);
+        m.worker_counters().relayed(PacketClass::Rtcp, 1, 60);
+        worker.dropped("malformed", 1);
         m.set_ports_capacity(200);
         m.set_draining(true);
         m.observe_quality(&QualitySample {

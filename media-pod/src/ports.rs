@@ -5,6 +5,7 @@
 //! packets for a call that just ended are unlikely to reach the next call on the same port.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::config::PortRange;
 
@@ -43,6 +44,7 @@ impl PortAllocator {
     }
 
     /// Pairs currently allocated.
+    #[cfg(test)]
     pub fn allocated_pairs(&self) -> usize {
         self.allocated.len()
     }
@@ -56,6 +58,38 @@ impl PortAllocator {
     #[cfg(test)]
     pub fn free_pairs(&self) -> usize {
         self.free.len()
+    }
+}
+
+/// The allocator every relay worker's table takes pairs from. Only ng commands and
+/// housekeeping lock it (to bind or free pairs), never the packet path.
+#[derive(Clone, Debug)]
+pub struct PortPool(Arc<Mutex<PortAllocator>>);
+
+impl PortPool {
+    /// A pool over `allocator`.
+    pub fn new(allocator: PortAllocator) -> Self {
+        Self(Arc::new(Mutex::new(allocator)))
+    }
+
+    /// [`PortAllocator::allocate`].
+    pub fn allocate(&self) -> Option<u16> {
+        self.lock().allocate()
+    }
+
+    /// [`PortAllocator::release`].
+    pub fn release(&self, rtp_port: u16) -> bool {
+        self.lock().release(rtp_port)
+    }
+
+    /// [`PortAllocator::capacity_pairs`].
+    pub fn capacity_pairs(&self) -> usize {
+        self.lock().capacity_pairs()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PortAllocator> {
+        // The allocator is consistent between its own method calls.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

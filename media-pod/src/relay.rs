@@ -1,31 +1,37 @@
-//! The relay's packet path: the UDP sockets of every allocated port pair, one receive task per
-//! socket, and the forwarding of each datagram as the session table decides.
+//! The relay's packet path: worker threads, each owning a shard of the calls (its own
+//! [`SessionTable`], port pairs and sockets), so that a packet never takes a lock shared with
+//! another worker or with the ng control plane.
 //!
-//! Each receive task waits for readiness and then drains its socket into a per-thread buffer
-//! (no per-socket buffer memory, no truncation of large datagrams), a bounded batch at a time
-//! so one flooded port cannot starve the others. Socket tuning and batched system calls
-//! (recvmmsg/GSO) belong here when they come.
+//! Calls are assigned to a shard by a hash of their call-id, for their whole life. The control
+//! plane runs commands on a shard by sending it a job over a channel; the worker runs jobs
+//! between packets on its own single-threaded runtime, so the table needs no lock at all.
+//! Each socket has a receive task that drains it in batches ([`crate::batch`]: `recvmmsg`
+//! in, `sendmmsg` out) into buffers allocated once per worker. Packet and drop counts are
+//! kept per worker and summed into the metrics when they are scraped.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use socket2::{Domain, Protocol, Socket, Type};
 use tandem_rtp::PacketKind;
 use tokio::net::UdpSocket;
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{JoinHandle, LocalSet};
 
-use crate::metrics::{Metrics, PacketClass};
-use crate::session::{Packet, PortBinder, Route, SessionTable, Timestamp};
+use crate::batch::{BATCH, Batch, Forward};
+use crate::metrics::{Metrics, PacketClass, PacketCounters, SEND_FAILED};
+use crate::session::{DropReason, Packet, PortBinder, Route, SessionTable, Timestamp};
 
-/// Datagrams handled per wake-up before yielding to other tasks.
-const BATCH: usize = 64;
-
-thread_local! {
-    static RECEIVE_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; 65_536]);
-}
+/// Batches drained from one socket per wake-up before yielding to the other sockets, so one
+/// flooded port cannot starve the others.
+const BATCHES_PER_WAKE: usize = 4;
 
 /// The current time in both clocks.
 pub fn now() -> Timestamp {
@@ -38,141 +44,276 @@ pub fn now() -> Timestamp {
     }
 }
 
-/// Locks the session table; a panic elsewhere while holding the lock must not stop the relay,
-/// and the table stays consistent between its own method calls.
-pub fn lock_table(table: &Mutex<SessionTable>) -> MutexGuard<'_, SessionTable> {
-    table.lock().unwrap_or_else(PoisonError::into_inner)
+/// Where and how media sockets bind.
+#[derive(Clone, Debug)]
+pub struct SocketConfig {
+    /// Address the RTP/RTCP sockets bind.
+    pub bind_ip: IpAddr,
+    /// Network interface the sockets are bound to (`SO_BINDTODEVICE`), e.g. an SR-IOV
+    /// virtual function.
+    pub interface: Option<String>,
 }
 
-struct Shared {
-    bind_ip: IpAddr,
-    table: Arc<Mutex<SessionTable>>,
-    metrics: Metrics,
-    sockets: RwLock<HashMap<u16, Arc<UdpSocket>>>,
-    tasks: Mutex<HashMap<u16, JoinHandle<()>>>,
-    /// Receive tasks aborted but not yet finished; their sockets close when they finish.
-    closing: Mutex<Vec<JoinHandle<()>>>,
-}
+/// A job a worker runs on its table: returns the closure that delivers the result, which
+/// the worker calls once the sockets the job closed are really closed.
+type Job = Box<dyn FnOnce(&mut SessionTable, &mut dyn PortBinder) -> Box<dyn FnOnce()> + Send>;
 
-/// The media sockets and their receive tasks.
-#[derive(Clone)]
+/// The relay workers.
+#[derive(Debug)]
 pub struct Relay {
-    shared: Arc<Shared>,
+    workers: Vec<WorkerHandle>,
 }
 
-impl std::fmt::Debug for Relay {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Relay")
-            .field("bind_ip", &self.shared.bind_ip)
-            .finish_non_exhaustive()
-    }
+#[derive(Debug)]
+struct WorkerHandle {
+    jobs: mpsc::UnboundedSender<Job>,
+    thread: thread::JoinHandle<()>,
 }
+
+/// The relay is stopped or a worker died: the command could not run.
+#[derive(Clone, Copy, Debug, thiserror::Error)]
+#[error("media worker unavailable")]
+pub struct WorkerGone;
 
 impl Relay {
-    /// A relay binding media sockets on `bind_ip`, routing through `table`.
-    pub fn new(bind_ip: IpAddr, table: Arc<Mutex<SessionTable>>, metrics: Metrics) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                bind_ip,
-                table,
-                metrics,
-                sockets: RwLock::new(HashMap::new()),
-                tasks: Mutex::new(HashMap::new()),
-                closing: Mutex::new(Vec::new()),
-            }),
+    /// Starts one worker thread per table, each owning its table.
+    pub fn start(
+        sockets: &SocketConfig,
+        tables: Vec<SessionTable>,
+        metrics: &Metrics,
+    ) -> io::Result<Self> {
+        let mut workers = Vec::with_capacity(tables.len());
+        for (index, table) in tables.into_iter().enumerate() {
+            let (jobs, receiver) = mpsc::unbounded_channel();
+            let sockets = sockets.clone();
+            let metrics = metrics.clone();
+            let thread = thread::Builder::new()
+                .name(format!("media-worker-{index}"))
+                .spawn(move || run_worker(table, receiver, sockets, metrics))?;
+            workers.push(WorkerHandle { jobs, thread });
+        }
+        Ok(Self { workers })
+    }
+
+    /// Number of shards (workers).
+    pub fn shards(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// The shard that owns the call `call_id`.
+    pub fn shard_of(&self, call_id: &str) -> usize {
+        let mut hasher = DefaultHasher::new();
+        call_id.hash(&mut hasher);
+        let shards = u64::try_from(self.workers.len().max(1)).unwrap_or(1);
+        usize::try_from(hasher.finish() % shards).unwrap_or(0)
+    }
+
+    /// Runs `f` on shard `shard`'s table and returns its result once any sockets it closed
+    /// are closed.
+    pub async fn run<R, F>(&self, shard: usize, f: F) -> Result<R, WorkerGone>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut SessionTable, &mut dyn PortBinder) -> R + Send + 'static,
+    {
+        let worker = self.workers.get(shard).ok_or(WorkerGone)?;
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |table, binder| {
+            let result = f(table, binder);
+            Box::new(move || {
+                // The requester may have gone away (shutdown); nothing to deliver then.
+                let _ = tx.send(result);
+            })
+        });
+        worker.jobs.send(job).map_err(|_| WorkerGone)?;
+        rx.await.map_err(|_| WorkerGone)
+    }
+
+    /// Runs `f` on every shard, in shard order.
+    pub async fn run_all<R, F>(&self, f: F) -> Result<Vec<R>, WorkerGone>
+    where
+        R: Send + 'static,
+        F: Fn(&mut SessionTable, &mut dyn PortBinder) -> R + Clone + Send + 'static,
+    {
+        let mut results = Vec::with_capacity(self.workers.len());
+        for shard in 0..self.workers.len() {
+            results.push(self.run(shard, f.clone()).await?);
+        }
+        Ok(results)
+    }
+
+    /// Stops the workers (their sockets close) and waits for their threads.
+    pub fn stop(self) {
+        for worker in self.workers {
+            drop(worker.jobs);
+            if worker.thread.join().is_err() {
+                tracing::warn!("a media worker panicked");
+            }
+        }
+    }
+}
+
+fn run_worker(
+    table: SessionTable,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    sockets: SocketConfig,
+    metrics: Metrics,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a media worker runtime");
+            return;
+        }
+    };
+    let local = LocalSet::new();
+    local.block_on(&runtime, async move {
+        let worker = Rc::new(Worker {
+            table: RefCell::new(table),
+            sockets,
+            open: RefCell::new(HashMap::new()),
+            closing: RefCell::new(Vec::new()),
+            batch: RefCell::new(Batch::new()),
+            forwards: RefCell::new(Vec::with_capacity(BATCH)),
+            counters: metrics.worker_counters(),
+            metrics,
+        });
+        while let Some(job) = jobs.recv().await {
+            let deliver = {
+                let mut table = worker.table.borrow_mut();
+                let mut binder = WorkerBinder {
+                    worker: Rc::clone(&worker),
+                };
+                job(&mut table, &mut binder)
+            };
+            worker.finish_closing().await;
+            deliver();
+        }
+    });
+}
+
+/// One worker's state; lives on the worker's thread only.
+struct Worker {
+    table: RefCell<SessionTable>,
+    sockets: SocketConfig,
+    /// Open sockets and their receive tasks, by local port.
+    open: RefCell<HashMap<u16, OpenSocket>>,
+    /// Receive tasks aborted but not yet finished; their sockets close when they finish.
+    closing: RefCell<Vec<JoinHandle<()>>>,
+    /// Buffers of the batch being relayed (receive tasks take turns on the one thread).
+    batch: RefCell<Batch>,
+    /// The forwards of that batch.
+    forwards: RefCell<Vec<Forward>>,
+    counters: Arc<PacketCounters>,
+    metrics: Metrics,
+}
+
+impl Worker {
+    fn open(self: &Rc<Self>, port: u16) -> io::Result<()> {
+        let address = SocketAddr::new(self.sockets.bind_ip, port);
+        let socket = Socket::new(
+            Domain::for_address(address),
+            Type::DGRAM,
+            Some(Protocol::UDP),
+        )?;
+        if let Some(interface) = &self.sockets.interface {
+            socket.bind_device(Some(interface.as_bytes()))?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&address.into())?;
+        let socket = Rc::new(UdpSocket::from_std(socket.into())?);
+        let task = tokio::task::spawn_local(receive(Rc::clone(self), Rc::clone(&socket), port));
+        self.open.borrow_mut().insert(port, (socket, task));
+        Ok(())
+    }
+
+    fn close(&self, port: u16) {
+        if let Some((_, task)) = self.open.borrow_mut().remove(&port) {
+            task.abort();
+            self.closing.borrow_mut().push(task);
         }
     }
 
-    /// The [`PortBinder`] the session table uses to open and close pairs.
-    pub fn binder(&self) -> RelayBinder {
-        RelayBinder {
-            shared: Arc::clone(&self.shared),
-        }
-    }
-
-    /// Waits until the sockets of every unbound pair are really closed, so that a reply
-    /// confirming a `delete` means its ports can be bound again.
-    pub async fn finish_closing(&self) {
-        let closing = std::mem::take(&mut *lock(&self.shared.closing));
+    async fn finish_closing(&self) {
+        let closing = std::mem::take(&mut *self.closing.borrow_mut());
         for task in closing {
             // The task was aborted: a cancellation error is the expected outcome.
             let _ = task.await;
         }
     }
 
-    /// Closes every socket (shutdown).
-    pub async fn close_all(&self) {
-        let ports: Vec<u16> = lock(&self.shared.tasks).keys().copied().collect();
-        let mut binder = self.binder();
-        for port in ports {
-            binder.close(port);
+    /// Routes one received datagram; returns where to send it, if anywhere.
+    fn route(&self, port: u16, packet: &Packet, source: SocketAddr, now: Timestamp) -> Route {
+        let mut table = self.table.borrow_mut();
+        let route = table.route_packet(port, source, packet, now);
+        // Streams displaced by new SSRCs leave samples here; rare, so check cheaply.
+        if table.has_quality_samples() {
+            for sample in table.take_quality_samples() {
+                self.metrics.observe_quality(&sample);
+            }
         }
-        self.finish_closing().await;
-    }
-}
-
-/// Opens and closes media sockets for the session table.
-pub struct RelayBinder {
-    shared: Arc<Shared>,
-}
-
-impl RelayBinder {
-    fn open(&mut self, port: u16) -> io::Result<()> {
-        let std_socket = std::net::UdpSocket::bind(SocketAddr::new(self.shared.bind_ip, port))?;
-        std_socket.set_nonblocking(true)?;
-        let socket = Arc::new(UdpSocket::from_std(std_socket)?);
-        write(&self.shared.sockets).insert(port, Arc::clone(&socket));
-        let task = tokio::spawn(receive(Arc::clone(&self.shared), socket, port));
-        lock(&self.shared.tasks).insert(port, task);
-        Ok(())
-    }
-
-    fn close(&mut self, port: u16) {
-        write(&self.shared.sockets).remove(&port);
-        if let Some(task) = lock(&self.shared.tasks).remove(&port) {
-            task.abort();
-            lock(&self.shared.closing).push(task);
+        if let Route::Drop(reason) = route {
+            tracing::trace!(port, %source, reason = reason.as_str(), "media packet dropped");
+            self.counters.dropped(reason.as_str(), 1);
         }
+        route
+    }
+
+    fn socket(&self, port: u16) -> Option<Rc<UdpSocket>> {
+        self.open.borrow().get(&port).map(|(s, _)| Rc::clone(s))
     }
 }
 
-impl PortBinder for RelayBinder {
+/// A bound media socket and the task receiving on it.
+type OpenSocket = (Rc<UdpSocket>, JoinHandle<()>);
+
+/// Opens and closes sockets on the worker that runs the job.
+struct WorkerBinder {
+    worker: Rc<Worker>,
+}
+
+impl PortBinder for WorkerBinder {
     fn bind_pair(&mut self, rtp_port: u16) -> io::Result<()> {
         let rtcp_port = rtp_port
             .checked_add(1)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no port above 65535"))?;
-        self.open(rtp_port)?;
-        if let Err(e) = self.open(rtcp_port) {
-            self.close(rtp_port);
+        self.worker.open(rtp_port)?;
+        if let Err(e) = self.worker.open(rtcp_port) {
+            self.worker.close(rtp_port);
             return Err(e);
         }
         Ok(())
     }
 
     fn unbind_pair(&mut self, rtp_port: u16) {
-        self.close(rtp_port);
+        self.worker.close(rtp_port);
         if let Some(rtcp_port) = rtp_port.checked_add(1) {
-            self.close(rtcp_port);
+            self.worker.close(rtcp_port);
         }
     }
 }
 
-async fn receive(shared: Arc<Shared>, socket: Arc<UdpSocket>, port: u16) {
+/// Receives on one socket: each wake-up drains a few batches, routes every datagram and
+/// sends each batch's forwards grouped by outgoing socket.
+async fn receive(worker: Rc<Worker>, socket: Rc<UdpSocket>, port: u16) {
     loop {
         if let Err(e) = socket.readable().await {
             tracing::warn!(port, error = %e, "media socket failed; no longer receiving");
             return;
         }
         let mut drained = false;
-        for _ in 0..BATCH {
-            let received = RECEIVE_BUFFER.with_borrow_mut(|buffer| {
-                socket.try_recv_from(buffer).map(|(len, source)| {
-                    let datagram = buffer.get(..len).unwrap_or_default();
-                    shared.forward(port, datagram, source);
-                })
+        for _ in 0..BATCHES_PER_WAKE {
+            let received = socket.try_io(tokio::io::Interest::READABLE, || {
+                worker.batch.borrow_mut().receive(&*socket)
             });
             match received {
-                Ok(()) => {}
+                Ok(0) => {
+                    drained = true;
+                    break;
+                }
+                Ok(_) => forward_batch(&worker, port),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     drained = true;
                     break;
@@ -193,60 +334,53 @@ async fn receive(shared: Arc<Shared>, socket: Arc<UdpSocket>, port: u16) {
     }
 }
 
-impl Shared {
-    fn forward(&self, port: u16, datagram: &[u8], source: SocketAddr) {
-        let packet = Packet::inspect(datagram);
-        let kind = packet.kind;
-        let (route, ended) = {
-            let mut table = lock_table(&self.table);
-            let route = table.route_packet(port, source, &packet, now());
-            // Streams displaced by new SSRCs leave samples here; rare, so check cheaply.
-            let ended = table
-                .has_quality_samples()
-                .then(|| table.take_quality_samples());
-            (route, ended)
+/// Routes the datagrams of the worker's last received batch and sends the forwards, one
+/// `sendmmsg` per local port they leave from.
+fn forward_batch(worker: &Worker, port: u16) {
+    let now = now();
+    let mut batch = worker.batch.borrow_mut();
+    let mut forwards = worker.forwards.borrow_mut();
+    forwards.clear();
+    for index in 0..batch.len() {
+        let Some((datagram, source)) = batch.datagram(index) else {
+            worker.counters.dropped(DropReason::Malformed.as_str(), 1);
+            continue;
         };
-        for sample in ended.iter().flatten() {
-            self.metrics.observe_quality(sample);
-        }
-        match route {
-            Route::Forward { from_port, to } => {
-                let socket = read(&self.sockets).get(&from_port).cloned();
-                let sent = match socket {
-                    Some(socket) => socket.try_send_to(datagram, to),
-                    None => Err(io::Error::from(io::ErrorKind::NotConnected)),
-                };
-                match sent {
-                    Ok(_) => {
-                        let class = if kind == PacketKind::Rtcp {
-                            PacketClass::Rtcp
-                        } else {
-                            PacketClass::Rtp
-                        };
-                        self.metrics.relayed(class, datagram.len());
-                    }
-                    Err(e) => {
-                        tracing::debug!(from_port, %to, error = %e, "media send failed");
-                        self.metrics.dropped("send_failed");
-                    }
-                }
-            }
-            Route::Drop(reason) => {
-                tracing::trace!(port, %source, reason = reason.as_str(), "media packet dropped");
-                self.metrics.dropped(reason.as_str());
-            }
+        let packet = Packet::inspect(datagram);
+        let rtcp = packet.kind == PacketKind::Rtcp;
+        if let Route::Forward { from_port, to } = worker.route(port, &packet, source, now) {
+            forwards.push(Forward {
+                index,
+                from_port,
+                to,
+                rtcp,
+            });
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(PoisonError::into_inner)
+    // Grouped by outgoing port, in arrival order within a port; sorting in place allocates
+    // nothing.
+    forwards.sort_unstable_by_key(|f| (f.from_port, f.index));
+    for run in forwards.chunk_by(|a, b| a.from_port == b.from_port) {
+        let from_port = run.first().map_or(0, |f| f.from_port);
+        let sent = match worker.socket(from_port) {
+            Some(socket) => batch.send(&*socket, run),
+            None => 0,
+        };
+        for forward in run.iter().take(sent) {
+            let len = batch.datagram(forward.index).map_or(0, |(d, _)| d.len());
+            let class = if forward.rtcp {
+                PacketClass::Rtcp
+            } else {
+                PacketClass::Rtp
+            };
+            worker
+                .counters
+                .relayed(class, 1, u64::try_from(len).unwrap_or(u64::MAX));
+        }
+        if sent < run.len() {
+            tracing::debug!(from_port, unsent = run.len() - sent, "media send failed");
+            let unsent = u64::try_from(run.len() - sent).unwrap_or(u64::MAX);
+            worker.counters.dropped(SEND_FAILED, unsent);
+        }
+    }
 }

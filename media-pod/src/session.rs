@@ -23,7 +23,7 @@ use tandem_rtp::{PacketKind, PayloadFormat, RtpHeader};
 use tandem_sip::sdp::{SdpError, SessionDescription};
 
 use crate::latch::{Latch, LatchEvent};
-use crate::ports::PortAllocator;
+use crate::ports::PortPool;
 use crate::quality::{QualitySample, Sources};
 use crate::sdp_rewrite::{self, AnchoredStream, Remote, StreamError};
 
@@ -79,6 +79,9 @@ pub enum SessionError {
     /// The pod is draining and takes no new calls; the client should pick another media pod.
     #[error("draining")]
     Draining,
+    /// The relay worker owning the call is gone (the pod is stopping).
+    #[error("media worker unavailable")]
+    Unavailable,
 }
 
 impl SessionError {
@@ -90,6 +93,7 @@ impl SessionError {
             SessionError::UnknownCall | SessionError::NoMatch => "unknown_call",
             SessionError::NoPorts => "no_ports",
             SessionError::Draining => "draining",
+            SessionError::Unavailable => "unavailable",
         }
     }
 }
@@ -173,12 +177,25 @@ pub enum DropReason {
 
 impl DropReason {
     /// The metrics label.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             DropReason::Malformed => "malformed",
             DropReason::NoSession => "no_session",
             DropReason::NoDestination => "no_destination",
         }
+    }
+}
+
+impl Totals {
+    /// Adds another table's counters (one table per relay worker).
+    pub fn add(&mut self, other: &Totals) {
+        self.created += other.created;
+        self.deleted += other.deleted;
+        self.timed_out += other.timed_out;
+        self.rejected += other.rejected;
+        self.relayed_packets += other.relayed_packets;
+        self.relayed_bytes += other.relayed_bytes;
+        self.dropped_packets += other.dropped_packets;
     }
 }
 
@@ -377,15 +394,15 @@ pub struct SessionTable {
     by_call_id: HashMap<String, u64>,
     next_key: u64,
     ports: HashMap<u16, PortOwner>,
-    allocator: PortAllocator,
+    allocator: PortPool,
     totals: Totals,
     /// Quality samples of streams sampled or ended, until the shell takes them.
     quality: Vec<QualitySample>,
 }
 
 impl SessionTable {
-    /// An empty table allocating from `allocator`.
-    pub fn new(config: TableConfig, allocator: PortAllocator) -> Self {
+    /// An empty table allocating from `allocator` (shared with the other workers' tables).
+    pub fn new(config: TableConfig, allocator: PortPool) -> Self {
         Self {
             config,
             calls: HashMap::new(),
@@ -430,9 +447,9 @@ impl SessionTable {
         self.calls.len()
     }
 
-    /// Ports currently allocated (two per pair).
+    /// Ports currently allocated to this table's calls (two per pair).
     pub fn ports_allocated(&self) -> usize {
-        self.allocator.allocated_pairs() * 2
+        self.ports.len() * 2
     }
 
     /// Engine-wide counters.
@@ -692,14 +709,14 @@ impl SessionTable {
         Ok(call.report(match_tag))
     }
 
-    /// `list`: up to `limit` call-ids, oldest first.
-    pub fn list(&self, limit: usize) -> Vec<String> {
+    /// `list`: up to `limit` calls as (creation time, call-id), oldest first.
+    pub fn list(&self, limit: usize) -> Vec<(u64, String)> {
         let mut calls: Vec<&Call> = self.calls.values().collect();
         calls.sort_by_key(|c| c.sequence);
         calls
             .into_iter()
             .take(limit)
-            .map(|c| c.call_id.clone())
+            .map(|c| (c.created, c.call_id.clone()))
             .collect()
     }
 
@@ -933,6 +950,7 @@ mod tests {
 
     use super::*;
     use crate::config::PortRange;
+    use crate::ports::PortAllocator;
 
     /// Records binds and can refuse chosen ports.
     #[derive(Default)]
@@ -963,7 +981,7 @@ mod tests {
                 session_timeout: Duration::from_secs(60),
                 latch_holdoff: Duration::from_secs(1),
             },
-            PortAllocator::new(PortRange::new(first, last).unwrap()),
+            PortPool::new(PortAllocator::new(PortRange::new(first, last).unwrap())),
         )
     }
 
@@ -1688,8 +1706,14 @@ mod tests {
             t.negotiate(&Request::offer(id, "f", sdp("192.0.2.1", 4000)), t0, &mut b)
                 .unwrap();
         }
-        assert_eq!(t.list(32), vec!["z", "a", "m"]);
-        assert_eq!(t.list(2), vec!["z", "a"]);
+        let ids = |limit| {
+            t.list(limit)
+                .into_iter()
+                .map(|(_, id)| id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(32), vec!["z", "a", "m"]);
+        assert_eq!(ids(2), vec!["z", "a"]);
         assert!(t.list(0).is_empty());
     }
 

@@ -1060,3 +1060,63 @@ fn bad_configuration_fails_to_start() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--advertise-address"));
 }
+
+#[test]
+fn ng_commands_on_other_calls_do_not_disturb_streams_on_any_worker() {
+    let pod = MediaPod::start(400, &["--workers", "3"]);
+    let ng = pod.client();
+    let calls: Vec<(Party, Party, u16)> = (0..6)
+        .map(|i| {
+            let (caller, callee) = (Party::new(), Party::new());
+            let (caller_facing, _) = establish(&ng, &format!("stream-{i}"), &caller, &callee);
+            (caller, callee, caller_facing)
+        })
+        .collect();
+    // Few enough to sit in the parties' receive buffers until read.
+    const PACKETS: u16 = 100;
+    let churn = std::thread::scope(|scope| {
+        let sender = scope.spawn(|| {
+            for seq in 0..PACKETS {
+                for (i, (caller, _, port)) in calls.iter().enumerate() {
+                    let packet = rtp_packet(seq, 1000 + i as u32, b"steady stream");
+                    caller.rtp.send_to(&packet, relay_addr(*port)).unwrap();
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        // Meanwhile calls come and go on every worker.
+        let mut churned = 0;
+        while !sender.is_finished() {
+            let (a, b) = (Party::new(), Party::new());
+            let id = format!("churn-{churned}");
+            establish(&ng, &id, &a, &b);
+            assert!(ng.request(&Request::query(&id)).is_success());
+            assert!(ng.request(&Request::delete(&id, None)).is_success());
+            churned += 1;
+        }
+        churned
+    });
+    assert!(churn > 0);
+    for (i, (caller, callee, _)) in calls.iter().enumerate() {
+        for seq in 0..PACKETS {
+            let (got, _) = receive(&callee.rtp);
+            assert_eq!(got, rtp_packet(seq, 1000 + i as u32, b"steady stream"));
+        }
+        // A re-offer keeps the call where it is: its latching and statistics survive.
+        let call_id = format!("stream-{i}");
+        ng.negotiate(&Request::offer(&call_id, "caller-tag", caller.sdp(1)));
+        let report =
+            CallReport::from_dictionary(ng.request(&Request::query(&call_id)).body()).unwrap();
+        let tag = report.tags.iter().find(|t| t.tag == "caller-tag").unwrap();
+        let rtp = &tag.medias[0].streams[0];
+        assert_eq!(rtp.stats.packets, u64::from(PACKETS));
+        assert_eq!(rtp.endpoint, Some(caller.rtp.local_addr().unwrap()));
+        assert!(rtp.flags.iter().any(|f| f == "confirmed"));
+    }
+    assert_eq!(pod.metric("tandem_media_sessions_active"), 6.0);
+    assert_eq!(
+        pod.metric("tandem_media_relayed_packets_total{kind=\"rtp\"}"),
+        6.0 * f64::from(PACKETS)
+    );
+    assert_eq!(ng.request(&Request::list()).calls().len(), 6);
+}
