@@ -693,6 +693,10 @@ impl SipExposure {
             ),
             (ExposureType::SecondaryNetwork, Some(name)) => {
                 errors.check(&attachment, validation::network_attachment(name));
+                errors.push(
+                    &path.field("type"),
+                    "SecondaryNetwork is not supported yet: signaling pods cannot advertise their own secondary-network address",
+                );
             }
             (_, Some(_)) => errors.push(&attachment, "is only used when type is SecondaryNetwork"),
             (_, None) => {}

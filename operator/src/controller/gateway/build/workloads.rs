@@ -290,6 +290,13 @@ fn signaling_template(blueprint: &Blueprint<'_>) -> Result<PodTemplateSpec, Buil
         ),
         env("TANDEM_MEDIA_SERVICE", blueprint.media_service_host()),
     ]);
+    // Without an advertised address rule, a fixed load-balancer address is what callers see.
+    if signaling.advertised_addresses.is_empty()
+        && let (Some(env_vars), Some(ip)) =
+            (container.env.as_mut(), signaling.exposure.load_balancer_ip)
+    {
+        env_vars.push(env("TANDEM_ADVERTISE_ADDRESS", ip.to_string()));
+    }
     let mut ports: Vec<ContainerPort> = signaling
         .listeners
         .iter()
