@@ -2,9 +2,10 @@
 //! StatefulSet), its SIP listeners and advertised addresses, media network attachment (Pod,
 //! HostNetwork or SR-IOV), RTP port range, transcoding, drain timeout and pod overrides.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -142,6 +143,16 @@ pub struct SignalingSpec {
         { "rule": "isIP(self)", "message": "bindAddress must be an IP address" },
     ]))]
     pub bind_address: Option<IpAddr>,
+    /// How SIP reaches the signaling pods from outside the cluster, and so which addresses
+    /// they advertise.
+    #[serde(default)]
+    pub exposure: SipExposure,
+    /// CPU, memory and huge pages of each signaling pod.
+    #[serde(default = "default_signaling_resources")]
+    pub resources: PodResources,
+    /// Where signaling pods may run and how they spread.
+    #[serde(default)]
+    pub scheduling: PodScheduling,
 }
 
 fn default_signaling_replicas() -> i32 {
@@ -236,7 +247,7 @@ pub struct AdvertisedAddress {
 }
 
 /// The RTP media tier.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
@@ -263,6 +274,28 @@ pub struct MediaSpec {
     /// Codecs media pods may transcode between; transcoding is off when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transcoding: Option<Transcoding>,
+    /// CPU, memory and huge pages of each media pod; Guaranteed with whole CPUs by default,
+    /// so that the kubelet's static CPU manager pins them.
+    #[serde(default = "default_media_resources")]
+    pub resources: PodResources,
+    /// Where media pods may run and how they spread (SR-IOV nodes: node selector and
+    /// tolerations).
+    #[serde(default)]
+    pub scheduling: PodScheduling,
+}
+
+impl Default for MediaSpec {
+    fn default() -> Self {
+        Self {
+            replicas: None,
+            autoscaling: None,
+            rtp_port_range: RtpPortRange::default(),
+            network: MediaNetwork::default(),
+            transcoding: None,
+            resources: default_media_resources(),
+            scheduling: PodScheduling::default(),
+        }
+    }
 }
 
 impl MediaSpec {
@@ -422,6 +455,397 @@ pub struct PodOverrides {
     pub media: Option<serde_json::Value>,
 }
 
+// ---------------------------------------------------------------------------------------------
+// Exposure, resources and scheduling of the pods, with their validation.
+// ---------------------------------------------------------------------------------------------
+
+/// Seconds a client stays on one signaling pod after its last packet (ClientIP affinity):
+/// Kubernetes' own default, three hours.
+pub const DEFAULT_AFFINITY_TIMEOUT_SECONDS: u32 = 10800;
+
+/// How SIP reaches the signaling pods.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.type != 'SecondaryNetwork' || has(self.networkAttachment)",
+        "message": "networkAttachment is required when type is SecondaryNetwork",
+        "fieldPath": ".networkAttachment",
+    },
+    {
+        "rule": "self.type == 'SecondaryNetwork' || !has(self.networkAttachment)",
+        "message": "networkAttachment is only used when type is SecondaryNetwork",
+        "fieldPath": ".networkAttachment",
+    },
+    {
+        "rule": "self.type == 'LoadBalancer' || !has(self.loadBalancerIP)",
+        "message": "loadBalancerIP is only used when type is LoadBalancer",
+        "fieldPath": ".loadBalancerIP",
+    },
+]))]
+pub struct SipExposure {
+    /// `ClusterIP`: reachable inside the cluster only. `LoadBalancer` or `NodePort`: one
+    /// Service per listener with `externalTrafficPolicy: Local`, so the caller's address
+    /// survives for ACLs and `received`. `SecondaryNetwork`: each signaling pod attached to a
+    /// Multus network, advertising its own address there.
+    #[serde(rename = "type", default)]
+    pub type_: ExposureType,
+    /// Address the load balancer must take (MetalLB, or a reserved cloud address); also the
+    /// address the pods advertise when no advertisedAddresses rule is set.
+    #[serde(
+        default,
+        rename = "loadBalancerIP",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>", length(max = 45))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        { "rule": "isIP(self)", "message": "loadBalancerIP must be an IP address" },
+    ]))]
+    pub load_balancer_ip: Option<IpAddr>,
+    /// Annotations of the SIP Services (load-balancer class, address pool, health checks).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// How long a client's packets keep going to the same signaling pod after its last one
+    /// (`sessionAffinity: ClientIP`), so every request of a dialog reaches the pod holding it.
+    #[serde(default = "default_affinity_timeout_seconds")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub session_affinity_timeout_seconds: u32,
+    /// NetworkAttachmentDefinition (name, or namespace/name) the signaling pods attach to;
+    /// required for SecondaryNetwork.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(validation::NETWORK_ATTACHMENT_PATTERN)
+    )]
+    pub network_attachment: Option<String>,
+}
+
+impl Default for SipExposure {
+    fn default() -> Self {
+        Self {
+            type_: ExposureType::default(),
+            load_balancer_ip: None,
+            annotations: BTreeMap::new(),
+            session_affinity_timeout_seconds: DEFAULT_AFFINITY_TIMEOUT_SECONDS,
+            network_attachment: None,
+        }
+    }
+}
+
+fn default_affinity_timeout_seconds() -> u32 {
+    DEFAULT_AFFINITY_TIMEOUT_SECONDS
+}
+
+/// How SIP traffic from outside the cluster reaches the signaling pods.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ExposureType {
+    /// ClusterIP Services only: peers inside the cluster.
+    #[default]
+    #[serde(rename = "ClusterIP")]
+    ClusterIp,
+    /// A NodePort Service per listener, `externalTrafficPolicy: Local`.
+    NodePort,
+    /// A LoadBalancer Service per listener, `externalTrafficPolicy: Local`.
+    LoadBalancer,
+    /// Signaling pods on a Multus secondary network with their own addresses.
+    SecondaryNetwork,
+}
+
+impl ExposureType {
+    /// Whether SIP Services of this exposure carry traffic from outside the cluster.
+    pub fn is_external_service(self) -> bool {
+        matches!(self, Self::NodePort | Self::LoadBalancer)
+    }
+}
+
+/// CPU, memory and huge pages of one pod's main container.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.qosClass != 'Guaranteed' || self.cpu.matches('^[0-9]+$') || self.cpu.matches('^[0-9]*000m$')",
+        "message": "Guaranteed QoS needs whole CPUs (the CPU manager pins only whole CPUs)",
+        "fieldPath": ".cpu",
+    },
+]))]
+pub struct PodResources {
+    /// `Guaranteed`: limits equal requests (CPU and memory), so the static CPU manager gives
+    /// the pod whole cores of its own. `Burstable`: CPU requested but not capped, memory
+    /// capped at its request.
+    pub qos_class: QosClass,
+    /// CPU requested (and the limit when Guaranteed), as a Kubernetes quantity: `2`, `500m`.
+    #[schemars(length(min = 1, max = 32), pattern(r"^[0-9]+(\.[0-9]+)?m?$"))]
+    pub cpu: String,
+    /// Memory requested and limited, as a Kubernetes quantity: `512Mi`, `2Gi`.
+    #[schemars(
+        length(min = 1, max = 32),
+        pattern(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+    )]
+    pub memory: String,
+    /// Huge pages requested and limited, for packet buffers backed by huge pages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hugepages: Option<HugePages>,
+}
+
+/// The QoS class a pod is built for.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum QosClass {
+    /// Requests equal limits: pinned cores under the static CPU manager policy.
+    Guaranteed,
+    /// CPU requested but not capped.
+    Burstable,
+}
+
+/// Huge pages of one size.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HugePages {
+    /// Page size.
+    pub page_size: HugePageSize,
+    /// Amount, as a Kubernetes quantity that is a multiple of the page size: `1Gi`.
+    #[schemars(length(min = 1, max = 32), pattern(r"^[0-9]+(Ki|Mi|Gi|Ti)?$"))]
+    pub amount: String,
+}
+
+/// Huge page sizes Kubernetes schedules.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum HugePageSize {
+    /// 2 MiB pages (`hugepages-2Mi`).
+    #[serde(rename = "2Mi")]
+    TwoMi,
+    /// 1 GiB pages (`hugepages-1Gi`).
+    #[serde(rename = "1Gi")]
+    OneGi,
+}
+
+impl HugePageSize {
+    /// The resource name the kubelet advertises for the size.
+    pub fn resource_name(self) -> &'static str {
+        match self {
+            Self::TwoMi => "hugepages-2Mi",
+            Self::OneGi => "hugepages-1Gi",
+        }
+    }
+
+    fn bytes(self) -> u128 {
+        match self {
+            Self::TwoMi => 2 << 20,
+            Self::OneGi => 1 << 30,
+        }
+    }
+}
+
+fn default_signaling_resources() -> PodResources {
+    PodResources {
+        qos_class: QosClass::Burstable,
+        cpu: "500m".to_owned(),
+        memory: "256Mi".to_owned(),
+        hugepages: None,
+    }
+}
+
+fn default_media_resources() -> PodResources {
+    PodResources {
+        qos_class: QosClass::Guaranteed,
+        cpu: "2".to_owned(),
+        memory: "512Mi".to_owned(),
+        hugepages: None,
+    }
+}
+
+/// Where the pods of one kind may run and how they spread.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodScheduling {
+    /// PriorityClass of the pods, so that voice outranks batch work when nodes are full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(validation::DNS_SUBDOMAIN_PATTERN))]
+    pub priority_class_name: Option<String>,
+    /// Node labels the pods require (the nodes with the SR-IOV NICs, say).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pods tolerate (nodes reserved for voice).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// How strictly replicas spread across nodes and zones.
+    #[serde(default)]
+    pub spread: Spread,
+}
+
+/// How strictly replicas of one kind spread.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum Spread {
+    /// Spread across nodes and zones when the scheduler can; never leave a pod pending for it.
+    #[default]
+    Preferred,
+    /// At most one replica per node more than on any other node (`DoNotSchedule`); zones
+    /// still preferred.
+    Required,
+}
+
+impl SipExposure {
+    fn check(
+        &self,
+        path: &FieldPath,
+        advertised: &[AdvertisedAddress],
+        errors: &mut ValidationErrors,
+    ) {
+        let attachment = path.field("networkAttachment");
+        match (self.type_, &self.network_attachment) {
+            (ExposureType::SecondaryNetwork, None) => errors.push(
+                &attachment,
+                "is required when type is SecondaryNetwork (the NetworkAttachmentDefinition the signaling pods attach to)",
+            ),
+            (ExposureType::SecondaryNetwork, Some(name)) => {
+                errors.check(&attachment, validation::network_attachment(name));
+                errors.push(
+                    &path.field("type"),
+                    "SecondaryNetwork is not supported yet: signaling pods cannot advertise their own secondary-network address",
+                );
+            }
+            (_, Some(_)) => errors.push(&attachment, "is only used when type is SecondaryNetwork"),
+            (_, None) => {}
+        }
+        if self.load_balancer_ip.is_some() && self.type_ != ExposureType::LoadBalancer {
+            errors.push(
+                &path.field("loadBalancerIP"),
+                "is only used when type is LoadBalancer",
+            );
+        }
+        if self.type_ == ExposureType::SecondaryNetwork && !advertised.is_empty() {
+            errors.push(
+                &path.field("type"),
+                "SecondaryNetwork contradicts advertisedAddresses: each signaling pod advertises its own address on the secondary network, which keeps dialogs on the pod that holds them",
+            );
+        }
+        if self.type_ == ExposureType::LoadBalancer
+            && self.load_balancer_ip.is_none()
+            && advertised.is_empty()
+        {
+            errors.push(
+                &path.field("loadBalancerIP"),
+                "LoadBalancer needs loadBalancerIP or signaling.advertisedAddresses: the pods write the public address into Via, Contact and Record-Route",
+            );
+        }
+        if !(1..=86400).contains(&self.session_affinity_timeout_seconds) {
+            errors.push(
+                &path.field("sessionAffinityTimeoutSeconds"),
+                "must be between 1 and 86400",
+            );
+        }
+    }
+}
+
+impl PodResources {
+    fn check(&self, path: &FieldPath, errors: &mut ValidationErrors) {
+        let cpu_path = path.field("cpu");
+        match cpu_millis(&self.cpu) {
+            Err(message) => errors.push(&cpu_path, message),
+            Ok(0) => errors.push(&cpu_path, "must be more than 0"),
+            Ok(millis) if self.qos_class == QosClass::Guaranteed && millis % 1000 != 0 => {
+                errors.push(
+                    &cpu_path,
+                    format!(
+                        "Guaranteed QoS needs whole CPUs for the CPU manager to pin them; got {:?}",
+                        self.cpu
+                    ),
+                );
+            }
+            Ok(_) => {}
+        }
+        match quantity_bytes(&self.memory) {
+            Err(message) => errors.push(&path.field("memory"), message),
+            Ok(0) => errors.push(&path.field("memory"), "must be more than 0"),
+            Ok(_) => {}
+        }
+        if let Some(pages) = &self.hugepages {
+            let amount = path.field("hugepages").field("amount");
+            match quantity_bytes(&pages.amount) {
+                Err(message) => errors.push(&amount, message),
+                Ok(0) => errors.push(&amount, "must be more than 0"),
+                Ok(bytes) if bytes % pages.page_size.bytes() != 0 => errors.push(
+                    &amount,
+                    format!(
+                        "must be a multiple of the page size {}",
+                        pages.page_size.resource_name()
+                    ),
+                ),
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+impl PodScheduling {
+    fn check(&self, path: &FieldPath, errors: &mut ValidationErrors) {
+        if let Some(class) = &self.priority_class_name {
+            errors.check(
+                &path.field("priorityClassName"),
+                validation::object_name(class),
+            );
+        }
+        for key in self.node_selector.keys() {
+            if key.is_empty() || key.len() > 317 {
+                errors.push(
+                    &path.field("nodeSelector"),
+                    format!("{key:?} is not a label key"),
+                );
+            }
+        }
+    }
+}
+
+/// A CPU quantity (`2`, `1.5`, `500m`) in millicores.
+pub fn cpu_millis(value: &str) -> Result<u64, String> {
+    let invalid = || format!("{value:?} is not a CPU quantity such as 2 or 500m");
+    let (number, scale) = match value.strip_suffix('m') {
+        Some(number) => (number, 1),
+        None => (value, 1000),
+    };
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) || (scale == 1 && !fraction.is_empty()) {
+        return Err(invalid());
+    }
+    let whole: u64 = whole.parse().map_err(|_| invalid())?;
+    let mut millis = whole.checked_mul(scale).ok_or_else(invalid)?;
+    for (digit, weight) in fraction.bytes().zip([100, 10, 1]) {
+        millis += u64::from(digit - b'0') * weight;
+    }
+    if fraction.len() > 3 {
+        return Err(format!("{value:?} is finer than a millicore"));
+    }
+    Ok(millis)
+}
+
+/// A memory quantity (`512Mi`, `1G`, `1048576`) in bytes; fractions are refused.
+pub fn quantity_bytes(value: &str) -> Result<u128, String> {
+    let digits = value.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, suffix) = value.split_at(digits);
+    let multiplier: u128 = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "{value:?} is not a whole quantity such as 512Mi or 1Gi"
+            ));
+        }
+    };
+    let number: u128 = number
+        .parse()
+        .map_err(|_| format!("{value:?} is not a whole quantity such as 512Mi or 1Gi"))?;
+    Ok(number * multiplier)
+}
+
 /// Observed state of a Gateway.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -448,6 +872,27 @@ pub struct GatewayStatus {
     /// Media sessions in progress across the media pods.
     #[serde(default)]
     pub active_sessions: i64,
+    /// Where SIP reaches the Gateway from outside the cluster: the addresses and ports a
+    /// carrier must allow, per listener, as far as the operator knows them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sip_addresses: Vec<SipAddress>,
+}
+
+/// An address and port on which a listener is reachable.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SipAddress {
+    /// The listener.
+    pub listener: String,
+    /// `UDP` or `TCP` (TCP also carries TLS, WS and WSS).
+    pub protocol: String,
+    /// IP address or host name.
+    pub address: String,
+    /// Port.
+    pub port: i32,
+    /// Where the address comes from: `AdvertisedAddress`, `LoadBalancerIP`,
+    /// `LoadBalancerStatus` or `NodePort` (any node's address).
+    pub source: String,
 }
 
 impl Validate for GatewaySpec {
@@ -572,6 +1017,10 @@ impl SignalingSpec {
                 errors.push(&rule_path.field("port"), "must be between 1 and 65535");
             }
         }
+        self.exposure
+            .check(&path.field("exposure"), &self.advertised_addresses, errors);
+        self.resources.check(&path.field("resources"), errors);
+        self.scheduling.check(&path.field("scheduling"), errors);
     }
 }
 
@@ -646,6 +1095,8 @@ impl MediaSpec {
             }
             check_codecs(&transcoding.codecs, &codecs, errors);
         }
+        self.resources.check(&path.field("resources"), errors);
+        self.scheduling.check(&path.field("scheduling"), errors);
     }
 }
 
@@ -783,6 +1234,9 @@ mod tests {
                 listeners,
                 advertised_addresses: Vec::new(),
                 bind_address: None,
+                exposure: SipExposure::default(),
+                resources: default_signaling_resources(),
+                scheduling: PodScheduling::default(),
             },
             media: MediaSpec::default(),
             drain_timeout_seconds: 30,
@@ -933,5 +1387,46 @@ mod tests {
         assert_eq!(paths(gateway.validate()), ["metadata.name"]);
         gateway.metadata.name = None;
         assert_eq!(paths(gateway.validate()), ["metadata.name"]);
+    }
+
+    #[test]
+    fn contradicting_exposure_and_resources_are_refused_naming_the_field() {
+        let mut gateway = spec(vec![listener("udp", ListenerTransport::Udp, 5060)]);
+        gateway.signaling.exposure.type_ = ExposureType::SecondaryNetwork;
+        gateway.media.resources.cpu = "1500m".into();
+        gateway.signaling.advertised_addresses = vec![AdvertisedAddress {
+            listener: None,
+            address: "sbc_1.example".into(),
+            port: None,
+        }];
+        assert_eq!(
+            paths(gateway.validate()),
+            [
+                "spec.signaling.advertisedAddresses[0].address",
+                "spec.signaling.exposure.networkAttachment",
+                "spec.signaling.exposure.type",
+                "spec.media.resources.cpu",
+            ]
+        );
+        let mut lb = spec(vec![listener("udp", ListenerTransport::Udp, 5060)]);
+        lb.signaling.exposure.type_ = ExposureType::LoadBalancer;
+        assert_eq!(
+            paths(lb.validate()),
+            ["spec.signaling.exposure.loadBalancerIP"]
+        );
+        lb.signaling.exposure.load_balancer_ip = Some("192.0.2.10".parse().unwrap());
+        assert_eq!(lb.validate(), Ok(()));
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(cpu_millis("2"), Ok(2000));
+        assert_eq!(cpu_millis("1.5"), Ok(1500));
+        assert_eq!(cpu_millis("250m"), Ok(250));
+        assert!(cpu_millis("1.5m").is_err());
+        assert!(cpu_millis("two").is_err());
+        assert_eq!(quantity_bytes("512Mi"), Ok(512 << 20));
+        assert_eq!(quantity_bytes("1G"), Ok(1_000_000_000));
+        assert!(quantity_bytes("1.5Gi").is_err());
     }
 }

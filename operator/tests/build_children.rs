@@ -340,11 +340,11 @@ fn sriov_mode_attaches_a_virtual_function() {
     let resources = as_json(media.resources.as_ref().unwrap());
     assert_eq!(
         resources["requests"],
-        json!({"intel.com/sriov_netdevice": "1"})
+        json!({"intel.com/sriov_netdevice": "1", "cpu": "2", "memory": "512Mi"})
     );
     assert_eq!(
-        resources["limits"],
-        json!({"intel.com/sriov_netdevice": "1"})
+        resources["limits"], resources["requests"],
+        "Guaranteed: limits equal requests"
     );
     let pod = as_json(pod_spec(template));
     assert_eq!(

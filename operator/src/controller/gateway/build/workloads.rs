@@ -14,12 +14,13 @@ use k8s_openapi::api::core::v1::{
     DownwardAPIVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler,
     ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
     PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
-    SecurityContext, SleepAction, Volume, VolumeMount,
+    SecurityContext, SleepAction, TopologySpreadConstraint, Volume, VolumeMount,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use tandem_api::gateway::NetworkMode;
+use tandem_api::gateway::{NetworkMode, PodResources, PodScheduling, QosClass, Spread};
 
 use super::access::DATAPLANE_SUFFIX;
 use super::network::network_name;
@@ -148,6 +149,84 @@ fn base_pod_spec(blueprint: &Blueprint<'_>, container: Container) -> PodSpec {
     }
 }
 
+/// Requests and limits from the Gateway: limits equal requests when Guaranteed; memory and
+/// huge pages are always capped at their request.
+fn resources(resources: &PodResources) -> ResourceRequirements {
+    let mut requests = BTreeMap::from([
+        ("cpu".to_owned(), Quantity(resources.cpu.clone())),
+        ("memory".to_owned(), Quantity(resources.memory.clone())),
+    ]);
+    if let Some(pages) = &resources.hugepages {
+        requests.insert(
+            pages.page_size.resource_name().to_owned(),
+            Quantity(pages.amount.clone()),
+        );
+    }
+    let mut limits = requests.clone();
+    if resources.qos_class == QosClass::Burstable {
+        limits.remove("cpu");
+    }
+    ResourceRequirements {
+        requests: Some(requests),
+        limits: Some(limits),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// Priority, node selection, tolerations, and spread across nodes and zones with a preferred
+/// anti-affinity between replicas.
+fn schedule(
+    blueprint: &Blueprint<'_>,
+    component: Component,
+    scheduling: &PodScheduling,
+    spec: &mut PodSpec,
+) {
+    spec.priority_class_name = scheduling.priority_class_name.clone();
+    if !scheduling.node_selector.is_empty() {
+        spec.node_selector = Some(scheduling.node_selector.clone());
+    }
+    if !scheduling.tolerations.is_empty() {
+        spec.tolerations = Some(scheduling.tolerations.clone());
+    }
+    let node_policy = match scheduling.spread {
+        Spread::Preferred => "ScheduleAnyway",
+        Spread::Required => "DoNotSchedule",
+    };
+    spec.topology_spread_constraints = Some(
+        [
+            ("kubernetes.io/hostname", node_policy),
+            ("topology.kubernetes.io/zone", "ScheduleAnyway"),
+        ]
+        .into_iter()
+        .map(|(key, policy)| TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: key.to_owned(),
+            when_unsatisfiable: policy.to_owned(),
+            label_selector: Some(selector(blueprint, component)),
+            ..TopologySpreadConstraint::default()
+        })
+        .collect(),
+    );
+    if spec.affinity.is_none() {
+        spec.affinity = Some(Affinity {
+            pod_anti_affinity: Some(PodAntiAffinity {
+                preferred_during_scheduling_ignored_during_execution: Some(vec![
+                    WeightedPodAffinityTerm {
+                        weight: 100,
+                        pod_affinity_term: PodAffinityTerm {
+                            label_selector: Some(selector(blueprint, component)),
+                            topology_key: "kubernetes.io/hostname".to_owned(),
+                            ..PodAffinityTerm::default()
+                        },
+                    },
+                ]),
+                ..PodAntiAffinity::default()
+            }),
+            ..Affinity::default()
+        });
+    }
+}
+
 fn template(
     blueprint: &Blueprint<'_>,
     component: Component,
@@ -211,6 +290,13 @@ fn signaling_template(blueprint: &Blueprint<'_>) -> Result<PodTemplateSpec, Buil
         ),
         env("TANDEM_MEDIA_SERVICE", blueprint.media_service_host()),
     ]);
+    // Without an advertised address rule, a fixed load-balancer address is what callers see.
+    if signaling.advertised_addresses.is_empty()
+        && let (Some(env_vars), Some(ip)) =
+            (container.env.as_mut(), signaling.exposure.load_balancer_ip)
+    {
+        env_vars.push(env("TANDEM_ADVERTISE_ADDRESS", ip.to_string()));
+    }
     let mut ports: Vec<ContainerPort> = signaling
         .listeners
         .iter()
@@ -246,10 +332,17 @@ fn signaling_template(blueprint: &Blueprint<'_>) -> Result<PodTemplateSpec, Buil
     if !mounts.is_empty() {
         container.volume_mounts = Some(mounts);
     }
+    container.resources = Some(resources(&signaling.resources));
     let mut spec = base_pod_spec(blueprint, container);
     if !volumes.is_empty() {
         spec.volumes = Some(volumes);
     }
+    schedule(
+        blueprint,
+        Component::Signaling,
+        &signaling.scheduling,
+        &mut spec,
+    );
     template(blueprint, Component::Signaling, None, spec)
 }
 
@@ -272,6 +365,7 @@ fn media_template(blueprint: &Blueprint<'_>) -> Result<PodTemplateSpec, BuildErr
         container_port("admin", MEDIA_ADMIN_PORT, "TCP"),
     ]);
 
+    container.resources = Some(resources(&media.resources));
     let mut annotations = None;
     let mut volumes = None;
     let mut host_network = None;
@@ -293,12 +387,12 @@ fn media_template(blueprint: &Blueprint<'_>) -> Result<PodTemplateSpec, BuildErr
             )]));
             // The device plugin hands out one virtual function per pod; extended resources
             // need equal requests and limits.
-            let vf = BTreeMap::from([(sriov.resource_name.clone(), Quantity("1".to_owned()))]);
-            container.resources = Some(ResourceRequirements {
-                requests: Some(vf.clone()),
-                limits: Some(vf),
-                ..ResourceRequirements::default()
-            });
+            if let Some(requirements) = container.resources.as_mut() {
+                for map in [&mut requirements.requests, &mut requirements.limits] {
+                    map.get_or_insert_with(BTreeMap::new)
+                        .insert(sriov.resource_name.clone(), Quantity("1".to_owned()));
+                }
+            }
             container.volume_mounts = Some(vec![VolumeMount {
                 name: PODINFO_VOLUME.to_owned(),
                 mount_path: PODINFO_DIR.to_owned(),
@@ -354,6 +448,7 @@ fn media_template(blueprint: &Blueprint<'_>) -> Result<PodTemplateSpec, BuildErr
     spec.host_network = host_network;
     spec.dns_policy = dns_policy;
     spec.affinity = affinity;
+    schedule(blueprint, Component::Media, &media.scheduling, &mut spec);
     template(blueprint, Component::Media, annotations, spec)
 }
 
