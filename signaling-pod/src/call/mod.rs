@@ -150,6 +150,8 @@ pub struct Call {
     a_server: usize,
     a_final_sent: bool,
     b: Option<Attempt>,
+    /// The CSeq number of each side's last request (A, B), for the RFC 3261 §12.2.2 order check.
+    remote_cseq: [Option<u32>; 2],
     /// The called and calling numbers after normalisation and translation.
     called: String,
     calling: String,
@@ -258,6 +260,7 @@ impl Call {
         let Some(a) = parts else {
             return Err(Box::new(invite));
         };
+        let a_cseq = a.local_cseq;
         let now = Instant::now();
         let span = call_span(&invite);
         let server = ServerTransaction::new(
@@ -301,6 +304,7 @@ impl Call {
             invite_deadline: None,
             ring_deadline: None,
             pending_ok: None,
+            remote_cseq: [Some(a_cseq), None],
             b_ack: None,
         })
     }
@@ -593,6 +597,14 @@ impl Call {
             && let Some(server) = self.servers.iter_mut().find(|s| s.tx.matches(&key))
         {
             server.tx.on_request(now, msg);
+            return;
+        }
+        if has_to_tag(&msg)
+            && let Ok(cseq) = msg.cseq()
+            && !accept_remote_cseq(&mut self.remote_cseq[side as usize], &method, cseq.seq)
+        {
+            self.respond_stateless(&msg, flow, 500, "CSeq Out of Order")
+                .await;
             return;
         }
         match (side, method) {
@@ -1279,6 +1291,19 @@ fn call_span(invite: &SipMessage) -> Span {
     span
 }
 
+/// Records the CSeq number of a request received on one side; false when it is not higher than
+/// the last one (RFC 3261 §12.2.2: answer 500). ACK and CANCEL reuse their INVITE's number.
+fn accept_remote_cseq(last: &mut Option<u32>, method: &Method, seq: u32) -> bool {
+    if matches!(method, Method::Ack | Method::Cancel) {
+        return true;
+    }
+    if last.is_some_and(|last| seq <= last) {
+        return false;
+    }
+    *last = Some(seq);
+    true
+}
+
 fn has_to_tag(msg: &SipMessage) -> bool {
     msg.to().ok().is_some_and(|t| t.tag().is_some())
 }
@@ -1289,5 +1314,24 @@ impl std::fmt::Debug for Call {
             .field("call_id", &self.a.call_id)
             .field("phase", &self.phase)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_cseq_must_rise_except_for_ack_and_cancel() {
+        let mut last = Some(7);
+        assert!(!accept_remote_cseq(&mut last, &Method::Bye, 7));
+        assert!(!accept_remote_cseq(&mut last, &Method::Info, 3));
+        assert!(accept_remote_cseq(&mut last, &Method::Ack, 7));
+        assert!(accept_remote_cseq(&mut last, &Method::Cancel, 7));
+        assert!(accept_remote_cseq(&mut last, &Method::Info, 8));
+        assert_eq!(last, Some(8));
+        let mut unseen = None;
+        assert!(accept_remote_cseq(&mut unseen, &Method::Bye, 1));
+        assert_eq!(unseen, Some(1));
     }
 }
