@@ -112,19 +112,7 @@ impl Dialog {
     /// Records the CSeq of a request received in this dialog, refusing an out-of-order one.
     /// ACK and CANCEL reuse their INVITE's number and are not checked.
     pub fn accept_remote(&mut self, cseq: &CSeq) -> Result<(), InDialogError> {
-        if matches!(cseq.method, Method::Ack | Method::Cancel) {
-            return Ok(());
-        }
-        match self.remote_seq {
-            Some(last) if cseq.seq <= last => Err(InDialogError::OutOfOrder {
-                received: cseq.seq,
-                last,
-            }),
-            _ => {
-                self.remote_seq = Some(cseq.seq);
-                Ok(())
-            }
-        }
+        accept_in_order(&mut self.remote_seq, cseq)
     }
 
     fn build(&self, method: Method, seq: u32, via: &Via) -> SipMessage {
@@ -140,6 +128,24 @@ impl Dialog {
         headers.push("Call-ID", self.call_id.clone());
         headers.push("CSeq", CSeq { seq, method }.to_string());
         request
+    }
+}
+
+/// Records in `last` the CSeq of a request received in a dialog, refusing one not above the last
+/// (§12.2.2: answer 500). ACK and CANCEL reuse their INVITE's number and are not checked.
+pub fn accept_in_order(last: &mut Option<u32>, cseq: &CSeq) -> Result<(), InDialogError> {
+    if matches!(cseq.method, Method::Ack | Method::Cancel) {
+        return Ok(());
+    }
+    match *last {
+        Some(last) if cseq.seq <= last => Err(InDialogError::OutOfOrder {
+            received: cseq.seq,
+            last,
+        }),
+        _ => {
+            *last = Some(cseq.seq);
+            Ok(())
+        }
     }
 }
 

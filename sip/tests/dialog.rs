@@ -145,3 +145,15 @@ fn cancel_copies_invite_identity() {
     );
     assert_eq!(cancel.headers.get("Route"), original.headers.get("Route"));
 }
+
+#[test]
+fn first_request_from_the_callee_sets_the_remote_cseq() {
+    let mut dialog = Dialog::from_uac(&invite(), &ok()).expect("dialog");
+    let info = CSeq {
+        seq: 1,
+        method: Method::Info,
+    };
+    assert_eq!(dialog.accept_remote(&info), Ok(()));
+    assert_eq!(dialog.remote_seq, Some(1));
+    assert!(dialog.accept_remote(&info).is_err());
+}

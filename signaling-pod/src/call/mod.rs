@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tandem_api::config::GatewayConfig;
+use tandem_sip::dialog::accept_in_order;
 use tandem_sip::message::{Method, SipMessage};
 use tandem_sip::response::response_for;
 use tandem_sip::transaction::{
@@ -601,7 +602,7 @@ impl Call {
         }
         if has_to_tag(&msg)
             && let Ok(cseq) = msg.cseq()
-            && !accept_remote_cseq(&mut self.remote_cseq[side as usize], &method, cseq.seq)
+            && accept_in_order(&mut self.remote_cseq[side as usize], &cseq).is_err()
         {
             self.respond_stateless(&msg, flow, 500, "CSeq Out of Order")
                 .await;
@@ -1291,19 +1292,6 @@ fn call_span(invite: &SipMessage) -> Span {
     span
 }
 
-/// Records the CSeq number of a request received on one side; false when it is not higher than
-/// the last one (RFC 3261 §12.2.2: answer 500). ACK and CANCEL reuse their INVITE's number.
-fn accept_remote_cseq(last: &mut Option<u32>, method: &Method, seq: u32) -> bool {
-    if matches!(method, Method::Ack | Method::Cancel) {
-        return true;
-    }
-    if last.is_some_and(|last| seq <= last) {
-        return false;
-    }
-    *last = Some(seq);
-    true
-}
-
 fn has_to_tag(msg: &SipMessage) -> bool {
     msg.to().ok().is_some_and(|t| t.tag().is_some())
 }
@@ -1314,24 +1302,5 @@ impl std::fmt::Debug for Call {
             .field("call_id", &self.a.call_id)
             .field("phase", &self.phase)
             .finish_non_exhaustive()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn remote_cseq_must_rise_except_for_ack_and_cancel() {
-        let mut last = Some(7);
-        assert!(!accept_remote_cseq(&mut last, &Method::Bye, 7));
-        assert!(!accept_remote_cseq(&mut last, &Method::Info, 3));
-        assert!(accept_remote_cseq(&mut last, &Method::Ack, 7));
-        assert!(accept_remote_cseq(&mut last, &Method::Cancel, 7));
-        assert!(accept_remote_cseq(&mut last, &Method::Info, 8));
-        assert_eq!(last, Some(8));
-        let mut unseen = None;
-        assert!(accept_remote_cseq(&mut unseen, &Method::Bye, 1));
-        assert_eq!(unseen, Some(1));
     }
 }
