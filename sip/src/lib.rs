@@ -7,10 +7,12 @@
 //! * [`validate`] applies the RFC 3261 request checks and names the response code;
 //!   [`response`] builds responses;
 //! * [`transaction`] holds the RFC 3261 §17 state machines, driven by the caller's clock;
+//! * [`dialog`] keeps RFC 3261 §12 dialog state and builds in-dialog requests and CANCEL;
 //! * [`ids`] makes branches, tags and Call-IDs; [`sdp`] handles session descriptions.
 //!
 //! Nothing here performs I/O or reads the time.
 
+pub mod dialog;
 pub mod headers;
 pub mod ids;
 pub mod message;

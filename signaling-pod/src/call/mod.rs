@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tandem_api::config::GatewayConfig;
+use tandem_sip::dialog::accept_in_order;
 use tandem_sip::message::{Method, SipMessage};
 use tandem_sip::response::response_for;
 use tandem_sip::transaction::{
@@ -150,6 +151,8 @@ pub struct Call {
     a_server: usize,
     a_final_sent: bool,
     b: Option<Attempt>,
+    /// The CSeq number of each side's last request (A, B), for the RFC 3261 §12.2.2 order check.
+    remote_cseq: [Option<u32>; 2],
     /// The called and calling numbers after normalisation and translation.
     called: String,
     calling: String,
@@ -258,6 +261,7 @@ impl Call {
         let Some(a) = parts else {
             return Err(Box::new(invite));
         };
+        let a_cseq = a.local_cseq;
         let now = Instant::now();
         let span = call_span(&invite);
         let server = ServerTransaction::new(
@@ -301,6 +305,7 @@ impl Call {
             invite_deadline: None,
             ring_deadline: None,
             pending_ok: None,
+            remote_cseq: [Some(a_cseq), None],
             b_ack: None,
         })
     }
@@ -593,6 +598,14 @@ impl Call {
             && let Some(server) = self.servers.iter_mut().find(|s| s.tx.matches(&key))
         {
             server.tx.on_request(now, msg);
+            return;
+        }
+        if has_to_tag(&msg)
+            && let Ok(cseq) = msg.cseq()
+            && accept_in_order(&mut self.remote_cseq[side as usize], &cseq).is_err()
+        {
+            self.respond_stateless(&msg, flow, 500, "CSeq Out of Order")
+                .await;
             return;
         }
         match (side, method) {
