@@ -698,10 +698,6 @@ impl SipExposure {
             ),
             (ExposureType::SecondaryNetwork, Some(name)) => {
                 errors.check(&attachment, validation::network_attachment(name));
-                errors.push(
-                    &path.field("type"),
-                    "SecondaryNetwork is not supported yet: signaling pods cannot advertise their own secondary-network address",
-                );
             }
             (_, Some(_)) => errors.push(&attachment, "is only used when type is SecondaryNetwork"),
             (_, None) => {}
@@ -1406,6 +1402,8 @@ mod tests {
                 "spec.signaling.exposure.networkAttachment",
                 "spec.signaling.exposure.type",
                 "spec.media.resources.cpu",
+                // SecondaryNetwork itself is not supported yet.
+                "spec.signaling.exposure.type",
             ]
         );
         let mut lb = spec(vec![listener("udp", ListenerTransport::Udp, 5060)]);

@@ -8,7 +8,7 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use std::net::{TcpListener, UdpSocket};
+use std::net::UdpSocket;
 use std::time::Duration;
 
 use tandem_e2e::*;
@@ -82,71 +82,6 @@ fn a_tcp_carrier_answers_on_the_connection_the_pod_opened() {
         carrier.wait(Duration::from_secs(30)).success(),
         "{}",
         carrier.errors()
-    );
-    wait_until(Duration::from_secs(5), "calls released", no_call_left);
-}
-
-#[test]
-fn a_tls_peer_is_refused_never_sent_plain_tcp() {
-    require_sipp();
-    let config = ConfigDir::copy("tls-peer");
-    let mut trunks = carrier_trunk(
-        "    - {host: 127.0.0.1, port: 5091, transport: TLS, priority: 1}
-    - {host: 127.0.0.1, port: 5090, transport: UDP, priority: 2}",
-        "{enabled: false}",
-    );
-    trunks.push_str(
-        "---
-apiVersion: voice.tandem.dev/v1alpha1
-kind: Trunk
-metadata: {name: secure}
-spec:
-  gatewayRef: {name: local}
-  peers:
-    - {host: 127.0.0.1, port: 5091, transport: TLS}
-",
-    );
-    config.write("trunks.yaml", &trunks);
-    let plan = config.read("routeplan.yaml");
-    let with_secure = format!(
-        "{plan}    - name: secure
-      match:
-        calledPrefix: \"3\"
-      targets:
-        - trunkRef:
-            name: secure
-"
-    );
-    config.write("routeplan.yaml", &with_secure);
-    // Where the TLS peer would be: a plain TCP connection here would be a downgrade.
-    let tls_port = TcpListener::bind("127.0.0.1:5091").unwrap();
-    tls_port.set_nonblocking(true).unwrap();
-
-    let platform = Platform::start_with(config.path());
-    // The TLS peer comes first by priority; the call goes to the UDP peer instead.
-    one_call_succeeds();
-    let peer = "peer=\"127.0.0.1:5091\"";
-    assert_eq!(
-        scrape(
-            SIGNALING_ADMIN,
-            "tandem_signaling_trunk_peer_transport_unsupported",
-            &["trunk=\"carrier\"", peer]
-        ),
-        1.0
-    );
-    assert!(
-        platform
-            .log()
-            .contains("peer transport TLS is not available"),
-        "the refusal is logged"
-    );
-
-    // A route whose only peer is TLS: the caller gets 503, nothing reaches the peer.
-    let codes = RawCaller::new().call("3000", "tls-only-1", Duration::from_secs(10));
-    assert_eq!(codes.last(), Some(&503), "responses: {codes:?}");
-    assert!(
-        tls_port.accept().is_err(),
-        "a TLS peer was sent plain TCP (a downgrade)"
     );
     wait_until(Duration::from_secs(5), "calls released", no_call_left);
 }
