@@ -126,7 +126,6 @@ fn invites_at(socket: &UdpSocket) -> usize {
 }
 
 #[test]
-#[ignore = "needs the call to route with peer health: routing::decide_with_health with the pod's TrunkHealth, and Retry-After from Decision::retry_after"]
 fn calls_skip_a_peer_marked_down_and_get_503_when_every_peer_is_down() {
     require_sipp();
     let config = two_peers_checked();

@@ -181,11 +181,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => MediaPool::fixed(args.media_ng, metrics.clone()).await?,
     };
     let ctx_metrics = metrics.clone();
+    let trunk_health = Arc::new(TrunkHealth::default());
     let ctx = Arc::new(CallContext {
         transports: Arc::clone(&transports),
         media,
         metrics,
         calls: Arc::new(CallRegistry::default()),
+        trunk_health: Arc::clone(&trunk_health),
         local: LocalAddress {
             host: advertised,
             udp_port,
@@ -195,7 +197,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         invite_timeout: Duration::from_secs(args.invite_timeout_seconds),
         ring_timeout: Duration::from_secs(args.ring_timeout_seconds),
     });
-    let trunk_health = Arc::new(TrunkHealth::default());
     tokio::spawn(health::run_prober(
         Arc::clone(&ctx),
         config.clone(),

@@ -24,6 +24,7 @@ use tracing::{Instrument as _, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::dispatcher::CallRegistry;
+use crate::health::TrunkHealth;
 use crate::media::MediaClient;
 use crate::media_pool::MediaPool;
 use crate::metrics::{Admission, Metrics, Outcome, TrunkDirection};
@@ -46,6 +47,8 @@ pub struct CallContext {
     pub media: Arc<MediaPool>,
     pub metrics: Metrics,
     pub calls: Arc<CallRegistry>,
+    /// What the OPTIONS prober knows of each trunk peer: routing skips peers marked down.
+    pub trunk_health: Arc<TrunkHealth>,
     pub local: LocalAddress,
     pub timers: TimerConfig,
     /// How long a carrier may stay silent (not even 100 Trying) before the next target is tried.
@@ -150,6 +153,8 @@ pub struct Call {
     a_invite: SipMessage,
     a_server: usize,
     a_final_sent: bool,
+    /// The `Retry-After` (seconds) of the caller's failure response, when routing set one.
+    retry_after: Option<u32>,
     b: Option<Attempt>,
     /// The CSeq number of each side's last request (A, B), for the RFC 3261 §12.2.2 order check.
     remote_cseq: [Option<u32>; 2],
@@ -282,6 +287,7 @@ impl Call {
             a_invite: invite,
             a_server: 0,
             a_final_sent: false,
+            retry_after: None,
             b: None,
             called: String::new(),
             calling: String::new(),
@@ -411,10 +417,13 @@ impl Call {
             &calling,
             jiff::Timestamp::now(),
             &mut rand::rng(),
+            &*self.ctx.trunk_health,
         );
+        let retry_after = decision.retry_after();
         let targets = match decision {
             Decision::Reject { code, reason } => {
                 tracing::info!(called, code, "call rejected by routing");
+                self.retry_after = retry_after;
                 self.reject(code, &reason, Outcome::NoRoute).await;
                 return;
             }
@@ -1048,6 +1057,9 @@ impl Call {
     fn a_response(&self, code: u16, reason: &str, sdp: Option<Bytes>) -> SipMessage {
         let tag = (code > 100).then(|| text(&self.a.local_tag));
         let mut response = response_for(&self.a_invite, code, reason, tag);
+        if let Some(seconds) = self.retry_after.filter(|_| code >= 300) {
+            response.headers.push("Retry-After", seconds.to_string());
+        }
         if (101..200).contains(&code) && sdp.is_some() {
             response
                 .headers
