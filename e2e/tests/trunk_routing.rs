@@ -86,6 +86,10 @@ fn a_tcp_carrier_answers_on_the_connection_the_pod_opened() {
     wait_until(Duration::from_secs(5), "calls released", no_call_left);
 }
 
+/// SIPp counts each OPTIONS probe it answers as one of its `-m` calls: a health-checked SIPp
+/// carrier needs room for the probes besides the calls.
+const PROBED_CARRIER_CALLS: u32 = 1_000;
+
 /// A Trunk with a silent peer first and a SIPp peer second, both health-checked every second.
 fn two_peers_checked() -> ConfigDir {
     let config = ConfigDir::copy("peer-health");
@@ -133,7 +137,12 @@ fn calls_skip_a_peer_marked_down_and_get_503_when_every_peer_is_down() {
     let silent = UdpSocket::bind("127.0.0.1:5091").unwrap();
     silent.set_nonblocking(true).unwrap();
     let _platform = Platform::start_with(config.path());
-    let mut carrier = carrier_with("health-carrier", "carrier.xml", 3, &["-aa"]);
+    let mut carrier = carrier_with(
+        "health-carrier",
+        "carrier.xml",
+        PROBED_CARRIER_CALLS,
+        &["-aa"],
+    );
     wait_until(
         Duration::from_secs(15),
         "the silent peer marked down",
@@ -182,7 +191,12 @@ fn calls_skip_a_peer_marked_down_and_get_503_when_every_peer_is_down() {
     assert_eq!(invites_at(&silent), 0);
 
     // The peer comes back: it takes calls again.
-    let mut carrier = carrier_with("health-carrier-back", "carrier.xml", 1, &["-aa"]);
+    let mut carrier = carrier_with(
+        "health-carrier-back",
+        "carrier.xml",
+        PROBED_CARRIER_CALLS,
+        &["-aa"],
+    );
     wait_until(
         Duration::from_secs(15),
         "the SIPp peer marked up again",
@@ -194,11 +208,7 @@ fn calls_skip_a_peer_marked_down_and_get_503_when_every_peer_is_down() {
         "{}",
         again.errors()
     );
-    assert!(
-        carrier.wait(Duration::from_secs(10)).success(),
-        "{}",
-        carrier.errors()
-    );
+    carrier.stop();
     assert_eq!(invites_at(&silent), 0);
     wait_until(Duration::from_secs(5), "calls released", no_call_left);
 }
