@@ -247,7 +247,13 @@ impl Shard {
             Method::Register | Method::Subscribe | Method::Publish | Method::Message
                 if !in_dialog =>
             {
-                self.respond(&msg, flow, 405, "Method Not Allowed", Some(("Allow", ALLOW)))
+                self.respond(
+                    &msg,
+                    flow,
+                    405,
+                    "Method Not Allowed",
+                    Some(("Allow", ALLOW)),
+                )
             }
             _ => self.respond(&msg, flow, 481, "Call/Transaction Does Not Exist", None),
         }
@@ -587,17 +593,13 @@ async fn media(
             from_tag,
             to_tag,
             sdp,
-        } => {
-            let ng = hiding(Request::answer(
-                text(&call_id),
-                text(&from_tag),
-                text(&to_tag),
-                &sdp,
-            ));
-            sdp_reply(pod.request("answer", &ng).await)
-        }
+        } => pod
+            .answer(&text(&call_id), &text(&from_tag), &text(&to_tag), &sdp)
+            .await
+            .map(MediaReply::Sdp)
+            .map_err(|e| failure(&e)),
         MediaRequest::Delete { call_id } => pod
-            .request("delete", &Request::delete(text(&call_id), None))
+            .delete(&text(&call_id))
             .await
             .map(|_| MediaReply::Deleted)
             .map_err(|e| failure(&e)),
