@@ -117,18 +117,6 @@ impl SdpFlags {
         }
     }
 
-    /// Only the media addresses are rewritten (a proxy's behaviour, not a B2BUA's).
-    #[allow(
-        dead_code,
-        reason = "for the call core's re-offers and media timeout, not wired yet"
-    )]
-    pub fn none() -> Self {
-        Self {
-            replace: Vec::new(),
-            flags: Vec::new(),
-        }
-    }
-
     fn apply(&self, mut request: Request) -> Request {
         request.replace.extend(self.replace.iter().cloned());
         request.flags.extend(self.flags.iter().cloned());
@@ -144,10 +132,7 @@ impl Default for SdpFlags {
 }
 
 /// How the media of a call is flowing, from an ng `query`.
-#[allow(
-    dead_code,
-    reason = "for the call core's re-offers and media timeout, not wired yet"
-)]
+#[allow(dead_code, reason = "for the call core's media timeout, not wired yet")]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MediaActivity {
     /// Seconds since the last packet of the call's most recently active stream; None when no
@@ -606,6 +591,11 @@ mod tests {
         let fake = FakeNg::start(|_, _| Some(Reply::ok().with("sdp", "v=0"))).await;
         let (client, _) = client_of(&fake).await;
         let hiding = [Replace::Origin, Replace::SessionConnection];
+        // Only the media addresses rewritten, and a flag: a proxy's request, not a B2BUA's.
+        let proxy = SdpFlags {
+            replace: Vec::new(),
+            flags: vec!["trust-address".into()],
+        };
 
         client.offer("call-1", "caller", b"v=0 a").await.unwrap();
         client
@@ -619,7 +609,7 @@ mod tests {
             .await
             .unwrap();
         client
-            .offer_flags("call-1", "caller", b"v=0 c", &SdpFlags::none())
+            .offer_flags("call-1", "caller", b"v=0 c", &proxy)
             .await
             .unwrap();
 
@@ -662,6 +652,7 @@ mod tests {
             assert_eq!(request.replace, hiding);
         }
         assert!(seen[4].replace.is_empty());
+        assert_eq!(seen[4].flags, ["trust-address"]);
     }
 
     #[tokio::test]

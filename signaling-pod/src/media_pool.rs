@@ -825,7 +825,7 @@ mod tests {
 
         // The deaf pod is still least loaded and still tried first.
         let (client, _) = pool
-            .offer_flags("call-2", "tag-2", b"v=0", &SdpFlags::none())
+            .offer_flags("call-2", "tag-2", b"v=0", &SdpFlags::topology_hiding())
             .await
             .unwrap();
         assert_eq!(client.server(), other.server);
