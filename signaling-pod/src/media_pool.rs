@@ -300,11 +300,11 @@ impl MediaPool {
             };
             match &error {
                 MediaError::Refused { reason, .. } if pod_refusal(reason) => {
-                    tracing::warn!(%server, reason, "media pod refused the offer; trying another");
+                    tracing::warn!(%server, reason, "media pod refused the offer");
                     self.update(&client, |m| m.refused_at = Some(Instant::now()));
                 }
                 MediaError::NoAnswer(_) | MediaError::Io(_) => {
-                    tracing::warn!(%server, %error, "media pod did not answer the offer; trying another");
+                    tracing::warn!(%server, %error, "media pod did not answer the offer");
                     // The offer may have been executed with every reply lost: release it.
                     let (client, call_id) = (Arc::clone(&client), call_id.to_owned());
                     tokio::spawn(async move {
@@ -317,8 +317,11 @@ impl MediaPool {
             }
             tried.push(server);
             choice = self.pick_excluding(&tried);
-            if choice.is_none() {
-                return Err(error.into());
+            match &choice {
+                Some(next) => {
+                    tracing::info!(next = %next.server(), "offering to the next media pod")
+                }
+                None => return Err(error.into()),
             }
         }
     }
