@@ -290,7 +290,6 @@ impl MediaClient {
         let started = Instant::now();
         let mut sent = 0;
         let (mut delivered, mut send_error) = (false, None);
-        let mut outcome = None;
         while policy.send_at(sent).is_some() {
             if sent > 0 {
                 self.pod_metrics.retransmissions.inc();
@@ -307,22 +306,18 @@ impl MediaClient {
             sent += 1;
             let wait_until = started + policy.send_at(sent).unwrap_or(policy.budget);
             match tokio::time::timeout_at(wait_until, &mut rx).await {
-                Ok(Ok(reply)) => {
-                    outcome = Some(Ok(reply));
-                    break;
-                }
+                // The reader took the waiter out of `pending` to hand over the reply.
+                Ok(Ok(reply)) => return Ok(reply),
                 // The reader is gone (the client is being dropped): nothing will answer.
                 Ok(Err(_)) => break,
                 Err(_elapsed) => {}
             }
         }
         self.lock_pending().remove(&cookie);
-        outcome.unwrap_or_else(|| {
-            self.pod_metrics.timeouts.inc();
-            Err(match send_error {
-                Some(e) if !delivered => MediaError::Io(e),
-                _ => MediaError::NoAnswer(self.server),
-            })
+        self.pod_metrics.timeouts.inc();
+        Err(match send_error {
+            Some(e) if !delivered => MediaError::Io(e),
+            _ => MediaError::NoAnswer(self.server),
         })
     }
 
