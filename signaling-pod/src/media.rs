@@ -132,7 +132,6 @@ impl Default for SdpFlags {
 }
 
 /// How the media of a call is flowing, from an ng `query`.
-#[allow(dead_code, reason = "for the call core's media timeout, not wired yet")]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MediaActivity {
     /// Seconds since the last packet of the call's most recently active stream; None when no
@@ -140,7 +139,6 @@ pub struct MediaActivity {
     pub idle_seconds: Option<u64>,
 }
 
-#[allow(dead_code, reason = "for the call core's media timeout, not wired yet")]
 impl MediaActivity {
     /// Reads a `query` reply at UNIX time `now`. The shape is rtpengine's: `tags` → each party
     /// → `medias` → `streams` → `last packet` in UNIX seconds. Parts that are missing or of
@@ -166,7 +164,6 @@ impl MediaActivity {
 }
 
 /// A non-negative integer, or a string of one (some engines send numbers as strings).
-#[allow(dead_code, reason = "for the call core's media timeout, not wired yet")]
 fn unix_seconds(value: &Value) -> Option<u64> {
     match value {
         Value::Integer(n) => u64::try_from(*n).ok(),
@@ -328,15 +325,17 @@ impl MediaClient {
     /// Anchors the offerer's media with topology hiding: returns the SDP to send on to the
     /// answerer. A new call is anchored through [`crate::media_pool::MediaPool::offer`]; this is
     /// for re-offers to the call's pod.
-    #[allow(dead_code, reason = "for the call core's re-offers, not wired yet")]
+    /// A re-offer from the callee's side names the caller's tag as `to_tag`.
     pub async fn offer(
         &self,
         call_id: &str,
         from_tag: &str,
+        to_tag: Option<&str>,
         sdp: &[u8],
     ) -> Result<Bytes, MediaError> {
-        self.offer_flags(call_id, from_tag, sdp, &SdpFlags::default())
-            .await
+        let mut request = SdpFlags::default().apply(Request::offer(call_id, from_tag, sdp));
+        request.to_tag = to_tag.map(str::to_owned);
+        sdp_of(self.request("offer", &request).await?, "offer")
     }
 
     /// [`MediaClient::offer`] asking for `flags`.
@@ -348,11 +347,7 @@ impl MediaClient {
         flags: &SdpFlags,
     ) -> Result<Bytes, MediaError> {
         let request = flags.apply(Request::offer(call_id, from_tag, sdp));
-        let reply = self.request("offer", &request).await?;
-        reply
-            .sdp()
-            .map(Bytes::copy_from_slice)
-            .ok_or(MediaError::NoSdp("offer"))
+        sdp_of(self.request("offer", &request).await?, "offer")
     }
 
     /// Anchors the answerer's media with topology hiding: returns the SDP to send back to the
@@ -378,11 +373,7 @@ impl MediaClient {
         flags: &SdpFlags,
     ) -> Result<Bytes, MediaError> {
         let request = flags.apply(Request::answer(call_id, from_tag, to_tag, sdp));
-        let reply = self.request("answer", &request).await?;
-        reply
-            .sdp()
-            .map(Bytes::copy_from_slice)
-            .ok_or(MediaError::NoSdp("answer"))
+        sdp_of(self.request("answer", &request).await?, "answer")
     }
 
     /// Releases every media resource of the call.
@@ -393,7 +384,6 @@ impl MediaClient {
     }
 
     /// How the call's media is flowing, for the signaling side's media timeout.
-    #[allow(dead_code, reason = "for the call core's media timeout, not wired yet")]
     pub async fn query(&self, call_id: &str) -> Result<MediaActivity, MediaError> {
         let reply = self.request("query", &Request::query(call_id)).await?;
         let now = SystemTime::now()
@@ -401,6 +391,14 @@ impl MediaClient {
             .map_or(0, |d| d.as_secs());
         Ok(MediaActivity::from_query(&reply, now))
     }
+}
+
+/// The SDP of an offer or answer reply.
+fn sdp_of(reply: Reply, command: &'static str) -> Result<Bytes, MediaError> {
+    reply
+        .sdp()
+        .map(Bytes::copy_from_slice)
+        .ok_or(MediaError::NoSdp(command))
 }
 
 async fn read_replies(socket: Arc<UdpSocket>, pending: Arc<Pending>) {
@@ -530,7 +528,7 @@ mod tests {
                 .await;
         let (client, metrics) = client_of(&fake).await;
 
-        let sdp = client.offer("call-1", "tag-a", b"v=0").await.unwrap();
+        let sdp = client.offer("call-1", "tag-a", None, b"v=0").await.unwrap();
         assert_eq!(sdp, "v=0 relayed");
         // Three sends at least (one more if the reply to the third was slow), one cookie.
         let seen = fake.seen();
@@ -592,13 +590,19 @@ mod tests {
             flags: vec!["trust-address".into()],
         };
 
-        client.offer("call-1", "caller", b"v=0 a").await.unwrap();
+        client
+            .offer("call-1", "caller", None, b"v=0 a")
+            .await
+            .unwrap();
         client
             .answer("call-1", "caller", "callee", b"v=0 b")
             .await
             .unwrap();
         // The callee re-offers (hold), the caller answers: the callee's tag is the from-tag.
-        client.offer("call-1", "callee", b"v=0 hold").await.unwrap();
+        client
+            .offer("call-1", "callee", Some("caller"), b"v=0 hold")
+            .await
+            .unwrap();
         client
             .answer("call-1", "callee", "caller", b"v=0 held")
             .await
@@ -632,7 +636,7 @@ mod tests {
             [
                 (Offer, Some("caller"), None, Some(&b"v=0 a"[..])),
                 (Answer, Some("caller"), Some("callee"), Some(&b"v=0 b"[..])),
-                (Offer, Some("callee"), None, Some(&b"v=0 hold"[..])),
+                (Offer, Some("callee"), Some("caller"), Some(&b"v=0 hold"[..])),
                 (
                     Answer,
                     Some("callee"),
@@ -654,7 +658,10 @@ mod tests {
     async fn an_answer_without_sdp_is_an_error() {
         let fake = FakeNg::start(|_, _| Some(Reply::ok())).await;
         let (client, _) = client_of(&fake).await;
-        let error = client.offer("call-1", "caller", b"v=0").await.unwrap_err();
+        let error = client
+            .offer("call-1", "caller", None, b"v=0")
+            .await
+            .unwrap_err();
         assert!(matches!(error, MediaError::NoSdp("offer")), "{error}");
     }
 
