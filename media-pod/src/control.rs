@@ -186,12 +186,10 @@ impl Pending {
     /// commands (`ping`, `list`, `statistics`). A call command without a call-id gets an
     /// empty key: whichever shard runs it answers the missing-key error.
     pub fn shard_key(&self) -> Option<&str> {
-        match self.request.command {
-            Command::Offer | Command::Answer | Command::Delete | Command::Query => {
-                Some(self.request.call_id.as_deref().unwrap_or(""))
-            }
-            Command::Ping | Command::List | Command::Statistics => None,
-        }
+        self.request
+            .command
+            .is_call_command()
+            .then(|| self.request.call_id.as_deref().unwrap_or(""))
     }
 
     /// The `list` limit requested (the default when absent or invalid: the error is
@@ -445,6 +443,16 @@ pub fn execute(
             reply.extend(report.to_dictionary());
             Ok(reply)
         }
+        Command::BlockDtmf
+        | Command::UnblockDtmf
+        | Command::BlockMedia
+        | Command::UnblockMedia
+        | Command::StartRecording
+        | Command::StopRecording
+        | Command::PauseRecording
+        | Command::StartForwarding
+        | Command::StopForwarding
+        | Command::PlayDtmf => Err(SessionError::NotSupported(format!("'{}'", request.command))),
         Command::Ping | Command::List | Command::Statistics => Ok(Reply::error(format!(
             "{} is not a call command",
             request.command
@@ -495,7 +503,8 @@ mod tests {
                 table: SessionTable::new(
                     TableConfig {
                         advertise: "127.0.0.1".parse().unwrap(),
-                        session_timeout: Duration::from_secs(60),
+                        media_timeout: Some(Duration::from_secs(60)),
+                        hold_timeout: Some(Duration::from_secs(3600)),
                         latch_holdoff: Duration::from_secs(1),
                     },
                     PortPool::new(PortAllocator::new(PortRange::new(30000, 30099).unwrap())),

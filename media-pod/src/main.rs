@@ -70,7 +70,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let workers = config.workers();
     let table_config = TableConfig {
         advertise,
-        session_timeout: config.session_timeout(),
+        media_timeout: config.media_timeout(),
+        hold_timeout: config.hold_timeout(),
         latch_holdoff: config.latch_holdoff(),
     };
     let ports = PortPool::new(PortAllocator::new(settings.port_range));

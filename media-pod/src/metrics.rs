@@ -87,6 +87,7 @@ pub struct Metrics {
     ng_commands: Family<CommandLabels, Counter>,
     ng_errors: Family<ReasonLabels, Counter>,
     sessions_active: Gauge,
+    sessions_timed_out: Counter,
     ports_allocated: Gauge,
     packets: PacketCollector,
     ports_capacity: Gauge,
@@ -104,6 +105,7 @@ impl Metrics {
             ng_commands: Family::default(),
             ng_errors: Family::default(),
             sessions_active: Gauge::default(),
+            sessions_timed_out: Counter::default(),
             ports_allocated: Gauge::default(),
             packets: PacketCollector::default(),
             ports_capacity: Gauge::default(),
@@ -135,6 +137,11 @@ impl Metrics {
             "tandem_media_sessions_active",
             "Calls currently anchored",
             m.sessions_active.clone(),
+        );
+        registry.register(
+            "tandem_media_sessions_timed_out",
+            "Calls deleted by the media pod because their media stopped (media or hold timeout)",
+            m.sessions_timed_out.clone(),
         );
         registry.register(
             "tandem_media_ports_allocated",
@@ -202,6 +209,12 @@ impl Metrics {
     /// Counts an ng error; `reason` comes from a fixed set of labels.
     pub fn ng_error(&self, reason: &'static str) {
         self.ng_errors.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Counts calls deleted for silence.
+    pub fn sessions_timed_out(&self, calls: usize) {
+        self.sessions_timed_out
+            .inc_by(u64::try_from(calls).unwrap_or(u64::MAX));
     }
 
     /// Sets the session and port gauges.
@@ -365,6 +378,7 @@ mod tests {
         m.ng_command(Command::Offer);
         m.ng_error("bad_sdp");
         m.set_occupancy(3, 12);
+        m.sessions_timed_out(2);
         let worker = m.worker_counters();
         worker.relayed(PacketClass::Rtp, 1, 172);
         m.worker_counters().relayed(PacketClass::Rtcp, 1, 60);
@@ -387,6 +401,7 @@ mod tests {
             "tandem_media_ng_commands_total{command=\"statistics\"} 0",
             "tandem_media_ng_errors_total{reason=\"bad_sdp\"} 1",
             "tandem_media_sessions_active 3",
+            "tandem_media_sessions_timed_out_total 2",
             "tandem_media_ports_allocated 12",
             "tandem_media_relayed_packets_total{kind=\"rtp\"} 1",
             "tandem_media_relayed_bytes_total{kind=\"rtp\"} 172",

@@ -10,7 +10,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use tandem_rtp::PayloadFormat;
-use tandem_sip::sdp::{Attribute, Media, MediaDescription, SessionDescription};
+use tandem_sip::sdp::{Attribute, Direction, Media, MediaDescription, SessionDescription};
 
 /// Transport protocols the relay anchors.
 const RELAYED_PROTOCOLS: [&str; 4] = ["RTP/AVP", "RTP/AVPF", "RTP/SAVP", "RTP/SAVPF"];
@@ -51,6 +51,8 @@ pub struct AnchoredStream {
     pub remote: Remote,
     /// The payload types the party listed, with what they mean (rtpmap, else RFC 3551).
     pub formats: Vec<PayloadFormat>,
+    /// The direction attribute in force for the section.
+    pub direction: Direction,
 }
 
 /// An SDP the relay cannot anchor.
@@ -119,6 +121,7 @@ pub fn anchored_streams(
             };
             Ok(Some(AnchoredStream {
                 formats: payload_formats(section),
+                direction: sdp.media_direction(i),
                 media_type: media.media_type.clone(),
                 protocol: media.proto.clone(),
                 remote: Remote {

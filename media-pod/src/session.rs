@@ -20,7 +20,7 @@ use tandem_ng::{
     TagReport,
 };
 use tandem_rtp::{PacketKind, PayloadFormat, RtpHeader};
-use tandem_sip::sdp::{SdpError, SessionDescription};
+use tandem_sip::sdp::{Direction, SdpError, SessionDescription};
 
 use crate::latch::{Latch, LatchEvent};
 use crate::ports::PortPool;
@@ -49,8 +49,12 @@ pub trait PortBinder {
 pub struct TableConfig {
     /// Address written into rewritten SDP.
     pub advertise: IpAddr,
-    /// A call without media or signalling for this long is removed.
-    pub session_timeout: Duration,
+    /// A call whose media flows both ways is removed once every party has been silent this
+    /// long; `None` never.
+    pub media_timeout: Option<Duration>,
+    /// The same for a call on hold (a direction other than `sendrecv`, or a zero address) or
+    /// still waiting for its answer; `None` never.
+    pub hold_timeout: Option<Duration>,
     /// Silence required before a flow re-latches to a new source.
     pub latch_holdoff: Duration,
 }
@@ -82,6 +86,9 @@ pub enum SessionError {
     /// The relay worker owning the call is gone (the pod is stopping).
     #[error("media worker unavailable")]
     Unavailable,
+    /// A command this media relay does not carry out yet.
+    #[error("{0} is not supported yet")]
+    NotSupported(String),
 }
 
 impl SessionError {
@@ -94,6 +101,7 @@ impl SessionError {
             SessionError::NoPorts => "no_ports",
             SessionError::Draining => "draining",
             SessionError::Unavailable => "unavailable",
+            SessionError::NotSupported(_) => "not_supported",
         }
     }
 }
@@ -243,10 +251,28 @@ struct Leg {
     local: Option<u16>,
     /// What this party's SDP advertised.
     remote: Option<Remote>,
+    /// The direction of this party's SDP for the section.
+    direction: Option<Direction>,
+    /// The last packet from this party, or the last SDP that set up this side, whichever is
+    /// later (as rtpengine, signalling restarts the media timeout). The packet path stores
+    /// the time its batch was received: one clock read per batch, one store per packet.
+    last_active: Option<Instant>,
     /// The payload types this party's SDP listed.
     formats: Vec<PayloadFormat>,
     rtp: Flow,
     rtcp: Flow,
+}
+
+impl Leg {
+    /// Whether this party's SDP holds the section: a direction other than `sendrecv`, or a
+    /// zero address (the old way of holding).
+    fn holding(&self) -> bool {
+        self.direction.is_some_and(|d| d != Direction::SendRecv)
+            || self
+                .remote
+                .as_ref()
+                .is_some_and(|r| r.rtp.ip().is_unspecified())
+    }
 }
 
 /// One SDP media section of a call.
@@ -261,6 +287,7 @@ struct MediaStream {
 struct Party {
     tag: Option<String>,
     label: Option<String>,
+    via_branch: Option<String>,
     created: u64,
     /// `asymmetric` flag: never latch, always send to the advertised address.
     asymmetric: bool,
@@ -273,12 +300,53 @@ struct Call {
     sequence: u64,
     created: u64,
     last_signal: u64,
-    last_activity: Instant,
+    last_signal_at: Instant,
     parties: [Party; 2],
     media: Vec<MediaStream>,
 }
 
 impl Call {
+    /// How long the call has been silent, if that is past its timeout; `None` while it lives.
+    ///
+    /// As in rtpengine, a call lives while any party's side of any media section is within
+    /// its timeout, a side's clock restarting with each packet from the party and with each
+    /// SDP that sets it up. A side whose media flows both ways (both parties' SDPs known,
+    /// `sendrecv`) has the media timeout; a side of a section on hold (`sendonly`,
+    /// `recvonly`, `inactive` or a zero address on either side) or still waiting for its
+    /// answer has the hold timeout, so a call on hold without music is not cut off. A call
+    /// with nothing anchored has the hold timeout from its last signal.
+    fn silence(&self, now: Instant, config: &TableConfig) -> Option<Duration> {
+        let mut quietest = None::<Duration>;
+        for media in &self.media {
+            let on_hold = media.legs.iter().any(Leg::holding);
+            let answered = media.legs.iter().all(|l| l.remote.is_some());
+            for leg in media.legs.iter().filter(|l| l.local.is_some()) {
+                let limit = if on_hold || !answered {
+                    config.hold_timeout
+                } else {
+                    config.media_timeout
+                };
+                let idle =
+                    now.saturating_duration_since(leg.last_active.unwrap_or(self.last_signal_at));
+                match limit {
+                    Some(limit) if idle >= limit => {}
+                    _ => return None,
+                }
+                quietest = Some(quietest.map_or(idle, |q| q.min(idle)));
+            }
+        }
+        match quietest {
+            Some(idle) => Some(idle),
+            None => {
+                let idle = now.saturating_duration_since(self.last_signal_at);
+                config
+                    .hold_timeout
+                    .filter(|limit| idle >= *limit)
+                    .map(|_| idle)
+            }
+        }
+    }
+
     fn side_of(&self, tag: &str) -> Option<Side> {
         self.parties
             .iter()
@@ -319,6 +387,7 @@ impl Call {
                     created: party.created,
                     in_dialogue_with: peer.tag.clone(),
                     label: party.label.clone(),
+                    via_branch: party.via_branch.clone(),
                     medias,
                 });
             }
@@ -339,6 +408,15 @@ fn media_report(index: usize, m: &MediaStream, side: Side, asymmetric: bool) -> 
     }
     if asymmetric {
         flags.push("asymmetric".to_owned());
+    }
+    // As rtpengine: `recv` when the relay receives from the party, `send` when it sends to it.
+    if let Some(direction) = leg.direction {
+        if matches!(direction, Direction::SendRecv | Direction::RecvOnly) {
+            flags.push("send".to_owned());
+        }
+        if matches!(direction, Direction::SendRecv | Direction::SendOnly) {
+            flags.push("recv".to_owned());
+        }
     }
     let stream = |flow: &Flow, rtcp: bool| {
         let advertised = leg
@@ -533,7 +611,7 @@ impl SessionTable {
             return Err(SessionError::UnknownCall);
         };
         call.last_signal = now.unix;
-        call.last_activity = now.instant;
+        call.last_signal_at = now.instant;
         let party = &mut call.parties[sender.index()];
         if party.tag.as_deref() != Some(sender_tag) {
             if let Some(old) = &party.tag {
@@ -559,6 +637,7 @@ impl SessionTable {
                 protocol,
                 remote,
                 formats,
+                direction,
             }) = stream
             else {
                 continue;
@@ -575,6 +654,10 @@ impl SessionTable {
             media.protocol.clone_from(protocol);
             let leg = &mut media.legs[sender.index()];
             leg.formats.clone_from(formats);
+            leg.direction = Some(*direction);
+            leg.last_active = Some(now.instant);
+            leg.rtp.last_packet = now.unix;
+            leg.rtcp.last_packet = now.unix;
             if leg.remote.as_ref() != Some(remote) {
                 // New endpoint (first SDP, or a re-INVITE moved it): learn its source afresh.
                 leg.remote = Some(remote.clone());
@@ -582,7 +665,9 @@ impl SessionTable {
                 leg.rtcp.latch = Latch::default();
             }
             if let Some(&(_, port)) = fresh.iter().find(|(j, _)| *j == i) {
-                media.legs[receiver.index()].local = Some(port);
+                let leg = &mut media.legs[receiver.index()];
+                leg.local = Some(port);
+                leg.last_active = Some(now.instant);
             }
         }
         let ports: Vec<Option<u16>> = streams
@@ -613,7 +698,7 @@ impl SessionTable {
                 sequence: key,
                 created: now.unix,
                 last_signal: now.unix,
-                last_activity: now.instant,
+                last_signal_at: now.instant,
                 parties: Default::default(),
                 media: Vec::new(),
             },
@@ -814,6 +899,12 @@ impl SessionTable {
             flow.sources
                 .observe(header, len, format, now.instant, &mut self.quality);
         }
+        leg.last_active = Some(now.instant);
+        let flow = if on_rtcp_port {
+            &mut leg.rtcp
+        } else {
+            &mut leg.rtp
+        };
         if !sender_asymmetric {
             match flow.latch.observe(source, now.instant, holdoff) {
                 LatchEvent::Latched => {
@@ -825,7 +916,6 @@ impl SessionTable {
                 LatchEvent::Confirmed | LatchEvent::Ignored => {}
             }
         }
-        call.last_activity = now.instant;
 
         let mux = media
             .legs
@@ -859,15 +949,14 @@ impl SessionTable {
         }
     }
 
-    /// Removes calls idle (no media, no signalling) for the session timeout.
+    /// Removes calls whose media stopped: see [`Call::silence`] for the rule.
     pub fn expire(&mut self, now: Instant, binder: &mut dyn PortBinder) -> Vec<Expired> {
-        let timeout = self.config.session_timeout;
+        let config = self.config;
         let stale: Vec<(u64, Expired)> = self
             .calls
             .iter()
             .filter_map(|(&key, call)| {
-                let idle = now.saturating_duration_since(call.last_activity);
-                (idle >= timeout).then(|| {
+                call.silence(now, &config).map(|idle| {
                     (
                         key,
                         Expired {
@@ -978,7 +1067,8 @@ mod tests {
         SessionTable::new(
             TableConfig {
                 advertise: RELAY.parse().unwrap(),
-                session_timeout: Duration::from_secs(60),
+                media_timeout: Some(Duration::from_secs(60)),
+                hold_timeout: Some(Duration::from_secs(3600)),
                 latch_holdoff: Duration::from_secs(1),
             },
             PortPool::new(PortAllocator::new(PortRange::new(first, last).unwrap())),
@@ -1717,19 +1807,29 @@ mod tests {
         assert!(t.list(0).is_empty());
     }
 
+    fn table_with(media: Option<u64>, hold: Option<u64>) -> SessionTable {
+        SessionTable::new(
+            TableConfig {
+                advertise: RELAY.parse().unwrap(),
+                media_timeout: media.map(Duration::from_secs),
+                hold_timeout: hold.map(Duration::from_secs),
+                latch_holdoff: Duration::from_secs(1),
+            },
+            PortPool::new(PortAllocator::new(PortRange::new(30000, 30099).unwrap())),
+        )
+    }
+
+    fn held_sdp(ip: &str, port: u16, direction: &str) -> String {
+        sdp(ip, port).replace("a=sendrecv", &format!("a={direction}"))
+    }
+
     #[test]
-    fn idle_calls_expire_but_active_ones_stay() {
-        let mut t = table(30000, 30099);
+    fn media_timeout_ends_silent_calls_and_packets_keep_them() {
+        let mut t = table_with(Some(60), Some(3600));
         let mut b = FakeBinder::default();
         let t0 = Instant::now();
         let (caller_facing, _) = established(&mut t, &mut b, at(t0, 0));
-        t.negotiate(
-            &Request::offer("quiet", "f", sdp("192.0.2.1", 4000)),
-            at(t0, 0),
-            &mut b,
-        )
-        .unwrap();
-        // Media keeps call1 alive.
+        // The caller speaks at 50 s; the callee never does (one-way audio keeps a call).
         t.route(
             caller_facing,
             addr("192.0.2.1:4000"),
@@ -1737,16 +1837,200 @@ mod tests {
             100,
             at(t0, 50_000),
         );
-        assert!(t.expire(t0 + Duration::from_secs(59), &mut b).is_empty());
-        let expired = t.expire(t0 + Duration::from_secs(61), &mut b);
-        assert_eq!(expired.len(), 1);
-        assert_eq!(expired[0].call_id, "quiet");
-        assert_eq!(t.sessions(), 1);
+        assert!(t.expire(t0 + Duration::from_secs(61), &mut b).is_empty());
+        assert!(t.expire(t0 + Duration::from_secs(109), &mut b).is_empty());
+        let expired = t.expire(t0 + Duration::from_secs(110), &mut b);
+        assert_eq!(
+            expired,
+            vec![Expired {
+                call_id: "call1".into(),
+                idle: Duration::from_secs(60)
+            }]
+        );
         assert_eq!(t.totals().timed_out, 1);
-        let expired = t.expire(t0 + Duration::from_secs(111), &mut b);
-        assert_eq!(expired[0].call_id, "call1");
+        assert_eq!(t.sessions(), 0);
         assert!(b.bound.is_empty());
         assert_eq!(t.ports_allocated(), 0);
+    }
+
+    #[test]
+    fn garbage_and_unknown_ports_do_not_keep_a_call() {
+        let mut t = table_with(Some(60), Some(3600));
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        let (caller_facing, _) = established(&mut t, &mut b, at(t0, 0));
+        for ms in [30_000, 59_000] {
+            t.route(
+                caller_facing,
+                addr("192.0.2.1:4000"),
+                PacketKind::Other,
+                10,
+                at(t0, ms),
+            );
+        }
+        assert_eq!(t.expire(t0 + Duration::from_secs(60), &mut b).len(), 1);
+    }
+
+    #[test]
+    fn signalling_restarts_the_media_clock() {
+        let mut t = table_with(Some(60), Some(3600));
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        established(&mut t, &mut b, at(t0, 0));
+        // A re-INVITE at 50 s (same SDP) refreshes both sides, as rtpengine does.
+        t.negotiate(
+            &Request::offer("call1", "tagA", sdp("192.0.2.1", 4000)).with_to_tag("tagB"),
+            at(t0, 50_000),
+            &mut b,
+        )
+        .unwrap();
+        t.negotiate(
+            &Request::answer("call1", "tagA", "tagB", sdp("198.51.100.1", 5000)),
+            at(t0, 50_000),
+            &mut b,
+        )
+        .unwrap();
+        assert!(t.expire(t0 + Duration::from_secs(100), &mut b).is_empty());
+        assert_eq!(t.expire(t0 + Duration::from_secs(111), &mut b).len(), 1);
+    }
+
+    #[test]
+    fn unanswered_and_held_calls_get_the_hold_timeout() {
+        let mut t = table_with(Some(60), Some(600));
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        t.negotiate(
+            &Request::offer("ringing", "f", sdp("192.0.2.1", 4000)),
+            at(t0, 0),
+            &mut b,
+        )
+        .unwrap();
+        t.negotiate(
+            &Request::offer("held", "a", held_sdp("192.0.2.2", 4000, "sendonly")),
+            at(t0, 0),
+            &mut b,
+        )
+        .unwrap();
+        t.negotiate(
+            &Request::answer("held", "a", "b", held_sdp("198.51.100.2", 5000, "recvonly")),
+            at(t0, 0),
+            &mut b,
+        )
+        .unwrap();
+        // Old-style hold: a zero address.
+        t.negotiate(
+            &Request::offer("zero", "a", sdp("0.0.0.0", 4000)),
+            at(t0, 0),
+            &mut b,
+        )
+        .unwrap();
+        t.negotiate(
+            &Request::answer("zero", "a", "b", sdp("198.51.100.3", 5000)),
+            at(t0, 0),
+            &mut b,
+        )
+        .unwrap();
+        assert!(t.expire(t0 + Duration::from_secs(599), &mut b).is_empty());
+        let mut expired: Vec<String> = t
+            .expire(t0 + Duration::from_secs(600), &mut b)
+            .into_iter()
+            .map(|e| e.call_id)
+            .collect();
+        expired.sort();
+        assert_eq!(expired, vec!["held", "ringing", "zero"]);
+        assert!(b.bound.is_empty());
+    }
+
+    #[test]
+    fn resuming_from_hold_brings_back_the_media_timeout() {
+        let mut t = table_with(Some(60), Some(600));
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        t.negotiate(
+            &Request::offer("c", "a", held_sdp("192.0.2.2", 4000, "inactive")),
+            at(t0, 0),
+            &mut b,
+        )
+        .unwrap();
+        t.negotiate(
+            &Request::answer("c", "a", "b", held_sdp("198.51.100.2", 5000, "inactive")),
+            at(t0, 0),
+            &mut b,
+        )
+        .unwrap();
+        assert!(t.expire(t0 + Duration::from_secs(300), &mut b).is_empty());
+        t.negotiate(
+            &Request::offer("c", "a", sdp("192.0.2.2", 4000)),
+            at(t0, 300_000),
+            &mut b,
+        )
+        .unwrap();
+        t.negotiate(
+            &Request::answer("c", "a", "b", sdp("198.51.100.2", 5000)),
+            at(t0, 300_000),
+            &mut b,
+        )
+        .unwrap();
+        assert!(t.expire(t0 + Duration::from_secs(359), &mut b).is_empty());
+        assert_eq!(t.expire(t0 + Duration::from_secs(360), &mut b).len(), 1);
+    }
+
+    #[test]
+    fn timeouts_can_be_turned_off() {
+        let mut t = table_with(None, None);
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        established(&mut t, &mut b, at(t0, 0));
+        t.negotiate(
+            &Request::offer("ringing", "f", sdp("192.0.2.1", 4000)),
+            at(t0, 0),
+            &mut b,
+        )
+        .unwrap();
+        assert!(
+            t.expire(t0 + Duration::from_secs(1_000_000), &mut b)
+                .is_empty()
+        );
+        // Media timeout off, hold timeout on: only the unanswered call goes.
+        let mut t = table_with(None, Some(600));
+        let mut b = FakeBinder::default();
+        established(&mut t, &mut b, at(t0, 0));
+        t.negotiate(
+            &Request::offer("ringing", "f", sdp("192.0.2.1", 4000)),
+            at(t0, 0),
+            &mut b,
+        )
+        .unwrap();
+        let expired = t.expire(t0 + Duration::from_secs(1_000_000), &mut b);
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].call_id, "ringing");
+    }
+
+    #[test]
+    fn query_reports_when_each_party_last_sent() {
+        let mut t = table_with(Some(60), Some(3600));
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        let (caller_facing, _) = established(&mut t, &mut b, at(t0, 0));
+        t.route(
+            caller_facing,
+            addr("192.0.2.1:4000"),
+            PacketKind::Rtp,
+            100,
+            at(t0, 42_000),
+        );
+        let report = t.query(&Request::query("call1")).unwrap();
+        assert_eq!(report.created, 1_700_000_000);
+        assert_eq!(report.last_signal, 1_700_000_000);
+        let last = |tag: &str, stream: usize| {
+            report.tags.iter().find(|t| t.tag == tag).unwrap().medias[0].streams[stream].last_packet
+        };
+        // The caller's RTP was last heard at 42 s; everything else at the signalling.
+        assert_eq!(last("tagA", 0), 1_700_000_042);
+        assert_eq!(last("tagA", 1), 1_700_000_000);
+        assert_eq!(last("tagB", 0), 1_700_000_000);
+        let flags = &report.tags.iter().find(|t| t.tag == "tagA").unwrap().medias[0].flags;
+        assert!(flags.contains(&"send".to_owned()) && flags.contains(&"recv".to_owned()));
     }
 
     #[test]

@@ -649,26 +649,70 @@ fn port_exhaustion_is_an_error_and_ports_are_reused_after_delete() {
 }
 
 #[test]
-fn idle_calls_time_out() {
-    let pod = MediaPod::start(10, &["--session-timeout-seconds", "1"]);
+fn unanswered_calls_get_the_hold_timeout() {
+    let pod = MediaPod::start(10, &["--hold-timeout", "1"]);
     let ng = pod.client();
     let caller = Party::new();
     ng.negotiate(&Request::offer("idle", "a", caller.sdp(1)));
     assert_eq!(ng.request(&Request::list()).calls(), vec!["idle"]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let calls = ng.request(&Request::list());
-        if calls.calls().is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "call never timed out");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_no_calls(&ng);
     assert_eq!(pod.metric("tandem_media_ports_allocated"), 0.0);
+    assert_eq!(pod.metric("tandem_media_sessions_timed_out_total"), 1.0);
     let stats = ng.request(&Request::statistics());
     let stats = tandem_ng::Statistics::from_dictionary(stats.body());
     assert_eq!(stats.timeout_sessions, 1);
     assert_eq!(stats.managed_sessions, 1);
+}
+
+#[test]
+fn media_timeout_deletes_calls_whose_media_stopped() {
+    let pod = MediaPod::start(10, &["--media-timeout", "2"]);
+    let ng = pod.client();
+    let caller = Party::new();
+    let callee = Party::new();
+    let (caller_facing, _) = establish(&ng, "talking", &caller, &callee);
+    // While RTP flows (every 500 ms for 4 s, twice the timeout) the call stays.
+    for seq in 0..8u16 {
+        relay_burst(&caller, caller_facing, &callee, 7, &[seq]);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let query = ng.request(&Request::query("talking"));
+    assert!(query.is_success(), "{:?}", query.error_reason());
+    let report = CallReport::from_dictionary(query.body()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let caller_rtp = &report
+        .tags
+        .iter()
+        .find(|t| t.tag == "caller-tag")
+        .unwrap()
+        .medias[0]
+        .streams[0];
+    assert!(
+        now.abs_diff(caller_rtp.last_packet) <= 1,
+        "last packet {} vs now {now}",
+        caller_rtp.last_packet
+    );
+    assert!(report.created > 0 && report.last_signal >= report.created);
+    // Then silence: the media pod deletes the call itself and counts it.
+    wait_until_no_calls(&ng);
+    assert_eq!(
+        ng.request(&Request::query("talking")).error_reason(),
+        Some("Unknown call-id")
+    );
+    assert_eq!(pod.metric("tandem_media_sessions_timed_out_total"), 1.0);
+    assert_eq!(pod.metric("tandem_media_ports_allocated"), 0.0);
+    assert!(pod.log().contains("call timed out"), "{}", pod.log());
+}
+
+fn wait_until_no_calls(ng: &NgClient) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ng.request(&Request::list()).calls().is_empty() {
+        assert!(Instant::now() < deadline, "call never timed out");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Sends `count` RTP packets from `from` to the relay port and checks each reaches `to`.

@@ -59,7 +59,8 @@ pub struct StreamReport {
     pub endpoint: Option<SocketAddr>,
     /// What the party's SDP advertised.
     pub advertised_endpoint: Option<SocketAddr>,
-    /// UNIX time of the last packet received from the party, 0 if none.
+    /// UNIX time of the last packet received from the party, or of the last SDP that set the
+    /// stream up if later (as rtpengine).
     pub last_packet: u64,
     /// Status flags such as `RTP`, `RTCP`, `filled`, `confirmed`.
     pub flags: Vec<String>,
@@ -194,6 +195,8 @@ pub struct TagReport {
     pub in_dialogue_with: Option<String>,
     /// The `label` given for this party.
     pub label: Option<String>,
+    /// The `via-branch` of the party's last offer or answer.
+    pub via_branch: Option<String>,
     /// The party's media sections.
     pub medias: Vec<MediaReport>,
 }
@@ -205,6 +208,8 @@ pub struct CallReport {
     pub created: u64,
     /// UNIX time of the last offer/answer.
     pub last_signal: u64,
+    /// The `metadata` given with the call's last command that carried one.
+    pub metadata: Option<String>,
     /// The parties.
     pub tags: Vec<TagReport>,
     /// Receive statistics per RTP source, over all parties.
@@ -221,6 +226,9 @@ impl CallReport {
         let mut d = Dictionary::new();
         put(&mut d, "created", self.created);
         put(&mut d, "last signal", self.last_signal);
+        if let Some(metadata) = &self.metadata {
+            put(&mut d, "metadata", metadata.as_str());
+        }
         let mut tags = Dictionary::new();
         for t in &self.tags {
             tags.insert(Bytes::from(t.tag.clone()), tag_to_value(t));
@@ -267,6 +275,7 @@ impl CallReport {
         Ok(Self {
             created: uint(&root, "created"),
             last_signal: uint(&root, "last signal"),
+            metadata: text(&root, "metadata"),
             tags,
             ssrc,
             totals_rtp: totals
@@ -291,6 +300,9 @@ fn tag_to_value(t: &TagReport) -> Value {
     if let Some(label) = &t.label {
         put(&mut d, "label", label.as_str());
     }
+    if let Some(branch) = &t.via_branch {
+        put(&mut d, "via-branch", branch.as_str());
+    }
     let medias = t.medias.iter().map(media_to_value).collect::<Vec<_>>();
     put(&mut d, "medias", medias);
     Value::Dictionary(d)
@@ -302,6 +314,7 @@ fn tag_from_value(v: &Value) -> TagReport {
         created: uint(v, "created"),
         in_dialogue_with: text(v, "in dialogue with"),
         label: text(v, "label"),
+        via_branch: text(v, "via-branch"),
         medias: list(v, "medias").iter().map(media_from_value).collect(),
     }
 }
@@ -551,11 +564,13 @@ mod tests {
         CallReport {
             created: 1_700_000_000,
             last_signal: 1_700_000_050,
+            metadata: Some("key:value".into()),
             tags: vec![TagReport {
                 tag: "as7f".into(),
                 created: 1_700_000_000,
                 in_dialogue_with: Some("bx9".into()),
                 label: None,
+                via_branch: Some("z9hG4bK1".into()),
                 medias: vec![MediaReport {
                     index: 1,
                     media_type: "audio".into(),
