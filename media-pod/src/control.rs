@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use tandem_ng::{Command, Cookie, NgError, Reply, Request, Statistics, Value};
 
+use crate::options;
 use crate::session::{PortBinder, SessionError, SessionTable, Timestamp, Totals};
 
 /// How long a reply is kept for retransmissions (rtpengine keeps its cookies 30 s).
@@ -421,27 +422,37 @@ pub fn execute(
             {
                 return Err(SessionError::Draining);
             }
-            let sdp = table.negotiate(request, now, binder)?;
-            Ok(Reply::ok().with("sdp", Value::Bytes(sdp.into())))
+            let (sdp, warnings) = table.negotiate_with_warnings(request, now, binder)?;
+            Ok(with_warnings(
+                Reply::ok().with("sdp", Value::Bytes(sdp.into())),
+                &warnings,
+            ))
         }
-        Command::Delete => match table.delete(request, now.instant, binder) {
-            Ok(report) => {
-                let mut reply = Reply::ok();
-                reply.extend(report.to_dictionary());
-                Ok(reply)
+        Command::Delete => {
+            // `all` and `to-tag`: the whole call goes, and given tags must match, anyway.
+            let warnings = options::for_command(request, &["fatal", "fast", "to-tag", "all"]);
+            match table.delete(request, now.instant, binder) {
+                Ok(report) => {
+                    let mut reply = Reply::ok();
+                    if !request.has_flag("fast") {
+                        reply.extend(report.to_dictionary());
+                    }
+                    Ok(with_warnings(reply, &warnings))
+                }
+                // Like rtpengine: a delete of something already gone is only a warning,
+                // unless the client asks for it to be fatal.
+                Err(e @ SessionError::NoMatch) if !request.has_flag("fatal") => {
+                    Ok(Reply::ok().with("warning", e.to_string()))
+                }
+                Err(e) => Err(e),
             }
-            // Like rtpengine: a delete of something already gone is only a warning,
-            // unless the client asks for it to be fatal.
-            Err(e @ SessionError::NoMatch) if !request.has_flag("fatal") => {
-                Ok(Reply::ok().with("warning", e.to_string()))
-            }
-            Err(e) => Err(e),
-        },
+        }
         Command::Query => {
+            let warnings = options::for_command(request, &[]);
             let report = table.query(request)?;
             let mut reply = Reply::ok();
             reply.extend(report.to_dictionary());
-            Ok(reply)
+            Ok(with_warnings(reply, &warnings))
         }
         Command::BlockDtmf
         | Command::UnblockDtmf
@@ -457,6 +468,14 @@ pub fn execute(
             "{} is not a call command",
             request.command
         ))),
+    }
+}
+
+/// Adds the `warning` naming what the request asked for and did not get.
+fn with_warnings(reply: Reply, warnings: &[String]) -> Reply {
+    match options::warning_text(warnings) {
+        Some(text) => reply.with("warning", text),
+        None => reply,
     }
 }
 
@@ -650,6 +669,72 @@ mod tests {
         );
         let answer_unknown = h.request("9", &Request::answer("zzz", "a", "b", sdp(5000)));
         assert_eq!(answer_unknown.error_reason(), Some("Unknown call-id"));
+    }
+
+    #[test]
+    fn replies_name_what_is_not_acted_on() {
+        let mut h = Harness::new();
+        let supported = h.request(
+            "o1",
+            &Request::offer("w", "ft", sdp(4000))
+                .with_flag("trust-address")
+                .with_flag("replace-origin")
+                .with_ice(tandem_ng::Ice::Remove),
+        );
+        assert!(supported.is_success());
+        assert_eq!(supported.warning(), None);
+        let mut offer = Request::offer("w", "ft", sdp(4000)).with_flag("loop-protect");
+        offer.sdes = vec!["off".into()];
+        let reply = h.send(&offer.encode("o2"));
+        let (_, reply) = Reply::decode(&reply.reply.unwrap()).unwrap();
+        assert!(reply.is_success());
+        let warning = reply.warning().unwrap();
+        for needle in ["flag 'loop-protect'", "SDES 'off'"] {
+            assert!(warning.contains(needle), "{needle} not in {warning}");
+        }
+        // Keys a request really carries are seen, not only typed fields.
+        let raw = h.send(b"o3 d7:command5:query7:call-id1:w6:colour4:bluee");
+        let (_, reply) = Reply::decode(&raw.reply.unwrap()).unwrap();
+        assert!(reply.warning().unwrap().contains("key 'colour'"));
+        let fast = h.request(
+            "d1",
+            &Request::delete("w", None)
+                .with_flag("fast")
+                .with_flag("strict-source"),
+        );
+        assert!(fast.is_success());
+        assert!(
+            fast.get("totals").is_none(),
+            "fast leaves the statistics out"
+        );
+        assert!(fast.warning().unwrap().contains("flag 'strict-source'"));
+    }
+
+    #[test]
+    fn unsupported_commands_say_so() {
+        let mut h = Harness::new();
+        h.request("o", &Request::offer("r", "ft", sdp(4000)));
+        for (i, command) in [
+            Command::StartRecording,
+            Command::StopRecording,
+            Command::PauseRecording,
+            Command::StartForwarding,
+            Command::StopForwarding,
+            Command::PlayDtmf,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut request = Request::new(command);
+            request.call_id = Some("r".into());
+            let reply = h.request(&format!("u{i}"), &request);
+            assert!(reply.is_error(), "{command}: {reply:?}");
+            assert!(
+                reply.error_reason().unwrap().contains("not supported yet"),
+                "{command}: {:?}",
+                reply.error_reason()
+            );
+        }
     }
 
     #[test]

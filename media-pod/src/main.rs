@@ -14,6 +14,7 @@ mod latch;
 mod metrics;
 mod network_status;
 mod ng_server;
+mod options;
 mod ports;
 mod quality;
 mod relay;

@@ -258,10 +258,12 @@ impl Metrics {
 }
 
 /// Why the relay dropped a packet: the label values of `tandem_media_dropped_packets_total`.
-pub const DROP_REASONS: [&str; 4] = [
+pub const DROP_REASONS: [&str; 6] = [
     DropReason::Malformed.as_str(),
     DropReason::NoSession.as_str(),
     DropReason::NoDestination.as_str(),
+    DropReason::SourceMismatch.as_str(),
+    DropReason::Blocked.as_str(),
     SEND_FAILED,
 ];
 /// The drop reason of a packet the kernel would not send.

@@ -16,16 +16,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use tandem_ng::{
-    CallReport, Command, MediaReport, NgError, PacketStats, Replace, Request, StreamReport,
-    TagReport,
+    CallReport, Command, MediaReport, NgError, PacketStats, Request, StreamReport, TagReport,
 };
 use tandem_rtp::{PacketKind, PayloadFormat, RtpHeader};
-use tandem_sip::sdp::{Direction, SdpError, SessionDescription};
+use tandem_sip::sdp::{Direction, Origin, SdpError, SessionDescription};
 
 use crate::latch::{Latch, LatchEvent};
+use crate::options::{self, OriginRewrite, RtcpMux};
 use crate::ports::PortPool;
 use crate::quality::{QualitySample, Sources};
-use crate::sdp_rewrite::{self, AnchoredStream, Remote, StreamError};
+use crate::sdp_rewrite::{self, AnchoredStream, Remote, SectionPlan, StreamError};
 
 /// A moment, both monotonic (for timeouts and latching) and wall-clock (for reports).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,6 +181,10 @@ pub enum DropReason {
     NoSession,
     /// The other party has no port or no address yet.
     NoDestination,
+    /// `strict source`: the packet came from elsewhere than the party's address.
+    SourceMismatch,
+    /// `block media` or `block DTMF` is in force for the sender.
+    Blocked,
 }
 
 impl DropReason {
@@ -190,6 +194,8 @@ impl DropReason {
             DropReason::Malformed => "malformed",
             DropReason::NoSession => "no_session",
             DropReason::NoDestination => "no_destination",
+            DropReason::SourceMismatch => "strict_source",
+            DropReason::Blocked => "blocked",
         }
     }
 }
@@ -253,6 +259,11 @@ struct Leg {
     remote: Option<Remote>,
     /// The direction of this party's SDP for the section.
     direction: Option<Direction>,
+    /// The transport protocol of this party's SDP for the section.
+    protocol: Option<String>,
+    /// Whether the SDP the relay sent this party for the section carried `a=rtcp-mux`: RTCP
+    /// goes to the party multiplexed when both that and its own SDP did.
+    sent_mux: bool,
     /// The last packet from this party, or the last SDP that set up this side, whichever is
     /// later (as rtpengine, signalling restarts the media timeout). The packet path stores
     /// the time its batch was received: one clock read per batch, one store per packet.
@@ -264,6 +275,12 @@ struct Leg {
 }
 
 impl Leg {
+    /// Whether RTCP to this party goes on its RTP port: both its SDP and the relay's to it
+    /// carried `a=rtcp-mux` (RFC 5761).
+    fn multiplexes_rtcp(&self) -> bool {
+        self.sent_mux && self.remote.as_ref().is_some_and(|r| r.rtcp_mux)
+    }
+
     /// Whether this party's SDP holds the section: a direction other than `sendrecv`, or a
     /// zero address (the old way of holding).
     fn holding(&self) -> bool {
@@ -280,7 +297,17 @@ impl Leg {
 struct MediaStream {
     media_type: String,
     protocol: String,
+    /// The `rtcp-mux` handling the offer asked for.
+    rtcp_mux: RtcpMux,
     legs: [Leg; 2],
+}
+
+/// The `o=` line of the last SDP the relay sent a party, for session version handling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SentOrigin {
+    session_id: String,
+    session_version: String,
+    last_sdp: Vec<u8>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -288,6 +315,10 @@ struct Party {
     tag: Option<String>,
     label: Option<String>,
     via_branch: Option<String>,
+    /// `strict source`: packets only from the learned (or, asymmetric, advertised) address.
+    strict_source: bool,
+    /// The origin of the last SDP sent to this party.
+    origin: Option<SentOrigin>,
     created: u64,
     /// `asymmetric` flag: never latch, always send to the advertised address.
     asymmetric: bool,
@@ -301,6 +332,9 @@ struct Call {
     created: u64,
     last_signal: u64,
     last_signal_at: Instant,
+    /// When a `delete` with a `delete delay` removes the call.
+    delete_at: Option<Instant>,
+    metadata: Option<String>,
     parties: [Party; 2],
     media: Vec<MediaStream>,
 }
@@ -358,6 +392,7 @@ impl Call {
         let mut report = CallReport {
             created: self.created,
             last_signal: self.last_signal,
+            metadata: self.metadata.clone(),
             ..CallReport::default()
         };
         let show = match_tag.is_none_or(|t| self.side_of(t).is_some());
@@ -398,12 +433,8 @@ impl Call {
 
 fn media_report(index: usize, m: &MediaStream, side: Side, asymmetric: bool) -> MediaReport {
     let leg = &m.legs[side.index()];
-    let mux = m
-        .legs
-        .iter()
-        .all(|l| l.remote.as_ref().is_some_and(|r| r.rtcp_mux));
     let mut flags = vec!["initialized".to_owned()];
-    if mux {
+    if leg.multiplexes_rtcp() {
         flags.push("rtcp-mux".to_owned());
     }
     if asymmetric {
@@ -537,12 +568,26 @@ impl SessionTable {
 
     /// `offer` or `answer`: anchors the sender's media and returns the rewritten SDP for the
     /// receiver. Repeating a request returns the same SDP and allocates nothing new.
+    #[cfg(test)]
     pub fn negotiate(
         &mut self,
         request: &Request,
         now: Timestamp,
         binder: &mut dyn PortBinder,
     ) -> Result<Vec<u8>, SessionError> {
+        self.negotiate_with_warnings(request, now, binder)
+            .map(|(sdp, _)| sdp)
+    }
+
+    /// `offer` or `answer`: anchors the sender's media and returns the rewritten SDP for the
+    /// receiver, with what the request asked for that is not acted on. Repeating a request
+    /// returns the same SDP and allocates nothing new.
+    pub fn negotiate_with_warnings(
+        &mut self,
+        request: &Request,
+        now: Timestamp,
+        binder: &mut dyn PortBinder,
+    ) -> Result<(Vec<u8>, Vec<String>), SessionError> {
         let is_answer = request.command == Command::Answer;
         let sdp_body = request.require_sdp()?;
         let call_id = request.require_call_id()?;
@@ -552,8 +597,9 @@ impl SessionTable {
         } else {
             (from_tag, request.to_tag.as_deref())
         };
+        let mut options = options::for_negotiation(request, self.config.advertise)?;
         let mut sdp = SessionDescription::parse(sdp_body)?;
-        let streams = sdp_rewrite::anchored_streams(&sdp, address_override(request)?)?;
+        let streams = sdp_rewrite::anchored_streams(&sdp, options.address_override)?;
 
         let existing = self.by_call_id.get(call_id).copied();
         if existing.is_none() && is_answer {
@@ -612,6 +658,7 @@ impl SessionTable {
         };
         call.last_signal = now.unix;
         call.last_signal_at = now.instant;
+        call.delete_at = None;
         let party = &mut call.parties[sender.index()];
         if party.tag.as_deref() != Some(sender_tag) {
             if let Some(old) = &party.tag {
@@ -620,9 +667,16 @@ impl SessionTable {
             party.tag = Some(sender_tag.to_owned());
             party.created = now.unix;
         }
-        party.asymmetric = request.has_flag("asymmetric");
-        if request.label.is_some() {
-            party.label.clone_from(&request.label);
+        party.asymmetric = options.asymmetric;
+        party.strict_source = options.strict_source;
+        if options.label.is_some() {
+            party.label.clone_from(&options.label);
+        }
+        if request.via_branch.is_some() {
+            party.via_branch.clone_from(&request.via_branch);
+        }
+        if options.metadata.is_some() {
+            call.metadata.clone_from(&options.metadata);
         }
         if let Some(tag) = receiver_tag {
             let peer = &mut call.parties[receiver.index()];
@@ -646,13 +700,18 @@ impl SessionTable {
                 call.media.push(MediaStream {
                     media_type: media_type.clone(),
                     protocol: protocol.clone(),
+                    rtcp_mux: RtcpMux::default(),
                     legs: Default::default(),
                 });
             }
             let media = &mut call.media[i];
             media.media_type.clone_from(media_type);
             media.protocol.clone_from(protocol);
+            if !is_answer {
+                media.rtcp_mux = options.rtcp_mux;
+            }
             let leg = &mut media.legs[sender.index()];
+            leg.protocol = Some(protocol.clone());
             leg.formats.clone_from(formats);
             leg.direction = Some(*direction);
             leg.last_active = Some(now.instant);
@@ -670,22 +729,79 @@ impl SessionTable {
                 leg.last_active = Some(now.instant);
             }
         }
-        let ports: Vec<Option<u16>> = streams
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                s.as_ref()
-                    .and_then(|_| call.media.get(i))
-                    .and_then(|m| m.legs[receiver.index()].local)
-            })
-            .collect();
-        sdp_rewrite::rewrite(
-            &mut sdp,
-            &ports,
-            self.config.advertise,
-            request.replaces(&Replace::Origin),
-        );
-        Ok(sdp.to_bytes())
+        let mut plans = Vec::with_capacity(streams.len());
+        for (i, stream) in streams.iter().enumerate() {
+            let (Some(stream), Some(media)) = (stream, call.media.get_mut(i)) else {
+                plans.push(SectionPlan::default());
+                continue;
+            };
+            let formats = if is_answer {
+                None
+            } else {
+                sdp.media()
+                    .get(i)
+                    .map(|section| sdp_rewrite::plan_formats(section, &options.codecs))
+                    .transpose()
+                    .unwrap_or_else(|e| {
+                        options.warnings.push(e);
+                        None
+                    })
+                    .flatten()
+            };
+            let offered_mux = media.rtcp_mux;
+            let to = &mut media.legs[receiver.index()];
+            let rtcp_mux = outgoing_rtcp_mux(
+                offered_mux,
+                &options.rtcp_mux,
+                is_answer,
+                stream.remote.rtcp_mux,
+                to.remote.as_ref().is_some_and(|r| r.rtcp_mux),
+            );
+            to.sent_mux = rtcp_mux;
+            plans.push(SectionPlan {
+                port: to.local,
+                protocol: outgoing_protocol(
+                    &stream.protocol,
+                    options.transport_protocol.as_deref(),
+                    (is_answer && !options.accept_protocol)
+                        .then_some(to.protocol.as_deref())
+                        .flatten(),
+                ),
+                rtcp_mux: Some(rtcp_mux),
+                formats,
+            });
+        }
+        let source_origin = sdp.origin();
+        let receiving = &mut call.parties[receiver.index()];
+        let mut origin = source_origin.map(|source| {
+            sent_origin(
+                source,
+                &options.origin,
+                receiving.origin.as_ref(),
+                self.config.advertise,
+                now.unix,
+            )
+        });
+        sdp_rewrite::rewrite(&mut sdp, &plans, self.config.advertise, origin.as_ref());
+        let mut body = sdp.to_bytes();
+        if let Some(o) = &mut origin {
+            let changed = receiving
+                .origin
+                .as_ref()
+                .is_some_and(|sent| sent.last_sdp != body);
+            if options.origin.version && !options.origin.force_increment && changed {
+                // As rtpengine: the version moves only when what the party is sent changes.
+                o.session_version = bump(&o.session_version);
+                sdp.set_origin(o);
+                body = sdp.to_bytes();
+            }
+            receiving.origin = Some(SentOrigin {
+                session_id: o.session_id.clone(),
+                session_version: o.session_version.clone(),
+                last_sdp: body.clone(),
+            });
+        }
+        Ok((body, options.warnings))
     }
 
     fn create_call(&mut self, call_id: &str, now: Timestamp) -> u64 {
@@ -699,6 +815,8 @@ impl SessionTable {
                 created: now.unix,
                 last_signal: now.unix,
                 last_signal_at: now.instant,
+                delete_at: None,
+                metadata: None,
                 parties: Default::default(),
                 media: Vec::new(),
             },
@@ -754,9 +872,33 @@ impl SessionTable {
             }
         }
         let report = call.report(None);
-        self.remove_call(key, now, binder);
-        self.totals.deleted += 1;
-        tracing::debug!(call_id, "call deleted");
+        let delay = match request.delete_delay {
+            None | Some(0) => None,
+            Some(seconds) => Some(Duration::from_secs(u64::try_from(seconds).map_err(
+                |_| NgError::InvalidValue {
+                    key: "delete-delay",
+                    reason: "must be zero or a positive number of seconds",
+                },
+            )?)),
+        };
+        match delay {
+            // Kept (and relaying) until then; new signalling cancels the deletion.
+            Some(delay) => {
+                if let Some(call) = self.calls.get_mut(&key) {
+                    call.delete_at = Some(now + delay);
+                }
+                tracing::debug!(
+                    call_id,
+                    delay_seconds = delay.as_secs(),
+                    "call deletion scheduled"
+                );
+            }
+            None => {
+                self.remove_call(key, now, binder);
+                self.totals.deleted += 1;
+                tracing::debug!(call_id, "call deleted");
+            }
+        }
         Ok(report)
     }
 
@@ -861,6 +1003,7 @@ impl SessionTable {
             return Route::Drop(DropReason::NoSession);
         };
         let sender_asymmetric = call.parties[owner.side.index()].asymmetric;
+        let strict_source = call.parties[owner.side.index()].strict_source;
         let receiver_asymmetric = call.parties[owner.side.other().index()].asymmetric;
         let Some(media) = call.media.get_mut(owner.media) else {
             return Route::Drop(DropReason::NoSession);
@@ -883,6 +1026,18 @@ impl SessionTable {
                 return Route::Drop(DropReason::Malformed);
             }
         };
+        if strict_source {
+            let expected = if sender_asymmetric {
+                leg.remote
+                    .as_ref()
+                    .map(|r| if on_rtcp_port { r.rtcp } else { r.rtp })
+            } else {
+                flow.latch.learned()
+            };
+            if expected.is_some_and(|e| e != source) {
+                return Route::Drop(DropReason::SourceMismatch);
+            }
+        }
         flow.stats.packets += 1;
         flow.stats.bytes += len as u64;
         flow.last_packet = now.unix;
@@ -917,11 +1072,8 @@ impl SessionTable {
             }
         }
 
-        let mux = media
-            .legs
-            .iter()
-            .all(|l| l.remote.as_ref().is_some_and(|r| r.rtcp_mux));
         let peer = &media.legs[owner.side.other().index()];
+        let mux = peer.multiplexes_rtcp();
         let Some(peer_port) = peer.local else {
             return Route::Drop(DropReason::NoDestination);
         };
@@ -949,8 +1101,19 @@ impl SessionTable {
         }
     }
 
-    /// Removes calls whose media stopped: see [`Call::silence`] for the rule.
+    /// Removes calls whose media stopped (see [`Call::silence`] for the rule), and calls
+    /// whose delayed `delete` is due.
     pub fn expire(&mut self, now: Instant, binder: &mut dyn PortBinder) -> Vec<Expired> {
+        let due: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.delete_at.is_some_and(|at| at <= now))
+            .map(|(&key, _)| key)
+            .collect();
+        for key in due {
+            self.remove_call(key, now, binder);
+            self.totals.deleted += 1;
+        }
         let config = self.config;
         let stale: Vec<(u64, Expired)> = self
             .calls
@@ -1007,30 +1170,87 @@ fn resolve_sides(
     (sender, sender.other())
 }
 
-/// The address that replaces the SDP's, if the request asks for one.
-fn address_override(request: &Request) -> Result<Option<IpAddr>, NgError> {
-    if let Some(address) = &request.media_address {
-        return address
-            .parse()
-            .map(Some)
-            .map_err(|_| NgError::InvalidValue {
-                key: "media-address",
-                reason: "not an IP address",
-            });
+/// Whether the SDP sent on for a media section carries `a=rtcp-mux`. Offers pass the
+/// sender's preference on unless told to `offer`, `demux` or `reject`; answers accept it back
+/// when both sides multiplex, or, under `demux`, whenever the offerer offered it.
+fn outgoing_rtcp_mux(
+    offered_mode: RtcpMux,
+    answer_mode: &RtcpMux,
+    is_answer: bool,
+    sender_mux: bool,
+    receiver_mux: bool,
+) -> bool {
+    if !is_answer {
+        return (offered_mode.offer || sender_mux) && !offered_mode.demux && !offered_mode.reject;
     }
-    if request.has_flag("SIP-source-address")
-        && let Some(rf) = &request.received_from
-    {
-        return rf
-            .address
-            .parse()
-            .map(Some)
-            .map_err(|_| NgError::InvalidValue {
-                key: "received-from",
-                reason: "not an IP address",
-            });
+    if offered_mode.reject || answer_mode.reject {
+        return false;
     }
-    Ok(None)
+    if offered_mode.demux || answer_mode.demux {
+        return receiver_mux;
+    }
+    receiver_mux && sender_mux
+}
+
+/// The protocol an `m=` line is sent with: the requested one, or in an answer the one the
+/// offerer used (so a protocol the relay changed in the offer changes back), as long as both
+/// are plain RTP.
+fn outgoing_protocol(sent: &str, requested: Option<&str>, offerer: Option<&str>) -> Option<String> {
+    let plain = |p: &str| p.eq_ignore_ascii_case("RTP/AVP") || p.eq_ignore_ascii_case("RTP/AVPF");
+    if !plain(sent) {
+        return None;
+    }
+    requested
+        .or(offerer.filter(|p| plain(p)))
+        .filter(|p| !p.eq_ignore_ascii_case(sent))
+        .map(str::to_owned)
+}
+
+/// The `o=` line sent to a party: the sender's, with what the options replace.
+fn sent_origin(
+    mut origin: Origin,
+    rewrite: &OriginRewrite,
+    previous: Option<&SentOrigin>,
+    advertise: IpAddr,
+    now_unix: u64,
+) -> Origin {
+    if rewrite.username {
+        "-".clone_into(&mut origin.username);
+    }
+    if rewrite.address {
+        let own = tandem_sip::sdp::Connection::for_ip(advertise);
+        origin.addr_type = own.addr_type;
+        origin.address = own.address;
+    }
+    if rewrite.session_id {
+        origin.session_id = previous.map_or_else(|| now_unix.to_string(), |p| p.session_id.clone());
+    }
+    if let Some(previous) = previous {
+        if rewrite.force_increment {
+            origin.session_version = bump(&previous.session_version);
+        } else if rewrite.version {
+            origin.session_version.clone_from(&previous.session_version);
+        }
+    }
+    origin
+}
+
+/// A decimal session version plus one (versions may exceed 64 bits, so done on the digits).
+fn bump(version: &str) -> String {
+    let mut digits: Vec<u8> = version.bytes().filter(u8::is_ascii_digit).collect();
+    if digits.is_empty() {
+        return "1".to_owned();
+    }
+    for d in digits.iter_mut().rev() {
+        if *d == b'9' {
+            *d = b'0';
+        } else {
+            *d += 1;
+            return String::from_utf8_lossy(&digits).into_owned();
+        }
+    }
+    digits.insert(0, b'1');
+    String::from_utf8_lossy(&digits).into_owned()
 }
 
 #[cfg(test)]
@@ -1141,16 +1361,73 @@ mod tests {
     }
 
     #[test]
-    fn replace_origin_is_honoured() {
+    fn replace_origin_hides_the_offerers_address_and_user() {
         let mut t = table(30000, 30009);
         let mut b = FakeBinder::default();
-        let req = Request::offer("c", "a", sdp("192.0.2.1", 4000)).with_replace(Replace::Origin);
-        let out = t.negotiate(&req, at(Instant::now(), 0), &mut b).unwrap();
+        let body = sdp("192.0.2.1", 4000).replace("o=- 1 1", "o=alice 1234 7");
+        let req = Request::offer("c", "a", &body)
+            .with_replace(tandem_ng::Replace::Origin)
+            .with_replace(tandem_ng::Replace::SessionConnection);
+        let (out, warnings) = t
+            .negotiate_with_warnings(&req, at(Instant::now(), 0), &mut b)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("o=- 1234 7 IN IP4 203.0.113.1\r\n"), "{text}");
         assert!(
-            String::from_utf8(out)
-                .unwrap()
-                .contains("o=- 1 1 IN IP4 203.0.113.1\r\n")
+            !text.contains("192.0.2.1") && !text.contains("alice"),
+            "{text}"
         );
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn session_version_moves_only_when_the_sdp_sent_changes() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        let origin_of = |out: &[u8]| SessionDescription::parse(out).unwrap().origin().unwrap();
+        let offer = |body: &str| {
+            Request::offer("c", "a", body).with_replace(tandem_ng::Replace::OriginFull)
+        };
+        let first = t
+            .negotiate(&offer(&sdp("192.0.2.1", 4000)), now, &mut b)
+            .unwrap();
+        let o1 = origin_of(&first);
+        assert_eq!(
+            (
+                o1.username.as_str(),
+                o1.session_id.as_str(),
+                o1.session_version.as_str()
+            ),
+            ("-", "1700000000", "1")
+        );
+        assert_eq!(o1.address, RELAY);
+        // The same SDP again: same version.
+        let again = t
+            .negotiate(
+                &offer(&sdp("192.0.2.1", 4000).replace("o=- 1 1", "o=x 9 9")),
+                now,
+                &mut b,
+            )
+            .unwrap();
+        assert_eq!(again, first);
+        // A changed SDP (a codec added): one more, whatever the sender's version says.
+        let changed = sdp("192.0.2.1", 4000).replace("RTP/AVP 0", "RTP/AVP 0 8");
+        let o3 = origin_of(&t.negotiate(&offer(&changed), now, &mut b).unwrap());
+        assert_eq!(
+            (o3.session_id.as_str(), o3.session_version.as_str()),
+            ("1700000000", "2")
+        );
+        // force-increment-sdp-ver: one more every time.
+        let forced = offer(&changed).with_replace(tandem_ng::Replace::ForceIncrementSdpVersion);
+        let o4 = origin_of(&t.negotiate(&forced, now, &mut b).unwrap());
+        let o5 = origin_of(&t.negotiate(&forced, now, &mut b).unwrap());
+        assert_eq!(
+            (o4.session_version.as_str(), o5.session_version.as_str()),
+            ("3", "4")
+        );
+        assert_eq!(bump("99"), "100");
+        assert_eq!(bump("18446744073709551615"), "18446744073709551616");
     }
 
     #[test]
@@ -1552,6 +1829,250 @@ mod tests {
                 to: addr("198.51.100.1:5000")
             }
         );
+    }
+
+    /// Offer (with `rtcp_mux` modes) and answer, each side offering mux or not; returns the
+    /// SDPs sent on and the ports (caller-facing, callee-facing).
+    fn mux_call(
+        t: &mut SessionTable,
+        caller_mux: bool,
+        callee_mux: bool,
+        modes: &[&str],
+    ) -> (String, String, u16, u16) {
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        let body = |ip: &str, port: u16, mux: bool| {
+            let s = sdp(ip, port);
+            if mux { format!("{s}a=rtcp-mux\r\n") } else { s }
+        };
+        let mut offer = Request::offer("c", "a", body("192.0.2.1", 4000, caller_mux));
+        offer.rtcp_mux = modes.iter().map(|m| (*m).to_owned()).collect();
+        let offer = t.negotiate(&offer, now, &mut b).unwrap();
+        let answer = t
+            .negotiate(
+                &Request::answer("c", "a", "b", body("198.51.100.1", 5000, callee_mux)),
+                now,
+                &mut b,
+            )
+            .unwrap();
+        let ports = (media_port(&answer, 0), media_port(&offer, 0));
+        (
+            String::from_utf8(offer).unwrap(),
+            String::from_utf8(answer).unwrap(),
+            ports.0,
+            ports.1,
+        )
+    }
+
+    /// Where RTCP from each party goes: (to the callee, to the caller).
+    fn rtcp_routes(t: &mut SessionTable, caller_facing: u16, callee_facing: u16) -> (Route, Route) {
+        let now = at(Instant::now(), 0);
+        (
+            t.route(
+                caller_facing,
+                addr("192.0.2.1:4000"),
+                PacketKind::Rtcp,
+                60,
+                now,
+            ),
+            t.route(
+                callee_facing,
+                addr("198.51.100.1:5000"),
+                PacketKind::Rtcp,
+                60,
+                now,
+            ),
+        )
+    }
+
+    #[test]
+    fn rtcp_mux_demux_accepts_mux_from_the_caller_and_demuxes_to_the_callee() {
+        let mut t = table(30000, 30009);
+        let (offer, answer, caller_facing, callee_facing) =
+            mux_call(&mut t, true, false, &["demux"]);
+        assert!(!offer.contains("rtcp-mux"), "{offer}");
+        assert!(answer.contains("a=rtcp-mux"), "{answer}");
+        let (to_callee, to_caller) = rtcp_routes(&mut t, caller_facing, callee_facing);
+        assert_eq!(
+            to_callee,
+            Route::Forward {
+                from_port: callee_facing + 1,
+                to: addr("198.51.100.1:5001")
+            }
+        );
+        assert_eq!(
+            to_caller,
+            Route::Forward {
+                from_port: caller_facing,
+                to: addr("192.0.2.1:4000")
+            }
+        );
+    }
+
+    #[test]
+    fn rtcp_mux_offer_and_reject() {
+        // `offer`: the callee gets mux although the caller did not ask; the caller does not.
+        let mut t = table(30000, 30009);
+        let (offer, answer, caller_facing, callee_facing) =
+            mux_call(&mut t, false, true, &["offer"]);
+        assert!(offer.contains("a=rtcp-mux"), "{offer}");
+        assert!(!answer.contains("rtcp-mux"), "{answer}");
+        let (to_callee, to_caller) = rtcp_routes(&mut t, caller_facing, callee_facing);
+        assert_eq!(
+            to_callee,
+            Route::Forward {
+                from_port: callee_facing,
+                to: addr("198.51.100.1:5000")
+            }
+        );
+        assert_eq!(
+            to_caller,
+            Route::Forward {
+                from_port: caller_facing + 1,
+                to: addr("192.0.2.1:4001")
+            }
+        );
+        // `reject`: nobody multiplexes, whatever they offer.
+        let mut t = table(30000, 30009);
+        let (offer, answer, caller_facing, callee_facing) =
+            mux_call(&mut t, true, true, &["reject"]);
+        assert!(!offer.contains("rtcp-mux") && !answer.contains("rtcp-mux"));
+        let (to_callee, _) = rtcp_routes(&mut t, caller_facing, callee_facing);
+        assert_eq!(
+            to_callee,
+            Route::Forward {
+                from_port: callee_facing + 1,
+                to: addr("198.51.100.1:5001")
+            }
+        );
+        // Default: mux only when both sides want it.
+        let mut t = table(30000, 30009);
+        let (offer, answer, ..) = mux_call(&mut t, true, false, &[]);
+        assert!(offer.contains("a=rtcp-mux") && !answer.contains("rtcp-mux"));
+    }
+
+    #[test]
+    fn strict_source_drops_packets_from_anywhere_else() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        t.negotiate(
+            &Request::offer("c", "a", sdp("192.0.2.1", 4000)).with_flag("strict-source"),
+            now,
+            &mut b,
+        )
+        .unwrap();
+        let answer = t
+            .negotiate(
+                &Request::answer("c", "a", "b", sdp("198.51.100.1", 5000)),
+                now,
+                &mut b,
+            )
+            .unwrap();
+        let caller_facing = media_port(&answer, 0);
+        let from = |t: &mut SessionTable, source: &str, ms: u64| {
+            t.route(
+                caller_facing,
+                addr(source),
+                PacketKind::Rtp,
+                100,
+                at(now.instant, ms),
+            )
+        };
+        assert!(matches!(
+            from(&mut t, "192.0.2.1:4000", 0),
+            Route::Forward { .. }
+        ));
+        assert_eq!(
+            from(&mut t, "192.0.2.66:4000", 10),
+            Route::Drop(DropReason::SourceMismatch)
+        );
+        // Even after the learned source falls silent: no re-latching under strict source.
+        assert_eq!(
+            from(&mut t, "192.0.2.66:4000", 60_000),
+            Route::Drop(DropReason::SourceMismatch)
+        );
+        assert!(matches!(
+            from(&mut t, "192.0.2.1:4000", 60_010),
+            Route::Forward { .. }
+        ));
+        // The spoofed packets were not counted as the caller's media.
+        let report = t.query(&Request::query("c")).unwrap();
+        let caller = report.tags.iter().find(|t| t.tag == "a").unwrap();
+        assert_eq!(caller.medias[0].streams[0].stats.packets, 2);
+    }
+
+    #[test]
+    fn transport_protocol_is_rewritten_and_restored_in_the_answer() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        let avpf = |ip: &str, port: u16| sdp(ip, port).replace("RTP/AVP 0", "RTP/AVPF 0");
+        let mut offer = Request::offer("c", "a", avpf("192.0.2.1", 4000));
+        offer.transport_protocol = Some("RTP/AVP".into());
+        let out = String::from_utf8(t.negotiate(&offer, now, &mut b).unwrap()).unwrap();
+        assert!(out.contains(" RTP/AVP 0\r\n"), "{out}");
+        let answer = Request::answer("c", "a", "b", sdp("198.51.100.1", 5000));
+        let back = String::from_utf8(t.negotiate(&answer, now, &mut b).unwrap()).unwrap();
+        assert!(back.contains(" RTP/AVPF 0\r\n"), "{back}");
+        // With `accept`, the answerer's protocol goes back as it is.
+        let mut accept = answer.clone();
+        accept.transport_protocol = Some("accept".into());
+        let back = String::from_utf8(t.negotiate(&accept, now, &mut b).unwrap()).unwrap();
+        assert!(back.contains(" RTP/AVP 0\r\n"), "{back}");
+    }
+
+    #[test]
+    fn codec_strip_reaches_the_sdp_and_unsupported_options_are_reported() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let body = sdp("192.0.2.1", 4000).replace(
+            "RTP/AVP 0",
+            "RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000",
+        );
+        let offer = Request::offer("c", "a", body)
+            .with_flag("codec-strip-PCMA")
+            .with_flag("codec-transcode-G729")
+            .with_ice(tandem_ng::Ice::Force);
+        let (out, warnings) = t
+            .negotiate_with_warnings(&offer, at(Instant::now(), 0), &mut b)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("m=audio 30000 RTP/AVP 0 101\r\n"), "{text}");
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("ICE 'force'"));
+        assert!(warnings[1].contains("transcode 'G729'"));
+    }
+
+    #[test]
+    fn delete_delay_keeps_the_call_until_due_and_new_signalling_cancels_it() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        established(&mut t, &mut b, at(t0, 0));
+        let mut delete = Request::delete("call1", None);
+        delete.delete_delay = Some(10);
+        t.delete(&delete, t0, &mut b).unwrap();
+        assert!(t.contains("call1"));
+        t.expire(t0 + Duration::from_secs(9), &mut b);
+        assert!(t.contains("call1"));
+        t.expire(t0 + Duration::from_secs(10), &mut b);
+        assert!(!t.contains("call1"));
+        assert_eq!(t.totals().deleted, 1);
+        assert!(b.bound.is_empty());
+        // A re-INVITE during the delay keeps the call.
+        established(&mut t, &mut b, at(t0, 0));
+        t.delete(&delete, t0, &mut b).unwrap();
+        t.negotiate(
+            &Request::offer("call1", "tagA", sdp("192.0.2.1", 4000)).with_to_tag("tagB"),
+            at(t0, 1000),
+            &mut b,
+        )
+        .unwrap();
+        t.expire(t0 + Duration::from_secs(11), &mut b);
+        assert!(t.contains("call1"));
+        delete.delete_delay = Some(-1);
+        assert!(t.delete(&delete, t0, &mut b).is_err());
     }
 
     #[test]

@@ -145,7 +145,8 @@ pub enum Replace {
 }
 
 impl Replace {
-    fn parse(s: &str) -> Self {
+    /// Reads one `replace` item (any spelling rtpengine accepts).
+    pub fn parse(s: &str) -> Self {
         match normalize(s).as_str() {
             "origin" => Replace::Origin,
             "origin-full" => Replace::OriginFull,

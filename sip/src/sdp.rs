@@ -407,6 +407,16 @@ impl MediaDescription {
         self.media.port = port;
     }
 
+    /// Sets the transport protocol of the `m=` line.
+    pub fn set_protocol(&mut self, protocol: &str) {
+        protocol.clone_into(&mut self.media.proto);
+    }
+
+    /// Sets the format list of the `m=` line.
+    pub fn set_formats(&mut self, formats: Vec<String>) {
+        self.media.formats = formats;
+    }
+
     /// The media-level `c=` line, if any.
     pub fn connection(&self) -> Option<Connection> {
         connection_in(&self.lines)
@@ -621,6 +631,17 @@ impl SessionDescription {
             .iter()
             .find(|l| l.kind == 'o')
             .and_then(|l| Origin::parse(&l.value).ok())
+    }
+
+    /// Replaces the `o=` line. Returns whether there was one.
+    pub fn set_origin(&mut self, origin: &Origin) -> bool {
+        match self.session.iter_mut().find(|l| l.kind == 'o') {
+            Some(line) => {
+                line.value = origin.to_string();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Points the `o=` address at `ip`. Returns whether there was an `o=` line.
