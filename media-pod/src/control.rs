@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tandem_ng::{Command, Cookie, NgError, Reply, Request, Statistics, Value};
 
 use crate::options;
-use crate::session::{PortBinder, SessionError, SessionTable, Timestamp, Totals};
+use crate::session::{Blocking, PortBinder, SessionError, SessionTable, Timestamp, Totals};
 
 /// How long a reply is kept for retransmissions (rtpengine keeps its cookies 30 s).
 pub const REPLY_CACHE_TTL: Duration = Duration::from_secs(30);
@@ -454,11 +454,18 @@ pub fn execute(
             reply.extend(report.to_dictionary());
             Ok(with_warnings(reply, &warnings))
         }
-        Command::BlockDtmf
-        | Command::UnblockDtmf
-        | Command::BlockMedia
-        | Command::UnblockMedia
-        | Command::StartRecording
+        Command::BlockDtmf | Command::UnblockDtmf | Command::BlockMedia | Command::UnblockMedia => {
+            let (what, on) = match request.command {
+                Command::BlockDtmf => (Blocking::Dtmf, true),
+                Command::UnblockDtmf => (Blocking::Dtmf, false),
+                Command::BlockMedia => (Blocking::Media, true),
+                _ => (Blocking::Media, false),
+            };
+            let warnings = options::for_command(request, &["directional", "all"]);
+            table.block(request, what, on)?;
+            Ok(with_warnings(Reply::ok(), &warnings))
+        }
+        Command::StartRecording
         | Command::StopRecording
         | Command::PauseRecording
         | Command::StartForwarding

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tandem_ng::{
     CallReport, Command, MediaReport, NgError, PacketStats, Request, StreamReport, TagReport,
 };
-use tandem_rtp::{PacketKind, PayloadFormat, RtpHeader};
+use tandem_rtp::{Codec, PacketKind, PayloadFormat, RtpHeader};
 use tandem_sip::sdp::{Direction, Origin, SdpError, SessionDescription};
 
 use crate::latch::{Latch, LatchEvent};
@@ -86,6 +86,9 @@ pub enum SessionError {
     /// The relay worker owning the call is gone (the pod is stopping).
     #[error("media worker unavailable")]
     Unavailable,
+    /// A blocking command's party selection matched nothing.
+    #[error("{0}")]
+    Selection(&'static str),
     /// A command this media relay does not carry out yet.
     #[error("{0} is not supported yet")]
     NotSupported(String),
@@ -102,6 +105,7 @@ impl SessionError {
             SessionError::Draining => "draining",
             SessionError::Unavailable => "unavailable",
             SessionError::NotSupported(_) => "not_supported",
+            SessionError::Selection(_) => "unknown_call",
         }
     }
 }
@@ -302,6 +306,24 @@ struct MediaStream {
     legs: [Leg; 2],
 }
 
+/// Packets not relayed from a party (or from every party of a call).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Blocks {
+    /// RFC 4733 events (`block DTMF`).
+    dtmf: bool,
+    /// Everything else but RTCP (`block media`).
+    media: bool,
+}
+
+/// What `block DTMF`, `block media` and their `unblock` act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blocking {
+    /// RFC 4733 events.
+    Dtmf,
+    /// Media other than events.
+    Media,
+}
+
 /// The `o=` line of the last SDP the relay sent a party, for session version handling.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct SentOrigin {
@@ -319,6 +341,8 @@ struct Party {
     strict_source: bool,
     /// The origin of the last SDP sent to this party.
     origin: Option<SentOrigin>,
+    /// What is blocked from this party (`block DTMF`/`block media` with a party selected).
+    blocks: Blocks,
     created: u64,
     /// `asymmetric` flag: never latch, always send to the advertised address.
     asymmetric: bool,
@@ -334,6 +358,8 @@ struct Call {
     last_signal_at: Instant,
     /// When a `delete` with a `delete delay` removes the call.
     delete_at: Option<Instant>,
+    /// What is blocked from every party.
+    blocks: Blocks,
     metadata: Option<String>,
     parties: [Party; 2],
     media: Vec<MediaStream>,
@@ -816,6 +842,7 @@ impl SessionTable {
                 last_signal: now.unix,
                 last_signal_at: now.instant,
                 delete_at: None,
+                blocks: Blocks::default(),
                 metadata: None,
                 parties: Default::default(),
                 media: Vec::new(),
@@ -919,6 +946,98 @@ impl SessionTable {
         }
     }
 
+    /// `block DTMF`, `block media` and their `unblock`s, with rtpengine's party selection: a
+    /// `label`, an SDP media `address`, or the `from-tag` with the `directional` flag select
+    /// the sending party; a `to-tag` or `to-label` alone selects the party whose packets go to
+    /// that one; otherwise (or with `all`) the whole call. Unblocking the whole call with
+    /// `all` also lifts the per-party blocks.
+    pub fn block(
+        &mut self,
+        request: &Request,
+        what: Blocking,
+        on: bool,
+    ) -> Result<(), SessionError> {
+        let call_id = request.require_call_id()?;
+        let call = self
+            .by_call_id
+            .get(call_id)
+            .and_then(|k| self.calls.get_mut(k))
+            .ok_or(SessionError::UnknownCall)?;
+        let all = request.has_flag("all")
+            || request
+                .all
+                .as_deref()
+                .is_some_and(|a| a.eq_ignore_ascii_case("all"));
+        let by_label = |call: &Call, label: &str| {
+            call.parties
+                .iter()
+                .position(|p| p.label.as_deref() == Some(label))
+                .map(Side::from_index)
+        };
+        let source = if all {
+            None
+        } else if let Some(label) = &request.label {
+            Some(by_label(call, label).ok_or(SessionError::Selection(
+                "No monologue matching the given label",
+            ))?)
+        } else if let Some(address) = &request.address {
+            let ip: IpAddr = address
+                .parse()
+                .map_err(|_| SessionError::Selection("Failed to parse network address"))?;
+            let side = (0..2).find(|&i| {
+                call.media
+                    .iter()
+                    .any(|m| m.legs[i].remote.as_ref().is_some_and(|r| r.rtp.ip() == ip))
+            });
+            Some(side.map(Side::from_index).ok_or(SessionError::Selection(
+                "Failed to match address to any tag",
+            ))?)
+        } else if let (Some(tag), true) = (&request.from_tag, request.has_flag("directional")) {
+            Some(call.side_of(tag).ok_or(SessionError::Selection(
+                "From-tag given, but no such tag exists",
+            ))?)
+        } else if let Some(tag) = &request.to_tag {
+            Some(
+                call.side_of(tag)
+                    .ok_or(SessionError::Selection(
+                        "To-tag given, but no such tag exists",
+                    ))?
+                    .other(),
+            )
+        } else if let Some(label) = &request.to_label {
+            Some(
+                by_label(call, label)
+                    .ok_or(SessionError::Selection(
+                        "No monologue matching the given label",
+                    ))?
+                    .other(),
+            )
+        } else {
+            None
+        };
+        let set = |blocks: &mut Blocks| match what {
+            Blocking::Dtmf => blocks.dtmf = on,
+            Blocking::Media => blocks.media = on,
+        };
+        match source {
+            Some(side) => {
+                let party = &mut call.parties[side.index()];
+                set(&mut party.blocks);
+                if request.set_label.is_some() {
+                    party.label.clone_from(&request.set_label);
+                }
+            }
+            None => {
+                set(&mut call.blocks);
+                if all && !on {
+                    call.parties.iter_mut().for_each(|p| set(&mut p.blocks));
+                }
+            }
+        }
+        tracing::info!(call_id, ?what, on, party = ?source, "media blocking changed");
+        Ok(())
+    }
+
     /// `query`: the report of one call, limited to the party named by `to-tag` or `from-tag`
     /// (and its peer) when given.
     pub fn query(&self, request: &Request) -> Result<CallReport, SessionError> {
@@ -1002,8 +1121,11 @@ impl SessionTable {
         let Some(call) = self.calls.get_mut(&owner.call) else {
             return Route::Drop(DropReason::NoSession);
         };
-        let sender_asymmetric = call.parties[owner.side.index()].asymmetric;
-        let strict_source = call.parties[owner.side.index()].strict_source;
+        let sender = &call.parties[owner.side.index()];
+        let sender_asymmetric = sender.asymmetric;
+        let strict_source = sender.strict_source;
+        let block_events = call.blocks.dtmf || sender.blocks.dtmf;
+        let block_media = call.blocks.media || sender.blocks.media;
         let receiver_asymmetric = call.parties[owner.side.other().index()].asymmetric;
         let Some(media) = call.media.get_mut(owner.media) else {
             return Route::Drop(DropReason::NoSession);
@@ -1041,6 +1163,7 @@ impl SessionTable {
         flow.stats.packets += 1;
         flow.stats.bytes += len as u64;
         flow.last_packet = now.unix;
+        let mut is_event = false;
         if let (false, Some(header)) = (is_rtcp, &packet.rtp) {
             // Senders use the payload numbers of the SDP they received; both sides normally
             // agree, so the sender's own list is only the fallback.
@@ -1051,6 +1174,7 @@ impl SessionTable {
                 .find(|f| f.payload_type == header.payload_type)
                 .copied()
                 .or_else(|| PayloadFormat::from_static(header.payload_type));
+            is_event = format.is_some_and(|f| f.codec == Codec::TelephoneEvent);
             flow.sources
                 .observe(header, len, format, now.instant, &mut self.quality);
         }
@@ -1072,6 +1196,10 @@ impl SessionTable {
             }
         }
 
+        // Blocked packets still count as the party's media (they arrived), but go nowhere.
+        if !is_rtcp && (if is_event { block_events } else { block_media }) {
+            return Route::Drop(DropReason::Blocked);
+        }
         let peer = &media.legs[owner.side.other().index()];
         let mux = peer.multiplexes_rtcp();
         let Some(peer_port) = peer.local else {
@@ -2603,6 +2731,101 @@ mod tests {
                 ssrc,
             }),
         }
+    }
+
+    #[test]
+    fn block_dtmf_and_block_media_drop_what_they_name() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        let with_events = |ip: &str, port: u16| {
+            sdp(ip, port).replace(
+                "RTP/AVP 0\r\n",
+                "RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n",
+            )
+        };
+        let mut offer = Request::offer("c", "a", with_events("192.0.2.1", 4000));
+        offer.label = Some("caller".into());
+        let offer = t.negotiate(&offer, now, &mut b).unwrap();
+        let answer = t
+            .negotiate(
+                &Request::answer("c", "a", "b", with_events("198.51.100.1", 5000)),
+                now,
+                &mut b,
+            )
+            .unwrap();
+        let (caller_facing, callee_facing) = (media_port(&answer, 0), media_port(&offer, 0));
+        let send = |t: &mut SessionTable, from_caller: bool, pt: u8| {
+            let (port, source) = if from_caller {
+                (caller_facing, "192.0.2.1:4000")
+            } else {
+                (callee_facing, "198.51.100.1:5000")
+            };
+            matches!(
+                t.route_packet(port, addr(source), &rtp(1, 1, pt), now),
+                Route::Forward { .. }
+            )
+        };
+        let command = |c: Command| {
+            let mut r = Request::new(c);
+            r.call_id = Some("c".into());
+            r
+        };
+        // The whole call: events from both parties stop, voice goes on.
+        t.block(&command(Command::BlockDtmf), Blocking::Dtmf, true)
+            .unwrap();
+        assert!(!send(&mut t, true, 101) && !send(&mut t, false, 101));
+        assert!(send(&mut t, true, 0) && send(&mut t, false, 0));
+        t.block(&command(Command::UnblockDtmf), Blocking::Dtmf, false)
+            .unwrap();
+        assert!(send(&mut t, true, 101));
+        // One party, by label: its voice stops, its events and the other party go on.
+        let mut by_label = command(Command::BlockMedia);
+        by_label.label = Some("caller".into());
+        t.block(&by_label, Blocking::Media, true).unwrap();
+        assert!(!send(&mut t, true, 0));
+        assert!(send(&mut t, true, 101) && send(&mut t, false, 0));
+        // By SDP address, with directional from-tag, by to-tag: same party.
+        let mut by_address = command(Command::BlockMedia);
+        by_address.address = Some("198.51.100.1".into());
+        t.block(&by_address, Blocking::Media, true).unwrap();
+        assert!(!send(&mut t, false, 0));
+        let mut unblock_all = command(Command::UnblockMedia);
+        unblock_all.all = Some("all".into());
+        t.block(&unblock_all, Blocking::Media, false).unwrap();
+        assert!(send(&mut t, true, 0) && send(&mut t, false, 0));
+        let mut directional = command(Command::BlockMedia).with_flag("directional");
+        directional.from_tag = Some("b".into());
+        t.block(&directional, Blocking::Media, true).unwrap();
+        assert!(!send(&mut t, false, 0) && send(&mut t, true, 0));
+        let mut to_callee = command(Command::BlockMedia);
+        to_callee.to_tag = Some("b".into());
+        t.block(&to_callee, Blocking::Media, true).unwrap();
+        assert!(!send(&mut t, true, 0));
+        // Blocked packets still count as received media.
+        let report = t.query(&Request::query("c")).unwrap();
+        let caller = report.tags.iter().find(|t| t.tag == "a").unwrap();
+        assert!(caller.medias[0].streams[0].stats.packets >= 8);
+        // Selections that match nothing are errors, and the call stays as it was.
+        let mut nobody = command(Command::BlockMedia);
+        nobody.label = Some("nobody".into());
+        assert_eq!(
+            t.block(&nobody, Blocking::Media, true)
+                .unwrap_err()
+                .to_string(),
+            "No monologue matching the given label"
+        );
+        let mut stranger = command(Command::BlockMedia);
+        stranger.address = Some("10.9.9.9".into());
+        assert!(t.block(&stranger, Blocking::Media, true).is_err());
+        let mut unknown = command(Command::BlockMedia);
+        unknown.call_id = Some("zzz".into());
+        assert_eq!(
+            t.block(&unknown, Blocking::Media, true)
+                .unwrap_err()
+                .to_string(),
+            "Unknown call-id"
+        );
     }
 
     #[test]

@@ -649,6 +649,74 @@ fn port_exhaustion_is_an_error_and_ports_are_reused_after_delete() {
 }
 
 #[test]
+fn block_media_and_dtmf_drop_packets_on_the_worker() {
+    let pod = MediaPod::start(10, &[]);
+    let ng = pod.client();
+    let caller = Party::new();
+    let callee = Party::new();
+    let (caller_facing, callee_facing) = establish(&ng, "blocked", &caller, &callee);
+    let command = |name: &str, extra: &[(&str, &str)]| {
+        let mut r = Request::new(name.parse().unwrap());
+        r.call_id = Some("blocked".into());
+        for (key, value) in extra {
+            match *key {
+                "from-tag" => r.from_tag = Some((*value).into()),
+                "flag" => r.flags.push((*value).into()),
+                _ => unreachable!(),
+            }
+        }
+        let reply = ng.request(&r);
+        assert!(reply.is_success(), "{name}: {:?}", reply.error_reason());
+        assert_eq!(reply.warning(), None);
+    };
+    let event = |seq: u16| {
+        let mut p = rtp_packet(seq, 9, b"\x01\x0a\x00\xa0");
+        p[1] = 101;
+        p
+    };
+    // The caller's media is blocked: its voice goes nowhere, its DTMF and the callee's voice
+    // still flow.
+    command(
+        "block media",
+        &[("from-tag", "caller-tag"), ("flag", "directional")],
+    );
+    caller
+        .rtp
+        .send_to(&rtp_packet(1, 9, b"voice"), relay_addr(caller_facing))
+        .unwrap();
+    assert_nothing_arrives(&callee.rtp);
+    caller
+        .rtp
+        .send_to(&event(2), relay_addr(caller_facing))
+        .unwrap();
+    assert_eq!(receive(&callee.rtp).0, event(2));
+    relay_burst(&callee, callee_facing, &caller, 10, &[1]);
+    // DTMF blocked for the whole call as well; then everything unblocked.
+    command("block DTMF", &[]);
+    caller
+        .rtp
+        .send_to(&event(3), relay_addr(caller_facing))
+        .unwrap();
+    assert_nothing_arrives(&callee.rtp);
+    command("unblock media", &[("flag", "all")]);
+    command("unblock DTMF", &[]);
+    relay_burst(&caller, caller_facing, &callee, 9, &[4]);
+    caller
+        .rtp
+        .send_to(&event(5), relay_addr(caller_facing))
+        .unwrap();
+    assert_eq!(receive(&callee.rtp).0, event(5));
+    assert_eq!(
+        pod.metric("tandem_media_dropped_packets_total{reason=\"blocked\"}"),
+        2.0
+    );
+    assert_eq!(
+        pod.metric("tandem_media_ng_commands_total{command=\"block media\"}"),
+        1.0
+    );
+}
+
+#[test]
 fn unanswered_calls_get_the_hold_timeout() {
     let pod = MediaPod::start(10, &["--hold-timeout", "1"]);
     let ng = pod.client();
