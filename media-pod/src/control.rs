@@ -353,6 +353,17 @@ impl Controller {
             command: Some(request.command),
             ..Outcome::default()
         };
+        if let Ok(reply) = &result
+            && let Some(warning) = reply.warning()
+        {
+            tracing::info!(
+                %source,
+                command = %request.command,
+                call_id = request.call_id.as_deref().unwrap_or(""),
+                warning,
+                "ng request answered with a warning"
+            );
+        }
         let reply = result.unwrap_or_else(|e| {
             tracing::info!(
                 %source,
