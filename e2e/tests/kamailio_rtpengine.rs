@@ -72,6 +72,21 @@ fn ng(server: SocketAddr, request: &Request) -> Reply {
     Reply::decode(&buf[..n]).expect("ng reply decodes").1
 }
 
+/// The UDP source port of each record of a raw-IPv4 pcap file.
+fn pcap_sources(path: &std::path::Path) -> Vec<u16> {
+    let data = std::fs::read(path).expect("recording readable");
+    let mut sources = Vec::new();
+    let mut at = 24;
+    while let Some(header) = data.get(at..at + 16) {
+        let len = u32::from_le_bytes([header[8], header[9], header[10], header[11]]) as usize;
+        if let Some(udp) = data.get(at + 16 + 20..at + 16 + 22) {
+            sources.push(u16::from_be_bytes([udp[0], udp[1]]));
+        }
+        at += 16 + len;
+    }
+    sources
+}
+
 /// Files of one test run, with the processes' logs shown when the test fails.
 struct Run {
     dir: PathBuf,
@@ -131,6 +146,8 @@ fn kamailio_anchors_a_sipp_call_on_media_pod() {
             ])
             .args(["--rtp-address", "127.0.0.1", "--workers", "2"])
             .args(["--rtp-ports", &format!("{first}-{last}")])
+            .arg("--recording-dir")
+            .arg(&run.dir)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(run.log_file("media-pod.log")),
@@ -282,6 +299,18 @@ fn kamailio_anchors_a_sipp_call_on_media_pod() {
         );
     }
     assert_eq!(scrape(&admin, "tandem_media_ng_errors_total", &[]), 0.0);
+    // `record-call=yes` recorded both directions: the caller's audio and the carrier's echo.
+    let pcap = std::fs::read_dir(&run.dir)
+        .expect("run directory")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "pcap"))
+        .expect("a recording");
+    let senders = pcap_sources(&pcap);
+    for (who, port) in [("caller", first + 110), ("carrier", first + 100)] {
+        let packets = senders.iter().filter(|p| **p == port).count();
+        assert!(packets >= 20, "{packets} packets of the {who} recorded");
+    }
     let log = run.log("media-pod.log");
     assert!(
         !log.contains("answered with a warning"),

@@ -94,6 +94,10 @@ pub struct Config {
         default_value_t = 3600
     )]
     pub hold_timeout_seconds: u64,
+    /// Directory call recordings (pcap, with a `.meta` file each) are written to, e.g. a
+    /// volume; without it `start recording` and `record call` are refused.
+    #[arg(long, env = "TANDEM_RECORDING_DIR")]
+    pub recording_dir: Option<PathBuf>,
     /// Milliseconds a latched media source must be silent before a packet from a new source
     /// address re-latches the stream (NAT rebinding).
     #[arg(long, env = "TANDEM_LATCH_HOLDOFF_MS", default_value_t = 1000)]

@@ -476,12 +476,14 @@ pub fn execute(
             table.block(request, what, on)?;
             Ok(with_warnings(Reply::ok(), &warnings))
         }
-        Command::StartRecording
-        | Command::StopRecording
-        | Command::PauseRecording
-        | Command::StartForwarding
-        | Command::StopForwarding
-        | Command::PlayDtmf => Err(SessionError::NotSupported(format!("'{}'", request.command))),
+        Command::StartRecording | Command::StopRecording | Command::PauseRecording => {
+            let warnings = options::for_command(request, &["pause"]);
+            table.record(request, binder)?;
+            Ok(with_warnings(Reply::ok(), &warnings))
+        }
+        Command::StartForwarding | Command::StopForwarding | Command::PlayDtmf => {
+            Err(SessionError::NotSupported(format!("'{}'", request.command)))
+        }
         Command::Ping | Command::List | Command::Statistics => Ok(Reply::error(format!(
             "{} is not a call command",
             request.command
@@ -522,6 +524,10 @@ mod tests {
             Ok(())
         }
         fn unbind_pair(&mut self, _: u16) {}
+        fn open_recording(&mut self, _: u64, _: &str, _: &str) -> io::Result<()> {
+            Ok(())
+        }
+        fn close_recording(&mut self, _: u64) {}
     }
 
     struct Harness {
@@ -733,9 +739,6 @@ mod tests {
         let mut h = Harness::new();
         h.request("o", &Request::offer("r", "ft", sdp(4000)));
         for (i, command) in [
-            Command::StartRecording,
-            Command::StopRecording,
-            Command::PauseRecording,
             Command::StartForwarding,
             Command::StopForwarding,
             Command::PlayDtmf,

@@ -17,6 +17,7 @@ mod ng_server;
 mod options;
 mod ports;
 mod quality;
+mod recording;
 mod relay;
 mod sdp_rewrite;
 mod session;
@@ -85,6 +86,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             &SocketConfig {
                 bind_ip: rtp_address,
                 interface: config.rtp_interface.clone(),
+                recording_dir: config.recording_dir.clone(),
             },
             tables,
             &metrics,

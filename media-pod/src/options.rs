@@ -88,6 +88,8 @@ pub struct Options {
     pub label: Option<String>,
     /// The call's metadata.
     pub metadata: Option<String>,
+    /// Start recording the call (`record call: yes` or `on`, or the `record call` flag).
+    pub record_call: bool,
     /// What the request asked for that is not acted on, one phrase each.
     pub warnings: Vec<String>,
 }
@@ -113,6 +115,10 @@ pub fn for_negotiation(request: &Request, advertise: IpAddr) -> Result<Options, 
         metadata: request.metadata.clone(),
         ..Options::default()
     };
+    o.record_call = request
+        .record_call
+        .as_deref()
+        .is_some_and(|r| matches!(normalize(r).as_str(), "yes" | "on"));
     let mut warn = |w: String| o.warnings.push(w);
 
     let mut trust_address = false;
@@ -129,7 +135,7 @@ pub fn for_negotiation(request: &Request, advertise: IpAddr) -> Result<Options, 
             "symmetric" | "port-latching" => o.asymmetric = false,
             "asymmetric" => o.asymmetric = true,
             "strict-source" => o.strict_source = true,
-            "record-call" => warn(recording_warning()),
+            "record-call" => o.record_call = true,
             _ if name.starts_with("codec-") => {} // read by codec_operations()
             _ if name.starts_with("replace-") => {
                 replace.push(Replace::parse(&flag["replace-".len()..]));
@@ -274,11 +280,6 @@ pub fn for_negotiation(request: &Request, advertise: IpAddr) -> Result<Options, 
             ));
         }
     }
-    if let Some(record) = &request.record_call
-        && matches!(normalize(record).as_str(), "yes" | "on")
-    {
-        warn(recording_warning());
-    }
     if request.to_label.is_some() {
         warn("to-label (it selects parties in blocking commands only)".to_owned());
     }
@@ -310,10 +311,6 @@ fn warn_unknown_keys(request: &Request, warnings: &mut Vec<String>) {
     for key in &request.unknown_keys {
         warnings.push(format!("key '{key}'"));
     }
-}
-
-fn recording_warning() -> String {
-    "record call (recording is not supported yet: the call is not recorded)".to_owned()
 }
 
 /// The reply `warning` for `warnings`, if any.
@@ -389,7 +386,6 @@ mod tests {
         r.transport_protocol = Some("RTP/SAVP".into());
         r.address_family = Some("IP6".into());
         r.direction = vec!["priv".into(), "pub".into()];
-        r.record_call = Some("yes".into());
         r.rtcp_mux = vec!["require".into()];
         r.unknown_keys = vec!["frobnicate".into()];
         let o = read(&r);
@@ -404,7 +400,6 @@ mod tests {
             "address family 'IP6'",
             "direction 'priv'",
             "direction 'pub'",
-            "record call",
             "rtcp-mux 'require'",
             "key 'frobnicate'",
         ] {

@@ -36,12 +36,31 @@ pub struct Timestamp {
     pub unix: u64,
 }
 
-/// Opens and closes the sockets of an RTP/RTCP port pair.
+/// The I/O a worker does for its table: opens and closes the sockets of RTP/RTCP port pairs
+/// and the files of call recordings.
 pub trait PortBinder {
     /// Binds `rtp_port` and `rtp_port + 1` and starts relaying on them.
     fn bind_pair(&mut self, rtp_port: u16) -> io::Result<()>;
     /// Stops relaying on and closes the pair.
     fn unbind_pair(&mut self, rtp_port: u16);
+    /// Starts the recording of call `call` in the recording directory: a pcap file named
+    /// `name`.pcap and `metadata` in `name`.meta. `ErrorKind::Unsupported` when no recording
+    /// directory is configured.
+    fn open_recording(&mut self, call: u64, name: &str, metadata: &str) -> io::Result<()>;
+    /// Flushes and closes the recording of call `call`.
+    fn close_recording(&mut self, call: u64);
+}
+
+/// Whether a call is being recorded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Recording {
+    /// Never started, or stopped.
+    #[default]
+    Off,
+    /// Packets are written.
+    On,
+    /// The file stays open; packets are not written (`pause recording`).
+    Paused,
 }
 
 /// Fixed parameters of the table.
@@ -89,6 +108,9 @@ pub enum SessionError {
     /// A blocking command's party selection matched nothing.
     #[error("{0}")]
     Selection(&'static str),
+    /// The recording file could not be created.
+    #[error("Failed to start recording: {0}")]
+    Recording(String),
     /// A command this media relay does not carry out yet.
     #[error("{0} is not supported yet")]
     NotSupported(String),
@@ -106,6 +128,7 @@ impl SessionError {
             SessionError::Unavailable => "unavailable",
             SessionError::NotSupported(_) => "not_supported",
             SessionError::Selection(_) => "unknown_call",
+            SessionError::Recording(_) => "recording",
         }
     }
 }
@@ -360,6 +383,10 @@ struct Call {
     delete_at: Option<Instant>,
     /// What is blocked from every party.
     blocks: Blocks,
+    /// The call's recording.
+    recording: Recording,
+    /// Whether recording was ever asked for (`query` reports it from then on).
+    recording_asked: bool,
     metadata: Option<String>,
     parties: [Party; 2],
     media: Vec<MediaStream>,
@@ -407,6 +434,39 @@ impl Call {
         }
     }
 
+    /// The recording's file name: creation time and call-id, reduced to safe characters.
+    fn recording_name(&self) -> String {
+        let id: String = self
+            .call_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(100)
+            .collect();
+        format!("{}-{id}", self.created)
+    }
+
+    /// What goes beside the recording: the call and its parties.
+    fn recording_metadata(&self) -> String {
+        let mut text = format!("call-id: {}\ncreated: {}\n", self.call_id, self.created);
+        for (side, party) in ["caller", "callee"].iter().zip(&self.parties) {
+            text.push_str(&format!(
+                "{side}: tag={} label={}\n",
+                party.tag.as_deref().unwrap_or(""),
+                party.label.as_deref().unwrap_or("")
+            ));
+        }
+        if let Some(metadata) = &self.metadata {
+            text.push_str(&format!("metadata: {metadata}\n"));
+        }
+        text
+    }
+
     fn side_of(&self, tag: &str) -> Option<Side> {
         self.parties
             .iter()
@@ -419,6 +479,9 @@ impl Call {
             created: self.created,
             last_signal: self.last_signal,
             metadata: self.metadata.clone(),
+            recording: self
+                .recording_asked
+                .then_some(self.recording == Recording::On),
             ..CallReport::default()
         };
         let show = match_tag.is_none_or(|t| self.side_of(t).is_some());
@@ -531,6 +594,8 @@ pub struct SessionTable {
     ports: HashMap<u16, PortOwner>,
     allocator: PortPool,
     totals: Totals,
+    /// Calls whose recording is on: while 0 the packet path skips the recording check.
+    recording: usize,
     /// Quality samples of streams sampled or ended, until the shell takes them.
     quality: Vec<QualitySample>,
 }
@@ -546,6 +611,7 @@ impl SessionTable {
             ports: HashMap::new(),
             allocator,
             totals: Totals::default(),
+            recording: 0,
             quality: Vec::new(),
         }
     }
@@ -704,6 +770,7 @@ impl SessionTable {
         if options.metadata.is_some() {
             call.metadata.clone_from(&options.metadata);
         }
+        let start_recording = options.record_call && call.recording == Recording::Off;
         if let Some(tag) = receiver_tag {
             let peer = &mut call.parties[receiver.index()];
             if peer.tag.is_none() {
@@ -827,6 +894,9 @@ impl SessionTable {
                 last_sdp: body.clone(),
             });
         }
+        if start_recording && let Err(e) = self.set_recording(key, Recording::On, binder) {
+            options.warnings.push(format!("record call ({e})"));
+        }
         Ok((body, options.warnings))
     }
 
@@ -843,6 +913,8 @@ impl SessionTable {
                 last_signal_at: now.instant,
                 delete_at: None,
                 blocks: Blocks::default(),
+                recording: Recording::Off,
+                recording_asked: false,
                 metadata: None,
                 parties: Default::default(),
                 media: Vec::new(),
@@ -930,6 +1002,7 @@ impl SessionTable {
     }
 
     fn remove_call(&mut self, key: u64, now: Instant, binder: &mut dyn PortBinder) {
+        self.set_recording(key, Recording::Off, binder).ok();
         let Some(mut call) = self.calls.remove(&key) else {
             return;
         };
@@ -1036,6 +1109,75 @@ impl SessionTable {
         }
         tracing::info!(call_id, ?what, on, party = ?source, "media blocking changed");
         Ok(())
+    }
+
+    /// `start recording`, `stop recording` (a `pause` flag pauses) and `pause recording`.
+    pub fn record(
+        &mut self,
+        request: &Request,
+        binder: &mut dyn PortBinder,
+    ) -> Result<(), SessionError> {
+        let call_id = request.require_call_id()?;
+        let key = *self
+            .by_call_id
+            .get(call_id)
+            .ok_or(SessionError::UnknownCall)?;
+        let state = match request.command {
+            Command::StartRecording => Recording::On,
+            Command::StopRecording if !request.has_flag("pause") => Recording::Off,
+            _ => Recording::Paused,
+        };
+        self.set_recording(key, state, binder)
+    }
+
+    /// Moves call `key`'s recording to `state`, opening or closing its file as needed.
+    fn set_recording(
+        &mut self,
+        key: u64,
+        state: Recording,
+        binder: &mut dyn PortBinder,
+    ) -> Result<(), SessionError> {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return Err(SessionError::UnknownCall);
+        };
+        let was = call.recording;
+        match (was, state) {
+            (Recording::Off, Recording::On | Recording::Paused) => {
+                call.recording_asked = true;
+                binder
+                    .open_recording(key, &call.recording_name(), &call.recording_metadata())
+                    .map_err(|e| match e.kind() {
+                        io::ErrorKind::Unsupported => SessionError::NotSupported(
+                            "recording without a recording directory (--recording-dir)".to_owned(),
+                        ),
+                        _ => SessionError::Recording(e.to_string()),
+                    })?;
+                tracing::info!(call_id = %call.call_id, "recording started");
+            }
+            (Recording::On | Recording::Paused, Recording::Off) => {
+                binder.close_recording(key);
+                tracing::info!(call_id = %call.call_id, "recording stopped");
+            }
+            _ => {}
+        }
+        call.recording = state;
+        match (was == Recording::On, state == Recording::On) {
+            (false, true) => self.recording += 1,
+            (true, false) => self.recording = self.recording.saturating_sub(1),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The call whose packets arriving on `local_port` are to be recorded, if any. Costs a
+    /// counter check while nothing records.
+    pub fn recording_of(&self, local_port: u16) -> Option<u64> {
+        if self.recording == 0 {
+            return None;
+        }
+        let owner = self.ports.get(&(local_port & !1))?;
+        let call = self.calls.get(&owner.call)?;
+        (call.recording == Recording::On).then_some(owner.call)
     }
 
     /// `query`: the report of one call, limited to the party named by `to-tag` or `from-tag`
@@ -1394,6 +1536,8 @@ mod tests {
     struct FakeBinder {
         bound: BTreeSet<u16>,
         refuse: BTreeSet<u16>,
+        recording_dir: bool,
+        recordings: std::collections::BTreeMap<u64, (String, String)>,
     }
 
     impl PortBinder for FakeBinder {
@@ -1406,6 +1550,24 @@ mod tests {
         }
         fn unbind_pair(&mut self, rtp_port: u16) {
             assert!(self.bound.remove(&rtp_port), "port {rtp_port} not bound");
+        }
+        fn open_recording(&mut self, call: u64, name: &str, metadata: &str) -> io::Result<()> {
+            if !self.recording_dir {
+                return Err(io::ErrorKind::Unsupported.into());
+            }
+            assert!(
+                self.recordings
+                    .insert(call, (name.to_owned(), metadata.to_owned()))
+                    .is_none(),
+                "recording opened twice"
+            );
+            Ok(())
+        }
+        fn close_recording(&mut self, call: u64) {
+            assert!(
+                self.recordings.remove(&call).is_some(),
+                "recording not open"
+            );
         }
     }
 
@@ -2826,6 +2988,82 @@ mod tests {
                 .to_string(),
             "Unknown call-id"
         );
+    }
+
+    #[test]
+    fn recording_starts_pauses_stops_and_ends_with_the_call() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        let (caller_facing, callee_facing) = established(&mut t, &mut b, now);
+        let command = |c: Command| {
+            let mut r = Request::new(c);
+            r.call_id = Some("call1".into());
+            r
+        };
+        // No recording directory: refused, and nothing changes.
+        let refused = t
+            .record(&command(Command::StartRecording), &mut b)
+            .unwrap_err();
+        assert!(refused.to_string().contains("--recording-dir"), "{refused}");
+        assert_eq!(t.recording_of(caller_facing), None);
+        b.recording_dir = true;
+        t.record(&command(Command::StartRecording), &mut b).unwrap();
+        assert_eq!(t.recording_of(caller_facing), t.recording_of(callee_facing));
+        assert!(t.recording_of(caller_facing).is_some());
+        let (name, metadata) = b.recordings.values().next().unwrap().clone();
+        assert_eq!(name, "1700000000-call1");
+        assert!(metadata.contains("call-id: call1") && metadata.contains("tag=tagB"));
+        let report = t.query(&Request::query("call1")).unwrap();
+        assert_eq!(report.recording, Some(true));
+        // Pause keeps the file open and writes nothing; start resumes the same file.
+        t.record(&command(Command::PauseRecording), &mut b).unwrap();
+        assert_eq!(t.recording_of(caller_facing), None);
+        assert_eq!(b.recordings.len(), 1);
+        t.record(&command(Command::StartRecording), &mut b).unwrap();
+        assert!(t.recording_of(caller_facing).is_some());
+        t.record(&command(Command::StopRecording).with_flag("pause"), &mut b)
+            .unwrap();
+        assert_eq!(b.recordings.len(), 1);
+        t.record(&command(Command::StopRecording), &mut b).unwrap();
+        assert!(b.recordings.is_empty());
+        assert_eq!(
+            t.query(&Request::query("call1")).unwrap().recording,
+            Some(false)
+        );
+        // A call that ends while recording closes its file.
+        t.record(&command(Command::StartRecording), &mut b).unwrap();
+        t.delete(&Request::delete("call1", None), now.instant, &mut b)
+            .unwrap();
+        assert!(b.recordings.is_empty());
+        assert_eq!(t.recording_of(caller_facing), None);
+    }
+
+    #[test]
+    fn record_call_in_an_offer_starts_recording_or_warns() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let mut offer = Request::offer("c", "a", sdp("192.0.2.1", 4000));
+        offer.record_call = Some("yes".into());
+        let (_, warnings) = t
+            .negotiate_with_warnings(&offer, at(Instant::now(), 0), &mut b)
+            .unwrap();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].starts_with("record call ("), "{warnings:?}");
+        b.recording_dir = true;
+        let (_, warnings) = t
+            .negotiate_with_warnings(&offer, at(Instant::now(), 0), &mut b)
+            .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(b.recordings.len(), 1);
+        // Repeating it does not open a second file.
+        t.negotiate(
+            &offer.clone().with_flag("record call"),
+            at(Instant::now(), 0),
+            &mut b,
+        )
+        .unwrap();
+        assert_eq!(b.recordings.len(), 1);
     }
 
     #[test]

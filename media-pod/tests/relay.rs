@@ -716,6 +716,90 @@ fn block_media_and_dtmf_drop_packets_on_the_worker() {
     );
 }
 
+/// The (source port, destination port, payload) of each record of a raw-IPv4 pcap file.
+fn pcap_records(path: &std::path::Path) -> Vec<(u16, u16, Vec<u8>)> {
+    let data = std::fs::read(path).unwrap();
+    assert_eq!(&data[0..4], &[0xd4, 0xc3, 0xb2, 0xa1], "pcap magic");
+    assert_eq!(u32::from_le_bytes(data[20..24].try_into().unwrap()), 101);
+    let mut records = Vec::new();
+    let mut at = 24;
+    while at + 16 <= data.len() {
+        let len = u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()) as usize;
+        let packet = &data[at + 16..at + 16 + len];
+        assert_eq!(packet[0], 0x45, "IPv4 without options");
+        let udp = &packet[20..];
+        records.push((
+            u16::from_be_bytes([udp[0], udp[1]]),
+            u16::from_be_bytes([udp[2], udp[3]]),
+            udp[8..].to_vec(),
+        ));
+        at += 16 + len;
+    }
+    assert_eq!(at, data.len(), "no trailing bytes");
+    records
+}
+
+#[test]
+fn recordings_hold_both_directions_as_pcap() {
+    let dir = std::env::temp_dir().join(format!("media-pod-recordings-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pod = MediaPod::start(10, &["--recording-dir", dir.to_str().unwrap()]);
+    let ng = pod.client();
+    let caller = Party::new();
+    let callee = Party::new();
+    let (caller_facing, callee_facing) = establish(&ng, "rec", &caller, &callee);
+    let command = |name: &str| {
+        let mut r = Request::new(name.parse().unwrap());
+        r.call_id = Some("rec".into());
+        let reply = ng.request(&r);
+        assert!(reply.is_success(), "{name}: {:?}", reply.error_reason());
+    };
+    relay_burst(&caller, caller_facing, &callee, 1, &[1]);
+    command("start recording");
+    relay_burst(&caller, caller_facing, &callee, 1, &[2, 3]);
+    relay_burst(&callee, callee_facing, &caller, 2, &[1]);
+    command("pause recording");
+    relay_burst(&callee, callee_facing, &caller, 2, &[2]);
+    command("start recording");
+    relay_burst(&callee, callee_facing, &caller, 2, &[3]);
+    let query = ng.request(&Request::query("rec"));
+    let recording = query.get("recording").unwrap();
+    assert_eq!(
+        recording
+            .get("call recording")
+            .and_then(tandem_ng::Value::as_integer),
+        Some(1)
+    );
+    command("stop recording");
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let pcap = files
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "pcap"))
+        .expect("a pcap file");
+    let meta = std::fs::read_to_string(pcap.with_extension("meta")).unwrap();
+    assert!(meta.contains("call-id: rec"), "{meta}");
+    let records = pcap_records(pcap);
+    let caller_port = caller.rtp_port();
+    let callee_port = callee.rtp_port();
+    let summary: Vec<(u16, u16, u16)> = records
+        .iter()
+        .map(|(from, to, payload)| (*from, *to, u16::from_be_bytes([payload[2], payload[3]])))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (caller_port, caller_facing, 2),
+            (caller_port, caller_facing, 3),
+            (callee_port, callee_facing, 1),
+            (callee_port, callee_facing, 3),
+        ]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn unanswered_calls_get_the_hold_timeout() {
     let pod = MediaPod::start(10, &["--hold-timeout", "1"]);

@@ -210,6 +210,9 @@ pub struct CallReport {
     pub last_signal: u64,
     /// The `metadata` given with the call's last command that carried one.
     pub metadata: Option<String>,
+    /// Whether the call is being recorded, once recording was ever asked for (rtpengine's
+    /// `recording: {call recording, forwarding}`).
+    pub recording: Option<bool>,
     /// The parties.
     pub tags: Vec<TagReport>,
     /// Receive statistics per RTP source, over all parties.
@@ -239,6 +242,15 @@ impl CallReport {
             ssrc.insert(Bytes::from(entry.ssrc.to_string()), entry.to_value());
         }
         d.insert(Bytes::from_static(b"SSRC"), Value::Dictionary(ssrc));
+        if let Some(on) = self.recording {
+            let mut recording = Dictionary::new();
+            put(&mut recording, "call recording", u64::from(on));
+            put(&mut recording, "forwarding", 0u64);
+            d.insert(
+                Bytes::from_static(b"recording"),
+                Value::Dictionary(recording),
+            );
+        }
         let mut totals = Dictionary::new();
         totals.insert(Bytes::from_static(b"RTP"), self.totals_rtp.to_value());
         totals.insert(Bytes::from_static(b"RTCP"), self.totals_rtcp.to_value());
@@ -276,6 +288,9 @@ impl CallReport {
             created: uint(&root, "created"),
             last_signal: uint(&root, "last signal"),
             metadata: text(&root, "metadata"),
+            recording: root
+                .get("recording")
+                .map(|r| uint(r, "call recording") != 0),
             tags,
             ssrc,
             totals_rtp: totals
@@ -565,6 +580,7 @@ mod tests {
             created: 1_700_000_000,
             last_signal: 1_700_000_050,
             metadata: Some("key:value".into()),
+            recording: Some(true),
             tags: vec![TagReport {
                 tag: "as7f".into(),
                 created: 1_700_000_000,
