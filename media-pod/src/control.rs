@@ -481,7 +481,12 @@ pub fn execute(
             table.record(request, binder)?;
             Ok(with_warnings(Reply::ok(), &warnings))
         }
-        Command::StartForwarding | Command::StopForwarding | Command::PlayDtmf => {
+        Command::PlayDtmf => {
+            let warnings = options::for_command(request, &[]);
+            table.play_dtmf(request, now, binder)?;
+            Ok(with_warnings(Reply::ok(), &warnings))
+        }
+        Command::StartForwarding | Command::StopForwarding => {
             Err(SessionError::NotSupported(format!("'{}'", request.command)))
         }
         Command::Ping | Command::List | Command::Statistics => Ok(Reply::error(format!(
@@ -528,6 +533,7 @@ mod tests {
             Ok(())
         }
         fn close_recording(&mut self, _: u64) {}
+        fn send_later(&mut self, _: u16, _: SocketAddr, _: crate::dtmf::Schedule) {}
     }
 
     struct Harness {
@@ -738,13 +744,9 @@ mod tests {
     fn unsupported_commands_say_so() {
         let mut h = Harness::new();
         h.request("o", &Request::offer("r", "ft", sdp(4000)));
-        for (i, command) in [
-            Command::StartForwarding,
-            Command::StopForwarding,
-            Command::PlayDtmf,
-        ]
-        .into_iter()
-        .enumerate()
+        for (i, command) in [Command::StartForwarding, Command::StopForwarding]
+            .into_iter()
+            .enumerate()
         {
             let mut request = Request::new(command);
             request.call_id = Some("r".into());

@@ -10,6 +10,7 @@
 mod batch;
 mod config;
 mod control;
+mod dtmf;
 mod latch;
 mod metrics;
 mod network_status;

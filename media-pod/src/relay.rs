@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, LocalSet};
 
 use crate::batch::{BATCH, Batch, Forward};
+use crate::dtmf;
 use crate::metrics::{Metrics, PacketClass, PacketCounters, SEND_FAILED};
 use crate::recording::Recorder;
 use crate::session::{DropReason, Packet, PortBinder, Route, SessionTable, Timestamp};
@@ -315,6 +316,23 @@ impl PortBinder for WorkerBinder {
         })?;
         self.worker.recordings.borrow_mut().insert(call, recorder);
         Ok(())
+    }
+
+    fn send_later(&mut self, from_port: u16, to: SocketAddr, packets: dtmf::Schedule) {
+        let worker = Rc::clone(&self.worker);
+        tokio::task::spawn_local(async move {
+            let start = tokio::time::Instant::now();
+            for (offset, datagram) in packets {
+                tokio::time::sleep_until(start + offset).await;
+                // The call may have ended meanwhile: its socket is gone, and so is the event.
+                let Some(socket) = worker.socket(from_port) else {
+                    return;
+                };
+                if let Err(e) = socket.send_to(&datagram, to).await {
+                    tracing::debug!(from_port, %to, error = %e, "generated packet not sent");
+                }
+            }
+        });
     }
 
     fn close_recording(&mut self, call: u64) {

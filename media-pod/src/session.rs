@@ -11,6 +11,7 @@
 //! A packet arriving on one leg's port is sent from the other leg's port to the other party.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ use tandem_ng::{
 use tandem_rtp::{Codec, PacketKind, PayloadFormat, RtpHeader};
 use tandem_sip::sdp::{Direction, Origin, SdpError, SessionDescription};
 
+use crate::dtmf;
 use crate::latch::{Latch, LatchEvent};
 use crate::options::{self, OriginRewrite, RtcpMux};
 use crate::ports::PortPool;
@@ -49,6 +51,9 @@ pub trait PortBinder {
     fn open_recording(&mut self, call: u64, name: &str, metadata: &str) -> io::Result<()>;
     /// Flushes and closes the recording of call `call`.
     fn close_recording(&mut self, call: u64);
+    /// Sends each datagram of `packets` from local port `from_port` to `to`, at its offset
+    /// from now.
+    fn send_later(&mut self, from_port: u16, to: SocketAddr, packets: dtmf::Schedule);
 }
 
 /// Whether a call is being recorded.
@@ -1036,57 +1041,11 @@ impl SessionTable {
             .get(call_id)
             .and_then(|k| self.calls.get_mut(k))
             .ok_or(SessionError::UnknownCall)?;
-        let all = request.has_flag("all")
-            || request
-                .all
-                .as_deref()
-                .is_some_and(|a| a.eq_ignore_ascii_case("all"));
-        let by_label = |call: &Call, label: &str| {
-            call.parties
-                .iter()
-                .position(|p| p.label.as_deref() == Some(label))
-                .map(Side::from_index)
-        };
+        let all = wants_all(request);
         let source = if all {
             None
-        } else if let Some(label) = &request.label {
-            Some(by_label(call, label).ok_or(SessionError::Selection(
-                "No monologue matching the given label",
-            ))?)
-        } else if let Some(address) = &request.address {
-            let ip: IpAddr = address
-                .parse()
-                .map_err(|_| SessionError::Selection("Failed to parse network address"))?;
-            let side = (0..2).find(|&i| {
-                call.media
-                    .iter()
-                    .any(|m| m.legs[i].remote.as_ref().is_some_and(|r| r.rtp.ip() == ip))
-            });
-            Some(side.map(Side::from_index).ok_or(SessionError::Selection(
-                "Failed to match address to any tag",
-            ))?)
-        } else if let (Some(tag), true) = (&request.from_tag, request.has_flag("directional")) {
-            Some(call.side_of(tag).ok_or(SessionError::Selection(
-                "From-tag given, but no such tag exists",
-            ))?)
-        } else if let Some(tag) = &request.to_tag {
-            Some(
-                call.side_of(tag)
-                    .ok_or(SessionError::Selection(
-                        "To-tag given, but no such tag exists",
-                    ))?
-                    .other(),
-            )
-        } else if let Some(label) = &request.to_label {
-            Some(
-                by_label(call, label)
-                    .ok_or(SessionError::Selection(
-                        "No monologue matching the given label",
-                    ))?
-                    .other(),
-            )
         } else {
-            None
+            select_party(call, request, true)?
         };
         let set = |blocks: &mut Blocks| match what {
             Blocking::Dtmf => blocks.dtmf = on,
@@ -1178,6 +1137,79 @@ impl SessionTable {
         let owner = self.ports.get(&(local_port & !1))?;
         let call = self.calls.get(&owner.call)?;
         (call.recording == Recording::On).then_some(owner.call)
+    }
+
+    /// `play DTMF`: sends an RFC 4733 event to the other party as if the selected party had
+    /// sent it, on the first media section whose receiver negotiated `telephone-event`.
+    pub fn play_dtmf(
+        &mut self,
+        request: &Request,
+        now: Timestamp,
+        binder: &mut dyn PortBinder,
+    ) -> Result<(), SessionError> {
+        let call_id = request.require_call_id()?;
+        let call = self
+            .by_call_id
+            .get(call_id)
+            .and_then(|k| self.calls.get(k))
+            .ok_or(SessionError::UnknownCall)?;
+        let code = request
+            .code
+            .as_deref()
+            .ok_or(NgError::MissingKey("code"))
+            .and_then(|c| {
+                dtmf::event_code(c).ok_or(NgError::InvalidValue {
+                    key: "code",
+                    reason: "must be 0-15, 0-9, *, # or A-D",
+                })
+            })?;
+        let sender = select_party(call, request, false)?.ok_or(SessionError::Selection(
+            "No participant selected (from-tag, label or address)",
+        ))?;
+        let receiver = sender.other();
+        let receiver_asymmetric = call.parties[receiver.index()].asymmetric;
+        let target = call.media.iter().find_map(|m| {
+            let leg = &m.legs[receiver.index()];
+            let format = leg
+                .formats
+                .iter()
+                .find(|f| f.codec == Codec::TelephoneEvent)?;
+            let to = (!receiver_asymmetric)
+                .then(|| leg.rtp.latch.learned())
+                .flatten()
+                .or(leg.remote.as_ref().map(|r| r.rtp))
+                .filter(|a| !a.ip().is_unspecified() && a.port() != 0)?;
+            Some((leg.local?, to, *format))
+        });
+        let (from_port, to, format) = target.ok_or(SessionError::Selection(
+            "The receiving party has no telephone-event payload type or no address yet",
+        ))?;
+        let duration = request
+            .duration
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(dtmf::DEFAULT_DURATION_MS)
+            .clamp(dtmf::DURATION_RANGE.0, dtmf::DURATION_RANGE.1);
+        // rtpengine reads positive volumes as negative dB.
+        let volume = request.volume.map_or(dtmf::DEFAULT_VOLUME, |v| {
+            u8::try_from(v.unsigned_abs().min(63)).unwrap_or(63)
+        });
+        // A fresh source per event: different calls, times and events get different numbers.
+        let mut hasher = std::hash::DefaultHasher::new();
+        (call_id, now.unix, self.totals.relayed_packets, code).hash(&mut hasher);
+        let [a, b, c, d, e, f, g, h] = hasher.finish().to_be_bytes();
+        let event = dtmf::Event {
+            code,
+            duration: Duration::from_millis(duration),
+            volume,
+            payload_type: format.payload_type,
+            clock_rate: format.clock_rate,
+            ssrc: u32::from_be_bytes([a, b, c, d]),
+            sequence: u16::from_be_bytes([e, f]),
+            timestamp: u32::from_be_bytes([g, h, a, c]),
+        };
+        binder.send_later(from_port, to, dtmf::packets(&event));
+        tracing::info!(call_id, code, duration_ms = duration, %to, "DTMF event played");
+        Ok(())
     }
 
     /// `query`: the report of one call, limited to the party named by `to-tag` or `from-tag`
@@ -1440,6 +1472,71 @@ fn resolve_sides(
     (sender, sender.other())
 }
 
+/// Whether a command asks for every party (`all` flag, or `all: all`).
+fn wants_all(request: &Request) -> bool {
+    request.has_flag("all")
+        || request
+            .all
+            .as_deref()
+            .is_some_and(|a| a.eq_ignore_ascii_case("all"))
+}
+
+/// The party a command selects, as rtpengine selects it: by `label`, by SDP media `address`,
+/// by `from-tag` (only with the `directional` flag when `directional` is asked), or as the
+/// party sending to a `to-tag` or `to-label`. `None` when nothing selects a party.
+fn select_party(
+    call: &Call,
+    request: &Request,
+    directional: bool,
+) -> Result<Option<Side>, SessionError> {
+    let by_label = |label: &str| {
+        call.parties
+            .iter()
+            .position(|p| p.label.as_deref() == Some(label))
+            .map(Side::from_index)
+            .ok_or(SessionError::Selection(
+                "No monologue matching the given label",
+            ))
+    };
+    if let Some(label) = &request.label {
+        return by_label(label).map(Some);
+    }
+    if let Some(address) = &request.address {
+        let ip: IpAddr = address
+            .parse()
+            .map_err(|_| SessionError::Selection("Failed to parse network address"))?;
+        let side = (0..2).find(|&i| {
+            call.media
+                .iter()
+                .any(|m| m.legs[i].remote.as_ref().is_some_and(|r| r.rtp.ip() == ip))
+        });
+        return side
+            .map(|i| Some(Side::from_index(i)))
+            .ok_or(SessionError::Selection(
+                "Failed to match address to any tag",
+            ));
+    }
+    if let Some(tag) = &request.from_tag
+        && (!directional || request.has_flag("directional"))
+    {
+        return call.side_of(tag).map(Some).ok_or(SessionError::Selection(
+            "From-tag given, but no such tag exists",
+        ));
+    }
+    if let Some(tag) = &request.to_tag {
+        return call
+            .side_of(tag)
+            .map(|side| Some(side.other()))
+            .ok_or(SessionError::Selection(
+                "To-tag given, but no such tag exists",
+            ));
+    }
+    if let Some(label) = &request.to_label {
+        return by_label(label).map(|side| Some(side.other()));
+    }
+    Ok(None)
+}
+
 /// Whether the SDP sent on for a media section carries `a=rtcp-mux`. Offers pass the
 /// sender's preference on unless told to `offer`, `demux` or `reject`; answers accept it back
 /// when both sides multiplex, or, under `demux`, whenever the offerer offered it.
@@ -1538,6 +1635,7 @@ mod tests {
         refuse: BTreeSet<u16>,
         recording_dir: bool,
         recordings: std::collections::BTreeMap<u64, (String, String)>,
+        sent: Vec<(u16, SocketAddr, dtmf::Schedule)>,
     }
 
     impl PortBinder for FakeBinder {
@@ -1568,6 +1666,9 @@ mod tests {
                 self.recordings.remove(&call).is_some(),
                 "recording not open"
             );
+        }
+        fn send_later(&mut self, from_port: u16, to: SocketAddr, packets: dtmf::Schedule) {
+            self.sent.push((from_port, to, packets));
         }
     }
 
@@ -3064,6 +3165,90 @@ mod tests {
         )
         .unwrap();
         assert_eq!(b.recordings.len(), 1);
+    }
+
+    #[test]
+    fn play_dtmf_sends_events_to_the_other_party() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        let events = |ip: &str, port: u16, pt: u8| {
+            sdp(ip, port).replace(
+                "RTP/AVP 0\r\n",
+                &format!("RTP/AVP 0 {pt}\r\na=rtpmap:{pt} telephone-event/8000\r\n"),
+            )
+        };
+        let offer = t
+            .negotiate(
+                &Request::offer("c", "a", events("192.0.2.1", 4000, 101)),
+                now,
+                &mut b,
+            )
+            .unwrap();
+        let answer = t
+            .negotiate(
+                &Request::answer("c", "a", "b", events("198.51.100.1", 5000, 96)),
+                now,
+                &mut b,
+            )
+            .unwrap();
+        let mut play = Request::new(Command::PlayDtmf);
+        play.call_id = Some("c".into());
+        play.from_tag = Some("a".into());
+        play.code = Some("#".into());
+        play.duration = Some(100);
+        t.play_dtmf(&play, now, &mut b).unwrap();
+        // From the caller: sent from the callee-facing port to the callee, with the callee's
+        // payload type.
+        let (from_port, to, packets) = b.sent.pop().unwrap();
+        assert_eq!(from_port, media_port(&offer, 0));
+        assert_eq!(to, addr("198.51.100.1:5000"));
+        assert_eq!(packets.len(), 7);
+        assert_eq!(packets[0].1[1], 0x80 | 96);
+        assert_eq!(packets[0].1[12], 11);
+        // From the callee, selected by label this time: to the caller with 101.
+        play.from_tag = Some("b".into());
+        play.code = Some("3".into());
+        t.play_dtmf(&play, now, &mut b).unwrap();
+        let (from_port, to, packets) = b.sent.pop().unwrap();
+        assert_eq!(from_port, media_port(&answer, 0));
+        assert_eq!(to, addr("192.0.2.1:4000"));
+        assert_eq!(packets[0].1[1] & 0x7f, 101);
+        // Bad codes, no selection, unknown calls.
+        play.code = Some("Z".into());
+        assert!(
+            t.play_dtmf(&play, now, &mut b)
+                .unwrap_err()
+                .to_string()
+                .contains("code")
+        );
+        play.code = None;
+        assert!(t.play_dtmf(&play, now, &mut b).is_err());
+        play.code = Some("1".into());
+        play.from_tag = None;
+        assert!(t.play_dtmf(&play, now, &mut b).is_err());
+        play.call_id = Some("nope".into());
+        play.from_tag = Some("a".into());
+        assert_eq!(
+            t.play_dtmf(&play, now, &mut b).unwrap_err().to_string(),
+            "Unknown call-id"
+        );
+        assert!(b.sent.is_empty());
+    }
+
+    #[test]
+    fn play_dtmf_needs_a_telephone_event_payload_type() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        established(&mut t, &mut b, at(Instant::now(), 0));
+        let mut play = Request::new(Command::PlayDtmf);
+        play.call_id = Some("call1".into());
+        play.from_tag = Some("tagA".into());
+        play.code = Some("1".into());
+        let err = t
+            .play_dtmf(&play, at(Instant::now(), 0), &mut b)
+            .unwrap_err();
+        assert!(err.to_string().contains("telephone-event"), "{err}");
     }
 
     #[test]

@@ -801,6 +801,46 @@ fn recordings_hold_both_directions_as_pcap() {
 }
 
 #[test]
+fn play_dtmf_injects_rfc_4733_events() {
+    let pod = MediaPod::start(10, &[]);
+    let ng = pod.client();
+    let caller = Party::new();
+    let callee = Party::new();
+    let (_, callee_facing) = establish(&ng, "dtmf", &caller, &callee);
+    let mut play = Request::new("play DTMF".parse().unwrap());
+    play.call_id = Some("dtmf".into());
+    play.from_tag = Some("caller-tag".into());
+    play.code = Some("7".into());
+    play.duration = Some(200);
+    let reply = ng.request(&play);
+    assert!(reply.is_success(), "{:?}", reply.error_reason());
+    assert_eq!(reply.warning(), None);
+    // 200 ms at 20 ms per packet: ten packets, then the end twice more, from the relay port
+    // the callee knows, with the payload type of its SDP.
+    let mut packets = Vec::new();
+    for _ in 0..12 {
+        let (packet, from) = receive(&callee.rtp);
+        assert_eq!(from, relay_addr(callee_facing));
+        packets.push(packet);
+    }
+    assert_nothing_arrives(&callee.rtp);
+    assert!(
+        packets
+            .iter()
+            .all(|p| p.len() == 16 && p[1] & 0x7f == 101 && p[12] == 7)
+    );
+    assert_eq!(packets[0][1] & 0x80, 0x80, "marker on the first packet");
+    let ends = packets.iter().filter(|p| p[13] & 0x80 != 0).count();
+    assert_eq!(ends, 3);
+    let last = &packets[11];
+    assert_eq!(
+        u16::from_be_bytes([last[14], last[15]]),
+        1600,
+        "200 ms at 8 kHz"
+    );
+}
+
+#[test]
 fn unanswered_calls_get_the_hold_timeout() {
     let pod = MediaPod::start(10, &["--hold-timeout", "1"]);
     let ng = pod.client();

@@ -285,6 +285,10 @@ pub struct Request {
     pub address: Option<String>,
     /// `code` or `digit`: the event of `play DTMF`.
     pub code: Option<String>,
+    /// `duration`: milliseconds of the `play DTMF` event.
+    pub duration: Option<i64>,
+    /// `volume`: dB below the maximum of the `play DTMF` event.
+    pub volume: Option<i64>,
     /// Keys present in the request that this implementation does not know, in their sent
     /// spelling, so that a reply can name them.
     pub unknown_keys: Vec<String>,
@@ -323,6 +327,8 @@ const KNOWN_KEYS: &[&str] = &[
     "address",
     "code",
     "digit",
+    "duration",
+    "volume",
     "supports",
     "SIP-message-type",
     "SIP-code",
@@ -361,6 +367,8 @@ impl Request {
             all: None,
             address: None,
             code: None,
+            duration: None,
+            volume: None,
             unknown_keys: Vec::new(),
         }
     }
@@ -580,6 +588,8 @@ impl Request {
             ),
         };
         r.delete_delay = integer_key(dict, "delete-delay")?;
+        r.duration = integer_key(dict, "duration")?;
+        r.volume = integer_key(dict, "volume")?;
         r.codec = codec_key(dict)?;
         r.media_address = string_key(dict, "media-address")?;
         r.sdp = match lookup(dict, "sdp") {
@@ -680,8 +690,14 @@ impl Request {
         if let Some(limit) = self.limit {
             put("limit", Value::Integer(limit));
         }
-        if let Some(delay) = self.delete_delay {
-            put("delete-delay", Value::Integer(delay));
+        for (k, v) in [
+            ("delete-delay", self.delete_delay),
+            ("duration", self.duration),
+            ("volume", self.volume),
+        ] {
+            if let Some(v) = v {
+                put(k, Value::Integer(v));
+            }
         }
         let more = [
             ("set-label", &self.set_label),
@@ -949,6 +965,8 @@ mod tests {
                 r.all = Some("all".into());
                 r.address = Some("192.0.2.1".into());
                 r.code = Some("5".into());
+                r.duration = Some(300);
+                r.volume = Some(10);
                 r
             },
             Request::delete("c1", Some("f1".into())),
