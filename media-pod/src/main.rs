@@ -11,6 +11,7 @@ mod batch;
 mod config;
 mod control;
 mod dtmf;
+mod ice;
 mod latch;
 mod metrics;
 mod network_status;

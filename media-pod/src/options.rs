@@ -38,6 +38,18 @@ pub struct RtcpMux {
     pub reject: bool,
 }
 
+/// When the SDP sent on advertises the relay as ICE-lite agent and only candidate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IceAdvertise {
+    /// Never: ICE attributes are only removed (`ICE=remove`, and no `ICE` key).
+    #[default]
+    Never,
+    /// Always (`ICE=force`).
+    Always,
+    /// When the sender's SDP had ICE (`ICE=default`).
+    IfOffered,
+}
+
 /// One codec selector: a payload type number, or `name[/clock rate[/channels]]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CodecSelector(pub String);
@@ -82,6 +94,8 @@ pub struct Options {
     pub accept_protocol: bool,
     /// `rtcp-mux` handling.
     pub rtcp_mux: RtcpMux,
+    /// When to offer the relay to the receiver as an ICE-lite agent.
+    pub ice: IceAdvertise,
     /// Codec manipulations (offers only).
     pub codecs: CodecPlan,
     /// The sender's label (`label`, `from-label`, `set-label`).
@@ -206,8 +220,10 @@ pub fn for_negotiation(request: &Request, advertise: IpAddr) -> Result<Options, 
 
     match &request.ice {
         None | Some(Ice::Remove) => {}
+        Some(Ice::Force) => o.ice = IceAdvertise::Always,
+        Some(Ice::Default) => o.ice = IceAdvertise::IfOffered,
         Some(mode) => warn(format!(
-            "ICE '{}' (the relay is no ICE agent yet: ICE attributes removed)",
+            "ICE '{}' (the relay is an ICE-lite agent only: ICE attributes removed)",
             mode.as_str()
         )),
     }
@@ -380,7 +396,7 @@ mod tests {
         let mut r = offer()
             .with_flag("loop-protect")
             .with_flag("SDES-off")
-            .with_ice(Ice::Force)
+            .with_ice(Ice::ForceRelay)
             .with_replace(Replace::SessionName);
         r.codec = vec![("transcode".into(), "G729".into())];
         r.transport_protocol = Some("RTP/SAVP".into());
@@ -393,7 +409,7 @@ mod tests {
         for needle in [
             "flag 'loop-protect'",
             "SDES 'off'",
-            "ICE 'force'",
+            "ICE 'force-relay'",
             "replace 'session-name'",
             "codec transcode 'G729'",
             "transport protocol 'RTP/SAVP'",

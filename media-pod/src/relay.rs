@@ -28,6 +28,7 @@ use tokio::task::{JoinHandle, LocalSet};
 
 use crate::batch::{BATCH, Batch, Forward};
 use crate::dtmf;
+use crate::ice;
 use crate::metrics::{Metrics, PacketClass, PacketCounters, SEND_FAILED};
 use crate::recording::Recorder;
 use crate::session::{DropReason, Packet, PortBinder, Route, SessionTable, Timestamp};
@@ -398,6 +399,10 @@ fn forward_batch(worker: &Worker, port: u16) {
             continue;
         };
         let packet = Packet::inspect(datagram);
+        if packet.kind == PacketKind::Other && ice::is_stun(datagram) {
+            answer_ice_check(worker, port, source, datagram, now);
+            continue;
+        }
         let rtcp = packet.kind == PacketKind::Rtcp;
         if let Route::Forward { from_port, to } = worker.route(port, &packet, source, now) {
             forwards.push(Forward {
@@ -459,5 +464,26 @@ fn record_batch(worker: &Worker, call: u64, port: u16, batch: &Batch, forwards: 
     if let Err(e) = written.and_then(|()| recorder.flush()) {
         tracing::warn!(call, error = %e, "recording write failed; recording stopped");
         recordings.remove(&call);
+    }
+}
+
+/// Answers an ICE connectivity check at once; checks that are not the relay's to answer are
+/// dropped as malformed.
+fn answer_ice_check(
+    worker: &Worker,
+    port: u16,
+    source: SocketAddr,
+    datagram: &[u8],
+    now: Timestamp,
+) {
+    let response = worker
+        .table
+        .borrow_mut()
+        .answer_ice_check(port, source, datagram, now);
+    let sent = response
+        .zip(worker.socket(port))
+        .is_some_and(|(response, socket)| socket.try_send_to(&response, source).is_ok());
+    if !sent {
+        worker.counters.dropped(DropReason::Malformed.as_str(), 1);
     }
 }

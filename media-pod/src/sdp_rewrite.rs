@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use tandem_rtp::PayloadFormat;
 use tandem_sip::sdp::{Attribute, Direction, Media, MediaDescription, Origin, SessionDescription};
 
+use crate::ice::Credentials;
 use crate::options::{CodecPlan, CodecSelector};
 
 /// Transport protocols the relay anchors.
@@ -166,6 +167,8 @@ pub struct SectionPlan {
     pub rtcp_mux: Option<bool>,
     /// A new `m=` format list; attributes of payload types left out go too.
     pub formats: Option<Vec<String>>,
+    /// Advertise the relay as the only ICE candidate, with these credentials (ICE-lite).
+    pub ice: Option<Credentials>,
 }
 
 /// Puts the relay into `sdp`: each anchored section gets its plan, the session-level `c=`
@@ -215,6 +218,21 @@ pub fn rewrite(
             }
             _ => {}
         }
+        if let Some(credentials) = &plan.ice {
+            section.push_attribute("ice-ufrag", Some(&credentials.ufrag));
+            section.push_attribute("ice-pwd", Some(&credentials.pwd));
+            // Host candidates, RTP (component 1) and RTCP (component 2): type preference 126,
+            // local preference 65535 (RFC 8445 §5.1.2.1).
+            for (component, candidate_port) in [(1u32, port), (2, port.saturating_add(1))] {
+                let priority = (126u32 << 24) | (65_535 << 8) | (256 - component);
+                section.push_attribute(
+                    "candidate",
+                    Some(&format!(
+                        "1 {component} UDP {priority} {advertise} {candidate_port} typ host"
+                    )),
+                );
+            }
+        }
         if let Some(formats) = &plan.formats {
             let dropped: Vec<String> = section
                 .media()
@@ -232,9 +250,20 @@ pub fn rewrite(
             section.set_formats(formats.clone());
         }
     }
+    if plans.iter().any(|p| p.port.is_some() && p.ice.is_some()) {
+        sdp.push_attribute("ice-lite", None);
+    }
     if let Some(origin) = origin {
         sdp.set_origin(origin);
     }
+}
+
+/// Whether `sdp` offers ICE for media section `index` (credentials there or at session level).
+pub fn has_ice(sdp: &SessionDescription, index: usize) -> bool {
+    sdp.media()
+        .get(index)
+        .is_some_and(|m| m.has_attribute("ice-ufrag"))
+        || sdp.attributes().any(|a| a.name == "ice-ufrag")
 }
 
 /// The format list of `section` after `plan`: `None` when the plan changes nothing, or would
@@ -415,6 +444,7 @@ mod tests {
                 protocol: Some("RTP/AVP".into()),
                 rtcp_mux: Some(false),
                 formats: list(&["0", "8"]),
+                ice: None,
             }],
             relay,
             None,

@@ -23,8 +23,9 @@ use tandem_rtp::{Codec, PacketKind, PayloadFormat, RtpHeader};
 use tandem_sip::sdp::{Direction, Origin, SdpError, SessionDescription};
 
 use crate::dtmf;
+use crate::ice::{self, Credentials};
 use crate::latch::{Latch, LatchEvent};
-use crate::options::{self, OriginRewrite, RtcpMux};
+use crate::options::{self, IceAdvertise, OriginRewrite, RtcpMux};
 use crate::ports::PortPool;
 use crate::quality::{QualitySample, Sources};
 use crate::sdp_rewrite::{self, AnchoredStream, Remote, SectionPlan, StreamError};
@@ -296,6 +297,8 @@ struct Leg {
     /// Whether the SDP the relay sent this party for the section carried `a=rtcp-mux`: RTCP
     /// goes to the party multiplexed when both that and its own SDP did.
     sent_mux: bool,
+    /// The relay's ICE-lite credentials towards this party, once advertised to it.
+    ice: Option<Credentials>,
     /// The last packet from this party, or the last SDP that set up this side, whichever is
     /// later (as rtpengine, signalling restarts the media timeout). The packet path stores
     /// the time its batch was received: one clock read per batch, one store per packet.
@@ -847,7 +850,14 @@ impl SessionTable {
                     .flatten()
             };
             let offered_mux = media.rtcp_mux;
+            let advertise_ice = match options.ice {
+                IceAdvertise::Never => false,
+                IceAdvertise::Always => true,
+                IceAdvertise::IfOffered => sdp_rewrite::has_ice(&sdp, i),
+            };
             let to = &mut media.legs[receiver.index()];
+            let ice =
+                advertise_ice.then(|| to.ice.get_or_insert_with(Credentials::generate).clone());
             let rtcp_mux = outgoing_rtcp_mux(
                 offered_mux,
                 &options.rtcp_mux,
@@ -867,6 +877,7 @@ impl SessionTable {
                 ),
                 rtcp_mux: Some(rtcp_mux),
                 formats,
+                ice,
             });
         }
         let source_origin = sdp.origin();
@@ -1126,6 +1137,36 @@ impl SessionTable {
             _ => {}
         }
         Ok(())
+    }
+
+    /// The answer to an ICE connectivity check (a STUN Binding request) from `source` on
+    /// `local_port`, if the relay advertised ICE to the party there and the check carries its
+    /// credentials. A valid check counts as the party's activity and teaches the latch where
+    /// the party is, since ICE may pick another address than the SDP's.
+    pub fn answer_ice_check(
+        &mut self,
+        local_port: u16,
+        source: SocketAddr,
+        datagram: &[u8],
+        now: Timestamp,
+    ) -> Option<Vec<u8>> {
+        let owner = *self.ports.get(&(local_port & !1))?;
+        let holdoff = self.config.latch_holdoff;
+        let call = self.calls.get_mut(&owner.call)?;
+        let leg = call
+            .media
+            .get_mut(owner.media)?
+            .legs
+            .get_mut(owner.side.index())?;
+        let response = ice::binding_response(datagram, source, leg.ice.as_ref()?)?;
+        leg.last_active = Some(now.instant);
+        let flow = if local_port & 1 == 1 {
+            &mut leg.rtcp
+        } else {
+            &mut leg.rtp
+        };
+        flow.latch.observe(source, now.instant, holdoff);
+        Some(response)
     }
 
     /// The call whose packets arriving on `local_port` are to be recorded, if any. Costs a
@@ -2424,14 +2465,14 @@ mod tests {
         let offer = Request::offer("c", "a", body)
             .with_flag("codec-strip-PCMA")
             .with_flag("codec-transcode-G729")
-            .with_ice(tandem_ng::Ice::Force);
+            .with_ice(tandem_ng::Ice::ForceRelay);
         let (out, warnings) = t
             .negotiate_with_warnings(&offer, at(Instant::now(), 0), &mut b)
             .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("m=audio 30000 RTP/AVP 0 101\r\n"), "{text}");
         assert_eq!(warnings.len(), 2, "{warnings:?}");
-        assert!(warnings[0].contains("ICE 'force'"));
+        assert!(warnings[0].contains("ICE 'force-relay'"));
         assert!(warnings[1].contains("transcode 'G729'"));
     }
 
@@ -3249,6 +3290,82 @@ mod tests {
             .play_dtmf(&play, at(Instant::now(), 0), &mut b)
             .unwrap_err();
         assert!(err.to_string().contains("telephone-event"), "{err}");
+    }
+
+    #[test]
+    fn ice_force_advertises_the_relay_as_ice_lite_and_answers_its_checks() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        let with_ice = format!(
+            "{}a=ice-ufrag:peer\r\na=ice-pwd:peerpasswordpeerpassword\r\n\
+             a=candidate:9 1 UDP 2130706431 10.0.0.5 4000 typ host\r\n",
+            sdp("192.0.2.1", 4000)
+        );
+        let offer = t
+            .negotiate(
+                &Request::offer("c", "a", &with_ice).with_ice(tandem_ng::Ice::Force),
+                now,
+                &mut b,
+            )
+            .unwrap();
+        let text = String::from_utf8(offer.clone()).unwrap();
+        let port = media_port(&offer, 0);
+        assert!(text.contains("a=ice-lite\r\n"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "a=candidate:1 1 UDP 2130706431 {RELAY} {port} typ host\r\n"
+            )),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "a=candidate:1 2 UDP 2130706430 {RELAY} {}",
+            port + 1
+        )));
+        assert!(
+            !text.contains("10.0.0.5") && !text.contains("peer"),
+            "{text}"
+        );
+        let parsed = SessionDescription::parse(&offer).unwrap();
+        let section = &parsed.media()[0];
+        let credentials = Credentials {
+            ufrag: section.attribute("ice-ufrag").flatten().unwrap().to_owned(),
+            pwd: section.attribute("ice-pwd").flatten().unwrap().to_owned(),
+        };
+        // The same credentials on a repeated offer: the party's agent keeps working.
+        let again = t
+            .negotiate(
+                &Request::offer("c", "a", &with_ice).with_ice(tandem_ng::Ice::Force),
+                now,
+                &mut b,
+            )
+            .unwrap();
+        assert_eq!(again, offer);
+        // The callee's agent checks the relay port it was given.
+        let check = ice::tests::request(&format!("{}:x", credentials.ufrag), &credentials.pwd);
+        let callee: SocketAddr = addr("198.51.100.1:5000");
+        assert!(t.answer_ice_check(port, callee, &check, now).is_some());
+        assert!(t.answer_ice_check(port + 1, callee, &check, now).is_some());
+        let forged = ice::tests::request(&format!("{}:x", credentials.ufrag), "guess");
+        assert!(t.answer_ice_check(port, callee, &forged, now).is_none());
+        // Without ICE=force nothing is advertised and checks go unanswered.
+        let plain = t
+            .negotiate(&Request::offer("d", "a", &with_ice), now, &mut b)
+            .unwrap();
+        let text = String::from_utf8(plain.clone()).unwrap();
+        assert!(
+            !text.contains("ice-") && !text.contains("candidate"),
+            "{text}"
+        );
+        assert!(
+            t.answer_ice_check(media_port(&plain, 0), callee, &check, now)
+                .is_none()
+        );
+        // ICE=default: only when the sender offered ICE.
+        let default =
+            Request::offer("e", "a", sdp("192.0.2.1", 4000)).with_ice(tandem_ng::Ice::Default);
+        let text = String::from_utf8(t.negotiate(&default, now, &mut b).unwrap()).unwrap();
+        assert!(!text.contains("ice-lite"), "{text}");
     }
 
     #[test]

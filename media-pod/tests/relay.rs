@@ -840,6 +840,66 @@ fn play_dtmf_injects_rfc_4733_events() {
     );
 }
 
+/// A STUN Binding request with USERNAME and MESSAGE-INTEGRITY (RFC 8489).
+fn stun_check(username: &str, pwd: &str) -> Vec<u8> {
+    let mut m = vec![0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42];
+    m.extend_from_slice(&[9; 12]);
+    m.extend_from_slice(&[0, 6]);
+    m.extend_from_slice(&u16::try_from(username.len()).unwrap().to_be_bytes());
+    m.extend_from_slice(username.as_bytes());
+    m.resize(m.len().div_ceil(4) * 4, 0);
+    let length = u16::try_from(m.len() - 20 + 24).unwrap();
+    m[2..4].copy_from_slice(&length.to_be_bytes());
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, pwd.as_bytes());
+    let tag = ring::hmac::sign(&key, &m);
+    m.extend_from_slice(&[0, 8, 0, 20]);
+    m.extend_from_slice(tag.as_ref());
+    m
+}
+
+#[test]
+fn ice_force_answers_connectivity_checks_on_the_relay_ports() {
+    let pod = MediaPod::start(10, &[]);
+    let ng = pod.client();
+    let caller = Party::new();
+    let callee = Party::new();
+    let offer = ng.negotiate(
+        &Request::offer("ice", "caller-tag", caller.sdp(1)).with_ice(tandem_ng::Ice::Force),
+    );
+    let section = &offer.media()[0];
+    let ufrag = section.attribute("ice-ufrag").flatten().unwrap().to_owned();
+    let pwd = section.attribute("ice-pwd").flatten().unwrap().to_owned();
+    let port = relay_port(&offer);
+    // The callee's agent checks the candidate it was given and gets a success response
+    // naming its own address.
+    callee
+        .rtp
+        .send_to(
+            &stun_check(&format!("{ufrag}:callee"), &pwd),
+            relay_addr(port),
+        )
+        .unwrap();
+    let (response, from) = receive(&callee.rtp);
+    assert_eq!(from, relay_addr(port));
+    assert_eq!(&response[0..2], &[1, 1], "Binding success");
+    assert_eq!(&response[8..20], &[9; 12], "same transaction");
+    let mapped_port = u16::from_be_bytes([response[26], response[27]]) ^ 0x2112;
+    assert_eq!(mapped_port, callee.rtp_port());
+    // A check with the wrong password gets nothing, and is counted as dropped.
+    callee
+        .rtp
+        .send_to(
+            &stun_check(&format!("{ufrag}:callee"), "guess"),
+            relay_addr(port),
+        )
+        .unwrap();
+    assert_nothing_arrives(&callee.rtp);
+    assert_eq!(
+        pod.metric("tandem_media_dropped_packets_total{reason=\"malformed\"}"),
+        1.0
+    );
+}
+
 #[test]
 fn unanswered_calls_get_the_hold_timeout() {
     let pod = MediaPod::start(10, &["--hold-timeout", "1"]);

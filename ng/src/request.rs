@@ -332,8 +332,6 @@ const KNOWN_KEYS: &[&str] = &[
     "supports",
     "SIP-message-type",
     "SIP-code",
-    "sip-message-type",
-    "sip-code",
 ];
 
 impl Request {

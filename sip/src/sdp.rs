@@ -683,6 +683,15 @@ impl SessionDescription {
         self.session.iter().filter_map(Line::attribute)
     }
 
+    /// Appends a session-level `a=<name>[:<value>]` (after the lines already there).
+    pub fn push_attribute(&mut self, name: &str, value: Option<&str>) {
+        let text = match value {
+            Some(v) => format!("{name}:{v}"),
+            None => name.to_owned(),
+        };
+        self.session.push(Line::new('a', text));
+    }
+
     /// Removes session-level attributes for which `remove` returns true; returns the count.
     pub fn remove_attributes(&mut self, remove: impl Fn(&Attribute<'_>) -> bool) -> usize {
         remove_attributes_in(&mut self.session, remove)
