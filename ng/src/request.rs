@@ -332,6 +332,8 @@ const KNOWN_KEYS: &[&str] = &[
     "supports",
     "SIP-message-type",
     "SIP-code",
+    "rtpp-flags",
+    "rtpp_flags",
 ];
 
 impl Request {
@@ -540,6 +542,24 @@ impl Request {
 
     /// Parses a request dictionary.
     pub fn from_dictionary(dict: &Dictionary) -> Result<Self, NgError> {
+        // Flags sent as one string for the engine to parse (`rtpp_flags`) mean what the same
+        // keys and flags sent as bencode mean; keys sent as bencode win.
+        let merged;
+        let dict = match dict
+            .get(&b"rtpp_flags"[..])
+            .or_else(|| lookup(dict, "rtpp-flags"))
+        {
+            None => dict,
+            Some(v) => {
+                let text = v.as_str().ok_or(NgError::WrongType {
+                    key: "rtpp_flags",
+                    expected: "a string",
+                    found: v.type_name(),
+                })?;
+                merged = merge_rtpp_flags(dict, text)?;
+                &merged
+            }
+        };
         let command = match lookup(dict, "command") {
             None => return Err(NgError::MissingCommand),
             Some(v) => {
@@ -781,6 +801,78 @@ fn string_key(dict: &Dictionary, key: &'static str) -> Result<Option<String>, Ng
             Ok(Some(s.to_owned()))
         }
     }
+}
+
+/// `dict` with the keys and flags of an `rtpp_flags` string added: space-separated items, each
+/// a flag (`replace-origin`), `key=value`, or `key=[item …]` where items may nest
+/// (`codec=[strip=[PCMA G729] offer=[PCMU]]`).
+fn merge_rtpp_flags(dict: &Dictionary, text: &str) -> Result<Dictionary, NgError> {
+    const INVALID: NgError = NgError::InvalidValue {
+        key: "rtpp_flags",
+        reason: "unbalanced brackets",
+    };
+    /// Parses items until the end or a closing bracket.
+    fn items<'a>(
+        tokens: &mut std::iter::Peekable<impl Iterator<Item = &'a str>>,
+        nested: bool,
+    ) -> Result<Vec<(Option<String>, Value)>, NgError> {
+        let mut out = Vec::new();
+        while let Some(token) = tokens.next() {
+            match token {
+                "]" if nested => return Ok(out),
+                "]" | "[" => return Err(INVALID),
+                _ => {}
+            }
+            match token.split_once('=') {
+                Some((key, "")) if tokens.peek() == Some(&"[") => {
+                    tokens.next();
+                    let inner = items(tokens, true)?;
+                    let value = if inner.iter().all(|(k, _)| k.is_none()) {
+                        Value::List(inner.into_iter().map(|(_, v)| v).collect())
+                    } else {
+                        Value::Dictionary(
+                            inner
+                                .into_iter()
+                                .map(|(k, v)| (Bytes::from(k.unwrap_or_default()), v))
+                                .collect(),
+                        )
+                    };
+                    out.push((Some(key.to_owned()), value));
+                }
+                Some((key, value)) => out.push((Some(key.to_owned()), value.into())),
+                None => out.push((None, token.into())),
+            }
+        }
+        if nested { Err(INVALID) } else { Ok(out) }
+    }
+    // Brackets are tokens of their own.
+    let spaced = text.replace('[', " [ ").replace(']', " ] ");
+    let mut tokens = spaced.split_whitespace().peekable();
+    let mut merged = dict.clone();
+    let mut flags: Vec<Value> = match merged.remove(&b"flags"[..]) {
+        Some(Value::List(list)) => list,
+        Some(other) => vec![other],
+        None => Vec::new(),
+    };
+    for (key, value) in items(&mut tokens, false)? {
+        match key {
+            None => flags.push(value),
+            Some(key) => {
+                let spaced_key = Bytes::from(key.replace('-', " "));
+                let hyphen_key = Bytes::from(key.replace(' ', "-"));
+                if !merged.contains_key(&spaced_key) && !merged.contains_key(&hyphen_key) {
+                    merged.insert(hyphen_key, value);
+                }
+            }
+        }
+    }
+    if !flags.is_empty() {
+        merged.insert(Bytes::from_static(b"flags"), Value::List(flags));
+    }
+    merged.remove(&b"rtpp_flags"[..]);
+    merged.remove(&b"rtpp-flags"[..]);
+    merged.remove(&b"rtpp flags"[..]);
+    Ok(merged)
 }
 
 /// An integer key; some clients send numbers as strings, and rtpengine accepts both.
@@ -1106,6 +1198,48 @@ mod tests {
         let r = parse(b"d7:command10:block DTMF4:codei3ee").unwrap();
         assert_eq!(r.command, Command::BlockDtmf);
         assert_eq!(r.code.as_deref(), Some("3"));
+    }
+
+    #[test]
+    fn rtpp_flags_mean_what_the_same_keys_mean() {
+        let flags = "replace-origin via-branch=auto-next strict-source label=callee \
+            transport-protocol=RTP/AVP address-family=IP4 ICE=remove rtcp-mux=[demux] \
+            codec=[strip=[PCMA G729] offer=[PCMU]]";
+        let payload = format!(
+            "d7:command5:offer5:flagsl13:trust-addresse10:rtpp_flags{}:{flags}5:label3:ownee",
+            flags.len()
+        );
+        let r = parse(payload.as_bytes()).unwrap();
+        assert!(r.unknown_keys.is_empty(), "{:?}", r.unknown_keys);
+        assert_eq!(
+            r.flags,
+            vec!["trust-address", "replace-origin", "strict-source"]
+        );
+        assert_eq!(r.via_branch.as_deref(), Some("auto-next"));
+        assert_eq!(r.label.as_deref(), Some("own"), "bencode keys win");
+        assert_eq!(r.transport_protocol.as_deref(), Some("RTP/AVP"));
+        assert_eq!(r.address_family.as_deref(), Some("IP4"));
+        assert_eq!(r.ice, Some(Ice::Remove));
+        assert_eq!(r.rtcp_mux, vec!["demux"]);
+        let codec: Vec<(&str, &str)> = r
+            .codec
+            .iter()
+            .map(|(o, c)| (o.as_str(), c.as_str()))
+            .collect();
+        assert_eq!(
+            codec,
+            vec![("offer", "PCMU"), ("strip", "PCMA"), ("strip", "G729")]
+        );
+        let bad = "d7:command5:offer10:rtpp_flags9:codec=[a=e";
+        assert!(matches!(
+            parse(bad.as_bytes()).unwrap_err(),
+            NgError::InvalidValue {
+                key: "rtpp_flags",
+                ..
+            }
+        ));
+        let bad = "d7:command5:offer10:rtpp_flags2:a]e";
+        assert!(parse(bad.as_bytes()).is_err());
     }
 
     #[test]
