@@ -555,6 +555,7 @@ mod tests {
                         media_timeout: Some(Duration::from_secs(60)),
                         hold_timeout: Some(Duration::from_secs(3600)),
                         latch_holdoff: Duration::from_secs(1),
+                        instance: 7,
                     },
                     PortPool::new(PortAllocator::new(PortRange::new(30000, 30099).unwrap())),
                 ),
@@ -713,13 +714,13 @@ mod tests {
         );
         assert!(supported.is_success());
         assert_eq!(supported.warning(), None);
-        let mut offer = Request::offer("w", "ft", sdp(4000)).with_flag("loop-protect");
+        let mut offer = Request::offer("w", "ft", sdp(4000)).with_flag("media-handover");
         offer.sdes = vec!["off".into()];
         let reply = h.send(&offer.encode("o2"));
         let (_, reply) = Reply::decode(&reply.reply.unwrap()).unwrap();
         assert!(reply.is_success());
         let warning = reply.warning().unwrap();
-        for needle in ["flag 'loop-protect'", "SDES 'off'"] {
+        for needle in ["flag 'media-handover'", "SDES 'off'"] {
             assert!(warning.contains(needle), "{needle} not in {warning}");
         }
         // Keys a request really carries are seen, not only typed fields.

@@ -77,6 +77,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         media_timeout: config.media_timeout(),
         hold_timeout: config.hold_timeout(),
         latch_holdoff: config.latch_holdoff(),
+        instance: rand::random(),
     };
     let ports = PortPool::new(PortAllocator::new(settings.port_range));
     metrics.set_ports_capacity(ports.capacity_pairs() * 2);

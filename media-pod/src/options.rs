@@ -104,6 +104,9 @@ pub struct Options {
     pub metadata: Option<String>,
     /// Start recording the call (`record call: yes` or `on`, or the `record call` flag).
     pub record_call: bool,
+    /// Mark the SDP sent on, and leave alone an SDP that carries this pod's mark
+    /// (`loop protect`).
+    pub loop_protect: bool,
     /// What the request asked for that is not acted on, one phrase each.
     pub warnings: Vec<String>,
 }
@@ -150,6 +153,7 @@ pub fn for_negotiation(request: &Request, advertise: IpAddr) -> Result<Options, 
             "asymmetric" => o.asymmetric = true,
             "strict-source" => o.strict_source = true,
             "record-call" => o.record_call = true,
+            "loop-protect" => o.loop_protect = true,
             _ if name.starts_with("codec-") => {} // read by codec_operations()
             _ if name.starts_with("replace-") => {
                 replace.push(Replace::parse(&flag["replace-".len()..]));
@@ -366,6 +370,7 @@ mod tests {
     fn supported_flags_give_no_warning() {
         let mut r = offer()
             .with_flag("trust-address")
+            .with_flag("loop-protect")
             .with_flag("symmetric")
             .with_flag("strict source")
             .with_flag("replace-origin")
@@ -382,7 +387,7 @@ mod tests {
         r.record_call = Some("no".into());
         let o = read(&r);
         assert!(o.warnings.is_empty(), "{:?}", o.warnings);
-        assert!(o.strict_source && !o.asymmetric);
+        assert!(o.strict_source && !o.asymmetric && o.loop_protect);
         assert!(o.origin.address && o.origin.username && !o.origin.version);
         assert_eq!(o.transport_protocol.as_deref(), Some("RTP/AVP"));
         assert!(o.rtcp_mux.demux && !o.rtcp_mux.reject);
@@ -394,7 +399,7 @@ mod tests {
     #[test]
     fn everything_not_acted_on_is_named() {
         let mut r = offer()
-            .with_flag("loop-protect")
+            .with_flag("media-handover")
             .with_flag("SDES-off")
             .with_ice(Ice::ForceRelay)
             .with_replace(Replace::SessionName);
@@ -407,7 +412,7 @@ mod tests {
         let o = read(&r);
         let text = warning_text(&o.warnings).unwrap();
         for needle in [
-            "flag 'loop-protect'",
+            "flag 'media-handover'",
             "SDES 'off'",
             "ICE 'force-relay'",
             "replace 'session-name'",

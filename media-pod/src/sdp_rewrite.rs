@@ -258,6 +258,15 @@ pub fn rewrite(
     }
 }
 
+/// The attribute `loop protect` marks SDPs with.
+pub const LOOP_MARK: &str = "rtpengine";
+
+/// Whether `sdp` carries this pod's loop-protection mark `instance`.
+pub fn has_loop_mark(sdp: &SessionDescription, instance: &str) -> bool {
+    let mark = |a: Attribute<'_>| a.name == LOOP_MARK && a.value == Some(instance);
+    sdp.attributes().any(mark) || sdp.media().iter().any(|m| m.attributes().any(mark))
+}
+
 /// Whether `sdp` offers ICE for media section `index` (credentials there or at session level).
 pub fn has_ice(sdp: &SessionDescription, index: usize) -> bool {
     sdp.media()

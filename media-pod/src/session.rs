@@ -82,6 +82,8 @@ pub struct TableConfig {
     pub hold_timeout: Option<Duration>,
     /// Silence required before a flow re-latches to a new source.
     pub latch_holdoff: Duration,
+    /// This pod's identity in `a=rtpengine:` loop-protection attributes.
+    pub instance: u64,
 }
 
 /// Why an ng command could not be carried out. The `Display` text is the ng `error-reason`.
@@ -699,6 +701,15 @@ impl SessionTable {
         };
         let mut options = options::for_negotiation(request, self.config.advertise)?;
         let mut sdp = SessionDescription::parse(sdp_body)?;
+        let loop_mark = format!("{:016x}", self.config.instance);
+        if options.loop_protect && sdp_rewrite::has_loop_mark(&sdp, &loop_mark) {
+            // This SDP already went through this pod: pass it on untouched, as rtpengine does.
+            tracing::info!(
+                call_id,
+                "SDP already anchored by this pod (loop protect); left alone"
+            );
+            return Ok((sdp_body.to_vec(), options.warnings));
+        }
         let streams = sdp_rewrite::anchored_streams(&sdp, options.address_override)?;
 
         let existing = self.by_call_id.get(call_id).copied();
@@ -892,6 +903,9 @@ impl SessionTable {
             )
         });
         sdp_rewrite::rewrite(&mut sdp, &plans, self.config.advertise, origin.as_ref());
+        if options.loop_protect {
+            sdp.push_attribute(sdp_rewrite::LOOP_MARK, Some(&loop_mark));
+        }
         let mut body = sdp.to_bytes();
         if let Some(o) = &mut origin {
             let changed = receiving
@@ -1722,6 +1736,7 @@ mod tests {
                 media_timeout: Some(Duration::from_secs(60)),
                 hold_timeout: Some(Duration::from_secs(3600)),
                 latch_holdoff: Duration::from_secs(1),
+                instance: 7,
             },
             PortPool::new(PortAllocator::new(PortRange::new(first, last).unwrap())),
         )
@@ -2767,6 +2782,7 @@ mod tests {
                 media_timeout: media.map(Duration::from_secs),
                 hold_timeout: hold.map(Duration::from_secs),
                 latch_holdoff: Duration::from_secs(1),
+                instance: 7,
             },
             PortPool::new(PortAllocator::new(PortRange::new(30000, 30099).unwrap())),
         )
@@ -3366,6 +3382,43 @@ mod tests {
             Request::offer("e", "a", sdp("192.0.2.1", 4000)).with_ice(tandem_ng::Ice::Default);
         let text = String::from_utf8(t.negotiate(&default, now, &mut b).unwrap()).unwrap();
         assert!(!text.contains("ice-lite"), "{text}");
+    }
+
+    #[test]
+    fn loop_protect_leaves_an_sdp_this_pod_already_anchored_alone() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        let first = t
+            .negotiate(
+                &Request::offer("c", "a", sdp("192.0.2.1", 4000)).with_flag("loop-protect"),
+                now,
+                &mut b,
+            )
+            .unwrap();
+        let text = String::from_utf8(first.clone()).unwrap();
+        assert!(text.contains("a=rtpengine:0000000000000007\r\n"), "{text}");
+        // The call loops back through the proxy: the marked SDP comes back as a new offer.
+        let (again, warnings) = t
+            .negotiate_with_warnings(
+                &Request::offer("c-loop", "x", &first).with_flag("loop-protect"),
+                now,
+                &mut b,
+            )
+            .unwrap();
+        assert_eq!(again, first);
+        assert!(warnings.is_empty());
+        assert!(!t.contains("c-loop"));
+        assert_eq!(t.ports_allocated(), 2);
+        // Another pod's mark, or no loop-protect flag, is processed as usual.
+        let foreign = text.replace("0000000000000007", "00000000000000ff");
+        t.negotiate(
+            &Request::offer("c-other", "x", &foreign).with_flag("loop-protect"),
+            now,
+            &mut b,
+        )
+        .unwrap();
+        assert!(t.contains("c-other"));
     }
 
     #[test]
