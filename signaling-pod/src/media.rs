@@ -688,6 +688,7 @@ mod tests {
             created: 1_000,
             in_dialogue_with: None,
             label: None,
+            via_branch: None,
             medias: vec![MediaReport {
                 index: 1,
                 media_type: "audio".into(),
