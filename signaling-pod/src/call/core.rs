@@ -2366,7 +2366,8 @@ fn provisional_reason(code: u16) -> &'static str {
 
 /// The caller's leg from its INVITE.
 fn caller_leg(invite: &SipMessage, flow: Flow) -> Option<Leg> {
-    let call_id = invite.call_id().ok()?.clone();
+    // Copied: a slice would keep the whole received INVITE alive for the call's lifetime.
+    let call_id = Bytes::copy_from_slice(invite.call_id().ok()?);
     let from = invite.from().ok()?;
     let to = invite.to().ok()?;
     let remote_tag = from.tag().map(Bytes::copy_from_slice);
