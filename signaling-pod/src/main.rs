@@ -23,9 +23,11 @@ use clap::Parser;
 use prometheus_client::registry::Registry;
 use tandem_api::gateway::ListenerTransport;
 use tandem_runtime::admin::{self, Health};
+use tandem_runtime::config_dir;
+#[cfg(not(feature = "kubernetes"))]
+use tandem_runtime::features;
 use tandem_runtime::logging::{self, LogFormat};
 use tandem_runtime::shutdown::Signals;
-use tandem_runtime::{config_dir, kube_source};
 use tandem_sip::transaction::TimerConfig;
 
 use crate::call::leg::LocalAddress;
@@ -41,7 +43,8 @@ use crate::transport::Transports;
 #[command(version, about = "Tandem signaling pod: the SIP B2BUA/SBC")]
 struct Args {
     /// Where the Gateway, Trunks and RoutePlans come from: a directory of YAML files, or the
-    /// Kubernetes API (a watch in --namespace).
+    /// Kubernetes API (a watch in --namespace; needs the `kubernetes` feature, which the
+    /// container image has and the local build of `make run` leaves out).
     #[arg(
         long,
         env = "TANDEM_CONFIG_SOURCE",
@@ -146,13 +149,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 Duration::from_millis(args.config_poll_ms),
             )?
         }
+        #[cfg(feature = "kubernetes")]
         ConfigSource::Kubernetes => {
-            kube_source::watch_gateway(
-                kube_source::client().await?,
+            tandem_runtime::kube_source::watch_gateway(
+                tandem_runtime::kube_source::client().await?,
                 args.namespace.clone(),
                 args.gateway.clone(),
             )
             .await?
+        }
+        #[cfg(not(feature = "kubernetes"))]
+        ConfigSource::Kubernetes => {
+            return Err(features::Missing {
+                feature: features::Feature::Kubernetes,
+                binary: "signaling-pod",
+                asked_by: "--config-source kubernetes (TANDEM_CONFIG_SOURCE)",
+            }
+            .into());
         }
     };
     let (udp_port, tcp_port, advertised, drain_timeout) = {
