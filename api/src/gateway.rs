@@ -872,6 +872,10 @@ pub struct GatewayStatus {
     /// carrier must allow, per listener, as far as the operator knows them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sip_addresses: Vec<SipAddress>,
+    /// Where each media pod receives RTP: the address it advertises in SDP and the port range
+    /// a carrier must allow towards it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media_addresses: Vec<MediaAddress>,
 }
 
 /// An address and port on which a listener is reachable.
@@ -886,8 +890,28 @@ pub struct SipAddress {
     pub address: String,
     /// Port.
     pub port: i32,
-    /// Where the address comes from: `AdvertisedAddress`, `LoadBalancerIP`,
-    /// `LoadBalancerStatus` or `NodePort` (any node's address).
+    /// Where the address comes from: `AdvertisedAddress` (a rule of the Gateway),
+    /// `LoadBalancerStatus` (the Service's load-balancer ingress), `LoadBalancerIP` (the
+    /// address asked for, while the load balancer has not reported one), `NodePort` (a node
+    /// running a signaling pod; `externalTrafficPolicy: Local` keeps the others silent) or
+    /// `SecondaryNetwork` (one signaling pod's own address).
+    pub source: String,
+}
+
+/// The RTP address of one media pod.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaAddress {
+    /// The media pod.
+    pub pod: String,
+    /// IP address advertised in SDP.
+    pub address: String,
+    /// First UDP port of the RTP/RTCP range.
+    pub rtp_port_min: i32,
+    /// Last UDP port of the RTP/RTCP range.
+    pub rtp_port_max: i32,
+    /// Where the address comes from: `SRIOV` (the virtual function's address in the pod's
+    /// Multus network status), `HostNetwork` (the node's address) or `PodIP`.
     pub source: String,
 }
 
@@ -1402,8 +1426,6 @@ mod tests {
                 "spec.signaling.exposure.networkAttachment",
                 "spec.signaling.exposure.type",
                 "spec.media.resources.cpu",
-                // SecondaryNetwork itself is not supported yet.
-                "spec.signaling.exposure.type",
             ]
         );
         let mut lb = spec(vec![listener("udp", ListenerTransport::Udp, 5060)]);

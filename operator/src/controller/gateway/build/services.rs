@@ -40,7 +40,7 @@ fn service(
 }
 
 /// The protocol Kubernetes knows a listener's transport by.
-pub(super) fn protocol(transport: tandem_api::gateway::ListenerTransport) -> &'static str {
+pub(crate) fn protocol(transport: tandem_api::gateway::ListenerTransport) -> &'static str {
     if transport.is_stream() { "TCP" } else { "UDP" }
 }
 
