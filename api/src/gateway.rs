@@ -282,6 +282,59 @@ pub struct MediaSpec {
     /// tolerations).
     #[serde(default)]
     pub scheduling: PodScheduling,
+    /// How media pods move to a new template (a new image or a Gateway change). Every
+    /// replaced pod drains first: it refuses new sessions and relays the ones it has until
+    /// they end or drainTimeoutSeconds passes.
+    #[serde(default)]
+    pub update_strategy: MediaUpdateStrategy,
+}
+
+/// How the media StatefulSet rolls out a new template.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.type == 'RollingUpdate' || !has(self.partition) || self.partition == 0",
+        "message": "partition is only used when type is RollingUpdate",
+        "fieldPath": ".partition",
+    },
+]))]
+pub struct MediaUpdateStrategy {
+    /// `RollingUpdate`: one pod at a time, from the highest ordinal down; each drains, then
+    /// its replacement must be ready before the next one starts. `OnDelete`: pods keep their
+    /// template until deleted (by hand or by a maintenance job), so the carrier chooses when
+    /// each pod's calls drain.
+    #[serde(rename = "type", default)]
+    pub type_: MediaUpdateType,
+    /// With RollingUpdate, only pods whose ordinal is at least this move to the new template:
+    /// a canary of the highest-numbered pods, completed by lowering it to 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub partition: i32,
+}
+
+fn is_zero(value: &i32) -> bool {
+    *value == 0
+}
+
+/// The StatefulSet update strategy of the media pods.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum MediaUpdateType {
+    /// Pods are replaced one at a time, each after draining.
+    #[default]
+    RollingUpdate,
+    /// Pods are replaced only when deleted.
+    OnDelete,
+}
+
+impl MediaUpdateType {
+    /// The StatefulSet `updateStrategy.type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RollingUpdate => "RollingUpdate",
+            Self::OnDelete => "OnDelete",
+        }
+    }
 }
 
 impl Default for MediaSpec {
@@ -294,6 +347,7 @@ impl Default for MediaSpec {
             transcoding: None,
             resources: default_media_resources(),
             scheduling: PodScheduling::default(),
+            update_strategy: MediaUpdateStrategy::default(),
         }
     }
 }
@@ -1117,6 +1171,17 @@ impl MediaSpec {
         }
         self.resources.check(&path.field("resources"), errors);
         self.scheduling.check(&path.field("scheduling"), errors);
+        let strategy = path.field("updateStrategy");
+        if !(0..=1000).contains(&self.update_strategy.partition) {
+            errors.push(&strategy.field("partition"), "must be between 0 and 1000");
+        } else if self.update_strategy.partition != 0
+            && self.update_strategy.type_ == MediaUpdateType::OnDelete
+        {
+            errors.push(
+                &strategy.field("partition"),
+                "is only used when type is RollingUpdate",
+            );
+        }
     }
 }
 

@@ -742,3 +742,108 @@ async fn api_errors_fail_the_reconcile_for_a_retry() {
     drop(ctx);
     mock.finish().await;
 }
+
+/// A responder whose media StatefulSet reports `updated` of 3 pods on the new revision.
+fn media_rollout(updated: i32) -> impl FnMut(&Recorded) -> Reply {
+    let mut healthy = cluster(|_| Vec::new());
+    move |r: &Recorded| match healthy(r) {
+        Reply::Json(mut object) if object["kind"] == "StatefulSet" => {
+            let done = updated == 3;
+            object["spec"]["replicas"] = json!(3);
+            object["status"] = json!({"observedGeneration": 1, "replicas": 3,
+                "updatedReplicas": updated, "readyReplicas": if done { 3 } else { 2 },
+                "currentRevision": if done { "r2" } else { "r1" }, "updateRevision": "r2"});
+            Reply::Json(object)
+        }
+        other => other,
+    }
+}
+
+fn progressing(requests: &[Recorded]) -> (String, String, String) {
+    let status = requests
+        .iter()
+        .find(|r| r.path == format!("{GW}/status"))
+        .unwrap();
+    let condition = status.body.as_ref().unwrap()["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Progressing")
+        .unwrap()
+        .clone();
+    (
+        condition["status"].as_str().unwrap().to_owned(),
+        condition["reason"].as_str().unwrap().to_owned(),
+        condition["message"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_media_rollout_is_reported_step_by_step_until_complete() {
+    let spec = json!({
+        "signaling": {"listeners": [{"name": "sip-udp", "transport": "UDP", "port": 5060}]},
+        "media": {"replicas": 3},
+        "drainTimeoutSeconds": 600,
+    });
+    let mut seen = Vec::new();
+    for updated in [1, 2, 3] {
+        let (client, mock) = mock_client(media_rollout(updated));
+        let ctx = context(client);
+        let action = gateway::reconcile(gateway(spec.clone(), json!({})), Arc::clone(&ctx))
+            .await
+            .unwrap();
+        drop(ctx);
+        let requests = mock.finish().await;
+        // The operator only applies the template: the StatefulSet controller replaces one pod
+        // at a time, each after its drain, and the media budget caps evictions at one.
+        let media = requests
+            .iter()
+            .find(|r| r.path.ends_with("/statefulsets/edge-media"))
+            .unwrap();
+        assert_eq!(
+            media.body.as_ref().unwrap()["spec"]["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+        );
+        assert_eq!(
+            media.body.as_ref().unwrap()["spec"]["template"]["spec"]["terminationGracePeriodSeconds"],
+            630
+        );
+        let budget = requests
+            .iter()
+            .find(|r| r.path.ends_with("/poddisruptionbudgets/edge-media"))
+            .unwrap();
+        assert_eq!(budget.body.as_ref().unwrap()["spec"]["maxUnavailable"], 1);
+        seen.push((action, progressing(&requests)));
+    }
+    let recheck = Action::requeue(Duration::from_secs(30));
+    let settled = Action::requeue(Duration::from_secs(300));
+    assert_eq!(
+        seen,
+        [
+            (
+                recheck.clone(),
+                (
+                    "True".to_owned(),
+                    "RollingOut".to_owned(),
+                    "signaling 2/2 ready, 2 updated; media 2/3 ready, 1 updated".to_owned()
+                )
+            ),
+            (
+                recheck,
+                (
+                    "True".to_owned(),
+                    "RollingOut".to_owned(),
+                    "signaling 2/2 ready, 2 updated; media 2/3 ready, 2 updated".to_owned()
+                )
+            ),
+            (
+                settled,
+                (
+                    "False".to_owned(),
+                    "RolloutComplete".to_owned(),
+                    "signaling 2/2 ready, 2 updated; media 3/3 ready, 3 updated".to_owned()
+                )
+            ),
+        ]
+    );
+}

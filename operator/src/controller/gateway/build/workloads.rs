@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment, StatefulSet,
-    StatefulSetSpec, StatefulSetUpdateStrategy,
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, DownwardAPIVolumeFile,
@@ -21,7 +21,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tandem_api::gateway::{
-    ExposureType, NetworkMode, PodResources, PodScheduling, QosClass, Spread,
+    ExposureType, MediaUpdateType, NetworkMode, PodResources, PodScheduling, QosClass, Spread,
 };
 
 use super::access::DATAPLANE_SUFFIX;
@@ -33,6 +33,9 @@ use super::{
 };
 use crate::labels::{self, Component};
 
+/// Seconds a new pod must stay ready before a rollout moves on, so that a pod failing just
+/// after start-up stops the rollout before another working pod drains.
+pub const MIN_READY_SECONDS: i32 = 10;
 /// Name of the signaling container.
 pub const SIGNALING_CONTAINER: &str = "signaling-pod";
 /// Name of the media container.
@@ -506,6 +509,7 @@ pub(super) fn signaling(blueprint: &Blueprint<'_>) -> Result<Deployment, BuildEr
                     max_unavailable: Some(IntOrString::Int(0)),
                 }),
             }),
+            min_ready_seconds: Some(MIN_READY_SECONDS),
             template: signaling_template(blueprint)?,
             ..DeploymentSpec::default()
         }),
@@ -515,6 +519,7 @@ pub(super) fn signaling(blueprint: &Blueprint<'_>) -> Result<Deployment, BuildEr
 
 pub(super) fn media(blueprint: &Blueprint<'_>) -> Result<StatefulSet, BuildError> {
     let name = blueprint.child_name("media");
+    let strategy = &blueprint.spec.media.update_strategy;
     Ok(StatefulSet {
         metadata: blueprint.meta(name.clone(), blueprint.labels(Component::Media)),
         spec: Some(StatefulSetSpec {
@@ -525,10 +530,19 @@ pub(super) fn media(blueprint: &Blueprint<'_>) -> Result<StatefulSet, BuildError
             selector: selector(blueprint, Component::Media),
             // Media pods hold no state that needs ordered start-up; scaling is faster without.
             pod_management_policy: Some("Parallel".to_owned()),
+            // A pod is replaced only after it has drained (its termination grace period spans
+            // the drain timeout) and the next one only once the replacement has been ready
+            // for a while; a partition holds the lower ordinals back for a canary.
             update_strategy: Some(StatefulSetUpdateStrategy {
-                type_: Some("RollingUpdate".to_owned()),
-                rolling_update: None,
+                type_: Some(strategy.type_.as_str().to_owned()),
+                rolling_update: (strategy.type_ == MediaUpdateType::RollingUpdate).then(|| {
+                    RollingUpdateStatefulSetStrategy {
+                        partition: Some(strategy.partition),
+                        max_unavailable: None,
+                    }
+                }),
             }),
+            min_ready_seconds: Some(MIN_READY_SECONDS),
             template: media_template(blueprint)?,
             ..StatefulSetSpec::default()
         }),
