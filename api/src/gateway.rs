@@ -777,6 +777,12 @@ impl SipExposure {
                 "LoadBalancer needs loadBalancerIP or signaling.advertisedAddresses: the pods write the public address into Via, Contact and Record-Route",
             );
         }
+        if self.type_ == ExposureType::NodePort && advertised.is_empty() {
+            errors.push(
+                &path.field("type"),
+                "NodePort needs signaling.advertisedAddresses: the node ports differ from the listener ports, so the pods must write the address and port that a balancer or NAT in front of the nodes maps to them into Via, Contact and Record-Route",
+            );
+        }
         if !(1..=86400).contains(&self.session_affinity_timeout_seconds) {
             errors.push(
                 &path.field("sessionAffinityTimeoutSeconds"),
@@ -1501,6 +1507,18 @@ mod tests {
         );
         lb.signaling.exposure.load_balancer_ip = Some("192.0.2.10".parse().unwrap());
         assert_eq!(lb.validate(), Ok(()));
+        let mut node_port = spec(vec![listener("udp", ListenerTransport::Udp, 5060)]);
+        node_port.signaling.exposure.type_ = ExposureType::NodePort;
+        assert_eq!(
+            paths(node_port.validate()),
+            ["spec.signaling.exposure.type"]
+        );
+        node_port.signaling.advertised_addresses = vec![AdvertisedAddress {
+            listener: None,
+            address: "sip.example.net".into(),
+            port: None,
+        }];
+        assert_eq!(node_port.validate(), Ok(()));
     }
 
     #[test]

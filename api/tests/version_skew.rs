@@ -20,6 +20,7 @@ fn a_pod_of_the_previous_release_reads_a_gateway_with_newer_fields() {
             "signaling": {
                 "listeners": [{"name": "udp", "transport": "UDP", "port": 5060}],
                 "exposure": {"type": "NodePort", "aFieldOfTheNextRelease": true},
+                "advertisedAddresses": [{"address": "sip.example.net"}],
             },
             "media": {"replicas": 2, "anotherNewField": {"x": 1}},
             "drainTimeoutSeconds": 600,

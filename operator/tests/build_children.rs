@@ -123,6 +123,8 @@ fn pod_mode_signaling_pods_follow_the_contract() {
                 "TANDEM_MEDIA_SERVICE".into(),
                 "lab-media.voice-lab.svc.cluster.local".into()
             ),
+            // ClusterIP exposure: in-cluster peers reach (and stay on) each pod's own IP.
+            ("TANDEM_ADVERTISE_ADDRESS".into(), "$(POD_IP)".into()),
         ])
     );
     assert_eq!(

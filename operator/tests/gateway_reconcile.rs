@@ -394,6 +394,7 @@ async fn node_port_exposure_reports_the_nodes_of_ready_signaling_pods() {
         "signaling": {
             "listeners": [{"name": "sip-udp", "transport": "UDP", "port": 5060}],
             "exposure": {"type": "NodePort"},
+            "advertisedAddresses": [{"address": "sip.example.net"}],
         },
     });
     let nodes: Value = yaml_serde::from_str(include_str!("fixtures/addresses/nodes.yaml")).unwrap();
@@ -470,7 +471,11 @@ async fn node_port_exposure_reports_the_nodes_of_ready_signaling_pods() {
         .collect();
     assert_eq!(
         addresses,
-        ["10.10.0.2:31060 NodePort", "192.0.2.1:31060 NodePort"]
+        [
+            "10.10.0.2:31060 NodePort",
+            "192.0.2.1:31060 NodePort",
+            "sip.example.net:5060 AdvertisedAddress"
+        ]
     );
 }
 

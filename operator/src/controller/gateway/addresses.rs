@@ -7,10 +7,10 @@
 //! SIP, by exposure:
 //! - `LoadBalancer`: the Service's `status.loadBalancer.ingress`; while the load balancer has
 //!   not reported one, the `loadBalancerIP` asked for, else the advertised address rule.
-//! - `NodePort`: an advertised address rule (a NAT or load balancer in front of the nodes),
-//!   else the addresses of the nodes running a ready signaling pod (`ExternalIP`, else
-//!   `InternalIP`) with the Service's node port: `externalTrafficPolicy: Local` leaves the
-//!   other nodes silent.
+//! - `NodePort`: the advertised address rule (the balancer or NAT in front of the nodes, which
+//!   validation requires), and the addresses of the nodes running a ready signaling pod
+//!   (`ExternalIP`, else `InternalIP`) with the Service's node port, where that balancer must
+//!   send: `externalTrafficPolicy: Local` leaves the other nodes silent.
 //! - `SecondaryNetwork`: every signaling pod's address on the attachment, from its Multus
 //!   network status.
 //! - `ClusterIP`: only an advertised address rule, if any.
@@ -155,7 +155,6 @@ pub fn sip_addresses(
                 if let Some((host, rule_port)) = rule {
                     let port = rule_port.map_or(port, i32::from);
                     out.insert(address(listener, host, port, SOURCE_ADVERTISED));
-                    continue;
                 }
                 let node_port = service
                     .and_then(|s| s.spec.as_ref())
@@ -236,8 +235,8 @@ pub fn media_addresses(namespace: &str, spec: &GatewaySpec, pods: &[Pod]) -> Vec
     out
 }
 
-/// Reads the Gateway's pods and, for NodePort exposure without an advertised address, the
-/// nodes its ready signaling pods run on. A node that is gone is skipped.
+/// Reads the Gateway's pods and, for NodePort exposure, the nodes its ready signaling pods run
+/// on. A node that is gone is skipped.
 pub async fn observe(
     client: &Client,
     namespace: &str,
@@ -257,9 +256,7 @@ pub async fn observe(
             _ => {}
         }
     }
-    let needs_nodes = spec.signaling.exposure.type_ == ExposureType::NodePort
-        && spec.signaling.advertised_addresses.is_empty();
-    if needs_nodes {
+    if spec.signaling.exposure.type_ == ExposureType::NodePort {
         let node_names: BTreeSet<String> = observed
             .signaling_pods
             .iter()
@@ -395,7 +392,10 @@ mod tests {
 
     #[test]
     fn node_ports_on_the_nodes_that_run_a_ready_signaling_pod() {
-        let spec = spec("  exposure: {type: NodePort}", "  {}");
+        let spec = spec(
+            "  exposure: {type: NodePort}\n  advertisedAddresses: [{address: 203.0.113.80, port: 5080}]",
+            "  {}",
+        );
         let services: Vec<Service> = items(NODE_PORT);
         assert_eq!(
             summary(&sip_addresses(
@@ -409,24 +409,9 @@ mod tests {
                 // node-a's external address, node-b's internal one; node-c's pod is not ready.
                 "tcp TCP 10.10.0.2:31061 NodePort",
                 "tcp TCP 192.0.2.1:31061 NodePort",
+                "tcp TCP 203.0.113.80:5080 AdvertisedAddress",
                 "udp UDP 10.10.0.2:31060 NodePort",
                 "udp UDP 192.0.2.1:31060 NodePort",
-            ]
-        );
-        let natted = self::spec(
-            "  exposure: {type: NodePort}\n  advertisedAddresses: [{address: 203.0.113.80, port: 5080}]",
-            "  {}",
-        );
-        assert_eq!(
-            summary(&sip_addresses(
-                "edge",
-                "voice",
-                &natted,
-                &services,
-                &observed()
-            )),
-            [
-                "tcp TCP 203.0.113.80:5080 AdvertisedAddress",
                 "udp UDP 203.0.113.80:5080 AdvertisedAddress",
             ]
         );

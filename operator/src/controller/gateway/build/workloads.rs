@@ -337,12 +337,20 @@ fn signaling_template(blueprint: &Blueprint<'_>) -> Result<PodTemplateSpec, Buil
         ),
         env("TANDEM_MEDIA_SERVICE", blueprint.media_service_host()),
     ]);
-    // Without an advertised address rule, a fixed load-balancer address is what callers see.
-    if signaling.advertised_addresses.is_empty()
-        && let (Some(env_vars), Some(ip)) =
-            (container.env.as_mut(), signaling.exposure.load_balancer_ip)
-    {
-        env_vars.push(env("TANDEM_ADVERTISE_ADDRESS", ip.to_string()));
+    // Without an advertised address rule, a fixed load-balancer address is what callers see;
+    // peers inside the cluster reach each pod on its own IP, which also keeps their dialogs on
+    // it. (NodePort needs a rule; on a secondary network each pod reads its own address.)
+    let advertise = match (
+        signaling.exposure.type_,
+        signaling.exposure.load_balancer_ip,
+    ) {
+        _ if !signaling.advertised_addresses.is_empty() => None,
+        (ExposureType::LoadBalancer, Some(ip)) => Some(ip.to_string()),
+        (ExposureType::ClusterIp, _) => Some("$(POD_IP)".to_owned()),
+        _ => None,
+    };
+    if let (Some(env_vars), Some(address)) = (container.env.as_mut(), advertise) {
+        env_vars.push(env("TANDEM_ADVERTISE_ADDRESS", address));
     }
     let mut ports: Vec<ContainerPort> = signaling
         .listeners
@@ -535,12 +543,12 @@ pub(super) fn media(blueprint: &Blueprint<'_>) -> Result<StatefulSet, BuildError
             // for a while; a partition holds the lower ordinals back for a canary.
             update_strategy: Some(StatefulSetUpdateStrategy {
                 type_: Some(strategy.type_.as_str().to_owned()),
-                rolling_update: (strategy.type_ == MediaUpdateType::RollingUpdate).then(|| {
+                rolling_update: (strategy.type_ == MediaUpdateType::RollingUpdate).then_some(
                     RollingUpdateStatefulSetStrategy {
                         partition: Some(strategy.partition),
                         max_unavailable: None,
-                    }
-                }),
+                    },
+                ),
             }),
             min_ready_seconds: Some(MIN_READY_SECONDS),
             template: media_template(blueprint)?,
