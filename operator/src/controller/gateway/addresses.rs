@@ -29,7 +29,7 @@ use tandem_api::gateway::{
 };
 use tandem_api::network_status;
 
-use super::build::{NETWORK_STATUS_ANNOTATION, network_name, protocol};
+use super::build::{NETWORK_STATUS_ANNOTATION, network_name, protocol, sip_service_name};
 use crate::controller::error::{Error, is_not_found};
 use crate::labels::{self, Component};
 use crate::trunk_report::poller::is_ready;
@@ -124,7 +124,7 @@ pub fn sip_addresses(
     for listener in &spec.signaling.listeners {
         let port = i32::from(listener.port);
         let rule = rule_for(spec, listener);
-        let service = by_name.get(&format!("{name}-sip-{}", listener.name));
+        let service = by_name.get(&sip_service_name(name, &listener.name));
         match exposure.type_ {
             ExposureType::LoadBalancer => {
                 let ingress: Vec<String> = service

@@ -32,6 +32,7 @@ use crate::settings::Settings;
 pub use network::{network_attachment_resource, network_name};
 pub use overrides::{OverrideError, merge_pod_template};
 pub(crate) use services::protocol;
+pub use services::sip_service_name;
 pub use workloads::NETWORK_STATUS_ANNOTATION;
 
 /// Admin HTTP port of the signaling pods (`/metrics`, `/livez`, `/readyz`, `/status/trunks`).
