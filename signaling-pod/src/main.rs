@@ -27,8 +27,8 @@ use tandem_runtime::config_dir;
 #[cfg(not(feature = "kubernetes"))]
 use tandem_runtime::features;
 use tandem_runtime::logging::{self, LogFormat};
-use tandem_runtime::shutdown::Signals;
 use tandem_runtime::network_status;
+use tandem_runtime::shutdown::Signals;
 use tandem_sip::transaction::TimerConfig;
 
 use crate::call::leg::LocalAddress;
