@@ -39,6 +39,12 @@ use crate::media_pool::MediaPool;
 use crate::metrics::Metrics;
 use crate::transport::Transports;
 
+/// mimalloc returns the pages calls free to the system, where glibc's allocator keeps them
+/// between long-lived allocations (docs/performance.md, memory per call).
+#[cfg(not(test))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Command line and environment of the signaling pod.
 #[derive(Debug, Parser)]
 #[command(version, about = "Tandem signaling pod: the SIP B2BUA/SBC")]
