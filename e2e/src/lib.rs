@@ -355,12 +355,11 @@ impl RawCaller {
                 continue;
             };
             let code = status_code(&response);
+            if code >= 300 {
+                self.send_raw(ack_for(&response, called).as_bytes());
+            }
             responses.push(response);
             if code >= 200 {
-                if code >= 300 {
-                    let ack = ack_for(responses.last().map_or("", String::as_str), called);
-                    self.send_raw(ack.as_bytes());
-                }
                 break;
             }
         }
@@ -580,32 +579,6 @@ pub fn carrier(calls: u32, scenario_file: &str) -> Sipp {
     Peer::carrier(scenario_file).calls(calls).start()
 }
 
-/// A SIPp carrier on 127.0.0.1:5090 playing `scenario_file` for `calls` calls, echoing RTP,
-/// with `extra` arguments (`-t t1` for TCP, `-aa`, ...). `tag` names its working directory.
-pub fn carrier_with(tag: &str, scenario_file: &str, calls: u32, extra: &[&str]) -> Sipp {
-    Peer::carrier(scenario_file)
-        .tag(tag)
-        .calls(calls)
-        .args(extra)
-        .start()
-}
-
-/// A SIPp caller playing `scenario_file` once per call (`calls` calls, one per second) to
-/// number `called` through the platform's SIP port, with `extra` arguments.
-pub fn caller_with(
-    tag: &str,
-    scenario_file: &str,
-    called: &str,
-    calls: u32,
-    extra: &[&str],
-) -> Sipp {
-    Peer::caller(scenario_file, called)
-        .tag(tag)
-        .calls(calls)
-        .args(extra)
-        .start()
-}
-
 /// Plays one call of `caller` against `carrier` through the running platform: both SIPps must
 /// succeed (their scenario checks included) within `timeout`, and nothing may be left behind
 /// (no call in the signaling pod, no session in the media pod). Returns both, for their traces.
@@ -673,6 +646,29 @@ impl Drop for ConfigDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The Trunks of `examples/local/` (`trunks.yaml`), with the `carrier` Trunk's `peers` (YAML
+/// list items) and `healthCheck` (a YAML flow mapping) replaced.
+pub fn carrier_trunk(peers: &str, health: &str) -> String {
+    format!(
+        "apiVersion: voice.tandem.dev/v1alpha1
+kind: Trunk
+metadata: {{name: carrier}}
+spec:
+  gatewayRef: {{name: local}}
+  peers:
+{peers}
+  healthCheck: {health}
+---
+apiVersion: voice.tandem.dev/v1alpha1
+kind: Trunk
+metadata: {{name: customers}}
+spec:
+  gatewayRef: {{name: local}}
+  inbound: {{allowedCidrs: [127.0.0.0/8]}}
+"
+    )
 }
 
 /// Whether the signaling pod lists the call and media pod the session as gone: both zero.
@@ -781,7 +777,7 @@ impl Sipp {
     }
 
     /// Every SIP message SIPp sent and received, when it runs with `-trace_msg`.
-    pub fn messages(&self) -> String {
+    fn messages(&self) -> String {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return String::new();
         };

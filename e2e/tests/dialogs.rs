@@ -95,6 +95,27 @@ fn info_and_options_in_the_dialog_are_relayed_both_ways() {
 }
 
 #[test]
+fn info_and_options_are_relayed_to_and_from_a_tcp_carrier() {
+    // The carrier's requests arrive on the connection the platform opened to it.
+    let config = ConfigDir::copy("tcp-dialog");
+    config.write(
+        "trunks.yaml",
+        &carrier_trunk(
+            "    - {host: 127.0.0.1, port: 5090, transport: TCP}",
+            "{enabled: false}",
+        ),
+    );
+    let _platform = Platform::start_with(config.path());
+    play(
+        &Peer::caller("caller-in-dialog.xml", "2000").tag("tcp-dialog-caller"),
+        &Peer::carrier("carrier-in-dialog.xml")
+            .tag("tcp-dialog-carrier")
+            .args(&["-t", "t1"]),
+        Duration::from_secs(60),
+    );
+}
+
+#[test]
 #[ignore = "needs the call core: REFER relayed with Refer-To, NOTIFY relayed with Event and sipfrag"]
 fn a_refer_is_relayed_with_its_notifications() {
     one_dialog("refer", "caller-refer.xml", "carrier-refer.xml");
