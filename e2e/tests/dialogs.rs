@@ -41,7 +41,7 @@ fn the_carrier_holds_and_resumes_and_the_caller_sees_each_direction() {
 
 #[test]
 #[ignore = "needs the call core: glare on a leg answered 491"]
-fn a_re_invite_crossing_one_on_the_same_leg_gets_491_and_both_calls_sides_continue() {
+fn a_re_invite_crossing_one_on_the_same_leg_gets_491_and_the_call_continues() {
     one_dialog("glare", "caller-reinvite.xml", "carrier-glare.xml");
 }
 

@@ -42,14 +42,14 @@ fn param(value: &str, name: &str) -> Option<String> {
     })
 }
 
-/// The identifiers of the leg that `peer` took part in; `own_ips` are the addresses only that
-/// peer uses.
-fn leg(peer: &Sipp, own_ips: &[&str]) -> Leg {
+/// The identifiers of the leg on which a peer `sent` and `received` these messages; `own_ips`
+/// are the addresses only that peer uses.
+fn leg(sent: &[String], received: &[String], own_ips: &[&str]) -> Leg {
     let mut leg = Leg {
         addresses: own_ips.iter().map(|a| (*a).to_owned()).collect(),
         ..Leg::default()
     };
-    for message in peer.sent().iter().chain(peer.received().iter()) {
+    for message in sent.iter().chain(received) {
         if let Some(call_id) = header(message, "Call-ID") {
             leg.dialog.push(call_id.to_owned());
         }
@@ -60,16 +60,16 @@ fn leg(peer: &Sipp, own_ips: &[&str]) -> Leg {
         leg.dialog
             .extend(header(message, "Via").and_then(|v| param(v, "branch")));
     }
-    for message in peer.sent() {
-        if status_code(&message) == 0 {
+    for message in sent {
+        if status_code(message) == 0 {
             // The sent-by of the peer's own requests.
-            if let Some(via) = header(&message, "Via") {
+            if let Some(via) = header(message, "Via") {
                 let sent_by = via.split_whitespace().nth(1).unwrap_or_default();
                 leg.addresses
                     .push(sent_by.split(';').next().unwrap_or_default().to_owned());
             }
         }
-        if let Some(contact) = header(&message, "Contact") {
+        if let Some(contact) = header(message, "Contact") {
             let uri = contact.trim_start_matches('<').split(['>', ';']).next();
             leg.addresses.extend(uri.map(str::to_owned));
         }
@@ -91,11 +91,11 @@ fn leg(peer: &Sipp, own_ips: &[&str]) -> Leg {
     leg
 }
 
-/// Every identifier of `from` found in the messages `to` received, with the message. The SDP
-/// `o=` lines are searched only when `with_origin`.
-fn leaks(from: &Leg, to: &Sipp, with_origin: bool) -> Vec<String> {
+/// Every identifier of `from` found in the messages the other leg's peer `received`, with the
+/// message. The SDP `o=` lines are searched only when `with_origin`.
+fn leaks(from: &Leg, received: &[String], with_origin: bool) -> Vec<String> {
     let mut found = Vec::new();
-    for message in to.received() {
+    for message in received {
         let searched: String = message
             .lines()
             .filter(|l| with_origin || !l.starts_with("o="))
@@ -147,8 +147,12 @@ fn traced_call(name: &str) -> (Sipp, Sipp) {
 /// Checks the identifiers found on each leg are sensible (the traces were read) and that none
 /// crossed to the other leg.
 fn assert_hidden(caller: &Sipp, carrier: &Sipp, with_origin: bool) {
-    let a = leg(caller, &[CALLER_SIP_IP, CALLER_RTP_IP]);
-    let b = leg(carrier, &[]);
+    let a = leg(
+        &caller.sent(),
+        &caller.received(),
+        &[CALLER_SIP_IP, CALLER_RTP_IP],
+    );
+    let b = leg(&carrier.sent(), &carrier.received(), &[]);
     assert!(a.dialog.len() >= 4, "caller's leg: {a:?}");
     assert!(b.dialog.len() >= 4, "carrier's leg: {b:?}");
     assert!(!a.media_ports.is_empty() && !b.media_ports.is_empty());
@@ -159,13 +163,13 @@ fn assert_hidden(caller: &Sipp, carrier: &Sipp, with_origin: bool) {
             .any(|x| x.starts_with("sip:1000@127.0.0.2:")),
         "{a:?}"
     );
-    let to_carrier = leaks(&a, carrier, with_origin);
+    let to_carrier = leaks(&a, &carrier.received(), with_origin);
     assert!(
         to_carrier.is_empty(),
         "the caller's identifiers reached the carrier:\n{}",
         to_carrier.join("\n")
     );
-    let to_caller = leaks(&b, caller, with_origin);
+    let to_caller = leaks(&b, &caller.received(), with_origin);
     assert!(
         to_caller.is_empty(),
         "the carrier's identifiers reached the caller:\n{}",
@@ -184,4 +188,38 @@ fn no_dialog_identifier_or_address_of_one_leg_reaches_the_other() {
 fn no_sdp_origin_of_one_leg_reaches_the_other() {
     let (caller, carrier) = traced_call("topology-origin");
     assert_hidden(&caller, &carrier, true);
+}
+
+/// The leak detector itself, on messages written here: it must see each kind of identifier.
+#[test]
+fn the_leak_detector_finds_each_kind_of_identifier() {
+    let sent = [String::from(
+        "INVITE sip:2000@127.0.0.1:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.2:5061;branch=z9hG4bK-a-1\r\n\
+         From: <sip:1000@127.0.0.2:5061>;tag=a-tag\r\n\
+         To: <sip:2000@127.0.0.1:5060>\r\n\
+         Call-ID: a-call@127.0.0.2\r\n\
+         Contact: <sip:1000@127.0.0.2:5061>\r\n\r\n\
+         v=0\r\no=alice 4242 1 IN IP4 127.0.0.2\r\nc=IN IP4 127.0.0.3\r\nm=audio 7010 RTP/AVP 8\r\n",
+    )];
+    let a = leg(&sent, &[], &["127.0.0.2", "127.0.0.3"]);
+    let clean = "INVITE sip:2000@127.0.0.1:5090 SIP/2.0\r\nCall-ID: b-call\r\n\r\n\
+                 o=tandem 99 1 IN IP4 127.0.0.1\r\nm=audio 20002 RTP/AVP 8\r\n";
+    assert!(leaks(&a, &[clean.into()], true).is_empty());
+    for leaked in [
+        "Call-ID: a-call@127.0.0.2",
+        "From: <sip:1000@127.0.0.1>;tag=a-tag",
+        "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-a-1",
+        "X-Contact: <sip:1000@127.0.0.2:5061>",
+        "c=IN IP4 127.0.0.3",
+        "m=audio 7010 RTP/AVP 8",
+    ] {
+        let message = format!("{clean}{leaked}\r\n");
+        assert!(!leaks(&a, &[message], false).is_empty(), "{leaked}");
+    }
+    // The origin is searched only when asked.
+    let origin = format!("{clean}o=alice 4242 1 IN IP4 127.0.0.1\r\n");
+    let origin = [origin];
+    assert!(leaks(&a, &origin, false).is_empty());
+    assert!(!leaks(&a, &origin, true).is_empty());
 }
