@@ -43,14 +43,18 @@ fn a_session_interval_below_min_se_gets_422_with_min_se_90() {
 #[ignore = "needs the call core: session timers (refresh answered locally with Session-Expires)"]
 fn a_session_refreshed_by_the_caller_outlives_its_interval() {
     let _platform = Platform::start();
-    // The caller refreshes after 30 s and hangs up 75 s into the call; an unrefreshed 90 s
-    // session would have been ended at 60 s (its BYE then fails the caller's scenario).
+    // The caller refreshes 30 s in (re-INVITE) and 60 s in (UPDATE), both without SDP, and hangs
+    // up 100 s in; without either refresh the platform would have ended the call first (its BYE
+    // then fails the caller's scenario). Whether the UPDATE is answered by the platform or
+    // relayed, the carrier answers it (`-aa`).
     play(
         &Peer::caller("caller-session-refresh.xml", "2000")
             .tag("refresh-caller")
-            .timeout_s(150),
-        &Peer::carrier("carrier-session-timer.xml").tag("refresh-carrier"),
-        Duration::from_secs(120),
+            .timeout_s(180),
+        &Peer::carrier("carrier-session-timer.xml")
+            .tag("refresh-carrier")
+            .arg("-aa"),
+        Duration::from_secs(150),
     );
 }
 
