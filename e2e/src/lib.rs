@@ -758,8 +758,9 @@ impl Sipp {
         let status = self.wait(timeout);
         assert!(
             status.success(),
-            "SIPp {} failed ({status}): {}",
+            "SIPp {} failed ({status}; its logs are in {}): {}",
             self.tag,
+            self.dir.display(),
             self.errors()
         );
     }
@@ -823,6 +824,16 @@ impl Sipp {
             failed: get("FailedCall(C)").parse().unwrap_or(0),
             response_time_ms: duration_ms(&get("ResponseTime1(C)")),
             call_length_ms: duration_ms(&get("CallLength(C)")),
+        }
+    }
+}
+
+impl Drop for Sipp {
+    /// Stops SIPp; its working directory stays only when the test failed, for its logs.
+    fn drop(&mut self) {
+        self.stop();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }
