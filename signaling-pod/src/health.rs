@@ -19,7 +19,8 @@ use tandem_sip::transaction::{ClientOutput, ClientTransaction};
 use tokio::sync::{mpsc, watch};
 
 use crate::call::leg::{Leg, name_addr};
-use crate::call::{CallContext, CallEvent, random_token};
+use crate::call::{CallContext, random_token};
+use crate::dispatcher::Exchanges;
 use crate::metrics::TrunkDirection;
 use crate::routing::{PeerAvailability, Target, peer_targets, peer_transport};
 use crate::transport::{Flow, resolve};
@@ -108,6 +109,7 @@ impl PeerAvailability for TrunkHealth {
 /// as the process runs; on each configuration change it also creates the trunks' metric series.
 pub async fn run_prober(
     ctx: Arc<CallContext>,
+    exchanges: Arc<Exchanges>,
     config: watch::Receiver<Arc<GatewayConfig>>,
     health: Arc<TrunkHealth>,
 ) {
@@ -146,9 +148,10 @@ pub async fn run_prober(
                 }
                 due.insert(key, now + interval);
                 let (ctx, health, check) = (Arc::clone(&ctx), Arc::clone(&health), check.clone());
+                let exchanges = Arc::clone(&exchanges);
                 let timeout = interval.min(PROBE_TIMEOUT);
                 tokio::spawn(async move {
-                    let answered = probe(&ctx, &target, timeout).await;
+                    let answered = probe(&ctx, &exchanges, &target, timeout).await;
                     if let Some(up) = health.record(&target.trunk, &peer, answered, &check) {
                         tracing::info!(
                             trunk = target.trunk,
@@ -165,7 +168,13 @@ pub async fn run_prober(
 }
 
 /// Sends one OPTIONS to `target`; true when any final response arrives within `timeout`.
-async fn probe(ctx: &CallContext, target: &Target, timeout: Duration) -> bool {
+async fn probe(
+    ctx: &CallContext,
+    exchanges: &Exchanges,
+    target: &Target,
+    timeout: Duration,
+) -> bool {
+    let local = &ctx.settings.local;
     let Some(addr) = resolve(target).await else {
         return false;
     };
@@ -176,23 +185,24 @@ async fn probe(ctx: &CallContext, target: &Target, timeout: Duration) -> bool {
     let uri = format!("sip:{}:{}", target.host, target.port);
     let mut leg = Leg {
         call_id: Bytes::from(format!("{}@tandem", random_token())),
-        local: name_addr(None, format!("sip:ping@{}", ctx.local.host).as_bytes()),
+        local: name_addr(None, format!("sip:ping@{}", local.host).as_bytes()),
         local_tag: Bytes::from(random_token()),
         remote: name_addr(None, uri.as_bytes()),
         remote_tag: None,
         remote_target: Bytes::from(uri),
+        route_set: Vec::new(),
         local_cseq: 0,
         flow,
     };
     let options = leg.request(
         Method::Options,
-        &ctx.local,
+        local,
         &format!("z9hG4bK{}", random_token()),
     );
     let (tx, mut rx) = mpsc::channel(8);
-    ctx.calls.insert(leg.call_id.clone(), tx);
+    exchanges.insert(leg.call_id.clone(), tx);
     let answered = exchange(ctx, options, flow, &mut rx, timeout).await;
-    ctx.calls.remove(&leg.call_id);
+    exchanges.remove(&leg.call_id);
     answered
 }
 
@@ -200,12 +210,17 @@ async fn exchange(
     ctx: &CallContext,
     request: SipMessage,
     flow: Flow,
-    rx: &mut mpsc::Receiver<CallEvent>,
+    rx: &mut mpsc::Receiver<SipMessage>,
     timeout: Duration,
 ) -> bool {
     let start = Instant::now();
     let give_up = start + timeout;
-    let mut tx = ClientTransaction::new(request, flow.transport.is_reliable(), start, ctx.timers);
+    let mut tx = ClientTransaction::new(
+        request,
+        flow.transport.is_reliable(),
+        start,
+        ctx.settings.timers,
+    );
     loop {
         while let Some(output) = tx.poll_output() {
             match output {
@@ -225,8 +240,7 @@ async fn exchange(
         let deadline = tx.next_timeout().map_or(give_up, |t| t.min(give_up));
         tokio::select! {
             event = rx.recv() => match event {
-                Some(CallEvent::Sip(msg, _)) if !msg.is_request() => tx.on_response(Instant::now(), msg),
-                Some(_) => {}
+                Some(msg) => tx.on_response(Instant::now(), msg),
                 None => return false,
             },
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {

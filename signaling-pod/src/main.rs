@@ -4,6 +4,7 @@
 //! peer, anchors its media in a media pod over the ng protocol, and bridges the two legs with
 //! no identifier in common (topology hiding).
 
+mod admission;
 mod call;
 mod dispatcher;
 mod health;
@@ -27,9 +28,9 @@ use tandem_runtime::shutdown::Signals;
 use tandem_runtime::{config_dir, kube_source};
 use tandem_sip::transaction::TimerConfig;
 
-use crate::call::CallContext;
 use crate::call::leg::LocalAddress;
-use crate::dispatcher::{CallRegistry, Dispatcher};
+use crate::call::{CallContext, Calls, Settings};
+use crate::dispatcher::{Dispatcher, Exchanges};
 use crate::health::TrunkHealth;
 use crate::media_pool::MediaPool;
 use crate::metrics::Metrics;
@@ -82,6 +83,24 @@ struct Args {
     /// Seconds a call may ring unanswered before it is abandoned.
     #[arg(long, env = "TANDEM_RING_TIMEOUT", default_value_t = 180)]
     ring_timeout_seconds: u64,
+    /// The session interval (seconds) asked of carriers and granted to callers that support
+    /// session timers without asking for one (RFC 4028).
+    #[arg(long, env = "TANDEM_SESSION_EXPIRES", default_value_t = 1800)]
+    session_expires_seconds: u32,
+    /// The smallest session interval accepted (RFC 4028 Min-SE; at least 90).
+    #[arg(long, env = "TANDEM_MIN_SE", default_value_t = 90, value_parser = clap::value_parser!(u32).range(90..))]
+    min_se_seconds: u32,
+    /// Answered calls are ended after this many seconds (0: no limit).
+    #[arg(long, env = "TANDEM_MAX_CALL_DURATION", default_value_t = 0)]
+    max_call_duration_seconds: u64,
+    /// Answered calls whose media pod saw no packet for this many seconds are ended (0: only
+    /// when the media pod itself dropped the call's media).
+    #[arg(long, env = "TANDEM_MEDIA_TIMEOUT", default_value_t = 0)]
+    media_timeout_seconds: u64,
+    /// How often the media pod is asked whether an answered call still has media, in seconds
+    /// (0: never).
+    #[arg(long, env = "TANDEM_MEDIA_CHECK_INTERVAL", default_value_t = 15)]
+    media_check_interval_seconds: u64,
     /// How often the configuration directory is checked for changes, in milliseconds.
     #[arg(long, env = "TANDEM_CONFIG_POLL_MS", default_value_t = 1000)]
     config_poll_ms: u64,
@@ -182,12 +201,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let ctx_metrics = metrics.clone();
     let trunk_health = Arc::new(TrunkHealth::default());
-    let ctx = Arc::new(CallContext {
-        transports: Arc::clone(&transports),
-        media,
-        metrics,
-        calls: Arc::new(CallRegistry::default()),
-        trunk_health: Arc::clone(&trunk_health),
+    let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+    let settings = Settings {
         local: LocalAddress {
             host: advertised,
             udp_port,
@@ -196,14 +211,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
         timers: TimerConfig::default(),
         invite_timeout: Duration::from_secs(args.invite_timeout_seconds),
         ring_timeout: Duration::from_secs(args.ring_timeout_seconds),
+        session_expires: args.session_expires_seconds.max(args.min_se_seconds),
+        min_se: args.min_se_seconds,
+        max_duration: seconds(args.max_call_duration_seconds),
+        media_timeout: seconds(args.media_timeout_seconds),
+        media_check_interval: seconds(args.media_check_interval_seconds),
+        shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let ctx = Arc::new(CallContext {
+        transports: Arc::clone(&transports),
+        media,
+        metrics,
+        trunk_health: Arc::clone(&trunk_health),
+        settings: Arc::new(settings),
     });
+    let exchanges = Arc::new(Exchanges::default());
     tokio::spawn(health::run_prober(
         Arc::clone(&ctx),
+        Arc::clone(&exchanges),
         config.clone(),
         Arc::clone(&trunk_health),
     ));
     let status = health::status_routes(Arc::clone(&ctx), config.clone(), trunk_health);
-    let dispatcher = Arc::new(Dispatcher::new(ctx, config));
+    let calls = Calls::start(Arc::clone(&ctx), config);
+    let dispatcher = Arc::new(Dispatcher::new(ctx, exchanges, calls));
     tokio::spawn(Arc::clone(&transports).run_udp(Arc::clone(&dispatcher)));
     tokio::spawn(Arc::clone(&transports).run_tcp(tcp, Arc::clone(&dispatcher)));
 

@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::call::core::EndReason;
 use crate::transport::Transport;
 
 /// How a call attempt ended, as seen by the caller.
@@ -178,6 +179,11 @@ fn call_duration_histogram() -> Histogram {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NgLabels {
     command: &'static str,
     result: &'static str,
@@ -188,6 +194,7 @@ struct NgLabels {
 pub struct Metrics {
     calls: Family<OutcomeLabels, Counter>,
     calls_active: Gauge,
+    call_ends: Family<EndLabels, Counter>,
     messages: Family<MessageLabels, Counter>,
     parse_errors: Family<TransportLabels, Counter>,
     ng_requests: Family<NgLabels, Counter>,
@@ -209,6 +216,7 @@ impl Default for Metrics {
         Self {
             calls: Family::default(),
             calls_active: Gauge::default(),
+            call_ends: Family::default(),
             messages: Family::default(),
             parse_errors: Family::default(),
             ng_requests: Family::default(),
@@ -236,6 +244,11 @@ impl Metrics {
         for reason in [Admission::Draining, Admission::Limit] {
             let _ = metrics.admission_rejections.get_or_create(&ReasonLabels {
                 reason: reason.label(),
+            });
+        }
+        for reason in EndReason::ALL {
+            let _ = metrics.call_ends.get_or_create(&EndLabels {
+                reason: reason.as_str(),
             });
         }
         let build_info = Family::<BuildLabels, Gauge>::default();
@@ -309,6 +322,11 @@ impl Metrics {
             metrics.calls.clone(),
         );
         sub.register(
+            "call_ends",
+            "Answered calls ended, by reason (hang-up, session timer, media timeout, …)",
+            metrics.call_ends.clone(),
+        );
+        sub.register(
             "calls_active",
             "Calls in progress (from INVITE until the call is released)",
             metrics.calls_active.clone(),
@@ -339,6 +357,15 @@ impl Metrics {
     /// Counts one finished call attempt.
     pub fn count_call(&self, outcome: Outcome) {
         self.calls.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Counts one answered call ended for `reason`.
+    pub fn count_call_end(&self, reason: EndReason) {
+        self.call_ends
+            .get_or_create(&EndLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
     }
 
     /// The gauge of calls in progress.

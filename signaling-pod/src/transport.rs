@@ -2,7 +2,7 @@
 //! tie a message to the peer it came from or goes to.
 //!
 //! Inbound bytes are framed and parsed here and handed to the [`Dispatcher`] as messages; the
-//! dispatcher and the calls send through [`Transports::send`], which picks the socket for a flow
+//! dispatcher and the calls send through [`Transports::transmit`], which picks the socket for a flow
 //! (opening a TCP connection to a peer when none is open). A connection the pod opens is read
 //! like an accepted one, so a carrier's replies on it reach the dispatcher, and it is reused for
 //! every later message to the same peer.
@@ -122,6 +122,39 @@ impl Transports {
         }
     }
 
+    /// Sends `data` without waiting: at once on UDP and on an open TCP connection, else from a
+    /// task of its own (a connection to open, a full socket buffer). Failures are logged: the
+    /// transaction layer retransmits or times out.
+    pub fn transmit(self: &Arc<Self>, flow: Flow, data: Bytes) {
+        if flow.transport == Transport::Udp {
+            match self.udp.try_send_to(&data, flow.remote) {
+                Ok(_) => {
+                    self.metrics
+                        .count_message(Direction::Out, message_kind(&data));
+                    return;
+                }
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
+                    tracing::debug!(error = %e, remote = %flow.remote, "send failed");
+                    return;
+                }
+                Err(_) => {}
+            }
+        } else if let Some(sender) = self.tcp_sender(flow.remote) {
+            self.metrics
+                .count_message(Direction::Out, message_kind(&data));
+            if let Err(e) = sender.try_send(data) {
+                tracing::debug!(error = %e, remote = %flow.remote, "TCP connection stuck");
+            }
+            return;
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = this.send(flow, data).await {
+                tracing::debug!(error = %e, remote = %flow.remote, "send failed");
+            }
+        });
+    }
+
     fn tcp_sender(&self, remote: SocketAddr) -> Option<mpsc::Sender<Bytes>> {
         self.lock_tcp().get(&remote).cloned()
     }
@@ -190,9 +223,9 @@ impl Transports {
                         continue;
                     };
                     match result {
-                        Ok(msg) => this.deliver(&dispatcher, msg, flow).await,
+                        Ok(msg) => this.deliver(&dispatcher, msg, flow),
                         Err(e) => {
-                            this.reject(&dispatcher, &e, flow).await;
+                            this.reject(&dispatcher, &e, flow);
                             if framer.is_failed() {
                                 // A stream that lost its framing cannot be resynchronised.
                                 break 'read;
@@ -237,8 +270,8 @@ impl Transports {
                 continue; // RFC 5626 keep-alive
             }
             match parse_datagram(datagram) {
-                Ok(msg) => self.deliver(&dispatcher, msg, flow).await,
-                Err(e) => self.reject(&dispatcher, &e, flow).await,
+                Ok(msg) => self.deliver(&dispatcher, msg, flow),
+                Err(e) => self.reject(&dispatcher, &e, flow),
             }
         }
     }
@@ -259,7 +292,7 @@ impl Transports {
         }
     }
 
-    async fn deliver(self: &Arc<Self>, dispatcher: &Arc<Dispatcher>, msg: SipMessage, flow: Flow) {
+    fn deliver(&self, dispatcher: &Dispatcher, msg: SipMessage, flow: Flow) {
         self.metrics.count_message(
             Direction::In,
             if msg.is_request() {
@@ -268,17 +301,12 @@ impl Transports {
                 "response"
             },
         );
-        dispatcher.dispatch(msg, flow).await;
+        dispatcher.dispatch(msg, flow);
     }
 
-    async fn reject(
-        self: &Arc<Self>,
-        dispatcher: &Arc<Dispatcher>,
-        error: &ParseError,
-        flow: Flow,
-    ) {
+    fn reject(&self, dispatcher: &Dispatcher, error: &ParseError, flow: Flow) {
         self.metrics.count_parse_error(flow.transport);
-        dispatcher.reject_unparsable(error, flow).await;
+        dispatcher.reject_unparsable(error, flow);
     }
 }
 

@@ -64,6 +64,8 @@ pub struct Leg {
     pub remote_tag: Option<Bytes>,
     /// The Request-URI for requests inside the dialog (the peer's Contact).
     pub remote_target: Bytes,
+    /// Route headers for requests inside the dialog (RFC 3261 §12.1), in sending order.
+    pub route_set: Vec<Bytes>,
     /// The CSeq number of the last request we sent on this side.
     pub local_cseq: u32,
     /// Where this side's messages go.
@@ -93,11 +95,14 @@ impl Leg {
         let mut headers = Headers::default();
         headers.push("Via", local.via(self.flow.transport, branch));
         headers.push("Max-Forwards", "70");
+        for route in &self.route_set {
+            headers.push("Route", route.clone());
+        }
         headers.push("From", with_tag(&self.local, Some(&self.local_tag)));
         headers.push("To", with_tag(&self.remote, self.remote_tag.as_ref()));
         headers.push("Call-ID", self.call_id.clone());
         headers.push("CSeq", format!("{cseq} {}", method.as_str()));
-        if method == Method::Invite {
+        if matches!(method, Method::Invite | Method::Update) {
             headers.push("Contact", local.contact(self.flow.transport));
         }
         SipMessage {
@@ -162,6 +167,7 @@ mod tests {
             remote: Bytes::from_static(b"<sip:2000@198.51.100.7>"),
             remote_tag: Some(Bytes::from_static(b"theirs")),
             remote_target: Bytes::from_static(b"sip:2000@198.51.100.7:5090"),
+            route_set: vec![Bytes::from_static(b"<sip:edge.carrier.example;lr>")],
             local_cseq: 1,
             flow: Flow {
                 transport: Transport::Udp,
@@ -192,6 +198,7 @@ mod tests {
         assert!(text.contains("To: <sip:2000@198.51.100.7>;tag=theirs\r\n"));
         assert!(text.contains("Call-ID: b-leg-1@tandem\r\n"));
         assert!(text.contains("CSeq: 2 BYE\r\n"));
+        assert!(text.contains("Route: <sip:edge.carrier.example;lr>\r\n"));
         assert!(!text.contains("Contact:"));
         assert_eq!(leg.local_cseq, 2);
     }

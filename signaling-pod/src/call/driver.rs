@@ -1,0 +1,698 @@
+//! The driver of the calls: tokio tasks that move bytes and timers for the sans-IO [`Call`]s.
+//!
+//! Calls are spread over a few shards (one per core), by a hash of the Call-ID; a B leg's
+//! Call-ID is chosen to land on its A leg's shard ([`shard_of`]). Each shard owns its calls in
+//! one task: no task, channel or lock per call. It feeds each call the messages of its legs and
+//! its timer expiries, and carries out its outputs. Media requests and DNS look-ups run in tasks
+//! of their own and come back to the shard as inputs, so a slow media pod or resolver never
+//! holds up another call's timers.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tandem_api::config::GatewayConfig;
+use tandem_ng::bencode::Value;
+use tandem_ng::{Replace, Request};
+use tandem_sip::message::{Method, SipMessage};
+use tandem_sip::response::response_for;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{Instrument as _, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use super::core::{
+    ALLOW, Admission, Call, Event, Input, MediaFailure, MediaOpId, MediaReply, MediaRequest,
+    Output, Prepared, Settings, Unavailable, numbers, shard_of,
+};
+use crate::admission::Reservation;
+use crate::health::TrunkHealth;
+use crate::media::{MediaClient, MediaError};
+use crate::media_pool::{AnchorError, MediaPool};
+use crate::metrics::{Admission as Refusal, Metrics, Outcome, TrunkDirection};
+use crate::routing::{self, Decision, Target};
+use crate::transport::{Flow, Transports, resolve};
+
+/// Messages queued for one shard before further ones are dropped (peers retransmit).
+const SHARD_QUEUE: usize = 16 * 1024;
+/// What a draining pod tells callers to wait before trying it again, in seconds.
+const DRAIN_RETRY_AFTER: u32 = 30;
+
+/// Process-wide collaborators of every call.
+#[derive(Debug)]
+pub struct CallContext {
+    pub transports: Arc<Transports>,
+    pub media: Arc<MediaPool>,
+    pub metrics: Metrics,
+    /// What the OPTIONS prober knows of each trunk peer: routing skips peers marked down.
+    pub trunk_health: Arc<TrunkHealth>,
+    pub settings: Arc<Settings>,
+}
+
+/// What a shard receives.
+enum ShardInput {
+    Sip(SipMessage, Flow),
+    Media {
+        call: u64,
+        id: MediaOpId,
+        result: Result<MediaReply, MediaFailure>,
+        /// The pod that anchored the call, on a successful initial offer.
+        pod: Option<Arc<MediaClient>>,
+    },
+    Resolved {
+        call: u64,
+        id: u32,
+        target: Target,
+        remote: Option<SocketAddr>,
+    },
+}
+
+/// The shards of the pod's calls.
+#[derive(Debug)]
+pub struct Calls {
+    shards: Vec<mpsc::Sender<ShardInput>>,
+    draining: Arc<AtomicBool>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for ShardInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ShardInput")
+    }
+}
+
+impl Calls {
+    /// Starts `ctx.settings.shards` shards whose new calls follow the latest configuration.
+    pub fn start(ctx: Arc<CallContext>, config: watch::Receiver<Arc<GatewayConfig>>) -> Calls {
+        let draining = Arc::new(AtomicBool::new(false));
+        let shards = (0..ctx.settings.shards)
+            .map(|index| {
+                let (tx, rx) = mpsc::channel(SHARD_QUEUE);
+                let shard = Shard {
+                    index,
+                    ctx: Arc::clone(&ctx),
+                    config: config.clone(),
+                    draining: Arc::clone(&draining),
+                    calls: HashMap::new(),
+                    by_call_id: HashMap::new(),
+                    timers: BTreeSet::new(),
+                    next_key: 0,
+                    tx: tx.clone(),
+                };
+                tokio::spawn(shard.run(rx));
+                tx
+            })
+            .collect();
+        Calls {
+            shards,
+            draining,
+            metrics: ctx.metrics.clone(),
+        }
+    }
+
+    /// Hands a message with a Call-ID to the shard of its call.
+    pub fn deliver(&self, call_id: &[u8], msg: SipMessage, flow: Flow) {
+        let shard = &self.shards[shard_of(call_id, self.shards.len())];
+        if shard.try_send(ShardInput::Sip(msg, flow)).is_err() {
+            self.metrics.count_dropped();
+        }
+    }
+
+    /// From now on new calls are refused with 503 and Retry-After; calls in progress go on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.metrics.set_draining(true);
+    }
+}
+
+/// A call and what the driver keeps beside it.
+struct Slot {
+    call: Call,
+    /// The media pod anchoring the call.
+    pod: Option<Arc<MediaClient>>,
+    /// The Call-IDs of its legs.
+    call_ids: Vec<Bytes>,
+    /// Its entry in the shard's timer set.
+    deadline: Option<Instant>,
+}
+
+/// One shard: its calls, their Call-IDs and timers.
+struct Shard {
+    index: usize,
+    ctx: Arc<CallContext>,
+    config: watch::Receiver<Arc<GatewayConfig>>,
+    draining: Arc<AtomicBool>,
+    calls: HashMap<u64, Slot>,
+    by_call_id: HashMap<Bytes, u64>,
+    timers: BTreeSet<(Instant, u64)>,
+    next_key: u64,
+    tx: mpsc::Sender<ShardInput>,
+}
+
+impl Shard {
+    async fn run(mut self, mut rx: mpsc::Receiver<ShardInput>) {
+        loop {
+            let next = self.timers.first().map(|(at, _)| *at);
+            tokio::select! {
+                input = rx.recv() => match input {
+                    Some(input) => self.on_input(input),
+                    None => return,
+                },
+                _ = sleep_until(next) => self.on_timers(),
+            }
+        }
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(&(at, key)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            if let Some(slot) = self.calls.get_mut(&key) {
+                slot.deadline = None;
+                slot.call.handle_timeout(now.into_std());
+                self.flush(key);
+            }
+        }
+    }
+
+    fn on_input(&mut self, input: ShardInput) {
+        let now = Instant::now().into_std();
+        match input {
+            ShardInput::Sip(msg, flow) => {
+                let Ok(call_id) = msg.call_id() else { return };
+                match self.by_call_id.get(call_id) {
+                    Some(&key) => {
+                        if let Some(slot) = self.calls.get_mut(&key) {
+                            slot.call.handle(now, Input::Sip(msg, flow));
+                            self.flush(key);
+                        }
+                    }
+                    None => self.unknown_call(msg, flow),
+                }
+            }
+            ShardInput::Media {
+                call,
+                id,
+                result,
+                pod,
+            } => {
+                // A call waits for its media replies before it is dropped, so it is here.
+                if let Some(slot) = self.calls.get_mut(&call) {
+                    if pod.is_some() {
+                        slot.pod = pod;
+                    }
+                    slot.call.handle(now, Input::Media(id, result));
+                    self.flush(call);
+                }
+            }
+            ShardInput::Resolved {
+                call,
+                id,
+                target,
+                remote,
+            } => {
+                let result = match remote {
+                    Some(remote) => self.reserve(&target, remote),
+                    None => Err(Unavailable::Unresolvable),
+                };
+                if let Some(slot) = self.calls.get_mut(&call) {
+                    slot.call.handle(now, Input::Target(id, result));
+                    self.flush(call);
+                }
+            }
+        }
+    }
+
+    /// A message for no call of this pod.
+    fn unknown_call(&mut self, msg: SipMessage, flow: Flow) {
+        let metrics = &self.ctx.metrics;
+        let Some(method) = msg.method().cloned() else {
+            // A response for no call we know: a late retransmission.
+            metrics.count_dropped();
+            return;
+        };
+        let in_dialog = msg.to().ok().is_some_and(|to| to.tag().is_some());
+        match method {
+            Method::Invite if !in_dialog => self.new_call(msg, flow),
+            Method::Ack => metrics.count_dropped(),
+            Method::Options if !in_dialog => {
+                self.respond(&msg, flow, 200, "OK", Some(("Allow", ALLOW)))
+            }
+            Method::Register | Method::Subscribe | Method::Publish | Method::Message
+                if !in_dialog =>
+            {
+                self.respond(&msg, flow, 405, "Method Not Allowed", Some(("Allow", ALLOW)))
+            }
+            _ => self.respond(&msg, flow, 481, "Call/Transaction Does Not Exist", None),
+        }
+    }
+
+    fn respond(
+        &self,
+        request: &SipMessage,
+        flow: Flow,
+        code: u16,
+        reason: &str,
+        extra: Option<(&str, &str)>,
+    ) {
+        let mut response = response_for(request, code, reason, None);
+        if let Some((name, value)) = extra {
+            response.headers.push(name, value.to_owned());
+        }
+        self.ctx.transports.transmit(flow, response.to_bytes());
+    }
+
+    fn new_call(&mut self, invite: SipMessage, flow: Flow) {
+        let metrics = &self.ctx.metrics;
+        if self.draining.load(Ordering::SeqCst) {
+            metrics.count_call(Outcome::RefusedDraining);
+            metrics.count_admission_rejection(Refusal::Draining);
+            let retry_after = DRAIN_RETRY_AFTER.to_string();
+            self.respond(
+                &invite,
+                flow,
+                503,
+                "Service Unavailable",
+                Some(("Retry-After", &retry_after)),
+            );
+            return;
+        }
+        if invite.max_forwards().ok().flatten() == Some(0) {
+            self.respond(&invite, flow, 483, "Too Many Hops", None);
+            return;
+        }
+        let config = self.config.borrow().clone();
+        let admission = admit(&self.ctx, &config, &invite, flow);
+        let span = call_span(&invite);
+        let now = Instant::now().into_std();
+        let settings = Arc::clone(&self.ctx.settings);
+        match Call::new(now, invite, flow, admission, settings, self.index, span) {
+            Ok(call) => {
+                self.ctx.metrics.calls_active().inc();
+                self.next_key += 1;
+                let key = self.next_key;
+                let call_id = call.call_id().clone();
+                self.by_call_id.insert(call_id.clone(), key);
+                self.calls.insert(
+                    key,
+                    Slot {
+                        call,
+                        pod: None,
+                        call_ids: vec![call_id],
+                        deadline: None,
+                    },
+                );
+                self.flush(key);
+            }
+            Err(response) => self.ctx.transports.transmit(flow, response),
+        }
+    }
+
+    /// Reserves a call on the target's trunk, once its peer's address is known.
+    fn reserve(&self, target: &Target, remote: SocketAddr) -> Result<Prepared, Unavailable> {
+        let limit = self
+            .config
+            .borrow()
+            .trunk(&target.trunk)
+            .and_then(|t| t.spec.limits.as_ref().and_then(|l| l.max_calls));
+        let active = self
+            .ctx
+            .metrics
+            .trunk_calls_active(&target.trunk, TrunkDirection::Outbound);
+        match Reservation::take(&active, limit) {
+            Some(reservation) => Ok(Prepared {
+                remote,
+                reservation,
+            }),
+            None => {
+                tracing::debug!(trunk = target.trunk, "trunk at its call limit");
+                Err(Unavailable::AtLimit)
+            }
+        }
+    }
+
+    /// Carries out the outputs of call `key`, then re-arms its timer or forgets it.
+    fn flush(&mut self, key: u64) {
+        let now = Instant::now().into_std();
+        loop {
+            let Some(slot) = self.calls.get_mut(&key) else {
+                return;
+            };
+            let Some(output) = slot.call.poll_output() else {
+                break;
+            };
+            match output {
+                Output::Transmit(flow, data) => self.ctx.transports.transmit(flow, data),
+                Output::Media(id, request) => {
+                    let span = slot.call.span().clone();
+                    let pod = slot.pod.clone();
+                    let ctx = Arc::clone(&self.ctx);
+                    let tx = self.tx.clone();
+                    tokio::spawn(
+                        async move {
+                            let (result, pod) = media(&ctx, pod, request).await;
+                            let _ = tx
+                                .send(ShardInput::Media {
+                                    call: key,
+                                    id,
+                                    result,
+                                    pod,
+                                })
+                                .await;
+                        }
+                        .instrument(span),
+                    );
+                }
+                Output::Prepare(id, target) => {
+                    if let Ok(ip) = target.host.parse::<std::net::IpAddr>() {
+                        let result = self.reserve(&target, SocketAddr::new(ip, target.port));
+                        if let Some(slot) = self.calls.get_mut(&key) {
+                            slot.call.handle(now, Input::Target(id, result));
+                        }
+                    } else {
+                        let tx = self.tx.clone();
+                        tokio::spawn(async move {
+                            let remote = resolve(&target).await;
+                            let _ = tx
+                                .send(ShardInput::Resolved {
+                                    call: key,
+                                    id,
+                                    target,
+                                    remote,
+                                })
+                                .await;
+                        });
+                    }
+                }
+                Output::Event(event) => self.on_event(key, event),
+            }
+        }
+        let Some(slot) = self.calls.get_mut(&key) else {
+            return;
+        };
+        if let Some(old) = slot.deadline.take() {
+            self.timers.remove(&(old, key));
+        }
+        if slot.call.is_finished() {
+            let slot = self.calls.remove(&key).expect("present");
+            for call_id in &slot.call_ids {
+                self.by_call_id.remove(call_id);
+            }
+            return;
+        }
+        if let Some(at) = slot.call.poll_timeout() {
+            let at = Instant::from_std(at);
+            slot.deadline = Some(at);
+            self.timers.insert((at, key));
+        }
+    }
+
+    fn on_event(&mut self, key: u64, event: Event) {
+        let metrics = &self.ctx.metrics;
+        match event {
+            Event::LegOpened(call_id) => {
+                self.by_call_id.insert(call_id.clone(), key);
+                if let Some(slot) = self.calls.get_mut(&key) {
+                    slot.call_ids.push(call_id);
+                }
+            }
+            Event::CallerFinal {
+                inbound,
+                code,
+                setup,
+            } => {
+                metrics.observe_call_setup(setup.as_secs_f64());
+                if let Some(trunk) = inbound {
+                    if code < 300 {
+                        metrics.count_trunk_answer(&trunk, TrunkDirection::Inbound);
+                    } else {
+                        metrics.count_trunk_failure(&trunk, TrunkDirection::Inbound, code);
+                    }
+                }
+            }
+            Event::Outcome(outcome) => metrics.count_call(outcome),
+            Event::AttemptStarted { trunk } => {
+                metrics.count_trunk_attempt(&trunk, TrunkDirection::Outbound)
+            }
+            Event::AttemptFailed { trunk, code } => {
+                metrics.count_trunk_failure(&trunk, TrunkDirection::Outbound, code)
+            }
+            Event::Answered { trunk } => {
+                metrics.count_trunk_answer(&trunk, TrunkDirection::Outbound)
+            }
+            Event::Ended(reason) => metrics.count_call_end(reason),
+            Event::Released { answered } => {
+                metrics.calls_active().dec();
+                if let Some((trunk, duration)) = answered {
+                    metrics.observe_call_duration(&trunk, duration.as_secs_f64());
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Admission and routing of a new call: the inbound trunk, its call limit, the route.
+fn admit(ctx: &CallContext, config: &GatewayConfig, invite: &SipMessage, flow: Flow) -> Admission {
+    let metrics = &ctx.metrics;
+    let Some(inbound) = routing::inbound_trunk(config, flow.remote) else {
+        tracing::info!(source = %flow.remote, "call refused: source matches no trunk");
+        return Admission::Refuse {
+            inbound: None,
+            code: 403,
+            reason: "Forbidden".into(),
+            retry_after: None,
+            outcome: Outcome::Forbidden,
+        };
+    };
+    let name = inbound.name().to_owned();
+    metrics.count_trunk_attempt(&name, TrunkDirection::Inbound);
+    let limit = inbound.spec.limits.as_ref().and_then(|l| l.max_calls);
+    let active = metrics.trunk_calls_active(&name, TrunkDirection::Inbound);
+    let Some(reservation) = Reservation::take(&active, limit) else {
+        tracing::info!(trunk = name, "call refused: trunk at its call limit");
+        metrics.count_admission_rejection(Refusal::Limit);
+        return Admission::Refuse {
+            inbound: Some(name),
+            code: 503,
+            reason: "Service Unavailable".into(),
+            retry_after: None,
+            outcome: Outcome::Rejected,
+        };
+    };
+    let (called, calling) = numbers(invite);
+    let decision = routing::decide(
+        config,
+        inbound,
+        &called,
+        &calling,
+        jiff::Timestamp::now(),
+        &mut rand::rng(),
+        &*ctx.trunk_health,
+    );
+    let retry_after = decision.retry_after();
+    match decision {
+        Decision::Reject { code, reason } => {
+            tracing::info!(called, code, "call rejected by routing");
+            Admission::Refuse {
+                inbound: Some(name),
+                code,
+                reason,
+                retry_after,
+                outcome: Outcome::NoRoute,
+            }
+        }
+        Decision::Route {
+            route,
+            called,
+            calling,
+            targets,
+        } => {
+            tracing::debug!(called, route, targets = targets.len(), "routed");
+            Admission::Route {
+                inbound: name,
+                reservation,
+                called,
+                calling,
+                targets,
+            }
+        }
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// ng requests carry `replace: [origin, session-connection]`: nothing of one side's `o=` or
+/// `c=` lines reaches the other.
+fn hiding(mut request: Request) -> Request {
+    request.replace = vec![Replace::Origin, Replace::SessionConnection];
+    request
+}
+
+/// Carries out one media request; an initial offer also picks the pod (returned).
+async fn media(
+    ctx: &CallContext,
+    pod: Option<Arc<MediaClient>>,
+    request: MediaRequest,
+) -> (Result<MediaReply, MediaFailure>, Option<Arc<MediaClient>>) {
+    let failed = |e: &dyn std::fmt::Display| MediaFailure::Failed(e.to_string());
+    let Some(pod) = pod else {
+        // No pod yet: this is the call's first offer, anchored in the least loaded pod.
+        let MediaRequest::Offer {
+            call_id,
+            from_tag,
+            sdp,
+            ..
+        } = request
+        else {
+            return (Err(MediaFailure::Failed("no media pod".into())), None);
+        };
+        return match ctx
+            .media
+            .offer(&text(&call_id), &text(&from_tag), &sdp)
+            .await
+        {
+            Ok((pod, sdp)) => (Ok(MediaReply::Sdp(sdp)), Some(pod)),
+            Err(AnchorError::NoMediaPod) => (Err(failed(&"no media pod available")), None),
+            Err(AnchorError::Media(e)) => (Err(failed(&e)), None),
+        };
+    };
+    let result = match request {
+        MediaRequest::Offer {
+            call_id,
+            from_tag,
+            to_tag,
+            sdp,
+        } => {
+            let mut ng = hiding(Request::offer(text(&call_id), text(&from_tag), &sdp));
+            ng.to_tag = to_tag.map(|t| text(&t));
+            sdp_reply(pod.request("offer", &ng).await)
+        }
+        MediaRequest::Answer {
+            call_id,
+            from_tag,
+            to_tag,
+            sdp,
+        } => {
+            let ng = hiding(Request::answer(
+                text(&call_id),
+                text(&from_tag),
+                text(&to_tag),
+                &sdp,
+            ));
+            sdp_reply(pod.request("answer", &ng).await)
+        }
+        MediaRequest::Delete { call_id } => pod
+            .request("delete", &Request::delete(text(&call_id), None))
+            .await
+            .map(|_| MediaReply::Deleted)
+            .map_err(|e| failure(&e)),
+        MediaRequest::Query { call_id } => pod
+            .request("query", &Request::query(text(&call_id)))
+            .await
+            .map(|reply| MediaReply::Activity {
+                idle: idle(&reply.to_value(), SystemTime::now()),
+            })
+            .map_err(|e| failure(&e)),
+    };
+    (result, None)
+}
+
+fn sdp_reply(reply: Result<tandem_ng::Reply, MediaError>) -> Result<MediaReply, MediaFailure> {
+    let reply = reply.map_err(|e| failure(&e))?;
+    reply
+        .sdp()
+        .map(|sdp| MediaReply::Sdp(Bytes::copy_from_slice(sdp)))
+        .ok_or_else(|| MediaFailure::Failed("the media pod's reply carried no SDP".into()))
+}
+
+/// A media error as the call sees it: a pod that no longer knows the call has lost its media.
+fn failure(error: &MediaError) -> MediaFailure {
+    match error {
+        MediaError::Refused { reason, .. } if reason.eq_ignore_ascii_case("Unknown call-id") => {
+            MediaFailure::Gone
+        }
+        other => MediaFailure::Failed(other.to_string()),
+    }
+}
+
+/// Time since the most recent `last packet` (unix seconds, rtpengine's `query` reply) anywhere
+/// in `reply`; `None` when the reply names none.
+fn idle(reply: &Value, now: SystemTime) -> Option<Duration> {
+    fn latest(value: &Value) -> Option<i64> {
+        match value {
+            Value::Dictionary(dict) => dict
+                .iter()
+                .filter_map(|(key, value)| {
+                    if key.as_ref() == b"last packet" {
+                        value.as_integer()
+                    } else {
+                        latest(value)
+                    }
+                })
+                .max(),
+            Value::List(items) => items.iter().filter_map(latest).max(),
+            _ => None,
+        }
+    }
+    let last = u64::try_from(latest(reply)?).ok()?;
+    let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    Some(Duration::from_secs(now.saturating_sub(last)))
+}
+
+/// The root span of a call, continuing the caller's W3C trace context when its INVITE carries
+/// a `traceparent` header.
+fn call_span(invite: &SipMessage) -> Span {
+    let span = tracing::info_span!("call", otel.name = "call", otel.kind = "server");
+    if let Some(traceparent) = invite.headers.get("traceparent") {
+        let mut carrier = HashMap::new();
+        carrier.insert("traceparent".to_owned(), text(traceparent));
+        if let Some(state) = invite.headers.get("tracestate") {
+            carrier.insert("tracestate".to_owned(), text(state));
+        }
+        let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_is_measured_from_the_latest_packet_anywhere_in_the_reply() {
+        let stream = |last: i64| {
+            let mut d = tandem_ng::bencode::Dictionary::new();
+            d.insert(Bytes::from_static(b"last packet"), Value::Integer(last));
+            Value::Dictionary(d)
+        };
+        let mut tag = tandem_ng::bencode::Dictionary::new();
+        tag.insert(
+            Bytes::from_static(b"streams"),
+            Value::List(vec![stream(1_000), stream(1_090)]),
+        );
+        let mut reply = tandem_ng::bencode::Dictionary::new();
+        reply.insert(Bytes::from_static(b"tags"), Value::Dictionary(tag));
+        let now = UNIX_EPOCH + Duration::from_secs(1_100);
+        assert_eq!(
+            idle(&Value::Dictionary(reply), now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(idle(&Value::dictionary(), now), None);
+    }
+}

@@ -1,0 +1,1 @@
+//! Scenario tests of the call core on virtual time.
