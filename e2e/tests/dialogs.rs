@@ -28,19 +28,16 @@ fn one_dialog(name: &str, caller_scenario: &str, carrier_scenario: &str) -> (Sip
 }
 
 #[test]
-#[ignore = "needs the call core: re-INVITE relayed with the SDP direction rewritten by the media pod"]
 fn the_caller_holds_and_resumes_and_the_carrier_sees_each_direction() {
     one_dialog("caller-hold", "caller-hold.xml", "carrier-held.xml");
 }
 
 #[test]
-#[ignore = "needs the call core: re-INVITE relayed with the SDP direction rewritten by the media pod"]
 fn the_carrier_holds_and_resumes_and_the_caller_sees_each_direction() {
     one_dialog("carrier-hold", "caller-held.xml", "carrier-hold.xml");
 }
 
 #[test]
-#[ignore = "needs the call core: UPDATE with SDP relayed to the other leg as a re-INVITE"]
 fn an_update_hold_reaches_the_carrier_as_a_re_invite_and_its_answer_comes_back() {
     one_dialog(
         "update-hold",
@@ -50,19 +47,16 @@ fn an_update_hold_reaches_the_carrier_as_a_re_invite_and_its_answer_comes_back()
 }
 
 #[test]
-#[ignore = "needs the call core: glare on a leg answered 491"]
 fn a_re_invite_crossing_one_on_the_same_leg_gets_491_and_the_call_continues() {
     one_dialog("glare", "caller-reinvite.xml", "carrier-glare.xml");
 }
 
 #[test]
-#[ignore = "needs the call core: reliable provisional responses (PRACK) on both legs"]
 fn a_reliable_183_with_early_media_is_prack_ed_end_to_end() {
     one_dialog("prack", "caller-100rel.xml", "carrier-100rel.xml");
 }
 
 #[test]
-#[ignore = "needs the call core: the platform PRACKs the carrier's reliable 183 itself"]
 fn a_caller_without_100rel_gets_the_early_media_unreliably() {
     one_dialog(
         "early-media",
@@ -72,7 +66,6 @@ fn a_caller_without_100rel_gets_the_early_media_unreliably() {
 }
 
 #[test]
-#[ignore = "needs the call core: a re-INVITE without SDP answered locally with the last SDP"]
 fn a_refresh_re_invite_without_sdp_is_answered_with_the_sdp_of_the_call() {
     let (caller, _) = one_dialog("refresh", "caller-refresh.xml", "carrier.xml");
     // The refresh answer repeats the SDP the caller was given when the call was answered.
@@ -126,7 +119,6 @@ fn info_and_options_are_relayed_to_and_from_a_tcp_carrier() {
 }
 
 #[test]
-#[ignore = "needs the call core: REFER relayed with Refer-To, NOTIFY relayed with Event and sipfrag"]
 fn a_refer_is_relayed_with_its_notifications() {
     one_dialog("refer", "caller-refer.xml", "carrier-refer.xml");
 }

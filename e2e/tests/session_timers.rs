@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use tandem_e2e::*;
 
 #[test]
-#[ignore = "needs the call core: session timers (422 with Min-SE below 90 s)"]
 fn a_session_interval_below_min_se_gets_422_with_min_se_90() {
     // Whatever reaches the carrier's address is counted: nothing may.
     let carrier = UdpSocket::bind(("127.0.0.1", CARRIER_PORT)).unwrap();
@@ -40,7 +39,6 @@ fn a_session_interval_below_min_se_gets_422_with_min_se_90() {
 }
 
 #[test]
-#[ignore = "needs the call core: session timers (refresh answered locally with Session-Expires)"]
 fn a_session_refreshed_by_the_caller_outlives_its_interval() {
     let _platform = Platform::start();
     // The caller refreshes 30 s in (re-INVITE) and 60 s in (UPDATE), both without SDP, and hangs
@@ -59,7 +57,6 @@ fn a_session_refreshed_by_the_caller_outlives_its_interval() {
 }
 
 #[test]
-#[ignore = "needs the call core: session timers (expiry ends both legs)"]
 fn a_call_whose_bye_is_lost_is_ended_by_the_session_timer_on_both_legs() {
     let _platform = Platform::start();
     let started = Instant::now();
@@ -96,7 +93,6 @@ fn a_call_whose_bye_is_lost_is_ended_by_the_session_timer_on_both_legs() {
 }
 
 #[test]
-#[ignore = "needs the call core: session timers (the platform refreshes the carrier leg)"]
 fn the_platform_refreshes_the_carrier_leg_with_update_when_it_is_the_refresher() {
     let _platform = Platform::start();
     // The carrier answers Session-Expires: 90;refresher=uac: an UPDATE without SDP must reach it
