@@ -30,6 +30,8 @@ test-unit: ## Unit and integration tests of every crate
 test-e2e: ## End-to-end tests: the local platform against real SIPp peers (serial: contract ports)
 	$(CARGO) build --workspace --bins
 	TANDEM_BIN_DIR=target/debug $(CARGO) test -p tandem-e2e -- --test-threads=1
+	# Needs root (network namespace, iptables): ignored in a plain `cargo test`.
+	TANDEM_BIN_DIR=target/debug $(CARGO) test -p tandem-e2e --test media_loss -- --ignored
 
 test-chart: ## Helm chart, dashboards, alerts; a real Prometheus against the local platform (contract ports)
 	$(CARGO) build --workspace --bins

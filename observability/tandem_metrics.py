@@ -41,10 +41,15 @@ FAMILIES: tuple[Family, ...] = (
     # signaling-pod, admin :9101
     _f("tandem_signaling_calls_total", COUNTER, "signaling", ["outcome"], on_load=True),
     _f("tandem_signaling_calls_active", GAUGE, "signaling", on_load=True),
+    _f("tandem_signaling_call_ends_total", COUNTER, "signaling", ["reason"], on_load=True),
     _f("tandem_signaling_sip_messages_total", COUNTER, "signaling", ["direction", "kind"], on_load=True),
     _f("tandem_signaling_sip_parse_errors_total", COUNTER, "signaling", ["transport"]),
     _f("tandem_signaling_sip_dropped_messages_total", COUNTER, "signaling", on_load=True),
     _f("tandem_signaling_ng_requests_total", COUNTER, "signaling", ["command", "result"], on_load=True),
+    # Per media pod of the pool, created at zero when the pod joins.
+    _f("tandem_signaling_ng_retransmissions_total", COUNTER, "signaling", ["media_pod"], on_load=True),
+    _f("tandem_signaling_ng_timeouts_total", COUNTER, "signaling", ["media_pod"], on_load=True),
+    _f("tandem_signaling_media_pod_up", GAUGE, "signaling", ["media_pod"], on_load=True),
     _f("tandem_signaling_trunk_attempts_total", COUNTER, "signaling", ["trunk", "direction"], on_load=True),
     _f("tandem_signaling_trunk_answers_total", COUNTER, "signaling", ["trunk", "direction"], on_load=True),
     _f("tandem_signaling_trunk_failures_total", COUNTER, "signaling", ["trunk", "direction", "code_class"]),

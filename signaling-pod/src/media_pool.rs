@@ -5,31 +5,46 @@
 //! [`DISCOVERY_INTERVAL`]; one [`MediaClient`] is kept per address. Every pod is asked for its
 //! ng `statistics` every [`POLL_INTERVAL`], and a new call goes to the pod with the fewest
 //! sessions: those it reported plus those this pod sent it since, so a burst of calls between
-//! two polls is spread rather than piled on the pod that looked idlest. Pods that failed their
-//! last poll, or refused an offer for a reason of their own (draining, out of ports) in the last
-//! [`REFUSAL_BACKOFF`], are skipped.
+//! two polls is spread rather than piled on the pod that looked idlest.
 //!
-//! A call keeps the client it was anchored with for its answer and delete, so a pod leaving the
-//! pool (draining pods leave the Service's DNS answer) still sees its calls to the end.
+//! Which pods take new calls:
+//! - a poll is a probe, retransmitted on the [`Retransmission::PROBE`] schedule; a pod is taken
+//!   out of rotation only after [`DOWN_AFTER_FAILED_PROBES`] consecutive probes got no answer,
+//!   and is back at its first answered probe. A lost exchange, even a whole lost request, never
+//!   takes a pod out by itself;
+//! - a pod that refused an offer for a reason of its own (draining, out of ports) gets no new
+//!   call for [`REFUSAL_BACKOFF`].
+//!
+//! A new call's offer goes to the least loaded pod, retransmitted on the
+//! [`Retransmission::CALL`] schedule. When that pod does not answer within the budget, or
+//! refuses for a reason of its own, the offer goes to the next least loaded pod, until one
+//! anchors the call or none is left; a pod that did not answer is also sent a `delete` for the
+//! call, in case its session was created and only the replies were lost. A refusal of the call
+//! itself (bad SDP) is final. Once anchored, a call keeps its pod for its answers, re-offers
+//! and delete: the other side already has the pod's addresses. A pod leaving the pool (draining
+//! pods leave the Service's DNS answer) still sees its calls to the end.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use prometheus_client::metrics::gauge::Gauge;
 use tandem_ng::{Request, Statistics};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::media::{MediaClient, MediaError};
+use crate::media::{MediaClient, MediaError, Retransmission, SdpFlags};
 use crate::metrics::Metrics;
 
 /// How often the media Service's DNS name is resolved again.
 pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
-/// How often each media pod is asked for its session count.
+/// How often each media pod is asked for its session count (its probe).
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a pod that refused an offer for a reason of its own gets no new call.
 pub const REFUSAL_BACKOFF: Duration = Duration::from_secs(10);
+/// Consecutive unanswered probes that take a pod out of rotation (about 6 s with the defaults).
+pub const DOWN_AFTER_FAILED_PROBES: u32 = 3;
 
 /// One media pod as the choice sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +55,7 @@ pub struct PodLoad {
     pub reported: u64,
     /// Sessions this signaling pod sent it since that poll was asked for.
     pub assigned: u64,
-    /// Whether it answered its last poll and has not refused an offer lately.
+    /// Whether it answers its probes and has not refused an offer lately.
     pub available: bool,
 }
 
@@ -57,6 +72,44 @@ pub fn least_loaded(pods: &[PodLoad], excluded: &[SocketAddr]) -> Option<SocketA
         .filter(|pod| pod.available && !excluded.contains(&pod.server))
         .min_by_key(|pod| (pod.sessions(), pod.server))
         .map(|pod| pod.server)
+}
+
+/// A pod's probe record: up until [`DOWN_AFTER_FAILED_PROBES`] consecutive probes fail, up
+/// again at the first answered one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProbeRecord {
+    failed_in_a_row: u32,
+}
+
+/// A change of a pod's standing after a probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// The pod failed its last allowed probe: no new calls.
+    WentDown,
+    /// The pod answered again after being down.
+    CameBack,
+}
+
+impl ProbeRecord {
+    /// Whether the pod takes new calls.
+    pub fn up(&self) -> bool {
+        self.failed_in_a_row < DOWN_AFTER_FAILED_PROBES
+    }
+
+    /// Records a probe's result; returns the change of standing, if any.
+    pub fn record(&mut self, answered: bool) -> Option<Standing> {
+        let was_up = self.up();
+        self.failed_in_a_row = if answered {
+            0
+        } else {
+            self.failed_in_a_row.saturating_add(1)
+        };
+        match (was_up, self.up()) {
+            (true, false) => Some(Standing::WentDown),
+            (false, true) => Some(Standing::CameBack),
+            _ => None,
+        }
+    }
 }
 
 /// Why no media pod anchored a call.
@@ -77,20 +130,24 @@ struct Member {
     client: Arc<MediaClient>,
     reported: u64,
     assigned: u64,
-    /// Whether the last poll was answered; a pod is presumed healthy until its first poll.
-    answered_poll: bool,
+    /// A pod is presumed up until its probes say otherwise.
+    probes: ProbeRecord,
     refused_at: Option<Instant>,
+    /// `tandem_signaling_media_pod_up` of this pod.
+    up: Gauge,
 }
 
 impl Member {
-    fn new(server: SocketAddr, client: Arc<MediaClient>) -> Self {
+    fn new(server: SocketAddr, client: Arc<MediaClient>, up: Gauge) -> Self {
+        up.set(1);
         Self {
             server,
             client,
             reported: 0,
             assigned: 0,
-            answered_poll: true,
+            probes: ProbeRecord::default(),
             refused_at: None,
+            up,
         }
     }
 
@@ -102,21 +159,25 @@ impl Member {
             server: self.server,
             reported: self.reported,
             assigned: self.assigned,
-            available: self.answered_poll && !refused_lately,
+            available: self.probes.up() && !refused_lately,
         }
     }
 }
 
-/// Intervals of the background upkeep (shortened in tests).
+/// Intervals and retransmission schedules of the pool (shortened in tests).
 #[derive(Debug, Clone, Copy)]
 struct Timing {
     poll: Duration,
     discovery: Duration,
+    probe: Retransmission,
+    call: Retransmission,
 }
 
 const TIMING: Timing = Timing {
     poll: POLL_INTERVAL,
     discovery: DISCOVERY_INTERVAL,
+    probe: Retransmission::PROBE,
+    call: Retransmission::CALL,
 };
 
 /// The media pods known to this signaling pod, with their load.
@@ -124,6 +185,7 @@ const TIMING: Timing = Timing {
 pub struct MediaPool {
     members: Mutex<Vec<Member>>,
     metrics: Metrics,
+    timing: Timing,
 }
 
 impl MediaPool {
@@ -174,6 +236,7 @@ impl MediaPool {
         let pool = Arc::new(Self {
             members: Mutex::new(Vec::new()),
             metrics,
+            timing,
         });
         let wanted = servers.len();
         let failures = pool.set_servers(servers).await;
@@ -189,7 +252,7 @@ impl MediaPool {
         self.pick_excluding(&[])
     }
 
-    /// Picks again excluding `tried` (after an offer was refused, e.g. by a draining pod).
+    /// Picks again excluding `tried` (after an offer failed on them).
     pub fn pick_excluding(&self, tried: &[SocketAddr]) -> Option<Arc<MediaClient>> {
         let now = Instant::now();
         let mut members = self.lock();
@@ -200,72 +263,75 @@ impl MediaPool {
         Some(Arc::clone(&member.client))
     }
 
-    /// Anchors a new call's media: offers to the least loaded pod and, when a pod refuses for a
-    /// reason of its own (draining, out of ports) or does not answer, to the next, until one
-    /// accepts or none is left. Returns the pod (the call's answer and delete go to it) and the
-    /// SDP to send on. A refusal of the call itself (bad SDP) is returned at once.
+    /// Anchors a new call's media with topology hiding ([`SdpFlags::default`]); see
+    /// [`MediaPool::offer_flags`].
     pub async fn offer(
         &self,
         call_id: &str,
         from_tag: &str,
         sdp: &[u8],
     ) -> Result<(Arc<MediaClient>, Bytes), AnchorError> {
+        self.offer_flags(call_id, from_tag, sdp, &SdpFlags::default())
+            .await
+    }
+
+    /// Anchors a new call's media: offers to the least loaded pod and, when a pod does not
+    /// answer within the retransmission budget or refuses for a reason of its own (draining,
+    /// out of ports), to the next, until one accepts or none is left. Returns the pod (the
+    /// call's answers, re-offers and delete go to it) and the SDP to send on. A refusal of the
+    /// call itself (bad SDP) is returned at once.
+    pub async fn offer_flags(
+        &self,
+        call_id: &str,
+        from_tag: &str,
+        sdp: &[u8],
+        flags: &SdpFlags,
+    ) -> Result<(Arc<MediaClient>, Bytes), AnchorError> {
         let mut tried = Vec::new();
-        // The address is only unknown if the pod left the pool since it was picked; it is then
-        // out of every later choice anyway.
-        let mut choice = self.pick().map(|client| (self.server_of(&client), client));
+        let mut choice = self.pick();
         loop {
-            let Some((server, client)) = choice.take() else {
+            let Some(client) = choice.take() else {
                 return Err(AnchorError::NoMediaPod);
             };
-            let error = match client.offer(call_id, from_tag, sdp).await {
+            let server = client.server();
+            let error = match client.offer_flags(call_id, from_tag, sdp, flags).await {
                 Ok(rewritten) => return Ok((client, rewritten)),
                 Err(error) => error,
             };
             match &error {
                 MediaError::Refused { reason, .. } if pod_refusal(reason) => {
-                    tracing::warn!(server = ?server, reason, "media pod refused the offer; trying another");
-                    if let Some(server) = server {
-                        self.update(server, &client, |m| m.refused_at = Some(Instant::now()));
-                    }
+                    tracing::warn!(%server, reason, "media pod refused the offer");
+                    self.update(&client, |m| m.refused_at = Some(Instant::now()));
                 }
                 MediaError::NoAnswer(_) | MediaError::Io(_) => {
-                    tracing::warn!(server = ?server, %error, "media pod unreachable; trying another");
-                    if let Some(server) = server {
-                        self.update(server, &client, |m| m.answered_poll = false);
-                    }
+                    tracing::warn!(%server, %error, "media pod did not answer the offer");
+                    // The offer may have been executed with every reply lost: release it.
+                    let (client, call_id) = (Arc::clone(&client), call_id.to_owned());
+                    tokio::spawn(async move {
+                        if let Err(error) = client.delete(&call_id).await {
+                            tracing::debug!(%server, %error, "delete after an unanswered offer failed");
+                        }
+                    });
                 }
                 MediaError::Refused { .. } | MediaError::NoSdp(_) => return Err(error.into()),
             }
-            tried.extend(server);
-            choice = self
-                .pick_excluding(&tried)
-                .map(|client| (self.server_of(&client), client));
-            if choice.is_none() {
-                return Err(error.into());
+            tried.push(server);
+            choice = self.pick_excluding(&tried);
+            match &choice {
+                Some(next) => {
+                    tracing::info!(next = %next.server(), "offering to the next media pod")
+                }
+                None => return Err(error.into()),
             }
         }
     }
 
-    /// The address `client` was made for, while it is in the pool.
-    fn server_of(&self, client: &Arc<MediaClient>) -> Option<SocketAddr> {
-        self.lock()
-            .iter()
-            .find(|m| Arc::ptr_eq(&m.client, client))
-            .map(|m| m.server)
-    }
-
-    /// Applies `change` to the member for `server` if it still holds `client`.
-    fn update(
-        &self,
-        server: SocketAddr,
-        client: &Arc<MediaClient>,
-        change: impl FnOnce(&mut Member),
-    ) {
+    /// Applies `change` to the member holding `client`, if it is still in the pool.
+    fn update(&self, client: &Arc<MediaClient>, change: impl FnOnce(&mut Member)) {
         if let Some(member) = self
             .lock()
             .iter_mut()
-            .find(|m| m.server == server && Arc::ptr_eq(&m.client, client))
+            .find(|m| Arc::ptr_eq(&m.client, client))
         {
             change(member);
         }
@@ -292,8 +358,11 @@ impl MediaPool {
         let mut connected = Vec::with_capacity(new.len());
         let mut failures = 0;
         for server in new {
-            match MediaClient::connect(server, self.metrics.clone()).await {
-                Ok(client) => connected.push(Member::new(server, client)),
+            match MediaClient::connect(server, self.timing.call, self.metrics.clone()).await {
+                Ok(client) => {
+                    let up = self.metrics.media_pod(server).up;
+                    connected.push(Member::new(server, client, up));
+                }
                 Err(error) => {
                     failures += 1;
                     tracing::warn!(%server, error = %error, "cannot open an ng socket towards a media pod");
@@ -306,6 +375,7 @@ impl MediaPool {
             let keep = servers.contains(&m.server);
             if !keep {
                 tracing::info!(server = %m.server, "media pod left the pool");
+                self.metrics.forget_media_pod(m.server);
             }
             keep
         });
@@ -320,40 +390,56 @@ impl MediaPool {
         failures
     }
 
-    /// Asks every pod for its statistics at once and records the answers.
+    /// Probes every pod at once for its statistics and records the answers.
     async fn poll(&self) {
-        let asked: Vec<(SocketAddr, Arc<MediaClient>, u64)> = self
+        let asked: Vec<(Arc<MediaClient>, u64)> = self
             .lock()
             .iter()
-            .map(|m| (m.server, Arc::clone(&m.client), m.assigned))
+            .map(|m| (Arc::clone(&m.client), m.assigned))
             .collect();
         let mut polls = JoinSet::new();
-        for (server, client, assigned) in asked {
+        let policy = self.timing.probe;
+        for (client, assigned) in asked {
             polls.spawn(async move {
-                let result = client.request("statistics", &Request::statistics()).await;
-                (server, client, assigned, result)
+                let result = client
+                    .request_with("statistics", &Request::statistics(), policy)
+                    .await;
+                (client, assigned, result)
             });
         }
         while let Some(joined) = polls.join_next().await {
-            let Ok((server, client, assigned_when_asked, result)) = joined else {
+            let Ok((client, assigned_when_asked, result)) = joined else {
                 continue;
             };
-            self.update(server, &client, |member| match result {
-                Ok(reply) => {
-                    member.reported = Statistics::from_dictionary(reply.body()).sessions_own;
-                    // Calls sent after the question may not be in the answer: keep counting
-                    // those.
-                    member.assigned = member.assigned.saturating_sub(assigned_when_asked);
-                    if !member.answered_poll {
+            let server = client.server();
+            self.update(&client, |member| {
+                let standing = match result {
+                    Ok(reply) => {
+                        member.reported = Statistics::from_dictionary(reply.body()).sessions_own;
+                        // Calls sent after the question may not be in the answer: keep
+                        // counting those.
+                        member.assigned = member.assigned.saturating_sub(assigned_when_asked);
+                        member.probes.record(true)
+                    }
+                    // An error reply is an answer: the pod is there.
+                    Err(MediaError::Refused { .. } | MediaError::NoSdp(_)) => {
+                        member.probes.record(true)
+                    }
+                    Err(error) => {
+                        tracing::debug!(%server, %error, "media pod probe unanswered");
+                        member.probes.record(false)
+                    }
+                };
+                match standing {
+                    Some(Standing::WentDown) => {
+                        tracing::warn!(%server, probes = DOWN_AFTER_FAILED_PROBES, "media pod failed its probes; no new calls until it answers");
+                        member.up.set(0);
+                    }
+                    Some(Standing::CameBack) => {
                         tracing::info!(%server, "media pod answers again");
+                        member.up.set(1);
                     }
-                    member.answered_poll = true;
-                }
-                Err(error) => {
-                    if member.answered_poll {
-                        tracing::warn!(%server, %error, "media pod failed its poll; no new calls until it answers");
-                    }
-                    member.answered_poll = false;
+                    None => {}
                 }
             });
         }
@@ -457,6 +543,26 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_goes_down_only_after_consecutive_failed_probes_and_comes_back_at_once() {
+        let mut record = ProbeRecord::default();
+        assert!(record.up());
+        for _ in 1..DOWN_AFTER_FAILED_PROBES {
+            assert_eq!(record.record(false), None);
+            assert!(record.up());
+        }
+        // An answer in between starts the count again.
+        assert_eq!(record.record(true), None);
+        for _ in 1..DOWN_AFTER_FAILED_PROBES {
+            assert_eq!(record.record(false), None);
+        }
+        assert_eq!(record.record(false), Some(Standing::WentDown));
+        assert!(!record.up());
+        assert_eq!(record.record(false), None);
+        assert_eq!(record.record(true), Some(Standing::CameBack));
+        assert!(record.up());
+    }
+
+    #[test]
     fn pod_level_refusals_are_told_from_call_refusals() {
         assert!(pod_refusal("draining"));
         assert!(pod_refusal("Media pod is Draining; try another"));
@@ -465,13 +571,23 @@ mod tests {
         assert!(!pod_refusal("Unknown call-id"));
     }
 
-    /// A media pod answering ng `ping`, `statistics` and `offer` on an ephemeral port.
+    /// A media pod answering ng `ping`, `statistics`, `offer` and `delete` on an ephemeral
+    /// port. It executes a retransmitted offer once (its reply cache, by cookie) and can be
+    /// made silent altogether or for offers only.
     struct FakePod {
         server: SocketAddr,
         sessions: Arc<AtomicU64>,
         silent: Arc<AtomicBool>,
+        deaf_to_offers: Arc<AtomicBool>,
         draining: Arc<AtomicBool>,
+        /// Offers executed.
         offers: Arc<AtomicU64>,
+        /// Datagrams received while silent.
+        unanswered: Arc<AtomicU64>,
+        /// Offer datagrams dropped before answering.
+        offers_to_drop: Arc<AtomicU64>,
+        /// Call-ids deleted.
+        deleted: Arc<Mutex<Vec<String>>>,
     }
 
     impl FakePod {
@@ -481,24 +597,48 @@ mod tests {
                 server: socket.local_addr().unwrap(),
                 sessions: Arc::new(AtomicU64::new(sessions)),
                 silent: Arc::default(),
+                deaf_to_offers: Arc::default(),
                 draining: Arc::default(),
                 offers: Arc::default(),
+                unanswered: Arc::default(),
+                offers_to_drop: Arc::default(),
+                deleted: Arc::default(),
             };
-            let (sessions, silent, draining, offers) = (
+            let (sessions, silent, deaf, draining, offers, unanswered, to_drop, deleted) = (
                 Arc::clone(&pod.sessions),
                 Arc::clone(&pod.silent),
+                Arc::clone(&pod.deaf_to_offers),
                 Arc::clone(&pod.draining),
                 Arc::clone(&pod.offers),
+                Arc::clone(&pod.unanswered),
+                Arc::clone(&pod.offers_to_drop),
+                Arc::clone(&pod.deleted),
             );
             let port = pod.server.port();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 65_535];
+                let mut cache: Vec<(tandem_ng::Cookie, Reply)> = Vec::new();
                 loop {
                     let (n, from) = socket.recv_from(&mut buf).await.unwrap();
                     if silent.load(Ordering::SeqCst) {
+                        unanswered.fetch_add(1, Ordering::SeqCst);
                         continue;
                     }
                     let (cookie, request) = Request::decode(&buf[..n]).unwrap();
+                    if request.command == Command::Offer
+                        && (deaf.load(Ordering::SeqCst)
+                            || to_drop
+                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                                    n.checked_sub(1)
+                                })
+                                .is_ok())
+                    {
+                        continue;
+                    }
+                    if let Some((_, cached)) = cache.iter().find(|(c, _)| *c == cookie) {
+                        socket.send_to(&cached.encode(&cookie), from).await.unwrap();
+                        continue;
+                    }
                     let reply = match request.command {
                         Command::Ping => Reply::pong(),
                         Command::Statistics => {
@@ -520,9 +660,17 @@ mod tests {
                             offers.fetch_add(1, Ordering::SeqCst);
                             Reply::ok().with("sdp", format!("v=0 from pod {port}"))
                         }
+                        Command::Delete => {
+                            deleted
+                                .lock()
+                                .unwrap()
+                                .push(request.call_id.clone().unwrap_or_default());
+                            Reply::ok()
+                        }
                         _ => Reply::error("Unsupported command"),
                     };
                     socket.send_to(&reply.encode(&cookie), from).await.unwrap();
+                    cache.push((cookie, reply));
                 }
             });
             pod
@@ -532,7 +680,23 @@ mod tests {
     const FAST: Timing = Timing {
         poll: Duration::from_millis(50),
         discovery: Duration::from_secs(3600),
+        // Sends at 0, 10, 30 ms; unanswered at 40 ms.
+        probe: Retransmission {
+            first: Duration::from_millis(10),
+            max_interval: Duration::from_millis(20),
+            budget: Duration::from_millis(40),
+        },
+        // Sends at 0, 20, 60, 100 ms; unanswered at 120 ms.
+        call: Retransmission {
+            first: Duration::from_millis(20),
+            max_interval: Duration::from_millis(40),
+            budget: Duration::from_millis(120),
+        },
     };
+
+    fn sends(policy: Retransmission) -> u64 {
+        (0..).map_while(|n| policy.send_at(n)).count() as u64
+    }
 
     async fn pool_of(pods: &[&FakePod]) -> Arc<MediaPool> {
         let metrics = Metrics::register(&mut Registry::default());
@@ -540,6 +704,14 @@ mod tests {
         MediaPool::start(servers, None, metrics, FAST)
             .await
             .unwrap()
+    }
+
+    /// The address of `client` while it is in the pool.
+    fn server_of(pool: &MediaPool, client: &Arc<MediaClient>) -> Option<SocketAddr> {
+        pool.lock()
+            .iter()
+            .any(|m| Arc::ptr_eq(&m.client, client))
+            .then(|| client.server())
     }
 
     fn load_of(pool: &MediaPool, server: SocketAddr) -> PodLoad {
@@ -571,7 +743,7 @@ mod tests {
 
         // No await between the picks: no poll answer can land in between.
         let picks: Vec<SocketAddr> = (0..3)
-            .map(|_| pool.pick().map(|c| pool.server_of(&c).unwrap()).unwrap())
+            .map(|_| pool.pick().map(|c| server_of(&pool, &c).unwrap()).unwrap())
             .collect();
         // 2 → 3 → 4 sessions on the idle pod while the busy one stays at 5.
         assert!(picks.iter().all(|s| *s == idle.server), "{picks:?}");
@@ -581,31 +753,94 @@ mod tests {
         idle.sessions.store(9, Ordering::SeqCst);
         until(&pool, |p| load_of(p, idle.server).reported == 9).await;
         let picked = pool.pick().unwrap();
-        assert_eq!(pool.server_of(&picked), Some(busy.server));
+        assert_eq!(server_of(&pool, &picked), Some(busy.server));
         assert_eq!(
             pool.pick_excluding(&[busy.server])
-                .and_then(|c| pool.server_of(&c)),
+                .and_then(|c| server_of(&pool, &c)),
             Some(idle.server)
         );
         assert!(pool.pick_excluding(&[busy.server, idle.server]).is_none());
     }
 
     #[tokio::test]
-    async fn a_pod_that_fails_its_poll_gets_no_calls_until_it_answers_again() {
+    async fn a_pod_that_fails_consecutive_probes_gets_no_calls_until_it_answers_again() {
         let first = FakePod::start(0).await;
         let second = FakePod::start(7).await;
         let pool = pool_of(&[&first, &second]).await;
         until(&pool, |p| load_of(p, second.server).reported == 7).await;
+        let up = |pool: &MediaPool, server| pool.metrics.media_pod(server).up.get();
+        assert_eq!(up(&pool, first.server), 1);
 
         first.silent.store(true, Ordering::SeqCst);
         until(&pool, |p| !load_of(p, first.server).available).await;
+        // Not before every send of the last allowed probe went unanswered.
+        let probe_sends = sends(FAST.probe) * u64::from(DOWN_AFTER_FAILED_PROBES);
+        assert!(
+            first.unanswered.load(Ordering::SeqCst) >= probe_sends,
+            "down after {} unanswered datagrams",
+            first.unanswered.load(Ordering::SeqCst)
+        );
+        assert_eq!(up(&pool, first.server), 0);
         let picked = pool.pick().unwrap();
-        assert_eq!(pool.server_of(&picked), Some(second.server));
+        assert_eq!(server_of(&pool, &picked), Some(second.server));
 
         first.silent.store(false, Ordering::SeqCst);
         until(&pool, |p| load_of(p, first.server).available).await;
+        assert_eq!(up(&pool, first.server), 1);
         let picked = pool.pick().unwrap();
-        assert_eq!(pool.server_of(&picked), Some(first.server));
+        assert_eq!(server_of(&pool, &picked), Some(first.server));
+    }
+
+    #[tokio::test]
+    async fn an_offer_whose_first_sends_are_lost_is_anchored_on_the_same_pod_once() {
+        let only = FakePod::start(0).await;
+        let pool = pool_of(&[&only]).await;
+        only.offers_to_drop.store(2, Ordering::SeqCst);
+
+        let (client, sdp) = pool.offer("call-1", "tag-1", b"v=0").await.unwrap();
+        assert_eq!(client.server(), only.server);
+        assert_eq!(sdp, format!("v=0 from pod {}", only.server.port()));
+        assert_eq!(only.offers.load(Ordering::SeqCst), 1);
+        assert!(load_of(&pool, only.server).available);
+        assert!(pool.metrics.media_pod(only.server).retransmissions.get() >= 2);
+    }
+
+    #[tokio::test]
+    async fn an_offer_a_pod_never_answers_goes_to_the_next_without_taking_it_out() {
+        let deaf = FakePod::start(0).await;
+        let other = FakePod::start(4).await;
+        let pool = pool_of(&[&deaf, &other]).await;
+        until(&pool, |p| load_of(p, other.server).reported == 4).await;
+        deaf.deaf_to_offers.store(true, Ordering::SeqCst);
+
+        let (client, sdp) = pool.offer("call-1", "tag-1", b"v=0").await.unwrap();
+        assert_eq!(client.server(), other.server);
+        assert_eq!(sdp, format!("v=0 from pod {}", other.server.port()));
+        assert_eq!(other.offers.load(Ordering::SeqCst), 1);
+        // The deaf pod answers its probes: one unanswered offer does not take it out.
+        assert!(load_of(&pool, deaf.server).available);
+        assert_eq!(pool.metrics.media_pod(deaf.server).timeouts.get(), 1);
+        // And it is told to release a session the offer may have created.
+        until(&pool, |_| {
+            deaf.deleted.lock().unwrap().as_slice() == ["call-1"]
+        })
+        .await;
+
+        // The deaf pod is still least loaded and still tried first.
+        let (client, _) = pool
+            .offer_flags("call-2", "tag-2", b"v=0", &SdpFlags::topology_hiding())
+            .await
+            .unwrap();
+        assert_eq!(client.server(), other.server);
+        assert_eq!(pool.metrics.media_pod(deaf.server).timeouts.get(), 2);
+
+        // With no other pod to go to, the last failure is the answer.
+        other.deaf_to_offers.store(true, Ordering::SeqCst);
+        let error = pool.offer("call-3", "tag-3", b"v=0").await.unwrap_err();
+        assert!(
+            matches!(error, AnchorError::Media(MediaError::NoAnswer(_))),
+            "{error}"
+        );
     }
 
     #[tokio::test]
@@ -617,14 +852,14 @@ mod tests {
         draining.draining.store(true, Ordering::SeqCst);
 
         let (client, sdp) = pool.offer("call-1", "tag-1", b"v=0").await.unwrap();
-        assert_eq!(pool.server_of(&client), Some(other.server));
+        assert_eq!(server_of(&pool, &client), Some(other.server));
         assert_eq!(sdp, format!("v=0 from pod {}", other.server.port()));
         assert_eq!(other.offers.load(Ordering::SeqCst), 1);
 
         // The draining pod sits out the back-off although it is the least loaded.
         assert!(!load_of(&pool, draining.server).available);
         let (client, _) = pool.offer("call-2", "tag-2", b"v=0").await.unwrap();
-        assert_eq!(pool.server_of(&client), Some(other.server));
+        assert_eq!(server_of(&pool, &client), Some(other.server));
         assert_eq!(draining.offers.load(Ordering::SeqCst), 0);
 
         // A refusal of the call itself is not the pod's fault and is not retried elsewhere.
@@ -667,7 +902,7 @@ mod tests {
         assert_eq!(servers, [a.server]);
         // A call anchored on the departed pod can still reach it.
         assert!(kept.request("ping", &Request::ping()).await.is_ok());
-        assert!(pool.server_of(&kept).is_none());
+        assert!(server_of(&pool, &kept).is_none());
     }
 
     #[tokio::test]
@@ -679,7 +914,7 @@ mod tests {
             .unwrap();
         until(&pool, |p| load_of(p, local.server).reported == 6).await;
         let (client, _) = pool.offer("call-1", "tag-1", b"v=0").await.unwrap();
-        assert_eq!(pool.server_of(&client), Some(local.server));
+        assert_eq!(server_of(&pool, &client), Some(local.server));
 
         let empty = MediaPool::from_addresses(Vec::new(), metrics)
             .await
@@ -701,7 +936,7 @@ mod tests {
         until(&pool, |p| {
             p.lock()
                 .iter()
-                .any(|m| m.server == a.server && m.answered_poll)
+                .any(|m| m.server == a.server && m.probes.up())
         })
         .await;
     }

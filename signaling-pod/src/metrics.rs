@@ -1,7 +1,9 @@
 //! Prometheus metrics of the signaling pod (`tandem_signaling_*`). Labels are bounded: outcome,
-//! direction, kind, transport, command — never Call-ID or numbers.
+//! direction, kind, transport, command, and the media pods of the pool (a pod's series go when
+//! it leaves the pool) — never Call-ID or numbers.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -189,6 +191,31 @@ struct NgLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MediaPodLabels {
+    /// The media pod's ng control address (`ip:port`).
+    media_pod: String,
+}
+
+impl MediaPodLabels {
+    fn of(server: SocketAddr) -> Self {
+        Self {
+            media_pod: server.to_string(),
+        }
+    }
+}
+
+/// The series of one media pod: ng retransmissions and timeouts, and whether it takes calls.
+#[derive(Clone, Debug, Default)]
+pub struct MediaPodMetrics {
+    /// ng requests sent again for want of a reply.
+    pub retransmissions: Counter,
+    /// ng requests that got no reply within their retransmission budget.
+    pub timeouts: Counter,
+    /// 1 while the pod takes new calls, 0 once it failed its probes.
+    pub up: Gauge,
+}
+
 /// Handles to every signaling metric; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -198,6 +225,9 @@ pub struct Metrics {
     messages: Family<MessageLabels, Counter>,
     parse_errors: Family<TransportLabels, Counter>,
     ng_requests: Family<NgLabels, Counter>,
+    ng_retransmissions: Family<MediaPodLabels, Counter>,
+    ng_timeouts: Family<MediaPodLabels, Counter>,
+    media_pod_up: Family<MediaPodLabels, Gauge>,
     dropped: Counter,
     trunk_attempts: Family<TrunkLabels, Counter>,
     trunk_answers: Family<TrunkLabels, Counter>,
@@ -220,6 +250,9 @@ impl Default for Metrics {
             messages: Family::default(),
             parse_errors: Family::default(),
             ng_requests: Family::default(),
+            ng_retransmissions: Family::default(),
+            ng_timeouts: Family::default(),
+            media_pod_up: Family::default(),
             dropped: Counter::default(),
             trunk_attempts: Family::default(),
             trunk_answers: Family::default(),
@@ -347,6 +380,21 @@ impl Metrics {
             metrics.ng_requests.clone(),
         );
         sub.register(
+            "ng_retransmissions",
+            "ng requests sent again to a media pod because no reply came in time",
+            metrics.ng_retransmissions.clone(),
+        );
+        sub.register(
+            "ng_timeouts",
+            "ng requests to a media pod that got no reply within their retransmission budget",
+            metrics.ng_timeouts.clone(),
+        );
+        sub.register(
+            "media_pod_up",
+            "Whether a media pod of the pool takes new calls (1) or failed its probes (0)",
+            metrics.media_pod_up.clone(),
+        );
+        sub.register(
             "sip_dropped_messages",
             "Inbound SIP messages dropped (unknown dialog, overload)",
             metrics.dropped.clone(),
@@ -395,6 +443,25 @@ impl Metrics {
         self.ng_requests
             .get_or_create(&NgLabels { command, result })
             .inc();
+    }
+
+    /// The series of the media pod at `server` (created at zero when new).
+    pub fn media_pod(&self, server: SocketAddr) -> MediaPodMetrics {
+        let labels = MediaPodLabels::of(server);
+        MediaPodMetrics {
+            retransmissions: self.ng_retransmissions.get_or_create(&labels).clone(),
+            timeouts: self.ng_timeouts.get_or_create(&labels).clone(),
+            up: self.media_pod_up.get_or_create(&labels).clone(),
+        }
+    }
+
+    /// Drops the series of the media pod at `server` (it left the pool), so the label set stays
+    /// bounded by the pool. A client still ending calls there counts into detached handles.
+    pub fn forget_media_pod(&self, server: SocketAddr) {
+        let labels = MediaPodLabels::of(server);
+        self.ng_retransmissions.remove(&labels);
+        self.ng_timeouts.remove(&labels);
+        self.media_pod_up.remove(&labels);
     }
 
     /// Counts one dropped inbound message.

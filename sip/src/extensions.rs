@@ -169,10 +169,7 @@ mod tests {
             }))
         );
         let m = msg("x: 1800\r\nMin-SE: 120\r\n");
-        assert_eq!(
-            SessionExpires::of(&m).unwrap().unwrap().refresher,
-            None
-        );
+        assert_eq!(SessionExpires::of(&m).unwrap().unwrap().refresher, None);
         assert_eq!(min_se(&m), Some(120));
         assert!(SessionExpires::of(&msg("Session-Expires: soon\r\n")).is_err());
         assert_eq!(SessionExpires::of(&msg("")), Ok(None));
@@ -189,7 +186,10 @@ mod tests {
     fn rack_round_trips() {
         let m = msg("RAck: 7 1 INVITE\r\nRSeq: 8\r\n");
         let rack = RAck::of(&m).unwrap();
-        assert_eq!((rack.rseq, rack.cseq, &rack.method), (7, 1, &Method::Invite));
+        assert_eq!(
+            (rack.rseq, rack.cseq, &rack.method),
+            (7, 1, &Method::Invite)
+        );
         assert_eq!(rack.to_header(), "7 1 INVITE");
         assert_eq!(rseq(&m), Some(8));
     }

@@ -24,8 +24,7 @@ use tandem_sip::message::{Method, SipMessage};
 use tandem_sip::response::response_for;
 use tandem_sip::sdp::SessionDescription;
 use tandem_sip::transaction::{
-    ClientOutput, ClientTransaction, ServerOutput, ServerTransaction, TimerConfig,
-    transaction_key,
+    ClientOutput, ClientTransaction, ServerOutput, ServerTransaction, TimerConfig, transaction_key,
 };
 use tracing::Span;
 
@@ -316,12 +315,19 @@ enum Purpose {
     Prack,
     /// An in-dialog request relayed from the other side; the answer goes to that server
     /// transaction.
-    Relay { server: usize },
+    Relay {
+        server: usize,
+    },
     /// A session change (re-INVITE or UPDATE with SDP) offered by `from`, relayed to the other
     /// side; the answer goes to `server`.
-    Reoffer { from: Side, server: usize },
+    Reoffer {
+        from: Side,
+        server: usize,
+    },
     /// Our own session refresh of a leg.
-    Refresh { side: Side },
+    Refresh {
+        side: Side,
+    },
 }
 
 /// What a media request is for.
@@ -330,13 +336,22 @@ enum MediaPurpose {
     /// The caller's initial offer.
     Offer,
     /// The carrier's early-media answer in a provisional response.
-    EarlyAnswer { code: u16 },
+    EarlyAnswer {
+        code: u16,
+    },
     /// The carrier's answer in its 2xx.
     Answer,
     /// A session change offered by `from` (server transaction `server`, `method`).
-    Reoffer { from: Side, server: usize, update: bool },
+    Reoffer {
+        from: Side,
+        server: usize,
+        update: bool,
+    },
     /// The other side's answer to `from`'s session change.
-    Reanswer { from: Side, server: usize },
+    Reanswer {
+        from: Side,
+        server: usize,
+    },
     Delete,
     Query,
 }
@@ -347,7 +362,9 @@ enum Media {
     /// No SDP has been anchored.
     None,
     /// The initial offer is on its way; delete once it is answered when `then_delete`.
-    Offering { then_delete: bool },
+    Offering {
+        then_delete: bool,
+    },
     Anchored,
     Deleted,
 }
@@ -531,6 +548,9 @@ pub struct Call {
     ring_deadline: Option<Instant>,
     max_duration_at: Option<Instant>,
     media_check_at: Option<Instant>,
+    /// Once released: when transactions still open (an INVITE whose peer never sent a final
+    /// response, even to our CANCEL) are abandoned, so that a call always ends (§9.1).
+    abandon_at: Option<Instant>,
     outputs: VecDeque<Output>,
 }
 
@@ -607,8 +627,9 @@ impl Call {
         span: Span,
     ) -> Result<Call, Bytes> {
         let Some(leg) = caller_leg(&invite, flow) else {
-            return Err(response_for(&invite, 400, "Bad Request: missing dialog headers", None)
-                .to_bytes());
+            return Err(
+                response_for(&invite, 400, "Bad Request: missing dialog headers", None).to_bytes(),
+            );
         };
         let mut a = LegState::new(leg, false);
         a.remote_cseq = invite.cseq().ok().map(|c| c.seq);
@@ -665,6 +686,7 @@ impl Call {
             ring_deadline: None,
             max_duration_at: None,
             media_check_at: None,
+            abandon_at: None,
             outputs: VecDeque::new(),
         };
         call.start(now, admission);
@@ -678,6 +700,7 @@ impl Call {
     }
 
     /// Where the call stands.
+    #[cfg(test)]
     pub fn phase(&self) -> Phase {
         self.phase
     }
@@ -718,9 +741,13 @@ impl Call {
             self.ring_deadline,
             self.max_duration_at,
             self.media_check_at,
+            self.abandon_at,
             self.reliable.as_ref().and_then(|r| r.next),
         ];
-        transactions.chain(legs.flatten()).chain(call.into_iter().flatten()).min()
+        transactions
+            .chain(legs.flatten())
+            .chain(call.into_iter().flatten())
+            .min()
     }
 
     /// Whether the call is over and has nothing left to absorb: the driver drops it.
@@ -789,7 +816,8 @@ impl Call {
     #[allow(clippy::type_complexity)]
     fn caller_session_timer(&self) -> Result<Option<(u32, Refresher)>, (u16, &'static str)> {
         let invite = &self.a_invite;
-        let asked = SessionExpires::of(invite).map_err(|_| (400, "Bad Request: Session-Expires"))?;
+        let asked =
+            SessionExpires::of(invite).map_err(|_| (400, "Bad Request: Session-Expires"))?;
         let supported = extensions::lists(invite, "Supported", "timer")
             || extensions::lists(invite, "Require", "timer");
         Ok(match asked {
@@ -929,7 +957,11 @@ impl Call {
         };
         let side = if *call_id == self.a.leg.call_id {
             Some(Side::A)
-        } else if self.b.as_ref().is_some_and(|b| b.state.leg.call_id == call_id) {
+        } else if self
+            .b
+            .as_ref()
+            .is_some_and(|b| b.state.leg.call_id == call_id)
+        {
             Some(Side::B)
         } else {
             None // an earlier carrier attempt
@@ -1001,14 +1033,28 @@ impl Call {
         });
         let id = self.add_server(now, side, flow, cancel.clone());
         let Some(invite_server) = target else {
-            self.respond_server(now, id, &cancel, 481, "Call/Transaction Does Not Exist", None);
+            self.respond_server(
+                now,
+                id,
+                &cancel,
+                481,
+                "Call/Transaction Does Not Exist",
+                None,
+            );
             return;
         };
         self.respond_server(now, id, &cancel, 200, "OK", None);
         if invite_server != 0 {
             // A re-INVITE cancelled: it ends with 487; the session stays as it was.
             if let Some(request) = self.server_request(invite_server) {
-                self.respond_server(now, invite_server, &request, 487, "Request Terminated", None);
+                self.respond_server(
+                    now,
+                    invite_server,
+                    &request,
+                    487,
+                    "Request Terminated",
+                    None,
+                );
             }
             return;
         }
@@ -1055,7 +1101,14 @@ impl Call {
                 && self.reliable.as_ref().is_some_and(|r| r.rseq == rack.rseq)
         });
         if !matches {
-            self.respond_server(now, id, &prack, 481, "Call/Transaction Does Not Exist", None);
+            self.respond_server(
+                now,
+                id,
+                &prack,
+                481,
+                "Call/Transaction Does Not Exist",
+                None,
+            );
             return;
         }
         let tag = self.a.leg.local_tag.clone();
@@ -1089,7 +1142,9 @@ impl Call {
         }
         if msg.body.is_empty() {
             // A session refresh: answered here with the session as it stands.
-            let Some(leg) = self.leg_mut(side) else { return };
+            let Some(leg) = self.leg_mut(side) else {
+                return;
+            };
             leg.refreshed(now, asked.map(|se| se.seconds));
             let sdp = if update { None } else { leg.local_sdp.clone() };
             self.answer_session_change(now, side, server, sdp);
@@ -1100,7 +1155,14 @@ impl Call {
             return;
         }
         if SessionDescription::parse(&msg.body).is_err() {
-            self.respond_server(now, server, &msg, 488, "Not Acceptable Here: malformed SDP", None);
+            self.respond_server(
+                now,
+                server,
+                &msg,
+                488,
+                "Not Acceptable Here: malformed SDP",
+                None,
+            );
             return;
         }
         if let Some(leg) = self.leg_mut(side) {
@@ -1277,7 +1339,7 @@ impl Call {
     }
 
     fn on_provisional(&mut self, now: Instant, code: u16, response: SipMessage) {
-        if self.ring_deadline.is_none() {
+        if self.ring_deadline.is_none() && self.phase == Phase::Setup {
             self.ring_deadline = Some(now + self.settings.ring_timeout);
         }
         let Some(attempt) = self.b.as_mut() else {
@@ -1308,10 +1370,7 @@ impl Call {
             attempt.rseq = Some(rseq);
             let invite_seq = attempt.invite.cseq().map(|c| c.seq).unwrap_or(1);
             let local = self.settings.local.clone();
-            let mut prack = attempt
-                .state
-                .leg
-                .request(Method::Prack, &local, &branch());
+            let mut prack = attempt.state.leg.request(Method::Prack, &local, &branch());
             let rack = RAck {
                 rseq,
                 cseq: invite_seq,
@@ -1360,7 +1419,10 @@ impl Call {
             _ => None,
         };
         let invite_seq = attempt.invite.cseq().map(|c| c.seq).unwrap_or(1);
-        let ack = leg.leg.ack(invite_seq, &self.settings.local, &branch()).to_bytes();
+        let ack = leg
+            .leg
+            .ack(invite_seq, &self.settings.local, &branch())
+            .to_bytes();
         let flow = leg.leg.flow;
         attempt.ack = Some(ack.clone());
         attempt.answered = true;
@@ -1476,7 +1538,10 @@ impl Call {
             self.prepare_next_target(now);
             return;
         }
-        self.last_failure = Some((code, Bytes::copy_from_slice(response.reason().unwrap_or_default())));
+        self.last_failure = Some((
+            code,
+            Bytes::copy_from_slice(response.reason().unwrap_or_default()),
+        ));
         let failover = attempt.target.failover_codes.contains(&code);
         if failover && !self.targets.is_empty() {
             tracing::debug!(code, "carrier refused; trying the next target");
@@ -1488,11 +1553,13 @@ impl Call {
 
     /// The carrier attempt got no answer in time.
     fn on_attempt_timeout(&mut self, now: Instant) {
+        self.invite_deadline = None;
         if self.phase != Phase::Setup {
             return;
         }
         // Stop retransmitting to the silent carrier; its INVITE transaction is abandoned.
-        self.clients.retain(|c| !matches!(c.purpose, Purpose::Invite));
+        self.clients
+            .retain(|c| !matches!(c.purpose, Purpose::Invite));
         self.invite_deadline = None;
         self.last_failure = Some((408, Bytes::from_static(b"Request Timeout")));
         if let Some(attempt) = self.b.as_mut() {
@@ -1540,7 +1607,14 @@ impl Call {
                     self.refuse(now, 503, "Service Unavailable", Outcome::MediaFailure);
                 }
             }
-            (MediaPurpose::Reoffer { from, server, update }, Ok(MediaReply::Sdp(sdp))) => {
+            (
+                MediaPurpose::Reoffer {
+                    from,
+                    server,
+                    update,
+                },
+                Ok(MediaReply::Sdp(sdp)),
+            ) => {
                 if self.phase == Phase::Answered {
                     self.send_reoffer(now, from, server, update, sdp);
                 } else {
@@ -1709,7 +1783,8 @@ impl Call {
     fn refuse(&mut self, now: Instant, code: u16, reason: &str, outcome: Outcome) {
         if !self.a_final_sent {
             self.respond_a(now, code, reason, None);
-            self.outputs.push_back(Output::Event(Event::Outcome(outcome)));
+            self.outputs
+                .push_back(Output::Event(Event::Outcome(outcome)));
         }
         self.release(now);
         self.invite_deadline = None;
@@ -1770,6 +1845,7 @@ impl Call {
         self.reliable = None;
         self.max_duration_at = None;
         self.media_check_at = None;
+        self.abandon_at = Some(now + self.settings.timers.transaction_timeout());
         self.outputs
             .push_back(Output::Event(Event::Released { answered }));
     }
@@ -1936,16 +2012,26 @@ impl Call {
             tracing::debug!("carrier silent; failing over");
             self.on_attempt_timeout(now);
         }
-        if self.ring_deadline.is_some_and(|t| t <= now) && self.phase == Phase::Setup {
-            tracing::debug!("no answer before the ring timeout");
+        if self.ring_deadline.is_some_and(|t| t <= now) {
             self.ring_deadline = None;
-            self.cancel_b(now);
-            self.refuse(now, 408, "Request Timeout", Outcome::Timeout);
+            if self.phase == Phase::Setup {
+                tracing::debug!("no answer before the ring timeout");
+                self.cancel_b(now);
+                self.refuse(now, 408, "Request Timeout", Outcome::Timeout);
+            }
         }
         self.reliable_timer(now);
         for side in [Side::A, Side::B] {
             self.unacked_timer(now, side);
             self.session_timer(now, side);
+        }
+        if self.abandon_at.is_some_and(|t| t <= now) {
+            self.abandon_at = None;
+            if !(self.servers.is_empty() && self.clients.is_empty()) {
+                tracing::debug!("abandoning transactions of a released call");
+                self.servers.clear();
+                self.clients.clear();
+            }
         }
         if self.max_duration_at.is_some_and(|t| t <= now) {
             self.max_duration_at = None;
@@ -1968,7 +2054,12 @@ impl Call {
             // Never PRACKed: the caller cannot take the call (RFC 3262 §3).
             self.reliable = None;
             self.cancel_b(now);
-            self.refuse(now, 504, "Reliable Provisional Response Not Acknowledged", Outcome::Timeout);
+            self.refuse(
+                now,
+                504,
+                "Reliable Provisional Response Not Acknowledged",
+                Outcome::Timeout,
+            );
         } else if reliable.next.is_some_and(|t| t <= now) {
             reliable.interval = (reliable.interval * 2).min(self.settings.timers.t2);
             reliable.next = Some(now + reliable.interval);
@@ -2103,9 +2194,7 @@ impl Call {
                     return;
                 };
                 let side = self.servers.iter().find(|s| s.id == server).map(|s| s.side);
-                let tag = side.and_then(|side| {
-                    self.leg_mut(side).map(|l| l.leg.local_tag.clone())
-                });
+                let tag = side.and_then(|side| self.leg_mut(side).map(|l| l.leg.local_tag.clone()));
                 let mut response = response_for(&request, code, &reason, tag.as_deref().map(text));
                 copy_relayed(&msg, &mut response);
                 self.send_server(now, server, response);
@@ -2113,7 +2202,9 @@ impl Call {
             Purpose::Reoffer { from, server } if code >= 200 => {
                 self.on_reoffer_answer(now, from, server, code, msg)
             }
-            Purpose::Refresh { side } if code >= 200 => self.on_refresh_answer(now, side, code, msg),
+            Purpose::Refresh { side } if code >= 200 => {
+                self.on_refresh_answer(now, side, code, msg)
+            }
             Purpose::Relay { .. }
             | Purpose::Reoffer { .. }
             | Purpose::Refresh { .. }
@@ -2195,7 +2286,11 @@ impl Call {
                 }
             }
             _ => {
-                tracing::info!(leg = side.label(), code, "session refresh failed; ending the call");
+                tracing::info!(
+                    leg = side.label(),
+                    code,
+                    "session refresh failed; ending the call"
+                );
                 self.end(now, EndReason::RefreshFailed, None);
             }
         }
@@ -2296,6 +2391,23 @@ impl std::fmt::Debug for Call {
         f.debug_struct("Call")
             .field("call_id", &self.a.leg.call_id)
             .field("phase", &self.phase)
+            .field(
+                "servers",
+                &self
+                    .servers
+                    .iter()
+                    .map(|s| s.tx.state())
+                    .collect::<Vec<_>>(),
+            )
+            .field(
+                "clients",
+                &self
+                    .clients
+                    .iter()
+                    .map(|c| (c.method.as_str().to_owned(), c.tx.state()))
+                    .collect::<Vec<_>>(),
+            )
+            .field("pending_media", &self.pending_media)
             .finish_non_exhaustive()
     }
 }

@@ -11,12 +11,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tandem_api::config::GatewayConfig;
-use tandem_ng::bencode::Value;
-use tandem_ng::{Replace, Request};
 use tandem_sip::message::{Method, SipMessage};
 use tandem_sip::response::response_for;
 use tokio::sync::{mpsc, watch};
@@ -247,7 +245,13 @@ impl Shard {
             Method::Register | Method::Subscribe | Method::Publish | Method::Message
                 if !in_dialog =>
             {
-                self.respond(&msg, flow, 405, "Method Not Allowed", Some(("Allow", ALLOW)))
+                self.respond(
+                    &msg,
+                    flow,
+                    405,
+                    "Method Not Allowed",
+                    Some(("Allow", ALLOW)),
+                )
             }
             _ => self.respond(&msg, flow, 481, "Call/Transaction Does Not Exist", None),
         }
@@ -536,13 +540,6 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// ng requests carry `replace: [origin, session-connection]`: nothing of one side's `o=` or
-/// `c=` lines reaches the other.
-fn hiding(mut request: Request) -> Request {
-    request.replace = vec![Replace::Origin, Replace::SessionConnection];
-    request
-}
-
 /// Carries out one media request; an initial offer also picks the pod (returned).
 async fn media(
     ctx: &CallContext,
@@ -577,47 +574,40 @@ async fn media(
             from_tag,
             to_tag,
             sdp,
-        } => {
-            let mut ng = hiding(Request::offer(text(&call_id), text(&from_tag), &sdp));
-            ng.to_tag = to_tag.map(|t| text(&t));
-            sdp_reply(pod.request("offer", &ng).await)
-        }
+        } => pod
+            .offer(
+                &text(&call_id),
+                &text(&from_tag),
+                to_tag.map(|t| text(&t)).as_deref(),
+                &sdp,
+            )
+            .await
+            .map(MediaReply::Sdp)
+            .map_err(|e| failure(&e)),
         MediaRequest::Answer {
             call_id,
             from_tag,
             to_tag,
             sdp,
-        } => {
-            let ng = hiding(Request::answer(
-                text(&call_id),
-                text(&from_tag),
-                text(&to_tag),
-                &sdp,
-            ));
-            sdp_reply(pod.request("answer", &ng).await)
-        }
+        } => pod
+            .answer(&text(&call_id), &text(&from_tag), &text(&to_tag), &sdp)
+            .await
+            .map(MediaReply::Sdp)
+            .map_err(|e| failure(&e)),
         MediaRequest::Delete { call_id } => pod
-            .request("delete", &Request::delete(text(&call_id), None))
+            .delete(&text(&call_id))
             .await
             .map(|_| MediaReply::Deleted)
             .map_err(|e| failure(&e)),
         MediaRequest::Query { call_id } => pod
-            .request("query", &Request::query(text(&call_id)))
+            .query(&text(&call_id))
             .await
-            .map(|reply| MediaReply::Activity {
-                idle: idle(&reply.to_value(), SystemTime::now()),
+            .map(|activity| MediaReply::Activity {
+                idle: activity.idle_seconds.map(Duration::from_secs),
             })
             .map_err(|e| failure(&e)),
     };
     (result, None)
-}
-
-fn sdp_reply(reply: Result<tandem_ng::Reply, MediaError>) -> Result<MediaReply, MediaFailure> {
-    let reply = reply.map_err(|e| failure(&e))?;
-    reply
-        .sdp()
-        .map(|sdp| MediaReply::Sdp(Bytes::copy_from_slice(sdp)))
-        .ok_or_else(|| MediaFailure::Failed("the media pod's reply carried no SDP".into()))
 }
 
 /// A media error as the call sees it: a pod that no longer knows the call has lost its media.
@@ -628,30 +618,6 @@ fn failure(error: &MediaError) -> MediaFailure {
         }
         other => MediaFailure::Failed(other.to_string()),
     }
-}
-
-/// Time since the most recent `last packet` (unix seconds, rtpengine's `query` reply) anywhere
-/// in `reply`; `None` when the reply names none.
-fn idle(reply: &Value, now: SystemTime) -> Option<Duration> {
-    fn latest(value: &Value) -> Option<i64> {
-        match value {
-            Value::Dictionary(dict) => dict
-                .iter()
-                .filter_map(|(key, value)| {
-                    if key.as_ref() == b"last packet" {
-                        value.as_integer()
-                    } else {
-                        latest(value)
-                    }
-                })
-                .max(),
-            Value::List(items) => items.iter().filter_map(latest).max(),
-            _ => None,
-        }
-    }
-    let last = u64::try_from(latest(reply)?).ok()?;
-    let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
-    Some(Duration::from_secs(now.saturating_sub(last)))
 }
 
 /// The root span of a call, continuing the caller's W3C trace context when its INVITE carries
@@ -668,31 +634,4 @@ fn call_span(invite: &SipMessage) -> Span {
         let _ = span.set_parent(parent);
     }
     span
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn idle_is_measured_from_the_latest_packet_anywhere_in_the_reply() {
-        let stream = |last: i64| {
-            let mut d = tandem_ng::bencode::Dictionary::new();
-            d.insert(Bytes::from_static(b"last packet"), Value::Integer(last));
-            Value::Dictionary(d)
-        };
-        let mut tag = tandem_ng::bencode::Dictionary::new();
-        tag.insert(
-            Bytes::from_static(b"streams"),
-            Value::List(vec![stream(1_000), stream(1_090)]),
-        );
-        let mut reply = tandem_ng::bencode::Dictionary::new();
-        reply.insert(Bytes::from_static(b"tags"), Value::Dictionary(tag));
-        let now = UNIX_EPOCH + Duration::from_secs(1_100);
-        assert_eq!(
-            idle(&Value::Dictionary(reply), now),
-            Some(Duration::from_secs(10))
-        );
-        assert_eq!(idle(&Value::dictionary(), now), None);
-    }
 }

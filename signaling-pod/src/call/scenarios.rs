@@ -1,1 +1,1197 @@
-//! Scenario tests of the call core on virtual time.
+//! Scenario tests of the call core on virtual time: each test is a script of inputs (SIP from
+//! the caller and the carrier, media pod replies, time passing) and the outputs expected.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use prometheus_client::metrics::gauge::Gauge;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tandem_sip::message::{Method, SipMessage};
+use tandem_sip::parse_datagram;
+use tandem_sip::response::response_for;
+use tandem_sip::transaction::TimerConfig;
+use tracing::Span;
+
+use super::core::{
+    Admission, Call, EndReason, Event, Input, MediaFailure, MediaReply, MediaRequest, Output,
+    Phase, Prepared, Settings,
+};
+use super::leg::LocalAddress;
+use crate::admission::Reservation;
+use crate::metrics::Outcome;
+use crate::routing::Target;
+use crate::transport::{Flow, Transport};
+
+const CALLER: &str = "192.0.2.10:5062";
+const CARRIER: &str = "198.51.100.7:5090";
+const BACKUP: &str = "198.51.100.8:5090";
+const CALLER_SDP: &str = "v=0\r\no=alice 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+const RELAY_SDP: &str = "v=0\r\no=tandem 7 7 IN IP4 203.0.113.1\r\ns=-\r\nc=IN IP4 203.0.113.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0\r\n";
+const CARRIER_SDP: &str = "v=0\r\no=bob 9 9 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n";
+
+fn flow(addr: &str) -> Flow {
+    Flow {
+        transport: Transport::Udp,
+        remote: addr.parse().unwrap(),
+    }
+}
+
+fn settings() -> Settings {
+    Settings {
+        local: LocalAddress {
+            host: "203.0.113.1".into(),
+            udp_port: 5060,
+            tcp_port: 5060,
+        },
+        timers: TimerConfig::default(),
+        invite_timeout: Duration::from_secs(5),
+        ring_timeout: Duration::from_secs(180),
+        session_expires: 1800,
+        min_se: 90,
+        max_duration: None,
+        media_timeout: None,
+        media_check_interval: None,
+        shards: 2,
+    }
+}
+
+fn target(addr: &str) -> Target {
+    let addr: SocketAddr = addr.parse().unwrap();
+    Target {
+        trunk: "carrier".into(),
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        transport: Transport::Udp,
+        failover_codes: vec![503],
+    }
+}
+
+fn parse(text: &str) -> SipMessage {
+    parse_datagram(Bytes::from(text.to_owned())).expect("test message parses")
+}
+
+fn with_body(head: &str, body: &str) -> String {
+    if body.is_empty() {
+        format!("{head}Content-Length: 0\r\n\r\n")
+    } else {
+        format!(
+            "{head}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+}
+
+/// The caller's INVITE with `extra` headers.
+fn caller_invite(extra: &str, sdp: &str) -> SipMessage {
+    parse(&with_body(
+        &format!(
+            "INVITE sip:2000@203.0.113.1 SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKa1\r\n\
+             Max-Forwards: 70\r\nFrom: \"Alice\" <sip:1000@192.0.2.10>;tag=alice\r\n\
+             To: <sip:2000@203.0.113.1>\r\nCall-ID: a-leg@192.0.2.10\r\nCSeq: 1 INVITE\r\n\
+             Contact: <sip:1000@{CALLER}>\r\n{extra}"
+        ),
+        sdp,
+    ))
+}
+
+/// A test call and everything it asked for that the script has not consumed yet.
+struct Script {
+    call: Call,
+    now: Instant,
+    outputs: VecDeque<Output>,
+    events: Vec<Event>,
+    /// Our tag on the caller's leg, from the first response with one.
+    a_tag: Option<String>,
+    a_cseq: u32,
+    media_ops: Vec<(u32, MediaRequest)>,
+    /// How many media deletes the call asked for.
+    deletes: usize,
+    _inbound: Gauge,
+}
+
+impl Script {
+    fn start(extra: &str, settings: Settings, targets: Vec<Target>) -> Script {
+        let inbound = Gauge::default();
+        let admission = Admission::Route {
+            inbound: "customers".into(),
+            reservation: Reservation::take(&inbound, None).unwrap(),
+            called: "2000".into(),
+            calling: "1000".into(),
+            targets,
+        };
+        let now = Instant::now();
+        let call = Call::new(
+            now,
+            caller_invite(extra, CALLER_SDP),
+            flow(CALLER),
+            admission,
+            Arc::new(settings),
+            0,
+            Span::none(),
+        )
+        .expect("call starts");
+        let mut script = Script {
+            call,
+            now,
+            outputs: VecDeque::new(),
+            events: Vec::new(),
+            a_tag: None,
+            a_cseq: 1,
+            media_ops: Vec::new(),
+            deletes: 0,
+            _inbound: inbound,
+        };
+        script.collect();
+        script
+    }
+
+    fn collect(&mut self) {
+        while let Some(output) = self.call.poll_output() {
+            match output {
+                Output::Event(event) => self.events.push(event),
+                Output::Media(id, request) => {
+                    if matches!(request, MediaRequest::Delete { .. }) {
+                        self.deletes += 1;
+                    }
+                    self.media_ops.push((id, request))
+                }
+                other => self.outputs.push_back(other),
+            }
+        }
+    }
+
+    fn input(&mut self, input: Input) {
+        self.call.handle(self.now, input);
+        self.collect();
+    }
+
+    /// Lets `d` of virtual time pass, firing every timer due on the way.
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        let mut wakeups = 0;
+        while let Some(at) = self.call.poll_timeout().filter(|at| *at <= end) {
+            wakeups += 1;
+            assert!(
+                wakeups < 10_000,
+                "a timer does not move on: {:?}",
+                self.call
+            );
+            self.now = at.max(self.now);
+            self.call.handle_timeout(self.now);
+            self.collect();
+        }
+        self.now = end;
+    }
+
+    /// Every message sent to `addr` since the last look, parsed.
+    fn sent_to(&mut self, addr: &str) -> Vec<SipMessage> {
+        let target = flow(addr);
+        let mut out = Vec::new();
+        self.outputs.retain(|o| match o {
+            Output::Transmit(f, data) if *f == target => {
+                out.push(parse_datagram(data.clone()).expect("we send parsable SIP"));
+                false
+            }
+            _ => true,
+        });
+        for msg in &out {
+            if addr == CALLER
+                && let Ok(to) = msg.to()
+                && let Some(tag) = to.tag()
+            {
+                self.a_tag = Some(String::from_utf8_lossy(tag).into_owned());
+            }
+        }
+        out
+    }
+
+    /// The one message of `method` (request) or with status `code` sent to `addr`.
+    fn expect(&mut self, addr: &str, what: impl Into<Expect>) -> SipMessage {
+        let what = what.into();
+        let sent = self.sent_to(addr);
+        let (found, rest): (Vec<_>, Vec<_>) = sent.into_iter().partition(|m| what.matches(m));
+        for msg in rest {
+            self.outputs
+                .push_back(Output::Transmit(flow(addr), msg.to_bytes()));
+        }
+        // Retransmissions of one message count once.
+        let first = found
+            .first()
+            .unwrap_or_else(|| panic!("no {what:?} to {addr}"))
+            .to_bytes();
+        assert!(
+            found.iter().all(|m| m.to_bytes() == first),
+            "one {what:?} to {addr}, got {found:?}"
+        );
+        found.into_iter().next().unwrap()
+    }
+
+    fn nothing_to(&mut self, addr: &str) {
+        let sent = self.sent_to(addr);
+        assert!(sent.is_empty(), "unexpected messages to {addr}: {sent:?}");
+    }
+
+    /// The pending media request matching `pick`, answered with `reply`.
+    fn media(
+        &mut self,
+        pick: fn(&MediaRequest) -> bool,
+        reply: Result<MediaReply, MediaFailure>,
+    ) -> MediaRequest {
+        let index = self
+            .media_ops
+            .iter()
+            .position(|(_, r)| pick(r))
+            .unwrap_or_else(|| panic!("no such media request in {:?}", self.media_ops));
+        let (id, request) = self.media_ops.remove(index);
+        self.input(Input::Media(id, reply));
+        request
+    }
+
+    fn prepare(&mut self, remote: &str, gauge: &Gauge) -> Target {
+        let index = self
+            .outputs
+            .iter()
+            .position(|o| matches!(o, Output::Prepare(..)))
+            .expect("a target to prepare");
+        let Some(Output::Prepare(id, target)) = self.outputs.remove(index) else {
+            unreachable!()
+        };
+        let prepared = Prepared {
+            remote: remote.parse().unwrap(),
+            reservation: Reservation::take(gauge, None).unwrap(),
+        };
+        self.input(Input::Target(id, Ok(prepared)));
+        target
+    }
+
+    fn caller_sends(&mut self, msg: SipMessage) {
+        self.input(Input::Sip(msg, flow(CALLER)));
+    }
+
+    fn carrier_sends(&mut self, msg: SipMessage, addr: &str) {
+        self.input(Input::Sip(msg, flow(addr)));
+    }
+
+    /// An in-dialog request from the caller.
+    fn caller_request(&mut self, method: &str, extra: &str, sdp: &str) -> SipMessage {
+        self.a_cseq += 1;
+        let tag = self.a_tag.clone().expect("our tag is known");
+        let cseq = if method == "ACK" { 1 } else { self.a_cseq };
+        parse(&with_body(
+            &format!(
+                "{method} sip:tandem@203.0.113.1:5060 SIP/2.0\r\n\
+                 Via: SIP/2.0/UDP {CALLER};branch=z9hG4bKa{}\r\nMax-Forwards: 70\r\n\
+                 From: \"Alice\" <sip:1000@192.0.2.10>;tag=alice\r\n\
+                 To: <sip:2000@203.0.113.1>;tag={tag}\r\nCall-ID: a-leg@192.0.2.10\r\n\
+                 CSeq: {cseq} {method}\r\nContact: <sip:1000@{CALLER}>\r\n{extra}",
+                self.a_cseq
+            ),
+            sdp,
+        ))
+    }
+
+    fn ended(&self, reason: EndReason) -> bool {
+        self.events.contains(&Event::Ended(reason))
+    }
+
+    fn released(&self) -> usize {
+        self.events
+            .iter()
+            .filter(|e| matches!(e, Event::Released { .. }))
+            .count()
+    }
+
+    fn deleted(&self) -> bool {
+        self.deletes > 0
+    }
+}
+
+/// A message to look for: a request method or a response status.
+#[derive(Debug)]
+enum Expect {
+    Request(Method),
+    Status(u16),
+}
+
+impl Expect {
+    fn matches(&self, msg: &SipMessage) -> bool {
+        match self {
+            Expect::Request(m) => msg.method() == Some(m),
+            Expect::Status(code) => msg.status() == Some(*code),
+        }
+    }
+}
+
+impl From<Method> for Expect {
+    fn from(m: Method) -> Self {
+        Expect::Request(m)
+    }
+}
+
+impl From<u16> for Expect {
+    fn from(code: u16) -> Self {
+        Expect::Status(code)
+    }
+}
+
+fn is_offer(r: &MediaRequest) -> bool {
+    matches!(r, MediaRequest::Offer { .. })
+}
+fn is_answer(r: &MediaRequest) -> bool {
+    matches!(r, MediaRequest::Answer { .. })
+}
+fn is_delete(r: &MediaRequest) -> bool {
+    matches!(r, MediaRequest::Delete { .. })
+}
+fn is_query(r: &MediaRequest) -> bool {
+    matches!(r, MediaRequest::Query { .. })
+}
+
+fn sdp(text: &str) -> Result<MediaReply, MediaFailure> {
+    Ok(MediaReply::Sdp(Bytes::from(text.to_owned())))
+}
+
+/// The carrier's response to `request` with its tag and Contact (and `extra` headers, `body`).
+fn carrier_reply(
+    request: &SipMessage,
+    code: u16,
+    extra: &[(&str, &str)],
+    body: &str,
+) -> SipMessage {
+    let mut response = response_for(request, code, "Carrier", Some("bob"));
+    if request.method() == Some(&Method::Invite) && code > 100 && code < 300 {
+        response
+            .headers
+            .push("Contact", format!("<sip:2000@{CARRIER}>"));
+    }
+    for (name, value) in extra {
+        response.headers.push(name, value.to_string());
+    }
+    if !body.is_empty() {
+        response.headers.push("Content-Type", "application/sdp");
+        response.body = Bytes::from(body.to_owned());
+    }
+    parse_datagram(response.to_bytes()).unwrap()
+}
+
+/// A request from the carrier inside the B leg's dialog (whose INVITE was `b_invite`).
+fn carrier_request(
+    b_invite: &SipMessage,
+    method: &str,
+    cseq: u32,
+    extra: &str,
+    sdp: &str,
+) -> SipMessage {
+    let from = b_invite.from().unwrap().to_string();
+    let call_id = String::from_utf8_lossy(b_invite.call_id().unwrap()).into_owned();
+    let to_uri = String::from_utf8_lossy(&b_invite.to().unwrap().uri).into_owned();
+    parse(&with_body(
+        &format!(
+            "{method} sip:tandem@203.0.113.1:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {CARRIER};branch=z9hG4bKb{cseq}\r\nMax-Forwards: 70\r\n\
+             From: <{to_uri}>;tag=bob\r\nTo: {from}\r\nCall-ID: {call_id}\r\n\
+             CSeq: {cseq} {method}\r\nContact: <sip:2000@{CARRIER}>\r\n{extra}"
+        ),
+        sdp,
+    ))
+}
+
+fn header(msg: &SipMessage, name: &str) -> Option<String> {
+    msg.headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// A call up to the INVITE reaching the carrier: the caller got 100, media offered.
+fn to_carrier(extra: &str, settings: Settings, outbound: &Gauge) -> (Script, SipMessage) {
+    let mut s = Script::start(extra, settings, vec![target(CARRIER)]);
+    s.expect(CALLER, 100);
+    let offer = s.media(is_offer, sdp(RELAY_SDP));
+    assert!(matches!(offer, MediaRequest::Offer { ref from_tag, .. } if from_tag == "alice"));
+    s.prepare(CARRIER, outbound);
+    let invite = s.expect(CARRIER, Method::Invite);
+    (s, invite)
+}
+
+/// An answered call: both legs up, the caller's ACK received.
+fn answered(extra: &str, settings: Settings, outbound: &Gauge) -> (Script, SipMessage) {
+    let (mut s, invite) = to_carrier(extra, settings, outbound);
+    s.carrier_sends(carrier_reply(&invite, 200, &[], CARRIER_SDP), CARRIER);
+    s.expect(CARRIER, Method::Ack);
+    s.media(is_answer, sdp(RELAY_SDP));
+    s.expect(CALLER, 200);
+    let ack = s.caller_request("ACK", "", "");
+    s.caller_sends(ack);
+    (s, invite)
+}
+
+#[test]
+fn basic_call_bridges_both_legs_and_a_bye_ends_them() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = to_carrier("", settings(), &outbound);
+    // Nothing of the caller's dialog reaches the carrier.
+    let wire = String::from_utf8_lossy(&invite.to_bytes()).into_owned();
+    for leaked in ["a-leg@192.0.2.10", "alice", "z9hG4bKa1", "5062", "o=alice"] {
+        assert!(!wire.contains(leaked), "{leaked} leaked: {wire}");
+    }
+    assert_eq!(header(&invite, "Session-Expires").as_deref(), Some("1800"));
+    assert!(header(&invite, "Supported").unwrap().contains("100rel"));
+    s.carrier_sends(carrier_reply(&invite, 180, &[], ""), CARRIER);
+    s.expect(CALLER, 180);
+    s.carrier_sends(carrier_reply(&invite, 200, &[], CARRIER_SDP), CARRIER);
+    s.expect(CARRIER, Method::Ack);
+    s.media(is_answer, sdp(RELAY_SDP));
+    let ok = s.expect(CALLER, 200);
+    assert_eq!(ok.body, RELAY_SDP.as_bytes());
+    assert_eq!(s.call.phase(), Phase::Answered);
+    assert_eq!(outbound.get(), 1, "the carrier trunk counts the call");
+    let ack = s.caller_request("ACK", "", "");
+    s.caller_sends(ack);
+    s.advance(Duration::from_secs(5));
+    s.nothing_to(CALLER); // the ACK stopped the 200's retransmissions
+
+    let bye = s.caller_request("BYE", "", "");
+    s.caller_sends(bye);
+    s.expect(CALLER, 200);
+    let b_bye = s.expect(CARRIER, Method::Bye);
+    s.carrier_sends(carrier_reply(&b_bye, 200, &[], ""), CARRIER);
+    assert!(s.ended(EndReason::CallerHangup));
+    s.media(is_delete, Ok(MediaReply::Deleted));
+    assert_eq!(outbound.get(), 0, "the reservation is released once");
+    s.advance(Duration::from_secs(40));
+    assert!(s.call.is_finished());
+    assert_eq!(s.released(), 1);
+}
+
+#[test]
+fn cancel_before_any_provisional_waits_for_one() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = to_carrier("", settings(), &outbound);
+    let cancel = parse(&with_body(
+        &format!(
+            "CANCEL sip:2000@203.0.113.1 SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKa1\r\n\
+             Max-Forwards: 70\r\nFrom: \"Alice\" <sip:1000@192.0.2.10>;tag=alice\r\n\
+             To: <sip:2000@203.0.113.1>\r\nCall-ID: a-leg@192.0.2.10\r\nCSeq: 1 CANCEL\r\n"
+        ),
+        "",
+    ));
+    s.caller_sends(cancel);
+    s.expect(CALLER, 200);
+    s.expect(CALLER, 487);
+    s.nothing_to(CARRIER); // no CANCEL before a provisional (RFC 3261 §9.1)
+    s.carrier_sends(carrier_reply(&invite, 100, &[], ""), CARRIER);
+    let cancel = s.expect(CARRIER, Method::Cancel);
+    s.carrier_sends(carrier_reply(&cancel, 200, &[], ""), CARRIER);
+    s.carrier_sends(carrier_reply(&invite, 487, &[], ""), CARRIER);
+    s.expect(CARRIER, Method::Ack);
+    assert!(s.events.contains(&Event::Outcome(Outcome::Cancelled)));
+    s.media(is_delete, Ok(MediaReply::Deleted));
+    assert_eq!(outbound.get(), 0);
+    s.advance(Duration::from_secs(40));
+    assert!(s.call.is_finished());
+}
+
+fn caller_cancel() -> SipMessage {
+    parse(&with_body(
+        &format!(
+            "CANCEL sip:2000@203.0.113.1 SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKa1\r\n\
+             Max-Forwards: 70\r\nFrom: \"Alice\" <sip:1000@192.0.2.10>;tag=alice\r\n\
+             To: <sip:2000@203.0.113.1>\r\nCall-ID: a-leg@192.0.2.10\r\nCSeq: 1 CANCEL\r\n"
+        ),
+        "",
+    ))
+}
+
+#[test]
+fn cancel_after_ringing_and_a_200_crossing_it_gets_bye() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = to_carrier("", settings(), &outbound);
+    s.carrier_sends(carrier_reply(&invite, 180, &[], ""), CARRIER);
+    s.expect(CALLER, 180);
+    s.caller_sends(caller_cancel());
+    s.expect(CALLER, 200);
+    s.expect(CALLER, 487);
+    s.expect(CARRIER, Method::Cancel);
+    // The carrier answered before it saw the CANCEL: the call must still not stay up.
+    s.carrier_sends(carrier_reply(&invite, 200, &[], CARRIER_SDP), CARRIER);
+    s.expect(CARRIER, Method::Ack);
+    let bye = s.expect(CARRIER, Method::Bye);
+    s.carrier_sends(carrier_reply(&bye, 200, &[], ""), CARRIER);
+    s.media(is_delete, Ok(MediaReply::Deleted));
+    s.advance(Duration::from_secs(40));
+    assert!(s.call.is_finished());
+    assert_eq!(outbound.get(), 0);
+}
+
+#[test]
+fn cancel_crossing_the_callers_200_leaves_the_call_up() {
+    let outbound = Gauge::default();
+    let (mut s, _) = answered("", settings(), &outbound);
+    s.caller_sends(caller_cancel());
+    s.expect(CALLER, 200);
+    s.nothing_to(CARRIER);
+    assert_eq!(s.call.phase(), Phase::Answered);
+}
+
+#[test]
+fn a_lost_ack_retransmits_the_200_then_ends_both_legs() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = to_carrier("", settings(), &outbound);
+    s.carrier_sends(carrier_reply(&invite, 200, &[], CARRIER_SDP), CARRIER);
+    s.expect(CARRIER, Method::Ack);
+    s.media(is_answer, sdp(RELAY_SDP));
+    s.expect(CALLER, 200);
+    s.advance(Duration::from_millis(600));
+    s.expect(CALLER, 200); // T1
+    s.advance(Duration::from_millis(1000));
+    s.expect(CALLER, 200); // 2·T1
+    s.advance(Duration::from_secs(32));
+    assert!(s.ended(EndReason::AckTimeout));
+    s.expect(CARRIER, Method::Bye);
+    let byes = s.sent_to(CALLER);
+    assert!(byes.iter().any(|m| m.method() == Some(&Method::Bye)));
+}
+
+#[test]
+fn a_retransmitted_2xx_from_the_carrier_is_acked_again() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = answered("", settings(), &outbound);
+    s.carrier_sends(carrier_reply(&invite, 200, &[], CARRIER_SDP), CARRIER);
+    s.expect(CARRIER, Method::Ack);
+    s.nothing_to(CALLER);
+}
+
+#[test]
+fn carrier_failure_fails_over_to_the_next_target() {
+    let outbound = Gauge::default();
+    let mut s = Script::start("", settings(), vec![target(CARRIER), target(BACKUP)]);
+    s.expect(CALLER, 100);
+    s.media(is_offer, sdp(RELAY_SDP));
+    s.prepare(CARRIER, &outbound);
+    let first = s.expect(CARRIER, Method::Invite);
+    assert_eq!(outbound.get(), 1);
+    s.carrier_sends(carrier_reply(&first, 503, &[], ""), CARRIER);
+    s.expect(CARRIER, Method::Ack);
+    assert_eq!(
+        outbound.get(),
+        0,
+        "the failed attempt released its reservation"
+    );
+    s.prepare(BACKUP, &outbound);
+    let second = s.expect(BACKUP, Method::Invite);
+    assert_ne!(first.call_id().unwrap(), second.call_id().unwrap());
+    s.nothing_to(CALLER);
+    s.carrier_sends(carrier_reply(&second, 486, &[], ""), BACKUP);
+    s.expect(BACKUP, Method::Ack);
+    let busy = s.expect(CALLER, 486);
+    assert_eq!(busy.status(), Some(486));
+}
+
+#[test]
+fn a_silent_carrier_is_skipped_after_the_invite_timeout() {
+    let outbound = Gauge::default();
+    let mut s = Script::start("", settings(), vec![target(CARRIER), target(BACKUP)]);
+    s.media(is_offer, sdp(RELAY_SDP));
+    s.prepare(CARRIER, &outbound);
+    s.advance(Duration::from_secs(6));
+    assert!(s.events.contains(&Event::AttemptFailed {
+        trunk: "carrier".into(),
+        code: 408
+    }));
+    s.prepare(BACKUP, &outbound);
+    s.expect(BACKUP, Method::Invite);
+    s.advance(Duration::from_secs(6));
+    s.expect(CALLER, 408);
+    s.media(is_delete, Ok(MediaReply::Deleted));
+}
+
+#[test]
+fn a_failed_media_offer_refuses_the_call_with_503() {
+    let mut s = Script::start("", settings(), vec![target(CARRIER)]);
+    s.media(is_offer, Err(MediaFailure::Failed("no media pod".into())));
+    s.expect(CALLER, 503);
+    assert!(s.events.contains(&Event::Outcome(Outcome::MediaFailure)));
+    assert!(!s.deleted(), "nothing was anchored");
+}
+
+#[test]
+fn a_cancel_while_the_offer_is_pending_deletes_the_media_once_anchored() {
+    let mut s = Script::start("", settings(), vec![target(CARRIER)]);
+    s.caller_sends(caller_cancel());
+    s.expect(CALLER, 487);
+    assert!(!s.deleted(), "no delete may overtake the offer");
+    s.media(is_offer, sdp(RELAY_SDP));
+    s.media(is_delete, Ok(MediaReply::Deleted));
+    s.advance(Duration::from_secs(40));
+    assert!(s.call.is_finished());
+}
+
+fn hold_sdp(direction: &str) -> String {
+    format!("{CALLER_SDP}a={direction}\r\n")
+}
+
+#[test]
+fn the_caller_holds_and_the_carrier_gets_a_reinvite_with_the_direction() {
+    let outbound = Gauge::default();
+    let (mut s, _) = answered("", settings(), &outbound);
+    let hold = s.caller_request("INVITE", "", &hold_sdp("sendonly"));
+    s.caller_sends(hold);
+    let offer = s.media(is_offer, sdp(&format!("{RELAY_SDP}a=sendonly\r\n")));
+    let MediaRequest::Offer {
+        from_tag, to_tag, ..
+    } = offer
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (from_tag.as_ref(), to_tag.as_deref()),
+        (&b"alice"[..], Some(&b"bob"[..]))
+    );
+    let reinvite = s.expect(CARRIER, Method::Invite);
+    assert!(String::from_utf8_lossy(&reinvite.body).contains("a=sendonly"));
+    assert!(reinvite.to().unwrap().tag().is_some(), "in the B dialog");
+    s.carrier_sends(
+        carrier_reply(&reinvite, 200, &[], &format!("{CARRIER_SDP}a=recvonly\r\n")),
+        CARRIER,
+    );
+    let ack = s.expect(CARRIER, Method::Ack);
+    assert_eq!(ack.cseq().unwrap().seq, reinvite.cseq().unwrap().seq);
+    s.media(is_answer, sdp(&format!("{RELAY_SDP}a=recvonly\r\n")));
+    let ok = s.expect(CALLER, 200);
+    assert!(String::from_utf8_lossy(&ok.body).contains("a=recvonly"));
+    // Resume.
+    let ack = s.caller_request("ACK", "", "");
+    let mut ack = ack;
+    ack.headers.set("CSeq", format!("{} ACK", s.a_cseq - 1));
+    s.caller_sends(ack);
+    let resume = s.caller_request("INVITE", "", CALLER_SDP);
+    s.caller_sends(resume);
+    s.media(is_offer, sdp(RELAY_SDP));
+    let reinvite = s.expect(CARRIER, Method::Invite);
+    assert!(!String::from_utf8_lossy(&reinvite.body).contains("sendonly"));
+}
+
+#[test]
+fn the_carrier_holds_and_the_caller_gets_a_reinvite() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = answered("", settings(), &outbound);
+    let hold = carrier_request(
+        &invite,
+        "INVITE",
+        1,
+        "",
+        &format!("{CARRIER_SDP}a=sendonly\r\n"),
+    );
+    s.carrier_sends(hold, CARRIER);
+    let offer = s.media(is_offer, sdp(&format!("{RELAY_SDP}a=sendonly\r\n")));
+    assert!(matches!(offer, MediaRequest::Offer { ref from_tag, .. } if from_tag == "bob"));
+    let reinvite = s.expect(CALLER, Method::Invite);
+    assert_eq!(
+        reinvite.call_id().unwrap().as_ref(),
+        b"a-leg@192.0.2.10",
+        "sent in the caller's dialog"
+    );
+    s.caller_sends(carrier_reply(&reinvite, 200, &[], &hold_sdp("recvonly")));
+    s.expect(CALLER, Method::Ack);
+    s.media(is_answer, sdp(&format!("{RELAY_SDP}a=recvonly\r\n")));
+    let ok = s.expect(CARRIER, 200);
+    assert!(String::from_utf8_lossy(&ok.body).contains("a=recvonly"));
+}
+
+#[test]
+fn glare_gets_491_and_the_first_change_completes() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = answered("", settings(), &outbound);
+    let hold = s.caller_request("INVITE", "", &hold_sdp("sendonly"));
+    s.caller_sends(hold);
+    let theirs = carrier_request(&invite, "INVITE", 1, "", CARRIER_SDP);
+    s.carrier_sends(theirs, CARRIER);
+    s.expect(CARRIER, 491);
+    s.media(is_offer, sdp(RELAY_SDP));
+    s.expect(CARRIER, Method::Invite);
+}
+
+#[test]
+fn a_reinvite_with_unparsable_sdp_gets_488_and_the_call_stays_up() {
+    let outbound = Gauge::default();
+    let (mut s, _) = answered("", settings(), &outbound);
+    let bad = s.caller_request("INVITE", "", "this is not SDP");
+    s.caller_sends(bad);
+    s.expect(CALLER, 488);
+    assert_eq!(s.call.phase(), Phase::Answered);
+    assert!(s.media_ops.is_empty());
+    let bye = s.caller_request("BYE", "", "");
+    s.caller_sends(bye);
+    s.expect(CARRIER, Method::Bye);
+}
+
+#[test]
+fn a_refresh_reinvite_without_sdp_is_answered_with_the_current_session() {
+    let outbound = Gauge::default();
+    let (mut s, _) = answered("", settings(), &outbound);
+    let refresh = s.caller_request("INVITE", "", "");
+    s.caller_sends(refresh);
+    let ok = s.expect(CALLER, 200);
+    assert_eq!(ok.body, RELAY_SDP.as_bytes());
+    s.nothing_to(CARRIER);
+}
+
+#[test]
+fn in_dialog_out_of_order_cseq_gets_500() {
+    let outbound = Gauge::default();
+    let (mut s, _) = answered("", settings(), &outbound);
+    let mut info = s.caller_request("INFO", "", "");
+    info.headers.set("CSeq", "1 INFO");
+    s.caller_sends(info);
+    s.expect(CALLER, 500);
+}
+
+#[test]
+fn refer_and_notify_are_relayed_with_their_headers() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = answered("", settings(), &outbound);
+    let refer = s.caller_request("REFER", "Refer-To: <sip:3000@192.0.2.10>\r\n", "");
+    s.caller_sends(refer);
+    let relayed = s.expect(CARRIER, Method::Refer);
+    assert_eq!(
+        header(&relayed, "Refer-To").as_deref(),
+        Some("<sip:3000@192.0.2.10>")
+    );
+    s.carrier_sends(carrier_reply(&relayed, 202, &[], ""), CARRIER);
+    s.expect(CALLER, 202);
+    let notify = carrier_request(
+        &invite,
+        "NOTIFY",
+        1,
+        "Event: refer\r\nSubscription-State: terminated\r\n",
+        "",
+    );
+    s.carrier_sends(notify, CARRIER);
+    let relayed = s.expect(CALLER, Method::Notify);
+    assert_eq!(header(&relayed, "Event").as_deref(), Some("refer"));
+}
+
+#[test]
+fn reliable_early_media_is_pracked_on_both_legs() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = to_carrier("Supported: 100rel\r\n", settings(), &outbound);
+    s.carrier_sends(
+        carrier_reply(
+            &invite,
+            183,
+            &[("Require", "100rel"), ("RSeq", "1")],
+            CARRIER_SDP,
+        ),
+        CARRIER,
+    );
+    let prack = s.expect(CARRIER, Method::Prack);
+    assert_eq!(header(&prack, "RAck").as_deref(), Some("1 1 INVITE"));
+    s.media(is_answer, sdp(RELAY_SDP));
+    let progress = s.expect(CALLER, 183);
+    assert_eq!(header(&progress, "Require").as_deref(), Some("100rel"));
+    assert_eq!(header(&progress, "RSeq").as_deref(), Some("1"));
+    assert_eq!(progress.body, RELAY_SDP.as_bytes());
+    s.advance(Duration::from_millis(600));
+    s.expect(CALLER, 183); // retransmitted until PRACKed
+    let prack = s.caller_request("PRACK", "RAck: 1 1 INVITE\r\n", "");
+    s.caller_sends(prack);
+    s.expect(CALLER, 200);
+    s.advance(Duration::from_secs(2));
+    s.nothing_to(CALLER);
+    s.carrier_sends(carrier_reply(&invite, 200, &[], CARRIER_SDP), CARRIER);
+    s.expect(CARRIER, Method::Ack);
+    s.media(is_answer, sdp(RELAY_SDP));
+    s.expect(CALLER, 200);
+}
+
+#[test]
+fn a_caller_without_100rel_gets_early_media_unreliably() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = to_carrier("", settings(), &outbound);
+    s.carrier_sends(
+        carrier_reply(
+            &invite,
+            183,
+            &[("Require", "100rel"), ("RSeq", "5")],
+            CARRIER_SDP,
+        ),
+        CARRIER,
+    );
+    s.expect(CARRIER, Method::Prack);
+    s.media(is_answer, sdp(RELAY_SDP));
+    let progress = s.expect(CALLER, 183);
+    assert!(progress.headers.get("RSeq").is_none());
+}
+
+#[test]
+fn a_too_small_session_interval_gets_422_with_min_se() {
+    let mut s = Script::start(
+        "Supported: timer\r\nSession-Expires: 30\r\n",
+        settings(),
+        vec![target(CARRIER)],
+    );
+    let refused = s.expect(CALLER, 422);
+    assert_eq!(header(&refused, "Min-SE").as_deref(), Some("90"));
+    assert!(s.media_ops.is_empty());
+}
+
+#[test]
+fn the_caller_refreshes_its_session_and_a_missed_refresh_ends_the_call() {
+    let outbound = Gauge::default();
+    let (mut s, _) = answered(
+        "Supported: timer\r\nSession-Expires: 90\r\n",
+        settings(),
+        &outbound,
+    );
+    // The 200 the caller got granted 90 s with the caller refreshing.
+    s.advance(Duration::from_secs(40));
+    let refresh = s.caller_request("UPDATE", "Session-Expires: 90;refresher=uac\r\n", "");
+    s.caller_sends(refresh);
+    let ok = s.expect(CALLER, 200);
+    assert_eq!(
+        header(&ok, "Session-Expires").as_deref(),
+        Some("90;refresher=uac")
+    );
+    s.advance(Duration::from_secs(59));
+    assert!(!s.ended(EndReason::SessionExpired), "refreshed 59 s ago");
+    s.advance(Duration::from_secs(2));
+    assert!(s.ended(EndReason::SessionExpired));
+    s.expect(CARRIER, Method::Bye);
+    s.expect(CALLER, Method::Bye);
+    s.media(is_delete, Ok(MediaReply::Deleted));
+}
+
+#[test]
+fn the_200_to_the_caller_grants_its_session_interval() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = to_carrier(
+        "Supported: timer\r\nSession-Expires: 90\r\n",
+        settings(),
+        &outbound,
+    );
+    s.carrier_sends(carrier_reply(&invite, 200, &[], CARRIER_SDP), CARRIER);
+    s.media(is_answer, sdp(RELAY_SDP));
+    let ok = s.expect(CALLER, 200);
+    assert_eq!(
+        header(&ok, "Session-Expires").as_deref(),
+        Some("90;refresher=uac")
+    );
+    assert_eq!(header(&ok, "Require").as_deref(), Some("timer"));
+}
+
+#[test]
+fn we_refresh_the_carrier_leg_and_a_failed_refresh_ends_the_call() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = to_carrier("", settings(), &outbound);
+    s.carrier_sends(
+        carrier_reply(
+            &invite,
+            200,
+            &[
+                ("Session-Expires", "120;refresher=uac"),
+                ("Allow", "INVITE, ACK, BYE, UPDATE"),
+            ],
+            CARRIER_SDP,
+        ),
+        CARRIER,
+    );
+    s.expect(CARRIER, Method::Ack);
+    s.media(is_answer, sdp(RELAY_SDP));
+    s.expect(CALLER, 200);
+    let ack = s.caller_request("ACK", "", "");
+    s.caller_sends(ack);
+    s.advance(Duration::from_secs(61));
+    let update = s.expect(CARRIER, Method::Update);
+    assert_eq!(
+        header(&update, "Session-Expires").as_deref(),
+        Some("120;refresher=uac")
+    );
+    assert!(update.body.is_empty());
+    s.carrier_sends(
+        carrier_reply(
+            &update,
+            200,
+            &[("Session-Expires", "120;refresher=uac")],
+            "",
+        ),
+        CARRIER,
+    );
+    s.advance(Duration::from_secs(60));
+    let update = s.expect(CARRIER, Method::Update);
+    s.carrier_sends(carrier_reply(&update, 481, &[], ""), CARRIER);
+    assert!(s.ended(EndReason::RefreshFailed));
+    s.expect(CALLER, Method::Bye);
+}
+
+#[test]
+fn a_carrier_that_expects_to_refresh_and_does_not_is_hung_up() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = to_carrier("", settings(), &outbound);
+    s.carrier_sends(
+        carrier_reply(
+            &invite,
+            200,
+            &[("Session-Expires", "90;refresher=uas")],
+            CARRIER_SDP,
+        ),
+        CARRIER,
+    );
+    s.media(is_answer, sdp(RELAY_SDP));
+    s.expect(CALLER, 200);
+    let ack = s.caller_request("ACK", "", "");
+    s.caller_sends(ack);
+    s.advance(Duration::from_secs(61));
+    assert!(s.ended(EndReason::SessionExpired));
+}
+
+#[test]
+fn media_gone_from_the_pod_ends_the_call() {
+    let mut settings = settings();
+    settings.media_check_interval = Some(Duration::from_secs(10));
+    settings.media_timeout = Some(Duration::from_secs(60));
+    let outbound = Gauge::default();
+    let (mut s, _) = answered("", settings, &outbound);
+    s.advance(Duration::from_secs(10));
+    s.media(
+        is_query,
+        Ok(MediaReply::Activity {
+            idle: Some(Duration::from_secs(5)),
+        }),
+    );
+    assert_eq!(s.call.phase(), Phase::Answered);
+    s.advance(Duration::from_secs(10));
+    s.media(
+        is_query,
+        Ok(MediaReply::Activity {
+            idle: Some(Duration::from_secs(61)),
+        }),
+    );
+    assert!(s.ended(EndReason::MediaTimeout));
+    s.expect(CARRIER, Method::Bye);
+
+    let outbound = Gauge::default();
+    let mut settings2 = self::settings();
+    settings2.media_check_interval = Some(Duration::from_secs(10));
+    let (mut s, _) = answered("", settings2, &outbound);
+    s.advance(Duration::from_secs(10));
+    s.media(is_query, Err(MediaFailure::Gone));
+    assert!(s.ended(EndReason::MediaTimeout));
+    assert!(!s.deleted(), "the pod already dropped it");
+}
+
+#[test]
+fn the_maximum_call_duration_ends_the_call() {
+    let mut settings = settings();
+    settings.max_duration = Some(Duration::from_secs(3600));
+    let outbound = Gauge::default();
+    let (mut s, _) = answered("", settings, &outbound);
+    s.advance(Duration::from_secs(3599));
+    assert_eq!(s.call.phase(), Phase::Answered);
+    s.advance(Duration::from_secs(2));
+    assert!(s.ended(EndReason::MaxDuration));
+    s.expect(CARRIER, Method::Bye);
+    s.expect(CALLER, Method::Bye);
+}
+
+#[test]
+fn an_unknown_earlier_attempt_request_gets_481_and_a_ring_timeout_gives_408() {
+    let mut settings = settings();
+    settings.ring_timeout = Duration::from_secs(30);
+    let outbound = Gauge::default();
+    let (mut s, invite) = to_carrier("", settings, &outbound);
+    s.carrier_sends(carrier_reply(&invite, 180, &[], ""), CARRIER);
+    s.expect(CALLER, 180);
+    s.advance(Duration::from_secs(31));
+    s.expect(CALLER, 408);
+    s.expect(CARRIER, Method::Cancel);
+}
+
+/// Random interleavings of messages, losses, media replies and time on both legs never panic
+/// and always end with both legs terminated, the media released and every limit freed.
+#[test]
+fn random_interleavings_always_end_cleanly() {
+    for seed in 0..3000u64 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let outbound = Gauge::default();
+        let mut config = settings();
+        config.media_check_interval = Some(Duration::from_secs(20));
+        config.max_duration = Some(Duration::from_secs(600));
+        let extra = if rng.random_bool(0.5) {
+            "Supported: 100rel, timer\r\nSession-Expires: 90\r\n"
+        } else {
+            ""
+        };
+        let mut s = Script::start(extra, config, vec![target(CARRIER), target(BACKUP)]);
+        let mut b_invites: Vec<SipMessage> = Vec::new();
+        let mut anchored = false;
+        for _ in 0..rng.random_range(5..40) {
+            // Everything the call sent: note the carrier's INVITEs, lose some of the rest.
+            for addr in [CARRIER, BACKUP] {
+                for msg in s.sent_to(addr) {
+                    if msg.method() == Some(&Method::Invite) && !has_tag(&msg) {
+                        b_invites.push(msg);
+                    } else if msg.is_request()
+                        && msg.method() != Some(&Method::Ack)
+                        && rng.random_bool(0.7)
+                    {
+                        s.carrier_sends(carrier_reply(&msg, 200, &[], ""), addr);
+                    }
+                }
+            }
+            let _ = s.sent_to(CALLER);
+            match rng.random_range(0..10) {
+                0 => {
+                    if let Some(i) =
+                        (!s.media_ops.is_empty()).then(|| rng.random_range(0..s.media_ops.len()))
+                    {
+                        let (id, request) = s.media_ops.remove(i);
+                        let reply = match (&request, rng.random_bool(0.8)) {
+                            (MediaRequest::Delete { .. }, _) => Ok(MediaReply::Deleted),
+                            (MediaRequest::Query { .. }, true) => {
+                                Ok(MediaReply::Activity { idle: None })
+                            }
+                            (_, true) => sdp(RELAY_SDP),
+                            (_, false) => Err(MediaFailure::Failed("lost".into())),
+                        };
+                        if matches!(request, MediaRequest::Offer { to_tag: None, .. })
+                            && reply.is_ok()
+                        {
+                            anchored = true;
+                        }
+                        s.input(Input::Media(id, reply));
+                    }
+                }
+                1 => {
+                    if let Some(Output::Prepare(id, target)) = s
+                        .outputs
+                        .iter()
+                        .position(|o| matches!(o, Output::Prepare(..)))
+                        .and_then(|i| s.outputs.remove(i))
+                    {
+                        let remote = if target.host.ends_with(".7") {
+                            CARRIER
+                        } else {
+                            BACKUP
+                        };
+                        let result = Reservation::take(&outbound, Some(1))
+                            .map(|reservation| Prepared {
+                                remote: remote.parse().unwrap(),
+                                reservation,
+                            })
+                            .ok_or(super::core::Unavailable::AtLimit);
+                        s.input(Input::Target(id, result));
+                    }
+                }
+                2 | 3 => {
+                    if let Some(invite) = b_invites.last().cloned() {
+                        let code = [100, 180, 183, 200, 200, 486, 503][rng.random_range(0..7)];
+                        let body = if code == 183 || code == 200 {
+                            CARRIER_SDP
+                        } else {
+                            ""
+                        };
+                        let extra: &[(&str, &str)] = if code == 183 && rng.random_bool(0.5) {
+                            &[("Require", "100rel"), ("RSeq", "1")]
+                        } else {
+                            &[]
+                        };
+                        let uri = String::from_utf8_lossy(invite.request_uri().unwrap());
+                        let addr = if uri.contains("198.51.100.8") {
+                            BACKUP
+                        } else {
+                            CARRIER
+                        };
+                        s.carrier_sends(carrier_reply(&invite, code, extra, body), addr);
+                    }
+                }
+                4 => s.caller_sends(caller_cancel()),
+                5 if s.a_tag.is_some() => {
+                    let method =
+                        ["BYE", "INVITE", "UPDATE", "INFO", "ACK", "PRACK"][rng.random_range(0..6)];
+                    let body = if method == "INVITE" && rng.random_bool(0.5) {
+                        CALLER_SDP
+                    } else {
+                        ""
+                    };
+                    let msg = s.caller_request(method, "RAck: 1 1 INVITE\r\n", body);
+                    s.caller_sends(msg);
+                }
+                6 => {
+                    if let Some(invite) = b_invites.last().cloned() {
+                        let method = ["BYE", "INVITE", "INFO"][rng.random_range(0..3)];
+                        let cseq = rng.random_range(1..50);
+                        let body = if method == "INVITE" { CARRIER_SDP } else { "" };
+                        s.carrier_sends(carrier_request(&invite, method, cseq, "", body), CARRIER);
+                    }
+                }
+                _ => s.advance(Duration::from_millis(rng.random_range(0..40_000))),
+            }
+        }
+        // Wind down: the caller hangs up if it can; every request is answered, every media
+        // request too, and time passes until nothing is left.
+        if s.a_tag.is_some() {
+            let bye = s.caller_request("BYE", "", "");
+            s.caller_sends(bye);
+        }
+        for _ in 0..200 {
+            if s.call.is_finished() {
+                break;
+            }
+            for addr in [CARRIER, BACKUP] {
+                for msg in s.sent_to(addr) {
+                    if msg.is_request() && msg.method() != Some(&Method::Ack) {
+                        let code = if msg.method() == Some(&Method::Invite) && !has_tag(&msg) {
+                            486
+                        } else {
+                            200
+                        };
+                        s.carrier_sends(carrier_reply(&msg, code, &[], ""), addr);
+                    }
+                }
+            }
+            let _ = s.sent_to(CALLER);
+            while let Some((id, request)) = s.media_ops.pop() {
+                let reply = match request {
+                    MediaRequest::Delete { .. } => Ok(MediaReply::Deleted),
+                    MediaRequest::Query { .. } => Ok(MediaReply::Activity { idle: None }),
+                    MediaRequest::Offer { to_tag: None, .. } => {
+                        anchored = true;
+                        sdp(RELAY_SDP)
+                    }
+                    _ => sdp(RELAY_SDP),
+                };
+                s.input(Input::Media(id, reply));
+            }
+            while let Some(i) = s
+                .outputs
+                .iter()
+                .position(|o| matches!(o, Output::Prepare(..)))
+            {
+                if let Some(Output::Prepare(id, _)) = s.outputs.remove(i) {
+                    s.input(Input::Target(id, Err(super::core::Unavailable::AtLimit)));
+                }
+            }
+            s.advance(Duration::from_secs(30));
+        }
+        assert!(
+            s.call.is_finished(),
+            "seed {seed}: call never finished: {:?}",
+            s.call
+        );
+        assert_eq!(s.released(), 1, "seed {seed}: released exactly once");
+        assert_eq!(outbound.get(), 0, "seed {seed}: outbound reservation freed");
+        let expected = usize::from(anchored);
+        assert_eq!(
+            s.deletes, expected,
+            "seed {seed}: media deleted once when anchored"
+        );
+    }
+}
+
+fn has_tag(msg: &SipMessage) -> bool {
+    msg.to().ok().is_some_and(|t| t.tag().is_some())
+}
