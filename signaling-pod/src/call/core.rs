@@ -399,6 +399,8 @@ struct Unacked {
 struct Reliable {
     rseq: u32,
     response: Bytes,
+    /// Whether it carries an SDP: then no 2xx may follow before its PRACK (RFC 3262 §3).
+    with_sdp: bool,
     next: Option<Instant>,
     interval: Duration,
     give_up: Instant,
@@ -519,6 +521,9 @@ pub struct Call {
     reliable: Option<Reliable>,
     /// A provisional response waiting for the PRACK of the previous reliable one.
     queued_provisional: Option<(u16, String, Option<Bytes>)>,
+    /// The carrier's answer (its SDP through the media pod), held until the caller PRACKs a
+    /// reliable provisional response with SDP.
+    answer_after_prack: Option<Option<Bytes>>,
     next_rseq: u32,
     /// The session timer to grant the caller: interval and who refreshes.
     a_timer_plan: Option<(u32, Refresher)>,
@@ -655,6 +660,7 @@ impl Call {
             a_100rel,
             reliable: None,
             queued_provisional: None,
+            answer_after_prack: None,
             next_rseq: 1,
             a_timer_plan: None,
             retry_after: None,
@@ -1114,7 +1120,9 @@ impl Call {
         let tag = self.a.leg.local_tag.clone();
         self.respond_server(now, id, &prack, 200, "OK", Some(text(&tag)));
         self.reliable = None;
-        if let Some((code, reason, sdp)) = self.queued_provisional.take() {
+        if let Some(sdp) = self.answer_after_prack.take() {
+            self.answer_a(now, sdp);
+        } else if let Some((code, reason, sdp)) = self.queued_provisional.take() {
             self.provisional_to_a(now, code, &reason, sdp);
         }
     }
@@ -1464,6 +1472,12 @@ impl Call {
         if self.a_final_sent || self.phase != Phase::Setup {
             return;
         }
+        if self.reliable.as_ref().is_some_and(|r| r.with_sdp) {
+            // The caller has not PRACKed the early SDP yet: a 2xx now would overtake it
+            // (RFC 3262 §3). The PRACK sends it.
+            self.answer_after_prack = Some(sdp);
+            return;
+        }
         let mut ok = self.a_response(200, "OK", sdp.clone());
         ok.headers.push(
             "Contact",
@@ -1757,6 +1771,7 @@ impl Call {
             self.queued_provisional = Some((code, reason.to_owned(), sdp));
             return;
         }
+        let with_sdp = sdp.is_some();
         let mut response = self.a_response(code, reason, sdp);
         let rseq = self.next_rseq;
         self.next_rseq += 1;
@@ -1772,6 +1787,7 @@ impl Call {
         self.reliable = Some(Reliable {
             rseq,
             response: response.to_bytes(),
+            with_sdp,
             next: (!self.a.leg.flow.transport.is_reliable()).then_some(now + t1),
             interval: t1,
             give_up: now + self.settings.timers.transaction_timeout(),
