@@ -74,9 +74,30 @@ pub struct Config {
     /// Log format: text or json.
     #[arg(long, env = "TANDEM_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
-    /// Seconds without media or signalling after which a call is torn down.
-    #[arg(long, env = "TANDEM_SESSION_TIMEOUT", default_value_t = 3600)]
-    pub session_timeout_seconds: u64,
+    /// Seconds of silence after which a call whose media flows both ways is deleted (as
+    /// rtpengine's `timeout`); each packet and each offer/answer restarts the clock. 0 turns
+    /// the media timeout off.
+    #[arg(
+        long = "media-timeout",
+        alias = "media-timeout-seconds",
+        env = "TANDEM_MEDIA_TIMEOUT",
+        default_value_t = 60
+    )]
+    pub media_timeout_seconds: u64,
+    /// Seconds of silence after which a call on hold (sendonly, recvonly, inactive, zero
+    /// address) or still waiting for its answer is deleted (rtpengine's `silent-timeout`). 0
+    /// turns it off.
+    #[arg(
+        long = "hold-timeout",
+        alias = "hold-timeout-seconds",
+        env = "TANDEM_HOLD_TIMEOUT",
+        default_value_t = 3600
+    )]
+    pub hold_timeout_seconds: u64,
+    /// Directory call recordings (pcap, with a `.meta` file each) are written to, e.g. a
+    /// volume; without it `start recording` and `record call` are refused.
+    #[arg(long, env = "TANDEM_RECORDING_DIR")]
+    pub recording_dir: Option<PathBuf>,
     /// Milliseconds a latched media source must be silent before a packet from a new source
     /// address re-latches the stream (NAT rebinding).
     #[arg(long, env = "TANDEM_LATCH_HOLDOFF_MS", default_value_t = 1000)]
@@ -148,9 +169,14 @@ impl Config {
         Ok(advertise)
     }
 
-    /// The idle timeout of a call.
-    pub fn session_timeout(&self) -> Duration {
-        Duration::from_secs(self.session_timeout_seconds)
+    /// The media timeout, `None` when off.
+    pub fn media_timeout(&self) -> Option<Duration> {
+        (self.media_timeout_seconds > 0).then(|| Duration::from_secs(self.media_timeout_seconds))
+    }
+
+    /// The hold timeout, `None` when off.
+    pub fn hold_timeout(&self) -> Option<Duration> {
+        (self.hold_timeout_seconds > 0).then(|| Duration::from_secs(self.hold_timeout_seconds))
     }
 
     /// How long a latched source must be silent before another may take over.
@@ -202,9 +228,6 @@ impl Config {
 
     /// Checks combinations that flags alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.session_timeout_seconds == 0 {
-            return Err(ConfigError::ZeroTimeout);
-        }
         match (&self.network_status_file, &self.network_name) {
             (Some(_), None) => return Err(ConfigError::NetworkNameMissing),
             (None, Some(_)) => return Err(ConfigError::NetworkStatusFileMissing),
@@ -226,9 +249,6 @@ pub enum ConfigError {
     /// A wildcard bind address with nothing to advertise.
     #[error("--rtp-address {0} is a wildcard and cannot go into SDP; set --advertise-address")]
     UnspecifiedAdvertise(IpAddr),
-    /// A zero session timeout would end every call immediately.
-    #[error("--session-timeout must be at least one second")]
-    ZeroTimeout,
     /// A network-status file without the network to look for.
     #[error(
         "TANDEM_NETWORK_STATUS_FILE (--network-status-file) needs TANDEM_NETWORK_NAME \
@@ -389,7 +409,13 @@ mod tests {
         assert_eq!(settings.port_range, PortRange::new(20000, 29999).unwrap());
         assert_eq!(settings.drain_timeout, Duration::from_secs(3600));
         assert_eq!(c.admin_listen, "127.0.0.1:9102".parse().unwrap());
-        assert_eq!(c.session_timeout(), Duration::from_secs(3600));
+        assert_eq!(c.media_timeout(), Some(Duration::from_secs(60)));
+        assert_eq!(c.hold_timeout(), Some(Duration::from_secs(3600)));
+        let off =
+            Config::try_parse_from(["media-pod", "--media-timeout", "0", "--hold-timeout", "7"])
+                .unwrap();
+        assert_eq!(off.media_timeout(), None);
+        assert_eq!(off.hold_timeout(), Some(Duration::from_secs(7)));
         assert_eq!(
             c.media_address(),
             MediaAddress::Fixed("127.0.0.1".parse().unwrap())

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use tandem_ng::{Command, Cookie, NgError, Reply, Request, Statistics, Value};
 
-use crate::session::{PortBinder, SessionError, SessionTable, Timestamp, Totals};
+use crate::options;
+use crate::session::{Blocking, PortBinder, SessionError, SessionTable, Timestamp, Totals};
 
 /// How long a reply is kept for retransmissions (rtpengine keeps its cookies 30 s).
 pub const REPLY_CACHE_TTL: Duration = Duration::from_secs(30);
@@ -186,12 +187,10 @@ impl Pending {
     /// commands (`ping`, `list`, `statistics`). A call command without a call-id gets an
     /// empty key: whichever shard runs it answers the missing-key error.
     pub fn shard_key(&self) -> Option<&str> {
-        match self.request.command {
-            Command::Offer | Command::Answer | Command::Delete | Command::Query => {
-                Some(self.request.call_id.as_deref().unwrap_or(""))
-            }
-            Command::Ping | Command::List | Command::Statistics => None,
-        }
+        self.request
+            .command
+            .is_call_command()
+            .then(|| self.request.call_id.as_deref().unwrap_or(""))
     }
 
     /// The `list` limit requested (the default when absent or invalid: the error is
@@ -354,6 +353,17 @@ impl Controller {
             command: Some(request.command),
             ..Outcome::default()
         };
+        if let Ok(reply) = &result
+            && let Some(warning) = reply.warning()
+        {
+            tracing::info!(
+                %source,
+                command = %request.command,
+                call_id = request.call_id.as_deref().unwrap_or(""),
+                warning,
+                "ng request answered with a warning"
+            );
+        }
         let reply = result.unwrap_or_else(|e| {
             tracing::info!(
                 %source,
@@ -423,32 +433,74 @@ pub fn execute(
             {
                 return Err(SessionError::Draining);
             }
-            let sdp = table.negotiate(request, now, binder)?;
-            Ok(Reply::ok().with("sdp", Value::Bytes(sdp.into())))
+            let (sdp, warnings) = table.negotiate_with_warnings(request, now, binder)?;
+            Ok(with_warnings(
+                Reply::ok().with("sdp", Value::Bytes(sdp.into())),
+                &warnings,
+            ))
         }
-        Command::Delete => match table.delete(request, now.instant, binder) {
-            Ok(report) => {
-                let mut reply = Reply::ok();
-                reply.extend(report.to_dictionary());
-                Ok(reply)
+        Command::Delete => {
+            // `all` and `to-tag`: the whole call goes, and given tags must match, anyway.
+            let warnings = options::for_command(request, &["fatal", "fast", "to-tag", "all"]);
+            match table.delete(request, now.instant, binder) {
+                Ok(report) => {
+                    let mut reply = Reply::ok();
+                    if !request.has_flag("fast") {
+                        reply.extend(report.to_dictionary());
+                    }
+                    Ok(with_warnings(reply, &warnings))
+                }
+                // Like rtpengine: a delete of something already gone is only a warning,
+                // unless the client asks for it to be fatal.
+                Err(e @ SessionError::NoMatch) if !request.has_flag("fatal") => {
+                    Ok(Reply::ok().with("warning", e.to_string()))
+                }
+                Err(e) => Err(e),
             }
-            // Like rtpengine: a delete of something already gone is only a warning,
-            // unless the client asks for it to be fatal.
-            Err(e @ SessionError::NoMatch) if !request.has_flag("fatal") => {
-                Ok(Reply::ok().with("warning", e.to_string()))
-            }
-            Err(e) => Err(e),
-        },
+        }
         Command::Query => {
+            let warnings = options::for_command(request, &[]);
             let report = table.query(request)?;
             let mut reply = Reply::ok();
             reply.extend(report.to_dictionary());
-            Ok(reply)
+            Ok(with_warnings(reply, &warnings))
+        }
+        Command::BlockDtmf | Command::UnblockDtmf | Command::BlockMedia | Command::UnblockMedia => {
+            let (what, on) = match request.command {
+                Command::BlockDtmf => (Blocking::Dtmf, true),
+                Command::UnblockDtmf => (Blocking::Dtmf, false),
+                Command::BlockMedia => (Blocking::Media, true),
+                _ => (Blocking::Media, false),
+            };
+            let warnings = options::for_command(request, &["directional", "all"]);
+            table.block(request, what, on)?;
+            Ok(with_warnings(Reply::ok(), &warnings))
+        }
+        Command::StartRecording | Command::StopRecording | Command::PauseRecording => {
+            let warnings = options::for_command(request, &["pause"]);
+            table.record(request, binder)?;
+            Ok(with_warnings(Reply::ok(), &warnings))
+        }
+        Command::PlayDtmf => {
+            let warnings = options::for_command(request, &[]);
+            table.play_dtmf(request, now, binder)?;
+            Ok(with_warnings(Reply::ok(), &warnings))
+        }
+        Command::StartForwarding | Command::StopForwarding => {
+            Err(SessionError::NotSupported(format!("'{}'", request.command)))
         }
         Command::Ping | Command::List | Command::Statistics => Ok(Reply::error(format!(
             "{} is not a call command",
             request.command
         ))),
+    }
+}
+
+/// Adds the `warning` naming what the request asked for and did not get.
+fn with_warnings(reply: Reply, warnings: &[String]) -> Reply {
+    match options::warning_text(warnings) {
+        Some(text) => reply.with("warning", text),
+        None => reply,
     }
 }
 
@@ -477,6 +529,11 @@ mod tests {
             Ok(())
         }
         fn unbind_pair(&mut self, _: u16) {}
+        fn open_recording(&mut self, _: u64, _: &str, _: &str) -> io::Result<()> {
+            Ok(())
+        }
+        fn close_recording(&mut self, _: u64) {}
+        fn send_later(&mut self, _: u16, _: SocketAddr, _: crate::dtmf::Schedule) {}
     }
 
     struct Harness {
@@ -495,8 +552,10 @@ mod tests {
                 table: SessionTable::new(
                     TableConfig {
                         advertise: "127.0.0.1".parse().unwrap(),
-                        session_timeout: Duration::from_secs(60),
+                        media_timeout: Some(Duration::from_secs(60)),
+                        hold_timeout: Some(Duration::from_secs(3600)),
                         latch_holdoff: Duration::from_secs(1),
+                        instance: 7,
                     },
                     PortPool::new(PortAllocator::new(PortRange::new(30000, 30099).unwrap())),
                 ),
@@ -641,6 +700,65 @@ mod tests {
         );
         let answer_unknown = h.request("9", &Request::answer("zzz", "a", "b", sdp(5000)));
         assert_eq!(answer_unknown.error_reason(), Some("Unknown call-id"));
+    }
+
+    #[test]
+    fn replies_name_what_is_not_acted_on() {
+        let mut h = Harness::new();
+        let supported = h.request(
+            "o1",
+            &Request::offer("w", "ft", sdp(4000))
+                .with_flag("trust-address")
+                .with_flag("replace-origin")
+                .with_ice(tandem_ng::Ice::Remove),
+        );
+        assert!(supported.is_success());
+        assert_eq!(supported.warning(), None);
+        let mut offer = Request::offer("w", "ft", sdp(4000)).with_flag("media-handover");
+        offer.sdes = vec!["off".into()];
+        let reply = h.send(&offer.encode("o2"));
+        let (_, reply) = Reply::decode(&reply.reply.unwrap()).unwrap();
+        assert!(reply.is_success());
+        let warning = reply.warning().unwrap();
+        for needle in ["flag 'media-handover'", "SDES 'off'"] {
+            assert!(warning.contains(needle), "{needle} not in {warning}");
+        }
+        // Keys a request really carries are seen, not only typed fields.
+        let raw = h.send(b"o3 d7:command5:query7:call-id1:w6:colour4:bluee");
+        let (_, reply) = Reply::decode(&raw.reply.unwrap()).unwrap();
+        assert!(reply.warning().unwrap().contains("key 'colour'"));
+        let fast = h.request(
+            "d1",
+            &Request::delete("w", None)
+                .with_flag("fast")
+                .with_flag("strict-source"),
+        );
+        assert!(fast.is_success());
+        assert!(
+            fast.get("totals").is_none(),
+            "fast leaves the statistics out"
+        );
+        assert!(fast.warning().unwrap().contains("flag 'strict-source'"));
+    }
+
+    #[test]
+    fn unsupported_commands_say_so() {
+        let mut h = Harness::new();
+        h.request("o", &Request::offer("r", "ft", sdp(4000)));
+        for (i, command) in [Command::StartForwarding, Command::StopForwarding]
+            .into_iter()
+            .enumerate()
+        {
+            let mut request = Request::new(command);
+            request.call_id = Some("r".into());
+            let reply = h.request(&format!("u{i}"), &request);
+            assert!(reply.is_error(), "{command}: {reply:?}");
+            assert!(
+                reply.error_reason().unwrap().contains("not supported yet"),
+                "{command}: {:?}",
+                reply.error_reason()
+            );
+        }
     }
 
     #[test]

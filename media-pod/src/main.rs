@@ -10,12 +10,16 @@
 mod batch;
 mod config;
 mod control;
+mod dtmf;
+mod ice;
 mod latch;
 mod metrics;
 mod network_status;
 mod ng_server;
+mod options;
 mod ports;
 mod quality;
+mod recording;
 mod relay;
 mod sdp_rewrite;
 mod session;
@@ -70,8 +74,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let workers = config.workers();
     let table_config = TableConfig {
         advertise,
-        session_timeout: config.session_timeout(),
+        media_timeout: config.media_timeout(),
+        hold_timeout: config.hold_timeout(),
         latch_holdoff: config.latch_holdoff(),
+        instance: rand::random(),
     };
     let ports = PortPool::new(PortAllocator::new(settings.port_range));
     metrics.set_ports_capacity(ports.capacity_pairs() * 2);
@@ -83,6 +89,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             &SocketConfig {
                 bind_ip: rtp_address,
                 interface: config.rtp_interface.clone(),
+                recording_dir: config.recording_dir.clone(),
             },
             tables,
             &metrics,

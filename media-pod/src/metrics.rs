@@ -87,6 +87,7 @@ pub struct Metrics {
     ng_commands: Family<CommandLabels, Counter>,
     ng_errors: Family<ReasonLabels, Counter>,
     sessions_active: Gauge,
+    sessions_timed_out: Counter,
     ports_allocated: Gauge,
     packets: PacketCollector,
     ports_capacity: Gauge,
@@ -104,6 +105,7 @@ impl Metrics {
             ng_commands: Family::default(),
             ng_errors: Family::default(),
             sessions_active: Gauge::default(),
+            sessions_timed_out: Counter::default(),
             ports_allocated: Gauge::default(),
             packets: PacketCollector::default(),
             ports_capacity: Gauge::default(),
@@ -135,6 +137,11 @@ impl Metrics {
             "tandem_media_sessions_active",
             "Calls currently anchored",
             m.sessions_active.clone(),
+        );
+        registry.register(
+            "tandem_media_sessions_timed_out",
+            "Calls deleted by the media pod because their media stopped (media or hold timeout)",
+            m.sessions_timed_out.clone(),
         );
         registry.register(
             "tandem_media_ports_allocated",
@@ -204,6 +211,12 @@ impl Metrics {
         self.ng_errors.get_or_create(&ReasonLabels { reason }).inc();
     }
 
+    /// Counts calls deleted for silence.
+    pub fn sessions_timed_out(&self, calls: usize) {
+        self.sessions_timed_out
+            .inc_by(u64::try_from(calls).unwrap_or(u64::MAX));
+    }
+
     /// Sets the session and port gauges.
     pub fn set_occupancy(&self, sessions: usize, ports: usize) {
         self.sessions_active
@@ -245,10 +258,12 @@ impl Metrics {
 }
 
 /// Why the relay dropped a packet: the label values of `tandem_media_dropped_packets_total`.
-pub const DROP_REASONS: [&str; 4] = [
+pub const DROP_REASONS: [&str; 6] = [
     DropReason::Malformed.as_str(),
     DropReason::NoSession.as_str(),
     DropReason::NoDestination.as_str(),
+    DropReason::SourceMismatch.as_str(),
+    DropReason::Blocked.as_str(),
     SEND_FAILED,
 ];
 /// The drop reason of a packet the kernel would not send.
@@ -365,6 +380,7 @@ mod tests {
         m.ng_command(Command::Offer);
         m.ng_error("bad_sdp");
         m.set_occupancy(3, 12);
+        m.sessions_timed_out(2);
         let worker = m.worker_counters();
         worker.relayed(PacketClass::Rtp, 1, 172);
         m.worker_counters().relayed(PacketClass::Rtcp, 1, 60);
@@ -387,6 +403,7 @@ mod tests {
             "tandem_media_ng_commands_total{command=\"statistics\"} 0",
             "tandem_media_ng_errors_total{reason=\"bad_sdp\"} 1",
             "tandem_media_sessions_active 3",
+            "tandem_media_sessions_timed_out_total 2",
             "tandem_media_ports_allocated 12",
             "tandem_media_relayed_packets_total{kind=\"rtp\"} 1",
             "tandem_media_relayed_bytes_total{kind=\"rtp\"} 172",

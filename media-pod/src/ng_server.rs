@@ -198,11 +198,12 @@ async fn housekeeping(controller: &mut Controller, shared: &Shared, occupancy: &
         occupancy.update(shard, &census, &shared.metrics);
         total.merge(census);
         observe(&shared.metrics, &samples);
+        shared.metrics.sessions_timed_out(expired.len());
         for call in &expired {
             tracing::info!(
                 call_id = %call.call_id,
                 idle_seconds = call.idle.as_secs(),
-                "call timed out without media or signalling; deleted"
+                "call timed out: no media; deleted"
             );
         }
     }

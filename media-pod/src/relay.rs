@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread;
@@ -26,7 +27,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, LocalSet};
 
 use crate::batch::{BATCH, Batch, Forward};
+use crate::dtmf;
+use crate::ice;
 use crate::metrics::{Metrics, PacketClass, PacketCounters, SEND_FAILED};
+use crate::recording::Recorder;
 use crate::session::{DropReason, Packet, PortBinder, Route, SessionTable, Timestamp};
 
 /// Batches drained from one socket per wake-up before yielding to the other sockets, so one
@@ -52,6 +56,8 @@ pub struct SocketConfig {
     /// Network interface the sockets are bound to (`SO_BINDTODEVICE`), e.g. an SR-IOV
     /// virtual function.
     pub interface: Option<String>,
+    /// Where call recordings are written; recording is refused without one.
+    pub recording_dir: Option<PathBuf>,
 }
 
 /// A job a worker runs on its table: returns the closure that delivers the result, which
@@ -175,6 +181,7 @@ fn run_worker(
             sockets,
             open: RefCell::new(HashMap::new()),
             closing: RefCell::new(Vec::new()),
+            recordings: RefCell::new(HashMap::new()),
             batch: RefCell::new(Batch::new()),
             forwards: RefCell::new(Vec::with_capacity(BATCH)),
             counters: metrics.worker_counters(),
@@ -202,6 +209,8 @@ struct Worker {
     open: RefCell<HashMap<u16, OpenSocket>>,
     /// Receive tasks aborted but not yet finished; their sockets close when they finish.
     closing: RefCell<Vec<JoinHandle<()>>>,
+    /// Open call recordings, by call.
+    recordings: RefCell<HashMap<u64, Recorder>>,
     /// Buffers of the batch being relayed (receive tasks take turns on the one thread).
     batch: RefCell<Batch>,
     /// The forwards of that batch.
@@ -293,6 +302,47 @@ impl PortBinder for WorkerBinder {
             self.worker.close(rtcp_port);
         }
     }
+
+    fn open_recording(&mut self, call: u64, name: &str, metadata: &str) -> io::Result<()> {
+        let dir = self
+            .worker
+            .sockets
+            .recording_dir
+            .as_ref()
+            .ok_or(io::ErrorKind::Unsupported)?;
+        let path = dir.join(format!("{name}.pcap"));
+        let recorder = Recorder::create(&path, metadata).map_err(|e| {
+            tracing::warn!(path = %path.display(), error = %e, "cannot create a recording");
+            e
+        })?;
+        self.worker.recordings.borrow_mut().insert(call, recorder);
+        Ok(())
+    }
+
+    fn send_later(&mut self, from_port: u16, to: SocketAddr, packets: dtmf::Schedule) {
+        let worker = Rc::clone(&self.worker);
+        tokio::task::spawn_local(async move {
+            let start = tokio::time::Instant::now();
+            for (offset, datagram) in packets {
+                tokio::time::sleep_until(start + offset).await;
+                // The call may have ended meanwhile: its socket is gone, and so is the event.
+                let Some(socket) = worker.socket(from_port) else {
+                    return;
+                };
+                if let Err(e) = socket.send_to(&datagram, to).await {
+                    tracing::debug!(from_port, %to, error = %e, "generated packet not sent");
+                }
+            }
+        });
+    }
+
+    fn close_recording(&mut self, call: u64) {
+        if let Some(mut recorder) = self.worker.recordings.borrow_mut().remove(&call)
+            && let Err(e) = recorder.flush()
+        {
+            tracing::warn!(error = %e, "cannot finish a recording");
+        }
+    }
 }
 
 /// Receives on one socket: each wake-up drains a few batches, routes every datagram and
@@ -341,12 +391,18 @@ fn forward_batch(worker: &Worker, port: u16) {
     let mut batch = worker.batch.borrow_mut();
     let mut forwards = worker.forwards.borrow_mut();
     forwards.clear();
+    // Every datagram of a batch arrived on one port, so one call decides for all of them.
+    let recording = worker.table.borrow().recording_of(port);
     for index in 0..batch.len() {
         let Some((datagram, source)) = batch.datagram(index) else {
             worker.counters.dropped(DropReason::Malformed.as_str(), 1);
             continue;
         };
         let packet = Packet::inspect(datagram);
+        if packet.kind == PacketKind::Other && ice::is_stun(datagram) {
+            answer_ice_check(worker, port, source, datagram, now);
+            continue;
+        }
         let rtcp = packet.kind == PacketKind::Rtcp;
         if let Route::Forward { from_port, to } = worker.route(port, &packet, source, now) {
             forwards.push(Forward {
@@ -356,6 +412,9 @@ fn forward_batch(worker: &Worker, port: u16) {
                 rtcp,
             });
         }
+    }
+    if let Some(call) = recording {
+        record_batch(worker, call, port, &batch, &forwards);
     }
     // Grouped by outgoing port, in arrival order within a port; sorting in place allocates
     // nothing.
@@ -382,5 +441,49 @@ fn forward_batch(worker: &Worker, port: u16) {
             let unsent = u64::try_from(run.len() - sent).unwrap_or(u64::MAX);
             worker.counters.dropped(SEND_FAILED, unsent);
         }
+    }
+}
+
+/// Writes the datagrams of a batch that are relayed into call `call`'s recording, as received
+/// on `port`.
+fn record_batch(worker: &Worker, call: u64, port: u16, batch: &Batch, forwards: &[Forward]) {
+    let mut recordings = worker.recordings.borrow_mut();
+    let Some(recorder) = recordings.get_mut(&call) else {
+        return;
+    };
+    let at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let local = SocketAddr::new(worker.sockets.bind_ip, port);
+    let written = forwards
+        .iter()
+        .try_for_each(|forward| match batch.datagram(forward.index) {
+            Some((datagram, source)) => recorder.write(at, source, local, datagram),
+            None => Ok(()),
+        });
+    if let Err(e) = written.and_then(|()| recorder.flush()) {
+        tracing::warn!(call, error = %e, "recording write failed; recording stopped");
+        recordings.remove(&call);
+    }
+}
+
+/// Answers an ICE connectivity check at once; checks that are not the relay's to answer are
+/// dropped as malformed.
+fn answer_ice_check(
+    worker: &Worker,
+    port: u16,
+    source: SocketAddr,
+    datagram: &[u8],
+    now: Timestamp,
+) {
+    let response = worker
+        .table
+        .borrow_mut()
+        .answer_ice_check(port, source, datagram, now);
+    let sent = response
+        .zip(worker.socket(port))
+        .is_some_and(|(response, socket)| socket.try_send_to(&response, source).is_ok());
+    if !sent {
+        worker.counters.dropped(DropReason::Malformed.as_str(), 1);
     }
 }

@@ -10,7 +10,10 @@
 use std::net::{IpAddr, SocketAddr};
 
 use tandem_rtp::PayloadFormat;
-use tandem_sip::sdp::{Attribute, Media, MediaDescription, SessionDescription};
+use tandem_sip::sdp::{Attribute, Direction, Media, MediaDescription, Origin, SessionDescription};
+
+use crate::ice::Credentials;
+use crate::options::{CodecPlan, CodecSelector};
 
 /// Transport protocols the relay anchors.
 const RELAYED_PROTOCOLS: [&str; 4] = ["RTP/AVP", "RTP/AVPF", "RTP/SAVP", "RTP/SAVPF"];
@@ -51,6 +54,8 @@ pub struct AnchoredStream {
     pub remote: Remote,
     /// The payload types the party listed, with what they mean (rtpmap, else RFC 3551).
     pub formats: Vec<PayloadFormat>,
+    /// The direction attribute in force for the section.
+    pub direction: Direction,
 }
 
 /// An SDP the relay cannot anchor.
@@ -119,6 +124,7 @@ pub fn anchored_streams(
             };
             Ok(Some(AnchoredStream {
                 formats: payload_formats(section),
+                direction: sdp.media_direction(i),
                 media_type: media.media_type.clone(),
                 protocol: media.proto.clone(),
                 remote: Remote {
@@ -150,15 +156,30 @@ pub fn payload_formats(section: &MediaDescription) -> Vec<PayloadFormat> {
         .collect()
 }
 
-/// Puts the relay into `sdp`: `ports[i]` is the relay's RTP port for media section `i` (RTCP
-/// one above), `None` for sections left alone.
+/// What to write into one media section.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SectionPlan {
+    /// The relay's RTP port for the section (RTCP one above); `None` leaves the section alone.
+    pub port: Option<u16>,
+    /// A new transport protocol for the `m=` line.
+    pub protocol: Option<String>,
+    /// Whether to offer or accept RTCP multiplexing (`a=rtcp-mux` added or removed).
+    pub rtcp_mux: Option<bool>,
+    /// A new `m=` format list; attributes of payload types left out go too.
+    pub formats: Option<Vec<String>>,
+    /// Advertise the relay as the only ICE candidate, with these credentials (ICE-lite).
+    pub ice: Option<Credentials>,
+}
+
+/// Puts the relay into `sdp`: each anchored section gets its plan, the session-level `c=`
+/// the relay's address, and the `o=` line `origin` when given.
 pub fn rewrite(
     sdp: &mut SessionDescription,
-    ports: &[Option<u16>],
+    plans: &[SectionPlan],
     advertise: IpAddr,
-    replace_origin: bool,
+    origin: Option<&Origin>,
 ) {
-    let port_of = |i: usize| ports.get(i).copied().flatten();
+    let port_of = |i: usize| plans.get(i).and_then(|p| p.port);
     let anchored_any = (0..sdp.media().len()).any(|i| port_of(i).is_some());
     if !anchored_any {
         return;
@@ -175,18 +196,155 @@ pub fn rewrite(
     sdp.set_connection_address(advertise);
     let is_ice = |a: &Attribute<'_>| ICE_ATTRIBUTES.contains(&a.name);
     sdp.remove_attributes(is_ice);
-    for (i, section) in sdp.media_mut().iter_mut().enumerate() {
-        let Some(port) = port_of(i) else {
+    for (section, plan) in sdp.media_mut().iter_mut().zip(plans) {
+        let Some(port) = plan.port else {
             continue;
         };
         section.set_port(port);
         section.set_connection_address(advertise);
         section.set_rtcp(port.saturating_add(1), Some(advertise));
         section.remove_attributes(is_ice);
+        if let Some(protocol) = &plan.protocol {
+            if protocol.eq_ignore_ascii_case("RTP/AVP") {
+                // Feedback messages are an AVPF feature (RFC 4585).
+                section.remove_attributes(|a| a.name == "rtcp-fb");
+            }
+            section.set_protocol(protocol);
+        }
+        match plan.rtcp_mux {
+            Some(true) if !section.rtcp_mux() => section.push_attribute("rtcp-mux", None),
+            Some(false) => {
+                section.remove_attributes(|a| a.name == "rtcp-mux");
+            }
+            _ => {}
+        }
+        if let Some(credentials) = &plan.ice {
+            section.push_attribute("ice-ufrag", Some(&credentials.ufrag));
+            section.push_attribute("ice-pwd", Some(&credentials.pwd));
+            // Host candidates, RTP (component 1) and RTCP (component 2): type preference 126,
+            // local preference 65535 (RFC 8445 §5.1.2.1).
+            for (component, candidate_port) in [(1u32, port), (2, port.saturating_add(1))] {
+                let priority = (126u32 << 24) | (65_535 << 8) | (256 - component);
+                section.push_attribute(
+                    "candidate",
+                    Some(&format!(
+                        "1 {component} UDP {priority} {advertise} {candidate_port} typ host"
+                    )),
+                );
+            }
+        }
+        if let Some(formats) = &plan.formats {
+            let dropped: Vec<String> = section
+                .media()
+                .formats
+                .iter()
+                .filter(|f| !formats.contains(f))
+                .cloned()
+                .collect();
+            section.remove_attributes(|a| {
+                matches!(a.name, "rtpmap" | "fmtp" | "rtcp-fb")
+                    && a.value
+                        .and_then(|v| v.split_whitespace().next())
+                        .is_some_and(|pt| dropped.iter().any(|d| d == pt))
+            });
+            section.set_formats(formats.clone());
+        }
     }
-    if replace_origin {
-        sdp.set_origin_address(advertise);
+    if plans.iter().any(|p| p.port.is_some() && p.ice.is_some()) {
+        sdp.push_attribute("ice-lite", None);
     }
+    if let Some(origin) = origin {
+        sdp.set_origin(origin);
+    }
+}
+
+/// The attribute `loop protect` marks SDPs with.
+pub const LOOP_MARK: &str = "rtpengine";
+
+/// Whether `sdp` carries this pod's loop-protection mark `instance`.
+pub fn has_loop_mark(sdp: &SessionDescription, instance: &str) -> bool {
+    let mark = |a: Attribute<'_>| a.name == LOOP_MARK && a.value == Some(instance);
+    sdp.attributes().any(mark) || sdp.media().iter().any(|m| m.attributes().any(mark))
+}
+
+/// Whether `sdp` offers ICE for media section `index` (credentials there or at session level).
+pub fn has_ice(sdp: &SessionDescription, index: usize) -> bool {
+    sdp.media()
+        .get(index)
+        .is_some_and(|m| m.has_attribute("ice-ufrag"))
+        || sdp.attributes().any(|a| a.name == "ice-ufrag")
+}
+
+/// The format list of `section` after `plan`: `None` when the plan changes nothing, or would
+/// leave no format (then the list stays as it was, as rtpengine does, and `Err` says so).
+pub fn plan_formats(
+    section: &MediaDescription,
+    plan: &CodecPlan,
+) -> Result<Option<Vec<String>>, String> {
+    if plan.is_empty() {
+        return Ok(None);
+    }
+    let rtpmaps = section.rtpmaps();
+    let formats = &section.media().formats;
+    let matches = |format: &str, selector: &CodecSelector| -> bool {
+        let wanted = selector.0.trim();
+        if wanted == format {
+            return true;
+        }
+        let Ok(pt) = format.parse::<u8>() else {
+            return false;
+        };
+        let (name, clock, channels) = match rtpmaps.iter().find(|m| m.payload_type == pt) {
+            Some(m) => (
+                m.encoding.clone(),
+                m.clock_rate,
+                m.encoding_params
+                    .as_deref()
+                    .and_then(|c| c.parse::<u8>().ok())
+                    .unwrap_or(1),
+            ),
+            None => match tandem_rtp::static_encoding(pt) {
+                Some((name, clock, channels)) => (name.to_owned(), clock, channels),
+                None => return false,
+            },
+        };
+        let mut parts = wanted.split('/');
+        let name_matches = parts.next().is_some_and(|n| n.eq_ignore_ascii_case(&name));
+        let clock_matches = parts
+            .next()
+            .is_none_or(|c| c.parse::<u32>().ok() == Some(clock));
+        let channels_matches = parts
+            .next()
+            .is_none_or(|c| c.parse::<u8>().ok() == Some(channels));
+        name_matches && clock_matches && channels_matches
+    };
+    let listed =
+        |format: &str, selectors: &[CodecSelector]| selectors.iter().any(|s| matches(format, s));
+    let mut kept: Vec<String> = formats
+        .iter()
+        .filter(|f| {
+            listed(f, &plan.offer)
+                || listed(f, &plan.except)
+                || !(plan.strip_all || listed(f, &plan.strip))
+        })
+        .cloned()
+        .collect();
+    // `offer` also moves its codecs to the front, in the order given.
+    let mut front = Vec::new();
+    for selector in &plan.offer {
+        let (wanted, rest): (Vec<String>, Vec<String>) =
+            kept.into_iter().partition(|f| matches(f, selector));
+        front.extend(wanted);
+        kept = rest;
+    }
+    front.extend(kept);
+    if front.is_empty() {
+        return Err(format!(
+            "codec options that leave no codec in media section '{}' (codecs left as sent)",
+            section.media().media_type
+        ));
+    }
+    Ok((front != *formats).then_some(front))
 }
 
 #[cfg(test)]
@@ -212,6 +370,111 @@ mod tests {
 
     fn sdp() -> SessionDescription {
         SessionDescription::parse(SDP.as_bytes()).unwrap()
+    }
+
+    fn plans(ports: &[Option<u16>]) -> Vec<SectionPlan> {
+        ports
+            .iter()
+            .map(|&port| SectionPlan {
+                port,
+                ..SectionPlan::default()
+            })
+            .collect()
+    }
+
+    fn plan(codecs: CodecPlan) -> Result<Option<Vec<String>>, String> {
+        let s = SessionDescription::parse(
+            b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+              m=audio 4000 RTP/AVP 0 8 9 96 101\r\na=rtpmap:96 opus/48000/2\r\n\
+              a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n",
+        )
+        .unwrap();
+        plan_formats(&s.media()[0], &codecs)
+    }
+
+    fn selectors(names: &[&str]) -> Vec<CodecSelector> {
+        names
+            .iter()
+            .map(|n| CodecSelector((*n).to_owned()))
+            .collect()
+    }
+
+    fn list(formats: &[&str]) -> Option<Vec<String>> {
+        Some(formats.iter().map(|f| (*f).to_owned()).collect())
+    }
+
+    #[test]
+    fn codec_strip_offer_and_except() {
+        assert_eq!(plan(CodecPlan::default()), Ok(None));
+        let strip = CodecPlan {
+            strip: selectors(&["PCMA", "opus/48000/2", "9"]),
+            ..CodecPlan::default()
+        };
+        assert_eq!(plan(strip), Ok(list(&["0", "101"])));
+        // Clock rate or channels that do not match leave the codec alone.
+        let mismatch = CodecPlan {
+            strip: selectors(&["opus/48000/1", "pcmu/16000"]),
+            ..CodecPlan::default()
+        };
+        assert_eq!(plan(mismatch), Ok(None));
+        let only = CodecPlan {
+            strip_all: true,
+            except: selectors(&["telephone-event"]),
+            offer: selectors(&["PCMA", "PCMU"]),
+            ..CodecPlan::default()
+        };
+        assert_eq!(plan(only), Ok(list(&["8", "0", "101"])));
+        let reorder = CodecPlan {
+            offer: selectors(&["G722"]),
+            ..CodecPlan::default()
+        };
+        assert_eq!(plan(reorder), Ok(list(&["9", "0", "8", "96", "101"])));
+        let nothing = CodecPlan {
+            strip_all: true,
+            ..CodecPlan::default()
+        };
+        assert!(plan(nothing).unwrap_err().contains("leave no codec"));
+    }
+
+    #[test]
+    fn rewrite_applies_protocol_mux_and_formats() {
+        let mut s = SessionDescription::parse(
+            b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+              m=audio 4000 RTP/AVPF 0 8 101\r\na=rtpmap:8 PCMA/8000\r\n\
+              a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=rtcp-fb:* nack\r\n\
+              a=rtcp-mux\r\n",
+        )
+        .unwrap();
+        let relay: IpAddr = "203.0.113.10".parse().unwrap();
+        rewrite(
+            &mut s,
+            &[SectionPlan {
+                port: Some(30000),
+                protocol: Some("RTP/AVP".into()),
+                rtcp_mux: Some(false),
+                formats: list(&["0", "8"]),
+                ice: None,
+            }],
+            relay,
+            None,
+        );
+        let text = s.to_string();
+        assert!(text.contains("m=audio 30000 RTP/AVP 0 8\r\n"), "{text}");
+        assert!(text.contains("a=rtpmap:8 PCMA/8000\r\n"), "{text}");
+        for gone in ["telephone-event", "fmtp", "rtcp-fb", "rtcp-mux"] {
+            assert!(!text.contains(gone), "{gone} left in {text}");
+        }
+        rewrite(
+            &mut s,
+            &[SectionPlan {
+                port: Some(30000),
+                rtcp_mux: Some(true),
+                ..SectionPlan::default()
+            }],
+            relay,
+            None,
+        );
+        assert!(s.to_string().ends_with("a=rtcp-mux\r\n"));
     }
 
     #[test]
@@ -275,7 +538,12 @@ mod tests {
     fn rewrite_points_anchored_media_at_the_relay() {
         let mut s = sdp();
         let relay: IpAddr = "203.0.113.10".parse().unwrap();
-        rewrite(&mut s, &[Some(30000), None, None, Some(30002)], relay, true);
+        rewrite(
+            &mut s,
+            &plans(&[Some(30000), None, None, Some(30002)]),
+            relay,
+            Some(&Origin::parse("- 100 1 IN IP4 203.0.113.10").unwrap()),
+        );
         let text = s.to_string();
         let expected = "v=0\r\n\
             o=- 100 1 IN IP4 203.0.113.10\r\n\
@@ -301,17 +569,17 @@ mod tests {
         let mut once = sdp();
         rewrite(
             &mut once,
-            &[Some(30000), None, None, Some(30002)],
+            &plans(&[Some(30000), None, None, Some(30002)]),
             relay,
-            false,
+            None,
         );
         assert!(once.to_string().contains("o=- 100 1 IN IP4 192.0.2.1\r\n"));
         let mut twice = once.clone();
         rewrite(
             &mut twice,
-            &[Some(30000), None, None, Some(30002)],
+            &plans(&[Some(30000), None, None, Some(30002)]),
             relay,
-            false,
+            None,
         );
         assert_eq!(once, twice);
     }
@@ -321,9 +589,9 @@ mod tests {
         let mut s = sdp();
         rewrite(
             &mut s,
-            &[None, None, None, None],
+            &plans(&[None, None, None, None]),
             "203.0.113.10".parse().unwrap(),
-            true,
+            Some(&Origin::parse("- 1 1 IN IP4 203.0.113.10").unwrap()),
         );
         assert_eq!(s.to_string(), SDP);
     }

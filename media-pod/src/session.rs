@@ -11,21 +11,24 @@
 //! A packet arriving on one leg's port is sent from the other leg's port to the other party.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use tandem_ng::{
-    CallReport, Command, MediaReport, NgError, PacketStats, Replace, Request, StreamReport,
-    TagReport,
+    CallReport, Command, MediaReport, NgError, PacketStats, Request, StreamReport, TagReport,
 };
-use tandem_rtp::{PacketKind, PayloadFormat, RtpHeader};
-use tandem_sip::sdp::{SdpError, SessionDescription};
+use tandem_rtp::{Codec, PacketKind, PayloadFormat, RtpHeader};
+use tandem_sip::sdp::{Direction, Origin, SdpError, SessionDescription};
 
+use crate::dtmf;
+use crate::ice::{self, Credentials};
 use crate::latch::{Latch, LatchEvent};
+use crate::options::{self, IceAdvertise, OriginRewrite, RtcpMux};
 use crate::ports::PortPool;
 use crate::quality::{QualitySample, Sources};
-use crate::sdp_rewrite::{self, AnchoredStream, Remote, StreamError};
+use crate::sdp_rewrite::{self, AnchoredStream, Remote, SectionPlan, StreamError};
 
 /// A moment, both monotonic (for timeouts and latching) and wall-clock (for reports).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,12 +39,34 @@ pub struct Timestamp {
     pub unix: u64,
 }
 
-/// Opens and closes the sockets of an RTP/RTCP port pair.
+/// The I/O a worker does for its table: opens and closes the sockets of RTP/RTCP port pairs
+/// and the files of call recordings.
 pub trait PortBinder {
     /// Binds `rtp_port` and `rtp_port + 1` and starts relaying on them.
     fn bind_pair(&mut self, rtp_port: u16) -> io::Result<()>;
     /// Stops relaying on and closes the pair.
     fn unbind_pair(&mut self, rtp_port: u16);
+    /// Starts the recording of call `call` in the recording directory: a pcap file named
+    /// `name`.pcap and `metadata` in `name`.meta. `ErrorKind::Unsupported` when no recording
+    /// directory is configured.
+    fn open_recording(&mut self, call: u64, name: &str, metadata: &str) -> io::Result<()>;
+    /// Flushes and closes the recording of call `call`.
+    fn close_recording(&mut self, call: u64);
+    /// Sends each datagram of `packets` from local port `from_port` to `to`, at its offset
+    /// from now.
+    fn send_later(&mut self, from_port: u16, to: SocketAddr, packets: dtmf::Schedule);
+}
+
+/// Whether a call is being recorded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Recording {
+    /// Never started, or stopped.
+    #[default]
+    Off,
+    /// Packets are written.
+    On,
+    /// The file stays open; packets are not written (`pause recording`).
+    Paused,
 }
 
 /// Fixed parameters of the table.
@@ -49,10 +74,16 @@ pub trait PortBinder {
 pub struct TableConfig {
     /// Address written into rewritten SDP.
     pub advertise: IpAddr,
-    /// A call without media or signalling for this long is removed.
-    pub session_timeout: Duration,
+    /// A call whose media flows both ways is removed once every party has been silent this
+    /// long; `None` never.
+    pub media_timeout: Option<Duration>,
+    /// The same for a call on hold (a direction other than `sendrecv`, or a zero address) or
+    /// still waiting for its answer; `None` never.
+    pub hold_timeout: Option<Duration>,
     /// Silence required before a flow re-latches to a new source.
     pub latch_holdoff: Duration,
+    /// This pod's identity in `a=rtpengine:` loop-protection attributes.
+    pub instance: u64,
 }
 
 /// Why an ng command could not be carried out. The `Display` text is the ng `error-reason`.
@@ -82,6 +113,15 @@ pub enum SessionError {
     /// The relay worker owning the call is gone (the pod is stopping).
     #[error("media worker unavailable")]
     Unavailable,
+    /// A blocking command's party selection matched nothing.
+    #[error("{0}")]
+    Selection(&'static str),
+    /// The recording file could not be created.
+    #[error("Failed to start recording: {0}")]
+    Recording(String),
+    /// A command this media relay does not carry out yet.
+    #[error("{0} is not supported yet")]
+    NotSupported(String),
 }
 
 impl SessionError {
@@ -94,6 +134,9 @@ impl SessionError {
             SessionError::NoPorts => "no_ports",
             SessionError::Draining => "draining",
             SessionError::Unavailable => "unavailable",
+            SessionError::NotSupported(_) => "not_supported",
+            SessionError::Selection(_) => "unknown_call",
+            SessionError::Recording(_) => "recording",
         }
     }
 }
@@ -173,6 +216,10 @@ pub enum DropReason {
     NoSession,
     /// The other party has no port or no address yet.
     NoDestination,
+    /// `strict source`: the packet came from elsewhere than the party's address.
+    SourceMismatch,
+    /// `block media` or `block DTMF` is in force for the sender.
+    Blocked,
 }
 
 impl DropReason {
@@ -182,6 +229,8 @@ impl DropReason {
             DropReason::Malformed => "malformed",
             DropReason::NoSession => "no_session",
             DropReason::NoDestination => "no_destination",
+            DropReason::SourceMismatch => "strict_source",
+            DropReason::Blocked => "blocked",
         }
     }
 }
@@ -243,10 +292,41 @@ struct Leg {
     local: Option<u16>,
     /// What this party's SDP advertised.
     remote: Option<Remote>,
+    /// The direction of this party's SDP for the section.
+    direction: Option<Direction>,
+    /// The transport protocol of this party's SDP for the section.
+    protocol: Option<String>,
+    /// Whether the SDP the relay sent this party for the section carried `a=rtcp-mux`: RTCP
+    /// goes to the party multiplexed when both that and its own SDP did.
+    sent_mux: bool,
+    /// The relay's ICE-lite credentials towards this party, once advertised to it.
+    ice: Option<Credentials>,
+    /// The last packet from this party, or the last SDP that set up this side, whichever is
+    /// later (as rtpengine, signalling restarts the media timeout). The packet path stores
+    /// the time its batch was received: one clock read per batch, one store per packet.
+    last_active: Option<Instant>,
     /// The payload types this party's SDP listed.
     formats: Vec<PayloadFormat>,
     rtp: Flow,
     rtcp: Flow,
+}
+
+impl Leg {
+    /// Whether RTCP to this party goes on its RTP port: both its SDP and the relay's to it
+    /// carried `a=rtcp-mux` (RFC 5761).
+    fn multiplexes_rtcp(&self) -> bool {
+        self.sent_mux && self.remote.as_ref().is_some_and(|r| r.rtcp_mux)
+    }
+
+    /// Whether this party's SDP holds the section: a direction other than `sendrecv`, or a
+    /// zero address (the old way of holding).
+    fn holding(&self) -> bool {
+        self.direction.is_some_and(|d| d != Direction::SendRecv)
+            || self
+                .remote
+                .as_ref()
+                .is_some_and(|r| r.rtp.ip().is_unspecified())
+    }
 }
 
 /// One SDP media section of a call.
@@ -254,13 +334,48 @@ struct Leg {
 struct MediaStream {
     media_type: String,
     protocol: String,
+    /// The `rtcp-mux` handling the offer asked for.
+    rtcp_mux: RtcpMux,
     legs: [Leg; 2],
+}
+
+/// Packets not relayed from a party (or from every party of a call).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Blocks {
+    /// RFC 4733 events (`block DTMF`).
+    dtmf: bool,
+    /// Everything else but RTCP (`block media`).
+    media: bool,
+}
+
+/// What `block DTMF`, `block media` and their `unblock` act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blocking {
+    /// RFC 4733 events.
+    Dtmf,
+    /// Media other than events.
+    Media,
+}
+
+/// The `o=` line of the last SDP the relay sent a party, for session version handling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SentOrigin {
+    session_id: String,
+    session_version: String,
+    last_sdp: Vec<u8>,
 }
 
 #[derive(Clone, Debug, Default)]
 struct Party {
     tag: Option<String>,
     label: Option<String>,
+    via_branch: Option<String>,
+    /// `strict source`: packets only from the learned (or, asymmetric, advertised) address.
+    strict_source: bool,
+    /// The origin of the last SDP sent to this party.
+    origin: Option<SentOrigin>,
+    /// What is blocked from this party (`block DTMF`/`block media` with a party selected).
+    blocks: Blocks,
     created: u64,
     /// `asymmetric` flag: never latch, always send to the advertised address.
     asymmetric: bool,
@@ -273,12 +388,95 @@ struct Call {
     sequence: u64,
     created: u64,
     last_signal: u64,
-    last_activity: Instant,
+    last_signal_at: Instant,
+    /// When a `delete` with a `delete delay` removes the call.
+    delete_at: Option<Instant>,
+    /// What is blocked from every party.
+    blocks: Blocks,
+    /// The call's recording.
+    recording: Recording,
+    /// Whether recording was ever asked for (`query` reports it from then on).
+    recording_asked: bool,
+    metadata: Option<String>,
     parties: [Party; 2],
     media: Vec<MediaStream>,
 }
 
 impl Call {
+    /// How long the call has been silent, if that is past its timeout; `None` while it lives.
+    ///
+    /// As in rtpengine, a call lives while any party's side of any media section is within
+    /// its timeout, a side's clock restarting with each packet from the party and with each
+    /// SDP that sets it up. A side whose media flows both ways (both parties' SDPs known,
+    /// `sendrecv`) has the media timeout; a side of a section on hold (`sendonly`,
+    /// `recvonly`, `inactive` or a zero address on either side) or still waiting for its
+    /// answer has the hold timeout, so a call on hold without music is not cut off. A call
+    /// with nothing anchored has the hold timeout from its last signal.
+    fn silence(&self, now: Instant, config: &TableConfig) -> Option<Duration> {
+        let mut quietest = None::<Duration>;
+        for media in &self.media {
+            let on_hold = media.legs.iter().any(Leg::holding);
+            let answered = media.legs.iter().all(|l| l.remote.is_some());
+            for leg in media.legs.iter().filter(|l| l.local.is_some()) {
+                let limit = if on_hold || !answered {
+                    config.hold_timeout
+                } else {
+                    config.media_timeout
+                };
+                let idle =
+                    now.saturating_duration_since(leg.last_active.unwrap_or(self.last_signal_at));
+                match limit {
+                    Some(limit) if idle >= limit => {}
+                    _ => return None,
+                }
+                quietest = Some(quietest.map_or(idle, |q| q.min(idle)));
+            }
+        }
+        match quietest {
+            Some(idle) => Some(idle),
+            None => {
+                let idle = now.saturating_duration_since(self.last_signal_at);
+                config
+                    .hold_timeout
+                    .filter(|limit| idle >= *limit)
+                    .map(|_| idle)
+            }
+        }
+    }
+
+    /// The recording's file name: creation time and call-id, reduced to safe characters.
+    fn recording_name(&self) -> String {
+        let id: String = self
+            .call_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(100)
+            .collect();
+        format!("{}-{id}", self.created)
+    }
+
+    /// What goes beside the recording: the call and its parties.
+    fn recording_metadata(&self) -> String {
+        let mut text = format!("call-id: {}\ncreated: {}\n", self.call_id, self.created);
+        for (side, party) in ["caller", "callee"].iter().zip(&self.parties) {
+            text.push_str(&format!(
+                "{side}: tag={} label={}\n",
+                party.tag.as_deref().unwrap_or(""),
+                party.label.as_deref().unwrap_or("")
+            ));
+        }
+        if let Some(metadata) = &self.metadata {
+            text.push_str(&format!("metadata: {metadata}\n"));
+        }
+        text
+    }
+
     fn side_of(&self, tag: &str) -> Option<Side> {
         self.parties
             .iter()
@@ -290,6 +488,10 @@ impl Call {
         let mut report = CallReport {
             created: self.created,
             last_signal: self.last_signal,
+            metadata: self.metadata.clone(),
+            recording: self
+                .recording_asked
+                .then_some(self.recording == Recording::On),
             ..CallReport::default()
         };
         let show = match_tag.is_none_or(|t| self.side_of(t).is_some());
@@ -319,6 +521,7 @@ impl Call {
                     created: party.created,
                     in_dialogue_with: peer.tag.clone(),
                     label: party.label.clone(),
+                    via_branch: party.via_branch.clone(),
                     medias,
                 });
             }
@@ -329,16 +532,21 @@ impl Call {
 
 fn media_report(index: usize, m: &MediaStream, side: Side, asymmetric: bool) -> MediaReport {
     let leg = &m.legs[side.index()];
-    let mux = m
-        .legs
-        .iter()
-        .all(|l| l.remote.as_ref().is_some_and(|r| r.rtcp_mux));
     let mut flags = vec!["initialized".to_owned()];
-    if mux {
+    if leg.multiplexes_rtcp() {
         flags.push("rtcp-mux".to_owned());
     }
     if asymmetric {
         flags.push("asymmetric".to_owned());
+    }
+    // As rtpengine: `recv` when the relay receives from the party, `send` when it sends to it.
+    if let Some(direction) = leg.direction {
+        if matches!(direction, Direction::SendRecv | Direction::RecvOnly) {
+            flags.push("send".to_owned());
+        }
+        if matches!(direction, Direction::SendRecv | Direction::SendOnly) {
+            flags.push("recv".to_owned());
+        }
     }
     let stream = |flow: &Flow, rtcp: bool| {
         let advertised = leg
@@ -396,6 +604,8 @@ pub struct SessionTable {
     ports: HashMap<u16, PortOwner>,
     allocator: PortPool,
     totals: Totals,
+    /// Calls whose recording is on: while 0 the packet path skips the recording check.
+    recording: usize,
     /// Quality samples of streams sampled or ended, until the shell takes them.
     quality: Vec<QualitySample>,
 }
@@ -411,6 +621,7 @@ impl SessionTable {
             ports: HashMap::new(),
             allocator,
             totals: Totals::default(),
+            recording: 0,
             quality: Vec::new(),
         }
     }
@@ -459,12 +670,26 @@ impl SessionTable {
 
     /// `offer` or `answer`: anchors the sender's media and returns the rewritten SDP for the
     /// receiver. Repeating a request returns the same SDP and allocates nothing new.
+    #[cfg(test)]
     pub fn negotiate(
         &mut self,
         request: &Request,
         now: Timestamp,
         binder: &mut dyn PortBinder,
     ) -> Result<Vec<u8>, SessionError> {
+        self.negotiate_with_warnings(request, now, binder)
+            .map(|(sdp, _)| sdp)
+    }
+
+    /// `offer` or `answer`: anchors the sender's media and returns the rewritten SDP for the
+    /// receiver, with what the request asked for that is not acted on. Repeating a request
+    /// returns the same SDP and allocates nothing new.
+    pub fn negotiate_with_warnings(
+        &mut self,
+        request: &Request,
+        now: Timestamp,
+        binder: &mut dyn PortBinder,
+    ) -> Result<(Vec<u8>, Vec<String>), SessionError> {
         let is_answer = request.command == Command::Answer;
         let sdp_body = request.require_sdp()?;
         let call_id = request.require_call_id()?;
@@ -474,8 +699,18 @@ impl SessionTable {
         } else {
             (from_tag, request.to_tag.as_deref())
         };
+        let mut options = options::for_negotiation(request, self.config.advertise)?;
         let mut sdp = SessionDescription::parse(sdp_body)?;
-        let streams = sdp_rewrite::anchored_streams(&sdp, address_override(request)?)?;
+        let loop_mark = format!("{:016x}", self.config.instance);
+        if options.loop_protect && sdp_rewrite::has_loop_mark(&sdp, &loop_mark) {
+            // This SDP already went through this pod: pass it on untouched, as rtpengine does.
+            tracing::info!(
+                call_id,
+                "SDP already anchored by this pod (loop protect); left alone"
+            );
+            return Ok((sdp_body.to_vec(), options.warnings));
+        }
+        let streams = sdp_rewrite::anchored_streams(&sdp, options.address_override)?;
 
         let existing = self.by_call_id.get(call_id).copied();
         if existing.is_none() && is_answer {
@@ -533,7 +768,8 @@ impl SessionTable {
             return Err(SessionError::UnknownCall);
         };
         call.last_signal = now.unix;
-        call.last_activity = now.instant;
+        call.last_signal_at = now.instant;
+        call.delete_at = None;
         let party = &mut call.parties[sender.index()];
         if party.tag.as_deref() != Some(sender_tag) {
             if let Some(old) = &party.tag {
@@ -542,10 +778,18 @@ impl SessionTable {
             party.tag = Some(sender_tag.to_owned());
             party.created = now.unix;
         }
-        party.asymmetric = request.has_flag("asymmetric");
-        if request.label.is_some() {
-            party.label.clone_from(&request.label);
+        party.asymmetric = options.asymmetric;
+        party.strict_source = options.strict_source;
+        if options.label.is_some() {
+            party.label.clone_from(&options.label);
         }
+        if request.via_branch.is_some() {
+            party.via_branch.clone_from(&request.via_branch);
+        }
+        if options.metadata.is_some() {
+            call.metadata.clone_from(&options.metadata);
+        }
+        let start_recording = options.record_call && call.recording == Recording::Off;
         if let Some(tag) = receiver_tag {
             let peer = &mut call.parties[receiver.index()];
             if peer.tag.is_none() {
@@ -559,6 +803,7 @@ impl SessionTable {
                 protocol,
                 remote,
                 formats,
+                direction,
             }) = stream
             else {
                 continue;
@@ -567,14 +812,23 @@ impl SessionTable {
                 call.media.push(MediaStream {
                     media_type: media_type.clone(),
                     protocol: protocol.clone(),
+                    rtcp_mux: RtcpMux::default(),
                     legs: Default::default(),
                 });
             }
             let media = &mut call.media[i];
             media.media_type.clone_from(media_type);
             media.protocol.clone_from(protocol);
+            if !is_answer {
+                media.rtcp_mux = options.rtcp_mux;
+            }
             let leg = &mut media.legs[sender.index()];
+            leg.protocol = Some(protocol.clone());
             leg.formats.clone_from(formats);
+            leg.direction = Some(*direction);
+            leg.last_active = Some(now.instant);
+            leg.rtp.last_packet = now.unix;
+            leg.rtcp.last_packet = now.unix;
             if leg.remote.as_ref() != Some(remote) {
                 // New endpoint (first SDP, or a re-INVITE moved it): learn its source afresh.
                 leg.remote = Some(remote.clone());
@@ -582,25 +836,98 @@ impl SessionTable {
                 leg.rtcp.latch = Latch::default();
             }
             if let Some(&(_, port)) = fresh.iter().find(|(j, _)| *j == i) {
-                media.legs[receiver.index()].local = Some(port);
+                let leg = &mut media.legs[receiver.index()];
+                leg.local = Some(port);
+                leg.last_active = Some(now.instant);
             }
         }
-        let ports: Vec<Option<u16>> = streams
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                s.as_ref()
-                    .and_then(|_| call.media.get(i))
-                    .and_then(|m| m.legs[receiver.index()].local)
-            })
-            .collect();
-        sdp_rewrite::rewrite(
-            &mut sdp,
-            &ports,
-            self.config.advertise,
-            request.replaces(&Replace::Origin),
-        );
-        Ok(sdp.to_bytes())
+        let mut plans = Vec::with_capacity(streams.len());
+        for (i, stream) in streams.iter().enumerate() {
+            let (Some(stream), Some(media)) = (stream, call.media.get_mut(i)) else {
+                plans.push(SectionPlan::default());
+                continue;
+            };
+            let formats = if is_answer {
+                None
+            } else {
+                sdp.media()
+                    .get(i)
+                    .map(|section| sdp_rewrite::plan_formats(section, &options.codecs))
+                    .transpose()
+                    .unwrap_or_else(|e| {
+                        options.warnings.push(e);
+                        None
+                    })
+                    .flatten()
+            };
+            let offered_mux = media.rtcp_mux;
+            let advertise_ice = match options.ice {
+                IceAdvertise::Never => false,
+                IceAdvertise::Always => true,
+                IceAdvertise::IfOffered => sdp_rewrite::has_ice(&sdp, i),
+            };
+            let to = &mut media.legs[receiver.index()];
+            let ice =
+                advertise_ice.then(|| to.ice.get_or_insert_with(Credentials::generate).clone());
+            let rtcp_mux = outgoing_rtcp_mux(
+                offered_mux,
+                &options.rtcp_mux,
+                is_answer,
+                stream.remote.rtcp_mux,
+                to.remote.as_ref().is_some_and(|r| r.rtcp_mux),
+            );
+            to.sent_mux = rtcp_mux;
+            plans.push(SectionPlan {
+                port: to.local,
+                protocol: outgoing_protocol(
+                    &stream.protocol,
+                    options.transport_protocol.as_deref(),
+                    (is_answer && !options.accept_protocol)
+                        .then_some(to.protocol.as_deref())
+                        .flatten(),
+                ),
+                rtcp_mux: Some(rtcp_mux),
+                formats,
+                ice,
+            });
+        }
+        let source_origin = sdp.origin();
+        let receiving = &mut call.parties[receiver.index()];
+        let mut origin = source_origin.map(|source| {
+            sent_origin(
+                source,
+                &options.origin,
+                receiving.origin.as_ref(),
+                self.config.advertise,
+                now.unix,
+            )
+        });
+        sdp_rewrite::rewrite(&mut sdp, &plans, self.config.advertise, origin.as_ref());
+        if options.loop_protect {
+            sdp.push_attribute(sdp_rewrite::LOOP_MARK, Some(&loop_mark));
+        }
+        let mut body = sdp.to_bytes();
+        if let Some(o) = &mut origin {
+            let changed = receiving
+                .origin
+                .as_ref()
+                .is_some_and(|sent| sent.last_sdp != body);
+            if options.origin.version && !options.origin.force_increment && changed {
+                // As rtpengine: the version moves only when what the party is sent changes.
+                o.session_version = bump(&o.session_version);
+                sdp.set_origin(o);
+                body = sdp.to_bytes();
+            }
+            receiving.origin = Some(SentOrigin {
+                session_id: o.session_id.clone(),
+                session_version: o.session_version.clone(),
+                last_sdp: body.clone(),
+            });
+        }
+        if start_recording && let Err(e) = self.set_recording(key, Recording::On, binder) {
+            options.warnings.push(format!("record call ({e})"));
+        }
+        Ok((body, options.warnings))
     }
 
     fn create_call(&mut self, call_id: &str, now: Timestamp) -> u64 {
@@ -613,7 +940,12 @@ impl SessionTable {
                 sequence: key,
                 created: now.unix,
                 last_signal: now.unix,
-                last_activity: now.instant,
+                last_signal_at: now.instant,
+                delete_at: None,
+                blocks: Blocks::default(),
+                recording: Recording::Off,
+                recording_asked: false,
+                metadata: None,
                 parties: Default::default(),
                 media: Vec::new(),
             },
@@ -669,13 +1001,38 @@ impl SessionTable {
             }
         }
         let report = call.report(None);
-        self.remove_call(key, now, binder);
-        self.totals.deleted += 1;
-        tracing::debug!(call_id, "call deleted");
+        let delay = match request.delete_delay {
+            None | Some(0) => None,
+            Some(seconds) => Some(Duration::from_secs(u64::try_from(seconds).map_err(
+                |_| NgError::InvalidValue {
+                    key: "delete-delay",
+                    reason: "must be zero or a positive number of seconds",
+                },
+            )?)),
+        };
+        match delay {
+            // Kept (and relaying) until then; new signalling cancels the deletion.
+            Some(delay) => {
+                if let Some(call) = self.calls.get_mut(&key) {
+                    call.delete_at = Some(now + delay);
+                }
+                tracing::debug!(
+                    call_id,
+                    delay_seconds = delay.as_secs(),
+                    "call deletion scheduled"
+                );
+            }
+            None => {
+                self.remove_call(key, now, binder);
+                self.totals.deleted += 1;
+                tracing::debug!(call_id, "call deleted");
+            }
+        }
         Ok(report)
     }
 
     fn remove_call(&mut self, key: u64, now: Instant, binder: &mut dyn PortBinder) {
+        self.set_recording(key, Recording::Off, binder).ok();
         let Some(mut call) = self.calls.remove(&key) else {
             return;
         };
@@ -690,6 +1047,224 @@ impl SessionTable {
                 }
             }
         }
+    }
+
+    /// `block DTMF`, `block media` and their `unblock`s, with rtpengine's party selection: a
+    /// `label`, an SDP media `address`, or the `from-tag` with the `directional` flag select
+    /// the sending party; a `to-tag` or `to-label` alone selects the party whose packets go to
+    /// that one; otherwise (or with `all`) the whole call. Unblocking the whole call with
+    /// `all` also lifts the per-party blocks.
+    pub fn block(
+        &mut self,
+        request: &Request,
+        what: Blocking,
+        on: bool,
+    ) -> Result<(), SessionError> {
+        let call_id = request.require_call_id()?;
+        let call = self
+            .by_call_id
+            .get(call_id)
+            .and_then(|k| self.calls.get_mut(k))
+            .ok_or(SessionError::UnknownCall)?;
+        let all = wants_all(request);
+        let source = if all {
+            None
+        } else {
+            select_party(call, request, true)?
+        };
+        let set = |blocks: &mut Blocks| match what {
+            Blocking::Dtmf => blocks.dtmf = on,
+            Blocking::Media => blocks.media = on,
+        };
+        match source {
+            Some(side) => {
+                let party = &mut call.parties[side.index()];
+                set(&mut party.blocks);
+                if request.set_label.is_some() {
+                    party.label.clone_from(&request.set_label);
+                }
+            }
+            None => {
+                set(&mut call.blocks);
+                if all && !on {
+                    call.parties.iter_mut().for_each(|p| set(&mut p.blocks));
+                }
+            }
+        }
+        tracing::info!(call_id, ?what, on, party = ?source, "media blocking changed");
+        Ok(())
+    }
+
+    /// `start recording`, `stop recording` (a `pause` flag pauses) and `pause recording`.
+    pub fn record(
+        &mut self,
+        request: &Request,
+        binder: &mut dyn PortBinder,
+    ) -> Result<(), SessionError> {
+        let call_id = request.require_call_id()?;
+        let key = *self
+            .by_call_id
+            .get(call_id)
+            .ok_or(SessionError::UnknownCall)?;
+        let state = match request.command {
+            Command::StartRecording => Recording::On,
+            Command::StopRecording if !request.has_flag("pause") => Recording::Off,
+            _ => Recording::Paused,
+        };
+        self.set_recording(key, state, binder)
+    }
+
+    /// Moves call `key`'s recording to `state`, opening or closing its file as needed.
+    fn set_recording(
+        &mut self,
+        key: u64,
+        state: Recording,
+        binder: &mut dyn PortBinder,
+    ) -> Result<(), SessionError> {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return Err(SessionError::UnknownCall);
+        };
+        let was = call.recording;
+        match (was, state) {
+            (Recording::Off, Recording::On | Recording::Paused) => {
+                call.recording_asked = true;
+                binder
+                    .open_recording(key, &call.recording_name(), &call.recording_metadata())
+                    .map_err(|e| match e.kind() {
+                        io::ErrorKind::Unsupported => SessionError::NotSupported(
+                            "recording without a recording directory (--recording-dir)".to_owned(),
+                        ),
+                        _ => SessionError::Recording(e.to_string()),
+                    })?;
+                tracing::info!(call_id = %call.call_id, "recording started");
+            }
+            (Recording::On | Recording::Paused, Recording::Off) => {
+                binder.close_recording(key);
+                tracing::info!(call_id = %call.call_id, "recording stopped");
+            }
+            _ => {}
+        }
+        call.recording = state;
+        match (was == Recording::On, state == Recording::On) {
+            (false, true) => self.recording += 1,
+            (true, false) => self.recording = self.recording.saturating_sub(1),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The answer to an ICE connectivity check (a STUN Binding request) from `source` on
+    /// `local_port`, if the relay advertised ICE to the party there and the check carries its
+    /// credentials. A valid check counts as the party's activity and teaches the latch where
+    /// the party is, since ICE may pick another address than the SDP's.
+    pub fn answer_ice_check(
+        &mut self,
+        local_port: u16,
+        source: SocketAddr,
+        datagram: &[u8],
+        now: Timestamp,
+    ) -> Option<Vec<u8>> {
+        let owner = *self.ports.get(&(local_port & !1))?;
+        let holdoff = self.config.latch_holdoff;
+        let call = self.calls.get_mut(&owner.call)?;
+        let leg = call
+            .media
+            .get_mut(owner.media)?
+            .legs
+            .get_mut(owner.side.index())?;
+        let response = ice::binding_response(datagram, source, leg.ice.as_ref()?)?;
+        leg.last_active = Some(now.instant);
+        let flow = if local_port & 1 == 1 {
+            &mut leg.rtcp
+        } else {
+            &mut leg.rtp
+        };
+        flow.latch.observe(source, now.instant, holdoff);
+        Some(response)
+    }
+
+    /// The call whose packets arriving on `local_port` are to be recorded, if any. Costs a
+    /// counter check while nothing records.
+    pub fn recording_of(&self, local_port: u16) -> Option<u64> {
+        if self.recording == 0 {
+            return None;
+        }
+        let owner = self.ports.get(&(local_port & !1))?;
+        let call = self.calls.get(&owner.call)?;
+        (call.recording == Recording::On).then_some(owner.call)
+    }
+
+    /// `play DTMF`: sends an RFC 4733 event to the other party as if the selected party had
+    /// sent it, on the first media section whose receiver negotiated `telephone-event`.
+    pub fn play_dtmf(
+        &mut self,
+        request: &Request,
+        now: Timestamp,
+        binder: &mut dyn PortBinder,
+    ) -> Result<(), SessionError> {
+        let call_id = request.require_call_id()?;
+        let call = self
+            .by_call_id
+            .get(call_id)
+            .and_then(|k| self.calls.get(k))
+            .ok_or(SessionError::UnknownCall)?;
+        let code = request
+            .code
+            .as_deref()
+            .ok_or(NgError::MissingKey("code"))
+            .and_then(|c| {
+                dtmf::event_code(c).ok_or(NgError::InvalidValue {
+                    key: "code",
+                    reason: "must be 0-15, 0-9, *, # or A-D",
+                })
+            })?;
+        let sender = select_party(call, request, false)?.ok_or(SessionError::Selection(
+            "No participant selected (from-tag, label or address)",
+        ))?;
+        let receiver = sender.other();
+        let receiver_asymmetric = call.parties[receiver.index()].asymmetric;
+        let target = call.media.iter().find_map(|m| {
+            let leg = &m.legs[receiver.index()];
+            let format = leg
+                .formats
+                .iter()
+                .find(|f| f.codec == Codec::TelephoneEvent)?;
+            let to = (!receiver_asymmetric)
+                .then(|| leg.rtp.latch.learned())
+                .flatten()
+                .or(leg.remote.as_ref().map(|r| r.rtp))
+                .filter(|a| !a.ip().is_unspecified() && a.port() != 0)?;
+            Some((leg.local?, to, *format))
+        });
+        let (from_port, to, format) = target.ok_or(SessionError::Selection(
+            "The receiving party has no telephone-event payload type or no address yet",
+        ))?;
+        let duration = request
+            .duration
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(dtmf::DEFAULT_DURATION_MS)
+            .clamp(dtmf::DURATION_RANGE.0, dtmf::DURATION_RANGE.1);
+        // rtpengine reads positive volumes as negative dB.
+        let volume = request.volume.map_or(dtmf::DEFAULT_VOLUME, |v| {
+            u8::try_from(v.unsigned_abs().min(63)).unwrap_or(63)
+        });
+        // A fresh source per event: different calls, times and events get different numbers.
+        let mut hasher = std::hash::DefaultHasher::new();
+        (call_id, now.unix, self.totals.relayed_packets, code).hash(&mut hasher);
+        let [a, b, c, d, e, f, g, h] = hasher.finish().to_be_bytes();
+        let event = dtmf::Event {
+            code,
+            duration: Duration::from_millis(duration),
+            volume,
+            payload_type: format.payload_type,
+            clock_rate: format.clock_rate,
+            ssrc: u32::from_be_bytes([a, b, c, d]),
+            sequence: u16::from_be_bytes([e, f]),
+            timestamp: u32::from_be_bytes([g, h, a, c]),
+        };
+        binder.send_later(from_port, to, dtmf::packets(&event));
+        tracing::info!(call_id, code, duration_ms = duration, %to, "DTMF event played");
+        Ok(())
     }
 
     /// `query`: the report of one call, limited to the party named by `to-tag` or `from-tag`
@@ -775,7 +1350,11 @@ impl SessionTable {
         let Some(call) = self.calls.get_mut(&owner.call) else {
             return Route::Drop(DropReason::NoSession);
         };
-        let sender_asymmetric = call.parties[owner.side.index()].asymmetric;
+        let sender = &call.parties[owner.side.index()];
+        let sender_asymmetric = sender.asymmetric;
+        let strict_source = sender.strict_source;
+        let block_events = call.blocks.dtmf || sender.blocks.dtmf;
+        let block_media = call.blocks.media || sender.blocks.media;
         let receiver_asymmetric = call.parties[owner.side.other().index()].asymmetric;
         let Some(media) = call.media.get_mut(owner.media) else {
             return Route::Drop(DropReason::NoSession);
@@ -798,9 +1377,22 @@ impl SessionTable {
                 return Route::Drop(DropReason::Malformed);
             }
         };
+        if strict_source {
+            let expected = if sender_asymmetric {
+                leg.remote
+                    .as_ref()
+                    .map(|r| if on_rtcp_port { r.rtcp } else { r.rtp })
+            } else {
+                flow.latch.learned()
+            };
+            if expected.is_some_and(|e| e != source) {
+                return Route::Drop(DropReason::SourceMismatch);
+            }
+        }
         flow.stats.packets += 1;
         flow.stats.bytes += len as u64;
         flow.last_packet = now.unix;
+        let mut is_event = false;
         if let (false, Some(header)) = (is_rtcp, &packet.rtp) {
             // Senders use the payload numbers of the SDP they received; both sides normally
             // agree, so the sender's own list is only the fallback.
@@ -811,9 +1403,16 @@ impl SessionTable {
                 .find(|f| f.payload_type == header.payload_type)
                 .copied()
                 .or_else(|| PayloadFormat::from_static(header.payload_type));
+            is_event = format.is_some_and(|f| f.codec == Codec::TelephoneEvent);
             flow.sources
                 .observe(header, len, format, now.instant, &mut self.quality);
         }
+        leg.last_active = Some(now.instant);
+        let flow = if on_rtcp_port {
+            &mut leg.rtcp
+        } else {
+            &mut leg.rtp
+        };
         if !sender_asymmetric {
             match flow.latch.observe(source, now.instant, holdoff) {
                 LatchEvent::Latched => {
@@ -825,13 +1424,13 @@ impl SessionTable {
                 LatchEvent::Confirmed | LatchEvent::Ignored => {}
             }
         }
-        call.last_activity = now.instant;
 
-        let mux = media
-            .legs
-            .iter()
-            .all(|l| l.remote.as_ref().is_some_and(|r| r.rtcp_mux));
+        // Blocked packets still count as the party's media (they arrived), but go nowhere.
+        if !is_rtcp && (if is_event { block_events } else { block_media }) {
+            return Route::Drop(DropReason::Blocked);
+        }
         let peer = &media.legs[owner.side.other().index()];
+        let mux = peer.multiplexes_rtcp();
         let Some(peer_port) = peer.local else {
             return Route::Drop(DropReason::NoDestination);
         };
@@ -859,15 +1458,25 @@ impl SessionTable {
         }
     }
 
-    /// Removes calls idle (no media, no signalling) for the session timeout.
+    /// Removes calls whose media stopped (see [`Call::silence`] for the rule), and calls
+    /// whose delayed `delete` is due.
     pub fn expire(&mut self, now: Instant, binder: &mut dyn PortBinder) -> Vec<Expired> {
-        let timeout = self.config.session_timeout;
+        let due: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.delete_at.is_some_and(|at| at <= now))
+            .map(|(&key, _)| key)
+            .collect();
+        for key in due {
+            self.remove_call(key, now, binder);
+            self.totals.deleted += 1;
+        }
+        let config = self.config;
         let stale: Vec<(u64, Expired)> = self
             .calls
             .iter()
             .filter_map(|(&key, call)| {
-                let idle = now.saturating_duration_since(call.last_activity);
-                (idle >= timeout).then(|| {
+                call.silence(now, &config).map(|idle| {
                     (
                         key,
                         Expired {
@@ -918,30 +1527,152 @@ fn resolve_sides(
     (sender, sender.other())
 }
 
-/// The address that replaces the SDP's, if the request asks for one.
-fn address_override(request: &Request) -> Result<Option<IpAddr>, NgError> {
-    if let Some(address) = &request.media_address {
-        return address
-            .parse()
-            .map(Some)
-            .map_err(|_| NgError::InvalidValue {
-                key: "media-address",
-                reason: "not an IP address",
-            });
+/// Whether a command asks for every party (`all` flag, or `all: all`).
+fn wants_all(request: &Request) -> bool {
+    request.has_flag("all")
+        || request
+            .all
+            .as_deref()
+            .is_some_and(|a| a.eq_ignore_ascii_case("all"))
+}
+
+/// The party a command selects, as rtpengine selects it: by `label`, by SDP media `address`,
+/// by `from-tag` (only with the `directional` flag when `directional` is asked), or as the
+/// party sending to a `to-tag` or `to-label`. `None` when nothing selects a party.
+fn select_party(
+    call: &Call,
+    request: &Request,
+    directional: bool,
+) -> Result<Option<Side>, SessionError> {
+    let by_label = |label: &str| {
+        call.parties
+            .iter()
+            .position(|p| p.label.as_deref() == Some(label))
+            .map(Side::from_index)
+            .ok_or(SessionError::Selection(
+                "No monologue matching the given label",
+            ))
+    };
+    if let Some(label) = &request.label {
+        return by_label(label).map(Some);
     }
-    if request.has_flag("SIP-source-address")
-        && let Some(rf) = &request.received_from
-    {
-        return rf
-            .address
+    if let Some(address) = &request.address {
+        let ip: IpAddr = address
             .parse()
-            .map(Some)
-            .map_err(|_| NgError::InvalidValue {
-                key: "received-from",
-                reason: "not an IP address",
-            });
+            .map_err(|_| SessionError::Selection("Failed to parse network address"))?;
+        let side = (0..2).find(|&i| {
+            call.media
+                .iter()
+                .any(|m| m.legs[i].remote.as_ref().is_some_and(|r| r.rtp.ip() == ip))
+        });
+        return side
+            .map(|i| Some(Side::from_index(i)))
+            .ok_or(SessionError::Selection(
+                "Failed to match address to any tag",
+            ));
+    }
+    if let Some(tag) = &request.from_tag
+        && (!directional || request.has_flag("directional"))
+    {
+        return call.side_of(tag).map(Some).ok_or(SessionError::Selection(
+            "From-tag given, but no such tag exists",
+        ));
+    }
+    if let Some(tag) = &request.to_tag {
+        return call
+            .side_of(tag)
+            .map(|side| Some(side.other()))
+            .ok_or(SessionError::Selection(
+                "To-tag given, but no such tag exists",
+            ));
+    }
+    if let Some(label) = &request.to_label {
+        return by_label(label).map(|side| Some(side.other()));
     }
     Ok(None)
+}
+
+/// Whether the SDP sent on for a media section carries `a=rtcp-mux`. Offers pass the
+/// sender's preference on unless told to `offer`, `demux` or `reject`; answers accept it back
+/// when both sides multiplex, or, under `demux`, whenever the offerer offered it.
+fn outgoing_rtcp_mux(
+    offered_mode: RtcpMux,
+    answer_mode: &RtcpMux,
+    is_answer: bool,
+    sender_mux: bool,
+    receiver_mux: bool,
+) -> bool {
+    if !is_answer {
+        return (offered_mode.offer || sender_mux) && !offered_mode.demux && !offered_mode.reject;
+    }
+    if offered_mode.reject || answer_mode.reject {
+        return false;
+    }
+    if offered_mode.demux || answer_mode.demux {
+        return receiver_mux;
+    }
+    receiver_mux && sender_mux
+}
+
+/// The protocol an `m=` line is sent with: the requested one, or in an answer the one the
+/// offerer used (so a protocol the relay changed in the offer changes back), as long as both
+/// are plain RTP.
+fn outgoing_protocol(sent: &str, requested: Option<&str>, offerer: Option<&str>) -> Option<String> {
+    let plain = |p: &str| p.eq_ignore_ascii_case("RTP/AVP") || p.eq_ignore_ascii_case("RTP/AVPF");
+    if !plain(sent) {
+        return None;
+    }
+    requested
+        .or(offerer.filter(|p| plain(p)))
+        .filter(|p| !p.eq_ignore_ascii_case(sent))
+        .map(str::to_owned)
+}
+
+/// The `o=` line sent to a party: the sender's, with what the options replace.
+fn sent_origin(
+    mut origin: Origin,
+    rewrite: &OriginRewrite,
+    previous: Option<&SentOrigin>,
+    advertise: IpAddr,
+    now_unix: u64,
+) -> Origin {
+    if rewrite.username {
+        "-".clone_into(&mut origin.username);
+    }
+    if rewrite.address {
+        let own = tandem_sip::sdp::Connection::for_ip(advertise);
+        origin.addr_type = own.addr_type;
+        origin.address = own.address;
+    }
+    if rewrite.session_id {
+        origin.session_id = previous.map_or_else(|| now_unix.to_string(), |p| p.session_id.clone());
+    }
+    if let Some(previous) = previous {
+        if rewrite.force_increment {
+            origin.session_version = bump(&previous.session_version);
+        } else if rewrite.version {
+            origin.session_version.clone_from(&previous.session_version);
+        }
+    }
+    origin
+}
+
+/// A decimal session version plus one (versions may exceed 64 bits, so done on the digits).
+fn bump(version: &str) -> String {
+    let mut digits: Vec<u8> = version.bytes().filter(u8::is_ascii_digit).collect();
+    if digits.is_empty() {
+        return "1".to_owned();
+    }
+    for d in digits.iter_mut().rev() {
+        if *d == b'9' {
+            *d = b'0';
+        } else {
+            *d += 1;
+            return String::from_utf8_lossy(&digits).into_owned();
+        }
+    }
+    digits.insert(0, b'1');
+    String::from_utf8_lossy(&digits).into_owned()
 }
 
 #[cfg(test)]
@@ -957,6 +1688,9 @@ mod tests {
     struct FakeBinder {
         bound: BTreeSet<u16>,
         refuse: BTreeSet<u16>,
+        recording_dir: bool,
+        recordings: std::collections::BTreeMap<u64, (String, String)>,
+        sent: Vec<(u16, SocketAddr, dtmf::Schedule)>,
     }
 
     impl PortBinder for FakeBinder {
@@ -970,6 +1704,27 @@ mod tests {
         fn unbind_pair(&mut self, rtp_port: u16) {
             assert!(self.bound.remove(&rtp_port), "port {rtp_port} not bound");
         }
+        fn open_recording(&mut self, call: u64, name: &str, metadata: &str) -> io::Result<()> {
+            if !self.recording_dir {
+                return Err(io::ErrorKind::Unsupported.into());
+            }
+            assert!(
+                self.recordings
+                    .insert(call, (name.to_owned(), metadata.to_owned()))
+                    .is_none(),
+                "recording opened twice"
+            );
+            Ok(())
+        }
+        fn close_recording(&mut self, call: u64) {
+            assert!(
+                self.recordings.remove(&call).is_some(),
+                "recording not open"
+            );
+        }
+        fn send_later(&mut self, from_port: u16, to: SocketAddr, packets: dtmf::Schedule) {
+            self.sent.push((from_port, to, packets));
+        }
     }
 
     const RELAY: &str = "203.0.113.1";
@@ -978,8 +1733,10 @@ mod tests {
         SessionTable::new(
             TableConfig {
                 advertise: RELAY.parse().unwrap(),
-                session_timeout: Duration::from_secs(60),
+                media_timeout: Some(Duration::from_secs(60)),
+                hold_timeout: Some(Duration::from_secs(3600)),
                 latch_holdoff: Duration::from_secs(1),
+                instance: 7,
             },
             PortPool::new(PortAllocator::new(PortRange::new(first, last).unwrap())),
         )
@@ -1051,16 +1808,73 @@ mod tests {
     }
 
     #[test]
-    fn replace_origin_is_honoured() {
+    fn replace_origin_hides_the_offerers_address_and_user() {
         let mut t = table(30000, 30009);
         let mut b = FakeBinder::default();
-        let req = Request::offer("c", "a", sdp("192.0.2.1", 4000)).with_replace(Replace::Origin);
-        let out = t.negotiate(&req, at(Instant::now(), 0), &mut b).unwrap();
+        let body = sdp("192.0.2.1", 4000).replace("o=- 1 1", "o=alice 1234 7");
+        let req = Request::offer("c", "a", &body)
+            .with_replace(tandem_ng::Replace::Origin)
+            .with_replace(tandem_ng::Replace::SessionConnection);
+        let (out, warnings) = t
+            .negotiate_with_warnings(&req, at(Instant::now(), 0), &mut b)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("o=- 1234 7 IN IP4 203.0.113.1\r\n"), "{text}");
         assert!(
-            String::from_utf8(out)
-                .unwrap()
-                .contains("o=- 1 1 IN IP4 203.0.113.1\r\n")
+            !text.contains("192.0.2.1") && !text.contains("alice"),
+            "{text}"
         );
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn session_version_moves_only_when_the_sdp_sent_changes() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        let origin_of = |out: &[u8]| SessionDescription::parse(out).unwrap().origin().unwrap();
+        let offer = |body: &str| {
+            Request::offer("c", "a", body).with_replace(tandem_ng::Replace::OriginFull)
+        };
+        let first = t
+            .negotiate(&offer(&sdp("192.0.2.1", 4000)), now, &mut b)
+            .unwrap();
+        let o1 = origin_of(&first);
+        assert_eq!(
+            (
+                o1.username.as_str(),
+                o1.session_id.as_str(),
+                o1.session_version.as_str()
+            ),
+            ("-", "1700000000", "1")
+        );
+        assert_eq!(o1.address, RELAY);
+        // The same SDP again: same version.
+        let again = t
+            .negotiate(
+                &offer(&sdp("192.0.2.1", 4000).replace("o=- 1 1", "o=x 9 9")),
+                now,
+                &mut b,
+            )
+            .unwrap();
+        assert_eq!(again, first);
+        // A changed SDP (a codec added): one more, whatever the sender's version says.
+        let changed = sdp("192.0.2.1", 4000).replace("RTP/AVP 0", "RTP/AVP 0 8");
+        let o3 = origin_of(&t.negotiate(&offer(&changed), now, &mut b).unwrap());
+        assert_eq!(
+            (o3.session_id.as_str(), o3.session_version.as_str()),
+            ("1700000000", "2")
+        );
+        // force-increment-sdp-ver: one more every time.
+        let forced = offer(&changed).with_replace(tandem_ng::Replace::ForceIncrementSdpVersion);
+        let o4 = origin_of(&t.negotiate(&forced, now, &mut b).unwrap());
+        let o5 = origin_of(&t.negotiate(&forced, now, &mut b).unwrap());
+        assert_eq!(
+            (o4.session_version.as_str(), o5.session_version.as_str()),
+            ("3", "4")
+        );
+        assert_eq!(bump("99"), "100");
+        assert_eq!(bump("18446744073709551615"), "18446744073709551616");
     }
 
     #[test]
@@ -1464,6 +2278,250 @@ mod tests {
         );
     }
 
+    /// Offer (with `rtcp_mux` modes) and answer, each side offering mux or not; returns the
+    /// SDPs sent on and the ports (caller-facing, callee-facing).
+    fn mux_call(
+        t: &mut SessionTable,
+        caller_mux: bool,
+        callee_mux: bool,
+        modes: &[&str],
+    ) -> (String, String, u16, u16) {
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        let body = |ip: &str, port: u16, mux: bool| {
+            let s = sdp(ip, port);
+            if mux { format!("{s}a=rtcp-mux\r\n") } else { s }
+        };
+        let mut offer = Request::offer("c", "a", body("192.0.2.1", 4000, caller_mux));
+        offer.rtcp_mux = modes.iter().map(|m| (*m).to_owned()).collect();
+        let offer = t.negotiate(&offer, now, &mut b).unwrap();
+        let answer = t
+            .negotiate(
+                &Request::answer("c", "a", "b", body("198.51.100.1", 5000, callee_mux)),
+                now,
+                &mut b,
+            )
+            .unwrap();
+        let ports = (media_port(&answer, 0), media_port(&offer, 0));
+        (
+            String::from_utf8(offer).unwrap(),
+            String::from_utf8(answer).unwrap(),
+            ports.0,
+            ports.1,
+        )
+    }
+
+    /// Where RTCP from each party goes: (to the callee, to the caller).
+    fn rtcp_routes(t: &mut SessionTable, caller_facing: u16, callee_facing: u16) -> (Route, Route) {
+        let now = at(Instant::now(), 0);
+        (
+            t.route(
+                caller_facing,
+                addr("192.0.2.1:4000"),
+                PacketKind::Rtcp,
+                60,
+                now,
+            ),
+            t.route(
+                callee_facing,
+                addr("198.51.100.1:5000"),
+                PacketKind::Rtcp,
+                60,
+                now,
+            ),
+        )
+    }
+
+    #[test]
+    fn rtcp_mux_demux_accepts_mux_from_the_caller_and_demuxes_to_the_callee() {
+        let mut t = table(30000, 30009);
+        let (offer, answer, caller_facing, callee_facing) =
+            mux_call(&mut t, true, false, &["demux"]);
+        assert!(!offer.contains("rtcp-mux"), "{offer}");
+        assert!(answer.contains("a=rtcp-mux"), "{answer}");
+        let (to_callee, to_caller) = rtcp_routes(&mut t, caller_facing, callee_facing);
+        assert_eq!(
+            to_callee,
+            Route::Forward {
+                from_port: callee_facing + 1,
+                to: addr("198.51.100.1:5001")
+            }
+        );
+        assert_eq!(
+            to_caller,
+            Route::Forward {
+                from_port: caller_facing,
+                to: addr("192.0.2.1:4000")
+            }
+        );
+    }
+
+    #[test]
+    fn rtcp_mux_offer_and_reject() {
+        // `offer`: the callee gets mux although the caller did not ask; the caller does not.
+        let mut t = table(30000, 30009);
+        let (offer, answer, caller_facing, callee_facing) =
+            mux_call(&mut t, false, true, &["offer"]);
+        assert!(offer.contains("a=rtcp-mux"), "{offer}");
+        assert!(!answer.contains("rtcp-mux"), "{answer}");
+        let (to_callee, to_caller) = rtcp_routes(&mut t, caller_facing, callee_facing);
+        assert_eq!(
+            to_callee,
+            Route::Forward {
+                from_port: callee_facing,
+                to: addr("198.51.100.1:5000")
+            }
+        );
+        assert_eq!(
+            to_caller,
+            Route::Forward {
+                from_port: caller_facing + 1,
+                to: addr("192.0.2.1:4001")
+            }
+        );
+        // `reject`: nobody multiplexes, whatever they offer.
+        let mut t = table(30000, 30009);
+        let (offer, answer, caller_facing, callee_facing) =
+            mux_call(&mut t, true, true, &["reject"]);
+        assert!(!offer.contains("rtcp-mux") && !answer.contains("rtcp-mux"));
+        let (to_callee, _) = rtcp_routes(&mut t, caller_facing, callee_facing);
+        assert_eq!(
+            to_callee,
+            Route::Forward {
+                from_port: callee_facing + 1,
+                to: addr("198.51.100.1:5001")
+            }
+        );
+        // Default: mux only when both sides want it.
+        let mut t = table(30000, 30009);
+        let (offer, answer, ..) = mux_call(&mut t, true, false, &[]);
+        assert!(offer.contains("a=rtcp-mux") && !answer.contains("rtcp-mux"));
+    }
+
+    #[test]
+    fn strict_source_drops_packets_from_anywhere_else() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        t.negotiate(
+            &Request::offer("c", "a", sdp("192.0.2.1", 4000)).with_flag("strict-source"),
+            now,
+            &mut b,
+        )
+        .unwrap();
+        let answer = t
+            .negotiate(
+                &Request::answer("c", "a", "b", sdp("198.51.100.1", 5000)),
+                now,
+                &mut b,
+            )
+            .unwrap();
+        let caller_facing = media_port(&answer, 0);
+        let from = |t: &mut SessionTable, source: &str, ms: u64| {
+            t.route(
+                caller_facing,
+                addr(source),
+                PacketKind::Rtp,
+                100,
+                at(now.instant, ms),
+            )
+        };
+        assert!(matches!(
+            from(&mut t, "192.0.2.1:4000", 0),
+            Route::Forward { .. }
+        ));
+        assert_eq!(
+            from(&mut t, "192.0.2.66:4000", 10),
+            Route::Drop(DropReason::SourceMismatch)
+        );
+        // Even after the learned source falls silent: no re-latching under strict source.
+        assert_eq!(
+            from(&mut t, "192.0.2.66:4000", 60_000),
+            Route::Drop(DropReason::SourceMismatch)
+        );
+        assert!(matches!(
+            from(&mut t, "192.0.2.1:4000", 60_010),
+            Route::Forward { .. }
+        ));
+        // The spoofed packets were not counted as the caller's media.
+        let report = t.query(&Request::query("c")).unwrap();
+        let caller = report.tags.iter().find(|t| t.tag == "a").unwrap();
+        assert_eq!(caller.medias[0].streams[0].stats.packets, 2);
+    }
+
+    #[test]
+    fn transport_protocol_is_rewritten_and_restored_in_the_answer() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        let avpf = |ip: &str, port: u16| sdp(ip, port).replace("RTP/AVP 0", "RTP/AVPF 0");
+        let mut offer = Request::offer("c", "a", avpf("192.0.2.1", 4000));
+        offer.transport_protocol = Some("RTP/AVP".into());
+        let out = String::from_utf8(t.negotiate(&offer, now, &mut b).unwrap()).unwrap();
+        assert!(out.contains(" RTP/AVP 0\r\n"), "{out}");
+        let answer = Request::answer("c", "a", "b", sdp("198.51.100.1", 5000));
+        let back = String::from_utf8(t.negotiate(&answer, now, &mut b).unwrap()).unwrap();
+        assert!(back.contains(" RTP/AVPF 0\r\n"), "{back}");
+        // With `accept`, the answerer's protocol goes back as it is.
+        let mut accept = answer.clone();
+        accept.transport_protocol = Some("accept".into());
+        let back = String::from_utf8(t.negotiate(&accept, now, &mut b).unwrap()).unwrap();
+        assert!(back.contains(" RTP/AVP 0\r\n"), "{back}");
+    }
+
+    #[test]
+    fn codec_strip_reaches_the_sdp_and_unsupported_options_are_reported() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let body = sdp("192.0.2.1", 4000).replace(
+            "RTP/AVP 0",
+            "RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000",
+        );
+        let offer = Request::offer("c", "a", body)
+            .with_flag("codec-strip-PCMA")
+            .with_flag("codec-transcode-G729")
+            .with_ice(tandem_ng::Ice::ForceRelay);
+        let (out, warnings) = t
+            .negotiate_with_warnings(&offer, at(Instant::now(), 0), &mut b)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("m=audio 30000 RTP/AVP 0 101\r\n"), "{text}");
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("ICE 'force-relay'"));
+        assert!(warnings[1].contains("transcode 'G729'"));
+    }
+
+    #[test]
+    fn delete_delay_keeps_the_call_until_due_and_new_signalling_cancels_it() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        established(&mut t, &mut b, at(t0, 0));
+        let mut delete = Request::delete("call1", None);
+        delete.delete_delay = Some(10);
+        t.delete(&delete, t0, &mut b).unwrap();
+        assert!(t.contains("call1"));
+        t.expire(t0 + Duration::from_secs(9), &mut b);
+        assert!(t.contains("call1"));
+        t.expire(t0 + Duration::from_secs(10), &mut b);
+        assert!(!t.contains("call1"));
+        assert_eq!(t.totals().deleted, 1);
+        assert!(b.bound.is_empty());
+        // A re-INVITE during the delay keeps the call.
+        established(&mut t, &mut b, at(t0, 0));
+        t.delete(&delete, t0, &mut b).unwrap();
+        t.negotiate(
+            &Request::offer("call1", "tagA", sdp("192.0.2.1", 4000)).with_to_tag("tagB"),
+            at(t0, 1000),
+            &mut b,
+        )
+        .unwrap();
+        t.expire(t0 + Duration::from_secs(11), &mut b);
+        assert!(t.contains("call1"));
+        delete.delete_delay = Some(-1);
+        assert!(t.delete(&delete, t0, &mut b).is_err());
+    }
+
     #[test]
     fn drops_garbage_unknown_ports_and_half_open_calls() {
         let mut t = table(30000, 30009);
@@ -1717,19 +2775,30 @@ mod tests {
         assert!(t.list(0).is_empty());
     }
 
+    fn table_with(media: Option<u64>, hold: Option<u64>) -> SessionTable {
+        SessionTable::new(
+            TableConfig {
+                advertise: RELAY.parse().unwrap(),
+                media_timeout: media.map(Duration::from_secs),
+                hold_timeout: hold.map(Duration::from_secs),
+                latch_holdoff: Duration::from_secs(1),
+                instance: 7,
+            },
+            PortPool::new(PortAllocator::new(PortRange::new(30000, 30099).unwrap())),
+        )
+    }
+
+    fn held_sdp(ip: &str, port: u16, direction: &str) -> String {
+        sdp(ip, port).replace("a=sendrecv", &format!("a={direction}"))
+    }
+
     #[test]
-    fn idle_calls_expire_but_active_ones_stay() {
-        let mut t = table(30000, 30099);
+    fn media_timeout_ends_silent_calls_and_packets_keep_them() {
+        let mut t = table_with(Some(60), Some(3600));
         let mut b = FakeBinder::default();
         let t0 = Instant::now();
         let (caller_facing, _) = established(&mut t, &mut b, at(t0, 0));
-        t.negotiate(
-            &Request::offer("quiet", "f", sdp("192.0.2.1", 4000)),
-            at(t0, 0),
-            &mut b,
-        )
-        .unwrap();
-        // Media keeps call1 alive.
+        // The caller speaks at 50 s; the callee never does (one-way audio keeps a call).
         t.route(
             caller_facing,
             addr("192.0.2.1:4000"),
@@ -1737,16 +2806,200 @@ mod tests {
             100,
             at(t0, 50_000),
         );
-        assert!(t.expire(t0 + Duration::from_secs(59), &mut b).is_empty());
-        let expired = t.expire(t0 + Duration::from_secs(61), &mut b);
-        assert_eq!(expired.len(), 1);
-        assert_eq!(expired[0].call_id, "quiet");
-        assert_eq!(t.sessions(), 1);
+        assert!(t.expire(t0 + Duration::from_secs(61), &mut b).is_empty());
+        assert!(t.expire(t0 + Duration::from_secs(109), &mut b).is_empty());
+        let expired = t.expire(t0 + Duration::from_secs(110), &mut b);
+        assert_eq!(
+            expired,
+            vec![Expired {
+                call_id: "call1".into(),
+                idle: Duration::from_secs(60)
+            }]
+        );
         assert_eq!(t.totals().timed_out, 1);
-        let expired = t.expire(t0 + Duration::from_secs(111), &mut b);
-        assert_eq!(expired[0].call_id, "call1");
+        assert_eq!(t.sessions(), 0);
         assert!(b.bound.is_empty());
         assert_eq!(t.ports_allocated(), 0);
+    }
+
+    #[test]
+    fn garbage_and_unknown_ports_do_not_keep_a_call() {
+        let mut t = table_with(Some(60), Some(3600));
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        let (caller_facing, _) = established(&mut t, &mut b, at(t0, 0));
+        for ms in [30_000, 59_000] {
+            t.route(
+                caller_facing,
+                addr("192.0.2.1:4000"),
+                PacketKind::Other,
+                10,
+                at(t0, ms),
+            );
+        }
+        assert_eq!(t.expire(t0 + Duration::from_secs(60), &mut b).len(), 1);
+    }
+
+    #[test]
+    fn signalling_restarts_the_media_clock() {
+        let mut t = table_with(Some(60), Some(3600));
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        established(&mut t, &mut b, at(t0, 0));
+        // A re-INVITE at 50 s (same SDP) refreshes both sides, as rtpengine does.
+        t.negotiate(
+            &Request::offer("call1", "tagA", sdp("192.0.2.1", 4000)).with_to_tag("tagB"),
+            at(t0, 50_000),
+            &mut b,
+        )
+        .unwrap();
+        t.negotiate(
+            &Request::answer("call1", "tagA", "tagB", sdp("198.51.100.1", 5000)),
+            at(t0, 50_000),
+            &mut b,
+        )
+        .unwrap();
+        assert!(t.expire(t0 + Duration::from_secs(100), &mut b).is_empty());
+        assert_eq!(t.expire(t0 + Duration::from_secs(111), &mut b).len(), 1);
+    }
+
+    #[test]
+    fn unanswered_and_held_calls_get_the_hold_timeout() {
+        let mut t = table_with(Some(60), Some(600));
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        t.negotiate(
+            &Request::offer("ringing", "f", sdp("192.0.2.1", 4000)),
+            at(t0, 0),
+            &mut b,
+        )
+        .unwrap();
+        t.negotiate(
+            &Request::offer("held", "a", held_sdp("192.0.2.2", 4000, "sendonly")),
+            at(t0, 0),
+            &mut b,
+        )
+        .unwrap();
+        t.negotiate(
+            &Request::answer("held", "a", "b", held_sdp("198.51.100.2", 5000, "recvonly")),
+            at(t0, 0),
+            &mut b,
+        )
+        .unwrap();
+        // Old-style hold: a zero address.
+        t.negotiate(
+            &Request::offer("zero", "a", sdp("0.0.0.0", 4000)),
+            at(t0, 0),
+            &mut b,
+        )
+        .unwrap();
+        t.negotiate(
+            &Request::answer("zero", "a", "b", sdp("198.51.100.3", 5000)),
+            at(t0, 0),
+            &mut b,
+        )
+        .unwrap();
+        assert!(t.expire(t0 + Duration::from_secs(599), &mut b).is_empty());
+        let mut expired: Vec<String> = t
+            .expire(t0 + Duration::from_secs(600), &mut b)
+            .into_iter()
+            .map(|e| e.call_id)
+            .collect();
+        expired.sort();
+        assert_eq!(expired, vec!["held", "ringing", "zero"]);
+        assert!(b.bound.is_empty());
+    }
+
+    #[test]
+    fn resuming_from_hold_brings_back_the_media_timeout() {
+        let mut t = table_with(Some(60), Some(600));
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        t.negotiate(
+            &Request::offer("c", "a", held_sdp("192.0.2.2", 4000, "inactive")),
+            at(t0, 0),
+            &mut b,
+        )
+        .unwrap();
+        t.negotiate(
+            &Request::answer("c", "a", "b", held_sdp("198.51.100.2", 5000, "inactive")),
+            at(t0, 0),
+            &mut b,
+        )
+        .unwrap();
+        assert!(t.expire(t0 + Duration::from_secs(300), &mut b).is_empty());
+        t.negotiate(
+            &Request::offer("c", "a", sdp("192.0.2.2", 4000)),
+            at(t0, 300_000),
+            &mut b,
+        )
+        .unwrap();
+        t.negotiate(
+            &Request::answer("c", "a", "b", sdp("198.51.100.2", 5000)),
+            at(t0, 300_000),
+            &mut b,
+        )
+        .unwrap();
+        assert!(t.expire(t0 + Duration::from_secs(359), &mut b).is_empty());
+        assert_eq!(t.expire(t0 + Duration::from_secs(360), &mut b).len(), 1);
+    }
+
+    #[test]
+    fn timeouts_can_be_turned_off() {
+        let mut t = table_with(None, None);
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        established(&mut t, &mut b, at(t0, 0));
+        t.negotiate(
+            &Request::offer("ringing", "f", sdp("192.0.2.1", 4000)),
+            at(t0, 0),
+            &mut b,
+        )
+        .unwrap();
+        assert!(
+            t.expire(t0 + Duration::from_secs(1_000_000), &mut b)
+                .is_empty()
+        );
+        // Media timeout off, hold timeout on: only the unanswered call goes.
+        let mut t = table_with(None, Some(600));
+        let mut b = FakeBinder::default();
+        established(&mut t, &mut b, at(t0, 0));
+        t.negotiate(
+            &Request::offer("ringing", "f", sdp("192.0.2.1", 4000)),
+            at(t0, 0),
+            &mut b,
+        )
+        .unwrap();
+        let expired = t.expire(t0 + Duration::from_secs(1_000_000), &mut b);
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].call_id, "ringing");
+    }
+
+    #[test]
+    fn query_reports_when_each_party_last_sent() {
+        let mut t = table_with(Some(60), Some(3600));
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        let (caller_facing, _) = established(&mut t, &mut b, at(t0, 0));
+        t.route(
+            caller_facing,
+            addr("192.0.2.1:4000"),
+            PacketKind::Rtp,
+            100,
+            at(t0, 42_000),
+        );
+        let report = t.query(&Request::query("call1")).unwrap();
+        assert_eq!(report.created, 1_700_000_000);
+        assert_eq!(report.last_signal, 1_700_000_000);
+        let last = |tag: &str, stream: usize| {
+            report.tags.iter().find(|t| t.tag == tag).unwrap().medias[0].streams[stream].last_packet
+        };
+        // The caller's RTP was last heard at 42 s; everything else at the signalling.
+        assert_eq!(last("tagA", 0), 1_700_000_042);
+        assert_eq!(last("tagA", 1), 1_700_000_000);
+        assert_eq!(last("tagB", 0), 1_700_000_000);
+        let flags = &report.tags.iter().find(|t| t.tag == "tagA").unwrap().medias[0].flags;
+        assert!(flags.contains(&"send".to_owned()) && flags.contains(&"recv".to_owned()));
     }
 
     #[test]
@@ -1798,6 +3051,374 @@ mod tests {
                 ssrc,
             }),
         }
+    }
+
+    #[test]
+    fn block_dtmf_and_block_media_drop_what_they_name() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        let with_events = |ip: &str, port: u16| {
+            sdp(ip, port).replace(
+                "RTP/AVP 0\r\n",
+                "RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n",
+            )
+        };
+        let mut offer = Request::offer("c", "a", with_events("192.0.2.1", 4000));
+        offer.label = Some("caller".into());
+        let offer = t.negotiate(&offer, now, &mut b).unwrap();
+        let answer = t
+            .negotiate(
+                &Request::answer("c", "a", "b", with_events("198.51.100.1", 5000)),
+                now,
+                &mut b,
+            )
+            .unwrap();
+        let (caller_facing, callee_facing) = (media_port(&answer, 0), media_port(&offer, 0));
+        let send = |t: &mut SessionTable, from_caller: bool, pt: u8| {
+            let (port, source) = if from_caller {
+                (caller_facing, "192.0.2.1:4000")
+            } else {
+                (callee_facing, "198.51.100.1:5000")
+            };
+            matches!(
+                t.route_packet(port, addr(source), &rtp(1, 1, pt), now),
+                Route::Forward { .. }
+            )
+        };
+        let command = |c: Command| {
+            let mut r = Request::new(c);
+            r.call_id = Some("c".into());
+            r
+        };
+        // The whole call: events from both parties stop, voice goes on.
+        t.block(&command(Command::BlockDtmf), Blocking::Dtmf, true)
+            .unwrap();
+        assert!(!send(&mut t, true, 101) && !send(&mut t, false, 101));
+        assert!(send(&mut t, true, 0) && send(&mut t, false, 0));
+        t.block(&command(Command::UnblockDtmf), Blocking::Dtmf, false)
+            .unwrap();
+        assert!(send(&mut t, true, 101));
+        // One party, by label: its voice stops, its events and the other party go on.
+        let mut by_label = command(Command::BlockMedia);
+        by_label.label = Some("caller".into());
+        t.block(&by_label, Blocking::Media, true).unwrap();
+        assert!(!send(&mut t, true, 0));
+        assert!(send(&mut t, true, 101) && send(&mut t, false, 0));
+        // By SDP address, with directional from-tag, by to-tag: same party.
+        let mut by_address = command(Command::BlockMedia);
+        by_address.address = Some("198.51.100.1".into());
+        t.block(&by_address, Blocking::Media, true).unwrap();
+        assert!(!send(&mut t, false, 0));
+        let mut unblock_all = command(Command::UnblockMedia);
+        unblock_all.all = Some("all".into());
+        t.block(&unblock_all, Blocking::Media, false).unwrap();
+        assert!(send(&mut t, true, 0) && send(&mut t, false, 0));
+        let mut directional = command(Command::BlockMedia).with_flag("directional");
+        directional.from_tag = Some("b".into());
+        t.block(&directional, Blocking::Media, true).unwrap();
+        assert!(!send(&mut t, false, 0) && send(&mut t, true, 0));
+        let mut to_callee = command(Command::BlockMedia);
+        to_callee.to_tag = Some("b".into());
+        t.block(&to_callee, Blocking::Media, true).unwrap();
+        assert!(!send(&mut t, true, 0));
+        // Blocked packets still count as received media.
+        let report = t.query(&Request::query("c")).unwrap();
+        let caller = report.tags.iter().find(|t| t.tag == "a").unwrap();
+        assert!(caller.medias[0].streams[0].stats.packets >= 8);
+        // Selections that match nothing are errors, and the call stays as it was.
+        let mut nobody = command(Command::BlockMedia);
+        nobody.label = Some("nobody".into());
+        assert_eq!(
+            t.block(&nobody, Blocking::Media, true)
+                .unwrap_err()
+                .to_string(),
+            "No monologue matching the given label"
+        );
+        let mut stranger = command(Command::BlockMedia);
+        stranger.address = Some("10.9.9.9".into());
+        assert!(t.block(&stranger, Blocking::Media, true).is_err());
+        let mut unknown = command(Command::BlockMedia);
+        unknown.call_id = Some("zzz".into());
+        assert_eq!(
+            t.block(&unknown, Blocking::Media, true)
+                .unwrap_err()
+                .to_string(),
+            "Unknown call-id"
+        );
+    }
+
+    #[test]
+    fn recording_starts_pauses_stops_and_ends_with_the_call() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        let (caller_facing, callee_facing) = established(&mut t, &mut b, now);
+        let command = |c: Command| {
+            let mut r = Request::new(c);
+            r.call_id = Some("call1".into());
+            r
+        };
+        // No recording directory: refused, and nothing changes.
+        let refused = t
+            .record(&command(Command::StartRecording), &mut b)
+            .unwrap_err();
+        assert!(refused.to_string().contains("--recording-dir"), "{refused}");
+        assert_eq!(t.recording_of(caller_facing), None);
+        b.recording_dir = true;
+        t.record(&command(Command::StartRecording), &mut b).unwrap();
+        assert_eq!(t.recording_of(caller_facing), t.recording_of(callee_facing));
+        assert!(t.recording_of(caller_facing).is_some());
+        let (name, metadata) = b.recordings.values().next().unwrap().clone();
+        assert_eq!(name, "1700000000-call1");
+        assert!(metadata.contains("call-id: call1") && metadata.contains("tag=tagB"));
+        let report = t.query(&Request::query("call1")).unwrap();
+        assert_eq!(report.recording, Some(true));
+        // Pause keeps the file open and writes nothing; start resumes the same file.
+        t.record(&command(Command::PauseRecording), &mut b).unwrap();
+        assert_eq!(t.recording_of(caller_facing), None);
+        assert_eq!(b.recordings.len(), 1);
+        t.record(&command(Command::StartRecording), &mut b).unwrap();
+        assert!(t.recording_of(caller_facing).is_some());
+        t.record(&command(Command::StopRecording).with_flag("pause"), &mut b)
+            .unwrap();
+        assert_eq!(b.recordings.len(), 1);
+        t.record(&command(Command::StopRecording), &mut b).unwrap();
+        assert!(b.recordings.is_empty());
+        assert_eq!(
+            t.query(&Request::query("call1")).unwrap().recording,
+            Some(false)
+        );
+        // A call that ends while recording closes its file.
+        t.record(&command(Command::StartRecording), &mut b).unwrap();
+        t.delete(&Request::delete("call1", None), now.instant, &mut b)
+            .unwrap();
+        assert!(b.recordings.is_empty());
+        assert_eq!(t.recording_of(caller_facing), None);
+    }
+
+    #[test]
+    fn record_call_in_an_offer_starts_recording_or_warns() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let mut offer = Request::offer("c", "a", sdp("192.0.2.1", 4000));
+        offer.record_call = Some("yes".into());
+        let (_, warnings) = t
+            .negotiate_with_warnings(&offer, at(Instant::now(), 0), &mut b)
+            .unwrap();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].starts_with("record call ("), "{warnings:?}");
+        b.recording_dir = true;
+        let (_, warnings) = t
+            .negotiate_with_warnings(&offer, at(Instant::now(), 0), &mut b)
+            .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(b.recordings.len(), 1);
+        // Repeating it does not open a second file.
+        t.negotiate(
+            &offer.clone().with_flag("record call"),
+            at(Instant::now(), 0),
+            &mut b,
+        )
+        .unwrap();
+        assert_eq!(b.recordings.len(), 1);
+    }
+
+    #[test]
+    fn play_dtmf_sends_events_to_the_other_party() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        let events = |ip: &str, port: u16, pt: u8| {
+            sdp(ip, port).replace(
+                "RTP/AVP 0\r\n",
+                &format!("RTP/AVP 0 {pt}\r\na=rtpmap:{pt} telephone-event/8000\r\n"),
+            )
+        };
+        let offer = t
+            .negotiate(
+                &Request::offer("c", "a", events("192.0.2.1", 4000, 101)),
+                now,
+                &mut b,
+            )
+            .unwrap();
+        let answer = t
+            .negotiate(
+                &Request::answer("c", "a", "b", events("198.51.100.1", 5000, 96)),
+                now,
+                &mut b,
+            )
+            .unwrap();
+        let mut play = Request::new(Command::PlayDtmf);
+        play.call_id = Some("c".into());
+        play.from_tag = Some("a".into());
+        play.code = Some("#".into());
+        play.duration = Some(100);
+        t.play_dtmf(&play, now, &mut b).unwrap();
+        // From the caller: sent from the callee-facing port to the callee, with the callee's
+        // payload type.
+        let (from_port, to, packets) = b.sent.pop().unwrap();
+        assert_eq!(from_port, media_port(&offer, 0));
+        assert_eq!(to, addr("198.51.100.1:5000"));
+        assert_eq!(packets.len(), 7);
+        assert_eq!(packets[0].1[1], 0x80 | 96);
+        assert_eq!(packets[0].1[12], 11);
+        // From the callee, selected by label this time: to the caller with 101.
+        play.from_tag = Some("b".into());
+        play.code = Some("3".into());
+        t.play_dtmf(&play, now, &mut b).unwrap();
+        let (from_port, to, packets) = b.sent.pop().unwrap();
+        assert_eq!(from_port, media_port(&answer, 0));
+        assert_eq!(to, addr("192.0.2.1:4000"));
+        assert_eq!(packets[0].1[1] & 0x7f, 101);
+        // Bad codes, no selection, unknown calls.
+        play.code = Some("Z".into());
+        assert!(
+            t.play_dtmf(&play, now, &mut b)
+                .unwrap_err()
+                .to_string()
+                .contains("code")
+        );
+        play.code = None;
+        assert!(t.play_dtmf(&play, now, &mut b).is_err());
+        play.code = Some("1".into());
+        play.from_tag = None;
+        assert!(t.play_dtmf(&play, now, &mut b).is_err());
+        play.call_id = Some("nope".into());
+        play.from_tag = Some("a".into());
+        assert_eq!(
+            t.play_dtmf(&play, now, &mut b).unwrap_err().to_string(),
+            "Unknown call-id"
+        );
+        assert!(b.sent.is_empty());
+    }
+
+    #[test]
+    fn play_dtmf_needs_a_telephone_event_payload_type() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        established(&mut t, &mut b, at(Instant::now(), 0));
+        let mut play = Request::new(Command::PlayDtmf);
+        play.call_id = Some("call1".into());
+        play.from_tag = Some("tagA".into());
+        play.code = Some("1".into());
+        let err = t
+            .play_dtmf(&play, at(Instant::now(), 0), &mut b)
+            .unwrap_err();
+        assert!(err.to_string().contains("telephone-event"), "{err}");
+    }
+
+    #[test]
+    fn ice_force_advertises_the_relay_as_ice_lite_and_answers_its_checks() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        let with_ice = format!(
+            "{}a=ice-ufrag:peer\r\na=ice-pwd:peerpasswordpeerpassword\r\n\
+             a=candidate:9 1 UDP 2130706431 10.0.0.5 4000 typ host\r\n",
+            sdp("192.0.2.1", 4000)
+        );
+        let offer = t
+            .negotiate(
+                &Request::offer("c", "a", &with_ice).with_ice(tandem_ng::Ice::Force),
+                now,
+                &mut b,
+            )
+            .unwrap();
+        let text = String::from_utf8(offer.clone()).unwrap();
+        let port = media_port(&offer, 0);
+        assert!(text.contains("a=ice-lite\r\n"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "a=candidate:1 1 UDP 2130706431 {RELAY} {port} typ host\r\n"
+            )),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "a=candidate:1 2 UDP 2130706430 {RELAY} {}",
+            port + 1
+        )));
+        assert!(
+            !text.contains("10.0.0.5") && !text.contains("peer"),
+            "{text}"
+        );
+        let parsed = SessionDescription::parse(&offer).unwrap();
+        let section = &parsed.media()[0];
+        let credentials = Credentials {
+            ufrag: section.attribute("ice-ufrag").flatten().unwrap().to_owned(),
+            pwd: section.attribute("ice-pwd").flatten().unwrap().to_owned(),
+        };
+        // The same credentials on a repeated offer: the party's agent keeps working.
+        let again = t
+            .negotiate(
+                &Request::offer("c", "a", &with_ice).with_ice(tandem_ng::Ice::Force),
+                now,
+                &mut b,
+            )
+            .unwrap();
+        assert_eq!(again, offer);
+        // The callee's agent checks the relay port it was given.
+        let check = ice::tests::request(&format!("{}:x", credentials.ufrag), &credentials.pwd);
+        let callee: SocketAddr = addr("198.51.100.1:5000");
+        assert!(t.answer_ice_check(port, callee, &check, now).is_some());
+        assert!(t.answer_ice_check(port + 1, callee, &check, now).is_some());
+        let forged = ice::tests::request(&format!("{}:x", credentials.ufrag), "guess");
+        assert!(t.answer_ice_check(port, callee, &forged, now).is_none());
+        // Without ICE=force nothing is advertised and checks go unanswered.
+        let plain = t
+            .negotiate(&Request::offer("d", "a", &with_ice), now, &mut b)
+            .unwrap();
+        let text = String::from_utf8(plain.clone()).unwrap();
+        assert!(
+            !text.contains("ice-") && !text.contains("candidate"),
+            "{text}"
+        );
+        assert!(
+            t.answer_ice_check(media_port(&plain, 0), callee, &check, now)
+                .is_none()
+        );
+        // ICE=default: only when the sender offered ICE.
+        let default =
+            Request::offer("e", "a", sdp("192.0.2.1", 4000)).with_ice(tandem_ng::Ice::Default);
+        let text = String::from_utf8(t.negotiate(&default, now, &mut b).unwrap()).unwrap();
+        assert!(!text.contains("ice-lite"), "{text}");
+    }
+
+    #[test]
+    fn loop_protect_leaves_an_sdp_this_pod_already_anchored_alone() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        let first = t
+            .negotiate(
+                &Request::offer("c", "a", sdp("192.0.2.1", 4000)).with_flag("loop-protect"),
+                now,
+                &mut b,
+            )
+            .unwrap();
+        let text = String::from_utf8(first.clone()).unwrap();
+        assert!(text.contains("a=rtpengine:0000000000000007\r\n"), "{text}");
+        // The call loops back through the proxy: the marked SDP comes back as a new offer.
+        let (again, warnings) = t
+            .negotiate_with_warnings(
+                &Request::offer("c-loop", "x", &first).with_flag("loop-protect"),
+                now,
+                &mut b,
+            )
+            .unwrap();
+        assert_eq!(again, first);
+        assert!(warnings.is_empty());
+        assert!(!t.contains("c-loop"));
+        assert_eq!(t.ports_allocated(), 2);
+        // Another pod's mark, or no loop-protect flag, is processed as usual.
+        let foreign = text.replace("0000000000000007", "00000000000000ff");
+        t.negotiate(
+            &Request::offer("c-other", "x", &foreign).with_flag("loop-protect"),
+            now,
+            &mut b,
+        )
+        .unwrap();
+        assert!(t.contains("c-other"));
     }
 
     #[test]

@@ -649,26 +649,322 @@ fn port_exhaustion_is_an_error_and_ports_are_reused_after_delete() {
 }
 
 #[test]
-fn idle_calls_time_out() {
-    let pod = MediaPod::start(10, &["--session-timeout-seconds", "1"]);
+fn block_media_and_dtmf_drop_packets_on_the_worker() {
+    let pod = MediaPod::start(10, &[]);
+    let ng = pod.client();
+    let caller = Party::new();
+    let callee = Party::new();
+    let (caller_facing, callee_facing) = establish(&ng, "blocked", &caller, &callee);
+    let command = |name: &str, extra: &[(&str, &str)]| {
+        let mut r = Request::new(name.parse().unwrap());
+        r.call_id = Some("blocked".into());
+        for (key, value) in extra {
+            match *key {
+                "from-tag" => r.from_tag = Some((*value).into()),
+                "flag" => r.flags.push((*value).into()),
+                _ => unreachable!(),
+            }
+        }
+        let reply = ng.request(&r);
+        assert!(reply.is_success(), "{name}: {:?}", reply.error_reason());
+        assert_eq!(reply.warning(), None);
+    };
+    let event = |seq: u16| {
+        let mut p = rtp_packet(seq, 9, b"\x01\x0a\x00\xa0");
+        p[1] = 101;
+        p
+    };
+    // The caller's media is blocked: its voice goes nowhere, its DTMF and the callee's voice
+    // still flow.
+    command(
+        "block media",
+        &[("from-tag", "caller-tag"), ("flag", "directional")],
+    );
+    caller
+        .rtp
+        .send_to(&rtp_packet(1, 9, b"voice"), relay_addr(caller_facing))
+        .unwrap();
+    assert_nothing_arrives(&callee.rtp);
+    caller
+        .rtp
+        .send_to(&event(2), relay_addr(caller_facing))
+        .unwrap();
+    assert_eq!(receive(&callee.rtp).0, event(2));
+    relay_burst(&callee, callee_facing, &caller, 10, &[1]);
+    // DTMF blocked for the whole call as well; then everything unblocked.
+    command("block DTMF", &[]);
+    caller
+        .rtp
+        .send_to(&event(3), relay_addr(caller_facing))
+        .unwrap();
+    assert_nothing_arrives(&callee.rtp);
+    command("unblock media", &[("flag", "all")]);
+    command("unblock DTMF", &[]);
+    relay_burst(&caller, caller_facing, &callee, 9, &[4]);
+    caller
+        .rtp
+        .send_to(&event(5), relay_addr(caller_facing))
+        .unwrap();
+    assert_eq!(receive(&callee.rtp).0, event(5));
+    assert_eq!(
+        pod.metric("tandem_media_dropped_packets_total{reason=\"blocked\"}"),
+        2.0
+    );
+    assert_eq!(
+        pod.metric("tandem_media_ng_commands_total{command=\"block media\"}"),
+        1.0
+    );
+}
+
+/// The (source port, destination port, payload) of each record of a raw-IPv4 pcap file.
+fn pcap_records(path: &std::path::Path) -> Vec<(u16, u16, Vec<u8>)> {
+    let data = std::fs::read(path).unwrap();
+    assert_eq!(&data[0..4], &[0xd4, 0xc3, 0xb2, 0xa1], "pcap magic");
+    assert_eq!(u32::from_le_bytes(data[20..24].try_into().unwrap()), 101);
+    let mut records = Vec::new();
+    let mut at = 24;
+    while at + 16 <= data.len() {
+        let len = u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()) as usize;
+        let packet = &data[at + 16..at + 16 + len];
+        assert_eq!(packet[0], 0x45, "IPv4 without options");
+        let udp = &packet[20..];
+        records.push((
+            u16::from_be_bytes([udp[0], udp[1]]),
+            u16::from_be_bytes([udp[2], udp[3]]),
+            udp[8..].to_vec(),
+        ));
+        at += 16 + len;
+    }
+    assert_eq!(at, data.len(), "no trailing bytes");
+    records
+}
+
+#[test]
+fn recordings_hold_both_directions_as_pcap() {
+    let dir = std::env::temp_dir().join(format!("media-pod-recordings-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pod = MediaPod::start(10, &["--recording-dir", dir.to_str().unwrap()]);
+    let ng = pod.client();
+    let caller = Party::new();
+    let callee = Party::new();
+    let (caller_facing, callee_facing) = establish(&ng, "rec", &caller, &callee);
+    let command = |name: &str| {
+        let mut r = Request::new(name.parse().unwrap());
+        r.call_id = Some("rec".into());
+        let reply = ng.request(&r);
+        assert!(reply.is_success(), "{name}: {:?}", reply.error_reason());
+    };
+    relay_burst(&caller, caller_facing, &callee, 1, &[1]);
+    command("start recording");
+    relay_burst(&caller, caller_facing, &callee, 1, &[2, 3]);
+    relay_burst(&callee, callee_facing, &caller, 2, &[1]);
+    command("pause recording");
+    relay_burst(&callee, callee_facing, &caller, 2, &[2]);
+    command("start recording");
+    relay_burst(&callee, callee_facing, &caller, 2, &[3]);
+    let query = ng.request(&Request::query("rec"));
+    let recording = query.get("recording").unwrap();
+    assert_eq!(
+        recording
+            .get("call recording")
+            .and_then(tandem_ng::Value::as_integer),
+        Some(1)
+    );
+    command("stop recording");
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let pcap = files
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "pcap"))
+        .expect("a pcap file");
+    let meta = std::fs::read_to_string(pcap.with_extension("meta")).unwrap();
+    assert!(meta.contains("call-id: rec"), "{meta}");
+    let records = pcap_records(pcap);
+    let caller_port = caller.rtp_port();
+    let callee_port = callee.rtp_port();
+    let summary: Vec<(u16, u16, u16)> = records
+        .iter()
+        .map(|(from, to, payload)| (*from, *to, u16::from_be_bytes([payload[2], payload[3]])))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (caller_port, caller_facing, 2),
+            (caller_port, caller_facing, 3),
+            (callee_port, callee_facing, 1),
+            (callee_port, callee_facing, 3),
+        ]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn play_dtmf_injects_rfc_4733_events() {
+    let pod = MediaPod::start(10, &[]);
+    let ng = pod.client();
+    let caller = Party::new();
+    let callee = Party::new();
+    let (_, callee_facing) = establish(&ng, "dtmf", &caller, &callee);
+    let mut play = Request::new("play DTMF".parse().unwrap());
+    play.call_id = Some("dtmf".into());
+    play.from_tag = Some("caller-tag".into());
+    play.code = Some("7".into());
+    play.duration = Some(200);
+    let reply = ng.request(&play);
+    assert!(reply.is_success(), "{:?}", reply.error_reason());
+    assert_eq!(reply.warning(), None);
+    // 200 ms at 20 ms per packet: ten packets, then the end twice more, from the relay port
+    // the callee knows, with the payload type of its SDP.
+    let mut packets = Vec::new();
+    for _ in 0..12 {
+        let (packet, from) = receive(&callee.rtp);
+        assert_eq!(from, relay_addr(callee_facing));
+        packets.push(packet);
+    }
+    assert_nothing_arrives(&callee.rtp);
+    assert!(
+        packets
+            .iter()
+            .all(|p| p.len() == 16 && p[1] & 0x7f == 101 && p[12] == 7)
+    );
+    assert_eq!(packets[0][1] & 0x80, 0x80, "marker on the first packet");
+    let ends = packets.iter().filter(|p| p[13] & 0x80 != 0).count();
+    assert_eq!(ends, 3);
+    let last = &packets[11];
+    assert_eq!(
+        u16::from_be_bytes([last[14], last[15]]),
+        1600,
+        "200 ms at 8 kHz"
+    );
+}
+
+/// A STUN Binding request with USERNAME and MESSAGE-INTEGRITY (RFC 8489).
+fn stun_check(username: &str, pwd: &str) -> Vec<u8> {
+    let mut m = vec![0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42];
+    m.extend_from_slice(&[9; 12]);
+    m.extend_from_slice(&[0, 6]);
+    m.extend_from_slice(&u16::try_from(username.len()).unwrap().to_be_bytes());
+    m.extend_from_slice(username.as_bytes());
+    m.resize(m.len().div_ceil(4) * 4, 0);
+    let length = u16::try_from(m.len() - 20 + 24).unwrap();
+    m[2..4].copy_from_slice(&length.to_be_bytes());
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, pwd.as_bytes());
+    let tag = ring::hmac::sign(&key, &m);
+    m.extend_from_slice(&[0, 8, 0, 20]);
+    m.extend_from_slice(tag.as_ref());
+    m
+}
+
+#[test]
+fn ice_force_answers_connectivity_checks_on_the_relay_ports() {
+    let pod = MediaPod::start(10, &[]);
+    let ng = pod.client();
+    let caller = Party::new();
+    let callee = Party::new();
+    let offer = ng.negotiate(
+        &Request::offer("ice", "caller-tag", caller.sdp(1)).with_ice(tandem_ng::Ice::Force),
+    );
+    let section = &offer.media()[0];
+    let ufrag = section.attribute("ice-ufrag").flatten().unwrap().to_owned();
+    let pwd = section.attribute("ice-pwd").flatten().unwrap().to_owned();
+    let port = relay_port(&offer);
+    // The callee's agent checks the candidate it was given and gets a success response
+    // naming its own address.
+    callee
+        .rtp
+        .send_to(
+            &stun_check(&format!("{ufrag}:callee"), &pwd),
+            relay_addr(port),
+        )
+        .unwrap();
+    let (response, from) = receive(&callee.rtp);
+    assert_eq!(from, relay_addr(port));
+    assert_eq!(&response[0..2], &[1, 1], "Binding success");
+    assert_eq!(&response[8..20], &[9; 12], "same transaction");
+    let mapped_port = u16::from_be_bytes([response[26], response[27]]) ^ 0x2112;
+    assert_eq!(mapped_port, callee.rtp_port());
+    // A check with the wrong password gets nothing, and is counted as dropped.
+    callee
+        .rtp
+        .send_to(
+            &stun_check(&format!("{ufrag}:callee"), "guess"),
+            relay_addr(port),
+        )
+        .unwrap();
+    assert_nothing_arrives(&callee.rtp);
+    assert_eq!(
+        pod.metric("tandem_media_dropped_packets_total{reason=\"malformed\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn unanswered_calls_get_the_hold_timeout() {
+    let pod = MediaPod::start(10, &["--hold-timeout", "1"]);
     let ng = pod.client();
     let caller = Party::new();
     ng.negotiate(&Request::offer("idle", "a", caller.sdp(1)));
     assert_eq!(ng.request(&Request::list()).calls(), vec!["idle"]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let calls = ng.request(&Request::list());
-        if calls.calls().is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "call never timed out");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_no_calls(&ng);
     assert_eq!(pod.metric("tandem_media_ports_allocated"), 0.0);
+    assert_eq!(pod.metric("tandem_media_sessions_timed_out_total"), 1.0);
     let stats = ng.request(&Request::statistics());
     let stats = tandem_ng::Statistics::from_dictionary(stats.body());
     assert_eq!(stats.timeout_sessions, 1);
     assert_eq!(stats.managed_sessions, 1);
+}
+
+#[test]
+fn media_timeout_deletes_calls_whose_media_stopped() {
+    let pod = MediaPod::start(10, &["--media-timeout", "2"]);
+    let ng = pod.client();
+    let caller = Party::new();
+    let callee = Party::new();
+    let (caller_facing, _) = establish(&ng, "talking", &caller, &callee);
+    // While RTP flows (every 500 ms for 4 s, twice the timeout) the call stays.
+    for seq in 0..8u16 {
+        relay_burst(&caller, caller_facing, &callee, 7, &[seq]);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let query = ng.request(&Request::query("talking"));
+    assert!(query.is_success(), "{:?}", query.error_reason());
+    let report = CallReport::from_dictionary(query.body()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let caller_rtp = &report
+        .tags
+        .iter()
+        .find(|t| t.tag == "caller-tag")
+        .unwrap()
+        .medias[0]
+        .streams[0];
+    assert!(
+        now.abs_diff(caller_rtp.last_packet) <= 1,
+        "last packet {} vs now {now}",
+        caller_rtp.last_packet
+    );
+    assert!(report.created > 0 && report.last_signal >= report.created);
+    // Then silence: the media pod deletes the call itself and counts it.
+    wait_until_no_calls(&ng);
+    assert_eq!(
+        ng.request(&Request::query("talking")).error_reason(),
+        Some("Unknown call-id")
+    );
+    assert_eq!(pod.metric("tandem_media_sessions_timed_out_total"), 1.0);
+    assert_eq!(pod.metric("tandem_media_ports_allocated"), 0.0);
+    assert!(pod.log().contains("call timed out"), "{}", pod.log());
+}
+
+fn wait_until_no_calls(ng: &NgClient) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ng.request(&Request::list()).calls().is_empty() {
+        assert!(Instant::now() < deadline, "call never timed out");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Sends `count` RTP packets from `from` to the relay port and checks each reaches `to`.

@@ -59,7 +59,8 @@ pub struct StreamReport {
     pub endpoint: Option<SocketAddr>,
     /// What the party's SDP advertised.
     pub advertised_endpoint: Option<SocketAddr>,
-    /// UNIX time of the last packet received from the party, 0 if none.
+    /// UNIX time of the last packet received from the party, or of the last SDP that set the
+    /// stream up if later (as rtpengine).
     pub last_packet: u64,
     /// Status flags such as `RTP`, `RTCP`, `filled`, `confirmed`.
     pub flags: Vec<String>,
@@ -194,6 +195,8 @@ pub struct TagReport {
     pub in_dialogue_with: Option<String>,
     /// The `label` given for this party.
     pub label: Option<String>,
+    /// The `via-branch` of the party's last offer or answer.
+    pub via_branch: Option<String>,
     /// The party's media sections.
     pub medias: Vec<MediaReport>,
 }
@@ -205,6 +208,11 @@ pub struct CallReport {
     pub created: u64,
     /// UNIX time of the last offer/answer.
     pub last_signal: u64,
+    /// The `metadata` given with the call's last command that carried one.
+    pub metadata: Option<String>,
+    /// Whether the call is being recorded, once recording was ever asked for (rtpengine's
+    /// `recording: {call recording, forwarding}`).
+    pub recording: Option<bool>,
     /// The parties.
     pub tags: Vec<TagReport>,
     /// Receive statistics per RTP source, over all parties.
@@ -221,6 +229,9 @@ impl CallReport {
         let mut d = Dictionary::new();
         put(&mut d, "created", self.created);
         put(&mut d, "last signal", self.last_signal);
+        if let Some(metadata) = &self.metadata {
+            put(&mut d, "metadata", metadata.as_str());
+        }
         let mut tags = Dictionary::new();
         for t in &self.tags {
             tags.insert(Bytes::from(t.tag.clone()), tag_to_value(t));
@@ -231,6 +242,15 @@ impl CallReport {
             ssrc.insert(Bytes::from(entry.ssrc.to_string()), entry.to_value());
         }
         d.insert(Bytes::from_static(b"SSRC"), Value::Dictionary(ssrc));
+        if let Some(on) = self.recording {
+            let mut recording = Dictionary::new();
+            put(&mut recording, "call recording", u64::from(on));
+            put(&mut recording, "forwarding", 0u64);
+            d.insert(
+                Bytes::from_static(b"recording"),
+                Value::Dictionary(recording),
+            );
+        }
         let mut totals = Dictionary::new();
         totals.insert(Bytes::from_static(b"RTP"), self.totals_rtp.to_value());
         totals.insert(Bytes::from_static(b"RTCP"), self.totals_rtcp.to_value());
@@ -267,6 +287,10 @@ impl CallReport {
         Ok(Self {
             created: uint(&root, "created"),
             last_signal: uint(&root, "last signal"),
+            metadata: text(&root, "metadata"),
+            recording: root
+                .get("recording")
+                .map(|r| uint(r, "call recording") != 0),
             tags,
             ssrc,
             totals_rtp: totals
@@ -291,6 +315,9 @@ fn tag_to_value(t: &TagReport) -> Value {
     if let Some(label) = &t.label {
         put(&mut d, "label", label.as_str());
     }
+    if let Some(branch) = &t.via_branch {
+        put(&mut d, "via-branch", branch.as_str());
+    }
     let medias = t.medias.iter().map(media_to_value).collect::<Vec<_>>();
     put(&mut d, "medias", medias);
     Value::Dictionary(d)
@@ -302,6 +329,7 @@ fn tag_from_value(v: &Value) -> TagReport {
         created: uint(v, "created"),
         in_dialogue_with: text(v, "in dialogue with"),
         label: text(v, "label"),
+        via_branch: text(v, "via-branch"),
         medias: list(v, "medias").iter().map(media_from_value).collect(),
     }
 }
@@ -551,11 +579,14 @@ mod tests {
         CallReport {
             created: 1_700_000_000,
             last_signal: 1_700_000_050,
+            metadata: Some("key:value".into()),
+            recording: Some(true),
             tags: vec![TagReport {
                 tag: "as7f".into(),
                 created: 1_700_000_000,
                 in_dialogue_with: Some("bx9".into()),
                 label: None,
+                via_branch: Some("z9hG4bK1".into()),
                 medias: vec![MediaReport {
                     index: 1,
                     media_type: "audio".into(),

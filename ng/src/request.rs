@@ -31,11 +31,31 @@ pub enum Command {
     List,
     /// Report engine-wide counters.
     Statistics,
+    /// Stop relaying RFC 4733 events of a call or of one party.
+    BlockDtmf,
+    /// Undo `block DTMF`.
+    UnblockDtmf,
+    /// Stop relaying media (everything but RFC 4733 events) of a call or of one party.
+    BlockMedia,
+    /// Undo `block media`.
+    UnblockMedia,
+    /// Start recording a call.
+    StartRecording,
+    /// Stop recording a call.
+    StopRecording,
+    /// Pause recording a call, keeping its files open.
+    PauseRecording,
+    /// Start forwarding a call's media to a recording service.
+    StartForwarding,
+    /// Stop forwarding a call's media.
+    StopForwarding,
+    /// Inject an RFC 4733 event into a party's stream.
+    PlayDtmf,
 }
 
 impl Command {
     /// Every command, for metrics initialisation and tests.
-    pub const ALL: [Command; 7] = [
+    pub const ALL: [Command; 17] = [
         Command::Ping,
         Command::Offer,
         Command::Answer,
@@ -43,6 +63,16 @@ impl Command {
         Command::Query,
         Command::List,
         Command::Statistics,
+        Command::BlockDtmf,
+        Command::UnblockDtmf,
+        Command::BlockMedia,
+        Command::UnblockMedia,
+        Command::StartRecording,
+        Command::StopRecording,
+        Command::PauseRecording,
+        Command::StartForwarding,
+        Command::StopForwarding,
+        Command::PlayDtmf,
     ];
 
     /// The wire name.
@@ -55,7 +85,22 @@ impl Command {
             Command::Query => "query",
             Command::List => "list",
             Command::Statistics => "statistics",
+            Command::BlockDtmf => "block DTMF",
+            Command::UnblockDtmf => "unblock DTMF",
+            Command::BlockMedia => "block media",
+            Command::UnblockMedia => "unblock media",
+            Command::StartRecording => "start recording",
+            Command::StopRecording => "stop recording",
+            Command::PauseRecording => "pause recording",
+            Command::StartForwarding => "start forwarding",
+            Command::StopForwarding => "stop forwarding",
+            Command::PlayDtmf => "play DTMF",
         }
+    }
+
+    /// Whether the command acts on one call (and so needs a `call-id`).
+    pub fn is_call_command(self) -> bool {
+        !matches!(self, Command::Ping | Command::List | Command::Statistics)
     }
 }
 
@@ -71,7 +116,7 @@ impl FromStr for Command {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Command::ALL
             .into_iter()
-            .find(|c| c.as_str() == s)
+            .find(|c| c.as_str() == s || normalize(c.as_str()) == normalize(s))
             .ok_or_else(|| NgError::UnknownCommand(s.to_owned()))
     }
 }
@@ -79,19 +124,38 @@ impl FromStr for Command {
 /// Parts of the SDP the `replace` list asks to rewrite.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Replace {
-    /// The address in the `o=` line.
+    /// The address (and, for topology hiding, the username) in the `o=` line.
     Origin,
+    /// The whole `o=` line: the relay's own username, session id and version.
+    OriginFull,
     /// The session-level `c=` line.
     SessionConnection,
-    /// A value this implementation does not act on (kept so it can be logged or re-encoded).
+    /// The `o=` username.
+    Username,
+    /// The `o=` session version, increased whenever the SDP sent changes.
+    SdpVersion,
+    /// Increase the `o=` session version on every SDP sent.
+    ForceIncrementSdpVersion,
+    /// The `s=` line.
+    SessionName,
+    /// A zero (`0.0.0.0`) connection address.
+    ZeroAddress,
+    /// A value this implementation does not know (kept so it can be reported).
     Other(String),
 }
 
 impl Replace {
-    fn parse(s: &str) -> Self {
+    /// Reads one `replace` item (any spelling rtpengine accepts).
+    pub fn parse(s: &str) -> Self {
         match normalize(s).as_str() {
             "origin" => Replace::Origin,
-            "session-connection" => Replace::SessionConnection,
+            "origin-full" => Replace::OriginFull,
+            "session-connection" | "session-c-address" => Replace::SessionConnection,
+            "username" => Replace::Username,
+            "sdp-version" | "session-version" => Replace::SdpVersion,
+            "force-increment-sdp-ver" => Replace::ForceIncrementSdpVersion,
+            "session-name" => Replace::SessionName,
+            "zero-address" => Replace::ZeroAddress,
             _ => Replace::Other(s.to_owned()),
         }
     }
@@ -100,7 +164,13 @@ impl Replace {
     pub fn as_str(&self) -> &str {
         match self {
             Replace::Origin => "origin",
+            Replace::OriginFull => "origin-full",
             Replace::SessionConnection => "session-connection",
+            Replace::Username => "username",
+            Replace::SdpVersion => "SDP-version",
+            Replace::ForceIncrementSdpVersion => "force-increment-sdp-ver",
+            Replace::SessionName => "session-name",
+            Replace::ZeroAddress => "zero-address",
             Replace::Other(s) => s,
         }
     }
@@ -188,7 +258,83 @@ pub struct Request {
     pub media_address: Option<String>,
     /// `limit`: the maximum number of calls in a `list` reply.
     pub limit: Option<i64>,
+    /// `transport protocol`: the protocol to put in the `m=` lines sent on.
+    pub transport_protocol: Option<String>,
+    /// `rtcp-mux`: `offer`, `demux`, `accept`, `reject`, `require`.
+    pub rtcp_mux: Vec<String>,
+    /// `SDES`: SDES-SRTP options.
+    pub sdes: Vec<String>,
+    /// `codec`: codec manipulations, as (operation, codec) pairs of the `codec` dictionary
+    /// (see [`Request::codec_operations`] for those sent as flags too).
+    pub codec: Vec<(String, String)>,
+    /// `address family`: `IP4` or `IP6`.
+    pub address_family: Option<String>,
+    /// `set-label`: the label to give the party selected by `from-tag`.
+    pub set_label: Option<String>,
+    /// `to-label`: selects the receiving party by label.
+    pub to_label: Option<String>,
+    /// `delete delay`: seconds a `delete` waits before removing the call.
+    pub delete_delay: Option<i64>,
+    /// `record call`: `yes`, `no`, `on` or `off`.
+    pub record_call: Option<String>,
+    /// `metadata`: a free-form string kept with the call.
+    pub metadata: Option<String>,
+    /// `all`: `all`, `none`, `offer-answer`, `except-offer-answer` or `flows`.
+    pub all: Option<String>,
+    /// `address`: selects a party by its SDP media address (blocking commands).
+    pub address: Option<String>,
+    /// `code` or `digit`: the event of `play DTMF`.
+    pub code: Option<String>,
+    /// `duration`: milliseconds of the `play DTMF` event.
+    pub duration: Option<i64>,
+    /// `volume`: dB below the maximum of the `play DTMF` event.
+    pub volume: Option<i64>,
+    /// Keys present in the request that this implementation does not know, in their sent
+    /// spelling, so that a reply can name them.
+    pub unknown_keys: Vec<String>,
 }
+
+/// Keys understood by [`Request::from_dictionary`], in hyphenated spelling, and keys known to
+/// carry nothing to act on (`supports` announces client features, the SIP message details
+/// are informational).
+const KNOWN_KEYS: &[&str] = &[
+    "command",
+    "call-id",
+    "from-tag",
+    "to-tag",
+    "via-branch",
+    "label",
+    "from-label",
+    "set-label",
+    "to-label",
+    "sdp",
+    "flags",
+    "replace",
+    "direction",
+    "ICE",
+    "received-from",
+    "media-address",
+    "limit",
+    "transport-protocol",
+    "rtcp-mux",
+    "SDES",
+    "codec",
+    "address-family",
+    "delete-delay",
+    "record-call",
+    "metadata",
+    "all",
+    "address",
+    "code",
+    "digit",
+    "duration",
+    "volume",
+    "supports",
+    "SIP-message-type",
+    "SIP-code",
+    "rtpp-flags",
+    "rtpp_flags",
+];
 
 impl Request {
     /// A request for `command` with no other keys.
@@ -208,6 +354,22 @@ impl Request {
             received_from: None,
             media_address: None,
             limit: None,
+            transport_protocol: None,
+            rtcp_mux: Vec::new(),
+            sdes: Vec::new(),
+            codec: Vec::new(),
+            address_family: None,
+            set_label: None,
+            to_label: None,
+            delete_delay: None,
+            record_call: None,
+            metadata: None,
+            all: None,
+            address: None,
+            code: None,
+            duration: None,
+            volume: None,
+            unknown_keys: Vec::new(),
         }
     }
 
@@ -325,6 +487,22 @@ impl Request {
         self.flags.iter().any(|f| normalize(f) == wanted)
     }
 
+    /// Every codec manipulation as (operation in lower case, codec): the `codec` dictionary's
+    /// and the `codec-<operation>-<codec>` flags'.
+    pub fn codec_operations(&self) -> Vec<(String, String)> {
+        let mut operations = self.codec.clone();
+        for flag in &self.flags {
+            let lower = flag.to_ascii_lowercase();
+            if let Some(rest) = lower.strip_prefix("codec-")
+                && let Some((operation, _)) = rest.split_once('-')
+                && let Some(codec) = flag.get("codec-".len() + operation.len() + 1..)
+            {
+                operations.push((operation.to_owned(), codec.to_owned()));
+            }
+        }
+        operations
+    }
+
     /// Whether `replace` contains `item`.
     pub fn replaces(&self, item: &Replace) -> bool {
         self.replace.contains(item)
@@ -364,6 +542,24 @@ impl Request {
 
     /// Parses a request dictionary.
     pub fn from_dictionary(dict: &Dictionary) -> Result<Self, NgError> {
+        // Flags sent as one string for the engine to parse (`rtpp_flags`) mean what the same
+        // keys and flags sent as bencode mean; keys sent as bencode win.
+        let merged;
+        let dict = match dict
+            .get(&b"rtpp_flags"[..])
+            .or_else(|| lookup(dict, "rtpp-flags"))
+        {
+            None => dict,
+            Some(v) => {
+                let text = v.as_str().ok_or(NgError::WrongType {
+                    key: "rtpp_flags",
+                    expected: "a string",
+                    found: v.type_name(),
+                })?;
+                merged = merge_rtpp_flags(dict, text)?;
+                &merged
+            }
+        };
         let command = match lookup(dict, "command") {
             None => return Err(NgError::MissingCommand),
             Some(v) => {
@@ -382,7 +578,37 @@ impl Request {
         r.from_tag = string_key(dict, "from-tag")?;
         r.to_tag = string_key(dict, "to-tag")?;
         r.via_branch = string_key(dict, "via-branch")?;
-        r.label = string_key(dict, "label")?;
+        r.label = match string_key(dict, "label")? {
+            Some(label) => Some(label),
+            None => string_key(dict, "from-label")?,
+        };
+        r.set_label = string_key(dict, "set-label")?;
+        r.to_label = string_key(dict, "to-label")?;
+        r.transport_protocol = string_key(dict, "transport-protocol")?;
+        r.address_family = string_key(dict, "address-family")?;
+        r.record_call = string_key(dict, "record-call")?;
+        r.metadata = string_key(dict, "metadata")?;
+        r.all = string_key(dict, "all")?;
+        r.address = string_key(dict, "address")?;
+        r.rtcp_mux = string_or_list_key(dict, "rtcp-mux")?;
+        r.sdes = string_or_list_key(dict, "SDES")?;
+        r.code = match lookup(dict, "code").or_else(|| lookup(dict, "digit")) {
+            None => None,
+            Some(Value::Integer(i)) => Some(i.to_string()),
+            Some(v) => Some(
+                v.as_str()
+                    .ok_or(NgError::WrongType {
+                        key: "code",
+                        expected: "a string or an integer",
+                        found: v.type_name(),
+                    })?
+                    .to_owned(),
+            ),
+        };
+        r.delete_delay = integer_key(dict, "delete-delay")?;
+        r.duration = integer_key(dict, "duration")?;
+        r.volume = integer_key(dict, "volume")?;
+        r.codec = codec_key(dict)?;
         r.media_address = string_key(dict, "media-address")?;
         r.sdp = match lookup(dict, "sdp") {
             None => None,
@@ -398,7 +624,10 @@ impl Request {
             .map(|s| Replace::parse(s))
             .collect();
         r.direction = string_list_key(dict, "direction")?;
-        r.ice = string_key(dict, "ICE")?.map(|s| Ice::parse(&s));
+        let mut ice = string_or_list_key(dict, "ICE")?.into_iter();
+        r.ice = ice.next().map(|s| Ice::parse(&s));
+        r.unknown_keys
+            .extend(ice.map(|extra| format!("ICE={extra}")));
         let received = string_list_key(dict, "received-from")?;
         r.received_from = match received.as_slice() {
             [] => None,
@@ -413,26 +642,17 @@ impl Request {
                 });
             }
         };
-        r.limit = match lookup(dict, "limit") {
-            None => None,
-            Some(Value::Integer(i)) => Some(*i),
-            // Some clients send numbers as strings; rtpengine accepts both.
-            Some(v @ Value::Bytes(_)) => Some(
-                v.as_str()
-                    .and_then(|s| s.trim().parse::<i64>().ok())
-                    .ok_or(NgError::InvalidValue {
-                        key: "limit",
-                        reason: "not an integer",
-                    })?,
-            ),
-            Some(v) => {
-                return Err(NgError::WrongType {
-                    key: "limit",
-                    expected: "an integer",
-                    found: v.type_name(),
-                });
-            }
-        };
+        r.limit = integer_key(dict, "limit")?;
+        r.unknown_keys.extend(
+            dict.keys()
+                .filter(|k| {
+                    let key = String::from_utf8_lossy(k).replace(' ', "-");
+                    !KNOWN_KEYS
+                        .iter()
+                        .any(|known| known.eq_ignore_ascii_case(&key))
+                })
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+        );
         Ok(r)
     }
 
@@ -488,6 +708,48 @@ impl Request {
         if let Some(limit) = self.limit {
             put("limit", Value::Integer(limit));
         }
+        for (k, v) in [
+            ("delete-delay", self.delete_delay),
+            ("duration", self.duration),
+            ("volume", self.volume),
+        ] {
+            if let Some(v) = v {
+                put(k, Value::Integer(v));
+            }
+        }
+        let more = [
+            ("set-label", &self.set_label),
+            ("to-label", &self.to_label),
+            ("transport-protocol", &self.transport_protocol),
+            ("address-family", &self.address_family),
+            ("record-call", &self.record_call),
+            ("metadata", &self.metadata),
+            ("all", &self.all),
+            ("address", &self.address),
+            ("code", &self.code),
+        ];
+        for (k, v) in more {
+            if let Some(v) = v {
+                put(k, v.as_str().into());
+            }
+        }
+        for (k, items) in [("rtcp-mux", &self.rtcp_mux), ("SDES", &self.sdes)] {
+            if !items.is_empty() {
+                put(k, list(&mut items.iter().map(String::as_str)));
+            }
+        }
+        if !self.codec.is_empty() {
+            let mut codec = Dictionary::new();
+            for (operation, name) in &self.codec {
+                let entry = codec
+                    .entry(Bytes::from(operation.clone()))
+                    .or_insert_with(|| Value::List(Vec::new()));
+                if let Value::List(names) = entry {
+                    names.push(name.as_str().into());
+                }
+            }
+            put("codec", Value::Dictionary(codec));
+        }
         Value::Dictionary(d)
     }
 
@@ -539,6 +801,151 @@ fn string_key(dict: &Dictionary, key: &'static str) -> Result<Option<String>, Ng
             Ok(Some(s.to_owned()))
         }
     }
+}
+
+/// `dict` with the keys and flags of an `rtpp_flags` string added: space-separated items, each
+/// a flag (`replace-origin`), `key=value`, or `key=[item …]` where items may nest
+/// (`codec=[strip=[PCMA G729] offer=[PCMU]]`).
+fn merge_rtpp_flags(dict: &Dictionary, text: &str) -> Result<Dictionary, NgError> {
+    const INVALID: NgError = NgError::InvalidValue {
+        key: "rtpp_flags",
+        reason: "unbalanced brackets",
+    };
+    /// Parses items until the end or a closing bracket.
+    fn items<'a>(
+        tokens: &mut std::iter::Peekable<impl Iterator<Item = &'a str>>,
+        nested: bool,
+    ) -> Result<Vec<(Option<String>, Value)>, NgError> {
+        let mut out = Vec::new();
+        while let Some(token) = tokens.next() {
+            match token {
+                "]" if nested => return Ok(out),
+                "]" | "[" => return Err(INVALID),
+                _ => {}
+            }
+            match token.split_once('=') {
+                Some((key, "")) if tokens.peek() == Some(&"[") => {
+                    tokens.next();
+                    let inner = items(tokens, true)?;
+                    let value = if inner.iter().all(|(k, _)| k.is_none()) {
+                        Value::List(inner.into_iter().map(|(_, v)| v).collect())
+                    } else {
+                        Value::Dictionary(
+                            inner
+                                .into_iter()
+                                .map(|(k, v)| (Bytes::from(k.unwrap_or_default()), v))
+                                .collect(),
+                        )
+                    };
+                    out.push((Some(key.to_owned()), value));
+                }
+                Some((key, value)) => out.push((Some(key.to_owned()), value.into())),
+                None => out.push((None, token.into())),
+            }
+        }
+        if nested { Err(INVALID) } else { Ok(out) }
+    }
+    // Brackets are tokens of their own.
+    let spaced = text.replace('[', " [ ").replace(']', " ] ");
+    let mut tokens = spaced.split_whitespace().peekable();
+    let mut merged = dict.clone();
+    let mut flags: Vec<Value> = match merged.remove(&b"flags"[..]) {
+        Some(Value::List(list)) => list,
+        Some(other) => vec![other],
+        None => Vec::new(),
+    };
+    for (key, value) in items(&mut tokens, false)? {
+        match key {
+            None => flags.push(value),
+            Some(key) => {
+                let spaced_key = Bytes::from(key.replace('-', " "));
+                let hyphen_key = Bytes::from(key.replace(' ', "-"));
+                if !merged.contains_key(&spaced_key) && !merged.contains_key(&hyphen_key) {
+                    merged.insert(hyphen_key, value);
+                }
+            }
+        }
+    }
+    if !flags.is_empty() {
+        merged.insert(Bytes::from_static(b"flags"), Value::List(flags));
+    }
+    merged.remove(&b"rtpp_flags"[..]);
+    merged.remove(&b"rtpp-flags"[..]);
+    merged.remove(&b"rtpp flags"[..]);
+    Ok(merged)
+}
+
+/// An integer key; some clients send numbers as strings, and rtpengine accepts both.
+fn integer_key(dict: &Dictionary, key: &'static str) -> Result<Option<i64>, NgError> {
+    match lookup(dict, key) {
+        None => Ok(None),
+        Some(Value::Integer(i)) => Ok(Some(*i)),
+        Some(v @ Value::Bytes(_)) => v
+            .as_str()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .map(Some)
+            .ok_or(NgError::InvalidValue {
+                key,
+                reason: "not an integer",
+            }),
+        Some(v) => Err(NgError::WrongType {
+            key,
+            expected: "an integer",
+            found: v.type_name(),
+        }),
+    }
+}
+
+/// A key that may hold one string or a list of strings (rtpengine accepts both for `ICE`,
+/// `rtcp-mux`, `SDES` and the codec lists).
+fn string_or_list_key(dict: &Dictionary, key: &'static str) -> Result<Vec<String>, NgError> {
+    match lookup(dict, key) {
+        Some(Value::Bytes(_)) => Ok(string_key(dict, key)?.into_iter().collect()),
+        _ => string_list_key(dict, key),
+    }
+}
+
+/// The `codec` dictionary: `{<operation>: [<codec>, …] | <codec>}`.
+fn codec_key(dict: &Dictionary) -> Result<Vec<(String, String)>, NgError> {
+    let Some(v) = lookup(dict, "codec") else {
+        return Ok(Vec::new());
+    };
+    let codec = v.as_dictionary().ok_or(NgError::WrongType {
+        key: "codec",
+        expected: "a dictionary",
+        found: v.type_name(),
+    })?;
+    let mut operations = Vec::new();
+    for operation in codec.keys() {
+        let name = std::str::from_utf8(operation).map_err(|_| NgError::NotUtf8("codec"))?;
+        let items = match codec.get(operation) {
+            Some(Value::Bytes(b)) => vec![
+                std::str::from_utf8(b)
+                    .map_err(|_| NgError::NotUtf8("codec"))?
+                    .to_owned(),
+            ],
+            Some(Value::List(list)) => list
+                .iter()
+                .map(|item| {
+                    item.as_str().map(str::to_owned).ok_or(NgError::WrongType {
+                        key: "codec",
+                        expected: "lists of strings",
+                        found: item.type_name(),
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            Some(other) => {
+                return Err(NgError::WrongType {
+                    key: "codec",
+                    expected: "lists of strings",
+                    found: other.type_name(),
+                });
+            }
+            None => Vec::new(),
+        };
+        operations.extend(items.into_iter().map(|c| (name.to_ascii_lowercase(), c)));
+    }
+    Ok(operations)
 }
 
 fn string_list_key(dict: &Dictionary, key: &'static str) -> Result<Vec<String>, NgError> {
@@ -629,6 +1036,29 @@ mod tests {
                 .with_via_branch("z9hG4bK1")
                 .with_received_from("IP4", "192.0.2.1"),
             Request::answer("c1", "f1", "t1", "v=0\r\n"),
+            {
+                let mut r = Request::offer("c2", "f2", "v=0\r\n");
+                r.transport_protocol = Some("RTP/AVP".into());
+                r.rtcp_mux = vec!["offer".into(), "demux".into()];
+                r.sdes = vec!["off".into()];
+                r.codec = vec![
+                    ("mask".into(), "opus".into()),
+                    ("strip".into(), "PCMA".into()),
+                    ("strip".into(), "G722".into()),
+                ];
+                r.address_family = Some("IP4".into());
+                r.set_label = Some("s".into());
+                r.to_label = Some("t".into());
+                r.delete_delay = Some(0);
+                r.record_call = Some("no".into());
+                r.metadata = Some("m".into());
+                r.all = Some("all".into());
+                r.address = Some("192.0.2.1".into());
+                r.code = Some("5".into());
+                r.duration = Some(300);
+                r.volume = Some(10);
+                r
+            },
             Request::delete("c1", Some("f1".into())),
             Request::delete("c1", None),
             Request::query("c1"),
@@ -707,10 +1137,122 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_and_values_are_kept_or_ignored() {
-        let r = parse(b"d7:command5:offer7:replacel8:usernamee3:ICE5:weirde5:xyzzyi1ee").unwrap();
-        assert_eq!(r.replace, vec![Replace::Other("username".into())]);
+    fn unknown_keys_and_values_are_kept_to_be_reported() {
+        let r =
+            parse(b"d7:command5:offer7:replacel5:bogus8:usernamee3:ICE5:weird5:xyzzyi1ee").unwrap();
+        assert_eq!(
+            r.replace,
+            vec![Replace::Other("bogus".into()), Replace::Username]
+        );
         assert_eq!(r.ice, Some(Ice::Other("weird".into())));
+        assert_eq!(r.unknown_keys, vec!["xyzzy"]);
+        // Known keys in either spelling, and informational keys, are not unknown.
+        let r = parse(b"d7:command5:offer8:supportsl10:load limite12:delete delayi5e18:transport-protocol7:RTP/AVPe")
+            .unwrap();
+        assert!(r.unknown_keys.is_empty(), "{:?}", r.unknown_keys);
+        assert_eq!(r.delete_delay, Some(5));
+        assert_eq!(r.transport_protocol.as_deref(), Some("RTP/AVP"));
+    }
+
+    #[test]
+    fn parses_the_offer_options_of_kamailio_and_opensips() {
+        let payload = b"d7:command5:offer3:ICEl5:force5:lite-e8:rtcp-muxl5:demuxe\
+            4:SDESl3:offe5:codecd5:stripl4:PCMA4:G729e5:offer4:PCMU9:transcodel3:G72ee\
+            14:address family3:IP69:set-label1:x8:to-label1:y11:record call3:yes\
+            8:metadata3:k:v3:all3:all7:address8:10.0.0.14:code1:#\
+            5:flagsl15:codec-mask-opus13:strict sourceee";
+        let r = parse(payload).unwrap();
+        assert_eq!(r.ice, Some(Ice::Force));
+        assert_eq!(r.unknown_keys, vec!["ICE=lite-"]);
+        assert_eq!(r.rtcp_mux, vec!["demux"]);
+        assert_eq!(r.sdes, vec!["off"]);
+        assert_eq!(r.address_family.as_deref(), Some("IP6"));
+        assert_eq!(r.set_label.as_deref(), Some("x"));
+        assert_eq!(r.to_label.as_deref(), Some("y"));
+        assert_eq!(r.record_call.as_deref(), Some("yes"));
+        assert_eq!(r.metadata.as_deref(), Some("k:v"));
+        assert_eq!(r.all.as_deref(), Some("all"));
+        assert_eq!(r.address.as_deref(), Some("10.0.0.1"));
+        assert_eq!(r.code.as_deref(), Some("#"));
+        let ops = r.codec_operations();
+        let pairs: Vec<(&str, &str)> = ops.iter().map(|(o, c)| (o.as_str(), c.as_str())).collect();
+        assert_eq!(
+            pairs,
+            vec![
+                ("offer", "PCMU"),
+                ("strip", "PCMA"),
+                ("strip", "G729"),
+                ("transcode", "G72"),
+                ("mask", "opus"),
+            ]
+        );
+        assert!(r.has_flag("strict-source"));
+        // `from-label` is `label`; integers may be digits in a string.
+        let r = parse(b"d7:command5:offer10:from-label1:a12:delete-delay1:7e").unwrap();
+        assert_eq!(r.label.as_deref(), Some("a"));
+        assert_eq!(r.delete_delay, Some(7));
+        assert!(matches!(
+            parse(b"d7:command5:offer5:codecl1:xee").unwrap_err(),
+            NgError::WrongType { key: "codec", .. }
+        ));
+        let r = parse(b"d7:command10:block DTMF4:codei3ee").unwrap();
+        assert_eq!(r.command, Command::BlockDtmf);
+        assert_eq!(r.code.as_deref(), Some("3"));
+    }
+
+    #[test]
+    fn rtpp_flags_mean_what_the_same_keys_mean() {
+        let flags = "replace-origin via-branch=auto-next strict-source label=callee \
+            transport-protocol=RTP/AVP address-family=IP4 ICE=remove rtcp-mux=[demux] \
+            codec=[strip=[PCMA G729] offer=[PCMU]]";
+        let payload = format!(
+            "d7:command5:offer5:flagsl13:trust-addresse10:rtpp_flags{}:{flags}5:label3:ownee",
+            flags.len()
+        );
+        let r = parse(payload.as_bytes()).unwrap();
+        assert!(r.unknown_keys.is_empty(), "{:?}", r.unknown_keys);
+        assert_eq!(
+            r.flags,
+            vec!["trust-address", "replace-origin", "strict-source"]
+        );
+        assert_eq!(r.via_branch.as_deref(), Some("auto-next"));
+        assert_eq!(r.label.as_deref(), Some("own"), "bencode keys win");
+        assert_eq!(r.transport_protocol.as_deref(), Some("RTP/AVP"));
+        assert_eq!(r.address_family.as_deref(), Some("IP4"));
+        assert_eq!(r.ice, Some(Ice::Remove));
+        assert_eq!(r.rtcp_mux, vec!["demux"]);
+        let codec: Vec<(&str, &str)> = r
+            .codec
+            .iter()
+            .map(|(o, c)| (o.as_str(), c.as_str()))
+            .collect();
+        assert_eq!(
+            codec,
+            vec![("offer", "PCMU"), ("strip", "PCMA"), ("strip", "G729")]
+        );
+        let bad = "d7:command5:offer10:rtpp_flags9:codec=[a=e";
+        assert!(matches!(
+            parse(bad.as_bytes()).unwrap_err(),
+            NgError::InvalidValue {
+                key: "rtpp_flags",
+                ..
+            }
+        ));
+        let bad = "d7:command5:offer10:rtpp_flags2:a]e";
+        assert!(parse(bad.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn every_command_round_trips_its_wire_name() {
+        for command in Command::ALL {
+            assert_eq!(command.as_str().parse::<Command>().unwrap(), command);
+        }
+        assert_eq!(
+            "Block-Media".parse::<Command>().unwrap(),
+            Command::BlockMedia
+        );
+        assert!(!Command::List.is_call_command());
+        assert!(Command::PlayDtmf.is_call_command());
     }
 
     #[test]

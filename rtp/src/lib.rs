@@ -10,7 +10,7 @@ pub mod quality;
 pub mod rtcp;
 pub mod stats;
 
-pub use codec::{Codec, PayloadFormat};
+pub use codec::{Codec, PayloadFormat, static_encoding};
 pub use packet::{HeaderExtension, PacketKind, RtpHeader, RtpPacket, classify, inspect};
 pub use quality::{CodecImpairment, Conditions, Estimate};
 pub use rtcp::{Compound, ReportBlock, RtcpPacket, RtcpType, SdesChunk, SenderInfo};

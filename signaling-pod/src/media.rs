@@ -636,7 +636,12 @@ mod tests {
             [
                 (Offer, Some("caller"), None, Some(&b"v=0 a"[..])),
                 (Answer, Some("caller"), Some("callee"), Some(&b"v=0 b"[..])),
-                (Offer, Some("callee"), Some("caller"), Some(&b"v=0 hold"[..])),
+                (
+                    Offer,
+                    Some("callee"),
+                    Some("caller"),
+                    Some(&b"v=0 hold"[..])
+                ),
                 (
                     Answer,
                     Some("callee"),
@@ -683,6 +688,7 @@ mod tests {
             created: 1_000,
             in_dialogue_with: None,
             label: None,
+            via_branch: None,
             medias: vec![MediaReport {
                 index: 1,
                 media_type: "audio".into(),

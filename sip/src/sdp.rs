@@ -407,6 +407,16 @@ impl MediaDescription {
         self.media.port = port;
     }
 
+    /// Sets the transport protocol of the `m=` line.
+    pub fn set_protocol(&mut self, protocol: &str) {
+        protocol.clone_into(&mut self.media.proto);
+    }
+
+    /// Sets the format list of the `m=` line.
+    pub fn set_formats(&mut self, formats: Vec<String>) {
+        self.media.formats = formats;
+    }
+
     /// The media-level `c=` line, if any.
     pub fn connection(&self) -> Option<Connection> {
         connection_in(&self.lines)
@@ -623,6 +633,17 @@ impl SessionDescription {
             .and_then(|l| Origin::parse(&l.value).ok())
     }
 
+    /// Replaces the `o=` line. Returns whether there was one.
+    pub fn set_origin(&mut self, origin: &Origin) -> bool {
+        match self.session.iter_mut().find(|l| l.kind == 'o') {
+            Some(line) => {
+                line.value = origin.to_string();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Points the `o=` address at `ip`. Returns whether there was an `o=` line.
     pub fn set_origin_address(&mut self, ip: IpAddr) -> bool {
         for line in &mut self.session {
@@ -660,6 +681,15 @@ impl SessionDescription {
     /// The session-level attributes, in order.
     pub fn attributes(&self) -> impl Iterator<Item = Attribute<'_>> {
         self.session.iter().filter_map(Line::attribute)
+    }
+
+    /// Appends a session-level `a=<name>[:<value>]` (after the lines already there).
+    pub fn push_attribute(&mut self, name: &str, value: Option<&str>) {
+        let text = match value {
+            Some(v) => format!("{name}:{v}"),
+            None => name.to_owned(),
+        };
+        self.session.push(Line::new('a', text));
     }
 
     /// Removes session-level attributes for which `remove` returns true; returns the count.

@@ -494,7 +494,10 @@ impl LegState {
 /// The carrier attempt in progress.
 struct Attempt {
     state: LegState,
-    invite: SipMessage,
+    /// Our INVITE, kept for its CANCEL until a final response arrives.
+    invite: Option<SipMessage>,
+    /// The CSeq number of our INVITE.
+    invite_seq: u32,
     target: Target,
     /// The trunk's call, held while the attempt may still be answered and while it is up.
     reservation: Option<Reservation>,
@@ -945,7 +948,8 @@ impl Call {
         state.local_sdp = body;
         self.b = Some(Attempt {
             state,
-            invite,
+            invite_seq: invite.cseq().map(|c| c.seq).unwrap_or(1),
+            invite: Some(invite),
             target,
             reservation: Some(prepared.reservation),
             provisional: false,
@@ -1376,7 +1380,7 @@ impl Call {
             && attempt.rseq.is_none_or(|last| rseq > last)
         {
             attempt.rseq = Some(rseq);
-            let invite_seq = attempt.invite.cseq().map(|c| c.seq).unwrap_or(1);
+            let invite_seq = attempt.invite_seq;
             let local = self.settings.local.clone();
             let mut prack = attempt.state.leg.request(Method::Prack, &local, &branch());
             let rack = RAck {
@@ -1426,7 +1430,8 @@ impl Call {
             )),
             _ => None,
         };
-        let invite_seq = attempt.invite.cseq().map(|c| c.seq).unwrap_or(1);
+        attempt.invite = None;
+        let invite_seq = attempt.invite_seq;
         let ack = leg
             .leg
             .ack(invite_seq, &self.settings.local, &branch())
@@ -1511,6 +1516,7 @@ impl Call {
         self.queued_provisional = None;
         self.send_server(now, 0, ok);
         self.a_final_sent = true;
+        self.forget_caller_invite();
         self.caller_final(now, 200);
         self.phase = Phase::Answered;
         self.answered_at = Some(now);
@@ -1533,6 +1539,7 @@ impl Call {
             return;
         };
         attempt.reservation = None;
+        attempt.invite = None;
         if self.phase != Phase::Setup {
             return;
         }
@@ -1748,13 +1755,24 @@ impl Call {
             return;
         }
         let response = self.a_response(code, reason, sdp);
-        if code >= 200 {
+        let last = code >= 200;
+        if last {
             self.a_final_sent = true;
             self.reliable = None;
             self.queued_provisional = None;
             self.caller_final(now, code);
         }
         self.send_server(now, 0, response);
+        if last {
+            self.forget_caller_invite();
+        }
+    }
+
+    /// Once the caller has its final response, nothing reads its INVITE any more (its server
+    /// transaction keeps its own copy while it absorbs retransmissions): free it.
+    fn forget_caller_invite(&mut self) {
+        self.a_invite = SipMessage::request(Method::Invite, Bytes::new());
+        self.targets = VecDeque::new();
     }
 
     /// Relays a carrier's provisional response to the caller: reliably when the caller
@@ -1891,7 +1909,7 @@ impl Call {
         let Some(attempt) = &self.b else {
             return;
         };
-        let Ok(cancel) = tandem_sip::dialog::cancel_for(&attempt.invite) else {
+        let Some(Ok(cancel)) = attempt.invite.as_ref().map(tandem_sip::dialog::cancel_for) else {
             return;
         };
         let flow = attempt.state.leg.flow;
@@ -2364,7 +2382,8 @@ fn provisional_reason(code: u16) -> &'static str {
 
 /// The caller's leg from its INVITE.
 fn caller_leg(invite: &SipMessage, flow: Flow) -> Option<Leg> {
-    let call_id = invite.call_id().ok()?.clone();
+    // Copied: a slice would keep the whole received INVITE alive for the call's lifetime.
+    let call_id = Bytes::copy_from_slice(invite.call_id().ok()?);
     let from = invite.from().ok()?;
     let to = invite.to().ok()?;
     let remote_tag = from.tag().map(Bytes::copy_from_slice);

@@ -143,7 +143,8 @@ struct Shard {
     ctx: Arc<CallContext>,
     config: watch::Receiver<Arc<GatewayConfig>>,
     draining: Arc<AtomicBool>,
-    calls: HashMap<u64, Slot>,
+    /// Boxed: a call is large, and a map of them grows by doubling.
+    calls: HashMap<u64, Box<Slot>>,
     by_call_id: HashMap<Bytes, u64>,
     timers: BTreeSet<(Instant, u64)>,
     next_key: u64,
@@ -305,12 +306,12 @@ impl Shard {
                 self.by_call_id.insert(call_id.clone(), key);
                 self.calls.insert(
                     key,
-                    Slot {
+                    Box::new(Slot {
                         call,
                         pod: None,
                         call_ids: vec![call_id],
                         deadline: None,
-                    },
+                    }),
                 );
                 self.flush(key);
             }
