@@ -778,7 +778,7 @@ impl Sipp {
     }
 
     /// Every SIP message SIPp sent and received, when it runs with `-trace_msg`.
-    fn messages(&self) -> String {
+    pub fn messages(&self) -> String {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return String::new();
         };
