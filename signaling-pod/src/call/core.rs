@@ -1125,6 +1125,8 @@ impl Call {
         self.respond_server(now, id, &prack, 200, "OK", Some(text(&tag)));
         self.reliable = None;
         if let Some(sdp) = self.answer_after_prack.take() {
+            // The PRACK's 200 goes out first, then the answer it was holding back.
+            self.drive(now);
             self.answer_a(now, sdp);
         } else if let Some((code, reason, sdp)) = self.queued_provisional.take() {
             self.provisional_to_a(now, code, &reason, sdp);
