@@ -513,7 +513,8 @@ struct Attempt {
 pub struct Call {
     settings: Arc<Settings>,
     shard: usize,
-    /// The call's trace span, dropped when the call is released so that it ends then.
+    /// The call's trace span, dropped once the call and its media are released so that it
+    /// ends then.
     span: Span,
     phase: Phase,
     a: LegState,
@@ -1608,6 +1609,31 @@ impl Call {
             return;
         };
         let (_, purpose) = self.pending_media.swap_remove(index);
+        self.on_media_reply(now, purpose, reply);
+        if self.phase == Phase::Released {
+            self.end_call_span();
+        }
+    }
+
+    /// Ends the call's span once the call is released and its media released too: the media
+    /// pod's delete belongs to the call's trace.
+    fn end_call_span(&mut self) {
+        let releasing_media = matches!(self.media, Media::Offering { .. })
+            || self
+                .pending_media
+                .iter()
+                .any(|(_, p)| matches!(p, MediaPurpose::Delete));
+        if !releasing_media {
+            self.span = Span::none();
+        }
+    }
+
+    fn on_media_reply(
+        &mut self,
+        now: Instant,
+        purpose: MediaPurpose,
+        reply: Result<MediaReply, MediaFailure>,
+    ) {
         match (purpose, reply) {
             (MediaPurpose::Offer, reply) => self.on_media_offer(now, reply),
             (MediaPurpose::EarlyAnswer { code }, Ok(MediaReply::Sdp(sdp))) => {
@@ -1860,7 +1886,7 @@ impl Call {
         }
         self.release_media();
         self.phase = Phase::Released;
-        self.span = Span::none();
+        self.end_call_span();
         self.inbound_reservation = None;
         let answered = match (&self.b, self.answered_at) {
             (Some(attempt), Some(at)) if attempt.answered => Some((
