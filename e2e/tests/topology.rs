@@ -184,7 +184,6 @@ fn no_dialog_identifier_or_address_of_one_leg_reaches_the_other() {
 }
 
 #[test]
-#[ignore = "needs replace origin"]
 fn no_sdp_origin_of_one_leg_reaches_the_other() {
     let (caller, carrier) = traced_call("topology-origin");
     assert_hidden(&caller, &carrier, true);
