@@ -14,6 +14,15 @@ use std::time::{Duration, Instant};
 
 use tandem_e2e::*;
 
+/// The local platform with the media timeout off: these calls carry no RTP and outlast it
+/// (60 s), and only the session timer may end them.
+fn platform() -> Platform {
+    Platform::start_with_env(
+        &workspace().join("examples/local"),
+        &[("TANDEM_MEDIA_TIMEOUT", "0")],
+    )
+}
+
 #[test]
 fn a_session_interval_below_min_se_gets_422_with_min_se_90() {
     // Whatever reaches the carrier's address is counted: nothing may.
@@ -40,7 +49,7 @@ fn a_session_interval_below_min_se_gets_422_with_min_se_90() {
 
 #[test]
 fn a_session_refreshed_by_the_caller_outlives_its_interval() {
-    let _platform = Platform::start();
+    let _platform = platform();
     // The caller refreshes 30 s in (re-INVITE) and 60 s in (UPDATE), both without SDP, and hangs
     // up 100 s in; without either refresh the platform would have ended the call first (its BYE
     // then fails the caller's scenario). Whether the UPDATE is answered by the platform or
@@ -58,7 +67,7 @@ fn a_session_refreshed_by_the_caller_outlives_its_interval() {
 
 #[test]
 fn a_call_whose_bye_is_lost_is_ended_by_the_session_timer_on_both_legs() {
-    let _platform = Platform::start();
+    let _platform = platform();
     let started = Instant::now();
     let (caller, carrier) = play(
         &Peer::caller("caller-session-expiry.xml", "2000")
@@ -94,7 +103,7 @@ fn a_call_whose_bye_is_lost_is_ended_by_the_session_timer_on_both_legs() {
 
 #[test]
 fn the_platform_refreshes_the_carrier_leg_with_update_when_it_is_the_refresher() {
-    let _platform = Platform::start();
+    let _platform = platform();
     // The carrier answers Session-Expires: 90;refresher=uac: an UPDATE without SDP must reach it
     // at about 45 s; the caller hangs up after 50 s.
     play(
