@@ -15,10 +15,13 @@ FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS builder
 WORKDIR /src
 COPY . .
 # The registry and target caches speed up rebuilds; the binaries are copied out of the
-# cache mount so that the next stage can take them.
+# cache mount so that the next stage can take them. The pods' optional features (on by default;
+# the local build of `make run` leaves them out) are named so that the image always has them:
+# the Kubernetes configuration source and OTLP trace export.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin operator --bin signaling-pod --bin media-pod \
+        --features signaling-pod/kubernetes,signaling-pod/otlp,media-pod/otlp \
     && mkdir -p /out \
     && cp target/release/operator target/release/signaling-pod target/release/media-pod /out/
 

@@ -1,31 +1,38 @@
 # Tandem — build, run and test entry points. `make help` lists them.
 
 CARGO ?= cargo
-PROFILE ?= release
-BIN_DIR := target/$(if $(filter release,$(PROFILE)),release,debug)
-CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
+# The local platform builds with the `local` profile (optimised, quick to build) and without the
+# Kubernetes client and OTLP exporter; FULL=1 builds them in, as the container image does.
+# Container images and benchmarks use `release`; the tests use the debug (`dev`) binaries.
+PROFILE ?= local
+BIN_DIR := target/$(if $(filter dev test,$(PROFILE)),debug,$(PROFILE))
+LOCAL_FEATURES := $(if $(FULL),,--no-default-features)
 
 .PHONY: help run build build-local test test-unit test-e2e test-chart e2e lint fmt crds chart-crds deps load bench-deps bench-sip bench-media clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-build: ## Build every binary (PROFILE=release|debug)
-	$(CARGO) build --workspace --bins $(CARGO_PROFILE_FLAG)
+build: ## Build every binary with every feature (PROFILE=local|release|dev)
+	$(CARGO) build --workspace --bins --profile $(PROFILE)
 
-build-local: ## Build the two binaries of the local platform
-	$(CARGO) build -p signaling-pod -p media-pod $(CARGO_PROFILE_FLAG)
+build-local: ## Build the two binaries of the local platform (FULL=1: with Kubernetes and OTLP)
+	@echo "building signaling-pod and media-pod: profile $(PROFILE), $(if $(FULL),every feature,without the kubernetes and otlp features (FULL=1 adds them)); about 2 minutes on 2 cores the first time"
+	$(CARGO) build -p signaling-pod -p media-pod --profile $(PROFILE) $(LOCAL_FEATURES)
 
 run: build-local ## Start the local platform in the foreground from examples/local/ (Ctrl-C stops it)
-	TANDEM_BIN_DIR=$(BIN_DIR) scripts/run-local
+	@TANDEM_BIN_DIR=$(BIN_DIR) scripts/run-local
 
-deps: ## Install the real peers the tests use, when missing (SIPp)
+deps: ## Install what the tests use, when missing (SIPp, Prometheus, cargo-nextest, Python tools)
 	scripts/install-test-deps
 
-test: deps lint test-unit test-e2e test-chart ## Run every test: lint, unit, integration, end-to-end (SIPp), chart and Prometheus
+test: ## Run every test: lint, unit, integration, end-to-end (SIPp), chart and Prometheus (phases overlap)
+	CARGO='$(CARGO)' scripts/test-all
 
-test-unit: ## Unit and integration tests of every crate
-	$(CARGO) test --workspace --exclude tandem-e2e
+test-unit: ## Unit and integration tests of every crate, crates in parallel (cargo-nextest), and doc tests
+	@$(CARGO) nextest --version >/dev/null 2>&1 || { echo "cargo-nextest is missing: run 'make deps'" >&2; exit 1; }
+	$(CARGO) nextest run --workspace --exclude tandem-e2e --no-fail-fast
+	$(CARGO) test --workspace --exclude tandem-e2e --doc
 
 test-e2e: ## End-to-end tests: the local platform against real SIPp peers (serial: contract ports)
 	$(CARGO) build --workspace --bins
@@ -47,7 +54,8 @@ lint: ## rustfmt and clippy, warnings are errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-load: deps ## Place CALLS calls at RATE per second through a running `make run` (SIPp)
+load: ## Place CALLS calls at RATE per second through a running `make run` (SIPp, installed when missing)
+	@scripts/install-test-deps sipp
 	scripts/sipp-load $(or $(CALLS),1000) $(or $(RATE),100)
 
 bench-deps: ## Install the benchmarks' peers when missing (Kamailio, rtpengine, SIPp)
@@ -65,8 +73,8 @@ chart-crds: ## Copy crds/*.yaml into the Helm chart
 	cp crds/*.yaml charts/tandem/crds/
 
 bench-media: ## RTP relay benchmark: media-pod vs rtpengine vs a raw forwarder, side by side (root; QUICK=1 smoke run)
-	$(CARGO) build -p media-pod -p bench-media $(CARGO_PROFILE_FLAG)
-	BIN_DIR=$(BIN_DIR) bench/media/run
+	$(CARGO) build --release -p media-pod -p bench-media
+	BIN_DIR=target/release bench/media/run
 
 clean: ## Remove build output
 	$(CARGO) clean

@@ -282,6 +282,59 @@ pub struct MediaSpec {
     /// tolerations).
     #[serde(default)]
     pub scheduling: PodScheduling,
+    /// How media pods move to a new template (a new image or a Gateway change). Every
+    /// replaced pod drains first: it refuses new sessions and relays the ones it has until
+    /// they end or drainTimeoutSeconds passes.
+    #[serde(default)]
+    pub update_strategy: MediaUpdateStrategy,
+}
+
+/// How the media StatefulSet rolls out a new template.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.type == 'RollingUpdate' || !has(self.partition) || self.partition == 0",
+        "message": "partition is only used when type is RollingUpdate",
+        "fieldPath": ".partition",
+    },
+]))]
+pub struct MediaUpdateStrategy {
+    /// `RollingUpdate`: one pod at a time, from the highest ordinal down; each drains, then
+    /// its replacement must be ready before the next one starts. `OnDelete`: pods keep their
+    /// template until deleted (by hand or by a maintenance job), so the carrier chooses when
+    /// each pod's calls drain.
+    #[serde(rename = "type", default)]
+    pub type_: MediaUpdateType,
+    /// With RollingUpdate, only pods whose ordinal is at least this move to the new template:
+    /// a canary of the highest-numbered pods, completed by lowering it to 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub partition: i32,
+}
+
+fn is_zero(value: &i32) -> bool {
+    *value == 0
+}
+
+/// The StatefulSet update strategy of the media pods.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum MediaUpdateType {
+    /// Pods are replaced one at a time, each after draining.
+    #[default]
+    RollingUpdate,
+    /// Pods are replaced only when deleted.
+    OnDelete,
+}
+
+impl MediaUpdateType {
+    /// The StatefulSet `updateStrategy.type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RollingUpdate => "RollingUpdate",
+            Self::OnDelete => "OnDelete",
+        }
+    }
 }
 
 impl Default for MediaSpec {
@@ -294,6 +347,7 @@ impl Default for MediaSpec {
             transcoding: None,
             resources: default_media_resources(),
             scheduling: PodScheduling::default(),
+            update_strategy: MediaUpdateStrategy::default(),
         }
     }
 }
@@ -723,6 +777,12 @@ impl SipExposure {
                 "LoadBalancer needs loadBalancerIP or signaling.advertisedAddresses: the pods write the public address into Via, Contact and Record-Route",
             );
         }
+        if self.type_ == ExposureType::NodePort && advertised.is_empty() {
+            errors.push(
+                &path.field("type"),
+                "NodePort needs signaling.advertisedAddresses: the node ports differ from the listener ports, so the pods must write the address and port that a balancer or NAT in front of the nodes maps to them into Via, Contact and Record-Route",
+            );
+        }
         if !(1..=86400).contains(&self.session_affinity_timeout_seconds) {
             errors.push(
                 &path.field("sessionAffinityTimeoutSeconds"),
@@ -872,6 +932,10 @@ pub struct GatewayStatus {
     /// carrier must allow, per listener, as far as the operator knows them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sip_addresses: Vec<SipAddress>,
+    /// Where each media pod receives RTP: the address it advertises in SDP and the port range
+    /// a carrier must allow towards it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media_addresses: Vec<MediaAddress>,
 }
 
 /// An address and port on which a listener is reachable.
@@ -886,8 +950,28 @@ pub struct SipAddress {
     pub address: String,
     /// Port.
     pub port: i32,
-    /// Where the address comes from: `AdvertisedAddress`, `LoadBalancerIP`,
-    /// `LoadBalancerStatus` or `NodePort` (any node's address).
+    /// Where the address comes from: `AdvertisedAddress` (a rule of the Gateway),
+    /// `LoadBalancerStatus` (the Service's load-balancer ingress), `LoadBalancerIP` (the
+    /// address asked for, while the load balancer has not reported one), `NodePort` (a node
+    /// running a signaling pod; `externalTrafficPolicy: Local` keeps the others silent) or
+    /// `SecondaryNetwork` (one signaling pod's own address).
+    pub source: String,
+}
+
+/// The RTP address of one media pod.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaAddress {
+    /// The media pod.
+    pub pod: String,
+    /// IP address advertised in SDP.
+    pub address: String,
+    /// First UDP port of the RTP/RTCP range.
+    pub rtp_port_min: i32,
+    /// Last UDP port of the RTP/RTCP range.
+    pub rtp_port_max: i32,
+    /// Where the address comes from: `SRIOV` (the virtual function's address in the pod's
+    /// Multus network status), `HostNetwork` (the node's address) or `PodIP`.
     pub source: String,
 }
 
@@ -1093,6 +1177,17 @@ impl MediaSpec {
         }
         self.resources.check(&path.field("resources"), errors);
         self.scheduling.check(&path.field("scheduling"), errors);
+        let strategy = path.field("updateStrategy");
+        if !(0..=1000).contains(&self.update_strategy.partition) {
+            errors.push(&strategy.field("partition"), "must be between 0 and 1000");
+        } else if self.update_strategy.partition != 0
+            && self.update_strategy.type_ == MediaUpdateType::OnDelete
+        {
+            errors.push(
+                &strategy.field("partition"),
+                "is only used when type is RollingUpdate",
+            );
+        }
     }
 }
 
@@ -1402,8 +1497,6 @@ mod tests {
                 "spec.signaling.exposure.networkAttachment",
                 "spec.signaling.exposure.type",
                 "spec.media.resources.cpu",
-                // SecondaryNetwork itself is not supported yet.
-                "spec.signaling.exposure.type",
             ]
         );
         let mut lb = spec(vec![listener("udp", ListenerTransport::Udp, 5060)]);
@@ -1414,6 +1507,18 @@ mod tests {
         );
         lb.signaling.exposure.load_balancer_ip = Some("192.0.2.10".parse().unwrap());
         assert_eq!(lb.validate(), Ok(()));
+        let mut node_port = spec(vec![listener("udp", ListenerTransport::Udp, 5060)]);
+        node_port.signaling.exposure.type_ = ExposureType::NodePort;
+        assert_eq!(
+            paths(node_port.validate()),
+            ["spec.signaling.exposure.type"]
+        );
+        node_port.signaling.advertised_addresses = vec![AdvertisedAddress {
+            listener: None,
+            address: "sip.example.net".into(),
+            port: None,
+        }];
+        assert_eq!(node_port.validate(), Ok(()));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod conditions;
 pub mod config;
 pub mod crd;
 pub mod gateway;
+pub mod network_status;
 pub mod routeplan;
 pub mod support;
 pub mod trunk;

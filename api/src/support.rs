@@ -103,19 +103,6 @@ pub const NOT_SUPPORTED_YET: &[NotSupportedYet] = &[
         allowed: Allowed::Unset,
         issue: 12,
     },
-    // Signaling pods on a secondary network would need to advertise their own address there.
-    NotSupportedYet {
-        kind: "Gateway",
-        path: "spec.signaling.exposure.type",
-        allowed: Allowed::Only(&["ClusterIP", "NodePort", "LoadBalancer"]),
-        issue: 12,
-    },
-    NotSupportedYet {
-        kind: "Gateway",
-        path: "spec.signaling.exposure.networkAttachment",
-        allowed: Allowed::Unset,
-        issue: 12,
-    },
     NotSupportedYet {
         kind: "Gateway",
         path: "spec.media.transcoding",

@@ -5,12 +5,14 @@
 
 mod common;
 
-use tandem_api::gateway::{ListenerTransport, NetworkMode};
+use tandem_api::gateway::{ExposureType, ListenerTransport, NetworkMode};
 use tandem_api::trunk::PeerTransport;
 use tandem_api::{ConfigSet, GatewayConfig};
 
 fn load(name: &str) -> (ConfigSet, Vec<(String, String)>) {
-    let files = common::read_manifests(&common::example(name));
+    let mut files = common::read_manifests(&common::example(name));
+    // Files of other API groups (a NetworkAttachmentDefinition) are for `kubectl apply`.
+    files.retain(|(_, text)| text.contains("apiVersion: voice.tandem.dev/"));
     match ConfigSet::from_documents(&files) {
         Ok(set) => (set, files),
         Err(errors) => panic!(
@@ -113,4 +115,27 @@ fn sriov_example_is_valid() {
         config.route_plan_for_trunk("carrier-b").unwrap().name(),
         "carrier-inbound"
     );
+}
+
+#[test]
+fn network_mode_examples_are_valid() {
+    for (example, mode, exposure) in [
+        ("sriov", NetworkMode::Sriov, ExposureType::SecondaryNetwork),
+        (
+            "hostnetwork",
+            NetworkMode::HostNetwork,
+            ExposureType::NodePort,
+        ),
+        ("pod-network", NetworkMode::Pod, ExposureType::LoadBalancer),
+    ] {
+        let (set, files) = load(example);
+        assert_cel_clean(&files);
+        let config = set.for_gateway_in("voice", "edge").expect(example);
+        assert_eq!(config.gateway.spec.media.network.mode, mode, "{example}");
+        assert_eq!(
+            config.gateway.spec.signaling.exposure.type_, exposure,
+            "{example}"
+        );
+        assert!(!config.trunks.is_empty() && !config.route_plans.is_empty());
+    }
 }

@@ -327,6 +327,7 @@ OPERATOR_RULES = {
     ("k8s.cni.cncf.io", "network-attachment-definitions"): (CRUD, frozenset()),
     ("rbac.authorization.k8s.io", "rolebindings"): (CRUD, frozenset()),
     ("", "pods"): (frozenset({"get", "list", "watch"}), frozenset()),
+    ("", "nodes"): (frozenset({"get"}), frozenset()),
     ("", "events"): (frozenset({"create", "patch"}), frozenset()),
     ("events.k8s.io", "events"): (frozenset({"create", "patch"}), frozenset()),
     ("coordination.k8s.io", "leases"): (frozenset({"get", "create", "update", "patch"}), frozenset()),

@@ -5,7 +5,7 @@
 //!
 //! The RTP address is `TANDEM_RTP_ADDRESS`, else `POD_IP` (Pod and HostNetwork modes), or,
 //! for SR-IOV, the named attachment's address in the Multus network status (see
-//! [`crate::network_status`]).
+//! [`tandem_api::network_status`]).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -4,8 +4,9 @@
 //! quality.
 //!
 //! The protocol and session logic is pure (`control`, `session`, `sdp_rewrite`, `latch`,
-//! `ports`, `quality`, `network_status`); `relay` and `ng_server` own the sockets, and this
-//! file the process life: address discovery, start-up, drain on SIGTERM, and stop.
+//! `ports`, `quality`, and `tandem_api::network_status`); `relay` and `ng_server` own the
+//! sockets, and this file the process life: address discovery, start-up, drain on SIGTERM,
+//! and stop.
 
 mod batch;
 mod config;
@@ -14,7 +15,6 @@ mod dtmf;
 mod ice;
 mod latch;
 mod metrics;
-mod network_status;
 mod ng_server;
 mod options;
 mod ports;
@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Parser;
 use prometheus_client::registry::Registry;
+use tandem_api::network_status;
 use tandem_runtime::admin::{self, Health};
 use tandem_runtime::logging;
 use tandem_runtime::shutdown::{Signal, Signals};

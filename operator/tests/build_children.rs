@@ -123,6 +123,8 @@ fn pod_mode_signaling_pods_follow_the_contract() {
                 "TANDEM_MEDIA_SERVICE".into(),
                 "lab-media.voice-lab.svc.cluster.local".into()
             ),
+            // ClusterIP exposure: in-cluster peers reach (and stay on) each pod's own IP.
+            ("TANDEM_ADVERTISE_ADDRESS".into(), "$(POD_IP)".into()),
         ])
     );
     assert_eq!(
@@ -559,4 +561,82 @@ fn selector_labels_survive_overrides() {
         .unwrap();
     assert_eq!(labels["app.kubernetes.io/instance"], "metro");
     assert_eq!(labels["team"], "voice");
+}
+
+#[test]
+fn upgrades_drain_pods_one_at_a_time_within_the_drain_timeout() {
+    let mut gateway = fixture("gateway-pod.yaml");
+    gateway.spec.drain_timeout_seconds = 900;
+    let children = build(&gateway);
+
+    // Signaling: a new pod is ready (and stays so for a while) before an old one drains.
+    let deployment = as_json(&children.signaling)["spec"].clone();
+    assert_eq!(
+        deployment["strategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}})
+    );
+    assert_eq!(deployment["minReadySeconds"], 10);
+
+    // Media: one pod at a time, each replaced only after it drained; nothing held back.
+    let media = as_json(&children.media)["spec"].clone();
+    assert_eq!(
+        media["updateStrategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+    );
+    assert_eq!(media["minReadySeconds"], 10);
+
+    // Both: the kubelet waits the pre-stop pause, then the whole drain, plus a margin, before
+    // it kills a pod; the pre-stop pause fits inside the margin.
+    for template in [
+        &children.signaling.spec.as_ref().unwrap().template,
+        &children.media.spec.as_ref().unwrap().template,
+    ] {
+        let spec = pod_spec(template);
+        assert_eq!(spec.termination_grace_period_seconds, Some(900 + 30));
+        let pre_stop = spec.containers[0]
+            .lifecycle
+            .as_ref()
+            .unwrap()
+            .pre_stop
+            .as_ref()
+            .unwrap();
+        let pause = pre_stop.sleep.as_ref().unwrap().seconds;
+        assert!(pause > 0 && pause < build::GRACE_MARGIN_SECONDS);
+    }
+    assert_eq!(
+        env(container(
+            &children.media.spec.as_ref().unwrap().template,
+            "media-pod"
+        ))["TANDEM_DRAIN_TIMEOUT_SECONDS"],
+        "900"
+    );
+    // Evictions (node drains) take at most one pod of each kind at a time.
+    for budget in &children.disruption_budgets {
+        assert_eq!(as_json(budget)["spec"]["maxUnavailable"], 1);
+    }
+
+    // A canary: only the highest ordinals take the new template.
+    gateway.spec.media.update_strategy.partition = 3;
+    let canary = build(&gateway);
+    assert_eq!(
+        as_json(&canary.media)["spec"]["updateStrategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 3}})
+    );
+
+    // OnDelete: pods move when the carrier deletes them, at a time of its choosing.
+    gateway.spec.media.update_strategy.partition = 0;
+    gateway.spec.media.update_strategy.type_ = tandem_api::gateway::MediaUpdateType::OnDelete;
+    let on_delete = build(&gateway);
+    assert_eq!(
+        as_json(&on_delete.media)["spec"]["updateStrategy"],
+        json!({"type": "OnDelete"})
+    );
+    gateway.spec.media.update_strategy.partition = 1;
+    let errors = validate::validate(&gateway).unwrap_err().to_string();
+    assert!(
+        errors.contains(
+            "spec.media.updateStrategy.partition: is only used when type is RollingUpdate"
+        ),
+        "{errors}"
+    );
 }

@@ -100,11 +100,23 @@ fn owned(name: &str, uid: &str) -> Value {
     })
 }
 
-/// A responder for a healthy cluster: applies echo the body with ready workloads; orphan
-/// lists answer `lists(path)`; status patches and events echo.
+/// The Gateway's pods: the media pods of the fixture (with their SR-IOV network status).
+fn pod_list() -> Value {
+    let mut list: Value =
+        yaml_serde::from_str(include_str!("fixtures/addresses/media-pods.yaml")).unwrap();
+    list["apiVersion"] = json!("v1");
+    list["kind"] = json!("PodList");
+    list["metadata"] = json!({"resourceVersion": "7"});
+    list
+}
+
+/// A responder for a healthy cluster: applies echo the body with ready workloads; the pod
+/// list answers the media pods of the fixture; orphan lists answer `lists(path)`; status
+/// patches and events echo.
 fn cluster(lists: impl Fn(&str) -> Vec<Value> + Send + 'static) -> impl FnMut(&Recorded) -> Reply {
     move |r: &Recorded| match r.method.as_str() {
         "PATCH" => Reply::Json(with_ready_status(applied(r.body.as_ref().unwrap()))),
+        "GET" if r.path.ends_with("/pods") => Reply::Json(pod_list()),
         "GET" => Reply::Json(metadata_list(lists(&r.path))),
         "DELETE" => Reply::Json(
             json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}}),
@@ -249,6 +261,12 @@ async fn children_are_applied_orphans_deleted_and_status_written() {
                 "/apis/k8s.cni.cncf.io/v1/namespaces/voice/network-attachment-definitions",
                 selector
             ),
+            (
+                "/api/v1/namespaces/voice/pods",
+                Some(
+                    "app.kubernetes.io/name=tandem,app.kubernetes.io/instance=edge,app.kubernetes.io/component in (signaling,media)"
+                )
+            ),
         ]
     );
     let deletes: Vec<&str> = requests
@@ -272,6 +290,20 @@ async fn children_are_applied_orphans_deleted_and_status_written() {
     assert_eq!(body["status"]["observedGeneration"], 3);
     assert_eq!(body["status"]["signalingReadyReplicas"], 2);
     assert_eq!(body["status"]["mediaReadyReplicas"], 2);
+    assert_eq!(
+        body["status"]["mediaAddresses"],
+        json!([
+            {"pod": "edge-media-0", "address": "198.51.100.40", "rtpPortMin": 20000,
+             "rtpPortMax": 29999, "source": "SRIOV"},
+            {"pod": "edge-media-1", "address": "198.51.100.41", "rtpPortMin": 20000,
+             "rtpPortMax": 29999, "source": "SRIOV"},
+        ]),
+        "the virtual functions' addresses from the pods' network status"
+    );
+    assert!(
+        body["status"].get("sipAddresses").is_none(),
+        "ClusterIP exposure: nothing outside the cluster reaches SIP"
+    );
     let conditions: Vec<(String, String)> = body["status"]["conditions"]
         .as_array()
         .unwrap()
@@ -306,6 +338,145 @@ async fn children_are_applied_orphans_deleted_and_status_written() {
         })
         .collect();
     assert_eq!(events, ["DeletedOrphan", "Available"]);
+}
+
+#[tokio::test]
+async fn the_load_balancer_address_reaches_the_status() {
+    let spec = json!({
+        "signaling": {
+            "listeners": [{"name": "sip-udp", "transport": "UDP", "port": 5060}],
+            "exposure": {"type": "LoadBalancer", "loadBalancerIP": "198.51.100.7"},
+        },
+    });
+    let mut healthy = cluster(|_| Vec::new());
+    let (client, mock) = mock_client(move |r: &Recorded| match healthy(r) {
+        // The load balancer has taken its address by the time the Service is applied again.
+        Reply::Json(mut object)
+            if object["kind"] == "Service" && object["spec"]["type"] == "LoadBalancer" =>
+        {
+            object["status"] = json!({"loadBalancer": {"ingress": [{"ip": "198.51.100.7"}]}});
+            Reply::Json(object)
+        }
+        other => other,
+    });
+    let ctx = context(client);
+    gateway::reconcile(gateway(spec, json!({})), Arc::clone(&ctx))
+        .await
+        .unwrap();
+    drop(ctx);
+    let requests = mock.finish().await;
+    let service = requests
+        .iter()
+        .find(|r| r.path.ends_with("/services/edge-sip-sip-udp"))
+        .unwrap();
+    let service = &service.body.as_ref().unwrap()["spec"];
+    assert_eq!(service["type"], "LoadBalancer");
+    assert_eq!(service["externalTrafficPolicy"], "Local");
+    assert_eq!(service["sessionAffinity"], "ClientIP");
+    let status = requests
+        .iter()
+        .find(|r| r.path == format!("{GW}/status"))
+        .unwrap();
+    assert_eq!(
+        status.body.as_ref().unwrap()["status"]["sipAddresses"],
+        json!([{"listener": "sip-udp", "protocol": "UDP", "address": "198.51.100.7",
+                "port": 5060, "source": "LoadBalancerStatus"}])
+    );
+    assert!(
+        !requests.iter().any(|r| r.path.starts_with("/api/v1/nodes")),
+        "nodes are read for NodePort exposure only"
+    );
+}
+
+#[tokio::test]
+async fn node_port_exposure_reports_the_nodes_of_ready_signaling_pods() {
+    let spec = json!({
+        "signaling": {
+            "listeners": [{"name": "sip-udp", "transport": "UDP", "port": 5060}],
+            "exposure": {"type": "NodePort"},
+            "advertisedAddresses": [{"address": "sip.example.net"}],
+        },
+    });
+    let nodes: Value = yaml_serde::from_str(include_str!("fixtures/addresses/nodes.yaml")).unwrap();
+    let mut signaling: Value =
+        yaml_serde::from_str(include_str!("fixtures/addresses/signaling-pods.yaml")).unwrap();
+    signaling["apiVersion"] = json!("v1");
+    signaling["kind"] = json!("PodList");
+    signaling["metadata"] = json!({"resourceVersion": "7"});
+    let mut healthy = cluster(|_| Vec::new());
+    let (client, mock) =
+        mock_client(
+            move |r: &Recorded| match (r.method.as_str(), r.path.as_str()) {
+                ("GET", "/api/v1/namespaces/voice/pods") => Reply::Json(signaling.clone()),
+                ("GET", path) if path.starts_with("/api/v1/nodes/") => {
+                    let name = path.trim_start_matches("/api/v1/nodes/");
+                    let node = nodes["items"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|n| n["metadata"]["name"] == name);
+                    match node {
+                        Some(node) => {
+                            let mut node = node.clone();
+                            node["apiVersion"] = json!("v1");
+                            node["kind"] = json!("Node");
+                            Reply::Json(node)
+                        }
+                        None => Reply::Error(404),
+                    }
+                }
+                _ => match healthy(r) {
+                    Reply::Json(mut object)
+                        if object["kind"] == "Service" && object["spec"]["type"] == "NodePort" =>
+                    {
+                        object["spec"]["ports"][0]["nodePort"] = json!(31060);
+                        Reply::Json(object)
+                    }
+                    other => other,
+                },
+            },
+        );
+    let ctx = context(client);
+    gateway::reconcile(gateway(spec, json!({})), Arc::clone(&ctx))
+        .await
+        .unwrap();
+    drop(ctx);
+    let requests = mock.finish().await;
+    let node_reads: Vec<&str> = requests
+        .iter()
+        .filter(|r| r.path.starts_with("/api/v1/nodes"))
+        .map(|r| r.path.as_str())
+        .collect();
+    assert_eq!(
+        node_reads,
+        ["/api/v1/nodes/node-a", "/api/v1/nodes/node-b"],
+        "only the nodes of ready signaling pods"
+    );
+    let status = requests
+        .iter()
+        .find(|r| r.path == format!("{GW}/status"))
+        .unwrap();
+    let addresses: Vec<String> = status.body.as_ref().unwrap()["status"]["sipAddresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            format!(
+                "{}:{} {}",
+                a["address"].as_str().unwrap(),
+                a["port"],
+                a["source"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        addresses,
+        [
+            "10.10.0.2:31060 NodePort",
+            "192.0.2.1:31060 NodePort",
+            "sip.example.net:5060 AdvertisedAddress"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -575,4 +746,109 @@ async fn api_errors_fail_the_reconcile_for_a_retry() {
     );
     drop(ctx);
     mock.finish().await;
+}
+
+/// A responder whose media StatefulSet reports `updated` of 3 pods on the new revision.
+fn media_rollout(updated: i32) -> impl FnMut(&Recorded) -> Reply {
+    let mut healthy = cluster(|_| Vec::new());
+    move |r: &Recorded| match healthy(r) {
+        Reply::Json(mut object) if object["kind"] == "StatefulSet" => {
+            let done = updated == 3;
+            object["spec"]["replicas"] = json!(3);
+            object["status"] = json!({"observedGeneration": 1, "replicas": 3,
+                "updatedReplicas": updated, "readyReplicas": if done { 3 } else { 2 },
+                "currentRevision": if done { "r2" } else { "r1" }, "updateRevision": "r2"});
+            Reply::Json(object)
+        }
+        other => other,
+    }
+}
+
+fn progressing(requests: &[Recorded]) -> (String, String, String) {
+    let status = requests
+        .iter()
+        .find(|r| r.path == format!("{GW}/status"))
+        .unwrap();
+    let condition = status.body.as_ref().unwrap()["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Progressing")
+        .unwrap()
+        .clone();
+    (
+        condition["status"].as_str().unwrap().to_owned(),
+        condition["reason"].as_str().unwrap().to_owned(),
+        condition["message"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_media_rollout_is_reported_step_by_step_until_complete() {
+    let spec = json!({
+        "signaling": {"listeners": [{"name": "sip-udp", "transport": "UDP", "port": 5060}]},
+        "media": {"replicas": 3},
+        "drainTimeoutSeconds": 600,
+    });
+    let mut seen = Vec::new();
+    for updated in [1, 2, 3] {
+        let (client, mock) = mock_client(media_rollout(updated));
+        let ctx = context(client);
+        let action = gateway::reconcile(gateway(spec.clone(), json!({})), Arc::clone(&ctx))
+            .await
+            .unwrap();
+        drop(ctx);
+        let requests = mock.finish().await;
+        // The operator only applies the template: the StatefulSet controller replaces one pod
+        // at a time, each after its drain, and the media budget caps evictions at one.
+        let media = requests
+            .iter()
+            .find(|r| r.path.ends_with("/statefulsets/edge-media"))
+            .unwrap();
+        assert_eq!(
+            media.body.as_ref().unwrap()["spec"]["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+        );
+        assert_eq!(
+            media.body.as_ref().unwrap()["spec"]["template"]["spec"]["terminationGracePeriodSeconds"],
+            630
+        );
+        let budget = requests
+            .iter()
+            .find(|r| r.path.ends_with("/poddisruptionbudgets/edge-media"))
+            .unwrap();
+        assert_eq!(budget.body.as_ref().unwrap()["spec"]["maxUnavailable"], 1);
+        seen.push((action, progressing(&requests)));
+    }
+    let recheck = Action::requeue(Duration::from_secs(30));
+    let settled = Action::requeue(Duration::from_secs(300));
+    assert_eq!(
+        seen,
+        [
+            (
+                recheck.clone(),
+                (
+                    "True".to_owned(),
+                    "RollingOut".to_owned(),
+                    "signaling 2/2 ready, 2 updated; media 2/3 ready, 1 updated".to_owned()
+                )
+            ),
+            (
+                recheck,
+                (
+                    "True".to_owned(),
+                    "RollingOut".to_owned(),
+                    "signaling 2/2 ready, 2 updated; media 2/3 ready, 2 updated".to_owned()
+                )
+            ),
+            (
+                settled,
+                (
+                    "False".to_owned(),
+                    "RolloutComplete".to_owned(),
+                    "signaling 2/2 ready, 2 updated; media 3/3 ready, 3 updated".to_owned()
+                )
+            ),
+        ]
+    );
 }

@@ -49,8 +49,8 @@ fn scratch(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// Renders `example` and validates every object; returns the kinds rendered.
-fn render_and_validate(example: &str) -> Vec<String> {
+/// Renders `example` and validates every object; returns the objects rendered.
+fn render_and_validate(example: &str) -> Vec<Value> {
     let output = render(&["-f", &format!("examples/{example}")]);
     assert!(
         output.status.success(),
@@ -114,6 +114,10 @@ fn render_and_validate(example: &str) -> Vec<String> {
     }
 
     objects
+}
+
+fn kinds(objects: &[Value]) -> Vec<String> {
+    objects
         .iter()
         .map(|o| o["kind"].as_str().unwrap().to_owned())
         .collect()
@@ -121,14 +125,14 @@ fn render_and_validate(example: &str) -> Vec<String> {
 
 #[test]
 fn local_example_renders_valid_objects() {
-    let kinds = render_and_validate("local");
+    let kinds = kinds(&render_and_validate("local"));
     assert!(kinds.contains(&"Deployment".to_owned()));
     assert!(!kinds.contains(&"HorizontalPodAutoscaler".to_owned()));
 }
 
 #[test]
 fn sriov_example_renders_valid_objects() {
-    let kinds = render_and_validate("sriov");
+    let kinds = kinds(&render_and_validate("sriov"));
     for kind in [
         "NetworkAttachmentDefinition",
         "HorizontalPodAutoscaler",
@@ -139,8 +143,16 @@ fn sriov_example_renders_valid_objects() {
 }
 
 #[test]
+fn network_mode_examples_render_valid_objects() {
+    for example in ["hostnetwork", "pod-network"] {
+        let kinds = kinds(&render_and_validate(example));
+        assert!(kinds.contains(&"StatefulSet".to_owned()), "{example}");
+    }
+}
+
+#[test]
 fn kubernetes_example_renders_valid_objects() {
-    let kinds = render_and_validate("kubernetes");
+    let kinds = kinds(&render_and_validate("kubernetes"));
     assert_eq!(kinds.iter().filter(|k| *k == "Service").count(), 4);
 }
 

@@ -1,16 +1,18 @@
 //! Structured logging and tracing shared by the binaries: `tracing` with `RUST_LOG` filtering,
 //! and OpenTelemetry spans exported by OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (off
 //! otherwise). The standard `OTEL_*` variables apply: `OTEL_EXPORTER_OTLP_PROTOCOL`
-//! (`http/protobuf`, the default, or `http/json`), `OTEL_SERVICE_NAME`, `OTEL_BSP_*`.
+//! (`http/protobuf`, the default, or `http/json`), `OTEL_SERVICE_NAME`, `OTEL_BSP_*`. A build
+//! without the `otlp` feature logs an error naming the feature when the endpoint is set.
 
 use std::io::IsTerminal;
 use std::str::FromStr;
 
+#[cfg(feature = "otlp")]
 use opentelemetry::trace::TracerProvider as _;
+#[cfg(feature = "otlp")]
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+#[cfg(feature = "otlp")]
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -42,17 +44,22 @@ impl FromStr for LogFormat {
 /// The tracing pipeline of a process; [`Telemetry::shutdown`] flushes spans not yet exported.
 #[derive(Debug, Default)]
 pub struct Telemetry {
+    #[cfg(feature = "otlp")]
     provider: Option<SdkTracerProvider>,
 }
 
 impl Telemetry {
     /// Whether spans are exported.
     pub fn is_exporting(&self) -> bool {
-        self.provider.is_some()
+        #[cfg(feature = "otlp")]
+        return self.provider.is_some();
+        #[cfg(not(feature = "otlp"))]
+        false
     }
 
     /// Exports what is buffered and stops the exporter.
     pub fn shutdown(self) {
+        #[cfg(feature = "otlp")]
         if let Some(Err(e)) = self.provider.map(|p| p.shutdown()) {
             tracing::warn!(error = %e, "trace exporter shutdown failed");
         }
@@ -82,42 +89,57 @@ pub fn init(service: &'static str, format: LogFormat) -> Telemetry {
             ),
         ),
     };
-    let (provider, otlp_error) = match otlp_provider(service) {
-        Ok(provider) => (provider, None),
-        Err(e) => (None, Some(e)),
-    };
-    let otel = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
-    // A second initialisation (tests starting several services in one process) is harmless.
-    let _ = tracing_subscriber::registry()
+    let registry = tracing_subscriber::registry()
         .with(filter)
         .with(text)
-        .with(json)
-        .with(otel)
-        .try_init();
+        .with(json);
+    #[cfg(feature = "otlp")]
+    let (telemetry, registry, otlp_error) = {
+        let (provider, otlp_error) = match otlp_provider(service) {
+            Ok(provider) => (provider, None),
+            Err(e) => (None, Some(e)),
+        };
+        let otel = provider
+            .as_ref()
+            .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
+        (Telemetry { provider }, registry.with(otel), otlp_error)
+    };
+    #[cfg(not(feature = "otlp"))]
+    let (telemetry, otlp_error) = {
+        let missing = crate::features::Feature::Otlp
+            .require(service, "OTEL_EXPORTER_OTLP_ENDPOINT")
+            .err()
+            .filter(|_| otlp_configured());
+        (Telemetry::default(), missing.map(|m| m.to_string()))
+    };
+    // A second initialisation (tests starting several services in one process) is harmless.
+    let _ = registry.try_init();
     tracing::info!(
         service,
         version = env!("CARGO_PKG_VERSION"),
-        tracing = provider.is_some(),
+        tracing = telemetry.is_exporting(),
         "starting"
     );
     if let Some(e) = otlp_error {
         tracing::error!("OTLP trace export disabled: {e}");
     }
-    Telemetry { provider }
+    telemetry
 }
 
-/// The OTLP pipeline when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces-specific variable) is
-/// set.
-fn otlp_provider(service: &'static str) -> Result<Option<SdkTracerProvider>, String> {
-    let configured = [
+/// Whether `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces-specific variable) asks for export.
+fn otlp_configured() -> bool {
+    [
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
     ]
     .iter()
-    .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
-    if !configured {
+    .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+}
+
+/// The OTLP pipeline when [`otlp_configured`].
+#[cfg(feature = "otlp")]
+fn otlp_provider(service: &'static str) -> Result<Option<SdkTracerProvider>, String> {
+    if !otlp_configured() {
         return Ok(None);
     }
     let protocol = match std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref() {

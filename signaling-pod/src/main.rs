@@ -23,9 +23,12 @@ use clap::Parser;
 use prometheus_client::registry::Registry;
 use tandem_api::gateway::ListenerTransport;
 use tandem_runtime::admin::{self, Health};
+use tandem_runtime::config_dir;
+#[cfg(not(feature = "kubernetes"))]
+use tandem_runtime::features;
 use tandem_runtime::logging::{self, LogFormat};
+use tandem_runtime::network_status;
 use tandem_runtime::shutdown::Signals;
-use tandem_runtime::{config_dir, kube_source};
 use tandem_sip::transaction::TimerConfig;
 
 use crate::call::leg::LocalAddress;
@@ -36,12 +39,19 @@ use crate::media_pool::MediaPool;
 use crate::metrics::Metrics;
 use crate::transport::Transports;
 
+/// mimalloc returns the pages calls free to the system, where glibc's allocator keeps them
+/// between long-lived allocations (docs/performance.md, memory per call).
+#[cfg(not(test))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Command line and environment of the signaling pod.
 #[derive(Debug, Parser)]
 #[command(version, about = "Tandem signaling pod: the SIP B2BUA/SBC")]
 struct Args {
     /// Where the Gateway, Trunks and RoutePlans come from: a directory of YAML files, or the
-    /// Kubernetes API (a watch in --namespace).
+    /// Kubernetes API (a watch in --namespace; needs the `kubernetes` feature, which the
+    /// container image has and the local build of `make run` leaves out).
     #[arg(
         long,
         env = "TANDEM_CONFIG_SOURCE",
@@ -61,10 +71,21 @@ struct Args {
     /// The address SIP listeners bind (the Gateway's listeners give the ports).
     #[arg(long, env = "TANDEM_BIND_ADDRESS", default_value = "0.0.0.0")]
     bind_address: IpAddr,
-    /// The address put in Via and Contact; defaults to the Gateway's first advertised address,
-    /// else the bind address.
+    /// The address put in Via and Contact; defaults to the pod's address on its secondary
+    /// network (--network-status-file), else the Gateway's first advertised address, else the
+    /// bind address.
     #[arg(long, env = "TANDEM_ADVERTISE_ADDRESS")]
     advertise_address: Option<String>,
+    /// The pod's Multus network status (a downward-API file), to advertise the pod's own
+    /// address on --network-name (SecondaryNetwork exposure).
+    #[arg(long, env = "TANDEM_NETWORK_STATUS_FILE", requires = "network_name")]
+    network_status_file: Option<PathBuf>,
+    /// The secondary network (`<namespace>/<attachment>`) whose address the pod advertises.
+    #[arg(long, env = "TANDEM_NETWORK_NAME", requires = "network_status_file")]
+    network_name: Option<String>,
+    /// Seconds to wait for Multus to list the secondary network in the network status.
+    #[arg(long, env = "TANDEM_NETWORK_STATUS_WAIT_SECONDS", default_value_t = 60)]
+    network_status_wait_seconds: u64,
     /// The media pod's ng control address, when there is one media pod.
     #[arg(long, env = "TANDEM_MEDIA_NG", default_value = "127.0.0.1:2223")]
     media_ng: SocketAddr,
@@ -146,13 +167,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 Duration::from_millis(args.config_poll_ms),
             )?
         }
+        #[cfg(feature = "kubernetes")]
         ConfigSource::Kubernetes => {
-            kube_source::watch_gateway(
-                kube_source::client().await?,
+            tandem_runtime::kube_source::watch_gateway(
+                tandem_runtime::kube_source::client().await?,
                 args.namespace.clone(),
                 args.gateway.clone(),
             )
             .await?
+        }
+        #[cfg(not(feature = "kubernetes"))]
+        ConfigSource::Kubernetes => {
+            return Err(features::Missing {
+                feature: features::Feature::Kubernetes,
+                binary: "signaling-pod",
+                asked_by: "--config-source kubernetes (TANDEM_CONFIG_SOURCE)",
+            }
+            .into());
         }
     };
     let (udp_port, tcp_port, advertised, drain_timeout) = {
@@ -180,9 +211,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let drain = Duration::from_secs(u64::from(gateway.spec.drain_timeout_seconds));
         (udp, tcp, advertised, drain)
     };
+    let own = match (&args.network_status_file, &args.network_name) {
+        (Some(file), Some(network)) => Some(
+            network_status::wait_for_address(
+                file,
+                network,
+                Duration::from_secs(args.network_status_wait_seconds),
+            )
+            .await
+            // A SIP host is an IPv6 reference in brackets (RFC 3261 section 25.1).
+            .map(|ip| match ip {
+                IpAddr::V4(v4) => v4.to_string(),
+                IpAddr::V6(v6) => format!("[{v6}]"),
+            })?,
+        ),
+        _ => None,
+    };
     let advertised = args
         .advertise_address
         .clone()
+        .or(own)
         .or(advertised)
         .unwrap_or_else(|| args.bind_address.to_string());
 

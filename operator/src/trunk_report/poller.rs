@@ -107,7 +107,8 @@ pub struct PodTargets {
     pub media: Vec<SocketAddr>,
 }
 
-fn is_ready(pod: &Pod) -> bool {
+/// Whether `pod` is ready and not terminating.
+pub(crate) fn is_ready(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none()
         && pod
             .status

@@ -732,7 +732,12 @@ impl Call {
 
     /// The next output for the driver.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        let output = self.outputs.pop_front();
+        if output.is_none() {
+            // A call spends most of its life idle: it holds no buffer it does not use.
+            self.outputs.shrink_to_fit();
+        }
+        output
     }
 
     /// When [`Call::handle_timeout`] is next due.
@@ -1609,6 +1614,9 @@ impl Call {
             return;
         };
         let (_, purpose) = self.pending_media.swap_remove(index);
+        if self.pending_media.is_empty() {
+            self.pending_media.shrink_to_fit();
+        }
         self.on_media_reply(now, purpose, reply);
         if self.phase == Phase::Released {
             self.end_call_span();
@@ -2234,6 +2242,12 @@ impl Call {
             }
             self.servers.retain(|s| !s.tx.is_terminated());
             self.clients.retain(|c| !c.tx.is_terminated());
+            if self.servers.is_empty() {
+                self.servers.shrink_to_fit();
+            }
+            if self.clients.is_empty() {
+                self.clients.shrink_to_fit();
+            }
             if answers.is_empty() && timeouts.is_empty() {
                 return;
             }

@@ -1195,3 +1195,61 @@ fn random_interleavings_always_end_cleanly() {
 fn has_tag(msg: &SipMessage) -> bool {
     msg.to().ok().is_some_and(|t| t.tag().is_some())
 }
+
+/// Counts the bytes each thread holds, so a test can weigh what a call keeps.
+#[allow(unsafe_code)]
+mod heap {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static LIVE: Cell<isize> = const { Cell::new(0) };
+    }
+
+    /// Bytes allocated and not yet freed by this thread.
+    pub fn live() -> isize {
+        LIVE.with(Cell::get)
+    }
+
+    struct Counting;
+
+    // SAFETY: every call is forwarded unchanged to the system allocator; the counter is a
+    // const-initialised thread-local without destructor, so touching it never allocates.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let _ = LIVE.try_with(|n| n.set(n.get() + layout.size() as isize));
+            // SAFETY: same contract as ours.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            let _ = LIVE.try_with(|n| n.set(n.get() - layout.size() as isize));
+            // SAFETY: same contract as ours.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+}
+
+/// An answered call, once its INVITE transactions are over, holds at most 4 KiB: itself and
+/// what it allocated (the driver adds its map entries).
+#[test]
+fn an_answered_call_is_compact() {
+    let outbound = Gauge::default();
+    let (mut s, _) = answered("", settings(), &outbound);
+    s.advance(Duration::from_secs(40));
+    let Script {
+        call,
+        outputs,
+        events,
+        media_ops,
+        ..
+    } = s;
+    drop((outputs, events, media_ops));
+    let before = heap::live();
+    drop(call);
+    let held = (before - heap::live()) as usize + std::mem::size_of::<Call>();
+    assert!(held <= 4096, "an answered call holds {held} bytes");
+}

@@ -35,6 +35,8 @@ pub struct Applied {
     pub signaling: Deployment,
     /// The media StatefulSet as the API server returned it.
     pub media: StatefulSet,
+    /// The Services as the API server returned them (with their load-balancer status).
+    pub services: Vec<Service>,
     /// Orphans deleted, as `Kind name`.
     pub deleted: Vec<String>,
 }
@@ -98,8 +100,9 @@ pub async fn apply(
         apply_one(&nad_api, "NetworkAttachmentDefinition", nad).await?;
     }
     let services = namespaced::<Service>(client, namespace);
+    let mut applied_services = Vec::with_capacity(children.services.len());
     for service in &children.services {
-        apply_one(&services, "Service", service).await?;
+        applied_services.push(apply_one(&services, "Service", service).await?);
     }
     let signaling = apply_one(
         &namespaced::<Deployment>(client, namespace),
@@ -158,6 +161,7 @@ pub async fn apply(
     Ok(Applied {
         signaling,
         media,
+        services: applied_services,
         deleted,
     })
 }

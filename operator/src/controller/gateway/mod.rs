@@ -1,12 +1,13 @@
 //! The Gateway controller: reconciles a Gateway into its signaling Deployment, media
 //! StatefulSet and their Services, policies, identity and network, through the pipeline
-//! [`dereference`] → [`validate`] (pure) → [`build`] (pure) → [`apply`] → [`status`], behind
-//! the drain [`finalizer`].
+//! [`dereference`] → [`validate`] (pure) → [`build`] (pure) → [`apply`] → [`status`] (with the
+//! [`addresses`] a carrier must allow), behind the drain [`finalizer`].
 //!
 //! An invalid spec (or one that does not deserialize) is reported in the `Ready` condition and
 //! an Event, and the controller waits for the next change rather than retrying it. API errors
 //! are retried with a growing delay.
 
+pub mod addresses;
 pub mod apply;
 pub mod build;
 pub mod dereference;
@@ -169,13 +170,18 @@ pub async fn reconcile(
 
     let signaling = WorkloadState::of_deployment(&applied.signaling);
     let media = WorkloadState::of_stateful_set(&applied.media);
-    let status = status::compute(
+    let spec = &inputs.gateway.spec;
+    let observed = addresses::observe(&ctx.client, &namespace, &name, spec).await?;
+    let mut status = status::compute(
         previous,
         meta.generation,
         &Observation::Applied { signaling, media },
         inputs.activity.as_ref(),
         &now,
     );
+    status.sip_addresses =
+        addresses::sip_addresses(&name, &namespace, spec, &applied.services, &observed);
+    status.media_addresses = addresses::media_addresses(&namespace, spec, &observed.media_pods);
     write_status(&ctx, &api, &reference, &name, previous, status).await?;
     Ok(Action::requeue(if signaling.settled() && media.settled() {
         RESYNC

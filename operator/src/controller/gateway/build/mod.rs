@@ -31,6 +31,9 @@ use crate::settings::Settings;
 
 pub use network::{network_attachment_resource, network_name};
 pub use overrides::{OverrideError, merge_pod_template};
+pub(crate) use services::protocol;
+pub use services::sip_service_name;
+pub use workloads::NETWORK_STATUS_ANNOTATION;
 
 /// Admin HTTP port of the signaling pods (`/metrics`, `/livez`, `/readyz`, `/status/trunks`).
 pub const SIGNALING_ADMIN_PORT: u16 = 9101;

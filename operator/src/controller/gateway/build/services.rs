@@ -39,8 +39,13 @@ fn service(
     }
 }
 
+/// `<gw>-sip-<listener>`: the Service of one listener.
+pub fn sip_service_name(gateway: &str, listener: &str) -> String {
+    format!("{gateway}-sip-{listener}")
+}
+
 /// The protocol Kubernetes knows a listener's transport by.
-pub(super) fn protocol(transport: tandem_api::gateway::ListenerTransport) -> &'static str {
+pub(crate) fn protocol(transport: tandem_api::gateway::ListenerTransport) -> &'static str {
     if transport.is_stream() { "TCP" } else { "UDP" }
 }
 
@@ -83,7 +88,7 @@ pub(super) fn services(blueprint: &Blueprint<'_>) -> Vec<Service> {
         .map(|listener| {
             let mut service = service(
                 blueprint,
-                blueprint.child_name(&format!("sip-{}", listener.name)),
+                sip_service_name(blueprint.name, &listener.name),
                 Component::Signaling,
                 ServiceSpec {
                     ports: Some(vec![port(

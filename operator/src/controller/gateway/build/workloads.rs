@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment, StatefulSet,
-    StatefulSetSpec, StatefulSetUpdateStrategy,
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, DownwardAPIVolumeFile,
@@ -20,7 +20,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use tandem_api::gateway::{NetworkMode, PodResources, PodScheduling, QosClass, Spread};
+use tandem_api::gateway::{
+    ExposureType, MediaUpdateType, NetworkMode, PodResources, PodScheduling, QosClass, Spread,
+};
 
 use super::access::DATAPLANE_SUFFIX;
 use super::network::network_name;
@@ -31,6 +33,9 @@ use super::{
 };
 use crate::labels::{self, Component};
 
+/// Seconds a new pod must stay ready before a rollout moves on, so that a pod failing just
+/// after start-up stops the rollout before another working pod drains.
+pub const MIN_READY_SECONDS: i32 = 10;
 /// Name of the signaling container.
 pub const SIGNALING_CONTAINER: &str = "signaling-pod";
 /// Name of the media container.
@@ -43,7 +48,8 @@ const RUN_AS: i64 = 65532;
 pub const NETWORKS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/networks";
 /// Pod annotation Multus writes with every attached interface and its addresses.
 pub const NETWORK_STATUS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/network-status";
-/// Where the downward API volume carrying the network status is mounted in media pods.
+/// Where the downward API volume carrying the network status is mounted (media pods on
+/// SR-IOV, signaling pods on a secondary network).
 pub const PODINFO_DIR: &str = "/etc/podinfo";
 const PODINFO_VOLUME: &str = "podinfo";
 const NETWORK_STATUS_FILE: &str = "network-status";
@@ -68,6 +74,47 @@ fn env_field(name: &str, field_path: &str) -> EnvVar {
             ..EnvVarSource::default()
         }),
     }
+}
+
+/// What a pod needs to learn its address on the Multus network `attachment`: the downward-API
+/// volume holding its network-status annotation, the mount, and the variables naming the file
+/// and the network (`<namespace>/<name>`, as Multus writes it).
+fn network_status_wiring(
+    blueprint: &Blueprint<'_>,
+    attachment: &str,
+) -> (Volume, VolumeMount, [EnvVar; 2]) {
+    let volume = Volume {
+        name: PODINFO_VOLUME.to_owned(),
+        downward_api: Some(DownwardAPIVolumeSource {
+            items: Some(vec![DownwardAPIVolumeFile {
+                path: NETWORK_STATUS_FILE.to_owned(),
+                field_ref: Some(ObjectFieldSelector {
+                    api_version: None,
+                    field_path: format!("metadata.annotations['{NETWORK_STATUS_ANNOTATION}']"),
+                }),
+                ..DownwardAPIVolumeFile::default()
+            }]),
+            ..DownwardAPIVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    let mount = VolumeMount {
+        name: PODINFO_VOLUME.to_owned(),
+        mount_path: PODINFO_DIR.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    let env = [
+        env(
+            "TANDEM_NETWORK_STATUS_FILE",
+            format!("{PODINFO_DIR}/{NETWORK_STATUS_FILE}"),
+        ),
+        env(
+            "TANDEM_NETWORK_NAME",
+            network_name(blueprint.namespace, attachment),
+        ),
+    ];
+    (volume, mount, env)
 }
 
 fn container_port(name: &str, port: u16, protocol: &str) -> ContainerPort {
@@ -290,12 +337,20 @@ fn signaling_template(blueprint: &Blueprint<'_>) -> Result<PodTemplateSpec, Buil
         ),
         env("TANDEM_MEDIA_SERVICE", blueprint.media_service_host()),
     ]);
-    // Without an advertised address rule, a fixed load-balancer address is what callers see.
-    if signaling.advertised_addresses.is_empty()
-        && let (Some(env_vars), Some(ip)) =
-            (container.env.as_mut(), signaling.exposure.load_balancer_ip)
-    {
-        env_vars.push(env("TANDEM_ADVERTISE_ADDRESS", ip.to_string()));
+    // Without an advertised address rule, a fixed load-balancer address is what callers see;
+    // peers inside the cluster reach each pod on its own IP, which also keeps their dialogs on
+    // it. (NodePort needs a rule; on a secondary network each pod reads its own address.)
+    let advertise = match (
+        signaling.exposure.type_,
+        signaling.exposure.load_balancer_ip,
+    ) {
+        _ if !signaling.advertised_addresses.is_empty() => None,
+        (ExposureType::LoadBalancer, Some(ip)) => Some(ip.to_string()),
+        (ExposureType::ClusterIp, _) => Some("$(POD_IP)".to_owned()),
+        _ => None,
+    };
+    if let (Some(env_vars), Some(address)) = (container.env.as_mut(), advertise) {
+        env_vars.push(env("TANDEM_ADVERTISE_ADDRESS", address));
     }
     let mut ports: Vec<ContainerPort> = signaling
         .listeners
@@ -329,6 +384,24 @@ fn signaling_template(blueprint: &Blueprint<'_>) -> Result<PodTemplateSpec, Buil
             ..VolumeMount::default()
         });
     }
+    // On a secondary network each pod advertises its own address there, read from its Multus
+    // network status, so every request of a dialog comes back to the pod that holds it.
+    let mut annotations = None;
+    if let (ExposureType::SecondaryNetwork, Some(attachment)) = (
+        signaling.exposure.type_,
+        &signaling.exposure.network_attachment,
+    ) {
+        let (volume, mount, network_env) = network_status_wiring(blueprint, attachment);
+        volumes.push(volume);
+        mounts.push(mount);
+        if let Some(env_vars) = container.env.as_mut() {
+            env_vars.extend(network_env);
+        }
+        annotations = Some(BTreeMap::from([(
+            NETWORKS_ANNOTATION.to_owned(),
+            attachment.clone(),
+        )]));
+    }
     if !mounts.is_empty() {
         container.volume_mounts = Some(mounts);
     }
@@ -343,7 +416,7 @@ fn signaling_template(blueprint: &Blueprint<'_>) -> Result<PodTemplateSpec, Buil
         &signaling.scheduling,
         &mut spec,
     );
-    template(blueprint, Component::Signaling, None, spec)
+    template(blueprint, Component::Signaling, annotations, spec)
 }
 
 fn media_template(blueprint: &Blueprint<'_>) -> Result<PodTemplateSpec, BuildError> {
@@ -373,14 +446,9 @@ fn media_template(blueprint: &Blueprint<'_>) -> Result<PodTemplateSpec, BuildErr
     let mut affinity = None;
     match (media.network.mode, &media.network.sriov) {
         (NetworkMode::Sriov, Some(sriov)) => {
-            env_vars.push(env(
-                "TANDEM_NETWORK_STATUS_FILE",
-                format!("{PODINFO_DIR}/{NETWORK_STATUS_FILE}"),
-            ));
-            env_vars.push(env(
-                "TANDEM_NETWORK_NAME",
-                network_name(blueprint.namespace, &sriov.network_attachment),
-            ));
+            let (volume, mount, network_env) =
+                network_status_wiring(blueprint, &sriov.network_attachment);
+            env_vars.extend(network_env);
             annotations = Some(BTreeMap::from([(
                 NETWORKS_ANNOTATION.to_owned(),
                 sriov.network_attachment.clone(),
@@ -393,29 +461,8 @@ fn media_template(blueprint: &Blueprint<'_>) -> Result<PodTemplateSpec, BuildErr
                         .insert(sriov.resource_name.clone(), Quantity("1".to_owned()));
                 }
             }
-            container.volume_mounts = Some(vec![VolumeMount {
-                name: PODINFO_VOLUME.to_owned(),
-                mount_path: PODINFO_DIR.to_owned(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            }]);
-            volumes = Some(vec![Volume {
-                name: PODINFO_VOLUME.to_owned(),
-                downward_api: Some(DownwardAPIVolumeSource {
-                    items: Some(vec![DownwardAPIVolumeFile {
-                        path: NETWORK_STATUS_FILE.to_owned(),
-                        field_ref: Some(ObjectFieldSelector {
-                            api_version: None,
-                            field_path: format!(
-                                "metadata.annotations['{NETWORK_STATUS_ANNOTATION}']"
-                            ),
-                        }),
-                        ..DownwardAPIVolumeFile::default()
-                    }]),
-                    ..DownwardAPIVolumeSource::default()
-                }),
-                ..Volume::default()
-            }]);
+            container.volume_mounts = Some(vec![mount]);
+            volumes = Some(vec![volume]);
         }
         (NetworkMode::HostNetwork, _) => {
             env_vars.push(env("TANDEM_RTP_ADDRESS", "$(POD_IP)"));
@@ -470,6 +517,7 @@ pub(super) fn signaling(blueprint: &Blueprint<'_>) -> Result<Deployment, BuildEr
                     max_unavailable: Some(IntOrString::Int(0)),
                 }),
             }),
+            min_ready_seconds: Some(MIN_READY_SECONDS),
             template: signaling_template(blueprint)?,
             ..DeploymentSpec::default()
         }),
@@ -479,6 +527,7 @@ pub(super) fn signaling(blueprint: &Blueprint<'_>) -> Result<Deployment, BuildEr
 
 pub(super) fn media(blueprint: &Blueprint<'_>) -> Result<StatefulSet, BuildError> {
     let name = blueprint.child_name("media");
+    let strategy = &blueprint.spec.media.update_strategy;
     Ok(StatefulSet {
         metadata: blueprint.meta(name.clone(), blueprint.labels(Component::Media)),
         spec: Some(StatefulSetSpec {
@@ -489,10 +538,19 @@ pub(super) fn media(blueprint: &Blueprint<'_>) -> Result<StatefulSet, BuildError
             selector: selector(blueprint, Component::Media),
             // Media pods hold no state that needs ordered start-up; scaling is faster without.
             pod_management_policy: Some("Parallel".to_owned()),
+            // A pod is replaced only after it has drained (its termination grace period spans
+            // the drain timeout) and the next one only once the replacement has been ready
+            // for a while; a partition holds the lower ordinals back for a canary.
             update_strategy: Some(StatefulSetUpdateStrategy {
-                type_: Some("RollingUpdate".to_owned()),
-                rolling_update: None,
+                type_: Some(strategy.type_.as_str().to_owned()),
+                rolling_update: (strategy.type_ == MediaUpdateType::RollingUpdate).then_some(
+                    RollingUpdateStatefulSetStrategy {
+                        partition: Some(strategy.partition),
+                        max_unavailable: None,
+                    },
+                ),
             }),
+            min_ready_seconds: Some(MIN_READY_SECONDS),
             template: media_template(blueprint)?,
             ..StatefulSetSpec::default()
         }),

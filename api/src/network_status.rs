@@ -1,9 +1,11 @@
-//! The media address of an SR-IOV pod, from Multus' `k8s.v1.cni.cncf.io/network-status`
-//! annotation (a JSON list of `{name, interface, ips, mac, default, dns}`), which the pod sees
-//! through a downward-API file holding the annotation's raw value.
+//! A pod's address on a Multus network, from Multus' `k8s.v1.cni.cncf.io/network-status`
+//! annotation (a JSON list of `{name, interface, ips, mac, default, dns}`). Media pods read it
+//! for their SR-IOV attachment and signaling pods for their secondary network, both through a
+//! downward-API file holding the annotation's raw value; the operator reads it from the pods to
+//! report their addresses in the Gateway's status.
 //!
-//! Pure: the caller reads the file; this module parses it and picks the address of the
-//! attachment named by `TANDEM_NETWORK_NAME` (`<namespace>/<attachment>`).
+//! Pure: the caller reads the file or the annotation; this module parses it and picks the
+//! address of the attachment wanted (`<namespace>/<attachment>`).
 
 use std::net::IpAddr;
 
