@@ -338,23 +338,32 @@ impl RawCaller {
     /// Places a call to `called` and returns every response code up to the final one (sending
     /// the ACK for a failure). Gives up after `timeout`.
     pub fn call(&self, called: &str, call_id: &str, timeout: Duration) -> Vec<u16> {
-        self.send_raw(self.invite(called, call_id).as_bytes());
+        self.exchange(&self.invite(called, call_id), called, timeout)
+            .iter()
+            .map(|r| status_code(r))
+            .collect()
+    }
+
+    /// Sends `invite` (to `called`) and returns every response up to the final one (sending the
+    /// ACK for a failure). Gives up after `timeout`.
+    pub fn exchange(&self, invite: &str, called: &str, timeout: Duration) -> Vec<String> {
+        self.send_raw(invite.as_bytes());
         let deadline = Instant::now() + timeout;
-        let mut codes = Vec::new();
+        let mut responses = Vec::new();
         while Instant::now() < deadline {
             let Some(response) = self.recv(Duration::from_millis(500)) else {
                 continue;
             };
             let code = status_code(&response);
-            codes.push(code);
+            if code >= 300 {
+                self.send_raw(ack_for(&response, called).as_bytes());
+            }
+            responses.push(response);
             if code >= 200 {
-                if code >= 300 {
-                    self.send_raw(ack_for(&response, called).as_bytes());
-                }
                 break;
             }
         }
-        codes
+        responses
     }
 }
 
@@ -409,72 +418,183 @@ pub fn require_sipp() {
     );
 }
 
+/// One SIPp peer of a test, built from the command line every test shares (loopback addresses,
+/// the carrier's contract port, RTP ports) and started with [`Peer::start`].
+#[derive(Clone, Debug)]
+pub struct Peer {
+    tag: String,
+    scenario: PathBuf,
+    /// For a caller: the platform's address and the number called.
+    remote: Option<(&'static str, String)>,
+    local_ip: String,
+    port: Option<u16>,
+    media_ip: String,
+    media_port: u16,
+    calls: Option<u32>,
+    rate: Option<u32>,
+    timeout_s: Option<u32>,
+    extra: Vec<String>,
+}
+
+impl Peer {
+    /// A carrier on 127.0.0.1:5090 playing `scenario_file` for one call, echoing RTP.
+    pub fn carrier(scenario_file: &str) -> Self {
+        Self {
+            tag: "carrier".into(),
+            scenario: scenario(scenario_file),
+            remote: None,
+            local_ip: "127.0.0.1".into(),
+            port: Some(CARRIER_PORT),
+            media_ip: "127.0.0.1".into(),
+            media_port: 6000,
+            calls: Some(1),
+            rate: None,
+            timeout_s: None,
+            extra: vec!["-rtp_echo".into()],
+        }
+    }
+
+    /// A caller playing `scenario_file` once to number `called` through the platform's SIP port
+    /// (one call per second, given up after 90 s).
+    pub fn caller(scenario_file: &str, called: &str) -> Self {
+        Self {
+            tag: "caller".into(),
+            scenario: scenario(scenario_file),
+            remote: Some((SIP, called.into())),
+            local_ip: "127.0.0.1".into(),
+            port: None,
+            media_ip: "127.0.0.1".into(),
+            media_port: 7000,
+            calls: Some(1),
+            rate: Some(1),
+            timeout_s: Some(90),
+            extra: Vec::new(),
+        }
+    }
+
+    /// Names the peer's working directory: two SIPps of one test need two tags.
+    pub fn tag(mut self, tag: &str) -> Self {
+        self.tag = tag.into();
+        self
+    }
+
+    /// Plays the scenario for `calls` calls (SIPp `-m`).
+    pub fn calls(mut self, calls: u32) -> Self {
+        self.calls = Some(calls);
+        self
+    }
+
+    /// Plays the scenario until stopped (a UAS answering probes, for instance).
+    pub fn until_stopped(mut self) -> Self {
+        self.calls = None;
+        self
+    }
+
+    /// Places `rate` calls per second (SIPp `-r`).
+    pub fn rate(mut self, rate: u32) -> Self {
+        self.rate = Some(rate);
+        self
+    }
+
+    /// Gives up after `seconds` (SIPp's global `-timeout`).
+    pub fn timeout_s(mut self, seconds: u32) -> Self {
+        self.timeout_s = Some(seconds);
+        self
+    }
+
+    /// Sends SIP from `ip` (SIPp `-i`); another loopback address keeps this peer's identifiers
+    /// apart from the platform's.
+    pub fn local_ip(mut self, ip: &str) -> Self {
+        self.local_ip = ip.into();
+        self
+    }
+
+    /// Sends and receives RTP on `ip` (SIPp `-mi`).
+    pub fn media_ip(mut self, ip: &str) -> Self {
+        self.media_ip = ip.into();
+        self
+    }
+
+    /// Records every message sent and received (SIPp `-trace_msg`), read by
+    /// [`Sipp::received`] and [`Sipp::sent`].
+    pub fn trace(self) -> Self {
+        self.arg("-trace_msg")
+    }
+
+    /// One more command-line argument.
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.extra.push(arg.into());
+        self
+    }
+
+    /// More command-line arguments (`-t t1` for TCP, `-d` for a pause, ...).
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.extra.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    /// SIPp's command line (without the options [`Sipp::spawn`] adds).
+    pub fn command_line(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some((remote, called)) = &self.remote {
+            args.extend([(*remote).to_owned(), "-s".into(), called.clone()]);
+        }
+        args.extend([
+            "-sf".into(),
+            self.scenario.to_string_lossy().into_owned(),
+            "-i".into(),
+            self.local_ip.clone(),
+            "-mi".into(),
+            self.media_ip.clone(),
+            "-mp".into(),
+            self.media_port.to_string(),
+        ]);
+        let numbers = [
+            ("-p", self.port.map(u32::from)),
+            ("-m", self.calls),
+            ("-r", self.rate),
+        ];
+        for (flag, value) in numbers {
+            if let Some(value) = value {
+                args.extend([flag.to_owned(), value.to_string()]);
+            }
+        }
+        if let Some(seconds) = self.timeout_s {
+            args.extend(["-timeout".into(), format!("{seconds}s")]);
+        }
+        args.extend(self.extra.iter().cloned());
+        args
+    }
+
+    /// Starts SIPp.
+    pub fn start(&self) -> Sipp {
+        let args = self.command_line();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Sipp::spawn(&self.tag, &args)
+    }
+}
+
 /// A SIPp carrier on 127.0.0.1:5090 playing `scenario_file` for `calls` calls, echoing RTP.
 pub fn carrier(calls: u32, scenario_file: &str) -> Sipp {
-    carrier_with("carrier", scenario_file, calls, &[])
+    Peer::carrier(scenario_file).calls(calls).start()
 }
 
-/// A SIPp carrier on 127.0.0.1:5090 (unless `extra` says `-p`) playing `scenario_file` for
-/// `calls` calls, echoing RTP, with `extra` arguments (`-t t1` for TCP, `-trace_msg`, ...).
-/// `tag` names its working directory: two SIPps of one test need two tags.
-pub fn carrier_with(tag: &str, scenario_file: &str, calls: u32, extra: &[&str]) -> Sipp {
-    let scenario = scenario(scenario_file);
-    let calls = calls.to_string();
-    let port = if extra.contains(&"-p") {
-        &[][..]
-    } else {
-        &["-p", "5090"][..]
-    };
-    let mut args = vec![
-        "-sf",
-        scenario.to_str().expect("UTF-8 path"),
-        "-i",
-        "127.0.0.1",
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        "6000",
-        "-rtp_echo",
-        "-m",
-        &calls,
-    ];
-    args.extend_from_slice(port);
-    args.extend_from_slice(extra);
-    Sipp::spawn(tag, &args)
-}
-
-/// A SIPp caller playing `scenario_file` once per call (`calls` calls, one per second) to
-/// number `called` through the platform's SIP port, with `extra` arguments.
-pub fn caller_with(
-    tag: &str,
-    scenario_file: &str,
-    called: &str,
-    calls: u32,
-    extra: &[&str],
-) -> Sipp {
-    let scenario = scenario(scenario_file);
-    let calls = calls.to_string();
-    let mut args = vec![
-        SIP,
-        "-sf",
-        scenario.to_str().expect("UTF-8 path"),
-        "-s",
-        called,
-        "-i",
-        "127.0.0.1",
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        "7000",
-        "-m",
-        &calls,
-        "-r",
-        "1",
-        "-timeout",
-        "90s",
-    ];
-    args.extend_from_slice(extra);
-    Sipp::spawn(tag, &args)
+/// Plays one call of `caller` against `carrier` through the running platform: both SIPps must
+/// succeed (their scenario checks included) within `timeout`, and nothing may be left behind
+/// (no call in the signaling pod, no session in the media pod). Returns both, for their traces.
+pub fn play(caller: &Peer, carrier: &Peer, timeout: Duration) -> (Sipp, Sipp) {
+    require_sipp();
+    let mut carrier = carrier.start();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut caller = caller.start();
+    caller.assert_success(timeout);
+    carrier.assert_success(Duration::from_secs(30));
+    wait_until(
+        Duration::from_secs(5),
+        "call and media released",
+        no_call_left,
+    );
+    (caller, carrier)
 }
 
 /// Waits up to `timeout` for `done` to hold; panics naming `what` otherwise.
@@ -528,6 +648,29 @@ impl Drop for ConfigDir {
     }
 }
 
+/// The Trunks of `examples/local/` (`trunks.yaml`), with the `carrier` Trunk's `peers` (YAML
+/// list items) and `healthCheck` (a YAML flow mapping) replaced.
+pub fn carrier_trunk(peers: &str, health: &str) -> String {
+    format!(
+        "apiVersion: voice.tandem.dev/v1alpha1
+kind: Trunk
+metadata: {{name: carrier}}
+spec:
+  gatewayRef: {{name: local}}
+  peers:
+{peers}
+  healthCheck: {health}
+---
+apiVersion: voice.tandem.dev/v1alpha1
+kind: Trunk
+metadata: {{name: customers}}
+spec:
+  gatewayRef: {{name: local}}
+  inbound: {{allowedCidrs: [127.0.0.0/8]}}
+"
+    )
+}
+
 /// Whether the signaling pod lists the call and media pod the session as gone: both zero.
 pub fn no_call_left() -> bool {
     scrape(SIGNALING_ADMIN, "tandem_signaling_calls_active", &[]) == 0.0
@@ -537,33 +680,13 @@ pub fn no_call_left() -> bool {
 /// A SIPp caller placing `calls` calls to 2000 at `rate` per second, each `talk_ms` long with
 /// G.711 audio, through the platform's SIP port.
 pub fn caller(calls: u32, rate: u32, talk_ms: u32, extra: &[&str]) -> Sipp {
-    let scenario = scenario("caller.xml");
-    let (calls, rate, talk) = (calls.to_string(), rate.to_string(), talk_ms.to_string());
-    let mut args = vec![
-        SIP,
-        "-sf",
-        scenario.to_str().expect("UTF-8 path"),
-        "-s",
-        "2000",
-        "-i",
-        "127.0.0.1",
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        "7000",
-        "-m",
-        &calls,
-        "-r",
-        &rate,
-        "-l",
-        "100",
-        "-d",
-        &talk,
-        "-timeout",
-        "120s",
-    ];
-    args.extend_from_slice(extra);
-    Sipp::spawn("caller", &args)
+    Peer::caller("caller.xml", "2000")
+        .calls(calls)
+        .rate(rate)
+        .timeout_s(120)
+        .args(&["-l", "100", "-d", &talk_ms.to_string()])
+        .args(extra)
+        .start()
 }
 
 /// Places one call through the platform (SIPp carrier and caller); panics unless both succeed.
@@ -571,16 +694,8 @@ pub fn one_call_succeeds() {
     let mut carrier = carrier(1, "carrier.xml");
     std::thread::sleep(Duration::from_millis(300));
     let mut caller = caller(1, 1, 200, &[]);
-    assert!(
-        caller.wait(Duration::from_secs(30)).success(),
-        "{}",
-        caller.errors()
-    );
-    assert!(
-        carrier.wait(Duration::from_secs(10)).success(),
-        "{}",
-        carrier.errors()
-    );
+    caller.assert_success(Duration::from_secs(30));
+    carrier.assert_success(Duration::from_secs(10));
 }
 
 /// Counts from a SIPp run's statistics file.
@@ -598,6 +713,7 @@ pub struct SippStats {
 #[derive(Debug)]
 pub struct Sipp {
     process: Guarded,
+    tag: String,
     dir: PathBuf,
 }
 
@@ -618,7 +734,11 @@ impl Sipp {
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped()),
         );
-        Self { process, dir }
+        Self {
+            process,
+            tag: tag.to_owned(),
+            dir,
+        }
     }
 
     /// Waits for SIPp to finish by itself; panics after `timeout`.
@@ -630,6 +750,19 @@ impl Sipp {
                 self.errors()
             ),
         }
+    }
+
+    /// Waits for SIPp to finish by itself and fails the test unless every call succeeded (the
+    /// scenario's checks included).
+    pub fn assert_success(&mut self, timeout: Duration) {
+        let status = self.wait(timeout);
+        assert!(
+            status.success(),
+            "SIPp {} failed ({status}; its logs are in {}): {}",
+            self.tag,
+            self.dir.display(),
+            self.errors()
+        );
     }
 
     /// Stops a SIPp that runs until told (a UAS).
@@ -654,6 +787,16 @@ impl Sipp {
             .filter(|e| e.file_name().to_string_lossy().ends_with("_messages.log"))
             .filter_map(|e| std::fs::read_to_string(e.path()).ok())
             .collect()
+    }
+
+    /// Every message SIPp received, in order, when it runs with `-trace_msg`.
+    pub fn received(&self) -> Vec<String> {
+        traced(&self.messages(), "message received")
+    }
+
+    /// Every message SIPp sent, in order, when it runs with `-trace_msg`.
+    pub fn sent(&self) -> Vec<String> {
+        traced(&self.messages(), "message sent")
     }
 
     /// The last line of the statistics file.
@@ -685,6 +828,36 @@ impl Sipp {
     }
 }
 
+impl Drop for Sipp {
+    /// Stops SIPp; its working directory stays only when the test failed, for its logs.
+    fn drop(&mut self) {
+        self.stop();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The messages of a SIPp `-trace_msg` log whose heading line contains `direction`. Each entry is
+/// a line of dashes and a time stamp, a heading (`UDP message sent (N bytes):`, `TCP message
+/// received [N] bytes :`), a blank line, then the message.
+fn traced(log: &str, direction: &str) -> Vec<String> {
+    log.split("-----------------------------------------------")
+        .filter_map(|entry| {
+            let mut lines = entry.splitn(3, '\n');
+            let _time = lines.next()?;
+            let heading = lines.next()?;
+            let message = lines.next()?;
+            heading.contains(direction).then(|| {
+                message
+                    .trim_start_matches(['\r', '\n'])
+                    .trim_end()
+                    .to_owned()
+            })
+        })
+        .collect()
+}
+
 /// SIPp's statistics file prints durations as `HH:MM:SS:uuuuuu` (microseconds).
 fn duration_ms(text: &str) -> f64 {
     let parts: Vec<f64> = text.split(':').filter_map(|p| p.parse().ok()).collect();
@@ -705,6 +878,41 @@ mod tests {
         assert_eq!(metric(text, "x_total", &["kind=\"rtp\""]), 5.0);
         assert_eq!(metric(text, "y", &[]), 1.0);
         assert_eq!(metric(text, "z", &[]), 0.0);
+    }
+
+    #[test]
+    fn sipp_traces_split_into_messages() {
+        let log = "----------------------------------------------- 2026-01-01 10:00:00.000001\n\
+                   UDP message sent (20 bytes):\n\nINVITE sip:x SIP/2.0\nCall-ID: a\n\n\
+                   ----------------------------------------------- 2026-01-01 10:00:00.000002\n\
+                   TCP message received [20] bytes :\n\nSIP/2.0 200 OK\nCall-ID: a\n\n";
+        assert_eq!(
+            traced(log, "message sent"),
+            ["INVITE sip:x SIP/2.0\nCall-ID: a"]
+        );
+        assert_eq!(
+            traced(log, "message received"),
+            ["SIP/2.0 200 OK\nCall-ID: a"]
+        );
+    }
+
+    #[test]
+    fn peers_share_one_command_line() {
+        let carrier = Peer::carrier("carrier.xml").calls(3).args(&["-t", "t1"]);
+        let line = carrier.command_line().join(" ");
+        assert!(
+            line.contains("-i 127.0.0.1 -mi 127.0.0.1 -mp 6000 -p 5090 -m 3"),
+            "{line}"
+        );
+        assert!(line.ends_with("-rtp_echo -t t1"), "{line}");
+        let caller = Peer::caller("caller.xml", "2000")
+            .local_ip("127.0.0.2")
+            .until_stopped();
+        let line = caller.command_line().join(" ");
+        assert!(line.starts_with("127.0.0.1:5060 -s 2000 -sf "), "{line}");
+        assert!(line.contains("-i 127.0.0.2"), "{line}");
+        assert!(!line.contains("-m "), "{line}");
+        assert!(line.contains("-r 1 -timeout 90s"), "{line}");
     }
 
     #[test]

@@ -335,19 +335,11 @@ fn trunk_health_checks_report_peer_reachability() {
     assert_eq!(peer_up(), 0.0);
 
     // A carrier that answers OPTIONS (SIPp -aa): reachable.
-    let scenario = scenario("carrier.xml");
-    let mut carrier = Sipp::spawn(
-        "health-carrier",
-        &[
-            "-sf",
-            scenario.to_str().expect("UTF-8 path"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            "5090",
-            "-aa",
-        ],
-    );
+    let mut carrier = Peer::carrier("carrier.xml")
+        .tag("health-carrier")
+        .until_stopped()
+        .arg("-aa")
+        .start();
     wait_for(true);
     assert_eq!(peer_up(), 1.0);
     carrier.stop();

@@ -13,28 +13,6 @@ use std::time::Duration;
 
 use tandem_e2e::*;
 
-/// The `carrier` Trunk of `examples/local/` with `peers` (YAML list items) and `health`.
-fn carrier_trunk(peers: &str, health: &str) -> String {
-    format!(
-        "apiVersion: voice.tandem.dev/v1alpha1
-kind: Trunk
-metadata: {{name: carrier}}
-spec:
-  gatewayRef: {{name: local}}
-  peers:
-{peers}
-  healthCheck: {health}
----
-apiVersion: voice.tandem.dev/v1alpha1
-kind: Trunk
-metadata: {{name: customers}}
-spec:
-  gatewayRef: {{name: local}}
-  inbound: {{allowedCidrs: [127.0.0.0/8]}}
-"
-    )
-}
-
 /// The established TCP connections whose local or remote port is `port`.
 fn tcp_connections(port: u16) -> usize {
     let out = std::process::Command::new("ss")
@@ -62,7 +40,11 @@ fn a_tcp_carrier_answers_on_the_connection_the_pod_opened() {
         ),
     );
     let _platform = Platform::start_with(config.path());
-    let mut carrier = carrier_with("tcp-carrier", "carrier.xml", 5, &["-t", "t1"]);
+    let mut carrier = Peer::carrier("carrier.xml")
+        .tag("tcp-carrier")
+        .calls(5)
+        .args(&["-t", "t1"])
+        .start();
     std::thread::sleep(Duration::from_millis(300));
     let mut caller = caller(5, 2, 500, &[]);
 
@@ -137,12 +119,11 @@ fn calls_skip_a_peer_marked_down_and_get_503_when_every_peer_is_down() {
     let silent = UdpSocket::bind("127.0.0.1:5091").unwrap();
     silent.set_nonblocking(true).unwrap();
     let _platform = Platform::start_with(config.path());
-    let mut carrier = carrier_with(
-        "health-carrier",
-        "carrier.xml",
-        PROBED_CARRIER_CALLS,
-        &["-aa"],
-    );
+    let mut carrier = Peer::carrier("carrier.xml")
+        .tag("health-carrier")
+        .calls(PROBED_CARRIER_CALLS)
+        .arg("-aa")
+        .start();
     wait_until(
         Duration::from_secs(15),
         "the silent peer marked down",
@@ -191,12 +172,11 @@ fn calls_skip_a_peer_marked_down_and_get_503_when_every_peer_is_down() {
     assert_eq!(invites_at(&silent), 0);
 
     // The peer comes back: it takes calls again.
-    let mut carrier = carrier_with(
-        "health-carrier-back",
-        "carrier.xml",
-        PROBED_CARRIER_CALLS,
-        &["-aa"],
-    );
+    let mut carrier = Peer::carrier("carrier.xml")
+        .tag("health-carrier-back")
+        .calls(PROBED_CARRIER_CALLS)
+        .arg("-aa")
+        .start();
     wait_until(
         Duration::from_secs(15),
         "the SIPp peer marked up again",

@@ -109,10 +109,11 @@ pub struct SdpFlags {
 }
 
 impl SdpFlags {
-    /// Topology hiding: the `o=` line and the session-level `c=` line are the media pod's.
+    /// Topology hiding: the whole `o=` line (username, session id, version, address) and the
+    /// session-level `c=` line are the media pod's.
     pub fn topology_hiding() -> Self {
         Self {
-            replace: vec![Replace::Origin, Replace::SessionConnection],
+            replace: vec![Replace::OriginFull, Replace::SessionConnection],
             flags: Vec::new(),
         }
     }
@@ -583,7 +584,7 @@ mod tests {
     async fn offers_and_answers_hide_the_topology_and_re_offers_carry_the_side_s_tag() {
         let fake = FakeNg::start(|_, _| Some(Reply::ok().with("sdp", "v=0"))).await;
         let (client, _) = client_of(&fake).await;
-        let hiding = [Replace::Origin, Replace::SessionConnection];
+        let hiding = [Replace::OriginFull, Replace::SessionConnection];
         // Only the media addresses rewritten, and a flag: a proxy's request, not a B2BUA's.
         let proxy = SdpFlags {
             replace: Vec::new(),

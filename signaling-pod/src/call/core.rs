@@ -399,6 +399,8 @@ struct Unacked {
 struct Reliable {
     rseq: u32,
     response: Bytes,
+    /// Whether it carries an SDP: then no 2xx may follow before its PRACK (RFC 3262 §3).
+    with_sdp: bool,
     next: Option<Instant>,
     interval: Duration,
     give_up: Instant,
@@ -511,7 +513,8 @@ struct Attempt {
 pub struct Call {
     settings: Arc<Settings>,
     shard: usize,
-    /// The call's trace span, dropped when the call is released so that it ends then.
+    /// The call's trace span, dropped once the call and its media are released so that it
+    /// ends then.
     span: Span,
     phase: Phase,
     a: LegState,
@@ -522,6 +525,9 @@ pub struct Call {
     reliable: Option<Reliable>,
     /// A provisional response waiting for the PRACK of the previous reliable one.
     queued_provisional: Option<(u16, String, Option<Bytes>)>,
+    /// The carrier's answer (its SDP through the media pod), held until the caller PRACKs a
+    /// reliable provisional response with SDP.
+    answer_after_prack: Option<Option<Bytes>>,
     next_rseq: u32,
     /// The session timer to grant the caller: interval and who refreshes.
     a_timer_plan: Option<(u32, Refresher)>,
@@ -658,6 +664,7 @@ impl Call {
             a_100rel,
             reliable: None,
             queued_provisional: None,
+            answer_after_prack: None,
             next_rseq: 1,
             a_timer_plan: None,
             retry_after: None,
@@ -1123,7 +1130,11 @@ impl Call {
         let tag = self.a.leg.local_tag.clone();
         self.respond_server(now, id, &prack, 200, "OK", Some(text(&tag)));
         self.reliable = None;
-        if let Some((code, reason, sdp)) = self.queued_provisional.take() {
+        if let Some(sdp) = self.answer_after_prack.take() {
+            // The PRACK's 200 goes out first, then the answer it was holding back.
+            self.drive(now);
+            self.answer_a(now, sdp);
+        } else if let Some((code, reason, sdp)) = self.queued_provisional.take() {
             self.provisional_to_a(now, code, &reason, sdp);
         }
     }
@@ -1474,6 +1485,12 @@ impl Call {
         if self.a_final_sent || self.phase != Phase::Setup {
             return;
         }
+        if self.reliable.as_ref().is_some_and(|r| r.with_sdp) {
+            // The caller has not PRACKed the early SDP yet: a 2xx now would overtake it
+            // (RFC 3262 §3). The PRACK sends it.
+            self.answer_after_prack = Some(sdp);
+            return;
+        }
         let mut ok = self.a_response(200, "OK", sdp.clone());
         ok.headers.push(
             "Contact",
@@ -1600,6 +1617,31 @@ impl Call {
         if self.pending_media.is_empty() {
             self.pending_media.shrink_to_fit();
         }
+        self.on_media_reply(now, purpose, reply);
+        if self.phase == Phase::Released {
+            self.end_call_span();
+        }
+    }
+
+    /// Ends the call's span once the call is released and its media released too: the media
+    /// pod's delete belongs to the call's trace.
+    fn end_call_span(&mut self) {
+        let releasing_media = matches!(self.media, Media::Offering { .. })
+            || self
+                .pending_media
+                .iter()
+                .any(|(_, p)| matches!(p, MediaPurpose::Delete));
+        if !releasing_media {
+            self.span = Span::none();
+        }
+    }
+
+    fn on_media_reply(
+        &mut self,
+        now: Instant,
+        purpose: MediaPurpose,
+        reply: Result<MediaReply, MediaFailure>,
+    ) {
         match (purpose, reply) {
             (MediaPurpose::Offer, reply) => self.on_media_offer(now, reply),
             (MediaPurpose::EarlyAnswer { code }, Ok(MediaReply::Sdp(sdp))) => {
@@ -1783,6 +1825,7 @@ impl Call {
             self.queued_provisional = Some((code, reason.to_owned(), sdp));
             return;
         }
+        let with_sdp = sdp.is_some();
         let mut response = self.a_response(code, reason, sdp);
         let rseq = self.next_rseq;
         self.next_rseq += 1;
@@ -1798,6 +1841,7 @@ impl Call {
         self.reliable = Some(Reliable {
             rseq,
             response: response.to_bytes(),
+            with_sdp,
             next: (!self.a.leg.flow.transport.is_reliable()).then_some(now + t1),
             interval: t1,
             give_up: now + self.settings.timers.transaction_timeout(),
@@ -1850,7 +1894,7 @@ impl Call {
         }
         self.release_media();
         self.phase = Phase::Released;
-        self.span = Span::none();
+        self.end_call_span();
         self.inbound_reservation = None;
         let answered = match (&self.b, self.answered_at) {
             (Some(attempt), Some(at)) if attempt.answered => Some((
