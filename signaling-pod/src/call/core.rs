@@ -395,6 +395,19 @@ struct Unacked {
     give_up: Instant,
 }
 
+impl Unacked {
+    /// Our 2xx `response` to the INVITE numbered `cseq`, sent at `now`: first resent after T1.
+    fn new(now: Instant, cseq: u32, response: Bytes, timers: &TimerConfig) -> Unacked {
+        Unacked {
+            cseq,
+            response,
+            next: now + timers.t1,
+            interval: timers.t1,
+            give_up: now + timers.transaction_timeout(),
+        }
+    }
+}
+
 /// A reliable provisional response to the caller, retransmitted until PRACKed (RFC 3262).
 struct Reliable {
     rseq: u32,
@@ -1284,13 +1297,8 @@ impl Call {
         }
         set_sdp_body(&mut response, sdp);
         if invite && !leg.leg.flow.transport.is_reliable() {
-            leg.unacked = Some(Unacked {
-                cseq: request.cseq().map(|c| c.seq).unwrap_or_default(),
-                response: response.to_bytes(),
-                next: now + timers.t1,
-                interval: timers.t1,
-                give_up: now + timers.transaction_timeout(),
-            });
+            let cseq = request.cseq().map(|c| c.seq).unwrap_or_default();
+            leg.unacked = Some(Unacked::new(now, cseq, response.to_bytes(), &timers));
         }
         self.send_server(now, server, response);
     }
@@ -1511,13 +1519,12 @@ impl Call {
         ok.headers.push("Supported", "timer");
         let cseq = self.a_invite.cseq().map(|c| c.seq).unwrap_or_default();
         if !self.a.leg.flow.transport.is_reliable() {
-            self.a.unacked = Some(Unacked {
+            self.a.unacked = Some(Unacked::new(
+                now,
                 cseq,
-                response: ok.to_bytes(),
-                next: now + self.settings.timers.t1,
-                interval: self.settings.timers.t1,
-                give_up: now + self.settings.timers.transaction_timeout(),
-            });
+                ok.to_bytes(),
+                &self.settings.timers,
+            ));
         }
         self.a.local_sdp = sdp;
         self.reliable = None;

@@ -809,6 +809,44 @@ fn reliable_early_media_is_pracked_on_both_legs() {
 }
 
 #[test]
+fn the_answer_waits_for_the_prack_of_reliable_early_media() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = to_carrier("Supported: 100rel\r\n", settings(), &outbound);
+    s.carrier_sends(
+        carrier_reply(
+            &invite,
+            183,
+            &[("Require", "100rel"), ("RSeq", "1")],
+            CARRIER_SDP,
+        ),
+        CARRIER,
+    );
+    s.expect(CARRIER, Method::Prack);
+    s.media(is_answer, sdp(RELAY_SDP));
+    s.expect(CALLER, 183);
+    // The carrier answers before the caller PRACKs the early SDP: no 2xx may overtake it
+    // (RFC 3262 §3).
+    s.carrier_sends(carrier_reply(&invite, 200, &[], CARRIER_SDP), CARRIER);
+    s.expect(CARRIER, Method::Ack);
+    s.media(is_answer, sdp(RELAY_SDP));
+    s.nothing_to(CALLER);
+    let prack = s.caller_request("PRACK", "RAck: 1 1 INVITE\r\n", "");
+    s.caller_sends(prack);
+    let answers: Vec<String> = s
+        .sent_to(CALLER)
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {}",
+                m.status().unwrap_or(0),
+                header(m, "CSeq").unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(answers, ["200 2 PRACK", "200 1 INVITE"]);
+}
+
+#[test]
 fn a_caller_without_100rel_gets_early_media_unreliably() {
     let outbound = Gauge::default();
     let (mut s, invite) = to_carrier("", settings(), &outbound);
