@@ -404,9 +404,9 @@ fn ack_for(response: &str, called: &str) -> String {
     )
 }
 
-/// Fails the test with a clear message when SIPp is not installed.
-pub fn require_sipp() {
-    let found = Command::new("sipp")
+/// Fails the test with a clear message when `program` (Debian package `package`) is missing.
+pub fn require_tool(program: &str, package: &str) {
+    let found = Command::new(program)
         .arg("-v")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -414,8 +414,33 @@ pub fn require_sipp() {
         .is_ok();
     assert!(
         found,
-        "SIPp is not installed: run `make deps` (Debian package sip-tester)"
+        "{program} is not installed: run `make deps` (Debian package {package})"
     );
+}
+
+/// Fails the test with a clear message when SIPp is not installed.
+pub fn require_sipp() {
+    require_tool("sipp", "sip-tester");
+}
+
+/// Plays one call of `caller_scenario` against `carrier_scenario` through the local platform,
+/// both traced and tagged with `name`: both SIPps must succeed and nothing may be left behind.
+pub fn play_traced(
+    name: &str,
+    caller_scenario: &str,
+    carrier_scenario: &str,
+    timeout: Duration,
+) -> (Sipp, Sipp) {
+    let _platform = Platform::start();
+    play(
+        &Peer::caller(caller_scenario, "2000")
+            .tag(&format!("{name}-caller"))
+            .trace(),
+        &Peer::carrier(carrier_scenario)
+            .tag(&format!("{name}-carrier"))
+            .trace(),
+        timeout,
+    )
 }
 
 /// One SIPp peer of a test, built from the command line every test shares (loopback addresses,

@@ -15,14 +15,10 @@ use tandem_e2e::*;
 /// Plays one call of `caller_scenario` against `carrier_scenario` through the local platform:
 /// both must succeed, the caller's CANCEL must get 200, and nothing may be left behind.
 fn cancelled(name: &str, caller_scenario: &str, carrier_scenario: &str) -> (Sipp, Sipp) {
-    let _platform = Platform::start();
-    let (caller, carrier) = play(
-        &Peer::caller(caller_scenario, "2000")
-            .tag(&format!("{name}-caller"))
-            .trace(),
-        &Peer::carrier(carrier_scenario)
-            .tag(&format!("{name}-carrier"))
-            .trace(),
+    let (caller, carrier) = play_traced(
+        name,
+        caller_scenario,
+        carrier_scenario,
         Duration::from_secs(30),
     );
     let cancel_answered = caller

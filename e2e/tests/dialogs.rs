@@ -15,14 +15,10 @@ use tandem_e2e::*;
 /// Plays `caller_scenario` against `carrier_scenario` for one call through the local platform;
 /// both SIPps must succeed (their regexp checks included) and nothing may be left behind.
 fn one_dialog(name: &str, caller_scenario: &str, carrier_scenario: &str) -> (Sipp, Sipp) {
-    let _platform = Platform::start();
-    play(
-        &Peer::caller(caller_scenario, "2000")
-            .tag(&format!("{name}-caller"))
-            .trace(),
-        &Peer::carrier(carrier_scenario)
-            .tag(&format!("{name}-carrier"))
-            .trace(),
+    play_traced(
+        name,
+        caller_scenario,
+        carrier_scenario,
         Duration::from_secs(60),
     )
 }

@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tandem_e2e::{Guarded, Sipp, require_sipp, scenario, scrape, wait_until, workspace};
+use tandem_e2e::{
+    Guarded, Sipp, require_sipp, require_tool, scenario, scrape, wait_until, workspace,
+};
 use tandem_ng::{CallReport, Reply, Request};
 
 fn free_udp_port() -> u16 {
@@ -43,16 +45,7 @@ fn bin_dir() -> PathBuf {
 }
 
 fn require_kamailio() {
-    let found = Command::new("kamailio")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    assert!(
-        found,
-        "Kamailio is not installed: run `make deps` (Debian package kamailio)"
-    );
+    require_tool("kamailio", "kamailio");
 }
 
 /// A blocking ng request to media-pod, with a cookie of its own (media-pod answers a cookie it
