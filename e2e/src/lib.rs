@@ -258,14 +258,21 @@ pub fn scrape(admin: &str, name: &str, labels: &[&str]) -> f64 {
     metric(&body, name, labels)
 }
 
-/// Sends one ng request to the media pod and returns the raw reply.
+/// Sends one ng request to the media pod and returns the raw reply. Each request carries a
+/// cookie of its own: the media pod answers a repeated cookie from its reply cache.
 pub fn ng(request: &tandem_ng::Request) -> tandem_ng::Reply {
+    static NEXT_COOKIE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let cookie = format!(
+        "e2e-{}-{}",
+        std::process::id(),
+        NEXT_COOKIE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
     socket
         .set_read_timeout(Some(Duration::from_secs(2)))
         .expect("timeout");
     socket
-        .send_to(&request.encode("e2e1"), NG)
+        .send_to(&request.encode(&cookie), NG)
         .expect("send ng");
     let mut buf = vec![0u8; 65_535];
     let (n, _) = socket.recv_from(&mut buf).expect("ng reply");
