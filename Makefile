@@ -34,11 +34,9 @@ test-unit: ## Unit and integration tests of every crate, crates in parallel (car
 	$(CARGO) nextest run --workspace --exclude tandem-e2e --no-fail-fast
 	$(CARGO) test --workspace --exclude tandem-e2e --doc
 
-test-e2e: ## End-to-end tests: the local platform against real SIPp peers (serial: contract ports)
+test-e2e: ## End-to-end tests: the local platform against real SIPp and Kamailio peers (each test in its own network namespace)
 	$(CARGO) build --workspace --bins
-	TANDEM_BIN_DIR=target/debug $(CARGO) test -p tandem-e2e -- --test-threads=1
-	# Needs root (network namespace, iptables): ignored in a plain `cargo test`.
-	TANDEM_BIN_DIR=target/debug $(CARGO) test -p tandem-e2e --test media_loss -- --ignored
+	CARGO='$(CARGO)' scripts/test-e2e
 
 test-chart: ## Helm chart, dashboards, alerts; a real Prometheus against the local platform (contract ports)
 	$(CARGO) build --workspace --bins
