@@ -380,7 +380,9 @@ impl MediaClient {
     /// Releases every media resource of the call; the reply's final statistics are returned
     /// when it has any (media-pod and rtpengine add them).
     pub async fn delete(&self, call_id: &str) -> Result<Option<CallReport>, MediaError> {
-        let reply = self.request("delete", &Request::delete(call_id, None)).await?;
+        let reply = self
+            .request("delete", &Request::delete(call_id, None))
+            .await?;
         Ok(reply
             .get("totals")
             .and_then(|_| CallReport::from_dictionary(reply.body()).ok()))

@@ -317,8 +317,12 @@ impl Shard {
         let mut facts = AdmissionFacts::default();
         let admission = admit(&self.ctx, &config, &invite, flow, &mut facts);
         let record = self.ctx.cdr.as_ref().map(|sink| {
-            let mut recorder =
-                Recorder::new(cdr::new_id(), sink.gateway(), jiff::Timestamp::now(), &invite);
+            let mut recorder = Recorder::new(
+                cdr::new_id(),
+                sink.gateway(),
+                jiff::Timestamp::now(),
+                &invite,
+            );
             recorder.admitted(&admission, facts);
             sink.open(recorder)
         });

@@ -302,7 +302,10 @@ impl Script {
     /// The call's detail record, once complete.
     fn record(&mut self) -> CallRecord {
         let recorder = self.recorder.take().expect("one record per call");
-        assert!(recorder.is_complete(), "the record is complete: {recorder:?}");
+        assert!(
+            recorder.is_complete(),
+            "the record is complete: {recorder:?}"
+        );
         recorder.finish(self.wall())
     }
 
@@ -1352,7 +1355,7 @@ fn an_answered_call_is_compact() {
 /// What the media pod answers a delete with: one stream each way, some loss on the carrier's.
 fn media_report() -> tandem_ng::CallReport {
     use tandem_ng::{MediaReport, MosReport, PacketStats, SsrcReport, StreamReport, TagReport};
-    let party = |tag: &str, ssrc: u32| TagReport {
+    let party = |tag: &str, ssrc: u32, packets: u64| TagReport {
         tag: tag.into(),
         created: 0,
         in_dialogue_with: None,
@@ -1369,7 +1372,11 @@ fn media_report() -> tandem_ng::CallReport {
                 advertised_endpoint: None,
                 last_packet: 0,
                 flags: Vec::new(),
-                stats: PacketStats::default(),
+                stats: PacketStats {
+                    packets,
+                    bytes: packets * 172,
+                    errors: 0,
+                },
                 ssrc: Some(ssrc),
             }],
         }],
@@ -1391,7 +1398,7 @@ fn media_report() -> tandem_ng::CallReport {
         highest_mos: None,
     };
     tandem_ng::CallReport {
-        tags: vec![party("alice", 11), party("bob", 22)],
+        tags: vec![party("alice", 11, 500), party("bob", 22, 490)],
         ssrc: vec![source(11, 500, 0, 44), source(22, 490, 10, 41)],
         totals_rtp: PacketStats {
             packets: 990,
@@ -1422,7 +1429,10 @@ fn record_of_an_answered_call_has_both_legs_numbers_times_and_media() {
     let bye = s.caller_request("BYE", "", "");
     s.caller_sends(bye);
     s.delete_report = Some(media_report());
-    assert!(!s.recorder.as_ref().unwrap().is_complete(), "waits for the media statistics");
+    assert!(
+        !s.recorder.as_ref().unwrap().is_complete(),
+        "waits for the media statistics"
+    );
     s.media(is_delete, Ok(MediaReply::Deleted));
     let record = s.record();
 
@@ -1431,8 +1441,14 @@ fn record_of_an_answered_call_has_both_legs_numbers_times_and_media() {
     assert_eq!(record.call_id, "a-leg@192.0.2.10");
     assert_eq!(record.attempts.len(), 1);
     let attempt = &record.attempts[0];
-    assert_eq!(attempt.call_id, String::from_utf8_lossy(invite.call_id().unwrap()));
-    assert_eq!((attempt.trunk.as_str(), attempt.peer.as_str()), ("carrier", CARRIER));
+    assert_eq!(
+        attempt.call_id,
+        String::from_utf8_lossy(invite.call_id().unwrap())
+    );
+    assert_eq!(
+        (attempt.trunk.as_str(), attempt.peer.as_str()),
+        ("carrier", CARRIER)
+    );
     assert_eq!(attempt.code, Some(200));
     assert_eq!(record.inbound_trunk.as_deref(), Some("customers"));
     assert_eq!(record.outbound_trunk.as_deref(), Some("carrier"));
@@ -1442,24 +1458,39 @@ fn record_of_an_answered_call_has_both_legs_numbers_times_and_media() {
     assert_eq!(record.calling.received, "1000");
     assert_eq!(record.calling.sent.as_deref(), Some("441000"));
     assert_eq!(at(&record.setup_at), "2026-12-03T12:00:00.000Z");
-    assert_eq!(at(record.ringing_at.as_ref().unwrap()), "2026-12-03T12:00:01.000Z");
-    assert_eq!(at(record.answered_at.as_ref().unwrap()), "2026-12-03T12:00:03.000Z");
+    assert_eq!(
+        at(record.ringing_at.as_ref().unwrap()),
+        "2026-12-03T12:00:01.000Z"
+    );
+    assert_eq!(
+        at(record.answered_at.as_ref().unwrap()),
+        "2026-12-03T12:00:03.000Z"
+    );
     assert_eq!(at(&record.ended_at), "2026-12-03T12:01:04.500Z");
     assert_eq!(record.duration_seconds, 61.5);
-    assert_eq!((record.caller_code, record.carrier_code), (Some(200), Some(200)));
+    assert_eq!(
+        (record.caller_code, record.carrier_code),
+        (Some(200), Some(200))
+    );
     assert_eq!(record.release_cause, "caller_hangup");
     assert_eq!(record.released_by, crate::cdr::record::Releaser::Caller);
     let media = record.media.as_ref().expect("media statistics");
     assert_eq!(media.rtp_packets, 990);
     let carrier = media.streams.iter().find(|m| m.from == "carrier").unwrap();
-    assert_eq!((carrier.packets, carrier.lost, carrier.loss_percent), (490, 10, 2.0));
+    assert_eq!(
+        (carrier.packets, carrier.lost, carrier.loss_percent),
+        (490, 10, 2.0)
+    );
     assert_eq!(carrier.mos, Some(4.1));
     let caller = media.streams.iter().find(|m| m.from == "caller").unwrap();
     assert_eq!((caller.lost, caller.jitter_ms), (0, 3));
 
     // One JSON object, timestamps in RFC 3339 UTC, read back the same.
     let json = serde_json::to_string(&record).unwrap();
-    assert!(json.contains("\"setup_at\":\"2026-12-03T12:00:00.000Z\""), "{json}");
+    assert!(
+        json.contains("\"setup_at\":\"2026-12-03T12:00:00.000Z\""),
+        "{json}"
+    );
     assert!(json.contains("\"disposition\":\"answered\""), "{json}");
     assert_eq!(serde_json::from_str::<CallRecord>(&json).unwrap(), record);
 }
@@ -1473,7 +1504,10 @@ fn record_of_a_busy_carrier() {
     s.media(is_delete, Ok(MediaReply::Deleted));
     let record = s.record();
     assert_eq!(record.disposition.as_str(), "busy");
-    assert_eq!((record.caller_code, record.carrier_code), (Some(486), Some(486)));
+    assert_eq!(
+        (record.caller_code, record.carrier_code),
+        (Some(486), Some(486))
+    );
     assert_eq!(record.release_cause, "carrier_response");
     assert_eq!(record.released_by, crate::cdr::record::Releaser::Carrier);
     assert_eq!(record.answered_at, None);
@@ -1510,7 +1544,10 @@ fn record_of_a_cancelled_call() {
     assert_eq!(record.released_by, crate::cdr::record::Releaser::Caller);
     assert_eq!(record.release_cause, "caller_cancel");
     assert_eq!(record.caller_code, Some(487));
-    assert_eq!(record.attempts[0].code, None, "the carrier's 487 comes after the release");
+    assert_eq!(
+        record.attempts[0].code, None,
+        "the carrier's 487 comes after the release"
+    );
 }
 
 #[test]
@@ -1562,7 +1599,10 @@ fn record_of_carriers_that_never_answer() {
     assert_eq!(record.release_cause, "carrier_timeout");
     assert_eq!(record.attempts.len(), 2);
     assert!(record.attempts.iter().all(|a| a.code == Some(408)));
-    assert_eq!(record.media, None, "the media pod did not answer the delete");
+    assert_eq!(
+        record.media, None,
+        "the media pod did not answer the delete"
+    );
 }
 
 /// A call refused at admission: its record, complete at once.

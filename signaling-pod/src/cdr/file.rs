@@ -89,7 +89,10 @@ impl RecordFile {
     pub fn rotate_if_due(&mut self) -> io::Result<()> {
         let due = self.current.as_ref().is_some_and(|c| {
             (self.rotation.max_bytes > 0 && c.len >= self.rotation.max_bytes)
-                || self.rotation.max_age.is_some_and(|age| c.opened.elapsed() >= age)
+                || self
+                    .rotation
+                    .max_age
+                    .is_some_and(|age| c.opened.elapsed() >= age)
         });
         if due { self.close() } else { Ok(()) }
     }
@@ -104,7 +107,9 @@ impl RecordFile {
     }
 
     fn create(&self) -> io::Result<Current> {
-        let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
+        let stamp = jiff::Timestamp::now()
+            .strftime("%Y%m%dT%H%M%SZ")
+            .to_string();
         for n in 0.. {
             let part = self.dir.join(format!("cdr-{stamp}-{n}.jsonl{PART}"));
             if part.exists() || complete_name(&part).exists() {

@@ -164,9 +164,7 @@ async fn run(mut run: Run) {
                     }
                     Err(_) => {}
                 }
-                run.metrics
-                    .spool_records
-                    .set(run.spool.depth() as i64);
+                run.metrics.spool_records.set(run.spool.depth() as i64);
             }
             Err(failure) => {
                 run.metrics.count_post_failure(failure);

@@ -24,8 +24,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 
-pub use self::record::{AdmissionFacts, CallRecord, Disposition, Recorder, new_id};
 use self::file::{RecordFile, Rotation};
+pub use self::record::{AdmissionFacts, CallRecord, Disposition, Recorder, new_id};
 use self::spool::Spool;
 
 /// How records are written and sent.
@@ -249,16 +249,7 @@ impl Writer {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("cdr-writer".into())
-            .spawn(move || {
-                write_loop(
-                    rx,
-                    file,
-                    spool,
-                    config.fsync_interval,
-                    metrics,
-                    notify,
-                )
-            })?;
+            .spawn(move || write_loop(rx, file, spool, config.fsync_interval, metrics, notify))?;
         Ok(Writer {
             sink: Sink {
                 tx,

@@ -165,6 +165,8 @@ pub struct MediaStats {
 
 impl MediaStats {
     /// The statistics of `report`; a stream is the caller's when it comes from `caller_tag`.
+    /// Packets are counted per stream (what each party sent); loss, jitter and MOS come from
+    /// the stream's RTP source.
     pub fn from_report(report: &CallReport, caller_tag: &str) -> MediaStats {
         let mut streams: Vec<MediaStream> = Vec::new();
         for tag in &report.tags {
@@ -173,33 +175,29 @@ impl MediaStats {
             } else {
                 "carrier"
             };
-            let ssrcs = tag
-                .medias
-                .iter()
-                .flat_map(|m| &m.streams)
-                .filter_map(|s| s.ssrc);
-            for ssrc in ssrcs {
-                let Some(entry) = report.ssrc.iter().find(|e| e.ssrc == ssrc) else {
+            // RTP streams carry the SSRC last received on them; RTCP streams none.
+            let rtp = tag.medias.iter().flat_map(|m| &m.streams);
+            for stream in rtp {
+                let Some(ssrc) = stream.ssrc else {
                     continue;
                 };
-                if streams.iter().any(|s| s.ssrc == ssrc) {
-                    continue;
-                }
-                let lost = u64::try_from(entry.cumulative_loss).unwrap_or(0);
-                let expected = entry.packets.saturating_add(lost);
+                let source = report.ssrc.iter().find(|e| e.ssrc == ssrc);
+                let lost = source.map_or(0, |e| u64::try_from(e.cumulative_loss).unwrap_or(0));
+                let packets = stream.stats.packets;
+                let expected = packets.saturating_add(lost);
                 streams.push(MediaStream {
                     from: from.to_owned(),
                     ssrc,
-                    packets: entry.packets,
+                    packets,
                     lost,
                     loss_percent: if expected == 0 {
                         0.0
                     } else {
                         (lost as f64 * 10_000.0 / expected as f64).round() / 100.0
                     },
-                    jitter_ms: entry.jitter_ms,
-                    mos: entry
-                        .average_mos
+                    jitter_ms: source.map_or(0, |e| e.jitter_ms),
+                    mos: source
+                        .and_then(|e| e.average_mos)
                         .filter(|m| m.mos_x10 > 0)
                         .map(|m| m.mos_x10 as f64 / 10.0),
                 });
@@ -474,7 +472,8 @@ impl Recorder {
         let last = record.attempts.last();
         let last_rang = last.is_some_and(|a| a.ringing_at.is_some());
         // The caller got the last carrier's own final response.
-        let relayed = last.and_then(|a| a.code).is_some() && record.carrier_code == record.caller_code;
+        let relayed =
+            last.and_then(|a| a.code).is_some() && record.carrier_code == record.caller_code;
         if let Some(disposition) = self.refused {
             return (disposition, disposition.cause(), Releaser::Platform);
         }

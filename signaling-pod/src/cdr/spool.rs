@@ -262,7 +262,9 @@ mod tests {
     }
 
     fn lines(n: std::ops::Range<u32>) -> Vec<u8> {
-        n.map(|i| format!("{{\"n\":{i}}}\n")).collect::<String>().into_bytes()
+        n.map(|i| format!("{{\"n\":{i}}}\n"))
+            .collect::<String>()
+            .into_bytes()
     }
 
     fn texts(batch: &Batch) -> Vec<String> {
