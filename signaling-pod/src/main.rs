@@ -383,16 +383,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    tokio::select! {
-        _ = drained => tracing::info!("all calls ended"),
+    let all_ended = tokio::select! {
+        _ = drained => {
+            tracing::info!("all calls ended");
+            true
+        }
         _ = tokio::time::sleep(drain_timeout) => {
             tracing::warn!(calls = ctx_metrics.calls_active().get(), "drain timeout passed with calls in progress");
+            false
         }
         signal = signals.again() => {
             tracing::warn!(%signal, "stopping without waiting for calls");
+            false
         }
-    }
+    };
     if let Some(writer) = cdr_writer {
+        if !all_ended {
+            dispatcher.write_open_records().await;
+        }
         writer
             .shutdown(Duration::from_secs(args.cdr_drain_seconds))
             .await;

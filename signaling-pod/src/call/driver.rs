@@ -71,6 +71,8 @@ enum ShardInput {
         target: Target,
         remote: Option<SocketAddr>,
     },
+    /// The pod stops: write the records of the calls still up, then answer.
+    WriteOpenRecords(tokio::sync::oneshot::Sender<()>),
 }
 
 /// The shards of the pod's calls.
@@ -128,6 +130,16 @@ impl Calls {
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
         self.metrics.set_draining(true);
+    }
+
+    /// Writes the records of the calls still up (the pod stops without waiting for them).
+    pub async fn write_open_records(&self) {
+        for shard in &self.shards {
+            let (done, written) = tokio::sync::oneshot::channel();
+            if shard.send(ShardInput::WriteOpenRecords(done)).await.is_ok() {
+                let _ = written.await;
+            }
+        }
     }
 }
 
@@ -235,6 +247,17 @@ impl Shard {
                     slot.call.handle(now, Input::Target(id, result));
                     self.flush(call);
                 }
+            }
+            ShardInput::WriteOpenRecords(done) => {
+                if let Some(sink) = &self.ctx.cdr {
+                    let at = jiff::Timestamp::now();
+                    for slot in self.calls.values_mut() {
+                        if let Some(record) = slot.record.take() {
+                            sink.finish(record, at);
+                        }
+                    }
+                }
+                let _ = done.send(());
             }
         }
     }

@@ -1663,3 +1663,17 @@ fn record_ids_are_unique_uuids() {
     assert_eq!(a.len(), 36);
     assert_eq!(&a[14..15], "4", "version 4: {a}");
 }
+
+#[test]
+fn record_of_a_call_still_up_when_the_pod_stops() {
+    let outbound = Gauge::default();
+    let (mut s, _) = answered("", settings(), &outbound);
+    s.advance(Duration::from_secs(30));
+    let recorder = s.recorder.take().unwrap();
+    assert!(!recorder.is_complete());
+    let record = recorder.finish(s.wall());
+    assert_eq!(record.disposition.as_str(), "answered");
+    assert_eq!(record.release_cause, "pod_stopped");
+    assert_eq!(record.released_by, crate::cdr::record::Releaser::Platform);
+    assert_eq!(record.duration_seconds, 30.0);
+}

@@ -7,7 +7,6 @@
 //! reply (if a delete was asked for) has arrived.
 
 use std::fmt;
-use std::net::SocketAddr;
 
 use bytes::Bytes;
 use jiff::Timestamp;
@@ -403,7 +402,7 @@ impl Recorder {
                 record.outbound_trunk = Some(trunk.clone());
                 record.attempts.push(Attempt {
                     trunk: trunk.clone(),
-                    peer: peer_text(*peer),
+                    peer: peer.to_string(),
                     call_id: String::from_utf8_lossy(&call_id).into_owned(),
                     started_at: Time(at),
                     ringing_at: None,
@@ -478,7 +477,13 @@ impl Recorder {
             return (disposition, disposition.cause(), Releaser::Platform);
         }
         if !self.released {
-            return (Disposition::Failed, "pod_stopped", Releaser::Platform);
+            // The pod stopped with the call up: the record ends there.
+            let disposition = if record.answered_at.is_some() {
+                Disposition::Answered
+            } else {
+                Disposition::Failed
+            };
+            return (disposition, "pod_stopped", Releaser::Platform);
         }
         match self.outcome {
             Some(Outcome::Answered) => {
@@ -501,6 +506,10 @@ impl Recorder {
             }
             Some(Outcome::Timeout) if last_rang && !relayed => {
                 (Disposition::NoAnswer, "ring_timeout", Releaser::Platform)
+            }
+            Some(Outcome::Timeout) if last_rang => {
+                // The carrier rang, then gave up itself with 408.
+                (Disposition::NoAnswer, "carrier_response", Releaser::Carrier)
             }
             Some(Outcome::Timeout) if relayed => {
                 // The last carrier stayed silent until the INVITE timeout.
@@ -527,8 +536,4 @@ impl Recorder {
             }
         }
     }
-}
-
-fn peer_text(peer: SocketAddr) -> String {
-    peer.to_string()
 }
