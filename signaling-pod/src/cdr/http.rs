@@ -146,7 +146,9 @@ async fn run(mut run: Run) {
             tokio::select! {
                 _ = run.notify.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = run.stopping.changed() => {}
+                changed = run.stopping.changed() => if changed.is_err() {
+                    break; // The pod is gone without a drain.
+                }
             }
             continue;
         };
@@ -174,7 +176,10 @@ async fn run(mut run: Run) {
                     match deadline {
                         Some(at) => tokio::time::sleep_until(at).await,
                         None => {
-                            let _ = run.stopping.changed().await;
+                            if run.stopping.changed().await.is_err() {
+                                // The pod is gone without a drain: wait out the pause.
+                                std::future::pending::<()>().await;
+                            }
                         }
                     }
                 };
