@@ -383,3 +383,69 @@ fn encode(record: &CallRecord, out: &mut Vec<u8>, count: &mut u64) {
         Err(e) => tracing::error!(error = %e, id = record.id, "call detail record not encodable"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: u32) -> CallRecord {
+        let invite = tandem_sip::parse_datagram(bytes::Bytes::from(format!(
+            "INVITE sip:2000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK{n}\r\n\
+             From: <sip:1000@127.0.0.1>;tag=a{n}\r\nTo: <sip:2000@127.0.0.1>\r\n\
+             Call-ID: call-{n}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )))
+        .unwrap();
+        CallRecord::refused(
+            new_id(),
+            "local",
+            jiff::Timestamp::now(),
+            &invite,
+            503,
+            Disposition::Draining,
+        )
+    }
+
+    #[tokio::test]
+    async fn records_written_before_a_shutdown_are_in_a_complete_file() {
+        let dir = std::env::temp_dir().join(format!(
+            "tandem-cdr-writer-{}-{}",
+            std::process::id(),
+            crate::call::random_token()
+        ));
+        let config = Config {
+            dir: dir.clone(),
+            rotation: Rotation {
+                max_bytes: 0,
+                max_age: None,
+            },
+            fsync_interval: Duration::ZERO,
+            url: None,
+            batch_size: 10,
+            post_timeout: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(1),
+            gateway: "local".into(),
+        };
+        let metrics = CdrMetrics::default();
+        let writer = Writer::start(config, metrics.clone()).unwrap();
+        let sink = writer.sink();
+        let sent: Vec<CallRecord> = (0..3).map(record).collect();
+        for r in &sent {
+            sink.write(r.clone());
+        }
+        writer.shutdown(Duration::ZERO).await;
+        assert_eq!(metrics.written.get(), 3);
+        let files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert!(files[0].to_string_lossy().ends_with(".jsonl"));
+        let text = std::fs::read_to_string(&files[0]).unwrap();
+        let read: Vec<CallRecord> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(read, sent);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -25,6 +25,13 @@ pub const SCHEMA: u32 = 1;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Time(pub Timestamp);
 
+impl Time {
+    /// `at` to the millisecond, as it is written.
+    pub fn of(at: Timestamp) -> Time {
+        Time(Timestamp::from_millisecond(at.as_millisecond()).unwrap_or(at))
+    }
+}
+
 impl Serialize for Time {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(&format_args!("{:.3}", self.0))
@@ -333,10 +340,10 @@ impl Recorder {
                     received: called,
                     sent: None,
                 },
-                setup_at: Time(at),
+                setup_at: Time::of(at),
                 ringing_at: None,
                 answered_at: None,
-                ended_at: Time(at),
+                ended_at: Time::of(at),
                 duration_seconds: 0.0,
                 disposition: Disposition::Failed,
                 caller_code: None,
@@ -404,16 +411,16 @@ impl Recorder {
                     trunk: trunk.clone(),
                     peer: peer.to_string(),
                     call_id: String::from_utf8_lossy(&call_id).into_owned(),
-                    started_at: Time(at),
+                    started_at: Time::of(at),
                     ringing_at: None,
                     code: None,
                 });
             }
             Event::Progress { .. } => {
                 if let Some(attempt) = record.attempts.last_mut() {
-                    attempt.ringing_at.get_or_insert(Time(at));
+                    attempt.ringing_at.get_or_insert(Time::of(at));
                 }
-                record.ringing_at.get_or_insert(Time(at));
+                record.ringing_at.get_or_insert(Time::of(at));
             }
             Event::AttemptFailed { code, .. } => {
                 if let Some(attempt) = record.attempts.last_mut() {
@@ -426,7 +433,7 @@ impl Recorder {
                     attempt.code = Some(200);
                 }
                 record.carrier_code = Some(200);
-                record.answered_at = Some(Time(at));
+                record.answered_at = Some(Time::of(at));
             }
             Event::CallerFinal { inbound, code, .. } => {
                 record.caller_code = Some(*code);
@@ -438,7 +445,7 @@ impl Recorder {
             Event::Ended(reason) => self.end = Some(*reason),
             Event::Released { .. } => {
                 self.released = true;
-                record.ended_at = Time(at);
+                record.ended_at = Time::of(at);
             }
         }
     }
@@ -451,7 +458,7 @@ impl Recorder {
     /// The finished record; `at` ends it if the call was not released (the pod stopped).
     pub fn finish(mut self, at: Timestamp) -> CallRecord {
         if !self.released {
-            self.record.ended_at = Time(at);
+            self.record.ended_at = Time::of(at);
         }
         let (disposition, cause, by) = self.disposition();
         let record = &mut self.record;
