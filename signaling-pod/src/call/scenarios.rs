@@ -1606,9 +1606,9 @@ fn record_of_carriers_that_never_answer() {
 }
 
 /// A call refused at admission: its record, complete at once.
-fn refused_record(outcome: Outcome, code: u16, limit: bool) -> CallRecord {
+fn refused_record(inbound: Option<&str>, outcome: Outcome, code: u16, limit: bool) -> CallRecord {
     let admission = Admission::Refuse {
-        inbound: Some("customers".into()),
+        inbound: inbound.map(str::to_owned),
         code,
         reason: "Refused".into(),
         retry_after: None,
@@ -1622,7 +1622,7 @@ fn refused_record(outcome: Outcome, code: u16, limit: bool) -> CallRecord {
 
 #[test]
 fn record_of_a_call_refused_by_a_trunk_limit() {
-    let record = refused_record(Outcome::Rejected, 503, true);
+    let record = refused_record(Some("customers"), Outcome::Rejected, 503, true);
     assert_eq!(record.disposition.as_str(), "rejected-by-limit");
     assert_eq!(record.release_cause, "limit");
     assert_eq!(record.inbound_trunk.as_deref(), Some("customers"));
@@ -1633,7 +1633,7 @@ fn record_of_a_call_refused_by_a_trunk_limit() {
 
 #[test]
 fn record_of_a_call_without_route() {
-    let record = refused_record(Outcome::NoRoute, 404, false);
+    let record = refused_record(Some("customers"), Outcome::NoRoute, 404, false);
     assert_eq!(record.disposition.as_str(), "no-route");
     assert_eq!(record.caller_code, Some(404));
 }
@@ -1676,4 +1676,12 @@ fn record_of_a_call_still_up_when_the_pod_stops() {
     assert_eq!(record.release_cause, "pod_stopped");
     assert_eq!(record.released_by, crate::cdr::record::Releaser::Platform);
     assert_eq!(record.duration_seconds, 30.0);
+}
+
+#[test]
+fn record_of_a_call_from_no_trunk() {
+    let record = refused_record(None, Outcome::Forbidden, 403, false);
+    assert_eq!(record.disposition.as_str(), "forbidden");
+    assert_eq!(record.inbound_trunk, None);
+    assert_eq!(record.caller_code, Some(403));
 }
