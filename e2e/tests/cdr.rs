@@ -373,9 +373,9 @@ fn a_sigterm_during_calls_loses_no_record() {
     );
     let mut answering = Peer::carrier("carrier.xml").until_stopped().start();
     std::thread::sleep(Duration::from_millis(300));
-    // 20 calls of 3 s at 10 per second: the signal comes while the first ones are up and
+    // 30 calls of 3 s at 10 per second: the signal comes while the first ones are up and
     // the last ones are still to come (refused with 503 by the draining pod).
-    let mut calling = caller(20, 10, 3000, &[]);
+    let mut calling = caller(30, 10, 3000, &[]);
     std::thread::sleep(Duration::from_millis(1200));
     platform.process().signal("TERM");
     let exit = platform.process().wait_timeout(Duration::from_secs(40));
