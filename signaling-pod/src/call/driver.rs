@@ -27,7 +27,7 @@ use super::core::{
     Output, Prepared, Settings, Unavailable, numbers, shard_of,
 };
 use crate::admission::Reservation;
-use crate::cdr::{self, AdmissionFacts, CallRecord, Disposition, Recorder};
+use crate::cdr::{self, AdmissionFacts, Disposition, Recorder};
 use crate::health::TrunkHealth;
 use crate::media::{MediaClient, MediaError};
 use crate::media_pool::{AnchorError, MediaPool};
@@ -311,14 +311,7 @@ impl Shard {
         let metrics = &self.ctx.metrics;
         if self.draining.load(Ordering::SeqCst) {
             if let Some(sink) = &self.ctx.cdr {
-                sink.write(CallRecord::refused(
-                    cdr::new_id(),
-                    sink.gateway(),
-                    jiff::Timestamp::now(),
-                    &invite,
-                    503,
-                    Disposition::Draining,
-                ));
+                sink.write_refused(&invite, 503, Disposition::Draining);
             }
             metrics.count_call(Outcome::RefusedDraining);
             metrics.count_admission_rejection(Refusal::Draining);

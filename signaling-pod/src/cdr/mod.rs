@@ -192,6 +192,24 @@ impl Sink {
         self.write(recorder.finish(at));
     }
 
+    /// Writes the record of an INVITE refused before any call state (overload, draining).
+    pub fn write_refused(
+        &self,
+        invite: &tandem_sip::message::SipMessage,
+        code: u16,
+        disposition: Disposition,
+    ) {
+        let at = jiff::Timestamp::now();
+        self.write(CallRecord::refused(
+            new_id(),
+            &self.gateway,
+            at,
+            invite,
+            code,
+            disposition,
+        ));
+    }
+
     /// Hands a finished record to the writer.
     pub fn write(&self, record: CallRecord) {
         if self.tx.send(Message::Record(Box::new(record))).is_err() {

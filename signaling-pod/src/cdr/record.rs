@@ -6,7 +6,6 @@
 //! adds the packet statistics. The record is complete once the call is released and that
 //! reply (if a delete was asked for) has arrived.
 
-use std::fmt;
 
 use bytes::Bytes;
 use jiff::Timestamp;
@@ -78,8 +77,7 @@ impl Disposition {
     /// The release cause of a call refused for this reason before any call state.
     fn cause(self) -> &'static str {
         match self {
-            Disposition::Overload => "overload",
-            Disposition::Draining => "draining",
+            Disposition::Overload | Disposition::Draining => self.as_str(),
             Disposition::RejectedByLimit => "limit",
             _ => "rejected",
         }
@@ -100,12 +98,6 @@ impl Disposition {
             Disposition::Draining => "draining",
             Disposition::Rejected => "rejected",
         }
-    }
-}
-
-impl fmt::Display for Disposition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
