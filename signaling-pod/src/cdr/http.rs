@@ -243,3 +243,119 @@ async fn post(run: &Run, batch: &Batch) -> Result<(), PostFailure> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+
+    use super::*;
+    use crate::cdr::file::Rotation;
+
+    /// An endpoint answering 500 to the first `refuse` POSTs, then 200; keeps the bodies it took.
+    async fn endpoint(refuse: usize) -> (u16, Arc<Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let taken = Arc::clone(&bodies);
+        tokio::spawn(async move {
+            let mut posts = 0;
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let mut stream = BufReader::new(stream);
+                loop {
+                    let mut length = 0;
+                    let mut line = String::new();
+                    if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        break;
+                    }
+                    loop {
+                        line.clear();
+                        stream.read_line(&mut line).await.unwrap();
+                        if line.trim().is_empty() {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    stream.read_exact(&mut body).await.unwrap();
+                    posts += 1;
+                    let status = if posts <= refuse {
+                        "500 Internal Server Error"
+                    } else {
+                        taken.lock().unwrap().push(String::from_utf8(body).unwrap());
+                        "200 OK"
+                    };
+                    let reply = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+                    stream.get_mut().write_all(reply.as_bytes()).await.unwrap();
+                }
+            }
+        });
+        (port, bodies)
+    }
+
+    #[tokio::test]
+    async fn a_refused_batch_is_sent_again_and_the_spool_empties_once_acknowledged() {
+        let dir = std::env::temp_dir().join(format!(
+            "tandem-cdr-sender-{}-{}",
+            std::process::id(),
+            crate::call::random_token()
+        ));
+        let spool = Arc::new(Spool::open(&dir).unwrap());
+        let lines: String = (0..5).map(|n| format!("{{\"id\":\"{n}\"}}\n")).collect();
+        spool.append(lines.as_bytes(), 5).unwrap();
+        let (port, bodies) = endpoint(1).await;
+        let config = Config {
+            dir: dir.clone(),
+            rotation: Rotation {
+                max_bytes: 0,
+                max_age: None,
+            },
+            fsync_interval: Duration::ZERO,
+            url: None,
+            batch_size: 2,
+            post_timeout: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(1),
+            gateway: "local".into(),
+        };
+        let metrics = CdrMetrics::default();
+        let sender = Sender::start(
+            &format!("http://127.0.0.1:{port}/cdr"),
+            Arc::clone(&spool),
+            &config,
+            metrics.clone(),
+            Arc::new(Notify::new()),
+        )
+        .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while spool.depth() > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the spool did not empty"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sender.stop(Duration::ZERO).await;
+        let bodies = bodies.lock().unwrap().clone();
+        assert_eq!(
+            bodies,
+            [
+                "[{\"id\":\"0\"},{\"id\":\"1\"}]",
+                "[{\"id\":\"2\"},{\"id\":\"3\"}]",
+                "[{\"id\":\"4\"}]"
+            ],
+            "the refused first batch came again, then the rest, each once"
+        );
+        assert_eq!(metrics.delivered.get(), 5);
+        let failures = metrics
+            .post_failures
+            .get_or_create(&super::super::FailureLabels { reason: "status" });
+        assert_eq!(failures.get(), 1);
+        // Nothing is sent again after a restart: the cursor moved past every batch.
+        assert_eq!(Spool::open(&dir).unwrap().depth(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

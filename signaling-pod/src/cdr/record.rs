@@ -6,7 +6,6 @@
 //! adds the packet statistics. The record is complete once the call is released and that
 //! reply (if a delete was asked for) has arrived.
 
-
 use bytes::Bytes;
 use jiff::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
