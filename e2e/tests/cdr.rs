@@ -226,21 +226,28 @@ fn every_call_gets_a_record_with_its_disposition() {
         assert_eq!(codes.last(), Some(&486), "{codes:?}");
     }
     busy.assert_success(Duration::from_secs(10));
+    // One call the caller cancels while it rings.
+    play(
+        &Peer::caller("caller-cancel-ringing.xml", "2000"),
+        &Peer::carrier("carrier-cancel.xml"),
+        Duration::from_secs(30),
+    );
     wait_until(Duration::from_secs(10), "every record written", || {
         scrape(
             SIGNALING_ADMIN,
             "tandem_signaling_cdr_records_written_total",
             &[],
-        ) == 8.0
+        ) == 9.0
     });
     let exit = platform.process().stop(Duration::from_secs(30));
     assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
 
     let records = dir.records();
     let counts = count_by_disposition(&records);
-    assert_eq!(records.len(), 8, "{counts:?}");
+    assert_eq!(records.len(), 9, "{counts:?}");
     assert_eq!(counts.get("answered"), Some(&5), "{counts:?}");
     assert_eq!(counts.get("busy"), Some(&3), "{counts:?}");
+    assert_eq!(counts.get("cancelled"), Some(&1), "{counts:?}");
     for record in &records {
         assert_eq!(record["schema"], 1);
         assert_eq!(field(record, "gateway"), "local");
@@ -279,6 +286,14 @@ fn every_call_gets_a_record_with_its_disposition() {
         );
         assert_eq!(field(record, "released_by"), "carrier");
         assert!(record["answered_at"].is_null());
+    }
+    for record in records
+        .iter()
+        .filter(|r| field(r, "disposition") == "cancelled")
+    {
+        assert_eq!(record["caller_code"], 487);
+        assert_eq!(field(record, "released_by"), "caller");
+        assert!(!record["ringing_at"].is_null(), "{record}");
     }
     // The platform stopped cleanly: every file is complete.
     let open: Vec<_> = std::fs::read_dir(&dir.0)
