@@ -60,6 +60,12 @@ FAMILIES: tuple[Family, ...] = (
     _f("tandem_signaling_trunk_peer_up", GAUGE, "signaling", ["trunk", "peer"], on_load=True),
     _f("tandem_signaling_admission_rejections_total", COUNTER, "signaling", ["reason"]),
     _f("tandem_signaling_draining", GAUGE, "signaling", on_load=True),
+    # Call detail records (the local platform writes them to a directory; no endpoint).
+    _f("tandem_signaling_cdr_records_written_total", COUNTER, "signaling", on_load=True),
+    _f("tandem_signaling_cdr_records_delivered_total", COUNTER, "signaling", on_load=True),
+    _f("tandem_signaling_cdr_post_failures_total", COUNTER, "signaling", ["reason"], on_load=True),
+    _f("tandem_signaling_cdr_write_errors_total", COUNTER, "signaling", on_load=True),
+    _f("tandem_signaling_cdr_spool_records", GAUGE, "signaling", on_load=True),
     # media-pod, admin :9102
     _f("tandem_media_ng_commands_total", COUNTER, "media", ["command"], on_load=True),
     _f("tandem_media_ng_errors_total", COUNTER, "media", ["reason"]),

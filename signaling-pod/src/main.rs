@@ -6,6 +6,7 @@
 
 mod admission;
 mod call;
+mod cdr;
 mod dispatcher;
 mod health;
 mod media;
@@ -125,9 +126,46 @@ struct Args {
     /// How often the configuration directory is checked for changes, in milliseconds.
     #[arg(long, env = "TANDEM_CONFIG_POLL_MS", default_value_t = 1000)]
     config_poll_ms: u64,
+    /// Directory of the call detail records: JSON lines, one file at a time, rotated
+    /// (docs/cdr.md). No records are kept without it.
+    #[arg(long, env = "TANDEM_CDR_DIR")]
+    cdr_dir: Option<PathBuf>,
+    /// An http(s) URL to POST records to, in batches, from a disk spool in <cdr-dir>/spool:
+    /// retried until the endpoint answers 2xx, kept across restarts.
+    #[arg(long, env = "TANDEM_CDR_URL", requires = "cdr_dir")]
+    cdr_url: Option<String>,
+    /// A record file is closed and the next started past this many bytes (0: no limit).
+    #[arg(long, env = "TANDEM_CDR_ROTATE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    cdr_rotate_bytes: u64,
+    /// A record file is closed and the next started once this old, in seconds (0: no limit).
+    #[arg(long, env = "TANDEM_CDR_ROTATE_SECONDS", default_value_t = 3600)]
+    cdr_rotate_seconds: u64,
+    /// How often records written are synced to disk, in milliseconds (0: after every batch
+    /// written, before the sender reads it).
+    #[arg(long, env = "TANDEM_CDR_FSYNC_MS", default_value_t = 0)]
+    cdr_fsync_ms: u64,
+    /// Records per POST to --cdr-url.
+    #[arg(long, env = "TANDEM_CDR_BATCH_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    cdr_batch_size: u32,
+    /// Seconds one POST may take before it is retried.
+    #[arg(long, env = "TANDEM_CDR_POST_TIMEOUT", default_value_t = 10)]
+    cdr_post_timeout_seconds: u64,
+    /// The longest pause between retries of a failed POST, in seconds (the pause starts at
+    /// 0.5 s and doubles).
+    #[arg(long, env = "TANDEM_CDR_RETRY_MAX", default_value_t = 30)]
+    cdr_retry_max_seconds: u64,
+    /// On SIGTERM, once calls have ended: how long the sender may go on emptying the spool, in
+    /// seconds. What is left stays spooled for the next start.
+    #[arg(long, env = "TANDEM_CDR_DRAIN_SECONDS", default_value_t = 5)]
+    cdr_drain_seconds: u64,
     /// Log format: text or json.
     #[arg(long, env = "TANDEM_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+}
+
+/// `seconds` as a duration, 0 meaning none.
+fn seconds_opt(seconds: u64) -> Option<Duration> {
+    (seconds > 0).then(|| Duration::from_secs(seconds))
 }
 
 /// Where the configuration comes from.
@@ -236,6 +274,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    let cdr_writer = match &args.cdr_dir {
+        Some(dir) => {
+            let writer = cdr::Writer::start(
+                cdr::Config {
+                    dir: dir.clone(),
+                    rotation: cdr::file::Rotation {
+                        max_bytes: args.cdr_rotate_bytes,
+                        max_age: seconds_opt(args.cdr_rotate_seconds),
+                    },
+                    fsync_interval: Duration::from_millis(args.cdr_fsync_ms),
+                    url: args.cdr_url.clone(),
+                    batch_size: args.cdr_batch_size as usize,
+                    post_timeout: Duration::from_secs(args.cdr_post_timeout_seconds.max(1)),
+                    max_backoff: Duration::from_secs(args.cdr_retry_max_seconds.max(1)),
+                    gateway: args.gateway.clone(),
+                },
+                cdr::CdrMetrics::register(&mut registry),
+            )?;
+            tracing::info!(dir = %dir.display(), url = args.cdr_url.as_deref().unwrap_or("none"), "call detail records on");
+            Some(writer)
+        }
+        None => None,
+    };
     let health = Health::new();
     let (transports, tcp) = Transports::bind(
         SocketAddr::new(args.bind_address, udp_port),
@@ -272,6 +333,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         metrics,
         trunk_health: Arc::clone(&trunk_health),
         settings: Arc::new(settings),
+        cdr: cdr_writer.as_ref().map(cdr::Writer::sink),
     });
     let exchanges = Arc::new(Exchanges::default());
     tokio::spawn(health::run_prober(
@@ -314,19 +376,34 @@ async fn run(args: Args) -> anyhow::Result<()> {
     health.set_ready(false);
     dispatcher.start_draining();
     let active = ctx_metrics.calls_active().clone();
+    let records = cdr_writer.as_ref().map(cdr::Writer::sink);
     let drained = async {
-        while active.get() > 0 {
+        // Calls, then their records (a record waits for the media pod's final statistics).
+        while active.get() > 0 || records.as_ref().is_some_and(|r| r.open_records() > 0) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    tokio::select! {
-        _ = drained => tracing::info!("all calls ended"),
+    let all_ended = tokio::select! {
+        _ = drained => {
+            tracing::info!("all calls ended");
+            true
+        }
         _ = tokio::time::sleep(drain_timeout) => {
             tracing::warn!(calls = ctx_metrics.calls_active().get(), "drain timeout passed with calls in progress");
+            false
         }
         signal = signals.again() => {
             tracing::warn!(%signal, "stopping without waiting for calls");
+            false
         }
+    };
+    if let Some(writer) = cdr_writer {
+        if !all_ended {
+            dispatcher.write_open_records().await;
+        }
+        writer
+            .shutdown(Duration::from_secs(args.cdr_drain_seconds))
+            .await;
     }
     let _ = stop_admin.send(());
     let _ = admin.await;

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tandem_ng::{Replace, Reply, Request, Value};
+use tandem_ng::{CallReport, Replace, Reply, Request, Value};
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -377,11 +377,15 @@ impl MediaClient {
         sdp_of(self.request("answer", &request).await?, "answer")
     }
 
-    /// Releases every media resource of the call.
-    pub async fn delete(&self, call_id: &str) -> Result<(), MediaError> {
-        self.request("delete", &Request::delete(call_id, None))
-            .await
-            .map(|_| ())
+    /// Releases every media resource of the call; the reply's final statistics are returned
+    /// when it has any (media-pod and rtpengine add them).
+    pub async fn delete(&self, call_id: &str) -> Result<Option<CallReport>, MediaError> {
+        let reply = self
+            .request("delete", &Request::delete(call_id, None))
+            .await?;
+        Ok(reply
+            .get("totals")
+            .and_then(|_| CallReport::from_dictionary(reply.body()).ok()))
     }
 
     /// How the call's media is flowing, for the signaling side's media timeout.

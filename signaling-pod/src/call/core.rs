@@ -253,8 +253,10 @@ pub enum Event {
     },
     /// How the call set-up ended.
     Outcome(Outcome),
-    /// An INVITE went to `trunk`.
-    AttemptStarted { trunk: String },
+    /// An INVITE went to `trunk` at `peer` (on the leg opened just before).
+    AttemptStarted { trunk: String, peer: SocketAddr },
+    /// The carrier attempt in progress sent a provisional response `code` (above 100).
+    Progress { code: u16 },
     /// `trunk` refused or did not answer (`code` 408 for a time-out).
     AttemptFailed { trunk: String, code: u16 },
     /// `trunk` answered.
@@ -959,6 +961,7 @@ impl Call {
             .push_back(Output::Event(Event::LegOpened(leg.call_id.clone())));
         self.outputs.push_back(Output::Event(Event::AttemptStarted {
             trunk: target.trunk.clone(),
+            peer: prepared.remote,
         }));
         self.start_client(now, Side::B, invite.clone(), flow, Purpose::Invite);
         self.invite_deadline = Some(now + self.settings.invite_timeout);
@@ -1381,6 +1384,10 @@ impl Call {
         }
         if code == 100 {
             return;
+        }
+        if self.phase == Phase::Setup {
+            self.outputs
+                .push_back(Output::Event(Event::Progress { code }));
         }
         if let Ok(to) = response.to()
             && let Some(tag) = to.tag()

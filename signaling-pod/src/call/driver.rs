@@ -27,6 +27,7 @@ use super::core::{
     Output, Prepared, Settings, Unavailable, numbers, shard_of,
 };
 use crate::admission::Reservation;
+use crate::cdr::{self, AdmissionFacts, Disposition, Recorder};
 use crate::health::TrunkHealth;
 use crate::media::{MediaClient, MediaError};
 use crate::media_pool::{AnchorError, MediaPool};
@@ -48,6 +49,8 @@ pub struct CallContext {
     /// What the OPTIONS prober knows of each trunk peer: routing skips peers marked down.
     pub trunk_health: Arc<TrunkHealth>,
     pub settings: Arc<Settings>,
+    /// Where call detail records go, when they are kept.
+    pub cdr: Option<cdr::Sink>,
 }
 
 /// What a shard receives.
@@ -59,6 +62,8 @@ enum ShardInput {
         result: Result<MediaReply, MediaFailure>,
         /// The pod that anchored the call, on a successful initial offer.
         pod: Option<Arc<MediaClient>>,
+        /// The final statistics in the reply to a delete.
+        report: Option<Box<tandem_ng::CallReport>>,
     },
     Resolved {
         call: u64,
@@ -66,6 +71,8 @@ enum ShardInput {
         target: Target,
         remote: Option<SocketAddr>,
     },
+    /// The pod stops: write the records of the calls still up, then answer.
+    WriteOpenRecords(tokio::sync::oneshot::Sender<()>),
 }
 
 /// The shards of the pod's calls.
@@ -124,6 +131,16 @@ impl Calls {
         self.draining.store(true, Ordering::SeqCst);
         self.metrics.set_draining(true);
     }
+
+    /// Writes the records of the calls still up (the pod stops without waiting for them).
+    pub async fn write_open_records(&self) {
+        for shard in &self.shards {
+            let (done, written) = tokio::sync::oneshot::channel();
+            if shard.send(ShardInput::WriteOpenRecords(done)).await.is_ok() {
+                let _ = written.await;
+            }
+        }
+    }
 }
 
 /// A call and what the driver keeps beside it.
@@ -135,6 +152,8 @@ struct Slot {
     call_ids: Vec<Bytes>,
     /// Its entry in the shard's timer set.
     deadline: Option<Instant>,
+    /// Its call detail record, until written.
+    record: Option<Box<cdr::Open>>,
 }
 
 /// One shard: its calls, their Call-IDs and timers.
@@ -200,11 +219,15 @@ impl Shard {
                 id,
                 result,
                 pod,
+                report,
             } => {
                 // A call waits for its media replies before it is dropped, so it is here.
                 if let Some(slot) = self.calls.get_mut(&call) {
                     if pod.is_some() {
                         slot.pod = pod;
+                    }
+                    if let Some(record) = &mut slot.record {
+                        record.recorder.media_replied(id, report.as_deref());
                     }
                     slot.call.handle(now, Input::Media(id, result));
                     self.flush(call);
@@ -224,6 +247,17 @@ impl Shard {
                     slot.call.handle(now, Input::Target(id, result));
                     self.flush(call);
                 }
+            }
+            ShardInput::WriteOpenRecords(done) => {
+                if let Some(sink) = &self.ctx.cdr {
+                    let at = jiff::Timestamp::now();
+                    for slot in self.calls.values_mut() {
+                        if let Some(record) = slot.record.take() {
+                            sink.finish(record, at);
+                        }
+                    }
+                }
+                let _ = done.send(());
             }
         }
     }
@@ -276,6 +310,9 @@ impl Shard {
     fn new_call(&mut self, invite: SipMessage, flow: Flow) {
         let metrics = &self.ctx.metrics;
         if self.draining.load(Ordering::SeqCst) {
+            if let Some(sink) = &self.ctx.cdr {
+                sink.write_refused(&invite, 503, Disposition::Draining);
+            }
             metrics.count_call(Outcome::RefusedDraining);
             metrics.count_admission_rejection(Refusal::Draining);
             let retry_after = DRAIN_RETRY_AFTER.to_string();
@@ -293,7 +330,18 @@ impl Shard {
             return;
         }
         let config = self.config.borrow().clone();
-        let admission = admit(&self.ctx, &config, &invite, flow);
+        let mut facts = AdmissionFacts::default();
+        let admission = admit(&self.ctx, &config, &invite, flow, &mut facts);
+        let record = self.ctx.cdr.as_ref().map(|sink| {
+            let mut recorder = Recorder::new(
+                cdr::new_id(),
+                sink.gateway(),
+                jiff::Timestamp::now(),
+                &invite,
+            );
+            recorder.admitted(&admission, facts);
+            sink.open(recorder)
+        });
         let span = call_span(&invite);
         let now = Instant::now().into_std();
         let settings = Arc::clone(&self.ctx.settings);
@@ -311,6 +359,7 @@ impl Shard {
                         pod: None,
                         call_ids: vec![call_id],
                         deadline: None,
+                        record,
                     }),
                 );
                 self.flush(key);
@@ -355,19 +404,23 @@ impl Shard {
             match output {
                 Output::Transmit(flow, data) => self.ctx.transports.transmit(flow, data),
                 Output::Media(id, request) => {
+                    if let Some(record) = &mut slot.record {
+                        record.recorder.media_requested(id, &request);
+                    }
                     let span = slot.call.span().clone();
                     let pod = slot.pod.clone();
                     let ctx = Arc::clone(&self.ctx);
                     let tx = self.tx.clone();
                     tokio::spawn(
                         async move {
-                            let (result, pod) = media(&ctx, pod, request).await;
+                            let (result, pod, report) = media(&ctx, pod, request).await;
                             let _ = tx
                                 .send(ShardInput::Media {
                                     call: key,
                                     id,
                                     result,
                                     pod,
+                                    report,
                                 })
                                 .await;
                         }
@@ -395,12 +448,25 @@ impl Shard {
                         });
                     }
                 }
-                Output::Event(event) => self.on_event(key, event),
+                Output::Event(event) => {
+                    if let Some(record) = &mut slot.record {
+                        record.recorder.on_event(jiff::Timestamp::now(), &event);
+                    }
+                    self.on_event(key, event)
+                }
             }
         }
         let Some(slot) = self.calls.get_mut(&key) else {
             return;
         };
+        if slot
+            .record
+            .as_ref()
+            .is_some_and(|r| r.recorder.is_complete() || slot.call.is_finished())
+            && let (Some(record), Some(sink)) = (slot.record.take(), &self.ctx.cdr)
+        {
+            sink.finish(record, jiff::Timestamp::now());
+        }
         if let Some(old) = slot.deadline.take() {
             self.timers.remove(&(old, key));
         }
@@ -442,7 +508,7 @@ impl Shard {
                 }
             }
             Event::Outcome(outcome) => metrics.count_call(outcome),
-            Event::AttemptStarted { trunk } => {
+            Event::AttemptStarted { trunk, .. } => {
                 metrics.count_trunk_attempt(&trunk, TrunkDirection::Outbound)
             }
             Event::AttemptFailed { trunk, code } => {
@@ -451,6 +517,7 @@ impl Shard {
             Event::Answered { trunk } => {
                 metrics.count_trunk_answer(&trunk, TrunkDirection::Outbound)
             }
+            Event::Progress { .. } => {}
             Event::Ended(reason) => metrics.count_call_end(reason),
             Event::Released { answered } => {
                 metrics.calls_active().dec();
@@ -470,7 +537,13 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// Admission and routing of a new call: the inbound trunk, its call limit, the route.
-fn admit(ctx: &CallContext, config: &GatewayConfig, invite: &SipMessage, flow: Flow) -> Admission {
+fn admit(
+    ctx: &CallContext,
+    config: &GatewayConfig,
+    invite: &SipMessage,
+    flow: Flow,
+    facts: &mut AdmissionFacts,
+) -> Admission {
     let metrics = &ctx.metrics;
     let Some(inbound) = routing::inbound_trunk(config, flow.remote) else {
         tracing::info!(source = %flow.remote, "call refused: source matches no trunk");
@@ -489,6 +562,7 @@ fn admit(ctx: &CallContext, config: &GatewayConfig, invite: &SipMessage, flow: F
     let Some(reservation) = Reservation::take(&active, limit) else {
         tracing::info!(trunk = name, "call refused: trunk at its call limit");
         metrics.count_admission_rejection(Refusal::Limit);
+        facts.limit = true;
         return Admission::Refuse {
             inbound: Some(name),
             code: 503,
@@ -526,6 +600,7 @@ fn admit(ctx: &CallContext, config: &GatewayConfig, invite: &SipMessage, flow: F
             targets,
         } => {
             tracing::debug!(called, route, targets = targets.len(), "routed");
+            facts.route = Some(route);
             Admission::Route {
                 inbound: name,
                 reservation,
@@ -541,12 +616,20 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// What a media request came back with: the reply, the pod an initial offer picked, and the
+/// final statistics of a delete.
+type MediaResult = (
+    Result<MediaReply, MediaFailure>,
+    Option<Arc<MediaClient>>,
+    Option<Box<tandem_ng::CallReport>>,
+);
+
 /// Carries out one media request; an initial offer also picks the pod (returned).
 async fn media(
     ctx: &CallContext,
     pod: Option<Arc<MediaClient>>,
     request: MediaRequest,
-) -> (Result<MediaReply, MediaFailure>, Option<Arc<MediaClient>>) {
+) -> MediaResult {
     let failed = |e: &dyn std::fmt::Display| MediaFailure::Failed(e.to_string());
     let Some(pod) = pod else {
         // No pod yet: this is the call's first offer, anchored in the least loaded pod.
@@ -557,18 +640,19 @@ async fn media(
             ..
         } = request
         else {
-            return (Err(MediaFailure::Failed("no media pod".into())), None);
+            return (Err(MediaFailure::Failed("no media pod".into())), None, None);
         };
         return match ctx
             .media
             .offer(&text(&call_id), &text(&from_tag), &sdp)
             .await
         {
-            Ok((pod, sdp)) => (Ok(MediaReply::Sdp(sdp)), Some(pod)),
-            Err(AnchorError::NoMediaPod) => (Err(failed(&"no media pod available")), None),
-            Err(AnchorError::Media(e)) => (Err(failed(&e)), None),
+            Ok((pod, sdp)) => (Ok(MediaReply::Sdp(sdp)), Some(pod), None),
+            Err(AnchorError::NoMediaPod) => (Err(failed(&"no media pod available")), None, None),
+            Err(AnchorError::Media(e)) => (Err(failed(&e)), None, None),
         };
     };
+    let mut report = None;
     let result = match request {
         MediaRequest::Offer {
             call_id,
@@ -598,7 +682,10 @@ async fn media(
         MediaRequest::Delete { call_id } => pod
             .delete(&text(&call_id))
             .await
-            .map(|_| MediaReply::Deleted)
+            .map(|stats| {
+                report = stats.map(Box::new);
+                MediaReply::Deleted
+            })
             .map_err(|e| failure(&e)),
         MediaRequest::Query { call_id } => pod
             .query(&text(&call_id))
@@ -608,7 +695,7 @@ async fn media(
             })
             .map_err(|e| failure(&e)),
     };
-    (result, None)
+    (result, None, report)
 }
 
 /// A media error as the call sees it: a pod that no longer knows the call has lost its media.
