@@ -295,6 +295,9 @@ pub fn has_ice(sdp: &SessionDescription, index: usize) -> bool {
         || sdp.attributes().any(|a| a.name == "ice-ufrag")
 }
 
+/// A new `m=` format list and the `a=rtpmap` values of the formats it adds.
+pub type FormatPlan = (Vec<String>, Vec<String>);
+
 /// The format list of `section` after `plan`, with the `a=rtpmap` values of formats added:
 /// `None` when the plan changes nothing. When the plan leaves the receiver no voice codec of
 /// the sender's, the `transcode` codecs that `transcodable` allows are added (the relay
@@ -304,7 +307,7 @@ pub fn plan_formats(
     section: &MediaDescription,
     plan: &CodecPlan,
     transcodable: CodecSet,
-) -> Result<Option<(Vec<String>, Vec<String>)>, String> {
+) -> Result<Option<FormatPlan>, String> {
     if plan.is_empty() {
         return Ok(None);
     }
@@ -484,10 +487,7 @@ mod tests {
     }
 
     /// An Opus-only offer planned with transcoding allowed between `allowed`.
-    fn opus_offer(
-        codecs: &CodecPlan,
-        allowed: &str,
-    ) -> Result<Option<(Vec<String>, Vec<String>)>, String> {
+    fn opus_offer(codecs: &CodecPlan, allowed: &str) -> Result<Option<FormatPlan>, String> {
         let s = SessionDescription::parse(
             b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
               m=audio 4000 RTP/AVP 96 101\r\na=rtpmap:96 opus/48000/2\r\n\

@@ -327,6 +327,7 @@ impl MediaClient {
     /// answerer. A new call is anchored through [`crate::media_pool::MediaPool::offer`]; this is
     /// for re-offers to the call's pod.
     /// A re-offer from the callee's side names the caller's tag as `to_tag`.
+    #[cfg(test)]
     pub async fn offer(
         &self,
         call_id: &str,
