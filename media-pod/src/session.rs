@@ -1781,6 +1781,7 @@ mod tests {
     use super::*;
     use crate::config::PortRange;
     use crate::ports::PortAllocator;
+    use tandem_codec::CodecKind;
 
     /// Records binds and can refuse chosen ports.
     #[derive(Default)]
@@ -3152,6 +3153,93 @@ mod tests {
                 ssrc,
             }),
         }
+    }
+
+    #[test]
+    fn no_codec_in_common_is_transcoded_and_a_shared_one_is_not() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        let opus = sdp("192.0.2.1", 4000).replace(
+            "RTP/AVP 0",
+            "RTP/AVP 111 101\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/8000",
+        );
+        let offer = Request::offer("tc", "tagA", opus)
+            .with_flag("codec-mask-all")
+            .with_flag("codec-except-telephone-event")
+            .with_flag("codec-transcode-PCMU");
+        let sent = t.negotiate(&offer, now, &mut b).unwrap();
+        let text = String::from_utf8(sent.clone()).unwrap();
+        assert!(text.contains("RTP/AVP 0 101\r\n"), "{text}");
+        assert!(text.contains("a=rtpmap:0 PCMU/8000"), "{text}");
+        let pcmu = sdp("198.51.100.1", 5000).replace(
+            "RTP/AVP 0",
+            "RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=ptime:40",
+        );
+        let answer = t
+            .negotiate(&Request::answer("tc", "tagA", "tagB", pcmu), now, &mut b)
+            .unwrap();
+        let text = String::from_utf8(answer.clone()).unwrap();
+        assert!(text.contains("RTP/AVP 111 101\r\n"), "{text}");
+        assert!(text.contains("a=rtpmap:111 opus/48000/2"), "{text}");
+        assert_eq!(t.transcoded_calls(), 1);
+        let (caller_facing, callee_facing) = (media_port(&answer, 0), media_port(&sent, 0));
+        let caller: SocketAddr = addr("192.0.2.1:4000");
+        let callee: SocketAddr = addr("198.51.100.1:5000");
+        match t.route_packet(caller_facing, caller, &rtp(1, 1, 111), now) {
+            Route::Transcode {
+                from_port,
+                to,
+                config,
+            } => {
+                assert_eq!((from_port, to), (callee_facing, callee));
+                assert_eq!((config.from, config.to), (CodecKind::Opus, CodecKind::Pcmu));
+                assert_eq!((config.to_payload_type, config.ptime_ms), (0, 40));
+            }
+            other => panic!("{other:?}"),
+        }
+        match t.route_packet(callee_facing, callee, &rtp(2, 1, 0), now) {
+            Route::Transcode { config, .. } => {
+                assert_eq!(
+                    (config.from, config.to, config.ptime_ms),
+                    (CodecKind::Pcmu, CodecKind::Opus, 20)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Telephone events pass unchanged.
+        assert!(matches!(
+            t.route_packet(caller_facing, caller, &rtp(1, 2, 101), now),
+            Route::Forward { .. }
+        ));
+        // A new answer with a shared codec ends the transcoding.
+        let both = sdp("198.51.100.1", 5000)
+            .replace("RTP/AVP 0", "RTP/AVP 111\r\na=rtpmap:111 opus/48000/2");
+        t.negotiate(&Request::answer("tc", "tagA", "tagB", both), now, &mut b)
+            .unwrap();
+        assert_eq!(t.transcoded_calls(), 0);
+        assert!(matches!(
+            t.route_packet(caller_facing, caller, &rtp(1, 3, 111), now),
+            Route::Forward { .. }
+        ));
+    }
+
+    #[test]
+    fn an_offer_left_without_a_codec_is_refused_before_allocating() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let offer = Request::offer("nc", "tagA", sdp("192.0.2.1", 4000))
+            .with_flag("codec-strip-all")
+            .with_flag("codec-offer-G729");
+        let err = t
+            .negotiate(&offer, at(Instant::now(), 0), &mut b)
+            .unwrap_err();
+        assert!(matches!(err, SessionError::NoCommonCodec(_)), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("Codec negotiation failed: no codec in common")
+        );
+        assert_eq!((t.sessions(), t.ports_allocated()), (0, 0));
     }
 
     #[test]
