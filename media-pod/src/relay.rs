@@ -243,10 +243,20 @@ impl Worker {
         Ok(())
     }
 
-    fn close(&self, port: u16) {
-        if let Some(stream) = self.transcoders.borrow_mut().remove(&port) {
+    /// Ends the transcoding of the stream arriving on `port`, if any (a new answer gave the
+    /// parties a codec in common, or the port closes). Cheap when nothing is transcoded.
+    fn stop_transcoding(&self, port: u16) {
+        let mut transcoders = self.transcoders.borrow_mut();
+        if transcoders.is_empty() {
+            return;
+        }
+        if let Some(stream) = transcoders.remove(&port) {
             stream.end(&self.metrics);
         }
+    }
+
+    fn close(&self, port: u16) {
+        self.stop_transcoding(port);
         if let Some((_, task)) = self.open.borrow_mut().remove(&port) {
             task.abort();
             self.closing.borrow_mut().push(task);
@@ -439,7 +449,12 @@ fn forward_batch(worker: &Worker, port: u16) {
         }
         let rtcp = packet.kind == PacketKind::Rtcp;
         let (from_port, to) = match worker.route(port, &packet, source, now) {
-            Route::Forward { from_port, to } => (from_port, to),
+            Route::Forward { from_port, to } => {
+                if !rtcp {
+                    worker.stop_transcoding(port);
+                }
+                (from_port, to)
+            }
             Route::Transcode {
                 from_port,
                 to,
