@@ -30,17 +30,28 @@ pub struct TranscoderConfig {
 /// What became of a packet given to [`Transcoder::push`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pushed {
-    /// Taken into the stream (its audio goes out now or with a later packet).
+    /// Taken into the stream (its audio, or the packet renumbered, goes out now or with a
+    /// later packet).
     Taken,
-    /// Not RTP of the received codec (e.g. a telephone event): not transcoded.
+    /// Not an RTP packet: not the transcoder's.
     Ignored,
+}
+
+/// A received packet waiting in the jitter buffer.
+#[derive(Debug)]
+enum Unit {
+    /// A payload of the received codec.
+    Audio(Vec<u8>),
+    /// Another payload type of the stream (telephone events): sent on in sequence, renumbered
+    /// and with its timestamp in the sent codec's clock.
+    Other(Vec<u8>),
 }
 
 /// The state of one transcoded direction of a call.
 #[derive(Debug)]
 pub struct Transcoder {
     config: TranscoderConfig,
-    jitter: JitterBuffer<Vec<u8>>,
+    jitter: JitterBuffer<Unit>,
     decoder: Decoder,
     resampler: Resampler,
     encoder: Encoder,
@@ -58,7 +69,9 @@ pub struct Transcoder {
     started: bool,
     /// The first packet sent carries the marker bit.
     marked: bool,
-    slots: Vec<Slot<Vec<u8>>>,
+    slots: Vec<Slot<Unit>>,
+    /// The first received timestamp (the sent timestamps start there too).
+    first_timestamp: u32,
     decoded: Vec<i16>,
     payload: Vec<u8>,
     /// Packets the decoder concealed.
@@ -88,6 +101,7 @@ impl Transcoder {
             started: false,
             marked: false,
             slots: Vec::new(),
+            first_timestamp: 0,
             decoded: Vec::new(),
             payload: Vec::new(),
             concealed: 0,
@@ -110,25 +124,29 @@ impl Transcoder {
         let Ok(packet) = RtpPacket::parse(datagram) else {
             return Pushed::Ignored;
         };
-        if packet.payload_type() != self.config.from_payload_type {
-            return Pushed::Ignored;
-        }
         if !self.started {
             self.started = true;
             self.ssrc = packet.ssrc();
             self.sequence = packet.sequence_number();
             self.timestamp = packet.timestamp();
+            self.first_timestamp = packet.timestamp();
         }
-        self.jitter.push(
-            packet.sequence_number(),
-            packet.payload().to_vec(),
-            &mut self.slots,
-        );
+        let unit = if packet.payload_type() == self.config.from_payload_type {
+            Unit::Audio(packet.payload().to_vec())
+        } else {
+            Unit::Other(datagram.to_vec())
+        };
+        self.jitter
+            .push(packet.sequence_number(), unit, &mut self.slots);
         let mut slots = std::mem::take(&mut self.slots);
         for slot in slots.drain(..) {
             self.decoded.clear();
             match slot {
-                Slot::Packet(payload) => {
+                Slot::Packet(Unit::Other(datagram)) => {
+                    self.renumber(datagram, out);
+                    continue;
+                }
+                Slot::Packet(Unit::Audio(payload)) => {
                     self.decoder.decode(&payload, &mut self.decoded);
                     if !self.decoded.is_empty() {
                         self.last_decoded = self.decoded.len();
@@ -144,6 +162,22 @@ impl Transcoder {
         }
         self.slots = slots;
         Pushed::Taken
+    }
+
+    /// Sends a packet of another payload type on in the sent stream's numbering: the next
+    /// sequence number, the timestamp converted to the sent codec's clock.
+    fn renumber(&mut self, mut datagram: Vec<u8>, out: &mut Vec<Vec<u8>>) {
+        let Ok(packet) = RtpPacket::parse(&datagram) else {
+            return;
+        };
+        let since = i64::from(packet.timestamp().wrapping_sub(self.first_timestamp) as i32);
+        let scaled =
+            since * i64::from(self.config.to.rtp_clock()) / i64::from(self.config.from.rtp_clock());
+        let timestamp = self.first_timestamp.wrapping_add(scaled as u32);
+        datagram[2..4].copy_from_slice(&self.sequence.to_be_bytes());
+        datagram[4..8].copy_from_slice(&timestamp.to_be_bytes());
+        self.sequence = self.sequence.wrapping_add(1);
+        out.push(datagram);
     }
 
     /// Encodes every whole frame pending into a packet.
@@ -204,6 +238,9 @@ mod tests {
         let mut out = Vec::new();
         for p in packets {
             let packet = RtpPacket::parse(p).unwrap();
+            if packet.payload_type() == 101 {
+                continue;
+            }
             assert_eq!(packet.payload_type(), pt);
             decoder.decode(packet.payload(), &mut out);
         }
@@ -299,6 +336,47 @@ mod tests {
     }
 
     #[test]
+    fn telephone_events_keep_their_place_without_a_loss() {
+        let config = TranscoderConfig {
+            from: CodecKind::Pcmu,
+            from_payload_type: 0,
+            to: CodecKind::Opus,
+            to_payload_type: 111,
+            ptime_ms: 20,
+        };
+        let mut input = source(CodecKind::Pcmu, 0, 600.0, 1);
+        // An event (payload type 101) between audio packets 10 and 11, at audio 10's time.
+        let mut event = input[10].clone();
+        event[1] = 101;
+        event[2..4].copy_from_slice(&1011u16.to_be_bytes());
+        event.truncate(12);
+        event.extend_from_slice(&[5, 0x0A, 0, 160]);
+        input.insert(11, event);
+        for p in &mut input[12..] {
+            let seq = u16::from_be_bytes([p[2], p[3]]).wrapping_add(1);
+            p[2..4].copy_from_slice(&seq.to_be_bytes());
+        }
+        let (output, transcoder) = transcode(config, &input);
+        assert_eq!(transcoder.concealed(), 0, "an event is not a lost packet");
+        let events: Vec<RtpPacket<'_>> = output
+            .iter()
+            .map(|p| RtpPacket::parse(p).unwrap())
+            .filter(|p| p.payload_type() == 101)
+            .collect();
+        assert_eq!(events.len(), 1);
+        // In the Opus clock: audio packet 10 starts at 10 * 960.
+        assert_eq!(events[0].timestamp(), 9600);
+        let seqs: Vec<u16> = output
+            .iter()
+            .map(|p| RtpPacket::parse(p).unwrap().sequence_number())
+            .collect();
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+            "{seqs:?}"
+        );
+    }
+
+    #[test]
     fn garbage_is_never_a_panic() {
         for from in CodecKind::ALL {
             let config = TranscoderConfig {
@@ -321,7 +399,7 @@ mod tests {
             }
             assert_eq!(transcoder.push(&[0x80, 101, 0], &mut out), Pushed::Ignored);
             let event = [0x80, 101, 0, 9, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 160];
-            assert_eq!(transcoder.push(&event, &mut out), Pushed::Ignored);
+            assert_eq!(transcoder.push(&event, &mut out), Pushed::Taken);
         }
     }
 }

@@ -463,7 +463,7 @@ fn forward_batch(worker: &Worker, port: u16) {
                 if transcode(worker, port, datagram, from_port, to, config) == Pushed::Taken {
                     continue;
                 }
-                // Not audio of the sender's codec (an event): relayed unchanged.
+                // Not a packet the transcoder can read: relayed unchanged.
                 (from_port, to)
             }
             Route::Drop(_) => continue,
