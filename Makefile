@@ -78,6 +78,8 @@ chart-crds: ## Copy crds/*.yaml into the Helm chart
 bench-media: ## RTP relay benchmark: media-pod vs rtpengine vs a raw forwarder, side by side (root; QUICK=1 smoke run)
 	$(CARGO) build --release -p media-pod -p bench-media
 	BIN_DIR=target/release bench/media/run
+	@echo "transcoding cost of media-pod's codec path (rtpengine's transcoding is not measured yet):"
+	$(CARGO) run --release -q -p tandem-codec --example transcode_throughput
 
 clean: ## Remove build output
 	$(CARGO) clean
