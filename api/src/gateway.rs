@@ -485,11 +485,21 @@ pub struct SriovNetwork {
     pub ipam: Option<serde_json::Value>,
 }
 
-/// Transcoding settings of the media tier.
+/// The codecs media pods transcode between.
+pub const TRANSCODABLE: [Codec; 4] = [Codec::Pcmu, Codec::Pcma, Codec::G722, Codec::Opus];
+
+/// Transcoding settings of the media tier: a call whose two sides share no codec is
+/// transcoded between these codecs; otherwise media is relayed unchanged.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.codecs.all(c, c in ['PCMU', 'PCMA', 'G722', 'opus'])",
+        "message": "media pods transcode between PCMU, PCMA, G722 and opus only",
+    },
+]))]
 pub struct Transcoding {
-    /// Codecs media pods can transcode between.
+    /// Codecs media pods can transcode between (PCMU, PCMA, G722, opus).
     #[schemars(length(min = 1, max = 6))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub codecs: Vec<Codec>,
@@ -1174,6 +1184,17 @@ impl MediaSpec {
                 errors.push(&codecs, "at least one codec is required");
             }
             check_codecs(&transcoding.codecs, &codecs, errors);
+            for (i, codec) in transcoding.codecs.iter().enumerate() {
+                if !TRANSCODABLE.contains(codec) {
+                    errors.push(
+                        &codecs.index(i),
+                        format!(
+                            "{} cannot be transcoded: media pods transcode between PCMU, PCMA, G722 and opus only",
+                            codec.encoding_name()
+                        ),
+                    );
+                }
+            }
         }
         self.resources.check(&path.field("resources"), errors);
         self.scheduling.check(&path.field("scheduling"), errors);

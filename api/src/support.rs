@@ -103,12 +103,6 @@ pub const NOT_SUPPORTED_YET: &[NotSupportedYet] = &[
         allowed: Allowed::Unset,
         issue: 12,
     },
-    NotSupportedYet {
-        kind: "Gateway",
-        path: "spec.media.transcoding",
-        allowed: Allowed::Unset,
-        issue: 11,
-    },
     // Trunk.
     NotSupportedYet {
         kind: "Trunk",
@@ -139,12 +133,6 @@ pub const NOT_SUPPORTED_YET: &[NotSupportedYet] = &[
         path: "spec.outbound.fromDomain",
         allowed: Allowed::Unset,
         issue: 8,
-    },
-    NotSupportedYet {
-        kind: "Trunk",
-        path: "spec.media.codecs",
-        allowed: Allowed::Unset,
-        issue: 11,
     },
     NotSupportedYet {
         kind: "Trunk",

@@ -145,6 +145,8 @@ pub struct Outcome {
 pub struct Census {
     /// Calls held.
     pub sessions: usize,
+    /// Calls with a transcoded stream.
+    pub transcoded: usize,
     /// Ports allocated.
     pub ports: usize,
     /// Running counters.
@@ -158,6 +160,7 @@ impl Census {
     pub fn of(table: &SessionTable, list_limit: usize) -> Self {
         Self {
             sessions: table.sessions(),
+            transcoded: table.transcoded_calls(),
             ports: table.ports_allocated(),
             totals: table.totals(),
             calls: table.list(list_limit),
@@ -167,6 +170,7 @@ impl Census {
     /// Adds another shard's census.
     pub fn merge(&mut self, other: Census) {
         self.sessions += other.sessions;
+        self.transcoded += other.transcoded;
         self.ports += other.ports;
         self.totals.add(&other.totals);
         self.calls.extend(other.calls);
@@ -401,7 +405,7 @@ impl Controller {
         Statistics {
             sessions_own: census.sessions as u64,
             sessions_foreign: 0,
-            transcoded_media: 0,
+            transcoded_media: census.transcoded as u64,
             packet_rate: self.rates.packets,
             byte_rate: self.rates.bytes,
             error_rate: self.rates.errors,
@@ -556,6 +560,7 @@ mod tests {
                         hold_timeout: Some(Duration::from_secs(3600)),
                         latch_holdoff: Duration::from_secs(1),
                         instance: 7,
+                        transcodable: crate::transcode::CodecSet::NONE,
                     },
                     PortPool::new(PortAllocator::new(PortRange::new(30000, 30099).unwrap())),
                 ),

@@ -13,6 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use tandem_codec::CodecKind;
 use tandem_ng::Command;
 
 use crate::quality::QualitySample;
@@ -37,6 +38,22 @@ struct BuildLabels {
 struct TranscodeLabels {
     from: &'static str,
     to: &'static str,
+}
+
+impl TranscodeLabels {
+    /// Codec labels are lower case: `pcmu`, `pcma`, `g722`, `opus`.
+    fn of(from: CodecKind, to: CodecKind) -> Self {
+        let label = |k: CodecKind| match k {
+            CodecKind::Pcmu => "pcmu",
+            CodecKind::Pcma => "pcma",
+            CodecKind::G722 => "g722",
+            CodecKind::Opus => "opus",
+        };
+        Self {
+            from: label(from),
+            to: label(to),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -95,6 +112,9 @@ pub struct Metrics {
     stream_jitter: Histogram,
     stream_mos: Histogram,
     transcoded_packets: Family<TranscodeLabels, Counter>,
+    transcoded_streams: Family<TranscodeLabels, Counter>,
+    transcoding_streams: Family<TranscodeLabels, Gauge>,
+    concealed_packets: Counter,
     draining: Gauge,
 }
 
@@ -113,6 +133,9 @@ impl Metrics {
             stream_jitter: Histogram::new(JITTER_BUCKETS),
             stream_mos: Histogram::new(MOS_BUCKETS),
             transcoded_packets: Family::default(),
+            transcoded_streams: Family::default(),
+            transcoding_streams: Family::default(),
+            concealed_packets: Counter::default(),
             draining: Gauge::default(),
         };
         let build_info = Family::<BuildLabels, Gauge>::default();
@@ -175,6 +198,21 @@ impl Metrics {
             m.transcoded_packets.clone(),
         );
         registry.register(
+            "tandem_media_transcoded_streams",
+            "Transcoded streams started (one per direction of a call), by source and target codec",
+            m.transcoded_streams.clone(),
+        );
+        registry.register(
+            "tandem_media_transcoding_streams",
+            "Transcoded streams in progress, by source and target codec",
+            m.transcoding_streams.clone(),
+        );
+        registry.register(
+            "tandem_media_concealed_packets",
+            "Lost or undecodable packets of transcoded streams replaced by loss concealment",
+            m.concealed_packets.clone(),
+        );
+        registry.register(
             "tandem_media_draining",
             "Whether this pod is draining (1) or serving (0)",
             m.draining.clone(),
@@ -187,14 +225,36 @@ impl Metrics {
                 })
                 .get();
         }
-        // No transcoding yet: the G.711 law conversions, the first pairs it will carry, are
-        // exported at zero so that dashboards and alerts have a series to read.
-        for (from, to) in [("pcmu", "pcma"), ("pcma", "pcmu")] {
-            m.transcoded_packets
-                .get_or_create(&TranscodeLabels { from, to })
-                .get();
+        // Every codec pair is exported from the start, at zero.
+        for from in CodecKind::ALL {
+            for to in CodecKind::ALL.into_iter().filter(|to| *to != from) {
+                let labels = TranscodeLabels::of(from, to);
+                m.transcoded_packets.get_or_create(&labels).get();
+                m.transcoded_streams.get_or_create(&labels).get();
+                m.transcoding_streams.get_or_create(&labels).get();
+            }
         }
         m
+    }
+
+    /// A transcoded stream starts: returns its packet counter.
+    pub fn transcoding_started(&self, from: CodecKind, to: CodecKind) -> Counter {
+        let labels = TranscodeLabels::of(from, to);
+        self.transcoded_streams.get_or_create(&labels).inc();
+        self.transcoding_streams.get_or_create(&labels).inc();
+        self.transcoded_packets.get_or_create(&labels).clone()
+    }
+
+    /// A transcoded stream ended.
+    pub fn transcoding_ended(&self, from: CodecKind, to: CodecKind) {
+        self.transcoding_streams
+            .get_or_create(&TranscodeLabels::of(from, to))
+            .dec();
+    }
+
+    /// Counts packets concealed in transcoded streams.
+    pub fn concealed(&self, packets: u64) {
+        self.concealed_packets.inc_by(packets);
     }
 
     /// Counts a recognised ng command.
@@ -258,16 +318,19 @@ impl Metrics {
 }
 
 /// Why the relay dropped a packet: the label values of `tandem_media_dropped_packets_total`.
-pub const DROP_REASONS: [&str; 6] = [
+pub const DROP_REASONS: [&str; 7] = [
     DropReason::Malformed.as_str(),
     DropReason::NoSession.as_str(),
     DropReason::NoDestination.as_str(),
     DropReason::SourceMismatch.as_str(),
     DropReason::Blocked.as_str(),
     SEND_FAILED,
+    TRANSCODER_FAILED,
 ];
 /// The drop reason of a packet the kernel would not send.
 pub const SEND_FAILED: &str = "send_failed";
+/// The drop reason of packets of a stream whose transcoder could not start.
+pub const TRANSCODER_FAILED: &str = "transcoder_failed";
 
 /// One relay worker's packet counters. Only that worker writes them, with a plain load and
 /// store (no locked read-modify-write on the packet path); a scrape adds up every worker's.
@@ -414,6 +477,9 @@ mod tests {
             "tandem_media_draining 1",
             "tandem_build_info{component=\"media-pod\",version=\"",
             "tandem_media_transcoded_packets_total{from=\"pcmu\",to=\"pcma\"} 0",
+            "tandem_media_transcoded_streams_total{from=\"opus\",to=\"g722\"} 0",
+            "tandem_media_transcoding_streams{from=\"g722\",to=\"pcmu\"} 0",
+            "tandem_media_concealed_packets_total 0",
             "tandem_media_stream_packets_lost_ratio_count 2",
             "tandem_media_stream_packets_lost_ratio_bucket{le=\"0.005\"} 2",
             "tandem_media_stream_packets_lost_ratio_bucket{le=\"0.0025\"} 1",

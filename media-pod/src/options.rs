@@ -66,12 +66,18 @@ pub struct CodecPlan {
     pub except: Vec<CodecSelector>,
     /// Codecs kept and moved to the front, in this order (`offer`).
     pub offer: Vec<CodecSelector>,
+    /// Codecs added for the receiver when it would otherwise share no codec with the sender,
+    /// the relay transcoding between them (`transcode`).
+    pub transcode: Vec<CodecSelector>,
 }
 
 impl CodecPlan {
     /// Whether the plan changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.strip.is_empty() && !self.strip_all && self.offer.is_empty()
+        self.strip.is_empty()
+            && !self.strip_all
+            && self.offer.is_empty()
+            && self.transcode.is_empty()
     }
 }
 
@@ -277,8 +283,16 @@ pub fn for_negotiation(request: &Request, advertise: IpAddr) -> Result<Options, 
                 "strip" | "mask" => o.codecs.strip.push(selector),
                 "except" => o.codecs.except.push(selector),
                 "offer" => o.codecs.offer.push(selector),
+                "transcode"
+                    if tandem_codec::CodecKind::from_name(
+                        codec.split('/').next().unwrap_or_default(),
+                    )
+                    .is_some() =>
+                {
+                    o.codecs.transcode.push(selector);
+                }
                 "transcode" => warn(format!(
-                    "codec transcode '{codec}' (transcoding is not supported yet)"
+                    "codec transcode '{codec}' (the relay transcodes between PCMU, PCMA, G722 and opus)"
                 )),
                 _ => warn(format!("codec {operation} '{codec}'")),
             }
@@ -403,7 +417,7 @@ mod tests {
             .with_flag("SDES-off")
             .with_ice(Ice::ForceRelay)
             .with_replace(Replace::SessionName);
-        r.codec = vec![("transcode".into(), "G729".into())];
+        r.codec = vec![("consume".into(), "G729".into())];
         r.transport_protocol = Some("RTP/SAVP".into());
         r.address_family = Some("IP6".into());
         r.direction = vec!["priv".into(), "pub".into()];
@@ -416,7 +430,7 @@ mod tests {
             "SDES 'off'",
             "ICE 'force-relay'",
             "replace 'session-name'",
-            "codec transcode 'G729'",
+            "codec consume 'G729'",
             "transport protocol 'RTP/SAVP'",
             "address family 'IP6'",
             "direction 'priv'",
@@ -477,8 +491,11 @@ mod tests {
             ("except".into(), "PCMU".into()),
             ("offer".into(), "G722".into()),
             ("mask".into(), "opus".into()),
+            ("transcode".into(), "PCMA".into()),
         ];
         let o = read(&r);
+        assert!(o.warnings.is_empty(), "{:?}", o.warnings);
+        assert_eq!(o.codecs.transcode, vec![CodecSelector("PCMA".into())]);
         assert!(o.codecs.strip_all);
         assert_eq!(o.codecs.except, vec![CodecSelector("PCMU".into())]);
         assert_eq!(o.codecs.offer, vec![CodecSelector("G722".into())]);

@@ -29,6 +29,8 @@ use crate::options::{self, IceAdvertise, OriginRewrite, RtcpMux};
 use crate::ports::PortPool;
 use crate::quality::{QualitySample, Sources};
 use crate::sdp_rewrite::{self, AnchoredStream, Remote, SectionPlan, StreamError};
+use crate::transcode::{self, CodecSet, TranscodedLeg, Transcoding};
+use tandem_codec::TranscoderConfig;
 
 /// A moment, both monotonic (for timeouts and latching) and wall-clock (for reports).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +86,8 @@ pub struct TableConfig {
     pub latch_holdoff: Duration,
     /// This pod's identity in `a=rtpengine:` loop-protection attributes.
     pub instance: u64,
+    /// Codecs the relay may transcode between (empty: transcoding is off).
+    pub transcodable: CodecSet,
 }
 
 /// Why an ng command could not be carried out. The `Display` text is the ng `error-reason`.
@@ -122,6 +126,10 @@ pub enum SessionError {
     /// A command this media relay does not carry out yet.
     #[error("{0} is not supported yet")]
     NotSupported(String),
+    /// The codec options leave the receiver of an offer no codec in common with its sender
+    /// and nothing to transcode to.
+    #[error("Codec negotiation failed: {0}")]
+    NoCommonCodec(String),
 }
 
 impl SessionError {
@@ -137,6 +145,7 @@ impl SessionError {
             SessionError::NotSupported(_) => "not_supported",
             SessionError::Selection(_) => "unknown_call",
             SessionError::Recording(_) => "recording",
+            SessionError::NoCommonCodec(_) => "no_common_codec",
         }
     }
 }
@@ -202,6 +211,15 @@ pub enum Route {
         from_port: u16,
         /// The destination.
         to: SocketAddr,
+    },
+    /// Transcode it as `config` says, and send the result from `from_port` to `to`.
+    Transcode {
+        /// The local port to send from.
+        from_port: u16,
+        /// The destination.
+        to: SocketAddr,
+        /// The codecs of the sender and the receiver.
+        config: TranscoderConfig,
     },
     /// Do not send it.
     Drop(DropReason),
@@ -307,6 +325,8 @@ struct Leg {
     last_active: Option<Instant>,
     /// The payload types this party's SDP listed.
     formats: Vec<PayloadFormat>,
+    /// The packetisation time this party's SDP asked for, in ms.
+    ptime: Option<u32>,
     rtp: Flow,
     rtcp: Flow,
 }
@@ -337,6 +357,8 @@ struct MediaStream {
     /// The `rtcp-mux` handling the offer asked for.
     rtcp_mux: RtcpMux,
     legs: [Leg; 2],
+    /// The codec of each party, when the answer left them none in common.
+    transcoding: Option<Transcoding>,
 }
 
 /// Packets not relayed from a party (or from every party of a call).
@@ -658,6 +680,14 @@ impl SessionTable {
         self.calls.len()
     }
 
+    /// Calls with at least one transcoded media section.
+    pub fn transcoded_calls(&self) -> usize {
+        self.calls
+            .values()
+            .filter(|c| c.media.iter().any(|m| m.transcoding.is_some()))
+            .count()
+    }
+
     /// Ports currently allocated to this table's calls (two per pair).
     pub fn ports_allocated(&self) -> usize {
         self.ports.len() * 2
@@ -711,6 +741,19 @@ impl SessionTable {
             return Ok((sdp_body.to_vec(), options.warnings));
         }
         let streams = sdp_rewrite::anchored_streams(&sdp, options.address_override)?;
+        // Codec options act on offers; a plan that leaves no codec refuses the offer before
+        // anything is allocated.
+        let mut format_plans = Vec::with_capacity(streams.len());
+        for (i, section) in sdp.media().iter().enumerate() {
+            let planned = match streams.get(i) {
+                Some(Some(_)) if !is_answer => {
+                    sdp_rewrite::plan_formats(section, &options.codecs, self.config.transcodable)
+                        .map_err(SessionError::NoCommonCodec)?
+                }
+                _ => None,
+            };
+            format_plans.push(planned);
+        }
 
         let existing = self.by_call_id.get(call_id).copied();
         if existing.is_none() && is_answer {
@@ -804,6 +847,7 @@ impl SessionTable {
                 remote,
                 formats,
                 direction,
+                ptime,
             }) = stream
             else {
                 continue;
@@ -814,6 +858,7 @@ impl SessionTable {
                     protocol: protocol.clone(),
                     rtcp_mux: RtcpMux::default(),
                     legs: Default::default(),
+                    transcoding: None,
                 });
             }
             let media = &mut call.media[i];
@@ -825,6 +870,7 @@ impl SessionTable {
             let leg = &mut media.legs[sender.index()];
             leg.protocol = Some(protocol.clone());
             leg.formats.clone_from(formats);
+            leg.ptime = *ptime;
             leg.direction = Some(*direction);
             leg.last_active = Some(now.instant);
             leg.rtp.last_packet = now.unix;
@@ -847,18 +893,13 @@ impl SessionTable {
                 plans.push(SectionPlan::default());
                 continue;
             };
-            let formats = if is_answer {
-                None
+            let (formats, rtpmaps) = if is_answer {
+                answer_transcoding(media, sender, self.config.transcodable)
             } else {
-                sdp.media()
-                    .get(i)
-                    .map(|section| sdp_rewrite::plan_formats(section, &options.codecs))
-                    .transpose()
-                    .unwrap_or_else(|e| {
-                        options.warnings.push(e);
-                        None
-                    })
-                    .flatten()
+                format_plans
+                    .get_mut(i)
+                    .and_then(Option::take)
+                    .map_or((None, Vec::new()), |(f, r)| (Some(f), r))
             };
             let offered_mux = media.rtcp_mux;
             let advertise_ice = match options.ice {
@@ -888,6 +929,7 @@ impl SessionTable {
                 ),
                 rtcp_mux: Some(rtcp_mux),
                 formats,
+                rtpmaps,
                 ice,
             });
         }
@@ -1306,7 +1348,7 @@ impl SessionTable {
     ) -> Route {
         let route = self.route_inner(local_port, source, packet, now);
         match route {
-            Route::Forward { .. } => {
+            Route::Forward { .. } | Route::Transcode { .. } => {
                 self.totals.relayed_packets += 1;
                 self.totals.relayed_bytes += packet.len as u64;
             }
@@ -1450,8 +1492,21 @@ impl SessionTable {
                 learned(&peer.rtcp).or(peer.remote.as_ref().map(|r| r.rtcp)),
             )
         };
-        match destination {
-            Some(to) if !to.ip().is_unspecified() && to.port() != 0 => {
+        let transcoding = media.transcoding.filter(|t| {
+            !is_rtcp
+                && packet
+                    .rtp
+                    .is_some_and(|h| h.payload_type == t.legs[owner.side.index()].payload_type)
+        });
+        match (destination, transcoding) {
+            (Some(to), Some(t)) if !to.ip().is_unspecified() && to.port() != 0 => {
+                Route::Transcode {
+                    from_port,
+                    to,
+                    config: t.direction(owner.side.index()),
+                }
+            }
+            (Some(to), None) if !to.ip().is_unspecified() && to.port() != 0 => {
                 Route::Forward { from_port, to }
             }
             _ => Route::Drop(DropReason::NoDestination),
@@ -1525,6 +1580,50 @@ fn resolve_sides(
             Side::Caller
         });
     (sender, sender.other())
+}
+
+/// Decides from an answer whether section `media` is transcoded (the answerer's codec is none
+/// the offerer offered, and both can be transcoded), recording each party's codec; returns
+/// the format list and `a=rtpmap` values of the answer sent to the offerer: its own codec, and
+/// the events both parties listed.
+fn answer_transcoding(
+    media: &mut MediaStream,
+    answerer: Side,
+    transcodable: CodecSet,
+) -> (Option<Vec<String>>, Vec<String>) {
+    let offerer = answerer.other();
+    let offered = &media.legs[offerer.index()].formats;
+    let answered = &media.legs[answerer.index()].formats;
+    let Some((offer, offer_kind, answer, answer_kind)) =
+        transcode::choose(offered, answered, transcodable)
+    else {
+        media.transcoding = None;
+        return (None, Vec::new());
+    };
+    let leg = |side: Side, codec, payload_type| TranscodedLeg {
+        codec,
+        payload_type,
+        ptime_ms: media.legs[side.index()].ptime.unwrap_or(20),
+    };
+    let mut legs = [
+        leg(offerer, offer_kind, offer.payload_type),
+        leg(answerer, answer_kind, answer.payload_type),
+    ];
+    if offerer == Side::Callee {
+        legs.swap(0, 1);
+    }
+    media.transcoding = Some(Transcoding { legs });
+    let mut formats = vec![offer.payload_type.to_string()];
+    formats.extend(
+        answered
+            .iter()
+            .filter(|a| a.codec == Codec::TelephoneEvent && offered.contains(a))
+            .map(|a| a.payload_type.to_string()),
+    );
+    (
+        Some(formats),
+        vec![format!("{} {}", offer.payload_type, offer_kind.rtpmap())],
+    )
 }
 
 /// Whether a command asks for every party (`all` flag, or `all: all`).
@@ -1682,6 +1781,7 @@ mod tests {
     use super::*;
     use crate::config::PortRange;
     use crate::ports::PortAllocator;
+    use tandem_codec::CodecKind;
 
     /// Records binds and can refuse chosen ports.
     #[derive(Default)]
@@ -1737,6 +1837,7 @@ mod tests {
                 hold_timeout: Some(Duration::from_secs(3600)),
                 latch_holdoff: Duration::from_secs(1),
                 instance: 7,
+                transcodable: CodecSet::of(tandem_codec::CodecKind::ALL),
             },
             PortPool::new(PortAllocator::new(PortRange::new(first, last).unwrap())),
         )
@@ -2783,6 +2884,7 @@ mod tests {
                 hold_timeout: hold.map(Duration::from_secs),
                 latch_holdoff: Duration::from_secs(1),
                 instance: 7,
+                transcodable: CodecSet::NONE,
             },
             PortPool::new(PortAllocator::new(PortRange::new(30000, 30099).unwrap())),
         )
@@ -3051,6 +3153,93 @@ mod tests {
                 ssrc,
             }),
         }
+    }
+
+    #[test]
+    fn no_codec_in_common_is_transcoded_and_a_shared_one_is_not() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        let opus = sdp("192.0.2.1", 4000).replace(
+            "RTP/AVP 0",
+            "RTP/AVP 111 101\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/8000",
+        );
+        let offer = Request::offer("tc", "tagA", opus)
+            .with_flag("codec-mask-all")
+            .with_flag("codec-except-telephone-event")
+            .with_flag("codec-transcode-PCMU");
+        let sent = t.negotiate(&offer, now, &mut b).unwrap();
+        let text = String::from_utf8(sent.clone()).unwrap();
+        assert!(text.contains("RTP/AVP 0 101\r\n"), "{text}");
+        assert!(text.contains("a=rtpmap:0 PCMU/8000"), "{text}");
+        let pcmu = sdp("198.51.100.1", 5000).replace(
+            "RTP/AVP 0",
+            "RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=ptime:40",
+        );
+        let answer = t
+            .negotiate(&Request::answer("tc", "tagA", "tagB", pcmu), now, &mut b)
+            .unwrap();
+        let text = String::from_utf8(answer.clone()).unwrap();
+        assert!(text.contains("RTP/AVP 111 101\r\n"), "{text}");
+        assert!(text.contains("a=rtpmap:111 opus/48000/2"), "{text}");
+        assert_eq!(t.transcoded_calls(), 1);
+        let (caller_facing, callee_facing) = (media_port(&answer, 0), media_port(&sent, 0));
+        let caller: SocketAddr = addr("192.0.2.1:4000");
+        let callee: SocketAddr = addr("198.51.100.1:5000");
+        match t.route_packet(caller_facing, caller, &rtp(1, 1, 111), now) {
+            Route::Transcode {
+                from_port,
+                to,
+                config,
+            } => {
+                assert_eq!((from_port, to), (callee_facing, callee));
+                assert_eq!((config.from, config.to), (CodecKind::Opus, CodecKind::Pcmu));
+                assert_eq!((config.to_payload_type, config.ptime_ms), (0, 40));
+            }
+            other => panic!("{other:?}"),
+        }
+        match t.route_packet(callee_facing, callee, &rtp(2, 1, 0), now) {
+            Route::Transcode { config, .. } => {
+                assert_eq!(
+                    (config.from, config.to, config.ptime_ms),
+                    (CodecKind::Pcmu, CodecKind::Opus, 20)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Telephone events pass unchanged.
+        assert!(matches!(
+            t.route_packet(caller_facing, caller, &rtp(1, 2, 101), now),
+            Route::Forward { .. }
+        ));
+        // A new answer with a shared codec ends the transcoding.
+        let both = sdp("198.51.100.1", 5000)
+            .replace("RTP/AVP 0", "RTP/AVP 111\r\na=rtpmap:111 opus/48000/2");
+        t.negotiate(&Request::answer("tc", "tagA", "tagB", both), now, &mut b)
+            .unwrap();
+        assert_eq!(t.transcoded_calls(), 0);
+        assert!(matches!(
+            t.route_packet(caller_facing, caller, &rtp(1, 3, 111), now),
+            Route::Forward { .. }
+        ));
+    }
+
+    #[test]
+    fn an_offer_left_without_a_codec_is_refused_before_allocating() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let offer = Request::offer("nc", "tagA", sdp("192.0.2.1", 4000))
+            .with_flag("codec-strip-all")
+            .with_flag("codec-offer-G729");
+        let err = t
+            .negotiate(&offer, at(Instant::now(), 0), &mut b)
+            .unwrap_err();
+        assert!(matches!(err, SessionError::NoCommonCodec(_)), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("Codec negotiation failed: no codec in common")
+        );
+        assert_eq!((t.sessions(), t.ports_allocated()), (0, 0));
     }
 
     #[test]

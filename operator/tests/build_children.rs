@@ -339,6 +339,7 @@ fn sriov_mode_attaches_a_virtual_function() {
     assert!(!media_env.contains_key("TANDEM_RTP_ADDRESS"));
     assert_eq!(media_env["TANDEM_RTP_PORTS"], "16384-32767");
     assert_eq!(media_env["TANDEM_DRAIN_TIMEOUT_SECONDS"], "7200");
+    assert_eq!(media_env["TANDEM_TRANSCODE_CODECS"], "PCMU,opus");
     let resources = as_json(media.resources.as_ref().unwrap());
     assert_eq!(
         resources["requests"],

@@ -327,6 +327,7 @@ impl MediaClient {
     /// answerer. A new call is anchored through [`crate::media_pool::MediaPool::offer`]; this is
     /// for re-offers to the call's pod.
     /// A re-offer from the callee's side names the caller's tag as `to_tag`.
+    #[cfg(test)]
     pub async fn offer(
         &self,
         call_id: &str,
@@ -334,7 +335,20 @@ impl MediaClient {
         to_tag: Option<&str>,
         sdp: &[u8],
     ) -> Result<Bytes, MediaError> {
-        let mut request = SdpFlags::default().apply(Request::offer(call_id, from_tag, sdp));
+        self.offer_to(call_id, from_tag, to_tag, sdp, &SdpFlags::default())
+            .await
+    }
+
+    /// [`MediaClient::offer`] asking for `flags`.
+    pub async fn offer_to(
+        &self,
+        call_id: &str,
+        from_tag: &str,
+        to_tag: Option<&str>,
+        sdp: &[u8],
+        flags: &SdpFlags,
+    ) -> Result<Bytes, MediaError> {
+        let mut request = flags.apply(Request::offer(call_id, from_tag, sdp));
         request.to_tag = to_tag.map(str::to_owned);
         sdp_of(self.request("offer", &request).await?, "offer")
     }

@@ -7,8 +7,10 @@ use std::net::{IpAddr, SocketAddr};
 
 use jiff::Timestamp;
 use rand::Rng;
+use tandem_api::Codec;
 use tandem_api::compiled::CompiledTrunk;
 use tandem_api::config::GatewayConfig;
+use tandem_api::gateway::TRANSCODABLE;
 use tandem_api::trunk::{Peer, PeerTransport};
 
 use crate::transport::Transport;
@@ -26,6 +28,8 @@ pub struct Target {
     pub transport: Transport,
     /// Final response codes after which the next target is tried.
     pub failover_codes: Vec<u16>,
+    /// The ng codec flags of an offer to this Trunk ([`codec_flags`]).
+    pub codec_flags: Vec<String>,
 }
 
 /// The reason of the `503` a caller gets when every peer of every target is marked down.
@@ -223,7 +227,35 @@ fn peer_target(
         port: peer.port,
         transport: peer_transport(peer)?,
         failover_codes: failover_codes.to_vec(),
+        codec_flags: codec_flags(&trunk.spec.media.codecs),
     })
+}
+
+/// The ng flags that apply a Trunk's `media.codecs` to an offer sent to it: every other codec
+/// masked (telephone events kept), the Trunk's codecs first in its order, and each of them
+/// that the media pods can transcode to offered for transcoding. The media pod adds a
+/// transcoded codec only when the caller shares none with the Trunk and its Gateway allows it,
+/// and refuses the offer (a 488 to the caller) when nothing is left. No codecs: no flags.
+pub fn codec_flags(codecs: &[Codec]) -> Vec<String> {
+    if codecs.is_empty() {
+        return Vec::new();
+    }
+    let mut flags = vec![
+        "codec-mask-all".to_owned(),
+        "codec-except-telephone-event".to_owned(),
+    ];
+    flags.extend(
+        codecs
+            .iter()
+            .map(|c| format!("codec-offer-{}", c.encoding_name())),
+    );
+    flags.extend(
+        codecs
+            .iter()
+            .filter(|c| TRANSCODABLE.contains(c))
+            .map(|c| format!("codec-transcode-{}", c.encoding_name())),
+    );
+    flags
 }
 
 /// Sorts by ascending priority; within a priority, draws a weighted-random order (each next item
@@ -679,5 +711,22 @@ spec:
         assert_eq!(uri_user("sip:alice;x=y@h"), "alice");
         assert_eq!(uri_user("tel:+1555;phone-context=x"), "+1555");
         assert_eq!(uri_user("sip:host.example"), "");
+    }
+
+    #[test]
+    fn a_trunks_codecs_become_ng_codec_flags_in_its_order() {
+        assert!(codec_flags(&[]).is_empty());
+        assert_eq!(
+            codec_flags(&[Codec::G729, Codec::Pcma, Codec::Pcmu]),
+            [
+                "codec-mask-all",
+                "codec-except-telephone-event",
+                "codec-offer-G729",
+                "codec-offer-PCMA",
+                "codec-offer-PCMU",
+                "codec-transcode-PCMA",
+                "codec-transcode-PCMU",
+            ]
+        );
     }
 }

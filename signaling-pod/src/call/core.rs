@@ -115,12 +115,14 @@ pub type MediaOpId = u32;
 /// A request to the media pod anchoring the call (ng protocol).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MediaRequest {
-    /// An SDP offer from the side tagged `from_tag`.
+    /// An SDP offer from the side tagged `from_tag`, with the ng codec flags of the Trunk it
+    /// goes to.
     Offer {
         call_id: Bytes,
         from_tag: Bytes,
         to_tag: Option<Bytes>,
         sdp: Bytes,
+        codec_flags: Vec<String>,
     },
     /// The SDP answer of the side tagged `to_tag` to an offer of `from_tag`.
     Answer {
@@ -151,6 +153,8 @@ pub enum MediaReply {
 pub enum MediaFailure {
     /// The request failed (timed out, refused, or no pod available).
     Failed(String),
+    /// The offer leaves the two sides no codec in common and nothing to transcode to.
+    NotAcceptable(String),
     /// The pod no longer knows the call (it timed out its media, or restarted).
     Gone,
 }
@@ -830,11 +834,18 @@ impl Call {
                     self.prepare_next_target(now);
                 } else {
                     self.media = Media::Offering { then_delete: false };
+                    // The first target's Trunk decides the codecs offered.
+                    let codec_flags = self
+                        .targets
+                        .front()
+                        .map(|t| t.codec_flags.clone())
+                        .unwrap_or_default();
                     let request = MediaRequest::Offer {
                         call_id: self.a.leg.call_id.clone(),
                         from_tag: self.a.media_tag(),
                         to_tag: None,
                         sdp: self.a_invite.body.clone(),
+                        codec_flags,
                     };
                     self.media_request(request, MediaPurpose::Offer);
                 }
@@ -1206,11 +1217,17 @@ impl Call {
         }
         self.set_busy(true);
         let (from_tag, to_tag) = self.media_tags(side);
+        // A re-offer from the caller goes to the Trunk: its codecs apply again.
+        let codec_flags = match (side, &self.b) {
+            (Side::A, Some(b)) => b.target.codec_flags.clone(),
+            _ => Vec::new(),
+        };
         let request = MediaRequest::Offer {
             call_id: self.a.leg.call_id.clone(),
             from_tag,
             to_tag: Some(to_tag),
             sdp: msg.body.clone(),
+            codec_flags,
         };
         self.media_request(
             request,
@@ -1750,6 +1767,14 @@ impl Call {
                 }
                 self.a_invite.body = sdp;
                 self.prepare_next_target(now);
+            }
+            Err(MediaFailure::NotAcceptable(reason)) => {
+                self.media = Media::None;
+                if then_delete {
+                    return;
+                }
+                tracing::info!(reason, "no codec in common with the Trunk");
+                self.refuse(now, 488, "Not Acceptable Here", Outcome::Rejected);
             }
             other => {
                 self.media = Media::None;

@@ -29,7 +29,7 @@ use super::core::{
 use crate::admission::Reservation;
 use crate::cdr::{self, AdmissionFacts, Disposition, Recorder};
 use crate::health::TrunkHealth;
-use crate::media::{MediaClient, MediaError};
+use crate::media::{MediaClient, MediaError, SdpFlags};
 use crate::media_pool::{AnchorError, MediaPool};
 use crate::metrics::{Admission as Refusal, Metrics, Outcome, TrunkDirection};
 use crate::routing::{self, Decision, Target};
@@ -637,19 +637,24 @@ async fn media(
             call_id,
             from_tag,
             sdp,
+            codec_flags,
             ..
         } = request
         else {
             return (Err(MediaFailure::Failed("no media pod".into())), None, None);
         };
+        let flags = SdpFlags {
+            flags: codec_flags,
+            ..SdpFlags::default()
+        };
         return match ctx
             .media
-            .offer(&text(&call_id), &text(&from_tag), &sdp)
+            .offer_flags(&text(&call_id), &text(&from_tag), &sdp, &flags)
             .await
         {
             Ok((pod, sdp)) => (Ok(MediaReply::Sdp(sdp)), Some(pod), None),
             Err(AnchorError::NoMediaPod) => (Err(failed(&"no media pod available")), None, None),
-            Err(AnchorError::Media(e)) => (Err(failed(&e)), None, None),
+            Err(AnchorError::Media(e)) => (Err(failure(&e)), None, None),
         };
     };
     let mut report = None;
@@ -659,12 +664,17 @@ async fn media(
             from_tag,
             to_tag,
             sdp,
+            codec_flags,
         } => pod
-            .offer(
+            .offer_to(
                 &text(&call_id),
                 &text(&from_tag),
                 to_tag.map(|t| text(&t)).as_deref(),
                 &sdp,
+                &SdpFlags {
+                    flags: codec_flags,
+                    ..SdpFlags::default()
+                },
             )
             .await
             .map(MediaReply::Sdp)
@@ -698,11 +708,17 @@ async fn media(
     (result, None, report)
 }
 
+/// How media-pod's refusal of an offer that leaves no codec in common begins.
+const NO_COMMON_CODEC: &str = "Codec negotiation failed";
+
 /// A media error as the call sees it: a pod that no longer knows the call has lost its media.
 fn failure(error: &MediaError) -> MediaFailure {
     match error {
         MediaError::Refused { reason, .. } if reason.eq_ignore_ascii_case("Unknown call-id") => {
             MediaFailure::Gone
+        }
+        MediaError::Refused { reason, .. } if reason.starts_with(NO_COMMON_CODEC) => {
+            MediaFailure::NotAcceptable(reason.clone())
         }
         other => MediaFailure::Failed(other.to_string()),
     }

@@ -68,6 +68,7 @@ fn target(addr: &str) -> Target {
         port: addr.port(),
         transport: Transport::Udp,
         failover_codes: vec![503],
+        codec_flags: Vec::new(),
     }
 }
 
@@ -673,6 +674,33 @@ fn a_failed_media_offer_refuses_the_call_with_503() {
     s.media(is_offer, Err(MediaFailure::Failed("no media pod".into())));
     s.expect(CALLER, 503);
     assert!(s.events.contains(&Event::Outcome(Outcome::MediaFailure)));
+    assert!(!s.deleted(), "nothing was anchored");
+}
+
+#[test]
+fn the_trunks_codecs_reach_the_offer_and_no_codec_in_common_is_a_488() {
+    let mut carrier = target(CARRIER);
+    carrier.codec_flags = crate::routing::codec_flags(&[tandem_api::Codec::Pcmu]);
+    let mut s = Script::start("", settings(), vec![carrier]);
+    let offer = s.media(
+        is_offer,
+        Err(MediaFailure::NotAcceptable(
+            "Codec negotiation failed: no codec in common".into(),
+        )),
+    );
+    let MediaRequest::Offer { codec_flags, .. } = offer else {
+        panic!("{offer:?}");
+    };
+    assert!(
+        codec_flags.contains(&"codec-offer-PCMU".to_owned()),
+        "{codec_flags:?}"
+    );
+    assert!(
+        codec_flags.contains(&"codec-transcode-PCMU".to_owned()),
+        "{codec_flags:?}"
+    );
+    s.expect(CALLER, 488);
+    assert!(s.events.contains(&Event::Outcome(Outcome::Rejected)));
     assert!(!s.deleted(), "nothing was anchored");
 }
 

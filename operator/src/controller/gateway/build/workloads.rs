@@ -433,6 +433,14 @@ fn media_template(blueprint: &Blueprint<'_>) -> Result<PodTemplateSpec, BuildErr
         ),
         env_field("POD_IP", "status.podIP"),
     ];
+    if let Some(transcoding) = &media.transcoding {
+        let codecs: Vec<&str> = transcoding
+            .codecs
+            .iter()
+            .map(|c| c.encoding_name())
+            .collect();
+        env_vars.push(env("TANDEM_TRANSCODE_CODECS", codecs.join(",")));
+    }
     container.ports = Some(vec![
         container_port("ng", NG_PORT, "UDP"),
         container_port("admin", MEDIA_ADMIN_PORT, "TCP"),
