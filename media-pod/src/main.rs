@@ -23,6 +23,7 @@ mod recording;
 mod relay;
 mod sdp_rewrite;
 mod session;
+mod srtp;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -169,6 +169,9 @@ pub struct SectionPlan {
     pub formats: Option<Vec<String>>,
     /// Advertise the relay as the only ICE candidate, with these credentials (ICE-lite).
     pub ice: Option<Credentials>,
+    /// Replace the section's `a=crypto` lines with these values (none: plain RTP); `None`
+    /// passes the sender's on (SRTP the relay does not terminate).
+    pub crypto: Option<Vec<String>>,
 }
 
 /// Puts the relay into `sdp`: each anchored section gets its plan, the session-level `c=`
@@ -204,8 +207,14 @@ pub fn rewrite(
         section.set_connection_address(advertise);
         section.set_rtcp(port.saturating_add(1), Some(advertise));
         section.remove_attributes(is_ice);
+        if let Some(crypto) = &plan.crypto {
+            section.remove_attributes(|a| a.name == "crypto");
+            for value in crypto {
+                section.push_attribute("crypto", Some(value));
+            }
+        }
         if let Some(protocol) = &plan.protocol {
-            if protocol.eq_ignore_ascii_case("RTP/AVP") {
+            if !protocol.to_ascii_uppercase().ends_with("AVPF") {
                 // Feedback messages are an AVPF feature (RFC 4585).
                 section.remove_attributes(|a| a.name == "rtcp-fb");
             }
@@ -454,6 +463,7 @@ mod tests {
                 rtcp_mux: Some(false),
                 formats: list(&["0", "8"]),
                 ice: None,
+                crypto: None,
             }],
             relay,
             None,
