@@ -106,6 +106,9 @@ pub struct SdpFlags {
     pub replace: Vec<Replace>,
     /// Free-form ng `flags`.
     pub flags: Vec<String>,
+    /// The `transport-protocol` of the SDP sent on (plain RTP or SDES-SRTP), when it is to
+    /// change.
+    pub transport_protocol: Option<String>,
 }
 
 impl SdpFlags {
@@ -115,12 +118,24 @@ impl SdpFlags {
         Self {
             replace: vec![Replace::OriginFull, Replace::SessionConnection],
             flags: Vec::new(),
+            transport_protocol: None,
         }
+    }
+
+    /// These flags, asking for `protocol` in the SDP sent on.
+    pub fn with_transport_protocol(mut self, protocol: Option<String>) -> Self {
+        self.transport_protocol = protocol;
+        self
     }
 
     fn apply(&self, mut request: Request) -> Request {
         request.replace.extend(self.replace.iter().cloned());
         request.flags.extend(self.flags.iter().cloned());
+        if self.transport_protocol.is_some() {
+            request
+                .transport_protocol
+                .clone_from(&self.transport_protocol);
+        }
         request
     }
 }
@@ -130,6 +145,33 @@ impl Default for SdpFlags {
     fn default() -> Self {
         Self::topology_hiding()
     }
+}
+
+/// Whether the first RTP media section of `sdp` is SDES-SRTP (`RTP/SAVP`, `RTP/SAVPF`).
+pub fn offers_srtp(sdp: &[u8]) -> bool {
+    first_rtp_protocol(sdp).is_some_and(|p| p.to_ascii_uppercase().contains("/SAVP"))
+}
+
+/// The `transport-protocol` to ask of the media pod so that the SDP sent on is SDES-SRTP
+/// (`srtp`) or plain RTP, keeping the feedback profile (`F`); `None` when `sdp` already is.
+pub fn srtp_protocol(sdp: &[u8], srtp: bool) -> Option<String> {
+    let protocol = first_rtp_protocol(sdp)?.to_ascii_uppercase();
+    let feedback = if protocol.ends_with("AVPF") { "F" } else { "" };
+    match (protocol.as_str(), srtp) {
+        ("RTP/AVP" | "RTP/AVPF", true) => Some(format!("RTP/SAVP{feedback}")),
+        ("RTP/SAVP" | "RTP/SAVPF", false) => Some(format!("RTP/AVP{feedback}")),
+        _ => None,
+    }
+}
+
+fn first_rtp_protocol(sdp: &[u8]) -> Option<String> {
+    let parsed = tandem_sip::sdp::SessionDescription::parse(sdp).ok()?;
+    parsed
+        .media()
+        .iter()
+        .map(|m| m.media())
+        .find(|m| m.port != 0 && m.is_rtp())
+        .map(|m| m.proto.clone())
 }
 
 /// How the media of a call is flowing, from an ng `query`.
@@ -327,14 +369,17 @@ impl MediaClient {
     /// answerer. A new call is anchored through [`crate::media_pool::MediaPool::offer`]; this is
     /// for re-offers to the call's pod.
     /// A re-offer from the callee's side names the caller's tag as `to_tag`.
+    /// `transport_protocol` changes the protocol of the SDP sent on (see [`srtp_protocol`]).
     pub async fn offer(
         &self,
         call_id: &str,
         from_tag: &str,
         to_tag: Option<&str>,
         sdp: &[u8],
+        transport_protocol: Option<String>,
     ) -> Result<Bytes, MediaError> {
-        let mut request = SdpFlags::default().apply(Request::offer(call_id, from_tag, sdp));
+        let flags = SdpFlags::default().with_transport_protocol(transport_protocol);
+        let mut request = flags.apply(Request::offer(call_id, from_tag, sdp));
         request.to_tag = to_tag.map(str::to_owned);
         sdp_of(self.request("offer", &request).await?, "offer")
     }
@@ -529,7 +574,10 @@ mod tests {
                 .await;
         let (client, metrics) = client_of(&fake).await;
 
-        let sdp = client.offer("call-1", "tag-a", None, b"v=0").await.unwrap();
+        let sdp = client
+            .offer("call-1", "tag-a", None, b"v=0", None)
+            .await
+            .unwrap();
         assert_eq!(sdp, "v=0 relayed");
         // Three sends at least (one more if the reply to the third was slow), one cookie.
         let seen = fake.seen();
@@ -589,10 +637,11 @@ mod tests {
         let proxy = SdpFlags {
             replace: Vec::new(),
             flags: vec!["trust-address".into()],
+            transport_protocol: None,
         };
 
         client
-            .offer("call-1", "caller", None, b"v=0 a")
+            .offer("call-1", "caller", None, b"v=0 a", None)
             .await
             .unwrap();
         client
@@ -601,7 +650,7 @@ mod tests {
             .unwrap();
         // The callee re-offers (hold), the caller answers: the callee's tag is the from-tag.
         client
-            .offer("call-1", "callee", Some("caller"), b"v=0 hold")
+            .offer("call-1", "callee", Some("caller"), b"v=0 hold", None)
             .await
             .unwrap();
         client
@@ -665,7 +714,7 @@ mod tests {
         let fake = FakeNg::start(|_, _| Some(Reply::ok())).await;
         let (client, _) = client_of(&fake).await;
         let error = client
-            .offer("call-1", "caller", None, b"v=0")
+            .offer("call-1", "caller", None, b"v=0", None)
             .await
             .unwrap_err();
         assert!(matches!(error, MediaError::NoSdp("offer")), "{error}");
@@ -727,6 +776,32 @@ mod tests {
         // No packet yet on any stream: unknown.
         let silent = query_reply(vec![party("a", &[0, 0]), party("b", &[])]);
         assert_eq!(MediaActivity::from_query(&silent, 1_200).idle_seconds, None);
+    }
+
+    #[test]
+    fn srtp_protocol_toggles_only_what_differs() {
+        let sdp = |proto: &str| {
+            format!(
+                "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 {proto} 0\r\n"
+            )
+        };
+        assert_eq!(
+            srtp_protocol(sdp("RTP/AVP").as_bytes(), true).as_deref(),
+            Some("RTP/SAVP")
+        );
+        assert_eq!(
+            srtp_protocol(sdp("RTP/AVPF").as_bytes(), true).as_deref(),
+            Some("RTP/SAVPF")
+        );
+        assert_eq!(
+            srtp_protocol(sdp("RTP/SAVP").as_bytes(), false).as_deref(),
+            Some("RTP/AVP")
+        );
+        assert_eq!(srtp_protocol(sdp("RTP/SAVP").as_bytes(), true), None);
+        assert_eq!(srtp_protocol(sdp("RTP/AVP").as_bytes(), false), None);
+        assert_eq!(srtp_protocol(b"not sdp", true), None);
+        assert!(offers_srtp(sdp("RTP/SAVPF").as_bytes()));
+        assert!(!offers_srtp(sdp("RTP/AVP").as_bytes()));
     }
 
     #[test]

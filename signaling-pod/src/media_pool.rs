@@ -265,6 +265,7 @@ impl MediaPool {
 
     /// Anchors a new call's media with topology hiding ([`SdpFlags::default`]); see
     /// [`MediaPool::offer_flags`].
+    #[cfg(test)]
     pub async fn offer(
         &self,
         call_id: &str,

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use rand::Rng;
 use tandem_api::compiled::CompiledTrunk;
 use tandem_api::config::GatewayConfig;
-use tandem_api::trunk::{Peer, PeerTransport};
+use tandem_api::trunk::{MediaEncryption, Peer, PeerTransport};
 
 use crate::transport::Transport;
 
@@ -26,6 +26,8 @@ pub struct Target {
     pub transport: Transport,
     /// Final response codes after which the next target is tried.
     pub failover_codes: Vec<u16>,
+    /// The trunk's media encryption.
+    pub encryption: MediaEncryption,
 }
 
 /// The reason of the `503` a caller gets when every peer of every target is marked down.
@@ -223,6 +225,7 @@ fn peer_target(
         port: peer.port,
         transport: peer_transport(peer)?,
         failover_codes: failover_codes.to_vec(),
+        encryption: trunk.spec.media.encryption,
     })
 }
 

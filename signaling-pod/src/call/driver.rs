@@ -28,7 +28,7 @@ use super::core::{
 };
 use crate::admission::Reservation;
 use crate::health::TrunkHealth;
-use crate::media::{MediaClient, MediaError};
+use crate::media::{MediaClient, MediaError, SdpFlags};
 use crate::media_pool::{AnchorError, MediaPool};
 use crate::metrics::{Admission as Refusal, Metrics, Outcome, TrunkDirection};
 use crate::routing::{self, Decision, Target};
@@ -531,6 +531,7 @@ fn admit(ctx: &CallContext, config: &GatewayConfig, invite: &SipMessage, flow: F
                 reservation,
                 called,
                 calling,
+                encryption: inbound.spec.media.encryption,
                 targets,
             }
         }
@@ -554,6 +555,7 @@ async fn media(
             call_id,
             from_tag,
             sdp,
+            transport_protocol,
             ..
         } = request
         else {
@@ -561,7 +563,12 @@ async fn media(
         };
         return match ctx
             .media
-            .offer(&text(&call_id), &text(&from_tag), &sdp)
+            .offer_flags(
+                &text(&call_id),
+                &text(&from_tag),
+                &sdp,
+                &SdpFlags::default().with_transport_protocol(transport_protocol),
+            )
             .await
         {
             Ok((pod, sdp)) => (Ok(MediaReply::Sdp(sdp)), Some(pod)),
@@ -575,12 +582,14 @@ async fn media(
             from_tag,
             to_tag,
             sdp,
+            transport_protocol,
         } => pod
             .offer(
                 &text(&call_id),
                 &text(&from_tag),
                 to_tag.map(|t| text(&t)).as_deref(),
                 &sdp,
+                transport_protocol,
             )
             .await
             .map(MediaReply::Sdp)

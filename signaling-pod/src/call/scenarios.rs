@@ -3,8 +3,10 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tandem_api::trunk::MediaEncryption;
 
 use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
@@ -67,6 +69,7 @@ fn target(addr: &str) -> Target {
         port: addr.port(),
         transport: Transport::Udp,
         failover_codes: vec![503],
+        encryption: MediaEncryption::None,
     }
 }
 
@@ -115,18 +118,30 @@ struct Script {
 
 impl Script {
     fn start(extra: &str, settings: Settings, targets: Vec<Target>) -> Script {
+        Self::start_with(extra, CALLER_SDP, MediaEncryption::None, settings, targets)
+    }
+
+    /// [`Script::start`] with the caller's SDP and the inbound trunk's media encryption.
+    fn start_with(
+        extra: &str,
+        caller_sdp: &str,
+        encryption: MediaEncryption,
+        settings: Settings,
+        targets: Vec<Target>,
+    ) -> Script {
         let inbound = Gauge::default();
         let admission = Admission::Route {
             inbound: "customers".into(),
             reservation: Reservation::take(&inbound, None).unwrap(),
             called: "2000".into(),
             calling: "1000".into(),
+            encryption,
             targets,
         };
         let now = Instant::now();
         let call = Call::new(
             now,
-            caller_invite(extra, CALLER_SDP),
+            caller_invite(extra, caller_sdp),
             flow(CALLER),
             admission,
             Arc::new(settings),
@@ -427,6 +442,65 @@ fn answered(extra: &str, settings: Settings, outbound: &Gauge) -> (Script, SipMe
     let ack = s.caller_request("ACK", "", "");
     s.caller_sends(ack);
     (s, invite)
+}
+
+#[test]
+fn trunk_encryption_sets_each_side_s_protocol_and_refuses_what_it_forbids() {
+    let srtp_sdp = format!(
+        "{}a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n",
+        CALLER_SDP.replace("RTP/AVP", "RTP/SAVP")
+    );
+    let sdes_target = || Target {
+        encryption: MediaEncryption::Sdes,
+        ..target(CARRIER)
+    };
+    let offered_protocol = |s: &mut Script| match s.media(is_offer, sdp(RELAY_SDP)) {
+        MediaRequest::Offer {
+            transport_protocol, ..
+        } => transport_protocol,
+        other => panic!("{other:?}"),
+    };
+    // Optional: an SRTP caller is bridged to a plain carrier, a plain one stays plain.
+    let mut s = Script::start_with(
+        "",
+        &srtp_sdp,
+        MediaEncryption::SdesOptional,
+        settings(),
+        vec![target(CARRIER)],
+    );
+    assert_eq!(offered_protocol(&mut s).as_deref(), Some("RTP/AVP"));
+    let mut s = Script::start_with(
+        "",
+        CALLER_SDP,
+        MediaEncryption::SdesOptional,
+        settings(),
+        vec![target(CARRIER)],
+    );
+    assert_eq!(offered_protocol(&mut s), None);
+    // A carrier trunk asking for SDES gets SRTP from a plain caller.
+    let mut s = Script::start_with(
+        "",
+        CALLER_SDP,
+        MediaEncryption::None,
+        settings(),
+        vec![sdes_target()],
+    );
+    assert_eq!(offered_protocol(&mut s).as_deref(), Some("RTP/SAVP"));
+    // What the inbound trunk forbids is refused before any media is anchored.
+    for (encryption, caller_sdp) in [
+        (MediaEncryption::None, srtp_sdp.as_str()),
+        (MediaEncryption::Sdes, CALLER_SDP),
+    ] {
+        let mut s = Script::start_with(
+            "",
+            caller_sdp,
+            encryption,
+            settings(),
+            vec![target(CARRIER)],
+        );
+        s.expect(CALLER, 488);
+        assert!(s.media_ops.is_empty(), "{:?}", s.media_ops);
+    }
 }
 
 #[test]
