@@ -2964,7 +2964,12 @@ mod tests {
         let offer = Request::offer("c", "a", savp("192.0.2.1", 4000, std::slice::from_ref(&f8)));
         let out = String::from_utf8(t.negotiate(&offer, now, &mut b).unwrap()).unwrap();
         assert!(out.contains(&format!("a=crypto:{f8}\r\n")), "{out}");
-        let answer = Request::answer("c", "a", "b", savp("198.51.100.1", 5000, &[f8.clone()]));
+        let answer = Request::answer(
+            "c",
+            "a",
+            "b",
+            savp("198.51.100.1", 5000, std::slice::from_ref(&f8)),
+        );
         let back = String::from_utf8(t.negotiate(&answer, now, &mut b).unwrap()).unwrap();
         assert!(back.contains(&format!("a=crypto:{f8}\r\n")), "{back}");
         assert_eq!(t.srtp_sessions(), 0);
