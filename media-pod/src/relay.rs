@@ -414,8 +414,13 @@ fn forward_batch(worker: &Worker, port: u16) {
             answer_ice_check(worker, port, source, datagram, now);
             continue;
         }
-        // By its packet type octet: SRTCP does not parse as RTCP until it is unprotected.
-        let rtcp = datagram.get(1).is_some_and(|b| (192..=223).contains(b));
+        // SRTCP does not parse as RTCP until it is unprotected: it goes by its packet type
+        // octet (RFC 5761).
+        let rtcp = match packet.kind {
+            PacketKind::Rtcp => true,
+            PacketKind::Rtp => false,
+            PacketKind::Other => datagram.get(1).is_some_and(|b| (192..=223).contains(b)),
+        };
         let route = batch.rewrite(index, |buf, len| {
             let mut datagram = Datagram { buf, len: *len };
             let route = worker.route(port, &packet, &mut datagram, source, now);
