@@ -272,7 +272,7 @@ impl Worker {
             }
         }
         if let Route::Drop(reason) = route {
-            tracing::trace!(port, %source, reason = reason.as_str(), "media packet dropped");
+            tracing::trace!(port, %source, ?reason, "media packet dropped");
             self.counters.dropped(reason.as_str(), 1);
             if let DropReason::Srtp(error) = reason {
                 self.counters.srtp_dropped(error);
