@@ -143,7 +143,7 @@ pub const NOT_SUPPORTED_YET: &[NotSupportedYet] = &[
     NotSupportedYet {
         kind: "Trunk",
         path: "spec.media.encryption",
-        allowed: Allowed::Only(&["None"]),
+        allowed: Allowed::Only(&["None", "SDES", "SDESOptional"]),
         issue: 11,
     },
     NotSupportedYet {

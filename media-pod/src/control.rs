@@ -149,6 +149,8 @@ pub struct Census {
     pub transcoded: usize,
     /// Ports allocated.
     pub ports: usize,
+    /// Calls with SRTP keyed on a leg.
+    pub srtp_sessions: usize,
     /// Running counters.
     pub totals: Totals,
     /// The oldest calls as (creation time, call-id), at most the `list` limit asked for.
@@ -162,6 +164,7 @@ impl Census {
             sessions: table.sessions(),
             transcoded: table.transcoded_calls(),
             ports: table.ports_allocated(),
+            srtp_sessions: table.srtp_sessions(),
             totals: table.totals(),
             calls: table.list(list_limit),
         }
@@ -172,6 +175,7 @@ impl Census {
         self.sessions += other.sessions;
         self.transcoded += other.transcoded;
         self.ports += other.ports;
+        self.srtp_sessions += other.srtp_sessions;
         self.totals.add(&other.totals);
         self.calls.extend(other.calls);
     }
@@ -720,12 +724,12 @@ mod tests {
         assert!(supported.is_success());
         assert_eq!(supported.warning(), None);
         let mut offer = Request::offer("w", "ft", sdp(4000)).with_flag("media-handover");
-        offer.sdes = vec!["off".into()];
+        offer.sdes = vec!["pad".into()];
         let reply = h.send(&offer.encode("o2"));
         let (_, reply) = Reply::decode(&reply.reply.unwrap()).unwrap();
         assert!(reply.is_success());
         let warning = reply.warning().unwrap();
-        for needle in ["flag 'media-handover'", "SDES 'off'"] {
+        for needle in ["flag 'media-handover'", "SDES 'pad'"] {
             assert!(warning.contains(needle), "{needle} not in {warning}");
         }
         // Keys a request really carries are seen, not only typed fields.

@@ -23,6 +23,7 @@ mod recording;
 mod relay;
 mod sdp_rewrite;
 mod session;
+mod srtp;
 mod transcode;
 
 use std::net::IpAddr;

@@ -18,6 +18,7 @@ use tandem_ng::Command;
 
 use crate::quality::QualitySample;
 use crate::session::DropReason;
+use tandem_srtp::Error as SrtpError;
 
 /// MOS buckets shared with the dashboards and alerts.
 pub const MOS_BUCKETS: [f64; 10] = [1.0, 2.0, 2.5, 3.0, 3.5, 3.8, 4.0, 4.2, 4.4, 4.5];
@@ -104,6 +105,7 @@ pub struct Metrics {
     ng_commands: Family<CommandLabels, Counter>,
     ng_errors: Family<ReasonLabels, Counter>,
     sessions_active: Gauge,
+    srtp_sessions: Gauge,
     sessions_timed_out: Counter,
     ports_allocated: Gauge,
     packets: PacketCollector,
@@ -125,6 +127,7 @@ impl Metrics {
             ng_commands: Family::default(),
             ng_errors: Family::default(),
             sessions_active: Gauge::default(),
+            srtp_sessions: Gauge::default(),
             sessions_timed_out: Counter::default(),
             ports_allocated: Gauge::default(),
             packets: PacketCollector::default(),
@@ -160,6 +163,11 @@ impl Metrics {
             "tandem_media_sessions_active",
             "Calls currently anchored",
             m.sessions_active.clone(),
+        );
+        registry.register(
+            "tandem_media_srtp_sessions",
+            "Calls with SDES-SRTP keyed on at least one leg",
+            m.srtp_sessions.clone(),
         );
         registry.register(
             "tandem_media_sessions_timed_out",
@@ -277,6 +285,12 @@ impl Metrics {
             .inc_by(u64::try_from(calls).unwrap_or(u64::MAX));
     }
 
+    /// Sets the gauge of calls with SRTP keyed on a leg.
+    pub fn set_srtp_sessions(&self, sessions: usize) {
+        self.srtp_sessions
+            .set(i64::try_from(sessions).unwrap_or(i64::MAX));
+    }
+
     /// Sets the session and port gauges.
     pub fn set_occupancy(&self, sessions: usize, ports: usize) {
         self.sessions_active
@@ -318,15 +332,20 @@ impl Metrics {
 }
 
 /// Why the relay dropped a packet: the label values of `tandem_media_dropped_packets_total`.
-pub const DROP_REASONS: [&str; 7] = [
+pub const DROP_REASONS: [&str; 9] = [
     DropReason::Malformed.as_str(),
     DropReason::NoSession.as_str(),
     DropReason::NoDestination.as_str(),
     DropReason::SourceMismatch.as_str(),
     DropReason::Blocked.as_str(),
+    DropReason::Srtp(SrtpError::Malformed).as_str(),
+    DropReason::TranscodeToSrtp.as_str(),
     SEND_FAILED,
     TRANSCODER_FAILED,
 ];
+/// Why an SRTP packet was dropped: the label values of `tandem_media_srtp_dropped_total`.
+pub const SRTP_DROP_REASONS: [SrtpError; 3] =
+    [SrtpError::Auth, SrtpError::Replay, SrtpError::Malformed];
 /// The drop reason of a packet the kernel would not send.
 pub const SEND_FAILED: &str = "send_failed";
 /// The drop reason of packets of a stream whose transcoder could not start.
@@ -340,6 +359,8 @@ pub struct PacketCounters {
     relayed: [(AtomicU64, AtomicU64); 2],
     /// Packets dropped, by [`DROP_REASONS`] index.
     dropped: [AtomicU64; DROP_REASONS.len()],
+    /// SRTP packets dropped, by [`SRTP_DROP_REASONS`] index.
+    srtp_dropped: [AtomicU64; SRTP_DROP_REASONS.len()],
 }
 
 impl PacketCounters {
@@ -357,6 +378,17 @@ impl PacketCounters {
             && let Some(count) = self.dropped.get(i)
         {
             bump(count, packets);
+        }
+    }
+}
+
+impl PacketCounters {
+    /// Counts an SRTP or SRTCP packet dropped for `reason`.
+    pub fn srtp_dropped(&self, reason: SrtpError) {
+        if let Some(i) = SRTP_DROP_REASONS.iter().position(|r| *r == reason)
+            && let Some(count) = self.srtp_dropped.get(i)
+        {
+            bump(count, 1);
         }
     }
 }
@@ -421,6 +453,24 @@ impl Collector for PacketCollector {
         for (i, reason) in DROP_REASONS.into_iter().enumerate() {
             let value = self.sum(|w| w.dropped.get(i).map_or(0, |c| c.load(Ordering::Relaxed)));
             ConstCounter::new(value).encode(family.encode_family(&ReasonLabels { reason })?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "tandem_media_srtp_dropped",
+            "SRTP and SRTCP packets dropped: failed authentication, replayed or too old, or \
+             malformed",
+            None,
+            MetricType::Counter,
+        )?;
+        for (i, reason) in SRTP_DROP_REASONS.into_iter().enumerate() {
+            let value = self.sum(|w| {
+                w.srtp_dropped
+                    .get(i)
+                    .map_or(0, |c| c.load(Ordering::Relaxed))
+            });
+            let labels = ReasonLabels {
+                reason: reason.as_str(),
+            };
+            ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
     }

@@ -33,7 +33,7 @@ use crate::dtmf;
 use crate::ice;
 use crate::metrics::{Metrics, PacketClass, PacketCounters, SEND_FAILED, TRANSCODER_FAILED};
 use crate::recording::Recorder;
-use crate::session::{DropReason, Packet, PortBinder, Route, SessionTable, Timestamp};
+use crate::session::{Datagram, DropReason, Packet, PortBinder, Route, SessionTable, Timestamp};
 
 /// Batches drained from one socket per wake-up before yielding to the other sockets, so one
 /// flooded port cannot starve the others.
@@ -271,10 +271,18 @@ impl Worker {
         }
     }
 
-    /// Routes one received datagram; returns where to send it, if anywhere.
-    fn route(&self, port: u16, packet: &Packet, source: SocketAddr, now: Timestamp) -> Route {
+    /// Routes one received datagram (rewriting it in place for SRTP legs); returns where to
+    /// send it, if anywhere.
+    fn route(
+        &self,
+        port: u16,
+        packet: &Packet,
+        datagram: &mut Datagram<'_>,
+        source: SocketAddr,
+        now: Timestamp,
+    ) -> Route {
         let mut table = self.table.borrow_mut();
-        let route = table.route_packet(port, source, packet, now);
+        let route = table.route_datagram(port, source, packet, Some(datagram), now);
         // Streams displaced by new SSRCs leave samples here; rare, so check cheaply.
         if table.has_quality_samples() {
             for sample in table.take_quality_samples() {
@@ -282,8 +290,11 @@ impl Worker {
             }
         }
         if let Route::Drop(reason) = route {
-            tracing::trace!(port, %source, reason = reason.as_str(), "media packet dropped");
+            tracing::trace!(port, %source, ?reason, "media packet dropped");
             self.counters.dropped(reason.as_str(), 1);
+            if let DropReason::Srtp(error) = reason {
+                self.counters.srtp_dropped(error);
+            }
         }
         route
     }
@@ -447,26 +458,41 @@ fn forward_batch(worker: &Worker, port: u16) {
             answer_ice_check(worker, port, source, datagram, now);
             continue;
         }
-        let rtcp = packet.kind == PacketKind::Rtcp;
-        let (from_port, to) = match worker.route(port, &packet, source, now) {
-            Route::Forward { from_port, to } => {
+        // SRTCP does not parse as RTCP until it is unprotected: it goes by its packet type
+        // octet (RFC 5761).
+        let rtcp = match packet.kind {
+            PacketKind::Rtcp => true,
+            PacketKind::Rtp => false,
+            PacketKind::Other => datagram.get(1).is_some_and(|b| (192..=223).contains(b)),
+        };
+        let route = batch.rewrite(index, |buf, len| {
+            let mut datagram = Datagram { buf, len: *len };
+            let route = worker.route(port, &packet, &mut datagram, source, now);
+            *len = datagram.len;
+            route
+        });
+        let (from_port, to) = match route {
+            Some(Route::Forward { from_port, to }) => {
                 if !rtcp {
                     worker.stop_transcoding(port);
                 }
                 (from_port, to)
             }
-            Route::Transcode {
+            Some(Route::Transcode {
                 from_port,
                 to,
                 config,
-            } => {
+            }) => {
+                let Some((datagram, _)) = batch.datagram(index) else {
+                    continue;
+                };
                 if transcode(worker, port, datagram, from_port, to, config) == Pushed::Taken {
                     continue;
                 }
                 // Not a packet the transcoder can read: relayed unchanged.
                 (from_port, to)
             }
-            Route::Drop(_) => continue,
+            Some(Route::Drop(_)) | None => continue,
         };
         forwards.push(Forward {
             index,

@@ -181,6 +181,9 @@ pub struct SectionPlan {
     pub rtpmaps: Vec<String>,
     /// Advertise the relay as the only ICE candidate, with these credentials (ICE-lite).
     pub ice: Option<Credentials>,
+    /// Replace the section's `a=crypto` lines with these values (none: plain RTP); `None`
+    /// passes the sender's on (SRTP the relay does not terminate).
+    pub crypto: Option<Vec<String>>,
 }
 
 /// Puts the relay into `sdp`: each anchored section gets its plan, the session-level `c=`
@@ -216,8 +219,14 @@ pub fn rewrite(
         section.set_connection_address(advertise);
         section.set_rtcp(port.saturating_add(1), Some(advertise));
         section.remove_attributes(is_ice);
+        if let Some(crypto) = &plan.crypto {
+            section.remove_attributes(|a| a.name == "crypto");
+            for value in crypto {
+                section.push_attribute("crypto", Some(value));
+            }
+        }
         if let Some(protocol) = &plan.protocol {
-            if protocol.eq_ignore_ascii_case("RTP/AVP") {
+            if !protocol.to_ascii_uppercase().ends_with("AVPF") {
                 // Feedback messages are an AVPF feature (RFC 4585).
                 section.remove_attributes(|a| a.name == "rtcp-fb");
             }
@@ -607,6 +616,7 @@ mod tests {
                 formats: list(&["0", "8"]),
                 rtpmaps: vec!["0 PCMU/8000".into()],
                 ice: None,
+                crypto: None,
             }],
             relay,
             None,

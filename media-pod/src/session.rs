@@ -29,6 +29,7 @@ use crate::options::{self, IceAdvertise, OriginRewrite, RtcpMux};
 use crate::ports::PortPool;
 use crate::quality::{QualitySample, Sources};
 use crate::sdp_rewrite::{self, AnchoredStream, Remote, SectionPlan, StreamError};
+use crate::srtp::{self, LegCrypto, SdesPolicy};
 use crate::transcode::{self, CodecSet, TranscodedLeg, Transcoding};
 use tandem_codec::TranscoderConfig;
 
@@ -202,6 +203,16 @@ impl Packet {
     }
 }
 
+/// A received datagram the session table may rewrite in place (SRTP legs): `buf[..len]` is
+/// the datagram, the rest of `buf` room for an authentication tag.
+#[derive(Debug)]
+pub struct Datagram<'a> {
+    /// The buffer holding the datagram.
+    pub buf: &'a mut [u8],
+    /// The datagram's length.
+    pub len: usize,
+}
+
 /// Where a received packet goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -238,6 +249,12 @@ pub enum DropReason {
     SourceMismatch,
     /// `block media` or `block DTMF` is in force for the sender.
     Blocked,
+    /// SRTP or SRTCP that failed authentication or the replay check, or could not be
+    /// protected.
+    Srtp(tandem_srtp::Error),
+    /// A transcoded stream towards an SRTP party: not supported yet (the transcoder would send
+    /// it unprotected).
+    TranscodeToSrtp,
 }
 
 impl DropReason {
@@ -249,6 +266,8 @@ impl DropReason {
             DropReason::NoDestination => "no_destination",
             DropReason::SourceMismatch => "strict_source",
             DropReason::Blocked => "blocked",
+            DropReason::Srtp(_) => "srtp",
+            DropReason::TranscodeToSrtp => "transcode_to_srtp",
         }
     }
 }
@@ -327,6 +346,8 @@ struct Leg {
     formats: Vec<PayloadFormat>,
     /// The packetisation time this party's SDP asked for, in ms.
     ptime: Option<u32>,
+    /// SDES-SRTP between the relay and this party; `None` for plain RTP (the fast path).
+    srtp: Option<Box<LegCrypto>>,
     rtp: Flow,
     rtcp: Flow,
 }
@@ -754,6 +775,16 @@ impl SessionTable {
             };
             format_plans.push(planned);
         }
+        let crypto_values: Vec<Vec<String>> = sdp
+            .media()
+            .iter()
+            .map(|m| {
+                m.attributes()
+                    .filter(|a| a.name == "crypto")
+                    .filter_map(|a| a.value.map(str::to_owned))
+                    .collect()
+            })
+            .collect();
 
         let existing = self.by_call_id.get(call_id).copied();
         if existing.is_none() && is_answer {
@@ -918,19 +949,34 @@ impl SessionTable {
                 to.remote.as_ref().is_some_and(|r| r.rtcp_mux),
             );
             to.sent_mux = rtcp_mux;
-            plans.push(SectionPlan {
-                port: to.local,
-                protocol: outgoing_protocol(
+            let port = to.local;
+            let protocol = outgoing_protocol(
+                &stream.protocol,
+                options.transport_protocol.as_deref(),
+                (is_answer && !options.accept_protocol)
+                    .then_some(to.protocol.as_deref())
+                    .flatten(),
+            );
+            let crypto = negotiate_srtp(
+                &mut media.legs,
+                sender,
+                is_answer,
+                (
                     &stream.protocol,
-                    options.transport_protocol.as_deref(),
-                    (is_answer && !options.accept_protocol)
-                        .then_some(to.protocol.as_deref())
-                        .flatten(),
+                    protocol.as_deref().unwrap_or(&stream.protocol),
                 ),
+                crypto_values.get(i).map_or(&[][..], Vec::as_slice),
+                &options.sdes,
+                &mut options.warnings,
+            );
+            plans.push(SectionPlan {
+                port,
+                protocol,
                 rtcp_mux: Some(rtcp_mux),
                 formats,
                 rtpmaps,
                 ice,
+                crypto,
             });
         }
         let source_origin = sdp.origin();
@@ -1339,6 +1385,7 @@ impl SessionTable {
 
     /// Decides what to do with `packet`, which arrived on `local_port` from `source`, and
     /// accounts for it.
+    #[cfg(test)]
     pub fn route_packet(
         &mut self,
         local_port: u16,
@@ -1346,7 +1393,20 @@ impl SessionTable {
         packet: &Packet,
         now: Timestamp,
     ) -> Route {
-        let route = self.route_inner(local_port, source, packet, now);
+        self.route_datagram(local_port, source, packet, None, now)
+    }
+
+    /// [`Self::route_packet`] with the datagram itself, which SRTP legs unprotect and
+    /// protect in place (a leg without SRTP leaves it untouched).
+    pub fn route_datagram(
+        &mut self,
+        local_port: u16,
+        source: SocketAddr,
+        packet: &Packet,
+        datagram: Option<&mut Datagram<'_>>,
+        now: Timestamp,
+    ) -> Route {
+        let route = self.route_inner(local_port, source, packet, datagram, now);
         match route {
             Route::Forward { .. } | Route::Transcode { .. } => {
                 self.totals.relayed_packets += 1;
@@ -1355,6 +1415,19 @@ impl SessionTable {
             Route::Drop(_) => self.totals.dropped_packets += 1,
         }
         route
+    }
+
+    /// Calls with SRTP keyed both ways on at least one leg.
+    pub fn srtp_sessions(&self) -> usize {
+        self.calls
+            .values()
+            .filter(|c| {
+                c.media
+                    .iter()
+                    .flat_map(|m| &m.legs)
+                    .any(|l| l.srtp.as_ref().is_some_and(|s| s.established()))
+            })
+            .count()
     }
 
     /// [`Self::route_packet`] for a packet known only by kind and length.
@@ -1380,9 +1453,10 @@ impl SessionTable {
         local_port: u16,
         source: SocketAddr,
         packet: &Packet,
+        mut datagram: Option<&mut Datagram<'_>>,
         now: Timestamp,
     ) -> Route {
-        let (kind, len) = (packet.kind, packet.len);
+        let len = packet.len;
         let base = local_port & !1;
         let on_rtcp_port = local_port & 1 == 1;
         let Some(owner) = self.ports.get(&base).copied() else {
@@ -1406,6 +1480,31 @@ impl SessionTable {
             Side::Caller => (caller_leg, &*callee_leg),
             Side::Callee => (callee_leg, &*caller_leg),
         };
+        let mut packet = *packet;
+        if let Some(crypto) = leg.srtp.as_deref_mut() {
+            // SRTP from this party: authenticated and decrypted before anything else looks
+            // at it (latching included).
+            let Some(d) = datagram.as_deref_mut() else {
+                return Route::Drop(DropReason::Srtp(tandem_srtp::Error::Malformed));
+            };
+            let rtcp = d.buf.get(1).is_some_and(|b| (192..=223).contains(b));
+            match crypto.unprotect(d.buf, d.len, rtcp) {
+                Ok(plain) => {
+                    d.len = plain;
+                    packet = Packet::inspect(&d.buf[..plain]);
+                }
+                Err(e) => {
+                    let flow = if on_rtcp_port {
+                        &mut leg.rtcp
+                    } else {
+                        &mut leg.rtp
+                    };
+                    flow.stats.errors += 1;
+                    return Route::Drop(DropReason::Srtp(e));
+                }
+            }
+        }
+        let kind = packet.kind;
         let flow = if on_rtcp_port {
             &mut leg.rtcp
         } else {
@@ -1492,25 +1591,42 @@ impl SessionTable {
                 learned(&peer.rtcp).or(peer.remote.as_ref().map(|r| r.rtcp)),
             )
         };
+        let Some(to) = destination.filter(|to| !to.ip().is_unspecified() && to.port() != 0) else {
+            return Route::Drop(DropReason::NoDestination);
+        };
         let transcoding = media.transcoding.filter(|t| {
             !is_rtcp
                 && packet
                     .rtp
                     .is_some_and(|h| h.payload_type == t.legs[owner.side.index()].payload_type)
         });
-        match (destination, transcoding) {
-            (Some(to), Some(t)) if !to.ip().is_unspecified() && to.port() != 0 => {
-                Route::Transcode {
-                    from_port,
-                    to,
-                    config: t.direction(owner.side.index()),
-                }
+        let other = &mut media.legs[owner.side.other().index()];
+        if let Some(t) = transcoding {
+            // The transcoder sends what it encodes itself, unprotected: towards an SRTP party
+            // that would leak the audio in the clear, so such packets are dropped.
+            if other.srtp.is_some() {
+                return Route::Drop(DropReason::TranscodeToSrtp);
             }
-            (Some(to), None) if !to.ip().is_unspecified() && to.port() != 0 => {
-                Route::Forward { from_port, to }
-            }
-            _ => Route::Drop(DropReason::NoDestination),
+            return Route::Transcode {
+                from_port,
+                to,
+                config: t.direction(owner.side.index()),
+            };
         }
+        if let Some(crypto) = other.srtp.as_deref_mut() {
+            // SRTP to the other party: encrypted under the relay's key for it.
+            let Some(d) = datagram else {
+                return Route::Drop(DropReason::Srtp(tandem_srtp::Error::Malformed));
+            };
+            if !crypto.can_send() {
+                return Route::Drop(DropReason::NoDestination);
+            }
+            match crypto.protect(d.buf, d.len, is_rtcp) {
+                Ok(protected) => d.len = protected,
+                Err(e) => return Route::Drop(DropReason::Srtp(e)),
+            }
+        }
+        Route::Forward { from_port, to }
     }
 
     /// Removes calls whose media stopped (see [`Call::silence`] for the rule), and calls
@@ -1715,16 +1831,98 @@ fn outgoing_rtcp_mux(
 
 /// The protocol an `m=` line is sent with: the requested one, or in an answer the one the
 /// offerer used (so a protocol the relay changed in the offer changes back), as long as both
-/// are plain RTP.
+/// are RTP or SDES-SRTP (the relay translates between them).
 fn outgoing_protocol(sent: &str, requested: Option<&str>, offerer: Option<&str>) -> Option<String> {
-    let plain = |p: &str| p.eq_ignore_ascii_case("RTP/AVP") || p.eq_ignore_ascii_case("RTP/AVPF");
-    if !plain(sent) {
+    let translatable = |p: &str| {
+        ["RTP/AVP", "RTP/AVPF", "RTP/SAVP", "RTP/SAVPF"]
+            .iter()
+            .any(|known| known.eq_ignore_ascii_case(p))
+    };
+    if !translatable(sent) {
         return None;
     }
     requested
-        .or(offerer.filter(|p| plain(p)))
+        .or(offerer.filter(|p| translatable(p)))
         .filter(|p| !p.eq_ignore_ascii_case(sent))
         .map(str::to_owned)
+}
+
+/// SDES for one media section (RFC 4568): sets up the SRTP of the sender's and the
+/// receiver's legs and returns the `a=crypto` values of the SDP sent on (`None`: the sender's
+/// lines pass untouched, SRTP end to end). `protocols` are the sender's and the one sent on.
+///
+/// In an offer the relay takes the first usable line of an SRTP sender (its answer to the
+/// sender will carry a relay key under that tag) and offers an SRTP receiver a line of its
+/// own per allowed suite; in an answer it takes the answerer's chosen line and gives the
+/// offerer the line kept from the offer. Plain legs get no crypto state at all.
+fn negotiate_srtp(
+    legs: &mut [Leg; 2],
+    sender: Side,
+    is_answer: bool,
+    protocols: (&str, &str),
+    sender_lines: &[String],
+    policy: &SdesPolicy,
+    warnings: &mut Vec<String>,
+) -> Option<Vec<String>> {
+    let (sender_srtp, receiver_srtp) = (srtp::is_srtp(protocols.0), srtp::is_srtp(protocols.1));
+    let [caller, callee] = legs;
+    let (from, to) = match sender {
+        Side::Caller => (caller, callee),
+        Side::Callee => (callee, caller),
+    };
+    let lines = srtp::crypto_lines(sender_lines.iter().map(String::as_str), policy, warnings);
+    if sender_srtp {
+        let taken = if is_answer {
+            match from.srtp.as_deref_mut() {
+                // The offer was passed through: so is the answer.
+                None if receiver_srtp && to.srtp.is_none() => return None,
+                None => Err("an SRTP answer to a plain offer".to_owned()),
+                Some(crypto) => crypto.take_answer(&lines),
+            }
+        } else {
+            let crypto = from.srtp.get_or_insert_default();
+            match crypto.take_offer(&lines) {
+                Some(()) => Ok(()),
+                // Nothing the relay can terminate: SRTP to SRTP goes through untouched.
+                None if receiver_srtp => {
+                    from.srtp = None;
+                    to.srtp = None;
+                    return None;
+                }
+                None => Err("no usable crypto line".to_owned()),
+            }
+        };
+        if let Err(e) = taken {
+            warnings.push(format!("SDES ({e}: media relayed unchanged)"));
+            from.srtp = None;
+        }
+    } else {
+        from.srtp = None;
+    }
+    if !receiver_srtp {
+        to.srtp = None;
+        return Some(Vec::new());
+    }
+    let ours = if is_answer {
+        to.srtp.as_deref().map(|c| c.ours().to_vec())
+    } else {
+        let offered = to
+            .srtp
+            .get_or_insert_default()
+            .make_offer(policy)
+            .map(<[_]>::to_vec);
+        if offered.is_none() {
+            warnings.push("SDES (no suite left to offer)".to_owned());
+            to.srtp = None;
+        }
+        offered
+    };
+    Some(
+        ours.unwrap_or_default()
+            .iter()
+            .map(|c| c.to_value())
+            .collect(),
+    )
 }
 
 /// The `o=` line sent to a party: the sender's, with what the options replace.
@@ -2568,6 +2766,329 @@ mod tests {
         accept.transport_protocol = Some("accept".into());
         let back = String::from_utf8(t.negotiate(&accept, now, &mut b).unwrap()).unwrap();
         assert!(back.contains(" RTP/AVP 0\r\n"), "{back}");
+    }
+
+    /// An SDP with an SRTP section carrying `crypto` lines.
+    fn savp(ip: &str, port: u16, crypto: &[String]) -> String {
+        let lines: String = crypto.iter().map(|c| format!("a=crypto:{c}\r\n")).collect();
+        sdp(ip, port).replace("RTP/AVP 0", "RTP/SAVP 0") + &lines
+    }
+
+    fn crypto_of(sdp: &[u8]) -> Vec<tandem_srtp::sdes::Crypto> {
+        let parsed = SessionDescription::parse(sdp).unwrap();
+        parsed.media()[0]
+            .attributes()
+            .filter(|a| a.name == "crypto")
+            .map(|a| tandem_srtp::sdes::Crypto::parse(a.value.unwrap()).unwrap())
+            .collect()
+    }
+
+    fn rtp_bytes(seq: u16, ssrc: u32, payload: u8) -> Vec<u8> {
+        let mut p = vec![0x80, 0x00];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&[payload; 160]);
+        p
+    }
+
+    /// Routes `bytes` through the table as the relay does; returns the route and what
+    /// leaves.
+    fn route_bytes(
+        t: &mut SessionTable,
+        port: u16,
+        source: &str,
+        bytes: &[u8],
+        now: Timestamp,
+    ) -> (Route, Vec<u8>) {
+        let mut buf = bytes.to_vec();
+        buf.resize(bytes.len() + 64, 0);
+        let packet = Packet::inspect(bytes);
+        let mut d = Datagram {
+            buf: &mut buf,
+            len: bytes.len(),
+        };
+        let route = t.route_datagram(port, addr(source), &packet, Some(&mut d), now);
+        let len = d.len;
+        (route, buf[..len].to_vec())
+    }
+
+    fn protect(ctx: &mut tandem_srtp::Context, plain: &[u8], rtcp: bool) -> Vec<u8> {
+        let mut buf = plain.to_vec();
+        buf.resize(plain.len() + 64, 0);
+        let len = if rtcp {
+            ctx.protect_rtcp(&mut buf, plain.len()).unwrap()
+        } else {
+            ctx.protect_rtp(&mut buf, plain.len()).unwrap()
+        };
+        buf.truncate(len);
+        buf
+    }
+
+    fn unprotect(ctx: &mut tandem_srtp::Context, wire: &[u8], rtcp: bool) -> Vec<u8> {
+        let mut buf = wire.to_vec();
+        let len = if rtcp {
+            ctx.unprotect_rtcp(&mut buf, wire.len()).unwrap()
+        } else {
+            ctx.unprotect_rtp(&mut buf, wire.len()).unwrap()
+        };
+        buf.truncate(len);
+        buf
+    }
+
+    #[test]
+    fn plain_caller_is_bridged_to_an_srtp_callee() {
+        use tandem_srtp::{Context, Error, Suite, sdes::Crypto};
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        let mut offer = Request::offer("c", "a", sdp("192.0.2.1", 4000));
+        offer.transport_protocol = Some("RTP/SAVP".into());
+        let (out, warnings) = t
+            .negotiate_with_warnings(&offer, at(t0, 0), &mut b)
+            .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(text.contains(" RTP/SAVP 0\r\n"), "{text}");
+        let offered = crypto_of(&out);
+        let suites: Vec<Suite> = offered.iter().map(|c| c.key.suite()).collect();
+        assert_eq!(suites, Suite::ALL.to_vec());
+        let callee_facing = media_port(&out, 0);
+
+        // The callee takes the relay's AES_CM_128_HMAC_SHA1_80 line and sends with its own key.
+        let relay_key = offered[0].clone();
+        let callee_key = Crypto::generate(relay_key.tag, relay_key.key.suite()).unwrap();
+        let answer = Request::answer(
+            "c",
+            "a",
+            "b",
+            savp("198.51.100.1", 5000, &[callee_key.to_value()]),
+        );
+        let back = t.negotiate(&answer, at(t0, 0), &mut b).unwrap();
+        let text = String::from_utf8(back.clone()).unwrap();
+        assert!(text.contains(" RTP/AVP 0\r\n"), "{text}");
+        assert!(!text.contains("crypto"), "{text}");
+        let caller_facing = media_port(&back, 0);
+        assert_eq!(t.srtp_sessions(), 1);
+
+        // Caller (plain) to callee: encrypted under the relay's key.
+        let mut callee_rx = Context::new(&relay_key.key);
+        let plain = rtp_bytes(1, 0x1111, 0x55);
+        let (route, wire) =
+            route_bytes(&mut t, caller_facing, "192.0.2.1:4000", &plain, at(t0, 20));
+        assert_eq!(
+            route,
+            Route::Forward {
+                from_port: callee_facing,
+                to: addr("198.51.100.1:5000")
+            }
+        );
+        assert_eq!(wire.len(), plain.len() + 10);
+        assert_ne!(wire[12..plain.len()], plain[12..]);
+        assert_eq!(unprotect(&mut callee_rx, &wire, false), plain);
+
+        // Callee (SRTP) to caller: decrypted.
+        let mut callee_tx = Context::new(&callee_key.key);
+        let reply = rtp_bytes(7, 0x2222, 0x66);
+        let wire = protect(&mut callee_tx, &reply, false);
+        let (route, out) = route_bytes(
+            &mut t,
+            callee_facing,
+            "198.51.100.1:5000",
+            &wire,
+            at(t0, 40),
+        );
+        assert!(matches!(route, Route::Forward { from_port, .. } if from_port == caller_facing));
+        assert_eq!(out, reply);
+
+        // Replayed, forged and unkeyed packets are dropped, and the call goes on.
+        let (route, _) = route_bytes(
+            &mut t,
+            callee_facing,
+            "198.51.100.1:5000",
+            &wire,
+            at(t0, 60),
+        );
+        assert_eq!(route, Route::Drop(DropReason::Srtp(Error::Replay)));
+        let mut forged = protect(&mut callee_tx, &rtp_bytes(8, 0x2222, 0x66), false);
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        let (route, _) = route_bytes(
+            &mut t,
+            callee_facing,
+            "198.51.100.1:5000",
+            &forged,
+            at(t0, 60),
+        );
+        assert_eq!(route, Route::Drop(DropReason::Srtp(Error::Auth)));
+        let (route, _) = route_bytes(
+            &mut t,
+            callee_facing,
+            "198.51.100.1:5000",
+            &rtp_bytes(9, 0x2222, 0x66),
+            at(t0, 60),
+        );
+        assert_eq!(route, Route::Drop(DropReason::Srtp(Error::Auth)));
+        let next = protect(&mut callee_tx, &rtp_bytes(10, 0x2222, 0x67), false);
+        let (route, out) = route_bytes(
+            &mut t,
+            callee_facing,
+            "198.51.100.1:5000",
+            &next,
+            at(t0, 80),
+        );
+        assert!(matches!(route, Route::Forward { .. }));
+        assert_eq!(out, rtp_bytes(10, 0x2222, 0x67));
+
+        // RTCP both ways on the odd ports: SRTCP towards the callee, plain towards the caller.
+        let sr = [
+            &[0x80u8, 0xc8, 0x00, 0x06][..],
+            &0x1111u32.to_be_bytes(),
+            &[0u8; 20],
+        ]
+        .concat();
+        let (route, wire) =
+            route_bytes(&mut t, caller_facing + 1, "192.0.2.1:4001", &sr, at(t0, 90));
+        assert!(
+            matches!(route, Route::Forward { from_port, .. } if from_port == callee_facing + 1)
+        );
+        assert_eq!(unprotect(&mut callee_rx, &wire, true), sr);
+        let wire = protect(&mut callee_tx, &sr, true);
+        let (route, out) = route_bytes(
+            &mut t,
+            callee_facing + 1,
+            "198.51.100.1:5001",
+            &wire,
+            at(t0, 95),
+        );
+        assert!(
+            matches!(route, Route::Forward { from_port, .. } if from_port == caller_facing + 1)
+        );
+        assert_eq!(out, sr);
+
+        // A repeated answer keeps the keys and the replay state.
+        t.negotiate(&answer, at(t0, 100), &mut b).unwrap();
+        let (route, _) = route_bytes(
+            &mut t,
+            callee_facing,
+            "198.51.100.1:5000",
+            &next,
+            at(t0, 110),
+        );
+        assert_eq!(route, Route::Drop(DropReason::Srtp(Error::Replay)));
+    }
+
+    #[test]
+    fn srtp_legs_are_rekeyed_each_with_its_own_keys() {
+        use tandem_srtp::{Context, Suite, sdes::Crypto};
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        // The caller offers a suite the relay lacks, then AEAD_AES_128_GCM.
+        let caller_key = Crypto::generate(2, Suite::AeadAes128Gcm).unwrap();
+        let mut offer = Request::offer(
+            "c",
+            "a",
+            savp(
+                "192.0.2.1",
+                4000,
+                &[
+                    "1 F8_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR".into(),
+                    caller_key.to_value(),
+                ],
+            ),
+        );
+        offer.flags = vec!["SDES-no-AEAD_AES_256_GCM".into()];
+        let (out, warnings) = t
+            .negotiate_with_warnings(&offer, at(t0, 0), &mut b)
+            .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(String::from_utf8_lossy(&out).contains(" RTP/SAVP 0\r\n"));
+        let to_callee = crypto_of(&out);
+        let suites: Vec<Suite> = to_callee.iter().map(|c| c.key.suite()).collect();
+        assert_eq!(
+            suites,
+            [
+                Suite::AesCm128HmacSha1_80,
+                Suite::AesCm128HmacSha1_32,
+                Suite::AeadAes128Gcm
+            ]
+        );
+        assert!(to_callee.iter().all(|c| c.key != caller_key.key));
+        let callee_facing = media_port(&out, 0);
+
+        let relay_to_callee = to_callee[1].clone();
+        let callee_key = Crypto::generate(relay_to_callee.tag, Suite::AesCm128HmacSha1_32).unwrap();
+        let answer = Request::answer(
+            "c",
+            "a",
+            "b",
+            savp("198.51.100.1", 5000, &[callee_key.to_value()]),
+        );
+        let back = t.negotiate(&answer, at(t0, 0), &mut b).unwrap();
+        assert!(String::from_utf8_lossy(&back).contains(" RTP/SAVP 0\r\n"));
+        let to_caller = crypto_of(&back);
+        assert_eq!(to_caller.len(), 1);
+        assert_eq!(to_caller[0].tag, 2);
+        assert_eq!(to_caller[0].key.suite(), Suite::AeadAes128Gcm);
+        assert_ne!(to_caller[0].key, caller_key.key);
+        let caller_facing = media_port(&back, 0);
+
+        let mut caller_tx = Context::new(&caller_key.key);
+        let mut caller_rx = Context::new(&to_caller[0].key);
+        let mut callee_tx = Context::new(&callee_key.key);
+        let mut callee_rx = Context::new(&relay_to_callee.key);
+        for seq in 0..3u16 {
+            let plain = rtp_bytes(seq, 0xa, 1);
+            let wire = protect(&mut caller_tx, &plain, false);
+            let (route, out) =
+                route_bytes(&mut t, caller_facing, "192.0.2.1:4000", &wire, at(t0, 20));
+            assert!(matches!(route, Route::Forward { .. }), "{route:?}");
+            assert_eq!(
+                out.len(),
+                plain.len() + 4,
+                "a 32-bit tag towards the callee"
+            );
+            assert_eq!(unprotect(&mut callee_rx, &out, false), plain);
+
+            let plain = rtp_bytes(seq, 0xb, 2);
+            let wire = protect(&mut callee_tx, &plain, false);
+            let (route, out) = route_bytes(
+                &mut t,
+                callee_facing,
+                "198.51.100.1:5000",
+                &wire,
+                at(t0, 20),
+            );
+            assert!(matches!(route, Route::Forward { .. }), "{route:?}");
+            assert_eq!(out.len(), plain.len() + 16, "a GCM tag towards the caller");
+            assert_eq!(unprotect(&mut caller_rx, &out, false), plain);
+        }
+    }
+
+    #[test]
+    fn srtp_the_relay_cannot_terminate_passes_through() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        let f8 = "1 F8_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR".to_owned();
+        let offer = Request::offer("c", "a", savp("192.0.2.1", 4000, std::slice::from_ref(&f8)));
+        let out = String::from_utf8(t.negotiate(&offer, now, &mut b).unwrap()).unwrap();
+        assert!(out.contains(&format!("a=crypto:{f8}\r\n")), "{out}");
+        let answer = Request::answer(
+            "c",
+            "a",
+            "b",
+            savp("198.51.100.1", 5000, std::slice::from_ref(&f8)),
+        );
+        let back = String::from_utf8(t.negotiate(&answer, now, &mut b).unwrap()).unwrap();
+        assert!(back.contains(&format!("a=crypto:{f8}\r\n")), "{back}");
+        assert_eq!(t.srtp_sessions(), 0);
+        // Plain towards a party that offered SRTP the relay cannot read is named.
+        let mut plain = Request::offer("d", "a", savp("192.0.2.1", 4000, &[f8]));
+        plain.transport_protocol = Some("RTP/AVP".into());
+        let (_, warnings) = t.negotiate_with_warnings(&plain, now, &mut b).unwrap();
+        assert!(warnings.iter().any(|w| w.contains("SDES")), "{warnings:?}");
     }
 
     #[test]

@@ -1605,3 +1605,126 @@ fn an_offer_with_no_codec_in_common_and_transcoding_off_is_refused() {
     assert_eq!(gone.error_reason(), Some("Unknown call-id"));
     assert_eq!(pod.metric("tandem_media_ports_allocated"), 0.0);
 }
+
+/// The `a=crypto` lines of the first media section.
+fn crypto_lines(sdp: &SessionDescription) -> Vec<tandem_srtp::sdes::Crypto> {
+    sdp.media()[0]
+        .attributes()
+        .filter(|a| a.name == "crypto")
+        .map(|a| tandem_srtp::sdes::Crypto::parse(a.value.unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn bridges_plain_rtp_and_sdes_srtp_and_drops_forgeries_and_replays() {
+    use tandem_srtp::sdes::Crypto;
+    use tandem_srtp::{Context, Suite};
+    let pod = MediaPod::start(50, &[]);
+    let ng = pod.client();
+    let caller = Party::new();
+    let callee = Party::new();
+
+    // The caller is plain; the relay offers the callee SRTP.
+    let mut offer = Request::offer("srtp-1", "caller-tag", caller.sdp(1));
+    offer.transport_protocol = Some("RTP/SAVP".into());
+    let offer = ng.negotiate(&offer);
+    assert_eq!(offer.media()[0].media().proto, "RTP/SAVP");
+    let relay_key = crypto_lines(&offer)
+        .into_iter()
+        .find(|c| c.key.suite() == Suite::AesCm128HmacSha1_80)
+        .expect("AES_CM_128_HMAC_SHA1_80 offered");
+    let callee_key = Crypto::generate(relay_key.tag, Suite::AesCm128HmacSha1_80).unwrap();
+    let callee_sdp = callee.sdp(2).replace("RTP/AVP", "RTP/SAVP")
+        + &format!("a=crypto:{}\r\n", callee_key.to_value());
+    let answer = ng.negotiate(&Request::answer(
+        "srtp-1",
+        "caller-tag",
+        "callee-tag",
+        callee_sdp,
+    ));
+    assert_eq!(answer.media()[0].media().proto, "RTP/AVP");
+    assert!(crypto_lines(&answer).is_empty());
+    let (caller_facing, callee_facing) = (relay_port(&answer), relay_port(&offer));
+
+    let mut callee_rx = Context::new(&relay_key.key);
+    let mut callee_tx = Context::new(&callee_key.key);
+    let mut last_srtp = Vec::new();
+    for seq in 0..20u16 {
+        let forward = rtp_packet(seq, 0x1111, &[0xd5; 160]);
+        caller
+            .rtp
+            .send_to(&forward, relay_addr(caller_facing))
+            .unwrap();
+        let (mut got, from) = receive(&callee.rtp);
+        assert_eq!(from, relay_addr(callee_facing));
+        assert_eq!(got.len(), forward.len() + 10);
+        let len = got.len();
+        let plain = callee_rx.unprotect_rtp(&mut got, len).unwrap();
+        assert_eq!(got[..plain], forward[..]);
+
+        let back = rtp_packet(seq, 0x2222, &[0x55; 160]);
+        let mut wire = back.clone();
+        wire.resize(back.len() + 10, 0);
+        let len = callee_tx.protect_rtp(&mut wire, back.len()).unwrap();
+        wire.truncate(len);
+        callee
+            .rtp
+            .send_to(&wire, relay_addr(callee_facing))
+            .unwrap();
+        let (got, from) = receive(&caller.rtp);
+        assert_eq!(from, relay_addr(caller_facing));
+        assert_eq!(got, back);
+        last_srtp = wire;
+    }
+
+    // SRTCP from the callee arrives as RTCP at the caller.
+    let report = rtcp_receiver_report(0x2222);
+    let mut wire = report.clone();
+    wire.resize(report.len() + 14, 0);
+    let len = callee_tx.protect_rtcp(&mut wire, report.len()).unwrap();
+    wire.truncate(len);
+    callee
+        .rtcp
+        .send_to(&wire, relay_addr(callee_facing + 1))
+        .unwrap();
+    assert_eq!(receive(&caller.rtcp).0, report);
+
+    // A replay and a forged tag go nowhere and are counted; the call goes on.
+    callee
+        .rtp
+        .send_to(&last_srtp, relay_addr(callee_facing))
+        .unwrap();
+    let mut forged = last_srtp.clone();
+    forged[2] = 0x7f; // another sequence number under the old tag
+    callee
+        .rtp
+        .send_to(&forged, relay_addr(callee_facing))
+        .unwrap();
+    assert_nothing_arrives(&caller.rtp);
+    assert_eq!(
+        pod.metric("tandem_media_srtp_dropped_total{reason=\"replay\"}"),
+        1.0
+    );
+    assert_eq!(
+        pod.metric("tandem_media_srtp_dropped_total{reason=\"auth\"}"),
+        1.0
+    );
+    assert_eq!(
+        pod.metric("tandem_media_dropped_packets_total{reason=\"srtp\"}"),
+        2.0
+    );
+    assert_eq!(pod.metric("tandem_media_srtp_sessions"), 1.0);
+    let back = rtp_packet(100, 0x2222, &[0x56; 160]);
+    let mut wire = back.clone();
+    wire.resize(back.len() + 10, 0);
+    let len = callee_tx.protect_rtp(&mut wire, back.len()).unwrap();
+    wire.truncate(len);
+    callee
+        .rtp
+        .send_to(&wire, relay_addr(callee_facing))
+        .unwrap();
+    assert_eq!(receive(&caller.rtp).0, back);
+
+    assert!(ng.request(&Request::delete("srtp-1", None)).is_success());
+    assert_eq!(pod.metric("tandem_media_srtp_sessions"), 0.0);
+}

@@ -106,6 +106,9 @@ pub struct SdpFlags {
     pub replace: Vec<Replace>,
     /// Free-form ng `flags`.
     pub flags: Vec<String>,
+    /// The `transport-protocol` of the SDP sent on (plain RTP or SDES-SRTP), when it is to
+    /// change.
+    pub transport_protocol: Option<String>,
 }
 
 impl SdpFlags {
@@ -115,12 +118,24 @@ impl SdpFlags {
         Self {
             replace: vec![Replace::OriginFull, Replace::SessionConnection],
             flags: Vec::new(),
+            transport_protocol: None,
         }
+    }
+
+    /// These flags, asking for `protocol` in the SDP sent on.
+    pub fn with_transport_protocol(mut self, protocol: Option<String>) -> Self {
+        self.transport_protocol = protocol;
+        self
     }
 
     fn apply(&self, mut request: Request) -> Request {
         request.replace.extend(self.replace.iter().cloned());
         request.flags.extend(self.flags.iter().cloned());
+        if self.transport_protocol.is_some() {
+            request
+                .transport_protocol
+                .clone_from(&self.transport_protocol);
+        }
         request
     }
 }
@@ -130,6 +145,33 @@ impl Default for SdpFlags {
     fn default() -> Self {
         Self::topology_hiding()
     }
+}
+
+/// Whether the first RTP media section of `sdp` is SDES-SRTP (`RTP/SAVP`, `RTP/SAVPF`).
+pub fn offers_srtp(sdp: &[u8]) -> bool {
+    first_rtp_protocol(sdp).is_some_and(|p| p.to_ascii_uppercase().contains("/SAVP"))
+}
+
+/// The `transport-protocol` to ask of the media pod so that the SDP sent on is SDES-SRTP
+/// (`srtp`) or plain RTP, keeping the feedback profile (`F`); `None` when `sdp` already is.
+pub fn srtp_protocol(sdp: &[u8], srtp: bool) -> Option<String> {
+    let protocol = first_rtp_protocol(sdp)?.to_ascii_uppercase();
+    let feedback = if protocol.ends_with("AVPF") { "F" } else { "" };
+    match (protocol.as_str(), srtp) {
+        ("RTP/AVP" | "RTP/AVPF", true) => Some(format!("RTP/SAVP{feedback}")),
+        ("RTP/SAVP" | "RTP/SAVPF", false) => Some(format!("RTP/AVP{feedback}")),
+        _ => None,
+    }
+}
+
+fn first_rtp_protocol(sdp: &[u8]) -> Option<String> {
+    let parsed = tandem_sip::sdp::SessionDescription::parse(sdp).ok()?;
+    parsed
+        .media()
+        .iter()
+        .map(|m| m.media())
+        .find(|m| m.port != 0 && m.is_rtp())
+        .map(|m| m.proto.clone())
 }
 
 /// How the media of a call is flowing, from an ng `query`.
@@ -339,7 +381,8 @@ impl MediaClient {
             .await
     }
 
-    /// [`MediaClient::offer`] asking for `flags`.
+    /// [`MediaClient::offer`] asking for `flags` (codecs, and the transport protocol of the SDP
+    /// sent on: see [`srtp_protocol`]).
     pub async fn offer_to(
         &self,
         call_id: &str,
@@ -607,6 +650,7 @@ mod tests {
         let proxy = SdpFlags {
             replace: Vec::new(),
             flags: vec!["trust-address".into()],
+            transport_protocol: None,
         };
 
         client
@@ -745,6 +789,32 @@ mod tests {
         // No packet yet on any stream: unknown.
         let silent = query_reply(vec![party("a", &[0, 0]), party("b", &[])]);
         assert_eq!(MediaActivity::from_query(&silent, 1_200).idle_seconds, None);
+    }
+
+    #[test]
+    fn srtp_protocol_toggles_only_what_differs() {
+        let sdp = |proto: &str| {
+            format!(
+                "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 {proto} 0\r\n"
+            )
+        };
+        assert_eq!(
+            srtp_protocol(sdp("RTP/AVP").as_bytes(), true).as_deref(),
+            Some("RTP/SAVP")
+        );
+        assert_eq!(
+            srtp_protocol(sdp("RTP/AVPF").as_bytes(), true).as_deref(),
+            Some("RTP/SAVPF")
+        );
+        assert_eq!(
+            srtp_protocol(sdp("RTP/SAVP").as_bytes(), false).as_deref(),
+            Some("RTP/AVP")
+        );
+        assert_eq!(srtp_protocol(sdp("RTP/SAVP").as_bytes(), true), None);
+        assert_eq!(srtp_protocol(sdp("RTP/AVP").as_bytes(), false), None);
+        assert_eq!(srtp_protocol(b"not sdp", true), None);
+        assert!(offers_srtp(sdp("RTP/SAVPF").as_bytes()));
+        assert!(!offers_srtp(sdp("RTP/AVP").as_bytes()));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tandem_api::Codec;
 use tandem_api::compiled::CompiledTrunk;
 use tandem_api::config::GatewayConfig;
 use tandem_api::gateway::TRANSCODABLE;
-use tandem_api::trunk::{Peer, PeerTransport};
+use tandem_api::trunk::{MediaEncryption, Peer, PeerTransport};
 
 use crate::transport::Transport;
 
@@ -30,6 +30,8 @@ pub struct Target {
     pub failover_codes: Vec<u16>,
     /// The ng codec flags of an offer to this Trunk ([`codec_flags`]).
     pub codec_flags: Vec<String>,
+    /// The trunk's media encryption.
+    pub encryption: MediaEncryption,
 }
 
 /// The reason of the `503` a caller gets when every peer of every target is marked down.
@@ -228,6 +230,7 @@ fn peer_target(
         transport: peer_transport(peer)?,
         failover_codes: failover_codes.to_vec(),
         codec_flags: codec_flags(&trunk.spec.media.codecs),
+        encryption: trunk.spec.media.encryption,
     })
 }
 

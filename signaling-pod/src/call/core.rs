@@ -29,7 +29,10 @@ use tandem_sip::transaction::{
 use tracing::Span;
 
 use super::leg::{Leg, LocalAddress, name_addr, set_sdp_body};
+use tandem_api::trunk::MediaEncryption;
+
 use crate::admission::Reservation;
+use crate::media;
 use crate::metrics::Outcome;
 use crate::routing::{self, Target};
 use crate::transport::Flow;
@@ -95,6 +98,8 @@ pub enum Admission {
         /// Called and calling numbers after normalisation and translation.
         called: String,
         calling: String,
+        /// The inbound trunk's media encryption.
+        encryption: MediaEncryption,
         targets: Vec<Target>,
     },
     /// Refuse the call with this final response.
@@ -123,6 +128,8 @@ pub enum MediaRequest {
         to_tag: Option<Bytes>,
         sdp: Bytes,
         codec_flags: Vec<String>,
+        /// The protocol the SDP sent on must have (plain RTP or SDES-SRTP), when it differs.
+        transport_protocol: Option<String>,
     },
     /// The SDP answer of the side tagged `to_tag` to an offer of `from_tag`.
     Answer {
@@ -568,6 +575,9 @@ pub struct Call {
     started: Instant,
     inbound: Option<String>,
     inbound_reservation: Option<Reservation>,
+    /// Whether each side's media is SDES-SRTP (`[caller, carrier]`): the caller's as it
+    /// offered, the carrier's as its trunk's `encryption` asks.
+    srtp: [bool; 2],
     answered_at: Option<Instant>,
     servers: Vec<ServerTx>,
     clients: Vec<ClientTx>,
@@ -701,6 +711,7 @@ impl Call {
             started: now,
             inbound: None,
             inbound_reservation: None,
+            srtp: [false; 2],
             answered_at: None,
             servers: vec![ServerTx {
                 id: 0,
@@ -823,12 +834,34 @@ impl Call {
                 reservation,
                 called,
                 calling,
+                encryption,
                 targets,
             } => {
                 self.inbound = Some(inbound);
                 self.inbound_reservation = Some(reservation);
                 self.called = called;
                 self.calling = calling;
+                let offered_srtp = media::offers_srtp(&self.a_invite.body);
+                let refusal = match encryption {
+                    MediaEncryption::None if offered_srtp => {
+                        Some("Not Acceptable Here (SRTP not accepted)")
+                    }
+                    MediaEncryption::Sdes if !offered_srtp && !self.a_invite.body.is_empty() => {
+                        Some("Not Acceptable Here (SRTP required)")
+                    }
+                    _ => None,
+                };
+                if let Some(reason) = refusal {
+                    tracing::info!(reason, "call refused by the trunk's media encryption");
+                    self.refuse(now, 488, reason, Outcome::Rejected);
+                    return;
+                }
+                // The carrier's side follows the first target's trunk (every target of a
+                // call gets the one offer).
+                let carrier_srtp = targets
+                    .first()
+                    .is_some_and(|t| t.encryption == MediaEncryption::Sdes);
+                self.srtp = [offered_srtp, carrier_srtp];
                 self.targets = targets.into();
                 if self.a_invite.body.is_empty() {
                     self.prepare_next_target(now);
@@ -846,6 +879,7 @@ impl Call {
                         to_tag: None,
                         sdp: self.a_invite.body.clone(),
                         codec_flags,
+                        transport_protocol: media::srtp_protocol(&self.a_invite.body, carrier_srtp),
                     };
                     self.media_request(request, MediaPurpose::Offer);
                 }
@@ -1222,12 +1256,17 @@ impl Call {
             (Side::A, Some(b)) => b.target.codec_flags.clone(),
             _ => Vec::new(),
         };
+        let to_srtp = match side {
+            Side::A => self.srtp[1],
+            Side::B => self.srtp[0],
+        };
         let request = MediaRequest::Offer {
             call_id: self.a.leg.call_id.clone(),
             from_tag,
             to_tag: Some(to_tag),
             sdp: msg.body.clone(),
             codec_flags,
+            transport_protocol: media::srtp_protocol(&msg.body, to_srtp),
         };
         self.media_request(
             request,

@@ -606,6 +606,7 @@ fn admit(
                 reservation,
                 called,
                 calling,
+                encryption: inbound.spec.media.encryption,
                 targets,
             }
         }
@@ -638,6 +639,7 @@ async fn media(
             from_tag,
             sdp,
             codec_flags,
+            transport_protocol,
             ..
         } = request
         else {
@@ -646,7 +648,8 @@ async fn media(
         let flags = SdpFlags {
             flags: codec_flags,
             ..SdpFlags::default()
-        };
+        }
+        .with_transport_protocol(transport_protocol);
         return match ctx
             .media
             .offer_flags(&text(&call_id), &text(&from_tag), &sdp, &flags)
@@ -665,6 +668,7 @@ async fn media(
             to_tag,
             sdp,
             codec_flags,
+            transport_protocol,
         } => pod
             .offer_to(
                 &text(&call_id),
@@ -674,7 +678,8 @@ async fn media(
                 &SdpFlags {
                     flags: codec_flags,
                     ..SdpFlags::default()
-                },
+                }
+                .with_transport_protocol(transport_protocol),
             )
             .await
             .map(MediaReply::Sdp)

@@ -3,8 +3,10 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tandem_api::trunk::MediaEncryption;
 
 use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
@@ -69,6 +71,7 @@ fn target(addr: &str) -> Target {
         transport: Transport::Udp,
         failover_codes: vec![503],
         codec_flags: Vec::new(),
+        encryption: MediaEncryption::None,
     }
 }
 
@@ -123,6 +126,17 @@ struct Script {
 
 impl Script {
     fn start(extra: &str, settings: Settings, targets: Vec<Target>) -> Script {
+        Self::start_with(extra, CALLER_SDP, MediaEncryption::None, settings, targets)
+    }
+
+    /// [`Script::start`] with the caller's SDP and the inbound trunk's media encryption.
+    fn start_with(
+        extra: &str,
+        caller_sdp: &str,
+        encryption: MediaEncryption,
+        settings: Settings,
+        targets: Vec<Target>,
+    ) -> Script {
         let inbound = Gauge::default();
         let admission = Admission::Route {
             inbound: "customers".into(),
@@ -130,18 +144,20 @@ impl Script {
             // As translated by the route: the caller dialled 2000 from 1000.
             called: "442000".into(),
             calling: "441000".into(),
+            encryption,
             targets,
         };
         let facts = AdmissionFacts {
             route: Some("everything".into()),
             limit: false,
         };
-        Script::admitted(extra, settings, admission, facts, inbound)
+        Script::admitted(extra, caller_sdp, settings, admission, facts, inbound)
     }
 
     /// A call started with what admission decided.
     fn admitted(
         extra: &str,
+        caller_sdp: &str,
         settings: Settings,
         admission: Admission,
         facts: AdmissionFacts,
@@ -149,7 +165,7 @@ impl Script {
     ) -> Script {
         let now = Instant::now();
         let wall: jiff::Timestamp = "2026-12-03T12:00:00Z".parse().unwrap();
-        let invite = caller_invite(extra, CALLER_SDP);
+        let invite = caller_invite(extra, caller_sdp);
         let mut recorder = Recorder::new("test-record".into(), "local", wall, &invite);
         recorder.admitted(&admission, facts);
         let call = Call::new(
@@ -486,6 +502,65 @@ fn answered(extra: &str, settings: Settings, outbound: &Gauge) -> (Script, SipMe
     let ack = s.caller_request("ACK", "", "");
     s.caller_sends(ack);
     (s, invite)
+}
+
+#[test]
+fn trunk_encryption_sets_each_side_s_protocol_and_refuses_what_it_forbids() {
+    let srtp_sdp = format!(
+        "{}a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n",
+        CALLER_SDP.replace("RTP/AVP", "RTP/SAVP")
+    );
+    let sdes_target = || Target {
+        encryption: MediaEncryption::Sdes,
+        ..target(CARRIER)
+    };
+    let offered_protocol = |s: &mut Script| match s.media(is_offer, sdp(RELAY_SDP)) {
+        MediaRequest::Offer {
+            transport_protocol, ..
+        } => transport_protocol,
+        other => panic!("{other:?}"),
+    };
+    // Optional: an SRTP caller is bridged to a plain carrier, a plain one stays plain.
+    let mut s = Script::start_with(
+        "",
+        &srtp_sdp,
+        MediaEncryption::SdesOptional,
+        settings(),
+        vec![target(CARRIER)],
+    );
+    assert_eq!(offered_protocol(&mut s).as_deref(), Some("RTP/AVP"));
+    let mut s = Script::start_with(
+        "",
+        CALLER_SDP,
+        MediaEncryption::SdesOptional,
+        settings(),
+        vec![target(CARRIER)],
+    );
+    assert_eq!(offered_protocol(&mut s), None);
+    // A carrier trunk asking for SDES gets SRTP from a plain caller.
+    let mut s = Script::start_with(
+        "",
+        CALLER_SDP,
+        MediaEncryption::None,
+        settings(),
+        vec![sdes_target()],
+    );
+    assert_eq!(offered_protocol(&mut s).as_deref(), Some("RTP/SAVP"));
+    // What the inbound trunk forbids is refused before any media is anchored.
+    for (encryption, caller_sdp) in [
+        (MediaEncryption::None, srtp_sdp.as_str()),
+        (MediaEncryption::Sdes, CALLER_SDP),
+    ] {
+        let mut s = Script::start_with(
+            "",
+            caller_sdp,
+            encryption,
+            settings(),
+            vec![target(CARRIER)],
+        );
+        s.expect(CALLER, 488);
+        assert!(s.media_ops.is_empty(), "{:?}", s.media_ops);
+    }
 }
 
 #[test]
@@ -1643,7 +1718,14 @@ fn refused_record(inbound: Option<&str>, outcome: Outcome, code: u16, limit: boo
         outcome,
     };
     let facts = AdmissionFacts { route: None, limit };
-    let mut s = Script::admitted("", settings(), admission, facts, Gauge::default());
+    let mut s = Script::admitted(
+        "",
+        CALLER_SDP,
+        settings(),
+        admission,
+        facts,
+        Gauge::default(),
+    );
     s.expect(CALLER, code);
     s.record()
 }
