@@ -19,6 +19,7 @@ pub mod config;
 pub mod crd;
 pub mod gateway;
 pub mod network_status;
+pub mod ratedeck;
 pub mod routeplan;
 pub mod support;
 pub mod trunk;

@@ -67,6 +67,7 @@ fn target(addr: &str) -> Target {
         port: addr.port(),
         transport: Transport::Udp,
         failover_codes: vec![503],
+        cost: None,
     }
 }
 
