@@ -19,12 +19,13 @@ pub mod config;
 pub mod crd;
 pub mod gateway;
 pub mod network_status;
-pub mod ratedeck;
 pub mod routeplan;
 pub mod support;
 pub mod trunk;
 pub mod validation;
 
+/// Rate decks (prefix tables for least-cost routing), re-exported for the RoutePlan's routes.
+pub use tandem_ratedeck as ratedeck;
 pub use common::{Codec, LocalObjectReference, NumberRewrite};
 pub use compiled::{
     CompiledRewrite, CompiledRoutePlan, CompiledTranslation, CompiledTrunk, TimeWindow,

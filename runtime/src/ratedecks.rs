@@ -43,9 +43,9 @@ pub struct DeckMetrics {
 }
 
 impl DeckMetrics {
-    /// Creates the metrics and registers them in `registry` under `tandem_signaling_`.
-    pub fn register(registry: &mut Registry) -> Self {
-        let metrics = Self::default();
+    /// Registers the metrics in `registry` under `tandem_signaling_`.
+    pub fn register(&self, registry: &mut Registry) {
+        let metrics = self;
         let sub = registry.sub_registry_with_prefix("tandem_signaling");
         sub.register(
             "rate_deck_prefixes",
@@ -72,7 +72,6 @@ impl DeckMetrics {
             "Versions of the deck refused (malformed or unreadable)",
             metrics.failures.clone(),
         );
-        metrics
     }
 }
 
@@ -374,7 +373,9 @@ spec:
         let path = dir.join("deck.csv");
         write(&path, "+49,carrier,0.1\n");
         let mut registry = Registry::default();
-        let mut loader = DeckLoader::new(Some(dir.clone()), DeckMetrics::register(&mut registry));
+        let metrics = DeckMetrics::default();
+        metrics.register(&mut registry);
+        let mut loader = DeckLoader::new(Some(dir.clone()), metrics);
         let config = config();
         assert_eq!(loader.refresh(&config), (true, Vec::new()));
         assert_eq!(cost_of(&loader.apply(&config), "+4930").as_deref(), Some("0.1"));

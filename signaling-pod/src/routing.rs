@@ -13,6 +13,7 @@ use tandem_api::config::GatewayConfig;
 use tandem_api::ratedeck::{Cost, DeckMatch};
 use tandem_api::trunk::{Peer, PeerTransport};
 
+use crate::metrics::RouteLookup;
 use crate::transport::Transport;
 
 /// One place to send the call: a peer of a trunk.
@@ -76,6 +77,17 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// Whether the call was routed, and whether its first target came from a rate deck.
+    pub fn lookup(&self) -> RouteLookup {
+        match self {
+            Decision::Route { targets, .. } if targets.first().is_some_and(|t| t.cost.is_some()) => {
+                RouteLookup::Deck
+            }
+            Decision::Route { .. } => RouteLookup::Route,
+            Decision::Reject { .. } => RouteLookup::Rejected,
+        }
+    }
+
     /// The `Retry-After` to send with a rejection: set when every peer is marked down.
     pub fn retry_after(&self) -> Option<u32> {
         match self {

@@ -507,6 +507,7 @@ fn admit(ctx: &CallContext, config: &GatewayConfig, invite: &SipMessage, flow: F
         &mut rand::rng(),
         &*ctx.trunk_health,
     );
+    metrics.count_route_lookup(decision.lookup());
     let retry_after = decision.retry_after();
     match decision {
         Decision::Reject { code, reason } => {

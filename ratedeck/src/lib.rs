@@ -1,5 +1,5 @@
-//! Rate decks: large prefix tables kept outside the RoutePlan (a CSV file or ConfigMap key),
-//! parsed into a compact table for least-cost routing. Pure: the caller supplies the text.
+//! Rate decks: large prefix tables kept outside the RoutePlan (a CSV file), parsed into a compact
+//! table for least-cost routing. Pure: the caller supplies the text.
 //!
 //! Format (docs/ratedecks.md): one row per line,
 //! `prefix,trunk,cost[,priority[,weight[,strip[,prepend]]]]`; `#` starts a comment line, blank
@@ -8,8 +8,9 @@
 //!
 //! Layout: one hash table per (prefix length, leading `+`) maps the prefix's digits, as an
 //! integer, to the first of its rows in one flat array of 16-byte rows sorted by cost, priority
-//! and weight. Trunk names and prepended digits are interned. A lookup hashes at most one key per
-//! prefix length present in the deck, longest first.
+//! and weight. Trunk names and prepended digits are interned. A lookup tries each prefix length
+//! present in the deck, longest first; a small bit filter (2 bytes per prefix, mostly in cache)
+//! answers most lengths that have no such prefix without touching the large tables.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -122,6 +123,13 @@ impl Hasher for DigitsHasher {
 
 type Table = HashMap<u64, u32, BuildHasherDefault<DigitsHasher>>;
 
+/// The bit of `filter` (a power of two of bits) for `key` of table `table`.
+fn filter_bit(filter: &[u64], table: usize, key: u64) -> usize {
+    let mixed = (key ^ ((table as u64) << 58)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let bits = filter.len() * 64;
+    (mixed >> 32) as usize & (bits - 1)
+}
+
 /// Index of the table of prefixes of `digits` digits, with or without a leading `+`.
 fn table_index(digits: usize, plus: bool) -> usize {
     digits * 2 + usize::from(plus)
@@ -133,6 +141,8 @@ const TABLES: usize = (MAX_PREFIX_DIGITS + 1) * 2;
 #[derive(Clone, Debug)]
 pub struct RateDeck {
     tables: Vec<Table>,
+    /// One bit per hash of (table, key), set for every prefix: a clear bit rules a prefix out.
+    filter: Vec<u64>,
     rows: Vec<Row>,
     trunks: Vec<Box<str>>,
     prepends: Vec<Box<str>>,
@@ -397,12 +407,16 @@ impl RateDeck {
             .iter()
             .map(|&n| Table::with_capacity_and_hasher(n, Default::default()))
             .collect();
+        let total: usize = counts.iter().sum();
+        let mut filter = vec![0u64; (total * 16).next_power_of_two().div_ceil(64)];
         let mut rows = Vec::with_capacity(pending.len());
         let mut prefixes = 0;
         for (i, p) in pending.iter().enumerate() {
             let first = i == 0 || (pending[i - 1].table, pending[i - 1].key) != (p.table, p.key);
             if first {
                 tables[usize::from(p.table)].insert(p.key, rows.len() as u32);
+                let bit = filter_bit(&filter, usize::from(p.table), p.key);
+                filter[bit / 64] |= 1 << (bit % 64);
                 prefixes += 1;
             }
             let last = pending
@@ -412,6 +426,7 @@ impl RateDeck {
         }
         Ok(Self {
             tables,
+            filter,
             rows,
             trunks,
             prepends,
@@ -454,6 +469,7 @@ impl RateDeck {
             .map(|n| n.len() + std::mem::size_of::<Box<str>>())
             .sum();
         self.rows.capacity() * std::mem::size_of::<Row>()
+            + self.filter.capacity() * 8
             + self.tables.capacity() * std::mem::size_of::<Table>()
             + tables
             + names
@@ -478,8 +494,13 @@ impl RateDeck {
             keys[len] = key;
         }
         (1..=len).rev().find_map(|n| {
-            let table = &self.tables[table_index(n, plus)];
+            let index = table_index(n, plus);
+            let table = &self.tables[index];
             if table.is_empty() {
+                return None;
+            }
+            let bit = filter_bit(&self.filter, index, keys[n]);
+            if self.filter[bit / 64] & (1 << (bit % 64)) == 0 {
                 return None;
             }
             table.get(&keys[n]).map(|&first| DeckMatch {
@@ -496,6 +517,7 @@ impl Default for RateDeck {
     fn default() -> Self {
         Self {
             tables: (0..TABLES).map(|_| Table::default()).collect(),
+            filter: vec![0],
             rows: Vec::new(),
             trunks: Vec::new(),
             prepends: vec!["".into()],
