@@ -153,7 +153,7 @@ pub struct RateDeckSource {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
-        "rule": "has(self.rateDeck) || size(self.targets) > 0",
+        "rule": "has(self.rateDeck) || (has(self.targets) && size(self.targets) > 0)",
         "message": "a route needs targets or a rateDeck",
     },
 ]))]

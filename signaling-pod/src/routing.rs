@@ -813,7 +813,7 @@ spec:
             "+49,carrier-a,0.02
 +49,carrier-b,0.01
 +4930,carrier-c,0.05,1,100,1,00
-+4930,carrier-b,0.05,2
++4930,carrier-b,0.05,2,,1,00
 ",
         );
         let pairs = |c: &str, cost: &str| (c.to_owned(), Some(cost.to_owned()));
@@ -853,14 +853,14 @@ spec:
 
     #[test]
     fn deck_routes_combine_with_caller_prefix_and_fall_through_without_a_prefix() {
-        let config = deck_config("+49,carrier-a,0.02\n");
+        let loaded = deck_config("+49,carrier-a,0.02\n");
         // A longer callingPrefix wins over the deck route of the same calledPrefix.
-        let Decision::Route { route, .. } = lcr(&config, "+4930", "+331234", 1) else {
+        let Decision::Route { route, .. } = lcr(&loaded, "+4930", "+331234", 1) else {
             panic!("routed")
         };
         assert_eq!(route, "vip");
         // No deck prefix for +1: the deck route does not apply, the next best one does.
-        let Decision::Route { route, targets, .. } = lcr(&config, "+1555", "1000", 1) else {
+        let Decision::Route { route, targets, .. } = lcr(&loaded, "+1555", "1000", 1) else {
             panic!("routed")
         };
         assert_eq!((route.as_str(), targets[0].trunk.as_str()), ("fallback", "carrier-b"));
