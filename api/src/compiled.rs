@@ -390,7 +390,12 @@ impl CompiledRoutePlan {
     /// Puts the deck called `name` (a `rateDecks` item) in force; `false` when the plan has no
     /// such deck.
     pub fn set_rate_deck(&mut self, name: &str, deck: Arc<RateDeck>) -> bool {
-        let index = self.plan.spec.rate_decks.iter().position(|d| d.name == name);
+        let index = self
+            .plan
+            .spec
+            .rate_decks
+            .iter()
+            .position(|d| d.name == name);
         match index {
             Some(i) => {
                 self.decks[i] = Some(deck);
@@ -402,7 +407,12 @@ impl CompiledRoutePlan {
 
     /// The deck called `name`, when it is loaded.
     pub fn rate_deck(&self, name: &str) -> Option<&Arc<RateDeck>> {
-        let i = self.plan.spec.rate_decks.iter().position(|d| d.name == name)?;
+        let i = self
+            .plan
+            .spec
+            .rate_decks
+            .iter()
+            .position(|d| d.name == name)?;
         self.decks[i].as_ref()
     }
 

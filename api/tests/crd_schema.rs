@@ -229,7 +229,11 @@ fn schema_constraints_and_cel_rules() {
 
     let plan = schema("RoutePlan");
     // A route needs targets or a rate deck: a CEL rule, not minItems.
-    assert!(node(&plan, "spec.routes.[].targets").get("minItems").is_none());
+    assert!(
+        node(&plan, "spec.routes.[].targets")
+            .get("minItems")
+            .is_none()
+    );
     assert!(
         rules(node(&plan, "spec.routes.[]"))
             .iter()

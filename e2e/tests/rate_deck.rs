@@ -12,13 +12,14 @@ use std::time::Duration;
 use tandem_e2e::*;
 
 /// Two carriers, both SIPp UASs on port 5090: `carrier-a` on 127.0.0.1, `carrier-b` on
-/// 127.0.0.2.
+/// 127.0.0.2 (no OPTIONS probes: SIPp would count each as one of its calls).
 const TRUNKS: &str = "apiVersion: voice.tandem.dev/v1alpha1
 kind: Trunk
 metadata: {name: carrier-a}
 spec:
   gatewayRef: {name: local}
   peers: [{host: 127.0.0.1, port: 5090, transport: UDP}]
+  healthCheck: {enabled: false}
 ---
 apiVersion: voice.tandem.dev/v1alpha1
 kind: Trunk
@@ -26,6 +27,7 @@ metadata: {name: carrier-b}
 spec:
   gatewayRef: {name: local}
   peers: [{host: 127.0.0.2, port: 5090, transport: UDP}]
+  healthCheck: {enabled: false}
 ---
 apiVersion: voice.tandem.dev/v1alpha1
 kind: Trunk
@@ -70,10 +72,12 @@ fn write_deck(config: &ConfigDir, text: &str) {
     std::fs::rename(dir.join("wholesale.csv.new"), dir.join("wholesale.csv")).unwrap();
 }
 
-/// One call to 2000 of `talk_ms`, from a SIPp caller named `tag`.
-fn call(tag: &str, talk_ms: u32) -> Sipp {
+/// One call to 2000 of `talk_ms`, from a SIPp caller named `tag` with its RTP on `media_ip`
+/// (callers up at once need addresses of their own).
+fn call(tag: &str, media_ip: &str, talk_ms: u32) -> Sipp {
     Peer::caller("caller.xml", "2000")
         .tag(tag)
+        .media_ip(media_ip)
         .timeout_s(60)
         .args(&["-d", &talk_ms.to_string()])
         .start()
@@ -103,7 +107,7 @@ fn a_deck_edit_routes_new_calls_only_and_a_malformed_one_keeps_the_previous_tabl
     std::thread::sleep(Duration::from_millis(300));
 
     // A long call goes to the cheapest carrier, A.
-    let mut long = call("deck-long", 6_000);
+    let mut long = call("deck-long", "127.0.0.1", 6_000);
     wait_until(Duration::from_secs(10), "the first call up", || {
         scrape(SIGNALING_ADMIN, "tandem_signaling_calls_active", &[]) == 1.0
     });
@@ -114,7 +118,7 @@ fn a_deck_edit_routes_new_calls_only_and_a_malformed_one_keeps_the_previous_tabl
     wait_until(Duration::from_secs(10), "the new deck in force", || {
         deck_metric("tandem_signaling_rate_deck_reloads_total") == 2.0
     });
-    let mut second = call("deck-second", 200);
+    let mut second = call("deck-second", "127.0.0.3", 200);
     second.assert_success(Duration::from_secs(30));
     assert_eq!((attempts("carrier-a"), attempts("carrier-b")), (1.0, 1.0));
     assert_eq!(
@@ -125,16 +129,18 @@ fn a_deck_edit_routes_new_calls_only_and_a_malformed_one_keeps_the_previous_tabl
 
     // A malformed edit (it would make A cheapest again) is refused; B keeps the calls.
     write_deck(&config, "2,carrier-a,0.001\n2x,carrier-b,0.020\n");
-    wait_until(Duration::from_secs(10), "the malformed deck refused", || {
-        deck_metric("tandem_signaling_rate_deck_reload_failures_total") == 1.0
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the malformed deck refused",
+        || deck_metric("tandem_signaling_rate_deck_reload_failures_total") == 1.0,
+    );
     assert_eq!(deck_metric("tandem_signaling_rate_deck_valid"), 0.0);
     let log = platform.log();
     assert!(
         log.contains("line 2: prefix \\\"2x\\\"") || log.contains("line 2: prefix \"2x\""),
         "the refusal names the line:\n{log}"
     );
-    let mut third = call("deck-third", 200);
+    let mut third = call("deck-third", "127.0.0.4", 200);
     third.assert_success(Duration::from_secs(30));
     assert_eq!((attempts("carrier-a"), attempts("carrier-b")), (1.0, 2.0));
 

@@ -180,7 +180,10 @@ impl<'d> DeckMatch<'d> {
     pub fn routes(&self) -> impl Iterator<Item = DeckRoute<'d>> + 'd {
         let deck = self.deck;
         let rows = &deck.rows[self.first..];
-        let end = rows.iter().position(|r| r.last).map_or(rows.len(), |i| i + 1);
+        let end = rows
+            .iter()
+            .position(|r| r.last)
+            .map_or(rows.len(), |i| i + 1);
         rows[..end].iter().map(move |row| DeckRoute {
             trunk: &deck.trunks[usize::from(row.trunk)],
             cost: row.cost,
@@ -294,8 +297,10 @@ impl RateDeck {
                 )));
             }
             let cost = Cost::parse(fields.next().unwrap_or_default()).map_err(err)?;
-            let priority = parse_u16(fields.next().unwrap_or_default(), "priority", 1).map_err(err)?;
-            let weight = parse_u16(fields.next().unwrap_or_default(), "weight", 100).map_err(err)?;
+            let priority =
+                parse_u16(fields.next().unwrap_or_default(), "priority", 1).map_err(err)?;
+            let weight =
+                parse_u16(fields.next().unwrap_or_default(), "weight", 100).map_err(err)?;
             let strip_field = fields.next().unwrap_or_default();
             let strip = if strip_field.is_empty() {
                 0
@@ -573,7 +578,11 @@ mod tests {
         assert_eq!(trunks(&deck, "+4930123")[0].0, "berlin");
         assert_eq!(trunks(&deck, "+4989123")[0].0, "de");
         assert_eq!(trunks(&deck, "+44123")[0].0, "world");
-        assert_eq!(trunks(&deck, "+49")[0].0, "de", "a number equal to a prefix");
+        assert_eq!(
+            trunks(&deck, "+49")[0].0,
+            "de",
+            "a number equal to a prefix"
+        );
         assert_eq!(trunks(&deck, "+4")[0].0, "world");
         assert_eq!(deck.lookup("+4930").unwrap().prefix_len(), 5);
         // '+' and leading zeros are part of the prefix.
@@ -633,7 +642,10 @@ mod tests {
     fn translations_belong_to_the_prefix() {
         let deck = RateDeck::parse("+44,uk,0.1,1,100,3,0\n+1,us,0.2\n").unwrap();
         assert_eq!(
-            deck.lookup("+442079").unwrap().translate("+442079").as_deref(),
+            deck.lookup("+442079")
+                .unwrap()
+                .translate("+442079")
+                .as_deref(),
             Some("02079")
         );
         assert_eq!(deck.lookup("+1555").unwrap().translate("+1555"), None);

@@ -219,7 +219,12 @@ impl DeckLoader {
     pub fn apply(&self, config: &GatewayConfig) -> GatewayConfig {
         let mut config = config.clone();
         for plan in &mut config.route_plans {
-            let names: Vec<String> = plan.spec.rate_decks.iter().map(|d| d.name.clone()).collect();
+            let names: Vec<String> = plan
+                .spec
+                .rate_decks
+                .iter()
+                .map(|d| d.name.clone())
+                .collect();
             for name in names {
                 let key = (plan.namespace().to_owned(), plan.name().to_owned(), name);
                 if let Some(deck) = self.decks.get(&key).and_then(|l| l.deck.clone()) {
@@ -378,21 +383,33 @@ spec:
         let mut loader = DeckLoader::new(Some(dir.clone()), metrics);
         let config = config();
         assert_eq!(loader.refresh(&config), (true, Vec::new()));
-        assert_eq!(cost_of(&loader.apply(&config), "+4930").as_deref(), Some("0.1"));
+        assert_eq!(
+            cost_of(&loader.apply(&config), "+4930").as_deref(),
+            Some("0.1")
+        );
         assert_eq!(loader.refresh(&config), (false, Vec::new()), "unchanged");
 
         write(&path, "+49,carrier,0.2\n+4930,carrier,oops\n");
         let (changed, problems) = loader.refresh(&config);
         assert!(!changed);
         assert_eq!(problems.len(), 1);
-        assert!(problems[0].contains("line 2: cost \"oops\""), "{problems:?}");
+        assert!(
+            problems[0].contains("line 2: cost \"oops\""),
+            "{problems:?}"
+        );
         assert!(problems[0].contains("previous table stays"), "{problems:?}");
-        assert_eq!(cost_of(&loader.apply(&config), "+4930").as_deref(), Some("0.1"));
+        assert_eq!(
+            cost_of(&loader.apply(&config), "+4930").as_deref(),
+            Some("0.1")
+        );
         assert_eq!(loader.refresh(&config), (false, Vec::new()), "refused once");
 
         write(&path, "+49,carrier,0.3\n");
         assert_eq!(loader.refresh(&config), (true, Vec::new()));
-        assert_eq!(cost_of(&loader.apply(&config), "+4930").as_deref(), Some("0.3"));
+        assert_eq!(
+            cost_of(&loader.apply(&config), "+4930").as_deref(),
+            Some("0.3")
+        );
 
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
@@ -429,7 +446,10 @@ spec:
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(cost_of(&decks.borrow_and_update(), "+1555").as_deref(), Some("2"));
+        assert_eq!(
+            cost_of(&decks.borrow_and_update(), "+1555").as_deref(),
+            Some("2")
+        );
         // A new configuration keeps the table in force.
         tx.send(config()).unwrap();
         tokio::time::timeout(Duration::from_secs(5), decks.changed())

@@ -24,11 +24,11 @@ use prometheus_client::registry::Registry;
 use tandem_api::gateway::ListenerTransport;
 use tandem_runtime::admin::{self, Health};
 use tandem_runtime::config_dir;
-use tandem_runtime::ratedecks::{self, DeckLoader, DeckMetrics};
 #[cfg(not(feature = "kubernetes"))]
 use tandem_runtime::features;
 use tandem_runtime::logging::{self, LogFormat};
 use tandem_runtime::network_status;
+use tandem_runtime::ratedecks::{self, DeckLoader, DeckMetrics};
 use tandem_runtime::shutdown::Signals;
 use tandem_sip::transaction::TimerConfig;
 

@@ -80,7 +80,9 @@ impl Decision {
     /// Whether the call was routed, and whether its first target came from a rate deck.
     pub fn lookup(&self) -> RouteLookup {
         match self {
-            Decision::Route { targets, .. } if targets.first().is_some_and(|t| t.cost.is_some()) => {
+            Decision::Route { targets, .. }
+                if targets.first().is_some_and(|t| t.cost.is_some()) =>
+            {
                 RouteLookup::Deck
             }
             Decision::Route { .. } => RouteLookup::Route,
@@ -863,7 +865,10 @@ spec:
         let Decision::Route { route, targets, .. } = lcr(&loaded, "+1555", "1000", 1) else {
             panic!("routed")
         };
-        assert_eq!((route.as_str(), targets[0].trunk.as_str()), ("fallback", "carrier-b"));
+        assert_eq!(
+            (route.as_str(), targets[0].trunk.as_str()),
+            ("fallback", "carrier-b")
+        );
         // A deck never loaded leaves its routes out too.
         let unloaded = config(DECK_PLAN);
         let Decision::Route { route, .. } = lcr(&unloaded, "+4930", "1000", 1) else {
