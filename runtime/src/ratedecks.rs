@@ -102,6 +102,8 @@ struct Loaded {
     path: PathBuf,
     /// The version last attempted, good or not: it is not re-read until it changes.
     seen: Option<Fingerprint>,
+    /// Whether the file was found unreadable (reported once, until it can be read again).
+    unreadable: bool,
     /// The table in force.
     deck: Option<Arc<RateDeck>>,
 }
@@ -146,18 +148,19 @@ impl DeckLoader {
                     source.name.clone(),
                 );
                 let path = self.resolve(&source.path);
-                let loaded = self.decks.entry(key.clone()).or_insert_with(|| Loaded {
-                    path: path.clone(),
+                let fresh = |path| Loaded {
+                    path,
                     seen: None,
+                    unreadable: false,
                     deck: None,
-                });
+                };
+                let loaded = self
+                    .decks
+                    .entry(key.clone())
+                    .or_insert_with(|| fresh(path.clone()));
                 if loaded.path != path {
                     // The plan now names another file: start over from it.
-                    *loaded = Loaded {
-                        path,
-                        seen: None,
-                        deck: None,
-                    };
+                    *loaded = fresh(path);
                     changed = true;
                 }
                 wanted.push(key.clone());
@@ -211,7 +214,22 @@ impl DeckLoader {
                 }
             }
         }
-        self.decks.retain(|key, _| wanted.contains(key));
+        let metrics = &self.metrics;
+        self.decks.retain(|key, _| {
+            let keep = wanted.contains(key);
+            if !keep {
+                let labels = DeckLabels {
+                    route_plan: format!("{}/{}", key.0, key.1),
+                    deck: key.2.clone(),
+                };
+                metrics.prefixes.remove(&labels);
+                metrics.rows.remove(&labels);
+                metrics.valid.remove(&labels);
+                metrics.reloads.remove(&labels);
+                metrics.failures.remove(&labels);
+            }
+            keep
+        });
         (changed, problems)
     }
 
@@ -238,19 +256,18 @@ impl DeckLoader {
 
 /// Reads and parses the deck's file when it changed: `Ok(None)` when it did not.
 fn load(loaded: &mut Loaded) -> Result<Option<RateDeck>, String> {
-    let print = fingerprint(&loaded.path).map_err(|e| format!("cannot read it: {e}"));
-    let print = match print {
+    let print = match fingerprint(&loaded.path) {
         Ok(print) if loaded.seen == Some(print) => return Ok(None),
         Ok(print) => print,
+        // Reported once, not at every poll.
+        Err(_) if loaded.unreadable => return Ok(None),
         Err(e) => {
-            // Report an unreadable file once, not at every poll.
-            if loaded.seen.is_none() && loaded.deck.is_some() {
-                return Ok(None);
-            }
+            loaded.unreadable = true;
             loaded.seen = None;
-            return Err(e);
+            return Err(format!("cannot read it: {e}"));
         }
     };
+    loaded.unreadable = false;
     loaded.seen = Some(print);
     let started = Instant::now();
     let text = std::fs::read_to_string(&loaded.path).map_err(|e| format!("cannot read it: {e}"))?;
@@ -404,6 +421,22 @@ spec:
         );
         assert_eq!(loader.refresh(&config), (false, Vec::new()), "refused once");
 
+        std::fs::remove_file(&path).unwrap();
+        let (changed, problems) = loader.refresh(&config);
+        assert!(
+            !changed && problems[0].contains("cannot read it"),
+            "{problems:?}"
+        );
+        assert_eq!(
+            loader.refresh(&config),
+            (false, Vec::new()),
+            "reported once"
+        );
+        assert_eq!(
+            cost_of(&loader.apply(&config), "+4930").as_deref(),
+            Some("0.1")
+        );
+
         write(&path, "+49,carrier,0.3\n");
         assert_eq!(loader.refresh(&config), (true, Vec::new()));
         assert_eq!(
@@ -415,7 +448,7 @@ spec:
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         let labels = "{route_plan=\"default/plan\",deck=\"wholesale\"}";
         for series in [
-            format!("tandem_signaling_rate_deck_reload_failures_total{labels} 1"),
+            format!("tandem_signaling_rate_deck_reload_failures_total{labels} 2"),
             format!("tandem_signaling_rate_deck_reloads_total{labels} 2"),
             format!("tandem_signaling_rate_deck_valid{labels} 1"),
             format!("tandem_signaling_rate_deck_prefixes{labels} 1"),
