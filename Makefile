@@ -8,7 +8,7 @@ PROFILE ?= local
 BIN_DIR := target/$(if $(filter dev test,$(PROFILE)),debug,$(PROFILE))
 LOCAL_FEATURES := $(if $(FULL),,--no-default-features)
 
-.PHONY: help run build build-local test test-unit test-e2e test-chart e2e lint fmt crds chart-crds deps load bench-deps bench-sip bench-media clean build-deps
+.PHONY: help run build build-local test test-unit test-e2e test-chart e2e lint fmt crds chart-crds deps load bench-deps bench-sip bench-ratedeck bench-media clean build-deps
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -62,9 +62,12 @@ load: ## Place CALLS calls at RATE per second through a running `make run` (SIPp
 bench-deps: ## Install the benchmarks' peers when missing (Kamailio, rtpengine, SIPp)
 	bench/install-deps
 
-bench-sip: bench-deps ## Calls/s: Kamailio, Kamailio + rtpengine, Tandem side by side (RUNS=3, QUICK=1; root; not in `make test`)
+bench-sip: bench-deps bench-ratedeck ## Calls/s: Kamailio, Kamailio + rtpengine, Tandem side by side, after the rate deck figures (RUNS=3, QUICK=1; root; not in `make test`)
 	$(CARGO) build --release -p signaling-pod -p media-pod
 	RUNS='$(RUNS)' QUICK='$(QUICK)' ENGINES='$(ENGINES)' RATES='$(RATES)' python3 bench/sip/bench_sip.py --bin-dir target/release
+
+bench-ratedeck: ## Rate deck of 1,000,000 prefixes: load time, bytes per prefix, lookup time (not in `make test`)
+	$(CARGO) run --release -p bench-ratedeck
 
 crds: ## Regenerate crds/*.yaml (and the chart's copy) from the Rust types
 	$(CARGO) run -q -p tandem-api --bin crdgen -- crds

@@ -59,6 +59,14 @@ FAMILIES: tuple[Family, ...] = (
     # The local test adds a health-checked trunk whose peer never answers, so this has a sample.
     _f("tandem_signaling_trunk_peer_up", GAUGE, "signaling", ["trunk", "peer"], on_load=True),
     _f("tandem_signaling_admission_rejections_total", COUNTER, "signaling", ["reason"]),
+    # Created at zero for each result, so a sample exists from the start.
+    _f("tandem_signaling_route_lookups_total", COUNTER, "signaling", ["result"], on_load=True),
+    # Only for RoutePlans with rate decks (the local example has none).
+    _f("tandem_signaling_rate_deck_prefixes", GAUGE, "signaling", ["route_plan", "deck"]),
+    _f("tandem_signaling_rate_deck_rows", GAUGE, "signaling", ["route_plan", "deck"]),
+    _f("tandem_signaling_rate_deck_valid", GAUGE, "signaling", ["route_plan", "deck"]),
+    _f("tandem_signaling_rate_deck_reloads_total", COUNTER, "signaling", ["route_plan", "deck"]),
+    _f("tandem_signaling_rate_deck_reload_failures_total", COUNTER, "signaling", ["route_plan", "deck"]),
     _f("tandem_signaling_draining", GAUGE, "signaling", on_load=True),
     # Call detail records (the local platform writes them to a directory; no endpoint).
     _f("tandem_signaling_cdr_records_written_total", COUNTER, "signaling", on_load=True),

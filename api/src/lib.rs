@@ -31,6 +31,8 @@ pub use compiled::{
 pub use config::{ConfigError, ConfigSet, GatewayConfig, ObjectKey};
 pub use gateway::{Gateway, GatewaySpec, GatewayStatus};
 pub use routeplan::{RoutePlan, RoutePlanSpec, RoutePlanStatus};
+/// Rate decks (prefix tables for least-cost routing), re-exported for the RoutePlan's routes.
+pub use tandem_ratedeck as ratedeck;
 pub use trunk::{Trunk, TrunkSpec, TrunkStatus};
 pub use validation::{FieldError, FieldPath, Validate, ValidationErrors};
 

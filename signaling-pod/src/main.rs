@@ -29,6 +29,7 @@ use tandem_runtime::config_dir;
 use tandem_runtime::features;
 use tandem_runtime::logging::{self, LogFormat};
 use tandem_runtime::network_status;
+use tandem_runtime::ratedecks::{self, DeckLoader, DeckMetrics};
 use tandem_runtime::shutdown::Signals;
 use tandem_sip::transaction::TimerConfig;
 
@@ -123,7 +124,8 @@ struct Args {
     /// (0: never).
     #[arg(long, env = "TANDEM_MEDIA_CHECK_INTERVAL", default_value_t = 15)]
     media_check_interval_seconds: u64,
-    /// How often the configuration directory is checked for changes, in milliseconds.
+    /// How often the configuration directory and the rate deck files are checked for changes,
+    /// in milliseconds.
     #[arg(long, env = "TANDEM_CONFIG_POLL_MS", default_value_t = 1000)]
     config_poll_ms: u64,
     /// Directory of the call detail records: JSON lines, one file at a time, rotated
@@ -224,6 +226,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .into());
         }
     };
+    // Rate decks are read aside and attached to each configuration published.
+    let deck_metrics = DeckMetrics::default();
+    let deck_base = match args.config_source {
+        ConfigSource::Directory => args.config_dir.clone(),
+        ConfigSource::Kubernetes => None,
+    };
+    let (config, _decks) = ratedecks::attach(
+        config,
+        DeckLoader::new(deck_base, deck_metrics.clone()),
+        Duration::from_millis(args.config_poll_ms),
+    )
+    .await?;
     let (udp_port, tcp_port, advertised, drain_timeout) = {
         let gateway = &config.borrow().gateway;
         let port_of = |transport: ListenerTransport| {
@@ -297,6 +311,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
+    deck_metrics.register(&mut registry);
     let health = Health::new();
     let (transports, tcp) = Transports::bind(
         SocketAddr::new(args.bind_address, udp_port),

@@ -58,6 +58,29 @@ impl EncodeLabelValue for Outcome {
     }
 }
 
+/// What routing decided for a new call, as `route_lookups` counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteLookup {
+    /// Routed; the first target came from a rate deck.
+    Deck,
+    /// Routed to the matching route's own targets.
+    Route,
+    /// Refused (no route, no reachable peer).
+    Rejected,
+}
+
+impl RouteLookup {
+    const ALL: [RouteLookup; 3] = [RouteLookup::Deck, RouteLookup::Route, RouteLookup::Rejected];
+
+    fn label(self) -> &'static str {
+        match self {
+            RouteLookup::Deck => "deck",
+            RouteLookup::Route => "route",
+            RouteLookup::Rejected => "rejected",
+        }
+    }
+}
+
 /// Message direction relative to this pod.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Direction {
@@ -238,7 +261,13 @@ pub struct Metrics {
     peer_up: Family<PeerLabels, Gauge>,
     peer_transport_unsupported: Family<PeerLabels, Gauge>,
     admission_rejections: Family<ReasonLabels, Counter>,
+    route_lookups: Family<RouteLookupLabels, Counter>,
     draining: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLookupLabels {
+    result: &'static str,
 }
 
 impl Default for Metrics {
@@ -263,6 +292,7 @@ impl Default for Metrics {
             peer_up: Family::default(),
             peer_transport_unsupported: Family::default(),
             admission_rejections: Family::default(),
+            route_lookups: Family::default(),
             draining: Gauge::default(),
         }
     }
@@ -338,6 +368,16 @@ impl Metrics {
             "trunk_peer_transport_unsupported",
             "Trunk peers that get no calls because this pod lacks their transport (1)",
             metrics.peer_transport_unsupported.clone(),
+        );
+        for result in RouteLookup::ALL {
+            let _ = metrics.route_lookups.get_or_create(&RouteLookupLabels {
+                result: result.label(),
+            });
+        }
+        sub.register(
+            "route_lookups",
+            "Routing decisions for new calls: routed by a rate deck (least cost), by a route's own targets, or rejected",
+            metrics.route_lookups.clone(),
         );
         sub.register(
             "admission_rejections",
@@ -547,6 +587,15 @@ impl Metrics {
         self.admission_rejections
             .get_or_create(&ReasonLabels {
                 reason: reason.label(),
+            })
+            .inc();
+    }
+
+    /// Counts one routing decision.
+    pub fn count_route_lookup(&self, result: RouteLookup) {
+        self.route_lookups
+            .get_or_create(&RouteLookupLabels {
+                result: result.label(),
             })
             .inc();
     }

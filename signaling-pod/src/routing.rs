@@ -1,8 +1,9 @@
 //! Routing, as pure functions of a Gateway's configuration: which Trunk a call comes from, and
-//! the ordered carrier targets it goes to (longest called-number prefix, priorities, weights,
-//! failover codes), skipping peers that health checks marked down and peers whose transport
-//! this pod does not have (never downgraded to another transport).
+//! the ordered carrier targets it goes to (longest called-number prefix, rate deck rows by least
+//! cost, priorities, weights, failover codes), skipping peers that health checks marked down and
+//! peers whose transport this pod does not have (never downgraded to another transport).
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 
 use jiff::Timestamp;
@@ -11,8 +12,10 @@ use tandem_api::Codec;
 use tandem_api::compiled::CompiledTrunk;
 use tandem_api::config::GatewayConfig;
 use tandem_api::gateway::TRANSCODABLE;
+use tandem_api::ratedeck::{Cost, DeckMatch};
 use tandem_api::trunk::{MediaEncryption, Peer, PeerTransport};
 
+use crate::metrics::RouteLookup;
 use crate::transport::Transport;
 
 /// One place to send the call: a peer of a trunk.
@@ -32,6 +35,9 @@ pub struct Target {
     pub codec_flags: Vec<String>,
     /// The trunk's media encryption.
     pub encryption: MediaEncryption,
+    /// The rate deck's cost of the call on this trunk (for CDRs); `None` for a target from the
+    /// route's own `targets`.
+    pub cost: Option<Cost>,
 }
 
 /// The reason of the `503` a caller gets when every peer of every target is marked down.
@@ -77,6 +83,19 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// Whether the call was routed, and whether its first target came from a rate deck.
+    pub fn lookup(&self) -> RouteLookup {
+        match self {
+            Decision::Route { targets, .. }
+                if targets.first().is_some_and(|t| t.cost.is_some()) =>
+            {
+                RouteLookup::Deck
+            }
+            Decision::Route { .. } => RouteLookup::Route,
+            Decision::Reject { .. } => RouteLookup::Rejected,
+        }
+    }
+
     /// The `Retry-After` to send with a rejection: set when every peer is marked down.
     pub fn retry_after(&self) -> Option<u32> {
         match self {
@@ -141,12 +160,27 @@ pub fn decide(
             reason: reject.reason.clone(),
         };
     };
-    let mut route_targets: Vec<_> = route.targets.iter().collect();
+    let deck = plan.deck_match(route, &called);
+    let called = match deck.as_ref().and_then(|m| m.translate(&called)) {
+        Some(translated) => Cow::Owned(translated),
+        None => called,
+    };
+    let mut trunks = deck.map(|m| least_cost(m, rng)).unwrap_or_default();
+    let mut route_targets: Vec<_> = route
+        .targets
+        .iter()
+        .filter(|t| !trunks.iter().any(|(name, _)| *name == t.trunk_ref.name))
+        .collect();
     order_by_priority_and_weight(&mut route_targets, |t| (t.priority, t.weight), rng);
+    trunks.extend(
+        route_targets
+            .into_iter()
+            .map(|t| (t.trunk_ref.name.as_str(), None)),
+    );
     let mut targets = Vec::new();
     let mut down = 0;
-    for target in route_targets {
-        let Some(trunk) = config.trunk(&target.trunk_ref.name) else {
+    for (name, cost) in trunks {
+        let Some(trunk) = config.trunk(name) else {
             continue;
         };
         let mut peers: Vec<&Peer> = trunk.spec.peers.iter().collect();
@@ -165,7 +199,7 @@ pub fn decide(
                 continue;
             }
             match peer_target(trunk, peer, &plan.spec.failover_codes) {
-                Ok(target) => targets.push(target),
+                Ok(target) => targets.push(Target { cost, ..target }),
                 Err(unsupported) => {
                     tracing::warn!(trunk = trunk.name(), peer.host, peer.port, "{unsupported}")
                 }
@@ -189,6 +223,28 @@ pub fn decide(
         calling: calling.into_owned(),
         targets,
     }
+}
+
+/// The trunks of a rate deck prefix in least-cost order: by cost, then priority, then a
+/// weighted-random draw among rows of equal cost and priority.
+fn least_cost<'d>(deck: DeckMatch<'d>, rng: &mut impl Rng) -> Vec<(&'d str, Option<Cost>)> {
+    let mut rank = 0u16;
+    let mut previous = None;
+    let mut rows: Vec<_> = deck
+        .routes()
+        .map(|row| {
+            let key = (row.cost, row.priority);
+            if previous.is_some_and(|p| p != key) {
+                rank = rank.saturating_add(1);
+            }
+            previous = Some(key);
+            (rank, row)
+        })
+        .collect();
+    order_by_priority_and_weight(&mut rows, |(rank, row)| (*rank, row.weight), rng);
+    rows.into_iter()
+        .map(|(_, row)| (row.trunk, Some(row.cost)))
+        .collect()
 }
 
 /// Every peer of `trunk` this pod can reach as a target, in the Trunk's order.
@@ -231,6 +287,7 @@ fn peer_target(
         failover_codes: failover_codes.to_vec(),
         codec_flags: codec_flags(&trunk.spec.media.codecs),
         encryption: trunk.spec.media.encryption,
+        cost: None,
     })
 }
 
@@ -705,6 +762,154 @@ spec:
             ..peer
         };
         assert_eq!(peer_transport(&udp).ok(), Some(Transport::Udp));
+    }
+
+    const DECK_PLAN: &str = "apiVersion: voice.tandem.dev/v1alpha1
+kind: Trunk
+metadata: {name: customers}
+spec:
+  gatewayRef: {name: gw}
+  inbound: {allowedCidrs: [10.0.0.0/8]}
+---
+apiVersion: voice.tandem.dev/v1alpha1
+kind: Trunk
+metadata: {name: carrier-a}
+spec:
+  gatewayRef: {name: gw}
+  peers: [{host: 192.0.2.1, port: 5060}]
+---
+apiVersion: voice.tandem.dev/v1alpha1
+kind: Trunk
+metadata: {name: carrier-b}
+spec:
+  gatewayRef: {name: gw}
+  peers: [{host: 192.0.2.2, port: 5060}]
+---
+apiVersion: voice.tandem.dev/v1alpha1
+kind: Trunk
+metadata: {name: carrier-c}
+spec:
+  gatewayRef: {name: gw}
+  peers: [{host: 192.0.2.3, port: 5060}]
+---
+apiVersion: voice.tandem.dev/v1alpha1
+kind: RoutePlan
+metadata: {name: plan}
+spec:
+  gatewayRef: {name: gw}
+  inboundTrunks: [customers]
+  rateDecks:
+    - {name: wholesale, path: wholesale.csv}
+  routes:
+    - name: lcr
+      match: {calledPrefix: '+'}
+      rateDeck: wholesale
+      targets: [{trunkRef: {name: carrier-c}}, {trunkRef: {name: carrier-a}}]
+    - name: vip
+      match: {calledPrefix: '+', callingPrefix: '+3312'}
+      targets: [{trunkRef: {name: carrier-c}}]
+    - name: fallback
+      match: {calledPrefix: ''}
+      targets: [{trunkRef: {name: carrier-b}}]
+";
+
+    fn deck_config(deck: &str) -> GatewayConfig {
+        let mut config = config(DECK_PLAN);
+        let deck = tandem_api::ratedeck::RateDeck::parse(deck).unwrap();
+        assert!(config.route_plans[0].set_rate_deck("wholesale", std::sync::Arc::new(deck)));
+        config
+    }
+
+    fn lcr(config: &GatewayConfig, called: &str, calling: &str, seed: u64) -> Decision {
+        let trunk = inbound_trunk(config, "10.1.2.3:5060".parse().unwrap()).unwrap();
+        let mut rng = StdRng::seed_from_u64(seed);
+        decide(
+            config,
+            trunk,
+            called,
+            calling,
+            Timestamp::UNIX_EPOCH,
+            &mut rng,
+            &AllPeersUp,
+        )
+    }
+
+    fn trunks_and_costs(decision: &Decision) -> Vec<(String, Option<String>)> {
+        match decision {
+            Decision::Route { targets, .. } => targets
+                .iter()
+                .map(|t| (t.trunk.clone(), t.cost.map(|c| c.to_string())))
+                .collect(),
+            Decision::Reject { .. } => panic!("rejected: {decision:?}"),
+        }
+    }
+
+    #[test]
+    fn a_rate_deck_orders_targets_by_least_cost_then_the_route_targets() {
+        let config = deck_config(
+            "+49,carrier-a,0.02
++49,carrier-b,0.01
++4930,carrier-c,0.05,1,100,1,00
++4930,carrier-b,0.05,2,,1,00
+",
+        );
+        let pairs = |c: &str, cost: &str| (c.to_owned(), Some(cost.to_owned()));
+        assert_eq!(
+            trunks_and_costs(&lcr(&config, "+4989", "1000", 1)),
+            [
+                pairs("carrier-b", "0.01"),
+                pairs("carrier-a", "0.02"),
+                ("carrier-c".to_owned(), None),
+            ],
+            "cheapest first, then the route's own targets not already offered"
+        );
+        // The longest deck prefix; equal cost: priority decides; its translation applies.
+        let decision = lcr(&config, "+4930123", "1000", 1);
+        assert_eq!(
+            trunks_and_costs(&decision),
+            [
+                pairs("carrier-c", "0.05"),
+                pairs("carrier-b", "0.05"),
+                ("carrier-a".to_owned(), None),
+            ]
+        );
+        let Decision::Route { route, called, .. } = decision else {
+            unreachable!()
+        };
+        assert_eq!((route.as_str(), called.as_str()), ("lcr", "004930123"));
+    }
+
+    #[test]
+    fn equal_cost_and_priority_are_spread_by_weight() {
+        let config = deck_config("+1,carrier-a,0.01,1,80\n+1,carrier-b,0.01,1,20\n");
+        let first_a = (0..1000)
+            .filter(|seed| trunks_and_costs(&lcr(&config, "+1555", "1", *seed))[0].0 == "carrier-a")
+            .count();
+        assert!((700..900).contains(&first_a), "{first_a} of 1000");
+    }
+
+    #[test]
+    fn deck_routes_combine_with_caller_prefix_and_fall_through_without_a_prefix() {
+        let loaded = deck_config("+49,carrier-a,0.02\n");
+        // A longer callingPrefix wins over the deck route of the same calledPrefix.
+        let Decision::Route { route, .. } = lcr(&loaded, "+4930", "+331234", 1) else {
+            panic!("routed")
+        };
+        assert_eq!(route, "vip");
+        // No deck prefix for +1: the deck route does not apply, the next best one does.
+        let Decision::Route { route, targets, .. } = lcr(&loaded, "+1555", "1000", 1) else {
+            panic!("routed")
+        };
+        assert_eq!(
+            (route.as_str(), targets[0].trunk.as_str()),
+            ("fallback", "carrier-b")
+        );
+        // A deck never loaded leaves its routes out too.
+        let unloaded = config(DECK_PLAN);
+        let Decision::Route { route, .. } = lcr(&unloaded, "+4930", "1000", 1) else {
+            panic!("routed")
+        };
+        assert_eq!(route, "fallback");
     }
 
     #[test]

@@ -581,6 +581,7 @@ fn admit(
         &mut rand::rng(),
         &*ctx.trunk_health,
     );
+    metrics.count_route_lookup(decision.lookup());
     let retry_after = decision.retry_after();
     match decision {
         Decision::Reject { code, reason } => {

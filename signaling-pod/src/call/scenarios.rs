@@ -72,6 +72,7 @@ fn target(addr: &str) -> Target {
         failover_codes: vec![503],
         codec_flags: Vec::new(),
         encryption: MediaEncryption::None,
+        cost: None,
     }
 }
 
