@@ -392,6 +392,8 @@ fn self_signed(dir: &Path) {
         ])
         .args(["-nodes", "-days", "2", "-subj", "/CN=carrier"])
         .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        // An end entity, not a CA: WebPKI refuses a CA certificate as a server's.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
         .arg("-keyout")
         .arg(dir.join("tls.key"))
         .arg("-out")
@@ -633,6 +635,9 @@ fn hostile_connections_are_closed_and_good_calls_keep_completing() {
     let (_, was_closed) = read_to_close(&mut fifth);
     assert!(was_closed, "a fifth connection from one address was kept");
     drop(held);
+    wait_until(Duration::from_secs(5), "connections released", || {
+        scrape(SIGNALING_ADMIN, "tandem_signaling_connections", &[]) == 0.0
+    });
 
     runtime().block_on(async {
         // WebSocket without the sip subprotocol: refused at the handshake.

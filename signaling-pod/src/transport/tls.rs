@@ -187,7 +187,14 @@ mod tests {
                 "-pkeyopt",
                 "ec_paramgen_curve:P-256",
             ])
-            .args(["-nodes", "-days", "2", "-subj"])
+            .args([
+                "-nodes",
+                "-days",
+                "2",
+                "-addext",
+                "basicConstraints=critical,CA:FALSE",
+            ])
+            .arg("-subj")
             .arg(format!("/CN={name}"))
             .arg("-keyout")
             .arg(dir.join(KEY_FILE))
