@@ -110,6 +110,7 @@ async fn read_message<S: AsyncRead + Unpin>(
 }
 
 /// A SIP client on one connection: TLS, or a WebSocket inside TLS.
+#[allow(clippy::large_enum_variant)] // one per test
 enum Client {
     Tls {
         stream: tokio_rustls::client::TlsStream<TcpStream>,
@@ -223,16 +224,26 @@ fn ok_for(request: &str) -> String {
     )
 }
 
+/// The client's side of one dialog: its transport and host, the To header, the Call-ID.
+struct Dialog<'a> {
+    identity: (&'a str, &'a str),
+    to: &'a str,
+    call_id: &'a str,
+}
+
 fn request(
     method: &str,
     uri: &str,
-    (transport, host): (&str, &str),
-    to: &str,
-    call_id: &str,
+    dialog: &Dialog<'_>,
     cseq: u32,
     extra: &str,
     body: &str,
 ) -> String {
+    let Dialog {
+        identity: (transport, host),
+        to,
+        call_id,
+    } = dialog;
     format!(
         "{method} {uri} SIP/2.0\r\n\
          Via: SIP/2.0/{transport} {host};branch=z9hG4bK{call_id}{cseq}{method}\r\n\
@@ -262,9 +273,11 @@ async fn call_in_dialog(client: &mut Client, call_id: &str) {
     let invite = request(
         "INVITE",
         "sip:2000@127.0.0.1",
-        identity,
-        to,
-        call_id,
+        &Dialog {
+            identity,
+            to,
+            call_id,
+        },
         1,
         &contact,
         sdp,
@@ -293,22 +306,25 @@ async fn call_in_dialog(client: &mut Client, call_id: &str) {
         .next()
         .unwrap()
         .to_owned();
-    let ack = request("ACK", &target, identity, &to, call_id, 1, "", "");
+    let dialog = Dialog {
+        identity,
+        to: &to,
+        call_id,
+    };
+    let ack = request("ACK", &target, &dialog, 1, "", "");
     client.send(&ack).await;
 
     let info = request(
         "INFO",
         &target,
-        identity,
-        &to,
-        call_id,
+        &dialog,
         2,
         "Content-Type: application/dtmf-relay\r\n",
         "Signal=5\r\nDuration=160\r\n",
     );
     client.send(&info).await;
     assert_eq!(status_code(&client.response().await), 200);
-    let options = request("OPTIONS", &target, identity, &to, call_id, 3, "", "");
+    let options = request("OPTIONS", &target, &dialog, 3, "", "");
     client.send(&options).await;
     assert_eq!(status_code(&client.response().await), 200);
 
@@ -324,7 +340,7 @@ async fn call_in_dialog(client: &mut Client, call_id: &str) {
     );
     client.send(&ok_for(&carrier_info)).await;
 
-    let bye = request("BYE", &target, identity, &to, call_id, 4, "", "");
+    let bye = request("BYE", &target, &dialog, 4, "", "");
     client.send(&bye).await;
     assert_eq!(status_code(&client.response().await), 200);
 }
