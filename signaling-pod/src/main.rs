@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use clap::Parser;
 use prometheus_client::registry::Registry;
-use tandem_api::gateway::ListenerTransport;
 use tandem_runtime::admin::{self, Health};
 use tandem_runtime::config_dir;
 #[cfg(not(feature = "kubernetes"))]
@@ -37,7 +36,7 @@ use crate::dispatcher::{Dispatcher, Exchanges};
 use crate::health::TrunkHealth;
 use crate::media_pool::MediaPool;
 use crate::metrics::Metrics;
-use crate::transport::{ConnectionMetrics, Limits, ListenerSpec, Transport, Transports, tls};
+use crate::transport::{ConnectionMetrics, Limits, Transport, Transports, tls};
 
 /// mimalloc returns the pages calls free to the system, where glibc's allocator keeps them
 /// between long-lived allocations (docs/performance.md, memory per call).
@@ -129,7 +128,7 @@ struct Args {
     /// `<listener name>=<directory>`; repeat for each. Without one a listener's files are read
     /// from /etc/tandem/tls/<listener name> (where the operator mounts its Secret). The files are
     /// reloaded when they change.
-    #[arg(long = "tls-dir", env = "TANDEM_TLS_DIRS", value_delimiter = ',', value_parser = parse_tls_dir)]
+    #[arg(long = "tls-dir", env = "TANDEM_TLS_DIRS", value_delimiter = ',', value_parser = transport::parse_tls_dir)]
     tls_dirs: Vec<(String, PathBuf)>,
     /// Certificates (PEM) trusted for TLS Trunk peers besides the system's roots.
     #[arg(long, env = "TANDEM_TLS_CA_FILE")]
@@ -151,31 +150,6 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "TANDEM_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
-}
-
-/// Where a TLS or WSS listener's certificate is read when no --tls-dir names it.
-const DEFAULT_TLS_DIR: &str = "/etc/tandem/tls";
-
-fn parse_tls_dir(value: &str) -> Result<(String, PathBuf), String> {
-    match value.split_once('=') {
-        Some((name, dir)) if !name.is_empty() && !dir.is_empty() => {
-            Ok((name.to_owned(), PathBuf::from(dir)))
-        }
-        _ => Err(format!(
-            "expected <listener name>=<directory>, got {value:?}"
-        )),
-    }
-}
-
-/// The pod's transport for a Gateway listener's.
-fn transport_of(listener: ListenerTransport) -> Transport {
-    match listener {
-        ListenerTransport::Udp => Transport::Udp,
-        ListenerTransport::Tcp => Transport::Tcp,
-        ListenerTransport::Tls => Transport::Tls,
-        ListenerTransport::Ws => Transport::Ws,
-        ListenerTransport::Wss => Transport::Wss,
-    }
 }
 
 /// Where the configuration comes from.
@@ -241,7 +215,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .signaling
             .listeners
             .iter()
-            .map(|l| (l.name.clone(), transport_of(l.transport), l.port))
+            .map(|l| (l.name.clone(), Transport::from(l.transport), l.port))
             .collect();
         let advertised = gateway
             .spec
@@ -289,36 +263,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let metrics = Metrics::register(&mut registry);
     let health = Health::new();
     let connection_metrics = ConnectionMetrics::register(&mut registry);
-    let mut specs = vec![ListenerSpec {
-        transport: Transport::Tcp,
-        addr: SocketAddr::new(args.bind_address, tcp_port),
-        certificate: None,
-    }];
-    for (name, transport, port) in &listeners {
-        let certificate = match transport {
-            Transport::Udp | Transport::Tcp => continue,
-            Transport::Ws => None,
-            Transport::Tls | Transport::Wss => {
-                let dir = args
-                    .tls_dirs
-                    .iter()
-                    .find(|(listener, _)| listener == name)
-                    .map_or_else(
-                        || PathBuf::from(DEFAULT_TLS_DIR).join(name),
-                        |(_, dir)| dir.clone(),
-                    );
-                let store = tls::CertStore::load(&dir)
-                    .map_err(|e| anyhow::anyhow!("listener {name:?}: {e:#}"))?;
-                store.watch();
-                Some(store)
-            }
-        };
-        specs.push(ListenerSpec {
-            transport: *transport,
-            addr: SocketAddr::new(args.bind_address, *port),
-            certificate,
-        });
-    }
+    let specs = transport::listener_specs(args.bind_address, tcp_port, &listeners, &args.tls_dirs)?;
     let limits = Limits {
         max_message_size: args.max_message_size as usize,
         max_connections_per_ip: args.max_connections_per_ip,

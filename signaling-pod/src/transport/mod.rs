@@ -20,6 +20,7 @@ mod ws;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Instant;
@@ -32,6 +33,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use rustls_pki_types::ServerName;
+use tandem_api::gateway::ListenerTransport;
 use tandem_sip::SipMessage;
 use tandem_sip::parse::{ParseError, ParseErrorKind, StreamFramer, parse_datagram};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -100,6 +102,76 @@ impl Transport {
 pub struct Flow {
     pub transport: Transport,
     pub remote: SocketAddr,
+}
+
+impl From<ListenerTransport> for Transport {
+    fn from(listener: ListenerTransport) -> Self {
+        match listener {
+            ListenerTransport::Udp => Transport::Udp,
+            ListenerTransport::Tcp => Transport::Tcp,
+            ListenerTransport::Tls => Transport::Tls,
+            ListenerTransport::Ws => Transport::Ws,
+            ListenerTransport::Wss => Transport::Wss,
+        }
+    }
+}
+
+/// Where a TLS or WSS listener's certificate is read when no `--tls-dir` names it (where the
+/// operator mounts the listener's Secret).
+pub const DEFAULT_TLS_DIR: &str = "/etc/tandem/tls";
+
+/// Parses a `--tls-dir` value: `<listener name>=<directory>`.
+pub fn parse_tls_dir(value: &str) -> Result<(String, PathBuf), String> {
+    match value.split_once('=') {
+        Some((name, dir)) if !name.is_empty() && !dir.is_empty() => {
+            Ok((name.to_owned(), PathBuf::from(dir)))
+        }
+        _ => Err(format!(
+            "expected <listener name>=<directory>, got {value:?}"
+        )),
+    }
+}
+
+/// The stream listeners to bind on `bind`: TCP on `tcp_port` (always: the pod's own TCP
+/// connections need it too), then each TLS, WS and WSS listener of `listeners` (name,
+/// transport, port), TLS and WSS with their certificate loaded from their `tls_dirs` entry (or
+/// [`DEFAULT_TLS_DIR`]) and watched for changes.
+pub fn listener_specs(
+    bind: IpAddr,
+    tcp_port: u16,
+    listeners: &[(String, Transport, u16)],
+    tls_dirs: &[(String, PathBuf)],
+) -> anyhow::Result<Vec<ListenerSpec>> {
+    let mut specs = vec![ListenerSpec {
+        transport: Transport::Tcp,
+        addr: SocketAddr::new(bind, tcp_port),
+        certificate: None,
+    }];
+    for (name, transport, port) in listeners {
+        let certificate = match transport {
+            Transport::Udp | Transport::Tcp => continue,
+            Transport::Ws => None,
+            Transport::Tls | Transport::Wss => {
+                let dir = tls_dirs
+                    .iter()
+                    .find(|(listener, _)| listener == name)
+                    .map_or_else(
+                        || Path::new(DEFAULT_TLS_DIR).join(name),
+                        |(_, dir)| dir.clone(),
+                    );
+                let store = tls::CertStore::load(&dir)
+                    .map_err(|e| anyhow::anyhow!("listener {name:?}: {e:#}"))?;
+                store.watch();
+                Some(store)
+            }
+        };
+        specs.push(ListenerSpec {
+            transport: *transport,
+            addr: SocketAddr::new(bind, *port),
+            certificate,
+        });
+    }
+    Ok(specs)
 }
 
 /// Outbound messages queued per connection before the connection counts as stuck.
