@@ -360,7 +360,7 @@ impl Transports {
     }
 
     /// Remembers the host name of a TLS `target` reached at `addr`.
-    pub fn remember_peer(&self, target: &Target, addr: SocketAddr) {
+    fn remember_peer(&self, target: &Target, addr: SocketAddr) {
         if target.transport == Transport::Tls {
             lock(&self.peer_names).insert(addr, target.host.clone());
         }
