@@ -1066,7 +1066,13 @@ impl SignalingSpec {
             |l| SocketKey(l.port, l.transport.is_stream()),
             "port",
         );
-        for transport in [ListenerTransport::Udp, ListenerTransport::Tcp] {
+        for transport in [
+            ListenerTransport::Udp,
+            ListenerTransport::Tcp,
+            ListenerTransport::Tls,
+            ListenerTransport::Ws,
+            ListenerTransport::Wss,
+        ] {
             let mut same = self
                 .listeners
                 .iter()
@@ -1118,7 +1124,7 @@ impl SignalingSpec {
 /// by the Services and never answered.
 fn second_listener_message(transport: ListenerTransport) -> String {
     format!(
-        "a second {} listener is not supported yet (issue 8): the signaling pod opens one UDP and one TCP socket",
+        "a second {} listener is not supported yet (issue 8): the signaling pod opens one socket per transport",
         transport.as_str()
     )
 }
@@ -1379,10 +1385,42 @@ mod tests {
         let errors = clash.validate().unwrap_err();
         assert_eq!(
             errors.to_string(),
-            "spec.signaling.listeners[1]: duplicate port TCP/5060 (already used by spec.signaling.listeners[0]); \
-             spec.signaling.listeners[1].transport: transport TLS is not supported yet (issue 8): use UDP or TCP; \
-             spec.signaling.listeners[1].tlsSecretRef: tlsSecretRef is not supported yet (issue 8): remove it"
+            "spec.signaling.listeners[1]: duplicate port TCP/5060 (already used by spec.signaling.listeners[0])"
         );
+    }
+
+    #[test]
+    fn tls_and_wss_listeners_need_a_certificate_secret_and_the_others_take_none() {
+        let mut tls = listener("tls", ListenerTransport::Tls, 5061);
+        let mut wss = listener("wss", ListenerTransport::Wss, 8443);
+        let ws = listener("ws", ListenerTransport::Ws, 8080);
+        let missing = spec(vec![
+            listener("udp", ListenerTransport::Udp, 5060),
+            tls.clone(),
+            wss.clone(),
+            ws.clone(),
+        ]);
+        assert_eq!(
+            missing.validate().unwrap_err().to_string(),
+            "spec.signaling.listeners[1].tlsSecretRef: is required for TLS listeners; \
+             spec.signaling.listeners[2].tlsSecretRef: is required for WSS listeners"
+        );
+        tls.tls_secret_ref = Some(LocalObjectReference::new("sip-cert"));
+        wss.tls_secret_ref = Some(LocalObjectReference::new("sip-cert"));
+        let mut ws_with_secret = ws.clone();
+        ws_with_secret.tls_secret_ref = Some(LocalObjectReference::new("sip-cert"));
+        let ok = spec(vec![
+            listener("udp", ListenerTransport::Udp, 5060),
+            tls.clone(),
+            wss.clone(),
+            ws,
+        ]);
+        assert_eq!(ok.validate(), Ok(()));
+        let extra = spec(vec![
+            listener("udp", ListenerTransport::Udp, 5060),
+            ws_with_secret,
+        ]);
+        assert!(extra.validate().is_err());
     }
 
     #[test]
@@ -1395,7 +1433,7 @@ mod tests {
         assert_eq!(
             gateway.validate().unwrap_err().to_string(),
             "spec.signaling.listeners[1]: a second UDP listener is not supported yet (issue 8): \
-             the signaling pod opens one UDP and one TCP socket"
+             the signaling pod opens one socket per transport"
         );
     }
 

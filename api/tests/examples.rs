@@ -53,7 +53,9 @@ fn local_example_drives_the_local_platform() {
         listeners,
         [
             (ListenerTransport::Udp, 5060),
-            (ListenerTransport::Tcp, 5060)
+            (ListenerTransport::Tcp, 5060),
+            (ListenerTransport::Tls, 5061),
+            (ListenerTransport::Wss, 8443)
         ]
     );
     assert_eq!(gateway.spec.media.network.mode, NetworkMode::Pod);

@@ -1,6 +1,6 @@
 //! signaling-pod: the SIP B2BUA/SBC of Tandem.
 //!
-//! It listens for SIP on UDP and TCP, routes each call by the Gateway's RoutePlans to a Trunk
+//! It listens for SIP on UDP, TCP, TLS, WebSocket and secure WebSocket, routes each call by the Gateway's RoutePlans to a Trunk
 //! peer, anchors its media in a media pod over the ng protocol, and bridges the two legs with
 //! no identifier in common (topology hiding).
 
@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use clap::Parser;
 use prometheus_client::registry::Registry;
-use tandem_api::gateway::ListenerTransport;
 use tandem_runtime::admin::{self, Health};
 use tandem_runtime::config_dir;
 #[cfg(not(feature = "kubernetes"))]
@@ -39,7 +38,7 @@ use crate::dispatcher::{Dispatcher, Exchanges};
 use crate::health::TrunkHealth;
 use crate::media_pool::MediaPool;
 use crate::metrics::Metrics;
-use crate::transport::Transports;
+use crate::transport::{ConnectionMetrics, Limits, Transport, Transports, tls};
 
 /// mimalloc returns the pages calls free to the system, where glibc's allocator keeps them
 /// between long-lived allocations (docs/performance.md, memory per call).
@@ -160,6 +159,29 @@ struct Args {
     /// seconds. What is left stays spooled for the next start.
     #[arg(long, env = "TANDEM_CDR_DRAIN_SECONDS", default_value_t = 5)]
     cdr_drain_seconds: u64,
+    /// The directory holding `tls.crt` and `tls.key` (PEM) of a TLS or WSS listener, as
+    /// `<listener name>=<directory>`; repeat for each. Without one a listener's files are read
+    /// from /etc/tandem/tls/<listener name> (where the operator mounts its Secret). The files are
+    /// reloaded when they change.
+    #[arg(long = "tls-dir", env = "TANDEM_TLS_DIRS", value_delimiter = ',', value_parser = transport::parse_tls_dir)]
+    tls_dirs: Vec<(String, PathBuf)>,
+    /// Certificates (PEM) trusted for TLS Trunk peers besides the system's roots.
+    #[arg(long, env = "TANDEM_TLS_CA_FILE")]
+    tls_ca_file: Option<PathBuf>,
+    /// The largest SIP message accepted on a connection, in bytes (513 or close code 1009
+    /// beyond it).
+    #[arg(long, env = "TANDEM_MAX_MESSAGE_SIZE", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1024..))]
+    max_message_size: u32,
+    /// Connections accepted from one source address at a time (TCP, TLS, WS and WSS together).
+    #[arg(long, env = "TANDEM_MAX_CONNECTIONS_PER_IP", default_value_t = 100)]
+    max_connections_per_ip: usize,
+    /// A connection on which nothing arrives for this many seconds is closed.
+    #[arg(long, env = "TANDEM_CONNECTION_IDLE_TIMEOUT", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    connection_idle_timeout_seconds: u64,
+    /// A SIP message, or a TLS or WebSocket handshake, must arrive within this many seconds
+    /// of its first byte, else the connection is closed (slowloris).
+    #[arg(long, env = "TANDEM_MESSAGE_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    message_timeout_seconds: u64,
     /// Log format: text or json.
     #[arg(long, env = "TANDEM_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -238,22 +260,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Duration::from_millis(args.config_poll_ms),
     )
     .await?;
-    let (udp_port, tcp_port, advertised, drain_timeout) = {
+    let (listeners, advertised, drain_timeout) = {
         let gateway = &config.borrow().gateway;
-        let port_of = |transport: ListenerTransport| {
-            gateway
-                .spec
-                .signaling
-                .listeners
-                .iter()
-                .find(|l| l.transport == transport)
-                .map(|l| l.port)
-        };
-        let udp = port_of(ListenerTransport::Udp);
-        let tcp = port_of(ListenerTransport::Tcp);
-        let (Some(udp), Some(tcp)) = (udp.or(tcp), tcp.or(udp)) else {
-            anyhow::bail!("gateway {:?} has no UDP or TCP listener", args.gateway);
-        };
+        let listeners: Vec<(String, Transport, u16)> = gateway
+            .spec
+            .signaling
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), Transport::from(l.transport), l.port))
+            .collect();
         let advertised = gateway
             .spec
             .signaling
@@ -261,7 +276,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .first()
             .map(|a| a.address.clone());
         let drain = Duration::from_secs(u64::from(gateway.spec.drain_timeout_seconds));
-        (udp, tcp, advertised, drain)
+        (listeners, advertised, drain)
+    };
+    let port_of = |transport: Transport| {
+        listeners
+            .iter()
+            .find(|(_, t, _)| *t == transport)
+            .map(|(_, _, port)| *port)
+    };
+    let (udp, tcp) = (port_of(Transport::Udp), port_of(Transport::Tcp));
+    let (Some(udp_port), Some(tcp_port)) = (udp.or(tcp), tcp.or(udp)) else {
+        anyhow::bail!("gateway {:?} has no UDP or TCP listener", args.gateway);
     };
     let own = match (&args.network_status_file, &args.network_name) {
         (Some(file), Some(network)) => Some(
@@ -313,10 +338,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     deck_metrics.register(&mut registry);
     let health = Health::new();
-    let (transports, tcp) = Transports::bind(
+    let connection_metrics = ConnectionMetrics::register(&mut registry);
+    let specs = transport::listener_specs(args.bind_address, tcp_port, &listeners, &args.tls_dirs)?;
+    let limits = Limits {
+        max_message_size: args.max_message_size as usize,
+        max_connections_per_ip: args.max_connections_per_ip,
+        idle_timeout: Duration::from_secs(args.connection_idle_timeout_seconds),
+        message_timeout: Duration::from_secs(args.message_timeout_seconds),
+    };
+    let (transports, stream_listeners) = Transports::bind(
         SocketAddr::new(args.bind_address, udp_port),
-        SocketAddr::new(args.bind_address, tcp_port),
+        specs,
+        tls::client_config(args.tls_ca_file.as_deref())?,
+        limits,
         metrics.clone(),
+        connection_metrics,
     )
     .await?;
     let media = match args.media_service.clone() {
@@ -331,6 +367,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             host: advertised,
             udp_port,
             tcp_port,
+            tls_port: port_of(Transport::Tls).unwrap_or(5061),
+            ws_port: port_of(Transport::Ws).unwrap_or(tcp_port),
+            wss_port: port_of(Transport::Wss).unwrap_or(tcp_port),
         },
         timers: TimerConfig::default(),
         invite_timeout: Duration::from_secs(args.invite_timeout_seconds),
@@ -361,7 +400,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let calls = Calls::start(Arc::clone(&ctx), config);
     let dispatcher = Arc::new(Dispatcher::new(ctx, exchanges, calls));
     tokio::spawn(Arc::clone(&transports).run_udp(Arc::clone(&dispatcher)));
-    tokio::spawn(Arc::clone(&transports).run_tcp(tcp, Arc::clone(&dispatcher)));
+    for listener in stream_listeners {
+        tokio::spawn(Arc::clone(&transports).run_listener(listener, Arc::clone(&dispatcher)));
+    }
 
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut admin = tokio::spawn(admin::serve_with(
@@ -374,9 +415,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
     ));
     health.set_ready(true);
+    let listening: Vec<String> = listeners
+        .iter()
+        .map(|(_, transport, port)| format!("{}:{port}", transport.label()))
+        .collect();
     tracing::info!(
-        udp = udp_port,
-        tcp = tcp_port,
+        listeners = listening.join(" "),
         bind = %args.bind_address,
         gateway = args.gateway,
         "signaling pod ready"

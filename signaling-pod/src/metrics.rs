@@ -259,7 +259,6 @@ pub struct Metrics {
     call_duration: Family<TrunkOnlyLabels, Histogram, fn() -> Histogram>,
     call_setup: Histogram,
     peer_up: Family<PeerLabels, Gauge>,
-    peer_transport_unsupported: Family<PeerLabels, Gauge>,
     admission_rejections: Family<ReasonLabels, Counter>,
     route_lookups: Family<RouteLookupLabels, Counter>,
     draining: Gauge,
@@ -290,7 +289,6 @@ impl Default for Metrics {
             call_duration: Family::new_with_constructor(call_duration_histogram),
             call_setup: Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]),
             peer_up: Family::default(),
-            peer_transport_unsupported: Family::default(),
             admission_rejections: Family::default(),
             route_lookups: Family::default(),
             draining: Gauge::default(),
@@ -363,11 +361,6 @@ impl Metrics {
             "trunk_peer_up",
             "Whether a trunk peer answers its OPTIONS health checks (1) or not (0)",
             metrics.peer_up.clone(),
-        );
-        sub.register(
-            "trunk_peer_transport_unsupported",
-            "Trunk peers that get no calls because this pod lacks their transport (1)",
-            metrics.peer_transport_unsupported.clone(),
         );
         for result in RouteLookup::ALL {
             let _ = metrics.route_lookups.get_or_create(&RouteLookupLabels {
@@ -572,16 +565,6 @@ impl Metrics {
             .set(i64::from(up));
     }
 
-    /// Marks `peer` of `trunk` as unreachable for want of its transport in this pod.
-    pub fn set_peer_transport_unsupported(&self, trunk: &str, peer: &str) {
-        self.peer_transport_unsupported
-            .get_or_create(&PeerLabels {
-                trunk: trunk.to_owned(),
-                peer: peer.to_owned(),
-            })
-            .set(1);
-    }
-
     /// Counts a new call refused before routing.
     pub fn count_admission_rejection(&self, reason: Admission) {
         self.admission_rejections
@@ -636,7 +619,6 @@ mod tests {
         metrics.count_trunk_failure("carrier", TrunkDirection::Outbound, 486);
         metrics.observe_call_duration("carrier", 12.0);
         metrics.set_peer_up("carrier", "127.0.0.1:5090", true);
-        metrics.set_peer_transport_unsupported("carrier", "127.0.0.1:5061");
         metrics.count_admission_rejection(Admission::Draining);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
@@ -646,7 +628,6 @@ mod tests {
             "tandem_signaling_trunk_failures_total{trunk=\"carrier\",direction=\"outbound\",code_class=\"4xx\"} 1",
             "tandem_signaling_call_duration_seconds_count{trunk=\"carrier\"} 1",
             "tandem_signaling_trunk_peer_up{trunk=\"carrier\",peer=\"127.0.0.1:5090\"} 1",
-            "tandem_signaling_trunk_peer_transport_unsupported{trunk=\"carrier\",peer=\"127.0.0.1:5061\"} 1",
             "tandem_signaling_admission_rejections_total{reason=\"draining\"} 1",
             "tandem_build_info{component=\"signaling-pod\",version=\"",
             "tandem_signaling_draining 0",

@@ -198,12 +198,10 @@ pub fn decide(
                 down += 1;
                 continue;
             }
-            match peer_target(trunk, peer, &plan.spec.failover_codes) {
-                Ok(target) => targets.push(Target { cost, ..target }),
-                Err(unsupported) => {
-                    tracing::warn!(trunk = trunk.name(), peer.host, peer.port, "{unsupported}")
-                }
-            }
+            targets.push(Target {
+                cost,
+                ..peer_target(trunk, peer, &plan.spec.failover_codes)
+            });
         }
     }
     if targets.is_empty() {
@@ -247,48 +245,36 @@ fn least_cost<'d>(deck: DeckMatch<'d>, rng: &mut impl Rng) -> Vec<(&'d str, Opti
         .collect()
 }
 
-/// Every peer of `trunk` this pod can reach as a target, in the Trunk's order.
+/// Every peer of `trunk` as a target, in the Trunk's order.
 pub fn peer_targets(trunk: &CompiledTrunk, failover_codes: &[u16]) -> Vec<Target> {
     trunk
         .spec
         .peers
         .iter()
-        .filter_map(|peer| peer_target(trunk, peer, failover_codes).ok())
+        .map(|peer| peer_target(trunk, peer, failover_codes))
         .collect()
 }
 
-/// A peer whose transport this pod does not have.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "peer transport {} is not available in this pod: the peer gets no calls (never downgraded to another transport)",
-    .0.as_str()
-)]
-pub struct UnsupportedTransport(pub PeerTransport);
-
-/// The transport of this pod that reaches `peer`, if it has one.
-pub fn peer_transport(peer: &Peer) -> Result<Transport, UnsupportedTransport> {
+/// The transport of this pod that reaches `peer`.
+pub fn peer_transport(peer: &Peer) -> Transport {
     match peer.transport {
-        PeerTransport::Udp => Ok(Transport::Udp),
-        PeerTransport::Tcp => Ok(Transport::Tcp),
-        PeerTransport::Tls => Err(UnsupportedTransport(peer.transport)),
+        PeerTransport::Udp => Transport::Udp,
+        PeerTransport::Tcp => Transport::Tcp,
+        PeerTransport::Tls => Transport::Tls,
     }
 }
 
-fn peer_target(
-    trunk: &CompiledTrunk,
-    peer: &Peer,
-    failover_codes: &[u16],
-) -> Result<Target, UnsupportedTransport> {
-    Ok(Target {
+fn peer_target(trunk: &CompiledTrunk, peer: &Peer, failover_codes: &[u16]) -> Target {
+    Target {
         trunk: trunk.name().to_owned(),
         host: peer.host.clone(),
         port: peer.port,
-        transport: peer_transport(peer)?,
+        transport: peer_transport(peer),
         failover_codes: failover_codes.to_vec(),
         codec_flags: codec_flags(&trunk.spec.media.codecs),
         encryption: trunk.spec.media.encryption,
         cost: None,
-    })
+    }
 }
 
 /// The ng flags that apply a Trunk's `media.codecs` to an offer sent to it: every other codec
@@ -745,9 +731,7 @@ spec:
     }
 
     #[test]
-    fn tls_peers_are_refused_not_downgraded() {
-        // Validation refuses TLS peers (not supported yet); this is the pod's own guard should
-        // one ever reach it.
+    fn a_tls_peer_is_reached_over_tls() {
         let peer = Peer {
             host: "192.0.2.30".into(),
             port: 5061,
@@ -755,13 +739,12 @@ spec:
             priority: 1,
             weight: 1,
         };
-        let err = peer_transport(&peer).unwrap_err();
-        assert!(err.to_string().contains("TLS is not available"), "{err}");
+        assert_eq!(peer_transport(&peer), Transport::Tls);
         let udp = Peer {
             transport: PeerTransport::Udp,
             ..peer
         };
-        assert_eq!(peer_transport(&udp).ok(), Some(Transport::Udp));
+        assert_eq!(peer_transport(&udp), Transport::Udp);
     }
 
     const DECK_PLAN: &str = "apiVersion: voice.tandem.dev/v1alpha1

@@ -33,7 +33,7 @@ use crate::media::{MediaClient, MediaError, SdpFlags};
 use crate::media_pool::{AnchorError, MediaPool};
 use crate::metrics::{Admission as Refusal, Metrics, Outcome, TrunkDirection};
 use crate::routing::{self, Decision, Target};
-use crate::transport::{Flow, Transports, resolve};
+use crate::transport::{Flow, Transports};
 
 /// Messages queued for one shard before further ones are dropped (peers retransmit).
 const SHARD_QUEUE: usize = 16 * 1024;
@@ -435,8 +435,9 @@ impl Shard {
                         }
                     } else {
                         let tx = self.tx.clone();
+                        let transports = Arc::clone(&self.ctx.transports);
                         tokio::spawn(async move {
-                            let remote = resolve(&target).await;
+                            let remote = transports.resolve(&target).await;
                             let _ = tx
                                 .send(ShardInput::Resolved {
                                     call: key,
