@@ -177,27 +177,7 @@ fn route_plan(prefix: &str, target: &str) -> Value {
 
 /// A Secret with digest credentials (`data` is base64, as the API server serves it).
 fn secret(name: &str, password: &str) -> Value {
-    let b64 = |s: &str| {
-        use std::fmt::Write as _;
-        // A tiny base64 encoder keeps the test free of another dependency.
-        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for chunk in s.as_bytes().chunks(3) {
-            let n =
-                chunk.iter().fold(0u32, |n, b| (n << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
-            for i in 0..=chunk.len() {
-                let _ = write!(
-                    out,
-                    "{}",
-                    ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char
-                );
-            }
-        }
-        while out.len() % 4 != 0 {
-            out.push('=');
-        }
-        out
-    };
+    let b64 = |s: &str| serde_json::to_value(k8s_openapi::ByteString(s.into())).unwrap();
     json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": name, "namespace": NAMESPACE, "resourceVersion": "13"},
