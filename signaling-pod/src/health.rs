@@ -122,6 +122,18 @@ pub async fn run_prober(
         if !declared.as_ref().is_some_and(|d| Arc::ptr_eq(d, &snapshot)) {
             for trunk in &snapshot.trunks {
                 ctx.metrics.declare_trunk(trunk.name());
+                if trunk.inbound_auth().is_some() {
+                    ctx.auth.declare_trunk(trunk.name());
+                }
+                for secret in trunk.secret_refs() {
+                    if let Some(Err(problem)) = snapshot.credentials.get(secret) {
+                        tracing::error!(
+                            trunk = trunk.name(),
+                            problem,
+                            "trunk credentials unusable: its callers are refused with 503 and its peers' challenges go unanswered"
+                        );
+                    }
+                }
                 for peer in &trunk.spec.peers {
                     if let Err(unsupported) = peer_transport(peer) {
                         let address = format!("{}:{}", peer.host, peer.port);

@@ -5,6 +5,7 @@
 //! no identifier in common (topology hiding).
 
 mod admission;
+mod auth;
 mod call;
 mod dispatcher;
 mod health;
@@ -31,6 +32,7 @@ use tandem_runtime::network_status;
 use tandem_runtime::shutdown::Signals;
 use tandem_sip::transaction::TimerConfig;
 
+use crate::auth::Auth;
 use crate::call::leg::LocalAddress;
 use crate::call::{CallContext, Calls, Settings};
 use crate::dispatcher::{Dispatcher, Exchanges};
@@ -125,6 +127,20 @@ struct Args {
     /// How often the configuration directory is checked for changes, in milliseconds.
     #[arg(long, env = "TANDEM_CONFIG_POLL_MS", default_value_t = 1000)]
     config_poll_ms: u64,
+    /// Seconds a digest nonce of an inbound challenge stays valid; later answers get a new
+    /// challenge with `stale=true`.
+    #[arg(long, env = "TANDEM_AUTH_NONCE_LIFETIME", default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..))]
+    auth_nonce_lifetime_seconds: u64,
+    /// Authentication failures from one source address within --auth-failure-window-seconds
+    /// that block it.
+    #[arg(long, env = "TANDEM_AUTH_MAX_FAILURES", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    auth_max_failures: u32,
+    /// The window authentication failures are counted in, in seconds.
+    #[arg(long, env = "TANDEM_AUTH_FAILURE_WINDOW", default_value_t = 60)]
+    auth_failure_window_seconds: u64,
+    /// How long a blocked source's requests are dropped, in seconds.
+    #[arg(long, env = "TANDEM_AUTH_BLOCK", default_value_t = 600)]
+    auth_block_seconds: u64,
     /// Log format: text or json.
     #[arg(long, env = "TANDEM_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -248,6 +264,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => MediaPool::fixed(args.media_ng, metrics.clone()).await?,
     };
     let ctx_metrics = metrics.clone();
+    let auth = Arc::new(Auth::new(
+        auth::Limits {
+            nonce_lifetime_secs: args.auth_nonce_lifetime_seconds,
+            max_failures: args.auth_max_failures,
+            window: Duration::from_secs(args.auth_failure_window_seconds),
+            block: Duration::from_secs(args.auth_block_seconds),
+        },
+        &mut registry,
+    ));
     let trunk_health = Arc::new(TrunkHealth::default());
     let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
     let settings = Settings {
@@ -272,6 +297,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         metrics,
         trunk_health: Arc::clone(&trunk_health),
         settings: Arc::new(settings),
+        auth,
     });
     let exchanges = Arc::new(Exchanges::default());
     tokio::spawn(health::run_prober(

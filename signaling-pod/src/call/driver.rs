@@ -27,6 +27,7 @@ use super::core::{
     Output, Prepared, Settings, Unavailable, numbers, shard_of,
 };
 use crate::admission::Reservation;
+use crate::auth::{Auth, Decision as AuthDecision};
 use crate::health::TrunkHealth;
 use crate::media::{MediaClient, MediaError};
 use crate::media_pool::{AnchorError, MediaPool};
@@ -48,6 +49,8 @@ pub struct CallContext {
     /// What the OPTIONS prober knows of each trunk peer: routing skips peers marked down.
     pub trunk_health: Arc<TrunkHealth>,
     pub settings: Arc<Settings>,
+    /// Inbound digest authentication and the blocking of sources that fail it.
+    pub auth: Arc<Auth>,
 }
 
 /// What a shard receives.
@@ -237,6 +240,14 @@ impl Shard {
             return;
         };
         let in_dialog = msg.to().ok().is_some_and(|to| to.tag().is_some());
+        // A new request (CANCEL and ACK belong to one already answered) from a trunk that
+        // authenticates callers is checked before anything else.
+        if !in_dialog
+            && !matches!(method, Method::Ack | Method::Cancel)
+            && !self.authenticate(&msg, flow)
+        {
+            return;
+        }
         match method {
             Method::Invite if !in_dialog => self.new_call(msg, flow),
             Method::Ack => metrics.count_dropped(),
@@ -255,6 +266,35 @@ impl Shard {
                 )
             }
             _ => self.respond(&msg, flow, 481, "Call/Transaction Does Not Exist", None),
+        }
+    }
+
+    /// Whether `msg` may go on: its source is not blocked and, when its trunk authenticates
+    /// callers, its credentials verify. Otherwise it has been answered (407, 503) or dropped.
+    fn authenticate(&self, msg: &SipMessage, flow: Flow) -> bool {
+        let auth = &self.ctx.auth;
+        if auth.is_blocked(flow.remote.ip()) {
+            self.ctx.metrics.count_dropped();
+            return false;
+        }
+        let config = self.config.borrow().clone();
+        let Some(trunk) = routing::inbound_trunk(&config, flow.remote) else {
+            return true;
+        };
+        let Some((realm, secret)) = trunk.inbound_auth() else {
+            return true;
+        };
+        let expected = config.credentials.get(secret);
+        match auth.check(msg, trunk.name(), realm, expected, flow.remote.ip()) {
+            AuthDecision::Pass => true,
+            AuthDecision::Respond(response) => {
+                self.ctx.transports.transmit(flow, response.to_bytes());
+                false
+            }
+            AuthDecision::Drop => {
+                self.ctx.metrics.count_dropped();
+                false
+            }
         }
     }
 
