@@ -361,11 +361,15 @@ impl Shard {
 
     /// Reserves a call on the target's trunk, once its peer's address is known.
     fn reserve(&self, target: &Target, remote: SocketAddr) -> Result<Prepared, Unavailable> {
-        let limit = self
-            .config
-            .borrow()
-            .trunk(&target.trunk)
-            .and_then(|t| t.spec.limits.as_ref().and_then(|l| l.max_calls));
+        let config = self.config.borrow().clone();
+        let trunk = config.trunk(&target.trunk);
+        let limit = trunk.and_then(|t| t.spec.limits.as_ref().and_then(|l| l.max_calls));
+        // A trunk whose Secret is unusable sends without credentials: its challenges fail.
+        let credentials = trunk
+            .and_then(|t| t.outbound_secret())
+            .and_then(|secret| config.credentials.get(secret))
+            .and_then(|found| found.as_ref().ok())
+            .cloned();
         let active = self
             .ctx
             .metrics
@@ -374,6 +378,7 @@ impl Shard {
             Some(reservation) => Ok(Prepared {
                 remote,
                 reservation,
+                credentials,
             }),
             None => {
                 tracing::debug!(trunk = target.trunk, "trunk at its call limit");
