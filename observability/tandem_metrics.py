@@ -59,6 +59,8 @@ FAMILIES: tuple[Family, ...] = (
     # The local test adds a health-checked trunk whose peer never answers, so this has a sample.
     _f("tandem_signaling_trunk_peer_up", GAUGE, "signaling", ["trunk", "peer"], on_load=True),
     _f("tandem_signaling_admission_rejections_total", COUNTER, "signaling", ["reason"]),
+    _f("tandem_signaling_auth_failures_total", COUNTER, "signaling", ["trunk", "reason"]),
+    _f("tandem_signaling_auth_blocked_sources", GAUGE, "signaling", on_load=True),
     _f("tandem_signaling_draining", GAUGE, "signaling", on_load=True),
     # media-pod, admin :9102
     _f("tandem_media_ng_commands_total", COUNTER, "media", ["command"], on_load=True),
