@@ -60,6 +60,18 @@ data:
     config
 }
 
+/// SIPp 3.6 answers MD5 challenges only, and reads several challenges as one: the platform
+/// under SIPp offers MD5 alone (by default it offers SHA-256 first, then MD5).
+const MD5_ONLY: &[(&str, &str)] = &[("TANDEM_AUTH_ALGORITHMS", "MD5")];
+
+/// The `Proxy-Authenticate` lines of `response`.
+fn challenges(response: &str) -> Vec<&str> {
+    response
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("proxy-authenticate:"))
+        .collect()
+}
+
 /// The CSeq number and Call-ID of `message`.
 fn cseq_and_call_id(message: &str) -> (u32, String) {
     let cseq = header(message, "CSeq")
@@ -73,7 +85,7 @@ fn cseq_and_call_id(message: &str) -> (u32, String) {
 fn authenticated_calls_cross_both_authenticating_trunks() {
     require_sipp();
     let config = authenticating();
-    let platform = Platform::start_with(config.path());
+    let platform = Platform::start_with_env(config.path(), MD5_ONLY);
     let caller = Peer::caller("caller-auth.xml", "2000")
         .tag("auth-caller")
         .args(&["-au", "pbx", "-ap", "pbx-secret"])
@@ -83,19 +95,15 @@ fn authenticated_calls_cross_both_authenticating_trunks() {
         .trace();
     let (caller, carrier) = play(&caller, &carrier, Duration::from_secs(30));
 
-    // Inbound: the caller's first INVITE got 407 with SHA-256 offered before MD5.
+    // Inbound: the caller's first INVITE got 407 with an MD5 challenge of the Trunk's realm.
     let challenge = caller
         .received()
         .into_iter()
         .find(|m| status_code(m) == 407)
         .expect("a 407 to the caller");
-    let offered: Vec<&str> = challenge
-        .lines()
-        .filter(|l| l.to_ascii_lowercase().starts_with("proxy-authenticate:"))
-        .collect();
-    assert_eq!(offered.len(), 2, "{challenge}");
-    assert!(offered[0].contains("algorithm=SHA-256"), "{challenge}");
-    assert!(offered[1].contains("algorithm=MD5"), "{challenge}");
+    let offered = challenges(&challenge);
+    assert_eq!(offered.len(), 1, "{challenge}");
+    assert!(offered[0].contains("algorithm=MD5"), "{challenge}");
     assert!(offered[0].contains("realm=\"tandem.test\""), "{challenge}");
 
     // Outbound: the carrier saw the INVITE twice, the second with the next CSeq in the same
@@ -128,10 +136,31 @@ fn authenticated_calls_cross_both_authenticating_trunks() {
 }
 
 #[test]
+fn an_unauthenticated_invite_gets_sha256_and_md5_challenges() {
+    let config = authenticating();
+    let _platform = Platform::start_with(config.path());
+    // Without credentials: 407 with SHA-256 offered before MD5, one nonce (RFC 8760).
+    let raw = RawCaller::new();
+    let responses = raw.exchange(
+        &raw.invite("2000", "no-credentials"),
+        "2000",
+        Duration::from_secs(5),
+    );
+    let challenge = responses.last().expect("a response");
+    assert_eq!(status_code(challenge), 407, "{challenge}");
+    let offered = challenges(challenge);
+    assert_eq!(offered.len(), 2, "{challenge}");
+    assert!(offered[0].contains("algorithm=SHA-256"), "{challenge}");
+    assert!(offered[1].contains("algorithm=MD5"), "{challenge}");
+    let nonce = |line: &str| line.split("nonce=\"").nth(1).map(|n| n[..48].to_owned());
+    assert_eq!(nonce(offered[0]), nonce(offered[1]));
+}
+
+#[test]
 fn an_unauthenticated_or_wrongly_authenticated_call_never_reaches_the_carrier() {
     require_sipp();
     let config = authenticating();
-    let _platform = Platform::start_with(config.path());
+    let _platform = Platform::start_with_env(config.path(), MD5_ONLY);
     // The carrier would answer anything; it must see nothing.
     let mut carrier = Peer::carrier("carrier.xml")
         .tag("auth-untouched")
@@ -171,9 +200,11 @@ fn an_unauthenticated_or_wrongly_authenticated_call_never_reaches_the_carrier() 
 fn svcrack_is_blocked_after_the_configured_failures() {
     require_tool("svcrack", "sipvicious");
     let config = authenticating();
+    // SIPVicious, like SIPp, answers MD5 only and does not choose among challenges.
     let _platform = Platform::start_with_env(
         config.path(),
         &[
+            ("TANDEM_AUTH_ALGORITHMS", "MD5"),
             ("TANDEM_AUTH_MAX_FAILURES", "5"),
             ("TANDEM_AUTH_BLOCK", "600"),
         ],

@@ -118,6 +118,7 @@ pub async fn run_prober(
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     loop {
         ticker.tick().await;
+        ctx.auth.tidy();
         let snapshot = Arc::clone(&config.borrow());
         if !declared.as_ref().is_some_and(|d| Arc::ptr_eq(d, &snapshot)) {
             for trunk in &snapshot.trunks {

@@ -30,6 +30,7 @@ use tandem_runtime::features;
 use tandem_runtime::logging::{self, LogFormat};
 use tandem_runtime::network_status;
 use tandem_runtime::shutdown::Signals;
+use tandem_sip::digest::Algorithm;
 use tandem_sip::transaction::TimerConfig;
 
 use crate::auth::Auth;
@@ -127,6 +128,10 @@ struct Args {
     /// How often the configuration directory is checked for changes, in milliseconds.
     #[arg(long, env = "TANDEM_CONFIG_POLL_MS", default_value_t = 1000)]
     config_poll_ms: u64,
+    /// The digest algorithms inbound challenges offer, most preferred first (RFC 8760: SHA-256
+    /// and MD5). `MD5` alone serves clients that cannot choose among several challenges.
+    #[arg(long, env = "TANDEM_AUTH_ALGORITHMS", value_delimiter = ',', default_value = "SHA-256,MD5", value_parser = parse_algorithm)]
+    auth_algorithms: Vec<Algorithm>,
     /// Seconds a digest nonce of an inbound challenge stays valid; later answers get a new
     /// challenge with `stale=true`.
     #[arg(long, env = "TANDEM_AUTH_NONCE_LIFETIME", default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..))]
@@ -144,6 +149,12 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "TANDEM_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+}
+
+/// Reads a digest algorithm name (`SHA-256`, `MD5`, …).
+fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
+    Algorithm::parse(name.trim())
+        .ok_or_else(|| format!("unknown digest algorithm {name:?}: use SHA-256 or MD5"))
 }
 
 /// Where the configuration comes from.
@@ -266,6 +277,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let ctx_metrics = metrics.clone();
     let auth = Arc::new(Auth::new(
         auth::Limits {
+            algorithms: args.auth_algorithms.clone(),
             nonce_lifetime_secs: args.auth_nonce_lifetime_seconds,
             max_failures: args.auth_max_failures,
             window: Duration::from_secs(args.auth_failure_window_seconds),
