@@ -362,7 +362,9 @@ impl Auth {
                     Some(Err(problem)) => problem.as_str(),
                     _ => "no credentials",
                 };
-                tracing::warn!(
+                // Debug only: the configuration load logs the problem once, and a flood of
+                // requests must not flood the log.
+                tracing::debug!(
                     trunk,
                     %source,
                     problem,
@@ -603,5 +605,20 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_trunk_without_usable_credentials_refuses_with_503_and_never_admits() {
+        let auth = Auth::new(limits(), &mut Registry::default());
+        let missing = Err("Secret default/pbx-digest not found".to_owned());
+        for expected in [None, Some(&missing)] {
+            // Even credentials that would verify against any password get no further.
+            let guard = Guard::new([9; 32], limits());
+            let request = invite(Some(&answer(&guard, 1000, "pbx", "", 1)));
+            match auth.check(&request, "pbx", "pbx", expected, SOURCE) {
+                Decision::Respond(response) => assert_eq!(response.status(), Some(503)),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }
