@@ -181,13 +181,13 @@ fn an_unauthenticated_or_wrongly_authenticated_call_never_reaches_the_carrier() 
         !wrong.wait(Duration::from_secs(20)).success(),
         "a wrong password must not get through"
     );
-    assert_eq!(
+    // One failure per INVITE with the wrong password that arrived (a retransmission counts).
+    assert!(
         scrape(
             SIGNALING_ADMIN,
             "tandem_signaling_auth_failures_total",
             &["trunk=\"customers\"", "reason=\"bad_credentials\""]
-        ),
-        1.0
+        ) >= 1.0
     );
     carrier.stop();
     assert!(
