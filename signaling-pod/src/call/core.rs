@@ -2309,6 +2309,10 @@ impl Call {
         request: &SipMessage,
         response: &SipMessage,
     ) -> bool {
+        // CANCEL cannot be challenged (RFC 3261 §22.1); relayed requests are not answered yet.
+        if !matches!(purpose, Purpose::Invite | Purpose::Bye) {
+            return false;
+        }
         let Some(attempt) = self.b.as_mut() else {
             return false;
         };
