@@ -170,6 +170,28 @@ impl CompiledTrunk {
             || self.allowed_cidrs.iter().any(|net| net.contains(&source))
     }
 
+    /// The digest realm of inbound challenges (`inbound.auth.realm`, else the Trunk's name)
+    /// and the Secret with the credentials callers must present, when inbound auth is on.
+    pub fn inbound_auth(&self) -> Option<(&str, &str)> {
+        let auth = self.trunk.spec.inbound.as_ref()?.auth.as_ref()?;
+        let realm = auth.realm.as_deref().unwrap_or(self.name());
+        Some((realm, auth.secret_ref.name.as_str()))
+    }
+
+    /// The Secret with the credentials answering the peers' challenges, when set.
+    pub fn outbound_secret(&self) -> Option<&str> {
+        let auth = self.trunk.spec.outbound.as_ref()?.auth.as_ref()?;
+        Some(auth.secret_ref.name.as_str())
+    }
+
+    /// The Secrets this Trunk refers to.
+    pub fn secret_refs(&self) -> impl Iterator<Item = &str> {
+        self.inbound_auth()
+            .map(|(_, secret)| secret)
+            .into_iter()
+            .chain(self.outbound_secret())
+    }
+
     /// Applies the called-number normalisation.
     pub fn normalize_called<'n>(&self, number: &'n str) -> Cow<'n, str> {
         CompiledRewrite::apply_all(&self.called, number)

@@ -10,6 +10,7 @@
 //!   [`compiled`] views that keep regexes and CIDRs ready for per-call use.
 //! - [`support`]: the fields accepted by the schema that the platform does not act on yet,
 //!   refused with "not supported yet" by the CRDs' CEL rules and by [`Validate`].
+//! - [`credentials`]: digest credentials read from Kubernetes Secrets.
 //! - [`conditions`]: status condition types, reasons and the transition-aware setter.
 
 pub mod common;
@@ -17,6 +18,7 @@ pub mod compiled;
 pub mod conditions;
 pub mod config;
 pub mod crd;
+pub mod credentials;
 pub mod gateway;
 pub mod network_status;
 pub mod routeplan;

@@ -41,6 +41,7 @@ fn local_example_drives_the_local_platform() {
         gateway,
         trunks,
         route_plans,
+        ..
     } = set.for_gateway("local").expect("Gateway local");
     let listeners: Vec<_> = gateway
         .spec

@@ -118,10 +118,23 @@ pub async fn run_prober(
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     loop {
         ticker.tick().await;
+        ctx.auth.tidy();
         let snapshot = Arc::clone(&config.borrow());
         if !declared.as_ref().is_some_and(|d| Arc::ptr_eq(d, &snapshot)) {
             for trunk in &snapshot.trunks {
                 ctx.metrics.declare_trunk(trunk.name());
+                if trunk.inbound_auth().is_some() {
+                    ctx.auth.declare_trunk(trunk.name());
+                }
+                for secret in trunk.secret_refs() {
+                    if let Some(Err(problem)) = snapshot.credentials.get(secret) {
+                        tracing::error!(
+                            trunk = trunk.name(),
+                            problem,
+                            "trunk credentials unusable: its callers are refused with 503 and its peers' challenges go unanswered"
+                        );
+                    }
+                }
             }
             declared = Some(Arc::clone(&snapshot));
         }

@@ -5,6 +5,7 @@
 //! no identifier in common (topology hiding).
 
 mod admission;
+mod auth;
 mod call;
 mod cdr;
 mod dispatcher;
@@ -30,8 +31,10 @@ use tandem_runtime::logging::{self, LogFormat};
 use tandem_runtime::network_status;
 use tandem_runtime::ratedecks::{self, DeckLoader, DeckMetrics};
 use tandem_runtime::shutdown::Signals;
+use tandem_sip::digest::Algorithm;
 use tandem_sip::transaction::TimerConfig;
 
+use crate::auth::Auth;
 use crate::call::leg::LocalAddress;
 use crate::call::{CallContext, Calls, Settings};
 use crate::dispatcher::{Dispatcher, Exchanges};
@@ -182,6 +185,24 @@ struct Args {
     /// of its first byte, else the connection is closed (slowloris).
     #[arg(long, env = "TANDEM_MESSAGE_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     message_timeout_seconds: u64,
+    /// The digest algorithms inbound challenges offer, most preferred first (RFC 8760: SHA-256
+    /// and MD5). `MD5` alone serves clients that cannot choose among several challenges.
+    #[arg(long, env = "TANDEM_AUTH_ALGORITHMS", value_delimiter = ',', default_value = "SHA-256,MD5", value_parser = parse_algorithm)]
+    auth_algorithms: Vec<Algorithm>,
+    /// Seconds a digest nonce of an inbound challenge stays valid; later answers get a new
+    /// challenge with `stale=true`.
+    #[arg(long, env = "TANDEM_AUTH_NONCE_LIFETIME", default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..))]
+    auth_nonce_lifetime_seconds: u64,
+    /// Authentication failures from one source address within --auth-failure-window-seconds
+    /// that block it.
+    #[arg(long, env = "TANDEM_AUTH_MAX_FAILURES", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    auth_max_failures: u32,
+    /// The window authentication failures are counted in, in seconds.
+    #[arg(long, env = "TANDEM_AUTH_FAILURE_WINDOW", default_value_t = 60)]
+    auth_failure_window_seconds: u64,
+    /// How long a blocked source's requests are dropped, in seconds.
+    #[arg(long, env = "TANDEM_AUTH_BLOCK", default_value_t = 600)]
+    auth_block_seconds: u64,
     /// Log format: text or json.
     #[arg(long, env = "TANDEM_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -190,6 +211,12 @@ struct Args {
 /// `seconds` as a duration, 0 meaning none.
 fn seconds_opt(seconds: u64) -> Option<Duration> {
     (seconds > 0).then(|| Duration::from_secs(seconds))
+}
+
+/// Reads a digest algorithm name (`SHA-256`, `MD5`, …).
+fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
+    Algorithm::parse(name.trim())
+        .ok_or_else(|| format!("unknown digest algorithm {name:?}: use SHA-256 or MD5"))
 }
 
 /// Where the configuration comes from.
@@ -360,6 +387,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => MediaPool::fixed(args.media_ng, metrics.clone()).await?,
     };
     let ctx_metrics = metrics.clone();
+    let auth = Arc::new(Auth::new(
+        auth::Limits {
+            algorithms: args.auth_algorithms.clone(),
+            nonce_lifetime_secs: args.auth_nonce_lifetime_seconds,
+            max_failures: args.auth_max_failures,
+            window: Duration::from_secs(args.auth_failure_window_seconds),
+            block: Duration::from_secs(args.auth_block_seconds),
+        },
+        &mut registry,
+    ));
     let trunk_health = Arc::new(TrunkHealth::default());
     let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
     let settings = Settings {
@@ -388,6 +425,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         trunk_health: Arc::clone(&trunk_health),
         settings: Arc::new(settings),
         cdr: cdr_writer.as_ref().map(cdr::Writer::sink),
+        auth,
     });
     let exchanges = Arc::new(Exchanges::default());
     tokio::spawn(health::run_prober(

@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tandem_api::credentials::DigestCredentials;
 use tandem_sip::dialog::accept_in_order;
+use tandem_sip::digest::{Algorithm, Challenge};
 use tandem_sip::extensions::{self, RAck, Refresher, SessionExpires};
 use tandem_sip::message::{Method, SipMessage};
 use tandem_sip::response::response_for;
@@ -171,6 +173,8 @@ pub enum MediaFailure {
 pub struct Prepared {
     pub remote: SocketAddr,
     pub reservation: Reservation,
+    /// The trunk's credentials for the peers' digest challenges (`outbound.auth`).
+    pub credentials: Option<DigestCredentials>,
 }
 
 /// Why a target could not be used.
@@ -533,7 +537,16 @@ struct Attempt {
     ack: Option<Bytes>,
     /// The RSeq of the last reliable provisional response PRACKed.
     rseq: Option<u32>,
+    /// Credentials answering the carrier's digest challenges.
+    credentials: Option<DigestCredentials>,
+    /// The last nonce answered and how many requests used it.
+    nonce_count: Option<(String, u32)>,
+    /// Challenges answered: bounded, so that a carrier challenging forever ends the attempt.
+    challenges_answered: u32,
 }
+
+/// Challenges answered per carrier attempt at most (a `stale=true` retry counts too).
+const MAX_CHALLENGES_ANSWERED: u32 = 4;
 
 /// One call in progress; see the module documentation.
 pub struct Call {
@@ -1023,6 +1036,9 @@ impl Call {
             answered: false,
             ack: None,
             rseq: None,
+            credentials: prepared.credentials,
+            nonce_count: None,
+            challenges_answered: 0,
         });
     }
 
@@ -1637,10 +1653,16 @@ impl Call {
             self.prepare_next_target(now);
             return;
         }
-        self.last_failure = Some((
-            code,
-            Bytes::copy_from_slice(response.reason().unwrap_or_default()),
-        ));
+        self.last_failure = Some(if matches!(code, 401 | 407) {
+            // The carrier's challenge is ours to answer, not the caller's: a 401/407 without
+            // a challenge of ours would mean nothing to it.
+            (403, Bytes::from_static(b"Forbidden"))
+        } else {
+            (
+                code,
+                Bytes::copy_from_slice(response.reason().unwrap_or_default()),
+            )
+        });
         let failover = attempt.target.failover_codes.contains(&code);
         if failover && !self.targets.is_empty() {
             tracing::debug!(code, "carrier refused; trying the next target");
@@ -2286,7 +2308,7 @@ impl Call {
     /// Carries out what the transactions want: transmissions, answers passed up, time-outs.
     fn drive(&mut self, now: Instant) {
         loop {
-            let mut answers: Vec<(Purpose, SipMessage)> = Vec::new();
+            let mut answers: Vec<(Purpose, SipMessage, Option<SipMessage>)> = Vec::new();
             let mut timeouts: Vec<Purpose> = Vec::new();
             for server in &mut self.servers {
                 while let Some(output) = server.tx.poll_output() {
@@ -2308,7 +2330,10 @@ impl Call {
                             if let Some(code) = msg.status().filter(|c| *c >= 200) {
                                 end_span(&mut client.span, code);
                             }
-                            answers.push((client.purpose, msg));
+                            // A digest challenge may be answered by sending the request again.
+                            let challenged = matches!(msg.status(), Some(401 | 407))
+                                .then(|| client.tx.request().clone());
+                            answers.push((client.purpose, msg, challenged));
                         }
                         ClientOutput::TimedOut => {
                             end_span(&mut client.span, 408);
@@ -2329,13 +2354,138 @@ impl Call {
             if answers.is_empty() && timeouts.is_empty() {
                 return;
             }
-            for (purpose, msg) in answers {
+            for (purpose, msg, challenged) in answers {
+                if let Some(request) = challenged
+                    && self.answer_challenge(now, purpose, &request, &msg)
+                {
+                    continue;
+                }
                 self.on_client_answer(now, purpose, msg);
             }
             for purpose in timeouts {
                 self.on_client_timeout(now, purpose);
             }
         }
+    }
+
+    /// Sends `request` of the carrier leg again with credentials for the digest challenge in
+    /// `response` (401/407): CSeq + 1, a new branch, the same Call-ID and tags. Returns false
+    /// (the challenge is then a failure like any other) without credentials, when the request
+    /// already carried credentials and the challenge is not `stale=true`, or after
+    /// [`MAX_CHALLENGES_ANSWERED`].
+    fn answer_challenge(
+        &mut self,
+        now: Instant,
+        purpose: Purpose,
+        request: &SipMessage,
+        response: &SipMessage,
+    ) -> bool {
+        // CANCEL cannot be challenged (RFC 3261 §22.1); relayed requests are not answered yet.
+        if !matches!(purpose, Purpose::Invite | Purpose::Bye) {
+            return false;
+        }
+        let Some(attempt) = self.b.as_mut() else {
+            return false;
+        };
+        if request.call_id().ok() != Some(&attempt.state.leg.call_id)
+            || attempt.challenges_answered >= MAX_CHALLENGES_ANSWERED
+        {
+            return false;
+        }
+        let Some(credentials) = attempt.credentials.as_ref() else {
+            return false;
+        };
+        let proxy = response.status() == Some(407);
+        let (challenge_header, credentials_header) = if proxy {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        } else {
+            ("WWW-Authenticate", "Authorization")
+        };
+        // The strongest hash offered (RFC 8760 §2.4); challenges we cannot answer are skipped.
+        let Some(challenge) = response
+            .headers
+            .get_all(challenge_header)
+            .filter_map(|value| Challenge::parse(value).ok())
+            .min_by_key(|c| match c.algorithm {
+                Algorithm::Sha256 | Algorithm::Sha256Sess => 0,
+                Algorithm::Md5 | Algorithm::Md5Sess => 1,
+            })
+        else {
+            return false;
+        };
+        let already_sent = request.headers.contains(credentials_header);
+        if already_sent && !challenge.stale {
+            tracing::info!(
+                trunk = attempt.target.trunk,
+                "the carrier refused our credentials"
+            );
+            return false;
+        }
+        let nc = match &mut attempt.nonce_count {
+            Some((nonce, count)) if *nonce == challenge.nonce => {
+                *count += 1;
+                *count
+            }
+            slot => {
+                *slot = Some((challenge.nonce.clone(), 1));
+                1
+            }
+        };
+        let Some(method) = request.method() else {
+            return false;
+        };
+        let uri = request
+            .request_uri()
+            .map(|u| String::from_utf8_lossy(u).into_owned())
+            .unwrap_or_default();
+        let authorization = challenge
+            .answer(
+                &credentials.username,
+                credentials.password.expose(),
+                method.as_str(),
+                &uri,
+                &random_token(),
+                nc,
+            )
+            .to_header_value();
+        let mut retry = request.clone();
+        let Ok(old_branch) = request
+            .top_via()
+            .map(|v| v.branch.clone().unwrap_or_default())
+        else {
+            return false;
+        };
+        let Some(top_via) = request.headers.get("Via") else {
+            return false;
+        };
+        let new_via = String::from_utf8_lossy(top_via).replacen(text(&old_branch), &branch(), 1);
+        retry.headers.remove_first("Via");
+        retry.headers.prepend("Via", new_via);
+        retry.headers.remove("Authorization");
+        retry.headers.remove("Proxy-Authorization");
+        retry.headers.push(credentials_header, authorization);
+        attempt.state.leg.local_cseq += 1;
+        let seq = attempt.state.leg.local_cseq;
+        retry
+            .headers
+            .set("CSeq", format!("{seq} {}", method.as_str()));
+        attempt.challenges_answered += 1;
+        let method = method.clone();
+        if matches!(purpose, Purpose::Invite) {
+            attempt.invite_seq = seq;
+            attempt.invite = Some(retry.clone());
+            self.invite_deadline = Some(now + self.settings.invite_timeout);
+        }
+        tracing::debug!(
+            trunk = attempt.target.trunk,
+            method = method.as_str(),
+            algorithm = %challenge.algorithm,
+            stale = challenge.stale,
+            "answering the carrier's digest challenge"
+        );
+        let flow = attempt.state.leg.flow;
+        self.start_client(now, Side::B, retry, flow, purpose);
+        true
     }
 
     fn on_client_answer(&mut self, now: Instant, purpose: Purpose, msg: SipMessage) {

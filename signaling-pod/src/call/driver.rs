@@ -27,6 +27,7 @@ use super::core::{
     Output, Prepared, Settings, Unavailable, numbers, shard_of,
 };
 use crate::admission::Reservation;
+use crate::auth::{Auth, Decision as AuthDecision};
 use crate::cdr::{self, AdmissionFacts, Disposition, Recorder};
 use crate::health::TrunkHealth;
 use crate::media::{MediaClient, MediaError, SdpFlags};
@@ -51,6 +52,8 @@ pub struct CallContext {
     pub settings: Arc<Settings>,
     /// Where call detail records go, when they are kept.
     pub cdr: Option<cdr::Sink>,
+    /// Inbound digest authentication and the blocking of sources that fail it.
+    pub auth: Arc<Auth>,
 }
 
 /// What a shard receives.
@@ -271,6 +274,14 @@ impl Shard {
             return;
         };
         let in_dialog = msg.to().ok().is_some_and(|to| to.tag().is_some());
+        // A new request (CANCEL and ACK belong to one already answered) from a trunk that
+        // authenticates callers is checked before anything else.
+        if !in_dialog
+            && !matches!(method, Method::Ack | Method::Cancel)
+            && !self.authenticate(&msg, flow)
+        {
+            return;
+        }
         match method {
             Method::Invite if !in_dialog => self.new_call(msg, flow),
             Method::Ack => metrics.count_dropped(),
@@ -289,6 +300,35 @@ impl Shard {
                 )
             }
             _ => self.respond(&msg, flow, 481, "Call/Transaction Does Not Exist", None),
+        }
+    }
+
+    /// Whether `msg` may go on: its source is not blocked and, when its trunk authenticates
+    /// callers, its credentials verify. Otherwise it has been answered (407, 503) or dropped.
+    fn authenticate(&self, msg: &SipMessage, flow: Flow) -> bool {
+        let auth = &self.ctx.auth;
+        if auth.is_blocked(flow.remote.ip()) {
+            self.ctx.metrics.count_dropped();
+            return false;
+        }
+        let config = self.config.borrow().clone();
+        let Some(trunk) = routing::inbound_trunk(&config, flow.remote) else {
+            return true;
+        };
+        let Some((realm, secret)) = trunk.inbound_auth() else {
+            return true;
+        };
+        let expected = config.credentials.get(secret);
+        match auth.check(msg, trunk.name(), realm, expected, flow.remote.ip()) {
+            AuthDecision::Pass => true,
+            AuthDecision::Respond(response) => {
+                self.ctx.transports.transmit(flow, response.to_bytes());
+                false
+            }
+            AuthDecision::Drop => {
+                self.ctx.metrics.count_dropped();
+                false
+            }
         }
     }
 
@@ -370,11 +410,15 @@ impl Shard {
 
     /// Reserves a call on the target's trunk, once its peer's address is known.
     fn reserve(&self, target: &Target, remote: SocketAddr) -> Result<Prepared, Unavailable> {
-        let limit = self
-            .config
-            .borrow()
-            .trunk(&target.trunk)
-            .and_then(|t| t.spec.limits.as_ref().and_then(|l| l.max_calls));
+        let config = self.config.borrow().clone();
+        let trunk = config.trunk(&target.trunk);
+        let limit = trunk.and_then(|t| t.spec.limits.as_ref().and_then(|l| l.max_calls));
+        // A trunk whose Secret is unusable sends without credentials: its challenges fail.
+        let credentials = trunk
+            .and_then(|t| t.outbound_secret())
+            .and_then(|secret| config.credentials.get(secret))
+            .and_then(|found| found.as_ref().ok())
+            .cloned();
         let active = self
             .ctx
             .metrics
@@ -383,6 +427,7 @@ impl Shard {
             Some(reservation) => Ok(Prepared {
                 remote,
                 reservation,
+                credentials,
             }),
             None => {
                 tracing::debug!(trunk = target.trunk, "trunk at its call limit");

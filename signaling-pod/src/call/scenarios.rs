@@ -12,6 +12,8 @@ use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tandem_api::credentials::{DigestCredentials, Password};
+use tandem_sip::digest::{Algorithm, Credentials};
 use tandem_sip::message::{Method, SipMessage};
 use tandem_sip::parse_datagram;
 use tandem_sip::response::response_for;
@@ -331,6 +333,16 @@ impl Script {
     }
 
     fn prepare(&mut self, remote: &str, gauge: &Gauge) -> Target {
+        self.prepare_with(remote, gauge, None)
+    }
+
+    /// Prepares the next target with the trunk's outbound `credentials`.
+    fn prepare_with(
+        &mut self,
+        remote: &str,
+        gauge: &Gauge,
+        credentials: Option<DigestCredentials>,
+    ) -> Target {
         let index = self
             .outputs
             .iter()
@@ -342,6 +354,7 @@ impl Script {
         let prepared = Prepared {
             remote: remote.parse().unwrap(),
             reservation: Reservation::take(gauge, None).unwrap(),
+            credentials,
         };
         self.input(Input::Target(id, Ok(prepared)));
         target
@@ -1284,6 +1297,7 @@ fn random_interleavings_always_end_cleanly() {
                             .map(|reservation| Prepared {
                                 remote: remote.parse().unwrap(),
                                 reservation,
+                                credentials: None,
                             })
                             .ok_or(super::core::Unavailable::AtLimit);
                         s.input(Input::Target(id, result));
@@ -1798,4 +1812,175 @@ fn record_of_a_call_from_no_trunk() {
     assert_eq!(record.disposition.as_str(), "forbidden");
     assert_eq!(record.inbound_trunk, None);
     assert_eq!(record.caller_code, Some(403));
+}
+
+fn carrier_credentials() -> DigestCredentials {
+    DigestCredentials {
+        username: "tandem".into(),
+        password: Password::new("s3cret"),
+    }
+}
+
+/// Up to the INVITE reaching a carrier that the trunk authenticates to.
+fn to_authenticating_carrier(outbound: &Gauge) -> (Script, SipMessage) {
+    let mut s = Script::start("", settings(), vec![target(CARRIER)]);
+    s.expect(CALLER, 100);
+    s.media(is_offer, sdp(RELAY_SDP));
+    s.prepare_with(CARRIER, outbound, Some(carrier_credentials()));
+    let invite = s.expect(CARRIER, Method::Invite);
+    (s, invite)
+}
+
+fn challenge(algorithm: &str, nonce: &str, stale: bool) -> String {
+    format!(
+        "Digest realm=\"carrier.example\", nonce=\"{nonce}\", algorithm={algorithm}, qop=\"auth\"{}",
+        if stale { ", stale=true" } else { "" }
+    )
+}
+
+/// The credentials `request` carries in `header`, checked against the trunk's password.
+fn verified(request: &SipMessage, header_name: &str) -> Credentials {
+    let value = request
+        .headers
+        .get(header_name)
+        .unwrap_or_else(|| panic!("{header_name} in {request:?}"));
+    let credentials = Credentials::parse(value).unwrap();
+    assert_eq!(credentials.username, "tandem");
+    assert_eq!(credentials.realm, "carrier.example");
+    assert_eq!(
+        credentials.uri.as_bytes(),
+        request.request_uri().unwrap().as_ref()
+    );
+    assert!(credentials.verify(b"s3cret", request.method().unwrap().as_str()));
+    credentials
+}
+
+fn cseq(msg: &SipMessage) -> u32 {
+    msg.cseq().unwrap().seq
+}
+
+#[test]
+fn a_carrier_challenge_is_answered_with_the_trunk_credentials() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = to_authenticating_carrier(&outbound);
+    assert!(header(&invite, "Proxy-Authorization").is_none());
+    // SHA-256 and MD5 offered: the stronger one is answered.
+    s.carrier_sends(
+        carrier_reply(
+            &invite,
+            407,
+            &[
+                ("Proxy-Authenticate", &challenge("MD5", "n1", false)),
+                ("Proxy-Authenticate", &challenge("SHA-256", "n1", false)),
+            ],
+            "",
+        ),
+        CARRIER,
+    );
+    s.expect(CARRIER, Method::Ack);
+    let retry = s.expect(CARRIER, Method::Invite);
+    let credentials = verified(&retry, "Proxy-Authorization");
+    assert_eq!(credentials.algorithm, Algorithm::Sha256);
+    assert_eq!(credentials.qop.as_ref().map(|(nc, _)| *nc), Some(1));
+    assert_eq!(retry.call_id().unwrap(), invite.call_id().unwrap());
+    assert_eq!(retry.from().unwrap().tag(), invite.from().unwrap().tag());
+    assert_eq!(cseq(&retry), cseq(&invite) + 1);
+    assert_ne!(
+        retry.top_via().unwrap().branch,
+        invite.top_via().unwrap().branch
+    );
+    assert_eq!(retry.body, invite.body);
+    s.nothing_to(CALLER);
+    assert!(
+        !s.events
+            .iter()
+            .any(|e| matches!(e, Event::AttemptFailed { .. })),
+        "a challenge answered is not a failed attempt"
+    );
+
+    // The carrier answers: the call goes on as usual; the ACK carries the new CSeq.
+    s.carrier_sends(carrier_reply(&retry, 200, &[], CARRIER_SDP), CARRIER);
+    let ack = s.expect(CARRIER, Method::Ack);
+    assert_eq!(cseq(&ack), cseq(&retry));
+    s.media(is_answer, sdp(RELAY_SDP));
+    s.expect(CALLER, 200);
+
+    // A BYE challenged with 401 is sent again with Authorization, the next CSeq.
+    let bye = s.caller_request("BYE", "", "");
+    s.caller_sends(bye);
+    s.expect(CALLER, 200);
+    let b_bye = s.expect(CARRIER, Method::Bye);
+    assert_eq!(cseq(&b_bye), cseq(&retry) + 1);
+    s.carrier_sends(
+        carrier_reply(
+            &b_bye,
+            401,
+            &[("WWW-Authenticate", &challenge("MD5", "n2", false))],
+            "",
+        ),
+        CARRIER,
+    );
+    let b_bye_again = s.expect(CARRIER, Method::Bye);
+    assert_eq!(
+        verified(&b_bye_again, "Authorization").algorithm,
+        Algorithm::Md5
+    );
+    assert_eq!(cseq(&b_bye_again), cseq(&b_bye) + 1);
+    s.carrier_sends(carrier_reply(&b_bye_again, 200, &[], ""), CARRIER);
+    s.media(is_delete, Ok(MediaReply::Deleted));
+    s.advance(Duration::from_secs(40));
+    assert!(s.call.is_finished());
+}
+
+#[test]
+fn refused_credentials_fail_the_attempt_and_stale_nonces_are_retried() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = to_authenticating_carrier(&outbound);
+    let challenged = |request: &SipMessage, nonce: &str, stale: bool| {
+        carrier_reply(
+            request,
+            407,
+            &[("Proxy-Authenticate", &challenge("MD5", nonce, stale))],
+            "",
+        )
+    };
+    s.carrier_sends(challenged(&invite, "n1", false), CARRIER);
+    let second = s.expect(CARRIER, Method::Invite);
+    verified(&second, "Proxy-Authorization");
+    // The nonce went stale: answered again with the new one, counted from 1.
+    s.carrier_sends(challenged(&second, "n2", true), CARRIER);
+    let third = s.expect(CARRIER, Method::Invite);
+    let credentials = verified(&third, "Proxy-Authorization");
+    assert_eq!(credentials.nonce, "n2");
+    assert_eq!(cseq(&third), cseq(&invite) + 2);
+    // Challenged again without stale: the credentials are wrong; no fourth INVITE, and the
+    // caller gets 403 (a 407 without our challenge would mean nothing to it).
+    s.carrier_sends(challenged(&third, "n3", false), CARRIER);
+    let acks = s.sent_to(CARRIER);
+    assert!(
+        acks.iter().all(|m| m.method() == Some(&Method::Ack)),
+        "{acks:?}"
+    );
+    s.expect(CALLER, 403);
+    assert!(s.events.contains(&Event::AttemptFailed {
+        trunk: "carrier".into(),
+        code: 407
+    }));
+}
+
+#[test]
+fn without_credentials_a_challenge_is_a_failure() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = to_carrier("", settings(), &outbound);
+    s.carrier_sends(
+        carrier_reply(
+            &invite,
+            401,
+            &[("WWW-Authenticate", &challenge("MD5", "n1", false))],
+            "",
+        ),
+        CARRIER,
+    );
+    s.expect(CARRIER, Method::Ack);
+    s.expect(CALLER, 403);
 }
