@@ -906,6 +906,28 @@ fn duration_ms(text: &str) -> f64 {
     }
 }
 
+/// The `--tls-dir` arguments of a signaling pod started from `examples/local/` without
+/// `scripts/run-local` (its Gateway has TLS and WSS listeners): the local platform's
+/// self-signed certificate, made when missing as `make run` makes it.
+pub fn local_tls_args() -> Vec<String> {
+    let dir = workspace().join(".tandem/tls");
+    let status = Command::new(workspace().join("scripts/local-certificate"))
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .status()
+        .expect("scripts/local-certificate runs");
+    assert!(status.success(), "the local TLS certificate was not made");
+    ["sip-tls", "sip-wss"]
+        .iter()
+        .flat_map(|listener| {
+            [
+                "--tls-dir".to_owned(),
+                format!("{listener}={}", dir.display()),
+            ]
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
