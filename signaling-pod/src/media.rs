@@ -396,18 +396,6 @@ impl MediaClient {
         sdp_of(self.request("offer", &request).await?, "offer")
     }
 
-    /// [`MediaClient::offer`] asking for `flags`.
-    pub async fn offer_flags(
-        &self,
-        call_id: &str,
-        from_tag: &str,
-        sdp: &[u8],
-        flags: &SdpFlags,
-    ) -> Result<Bytes, MediaError> {
-        let request = flags.apply(Request::offer(call_id, from_tag, sdp));
-        sdp_of(self.request("offer", &request).await?, "offer")
-    }
-
     /// Anchors the answerer's media with topology hiding: returns the SDP to send back to the
     /// offerer.
     pub async fn answer(
@@ -671,7 +659,7 @@ mod tests {
             .await
             .unwrap();
         client
-            .offer_flags("call-1", "caller", b"v=0 c", &proxy)
+            .offer_to("call-1", "caller", None, b"v=0 c", &proxy)
             .await
             .unwrap();
 
