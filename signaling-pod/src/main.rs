@@ -6,6 +6,7 @@
 
 mod admission;
 mod auth;
+mod location;
 mod call;
 mod cdr;
 mod dispatcher;
@@ -13,6 +14,7 @@ mod health;
 mod media;
 mod media_pool;
 mod metrics;
+mod registrar;
 mod routing;
 mod transport;
 

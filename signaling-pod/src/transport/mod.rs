@@ -53,7 +53,8 @@ pub use stream::{Close, Limits};
 use stream::{Deadlines, keepalive_pings};
 
 /// A SIP transport protocol.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// Datagrams: the transaction layer retransmits.
     Udp,
