@@ -14,6 +14,7 @@ use crate::compiled::{CompiledRoutePlan, CompiledTrunk};
 use crate::credentials::{DigestCredentials, SecretData};
 use crate::gateway::Gateway;
 use crate::routeplan::RoutePlan;
+use crate::subscriber::Subscriber;
 use crate::trunk::Trunk;
 use crate::validation::{FieldError, FieldPath, Validate, ValidationErrors};
 use crate::{API_VERSION, DEFAULT_NAMESPACE};
@@ -86,8 +87,10 @@ pub struct GatewayConfig {
     pub trunks: Vec<CompiledTrunk>,
     /// Its RoutePlans, ordered by name.
     pub route_plans: Vec<CompiledRoutePlan>,
-    /// The digest credentials its Trunks refer to, by Secret name: the Secret's `username` and
-    /// `password`, or why there are none (no such Secret, a key missing).
+    /// Its Subscribers, ordered by name.
+    pub subscribers: Vec<Subscriber>,
+    /// The digest credentials its Trunks and Subscribers refer to, by Secret name: the Secret's
+    /// `username` and `password`, or why there are none (no such Secret, a key missing).
     pub credentials: BTreeMap<String, Result<DigestCredentials, String>>,
 }
 
@@ -110,6 +113,32 @@ impl GatewayConfig {
                     .find(|p| p.spec.inbound_trunks.is_empty())
             })
     }
+
+    /// The Subscriber whose address-of-record is `number@domain`.
+    pub fn subscriber(&self, number: &str, domain: &str) -> Option<&Subscriber> {
+        self.subscribers
+            .iter()
+            .find(|s| s.spec.number == number && s.spec.domain.eq_ignore_ascii_case(domain))
+    }
+
+    /// Whether some Subscriber is in `domain`.
+    pub fn has_subscriber_domain(&self, domain: &str) -> bool {
+        self.subscribers
+            .iter()
+            .any(|s| s.spec.domain.eq_ignore_ascii_case(domain))
+    }
+
+    /// The RoutePlan that routes calls of `subscriber` to non-subscribers: its `routePlanRef`,
+    /// else the plan with an empty `inboundTrunks`.
+    pub fn route_plan_for_subscriber(&self, subscriber: &Subscriber) -> Option<&CompiledRoutePlan> {
+        match &subscriber.spec.route_plan_ref {
+            Some(plan) => self.route_plans.iter().find(|p| p.name() == plan.name),
+            None => self
+                .route_plans
+                .iter()
+                .find(|p| p.spec.inbound_trunks.is_empty()),
+        }
+    }
 }
 
 /// Where an accepted object came from, to point later errors (references, duplicates) at it.
@@ -126,6 +155,7 @@ pub struct ConfigSet {
     gateways: BTreeMap<ObjectKey, Gateway>,
     trunks: BTreeMap<ObjectKey, CompiledTrunk>,
     route_plans: BTreeMap<ObjectKey, CompiledRoutePlan>,
+    subscribers: BTreeMap<ObjectKey, Subscriber>,
     secrets: BTreeMap<ObjectKey, SecretData>,
 }
 
@@ -148,6 +178,7 @@ impl ConfigSet {
         gateways: impl IntoIterator<Item = Gateway>,
         trunks: impl IntoIterator<Item = Trunk>,
         route_plans: impl IntoIterator<Item = RoutePlan>,
+        subscribers: impl IntoIterator<Item = Subscriber>,
     ) -> Result<Self, Vec<ConfigError>> {
         let mut builder = Builder::default();
         let origin = |document| Origin {
@@ -175,6 +206,15 @@ impl ConfigSet {
                 builder.add_route_plan(&origin, key, plan);
             }
         }
+        for (document, subscriber) in subscribers.into_iter().enumerate() {
+            let origin = origin(document);
+            let key = object_key(&subscriber);
+            if let Some((key, subscriber)) =
+                builder.accept(&origin, "Subscriber", key, subscriber)
+            {
+                builder.add_subscriber(&origin, key, subscriber);
+            }
+        }
         builder.finish()
     }
 
@@ -192,7 +232,10 @@ impl ConfigSet {
 
     /// Whether the set holds no object at all.
     pub fn is_empty(&self) -> bool {
-        self.gateways.is_empty() && self.trunks.is_empty() && self.route_plans.is_empty()
+        self.gateways.is_empty()
+            && self.trunks.is_empty()
+            && self.route_plans.is_empty()
+            && self.subscribers.is_empty()
     }
 
     /// The Gateway called `name` in the `default` namespace.
@@ -258,9 +301,20 @@ impl ConfigSet {
             .filter(|(key, plan)| belongs(key, &plan.spec.gateway_ref.name))
             .map(|(_, plan)| plan.clone())
             .collect();
+        let subscribers: Vec<Subscriber> = self
+            .subscribers
+            .iter()
+            .filter(|(key, subscriber)| belongs(key, &subscriber.spec.gateway_ref.name))
+            .map(|(_, subscriber)| subscriber.clone())
+            .collect();
         let credentials = trunks
             .iter()
             .flat_map(|trunk: &CompiledTrunk| trunk.secret_refs())
+            .chain(
+                subscribers
+                    .iter()
+                    .map(|s| s.spec.auth.secret_ref.name.as_str()),
+            )
             .map(|secret| {
                 let found = match self.secrets.get(&ObjectKey::new(namespace, secret)) {
                     Some(data) => data
@@ -275,6 +329,7 @@ impl ConfigSet {
             gateway,
             trunks,
             route_plans,
+            subscribers,
             credentials,
         })
     }
@@ -380,9 +435,12 @@ impl Builder {
             self.load_secret(&origin, value);
             return;
         }
-        if !matches!(kind.as_str(), "Gateway" | "Trunk" | "RoutePlan") {
+        if !matches!(
+            kind.as_str(),
+            "Gateway" | "Trunk" | "RoutePlan" | "Subscriber"
+        ) {
             self.error(&origin, None, None).message(format!(
-                "unknown kind {kind:?} (apiVersion {api_version}); expected Gateway, Trunk, RoutePlan or (v1) Secret"
+                "unknown kind {kind:?} (apiVersion {api_version}); expected Gateway, Trunk, RoutePlan, Subscriber or (v1) Secret"
             ));
             return;
         }
@@ -401,6 +459,13 @@ impl Builder {
             "Trunk" => {
                 if let Some((key, trunk)) = self.parse::<Trunk>(&origin, "Trunk", value) {
                     self.add_trunk(&origin, key, trunk);
+                }
+            }
+            "Subscriber" => {
+                if let Some((key, subscriber)) =
+                    self.parse::<Subscriber>(&origin, "Subscriber", value)
+                {
+                    self.add_subscriber(&origin, key, subscriber);
                 }
             }
             _ => {
@@ -450,6 +515,12 @@ impl Builder {
                 }
             }
             Err(errors) => self.field_errors(origin, "Trunk", &key, errors),
+        }
+    }
+
+    fn add_subscriber(&mut self, origin: &Origin, key: ObjectKey, subscriber: Subscriber) {
+        if self.register(origin, "Subscriber", &key) {
+            self.set.subscribers.insert(key, subscriber);
         }
     }
 
@@ -668,6 +739,72 @@ impl Builder {
             }
         }
 
+        // A subscriber's Gateway and RoutePlan exist, and its address-of-record is its own.
+        let mut aors: BTreeMap<(String, String, String), &ObjectKey> = BTreeMap::new();
+        for (key, subscriber) in &self.set.subscribers {
+            let gateway = &subscriber.spec.gateway_ref.name;
+            if !self
+                .set
+                .gateways
+                .contains_key(&ObjectKey::new(&key.namespace, gateway))
+            {
+                reference_errors.push((
+                    "Subscriber",
+                    key.clone(),
+                    spec.field("gatewayRef").field("name"),
+                    format!(
+                        "Gateway {gateway:?} not found in namespace {:?}",
+                        key.namespace
+                    ),
+                ));
+            }
+            if let Some(plan) = &subscriber.spec.route_plan_ref {
+                match self
+                    .set
+                    .route_plans
+                    .get(&ObjectKey::new(&key.namespace, &plan.name))
+                {
+                    None => reference_errors.push((
+                        "Subscriber",
+                        key.clone(),
+                        spec.field("routePlanRef").field("name"),
+                        format!(
+                            "RoutePlan {:?} not found in namespace {:?}",
+                            plan.name, key.namespace
+                        ),
+                    )),
+                    Some(found) if &found.spec.gateway_ref.name != gateway => reference_errors
+                        .push((
+                            "Subscriber",
+                            key.clone(),
+                            spec.field("routePlanRef").field("name"),
+                            format!(
+                                "RoutePlan {:?} belongs to Gateway {:?}, not {gateway:?}",
+                                plan.name, found.spec.gateway_ref.name
+                            ),
+                        )),
+                    Some(_) => {}
+                }
+            }
+            let aor = (
+                key.namespace.clone(),
+                gateway.clone(),
+                subscriber.aor().to_ascii_lowercase(),
+            );
+            if let Some(other) = aors.insert(aor, key) {
+                reference_errors.push((
+                    "Subscriber",
+                    key.clone(),
+                    spec.field("number"),
+                    format!(
+                        "{} is already Subscriber {:?} of Gateway {gateway:?}",
+                        subscriber.aor(),
+                        other.name
+                    ),
+                ));
+            }
+        }
+
         // A call from a trunk must be routed by exactly one plan: one naming the trunk, else
         // the single catch-all plan of its Gateway.
         let mut claims: BTreeMap<(String, String, Option<String>), &ObjectKey> = BTreeMap::new();
@@ -805,7 +942,7 @@ spec:
             .for_gateway_in("voice", "edge")
             .unwrap();
         let (gateways, trunks, plans) = typed();
-        let from_objects = ConfigSet::from_objects(gateways, trunks, plans)
+        let from_objects = ConfigSet::from_objects(gateways, trunks, plans, [])
             .unwrap()
             .for_gateway_in("voice", "edge")
             .unwrap();
@@ -828,7 +965,7 @@ spec:
         orphan.metadata.name = Some("orphan".into());
         orphan.spec.gateway_ref.name = "elsewhere".into();
         let errors =
-            ConfigSet::from_objects(gateways, trunks, [plans.remove(0), orphan]).unwrap_err();
+            ConfigSet::from_objects(gateways, trunks, [plans.remove(0), orphan], []).unwrap_err();
         let described: Vec<String> = errors.iter().map(ToString::to_string).collect();
         // The invalid Trunk is left out, so the orphan plan's target is missing too.
         assert_eq!(errors.len(), 4, "{described:#?}");
@@ -856,7 +993,7 @@ spec:
     fn objects_without_a_namespace_land_in_the_default_one() {
         let (mut gateways, _, _) = typed();
         gateways[0].metadata.namespace = None;
-        let set = ConfigSet::from_objects(gateways, [], []).unwrap();
+        let set = ConfigSet::from_objects(gateways, [], [], []).unwrap();
         assert!(set.gateway("edge").is_some());
     }
 }

@@ -4,7 +4,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::{Gateway, RoutePlan, Trunk};
+use crate::{Gateway, RoutePlan, Subscriber, Trunk};
 
 /// First line of every generated file, so nobody edits one by hand.
 pub const GENERATED_HEADER: &str =
@@ -27,6 +27,7 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("gateway.yaml", Gateway::crd()),
         ("trunk.yaml", Trunk::crd()),
         ("routeplan.yaml", RoutePlan::crd()),
+        ("subscriber.yaml", Subscriber::crd()),
     ];
     for (_, crd) in &mut crds {
         crate::support::add_cel_rules(crd);
@@ -83,12 +84,13 @@ mod tests {
     #[test]
     fn stream_holds_every_crd_once() {
         let stream = yaml_stream().unwrap();
-        assert_eq!(stream.matches("\n---\n").count() + 1, 3);
+        assert_eq!(stream.matches("\n---\n").count() + 1, 4);
         assert!(stream.starts_with("---\n"));
         for name in [
             "gateways.voice.tandem.dev",
             "trunks.voice.tandem.dev",
             "routeplans.voice.tandem.dev",
+            "subscribers.voice.tandem.dev",
         ] {
             assert_eq!(
                 stream.matches(&format!("name: {name}\n")).count(),
@@ -99,6 +101,6 @@ mod tests {
         let documents: Vec<yaml_serde::Value> = yaml_serde::Deserializer::from_str(&stream)
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
             .collect();
-        assert_eq!(documents.len(), 3);
+        assert_eq!(documents.len(), 4);
     }
 }

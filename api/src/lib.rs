@@ -1,6 +1,6 @@
 //! Tandem's custom resources and everything that can be said about them without I/O.
 //!
-//! - [`Gateway`], [`Trunk`] and [`RoutePlan`] (group `voice.tandem.dev`, version `v1alpha1`):
+//! - [`Gateway`], [`Trunk`], [`RoutePlan`] and [`Subscriber`] (group `voice.tandem.dev`, version `v1alpha1`):
 //!   the Rust types, from which the CRDs (OpenAPI schema, CEL rules, printer columns) are
 //!   derived; see [`crd`].
 //! - [`Validate`]: the schema and CEL rules again, in Rust, plus what the API server cannot
@@ -22,6 +22,7 @@ pub mod credentials;
 pub mod gateway;
 pub mod network_status;
 pub mod routeplan;
+pub mod subscriber;
 pub mod support;
 pub mod trunk;
 pub mod validation;
@@ -35,6 +36,7 @@ pub use gateway::{Gateway, GatewaySpec, GatewayStatus};
 pub use routeplan::{RoutePlan, RoutePlanSpec, RoutePlanStatus};
 /// Rate decks (prefix tables for least-cost routing), re-exported for the RoutePlan's routes.
 pub use tandem_ratedeck as ratedeck;
+pub use subscriber::{Subscriber, SubscriberSpec, SubscriberStatus};
 pub use trunk::{Trunk, TrunkSpec, TrunkStatus};
 pub use validation::{FieldError, FieldPath, Validate, ValidationErrors};
 

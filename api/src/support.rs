@@ -134,6 +134,13 @@ pub const NOT_SUPPORTED_YET: &[NotSupportedYet] = &[
         allowed: Allowed::Unset,
         issue: 9,
     },
+    // Subscriber: groups, extensions and short dialling are not built yet.
+    NotSupportedYet {
+        kind: "Subscriber",
+        path: "spec.centrex",
+        allowed: Allowed::Unset,
+        issue: 8,
+    },
 ];
 
 /// One step of a field path.

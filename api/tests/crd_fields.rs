@@ -1,4 +1,4 @@
-//! `docs/crd-fields.md` lists every `spec` field of the three CRDs with its state, in step with
+//! `docs/crd-fields.md` lists every `spec` field of the four CRDs with its state, in step with
 //! the generated schemas and with `support::NOT_SUPPORTED_YET`; fields that do not take effect
 //! are refused by both the Rust validation and the CRDs' CEL rules.
 
@@ -109,7 +109,7 @@ fn refusal(kind: &str, path: &str) -> Option<&'static tandem_api::support::NotSu
 fn the_table_lists_every_field_of_every_kind_once() {
     let table = table();
     let mut problems = Vec::new();
-    for kind in ["Gateway", "Trunk", "RoutePlan"] {
+    for kind in ["Gateway", "Trunk", "RoutePlan", "Subscriber"] {
         let fields = schema_fields(kind);
         let empty = BTreeMap::new();
         let rows = table.get(kind).unwrap_or(&empty);
@@ -128,7 +128,7 @@ fn the_table_lists_every_field_of_every_kind_once() {
     }
     let extra: Vec<&String> = table
         .keys()
-        .filter(|k| !["Gateway", "Trunk", "RoutePlan"].contains(&k.as_str()))
+        .filter(|k| !["Gateway", "Trunk", "RoutePlan", "Subscriber"].contains(&k.as_str()))
         .collect();
     assert!(extra.is_empty(), "unknown kinds in {TABLE}: {extra:?}");
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
@@ -138,7 +138,7 @@ fn the_table_lists_every_field_of_every_kind_once() {
 fn the_table_states_agree_with_the_refused_fields() {
     let table = table();
     let mut problems = Vec::new();
-    for kind in ["Gateway", "Trunk", "RoutePlan"] {
+    for kind in ["Gateway", "Trunk", "RoutePlan", "Subscriber"] {
         let fields = schema_fields(kind);
         for (field, row) in table.get(kind).into_iter().flatten() {
             let (state, issue) = match refusal(kind, field) {
