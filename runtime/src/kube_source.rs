@@ -1,5 +1,5 @@
-//! The Kubernetes configuration source: reflectors on the Gateways, Trunks and RoutePlans of one
-//! namespace, turned into the running [`GatewayConfig`] of one Gateway.
+//! The Kubernetes configuration source: reflectors on the Gateways, Trunks, RoutePlans and
+//! Subscribers of one namespace, turned into the running [`GatewayConfig`] of one Gateway.
 //!
 //! The semantics are those of [`crate::config_dir`]:
 //! - the first configuration must be valid: [`watch_gateway`] waits until the first list of each
@@ -33,7 +33,9 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
-use tandem_api::{ConfigError, ConfigSet, Gateway, GatewayConfig, ObjectKey, RoutePlan, Trunk};
+use tandem_api::{
+    ConfigError, ConfigSet, Gateway, GatewayConfig, ObjectKey, RoutePlan, Subscriber, Trunk,
+};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -69,11 +71,13 @@ pub async fn watch_gateway(
     let (gateways, gateway_signals) = watch_kind::<Gateway>(&client, &namespace);
     let (trunks, trunk_signals) = watch_kind::<Trunk>(&client, &namespace);
     let (route_plans, route_plan_signals) = watch_kind::<RoutePlan>(&client, &namespace);
+    let (subscribers, subscriber_signals) = watch_kind::<Subscriber>(&client, &namespace);
     let (secrets, secret_signals) = watch_kind::<Secret>(&client, &namespace);
     let mut signals: Signals = stream::select_all([
         gateway_signals,
         trunk_signals,
         route_plan_signals,
+        subscriber_signals,
         secret_signals,
     ])
     .boxed();
@@ -85,6 +89,7 @@ pub async fn watch_gateway(
         gateways,
         trunks,
         route_plans,
+        subscribers,
         secrets,
         known: Snapshot::default(),
         attempted: None,
@@ -116,17 +121,25 @@ enum Kind {
     Gateway,
     Trunk,
     RoutePlan,
+    Subscriber,
     Secret,
 }
 
 impl Kind {
-    const ALL: [Kind; 4] = [Kind::Gateway, Kind::Trunk, Kind::RoutePlan, Kind::Secret];
+    const ALL: [Kind; 5] = [
+        Kind::Gateway,
+        Kind::Trunk,
+        Kind::RoutePlan,
+        Kind::Subscriber,
+        Kind::Secret,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {
             Kind::Gateway => "Gateway",
             Kind::Trunk => "Trunk",
             Kind::RoutePlan => "RoutePlan",
+            Kind::Subscriber => "Subscriber",
             Kind::Secret => "Secret",
         }
     }
@@ -209,6 +222,19 @@ impl Watched for Trunk {
 impl Watched for RoutePlan {
     type Spec = tandem_api::RoutePlanSpec;
     const KIND: Kind = Kind::RoutePlan;
+
+    fn belongs_to(&self, gateway: &str) -> bool {
+        self.spec.gateway_ref.name == gateway
+    }
+
+    fn spec(&self) -> &Self::Spec {
+        &self.spec
+    }
+}
+
+impl Watched for Subscriber {
+    type Spec = tandem_api::SubscriberSpec;
+    const KIND: Kind = Kind::Subscriber;
 
     fn belongs_to(&self, gateway: &str) -> bool {
         self.spec.gateway_ref.name == gateway
@@ -392,6 +418,7 @@ struct Follower {
     gateways: Store<DeserializeGuard<Gateway>>,
     trunks: Store<DeserializeGuard<Trunk>>,
     route_plans: Store<DeserializeGuard<RoutePlan>>,
+    subscribers: Store<DeserializeGuard<Subscriber>>,
     secrets: Store<DeserializeGuard<Secret>>,
     /// The Gateway's objects as last read, malformed ones at their last good version.
     known: Snapshot,
@@ -472,6 +499,12 @@ impl Follower {
                 &self.known.route_plans,
                 &mut malformed,
             ),
+            subscribers: select(
+                &self.subscribers.state(),
+                &self.gateway,
+                &self.known.subscribers,
+                &mut malformed,
+            ),
             secrets: select(
                 &self.secrets.state(),
                 &self.gateway,
@@ -523,6 +556,7 @@ struct Snapshot {
     gateways: BTreeMap<ObjectKey, Gateway>,
     trunks: BTreeMap<ObjectKey, Trunk>,
     route_plans: BTreeMap<ObjectKey, RoutePlan>,
+    subscribers: BTreeMap<ObjectKey, Subscriber>,
     secrets: BTreeMap<ObjectKey, Secret>,
 }
 
@@ -532,6 +566,7 @@ impl Snapshot {
         same_specs(&self.gateways, &other.gateways)
             && same_specs(&self.trunks, &other.trunks)
             && same_specs(&self.route_plans, &other.route_plans)
+            && same_specs(&self.subscribers, &other.subscribers)
             && same_specs(&self.secrets, &other.secrets)
     }
 
@@ -541,6 +576,7 @@ impl Snapshot {
             self.gateways.values().cloned(),
             self.trunks.values().cloned(),
             self.route_plans.values().cloned(),
+            self.subscribers.values().cloned(),
         )
         .map_err(Rejection::Invalid)?
         .with_secrets(self.secrets.values().cloned());
@@ -714,6 +750,7 @@ mod tests {
                 trunk("carrier", "edge", trunk_port),
             )]),
             route_plans: BTreeMap::new(),
+            subscribers: BTreeMap::new(),
             secrets: BTreeMap::new(),
         }
     }

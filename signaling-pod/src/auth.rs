@@ -283,6 +283,14 @@ pub struct Auth {
     blocked: Gauge,
 }
 
+/// Who challenges: a proxy (`407` with `Proxy-Authenticate`: calls of trunks and subscribers)
+/// or the registrar (`401` with `WWW-Authenticate`, RFC 3261 §22.2: REGISTER).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Challenger {
+    Proxy,
+    Registrar,
+}
+
 /// What the dispatcher does with an out-of-dialog request.
 #[derive(Debug)]
 pub enum Decision {
@@ -344,9 +352,11 @@ impl Auth {
         self.blocked.set(guard.blocked_sources(now) as i64);
     }
 
-    /// Checks an out-of-dialog `request` from `source` to `trunk`, which authenticates callers
-    /// in `realm` with `expected` (or has no usable credentials: then it is refused with 503,
-    /// never admitted).
+    /// Checks an out-of-dialog `request` from `source` to `trunk` (or [`SUBSCRIBERS`]), which
+    /// authenticates callers in `realm` with `expected` (or has no usable credentials: then it
+    /// is refused with 503, never admitted); `challenger` says how challenges are sent.
+    ///
+    /// [`SUBSCRIBERS`]: crate::routing::SUBSCRIBERS
     pub fn check(
         &self,
         request: &SipMessage,
@@ -354,6 +364,7 @@ impl Auth {
         realm: &str,
         expected: Option<&Result<DigestCredentials, String>>,
         source: IpAddr,
+        challenger: Challenger,
     ) -> Decision {
         let expected = match expected {
             Some(Ok(expected)) => expected,
@@ -400,10 +411,15 @@ impl Auth {
                     tracing::warn!(trunk, %source, "source blocked after repeated authentication failures");
                     return Decision::Drop;
                 }
-                let mut response =
-                    response_for(request, 407, "Proxy Authentication Required", None);
+                let (code, reason, header) = match challenger {
+                    Challenger::Proxy => {
+                        (407, "Proxy Authentication Required", "Proxy-Authenticate")
+                    }
+                    Challenger::Registrar => (401, "Unauthorized", "WWW-Authenticate"),
+                };
+                let mut response = response_for(request, code, reason, None);
                 for value in guard.challenges(realm, unix, stale) {
-                    response.headers.push("Proxy-Authenticate", value);
+                    response.headers.push(header, value);
                 }
                 Decision::Respond(response)
             }
@@ -615,7 +631,7 @@ mod tests {
             // Even credentials that would verify against any password get no further.
             let guard = Guard::new([9; 32], limits());
             let request = invite(Some(&answer(&guard, 1000, "pbx", "", 1)));
-            match auth.check(&request, "pbx", "pbx", expected, SOURCE) {
+            match auth.check(&request, "pbx", "pbx", expected, SOURCE, Challenger::Proxy) {
                 Decision::Respond(response) => assert_eq!(response.status(), Some(503)),
                 other => panic!("{other:?}"),
             }

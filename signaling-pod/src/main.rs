@@ -205,6 +205,16 @@ struct Args {
     /// How long a blocked source's requests are dropped, in seconds.
     #[arg(long, env = "TANDEM_AUTH_BLOCK", default_value_t = 600)]
     auth_block_seconds: u64,
+    /// The shortest registration accepted, in seconds (shorter gets 423 Interval Too Brief).
+    #[arg(long, env = "TANDEM_REGISTRATION_MIN_EXPIRES", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    registration_min_expires: u32,
+    /// The longest registration granted, in seconds (longer requests are shortened).
+    #[arg(long, env = "TANDEM_REGISTRATION_MAX_EXPIRES", default_value_t = 3600, value_parser = clap::value_parser!(u32).range(1..))]
+    registration_max_expires: u32,
+    /// The longest registration granted to a contact behind a NAT, in seconds: its refreshes
+    /// keep the NAT's mapping open.
+    #[arg(long, env = "TANDEM_REGISTRATION_NAT_MAX_EXPIRES", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..))]
+    registration_nat_max_expires: u32,
     /// Log format: text or json.
     #[arg(long, env = "TANDEM_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -428,6 +438,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         settings: Arc::new(settings),
         cdr: cdr_writer.as_ref().map(cdr::Writer::sink),
         auth,
+        location: Arc::new(location::MemoryStore::default()),
+        registration: registrar::Policy {
+            min_expires: args.registration_min_expires,
+            max_expires: args.registration_max_expires.max(args.registration_min_expires),
+            default_expires: args.registration_max_expires,
+            nat_max_expires: args.registration_nat_max_expires,
+            ..registrar::Policy::default()
+        },
     });
     let exchanges = Arc::new(Exchanges::default());
     tokio::spawn(health::run_prober(

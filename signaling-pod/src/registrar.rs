@@ -69,16 +69,6 @@ pub struct Binding {
     pub path: Vec<String>,
 }
 
-impl Binding {
-    /// The flow requests to this contact take.
-    pub fn flow(&self) -> Flow {
-        Flow {
-            transport: self.transport,
-            remote: self.source,
-        }
-    }
-}
-
 /// A change to the bindings of an address-of-record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -491,7 +481,7 @@ mod tests {
         let [Change::Upsert(binding)] = &reg.changes[..] else {
             panic!("{:?}", reg.changes)
         };
-        assert_eq!(binding.flow().remote, "198.51.100.4:40123".parse().unwrap());
+        assert_eq!(binding.source, "198.51.100.4:40123".parse().unwrap());
         assert_eq!(binding.contact, "sip:1001@10.0.0.7:5060");
     }
 

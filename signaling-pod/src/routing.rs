@@ -9,13 +9,17 @@ use std::net::{IpAddr, SocketAddr};
 use jiff::Timestamp;
 use rand::Rng;
 use tandem_api::Codec;
-use tandem_api::compiled::CompiledTrunk;
+use tandem_api::compiled::{CompiledRoutePlan, CompiledTrunk};
+use tandem_api::subscriber::Subscriber;
+use tandem_sip::{SipMessage, SipUri};
 use tandem_api::config::GatewayConfig;
 use tandem_api::gateway::TRANSCODABLE;
 use tandem_api::ratedeck::{Cost, DeckMatch};
 use tandem_api::trunk::{MediaEncryption, Peer, PeerTransport};
 
 use crate::metrics::RouteLookup;
+use crate::registrar::Binding;
+use crate::transport::Flow;
 use crate::transport::Transport;
 
 /// One place to send the call: a peer of a trunk.
@@ -38,6 +42,48 @@ pub struct Target {
     /// The rate deck's cost of the call on this trunk (for CDRs); `None` for a target from the
     /// route's own `targets`.
     pub cost: Option<Cost>,
+    /// For a registered contact of a subscriber: where the INVITE is addressed (the host and
+    /// port above being where the registration came from).
+    pub contact: Option<ContactTarget>,
+}
+
+/// A registered contact a call goes to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContactTarget {
+    /// The Request-URI: the Contact URI as registered.
+    pub request_uri: String,
+    /// The To URI: the subscriber's address-of-record.
+    pub aor: String,
+    /// Route headers from the registration's Path (RFC 3327).
+    pub route: Vec<String>,
+}
+
+/// The label subscribers take where a trunk name goes (metrics, call records).
+pub const SUBSCRIBERS: &str = "subscribers";
+
+/// The codes after which a call to a subscriber tries its next registered contact.
+const CONTACT_FAILOVER_CODES: [u16; 6] = [408, 410, 480, 500, 502, 503];
+
+/// The registered contacts of `aor`, most preferred first, as targets tried in turn.
+pub fn contact_targets(aor: &str, bindings: &[Binding]) -> Vec<Target> {
+    bindings
+        .iter()
+        .map(|binding| Target {
+            trunk: SUBSCRIBERS.to_owned(),
+            host: binding.source.ip().to_string(),
+            port: binding.source.port(),
+            transport: binding.transport,
+            failover_codes: CONTACT_FAILOVER_CODES.to_vec(),
+            codec_flags: Vec::new(),
+            encryption: MediaEncryption::None,
+            cost: None,
+            contact: Some(ContactTarget {
+                request_uri: binding.contact.clone(),
+                aor: format!("sip:{aor}"),
+                route: binding.path.clone(),
+            }),
+        })
+        .collect()
 }
 
 /// The reason of the `503` a caller gets when every peer of every target is marked down.
@@ -132,6 +178,45 @@ pub fn inbound_trunk(config: &GatewayConfig, source: SocketAddr) -> Option<&Comp
         .or_else(|| trunks().find(|t| has_peer(t, None)))
 }
 
+/// Whether an INVITE is a subscriber's call, to be authenticated as one: its From is in a
+/// subscriber domain of the Gateway, and it does not come from a trunk peer's own address. A
+/// From naming no subscriber is challenged too (and can never pass) unless its source belongs
+/// to a trunk (by ACL or address), whose calls it then is: from outside every trunk, an unknown
+/// user and a wrong password look the same. Returns the domain (the realm) and the subscriber.
+pub fn subscriber_caller<'c>(
+    config: &'c GatewayConfig,
+    invite: &SipMessage,
+    flow: Flow,
+) -> Option<(String, Option<&'c Subscriber>)> {
+    let (user, domain) = user_and_domain(&invite.from().ok()?.sip_uri().ok()?);
+    if !config.has_subscriber_domain(&domain) {
+        return None;
+    }
+    let from_peer = config.trunks.iter().any(|t| {
+        t.spec.peers.iter().any(|p| {
+            p.host.parse::<IpAddr>().ok() == Some(flow.remote.ip()) && p.port == flow.remote.port()
+        })
+    });
+    if from_peer {
+        return None;
+    }
+    match config.subscriber(&user, &domain) {
+        Some(subscriber) => Some((domain, Some(subscriber))),
+        None if inbound_trunk(config, flow.remote).is_none() => Some((domain, None)),
+        None => None,
+    }
+}
+
+/// The user part (unescaped) and host of a SIP URI, as a subscriber's address-of-record has
+/// them.
+pub fn user_and_domain(uri: &SipUri) -> (String, String) {
+    let user = uri
+        .user_unescaped()
+        .map(|u| String::from_utf8_lossy(&u).into_owned())
+        .unwrap_or_default();
+    (user, String::from_utf8_lossy(&uri.host).into_owned())
+}
+
 /// Routes a call that came in on `inbound` for `called` from `calling` at `now`. Peers of a
 /// trunk with health checks enabled that `health` marks down are left out; when that leaves no
 /// target, the call gets `503` [`ALL_PEERS_DOWN`] (see [`Decision::retry_after`]).
@@ -144,15 +229,57 @@ pub fn decide(
     rng: &mut impl Rng,
     health: &impl PeerAvailability,
 ) -> Decision {
-    let Some(plan) = config.route_plan_for_trunk(inbound.name()) else {
+    let called = inbound.normalize_called(called);
+    let calling = inbound.normalize_calling(calling);
+    decide_by_plan(
+        config,
+        config.route_plan_for_trunk(inbound.name()),
+        &called,
+        &calling,
+        now,
+        rng,
+        health,
+    )
+}
+
+/// Routes a call of `subscriber` to a number that is not a subscriber of its domain, by its
+/// RoutePlan ([`GatewayConfig::route_plan_for_subscriber`]).
+pub fn decide_for_subscriber(
+    config: &GatewayConfig,
+    subscriber: &Subscriber,
+    called: &str,
+    calling: &str,
+    now: Timestamp,
+    rng: &mut impl Rng,
+    health: &impl PeerAvailability,
+) -> Decision {
+    decide_by_plan(
+        config,
+        config.route_plan_for_subscriber(subscriber),
+        called,
+        calling,
+        now,
+        rng,
+        health,
+    )
+}
+
+fn decide_by_plan(
+    config: &GatewayConfig,
+    plan: Option<&CompiledRoutePlan>,
+    called: &str,
+    calling: &str,
+    now: Timestamp,
+    rng: &mut impl Rng,
+    health: &impl PeerAvailability,
+) -> Decision {
+    let Some(plan) = plan else {
         return Decision::Reject {
             code: 404,
             reason: "No Route".into(),
         };
     };
-    let called = inbound.normalize_called(called);
-    let calling = inbound.normalize_calling(calling);
-    let (called, calling) = plan.translate(&called, &calling);
+    let (called, calling) = plan.translate(called, calling);
     let Some(route) = plan.select_route(&called, &calling, now) else {
         let reject = &plan.spec.default_action.reject;
         return Decision::Reject {
@@ -274,6 +401,7 @@ fn peer_target(trunk: &CompiledTrunk, peer: &Peer, failover_codes: &[u16]) -> Ta
         codec_flags: codec_flags(&trunk.spec.media.codecs),
         encryption: trunk.spec.media.encryption,
         cost: None,
+        contact: None,
     }
 }
 

@@ -982,7 +982,19 @@ impl Call {
             transport: target.transport,
             remote: prepared.remote,
         };
-        let request_uri = Bytes::from(format!("sip:{called}@{host_port}"));
+        // A trunk peer is addressed by the called number at its address; a subscriber's
+        // registered contact by its Contact URI, through the Path it registered with.
+        let (request_uri, to, route_set) = match &target.contact {
+            Some(contact) => (
+                contact.request_uri.clone(),
+                contact.aor.clone(),
+                contact.route.iter().map(|r| Bytes::from(r.clone())).collect(),
+            ),
+            None => {
+                let uri = format!("sip:{called}@{host_port}");
+                (uri.clone(), uri, Vec::new())
+            }
+        };
         let mut leg = Leg {
             call_id: self.b_call_id(),
             local: name_addr(
@@ -990,10 +1002,10 @@ impl Call {
                 format!("sip:{calling}@{}", local.host).as_bytes(),
             ),
             local_tag: Bytes::from(random_token()),
-            remote: name_addr(None, format!("sip:{called}@{host_port}").as_bytes()),
+            remote: name_addr(None, to.as_bytes()),
             remote_tag: None,
-            remote_target: request_uri,
-            route_set: Vec::new(),
+            remote_target: Bytes::from(request_uri),
+            route_set,
             local_cseq: 0,
             flow,
         };

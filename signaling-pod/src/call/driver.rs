@@ -7,7 +7,7 @@
 //! of their own and come back to the shard as inputs, so a slow media pod or resolver never
 //! holds up another call's timers.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +15,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tandem_api::config::GatewayConfig;
+use tandem_api::credentials::{DigestCredentials, Password};
+use tandem_api::subscriber::Subscriber;
+use tandem_api::trunk::MediaEncryption;
 use tandem_sip::message::{Method, SipMessage};
 use tandem_sip::response::response_for;
 use tokio::sync::{mpsc, watch};
@@ -27,13 +30,15 @@ use super::core::{
     Output, Prepared, Settings, Unavailable, numbers, shard_of,
 };
 use crate::admission::Reservation;
-use crate::auth::{Auth, Decision as AuthDecision};
+use crate::auth::{Auth, Challenger, Decision as AuthDecision};
 use crate::cdr::{self, AdmissionFacts, Disposition, Recorder};
 use crate::health::TrunkHealth;
 use crate::media::{MediaClient, MediaError, SdpFlags};
 use crate::media_pool::{AnchorError, MediaPool};
 use crate::metrics::{Admission as Refusal, Metrics, Outcome, TrunkDirection};
-use crate::routing::{self, Decision, Target};
+use crate::location::{LocationStore, StoreError};
+use crate::registrar::{self, Binding};
+use crate::routing::{self, Decision, SUBSCRIBERS, Target};
 use crate::transport::{Flow, Transports};
 
 /// Messages queued for one shard before further ones are dropped (peers retransmit).
@@ -54,6 +59,10 @@ pub struct CallContext {
     pub cdr: Option<cdr::Sink>,
     /// Inbound digest authentication and the blocking of sources that fail it.
     pub auth: Arc<Auth>,
+    /// Where subscribers' registrations are kept.
+    pub location: Arc<dyn LocationStore>,
+    /// How long registrations may last.
+    pub registration: registrar::Policy,
 }
 
 /// What a shard receives.
@@ -74,9 +83,19 @@ enum ShardInput {
         target: Target,
         remote: Option<SocketAddr>,
     },
+    /// The registered contacts of a called subscriber, looked up for a new INVITE.
+    Located {
+        invite: SipMessage,
+        flow: Flow,
+        caller: Option<Subscriber>,
+        called: Located,
+    },
     /// The pod stops: write the records of the calls still up, then answer.
     WriteOpenRecords(tokio::sync::oneshot::Sender<()>),
 }
+
+/// A called subscriber's address-of-record and its registered contacts.
+type Located = (String, Result<Vec<Binding>, StoreError>);
 
 /// The shards of the pod's calls.
 #[derive(Debug)]
@@ -107,6 +126,7 @@ impl Calls {
                     calls: HashMap::new(),
                     by_call_id: HashMap::new(),
                     timers: BTreeSet::new(),
+                    locating: HashSet::new(),
                     next_key: 0,
                     tx: tx.clone(),
                 };
@@ -169,6 +189,9 @@ struct Shard {
     calls: HashMap<u64, Box<Slot>>,
     by_call_id: HashMap<Bytes, u64>,
     timers: BTreeSet<(Instant, u64)>,
+    /// Call-IDs of new INVITEs waiting for the location of the called subscriber (their
+    /// retransmissions are dropped meanwhile).
+    locating: HashSet<Bytes>,
     next_key: u64,
     tx: mpsc::Sender<ShardInput>,
 }
@@ -251,6 +274,17 @@ impl Shard {
                     self.flush(call);
                 }
             }
+            ShardInput::Located {
+                invite,
+                flow,
+                caller,
+                called,
+            } => {
+                if let Ok(call_id) = invite.call_id() {
+                    self.locating.remove(call_id);
+                }
+                self.start_call(invite, flow, caller, Some(called));
+            }
             ShardInput::WriteOpenRecords(done) => {
                 if let Some(sink) = &self.ctx.cdr {
                     let at = jiff::Timestamp::now();
@@ -274,23 +308,27 @@ impl Shard {
             return;
         };
         let in_dialog = msg.to().ok().is_some_and(|to| to.tag().is_some());
-        // A new request (CANCEL and ACK belong to one already answered) from a trunk that
-        // authenticates callers is checked before anything else.
-        if !in_dialog
-            && !matches!(method, Method::Ack | Method::Cancel)
-            && !self.authenticate(&msg, flow)
-        {
+        if method == Method::Register && !in_dialog {
+            self.register(msg, flow);
             return;
         }
+        // A new request (CANCEL and ACK belong to one already answered) from a trunk that
+        // authenticates callers, or from a subscriber, is checked before anything else.
+        let caller = if !in_dialog && !matches!(method, Method::Ack | Method::Cancel) {
+            match self.authenticate(&msg, flow) {
+                Some(caller) => caller,
+                None => return,
+            }
+        } else {
+            None
+        };
         match method {
-            Method::Invite if !in_dialog => self.new_call(msg, flow),
+            Method::Invite if !in_dialog => self.new_call(msg, flow, caller),
             Method::Ack => metrics.count_dropped(),
             Method::Options if !in_dialog => {
                 self.respond(&msg, flow, 200, "OK", Some(("Allow", ALLOW)))
             }
-            Method::Register | Method::Subscribe | Method::Publish | Method::Message
-                if !in_dialog =>
-            {
+            Method::Subscribe | Method::Publish | Method::Message if !in_dialog => {
                 self.respond(
                     &msg,
                     flow,
@@ -303,23 +341,57 @@ impl Shard {
         }
     }
 
-    /// Whether `msg` may go on: its source is not blocked and, when its trunk authenticates
-    /// callers, its credentials verify. Otherwise it has been answered (407, 503) or dropped.
-    fn authenticate(&self, msg: &SipMessage, flow: Flow) -> bool {
+    /// Whether `msg` may go on (`Some`), and whether it comes from an authenticated
+    /// subscriber: its source is not blocked and, when it is a subscriber's INVITE
+    /// ([`routing::subscriber_caller`]) or its trunk authenticates callers, its credentials
+    /// verify. Otherwise (`None`) it has been answered (407, 503) or dropped.
+    fn authenticate(&self, msg: &SipMessage, flow: Flow) -> Option<Option<Subscriber>> {
         let auth = &self.ctx.auth;
         if auth.is_blocked(flow.remote.ip()) {
             self.ctx.metrics.count_dropped();
-            return false;
+            return None;
         }
         let config = self.config.borrow().clone();
+        if msg.method() == Some(&Method::Invite)
+            && let Some((domain, subscriber)) = routing::subscriber_caller(&config, msg, flow)
+        {
+            let expected = Ok(subscriber_credentials(&config, subscriber));
+            let decision = auth.check(
+                msg,
+                SUBSCRIBERS,
+                &domain,
+                Some(&expected),
+                flow.remote.ip(),
+                Challenger::Proxy,
+            );
+            // An unknown user never passes: the decoy credentials verify nothing.
+            return self
+                .carry_out(decision, flow)
+                .then(|| subscriber.cloned())
+                .flatten()
+                .map(Some);
+        }
         let Some(trunk) = routing::inbound_trunk(&config, flow.remote) else {
-            return true;
+            return Some(None);
         };
         let Some((realm, secret)) = trunk.inbound_auth() else {
-            return true;
+            return Some(None);
         };
         let expected = config.credentials.get(secret);
-        match auth.check(msg, trunk.name(), realm, expected, flow.remote.ip()) {
+        let decision = auth.check(
+            msg,
+            trunk.name(),
+            realm,
+            expected,
+            flow.remote.ip(),
+            Challenger::Proxy,
+        );
+        self.carry_out(decision, flow).then_some(None)
+    }
+
+    /// Sends or drops what authentication decided; whether the request goes on.
+    fn carry_out(&self, decision: AuthDecision, flow: Flow) -> bool {
+        match decision {
             AuthDecision::Pass => true,
             AuthDecision::Respond(response) => {
                 self.ctx.transports.transmit(flow, response.to_bytes());
@@ -330,6 +402,68 @@ impl Shard {
                 false
             }
         }
+    }
+
+    /// A REGISTER: challenged (401) for the subscriber its To names — an unknown one exactly as
+    /// a known one with a wrong password — then applied to the location store.
+    fn register(&self, msg: SipMessage, flow: Flow) {
+        if self.ctx.auth.is_blocked(flow.remote.ip()) {
+            self.ctx.metrics.count_dropped();
+            return;
+        }
+        let Some((user, domain)) = msg
+            .to()
+            .ok()
+            .and_then(|to| to.sip_uri().ok())
+            .map(|uri| routing::user_and_domain(&uri))
+        else {
+            self.respond(&msg, flow, 400, "Bad Request (To)", None);
+            return;
+        };
+        let config = self.config.borrow().clone();
+        let subscriber = config.subscriber(&user, &domain);
+        let expected = Ok(subscriber_credentials(&config, subscriber));
+        let decision = self.ctx.auth.check(
+            &msg,
+            SUBSCRIBERS,
+            &domain,
+            Some(&expected),
+            flow.remote.ip(),
+            Challenger::Registrar,
+        );
+        if !self.carry_out(decision, flow) {
+            return;
+        }
+        let Some(aor) = subscriber.map(Subscriber::aor) else {
+            return; // Not reached: decoy credentials never verify.
+        };
+        let ctx = Arc::clone(&self.ctx);
+        tokio::spawn(async move {
+            let now = unix_now();
+            let response = match ctx.location.bindings(&aor, now).await {
+                Ok(bindings) => {
+                    let registration =
+                        registrar::register(&msg, flow, bindings, now, &ctx.registration);
+                    match ctx.location.apply(&aor, &registration.changes, now).await {
+                        Ok(()) => Some(registration.response),
+                        Err(error) => {
+                            tracing::warn!(%error, "registration not stored");
+                            None
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "registration refused: location store unavailable");
+                    None
+                }
+            };
+            let response = response.unwrap_or_else(|| {
+                let mut busy = response_for(&msg, 500, "Server Internal Error", None);
+                busy.headers.push("Retry-After", "5");
+                busy
+            });
+            ctx.transports.transmit(flow, response.to_bytes());
+        });
     }
 
     fn respond(
@@ -347,7 +481,7 @@ impl Shard {
         self.ctx.transports.transmit(flow, response.to_bytes());
     }
 
-    fn new_call(&mut self, invite: SipMessage, flow: Flow) {
+    fn new_call(&mut self, invite: SipMessage, flow: Flow, caller: Option<Subscriber>) {
         let metrics = &self.ctx.metrics;
         if self.draining.load(Ordering::SeqCst) {
             if let Some(sink) = &self.ctx.cdr {
@@ -369,9 +503,59 @@ impl Shard {
             self.respond(&invite, flow, 483, "Too Many Hops", None);
             return;
         }
+        // A call to a subscriber of this Gateway waits for its registered contacts.
+        let config = self.config.borrow().clone();
+        let called = invite
+            .request_uri()
+            .and_then(|uri| tandem_sip::SipUri::parse(uri).ok())
+            .map(|uri| routing::user_and_domain(&uri))
+            .and_then(|(user, domain)| config.subscriber(&user, &domain).map(Subscriber::aor));
+        if let Some(aor) = called {
+            let Ok(call_id) = invite.call_id().cloned() else {
+                return;
+            };
+            if !self.locating.insert(call_id) {
+                return; // A retransmission: the first copy is being located.
+            }
+            let location = Arc::clone(&self.ctx.location);
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let bindings = location.bindings(&aor, unix_now()).await;
+                let called = (aor, bindings);
+                let _ = tx
+                    .send(ShardInput::Located {
+                        invite,
+                        flow,
+                        caller,
+                        called,
+                    })
+                    .await;
+            });
+            return;
+        }
+        self.start_call(invite, flow, caller, None);
+    }
+
+    /// Admits and starts a call from `caller` (a subscriber, or else the trunk of its source)
+    /// to the `called` subscriber's contacts or else by the RoutePlan.
+    fn start_call(
+        &mut self,
+        invite: SipMessage,
+        flow: Flow,
+        caller: Option<Subscriber>,
+        called: Option<Located>,
+    ) {
         let config = self.config.borrow().clone();
         let mut facts = AdmissionFacts::default();
-        let admission = admit(&self.ctx, &config, &invite, flow, &mut facts);
+        let admission = admit(
+            &self.ctx,
+            &config,
+            &invite,
+            flow,
+            caller.as_ref(),
+            called,
+            &mut facts,
+        );
         let record = self.ctx.cdr.as_ref().map(|sink| {
             let mut recorder = Recorder::new(
                 cdr::new_id(),
@@ -582,15 +766,50 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Admission and routing of a new call: the inbound trunk, its call limit, the route.
+/// Admission and routing of a new call: the inbound trunk (or the calling subscriber), its call
+/// limit, the route (or the called subscriber's contacts).
 fn admit(
     ctx: &CallContext,
     config: &GatewayConfig,
     invite: &SipMessage,
     flow: Flow,
+    caller: Option<&Subscriber>,
+    called: Option<Located>,
     facts: &mut AdmissionFacts,
 ) -> Admission {
     let metrics = &ctx.metrics;
+    if let Some(subscriber) = caller {
+        // A subscriber's call: no trunk limit; its media is taken as offered (SDES or not).
+        metrics.count_trunk_attempt(SUBSCRIBERS, TrunkDirection::Inbound);
+        let active = metrics.trunk_calls_active(SUBSCRIBERS, TrunkDirection::Inbound);
+        let Some(reservation) = Reservation::take(&active, None) else {
+            unreachable!("no limit");
+        };
+        let (called_number, calling) = numbers(invite);
+        let decision = match called {
+            Some(called) => located(called),
+            None => {
+                let decision = routing::decide_for_subscriber(
+                    config,
+                    subscriber,
+                    &called_number,
+                    &calling,
+                    jiff::Timestamp::now(),
+                    &mut rand::rng(),
+                    &*ctx.trunk_health,
+                );
+                metrics.count_route_lookup(decision.lookup());
+                decision
+            }
+        };
+        return routed(
+            decision,
+            SUBSCRIBERS.to_owned(),
+            reservation,
+            MediaEncryption::SdesOptional,
+            facts,
+        );
+    }
     let Some(inbound) = routing::inbound_trunk(config, flow.remote) else {
         tracing::info!(source = %flow.remote, "call refused: source matches no trunk");
         return Admission::Refuse {
@@ -617,21 +836,72 @@ fn admit(
             outcome: Outcome::Rejected,
         };
     };
-    let (called, calling) = numbers(invite);
-    let decision = routing::decide(
-        config,
-        inbound,
-        &called,
-        &calling,
-        jiff::Timestamp::now(),
-        &mut rand::rng(),
-        &*ctx.trunk_health,
-    );
-    metrics.count_route_lookup(decision.lookup());
+    let decision = match called {
+        Some(called) => located(called),
+        None => {
+            let (called, calling) = numbers(invite);
+            let decision = routing::decide(
+                config,
+                inbound,
+                &called,
+                &calling,
+                jiff::Timestamp::now(),
+                &mut rand::rng(),
+                &*ctx.trunk_health,
+            );
+            metrics.count_route_lookup(decision.lookup());
+            decision
+        }
+    };
+    routed(
+        decision,
+        name,
+        reservation,
+        inbound.spec.media.encryption,
+        facts,
+    )
+}
+
+/// The routing decision for a call to a subscriber: its registered contacts, most preferred
+/// first, tried in turn (sequential forking); `480` when none is registered.
+fn located((aor, bindings): Located) -> Decision {
+    match bindings {
+        Ok(bindings) if !bindings.is_empty() => {
+            let now = unix_now();
+            let bindings = registrar::current(bindings, now);
+            Decision::Route {
+                route: SUBSCRIBERS.to_owned(),
+                called: aor.split('@').next().unwrap_or_default().to_owned(),
+                calling: String::new(),
+                targets: routing::contact_targets(&aor, &bindings),
+            }
+        }
+        Ok(_) => Decision::Reject {
+            code: 480,
+            reason: "Temporarily Unavailable".into(),
+        },
+        Err(error) => {
+            tracing::warn!(%error, "call to a subscriber refused: location store unavailable");
+            Decision::Reject {
+                code: 503,
+                reason: "Service Unavailable".into(),
+            }
+        }
+    }
+}
+
+/// What a routing decision means for admission.
+fn routed(
+    decision: Decision,
+    name: String,
+    reservation: Reservation,
+    encryption: MediaEncryption,
+    facts: &mut AdmissionFacts,
+) -> Admission {
     let retry_after = decision.retry_after();
     match decision {
         Decision::Reject { code, reason } => {
-            tracing::info!(called, code, "call rejected by routing");
+            tracing::info!(code, "call rejected by routing");
             Admission::Refuse {
                 inbound: Some(name),
                 code,
@@ -653,11 +923,35 @@ fn admit(
                 reservation,
                 called,
                 calling,
-                encryption: inbound.spec.media.encryption,
+                encryption,
                 targets,
             }
         }
     }
+}
+
+/// Seconds since the epoch: the clock registrations expire on, shared between replicas.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The credentials `subscriber` must present; for an unknown subscriber (or one whose Secret is
+/// unusable, logged at configuration load) random ones that nothing can match, so that it is
+/// refused exactly as a wrong password is.
+fn subscriber_credentials(
+    config: &GatewayConfig,
+    subscriber: Option<&Subscriber>,
+) -> DigestCredentials {
+    subscriber
+        .and_then(|s| config.credentials.get(&s.spec.auth.secret_ref.name))
+        .and_then(|found| found.as_ref().ok())
+        .cloned()
+        .unwrap_or_else(|| DigestCredentials {
+            username: format!("{:032x}", rand::random::<u128>()),
+            password: Password::new(format!("{:032x}", rand::random::<u128>())),
+        })
 }
 
 fn text(b: &[u8]) -> String {

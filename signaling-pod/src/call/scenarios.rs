@@ -78,6 +78,7 @@ fn target(addr: &str) -> Target {
         codec_flags: Vec::new(),
         encryption: MediaEncryption::None,
         cost: None,
+        contact: None,
     }
 }
 
