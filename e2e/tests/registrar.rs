@@ -1,0 +1,327 @@
+//! The registrar end to end, on the local platform and its example subscribers 1001 and 1002
+//! (`examples/local/subscribers.yaml`): two real softphones (baresip) register, 1001 over UDP and
+//! 1002 over TLS, and call each other with a tone each way; wrong passwords and unknown users get
+//! the same answer; SIPVicious `svwar` finds no extension.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tandem_e2e::{
+    Guarded, RawCaller, SIGNALING_ADMIN, Platform, header, no_call_left, require_tool, scrape,
+    status_code, wait_until, workspace,
+};
+use tandem_sip::digest::Challenge;
+
+/// The tone 1001 plays, and the one 1002 plays, in Hz.
+const TONE_1001: f64 = 440.0;
+const TONE_1002: f64 = 1000.0;
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("tandem-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes a `frequency` sine, 8000 Hz mono 16-bit (what PCMU carries), `seconds` long.
+fn write_tone(path: &Path, frequency: f64, seconds: u32) {
+    let samples = 8000 * seconds;
+    let data_len = samples * 2;
+    let mut wav = Vec::with_capacity(44 + data_len as usize);
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data_len).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+    wav.extend_from_slice(&8000u32.to_le_bytes());
+    wav.extend_from_slice(&16000u32.to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&data_len.to_le_bytes());
+    for i in 0..samples {
+        let t = f64::from(i) / 8000.0;
+        let sample = (8000.0 * (2.0 * std::f64::consts::PI * frequency * t).sin()) as i16;
+        wav.extend_from_slice(&sample.to_le_bytes());
+    }
+    std::fs::write(path, wav).unwrap();
+}
+
+/// The power of `frequency` in 8 kHz `samples` (Goertzel).
+fn power(samples: &[i16], frequency: f64) -> f64 {
+    let k = 2.0 * (2.0 * std::f64::consts::PI * frequency / 8000.0).cos();
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for &x in samples {
+        let s0 = f64::from(x) + k * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    s1 * s1 + s2 * s2 - k * s1 * s2
+}
+
+/// The 16-bit samples of a WAV file's data chunk.
+fn wav_samples(path: &Path) -> Vec<i16> {
+    let bytes = std::fs::read(path).unwrap();
+    let data = bytes
+        .windows(4)
+        .position(|w| w == b"data")
+        .expect("a data chunk");
+    bytes[data + 8..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect()
+}
+
+/// A headless baresip registered with `account`, playing a tone of `frequency` and recording
+/// what it decodes; `extra` is run at start-up.
+struct Phone {
+    dir: Scratch,
+    process: Guarded,
+}
+
+impl Phone {
+    fn start(name: &str, listen: &str, account: &str, frequency: f64, args: &[&str]) -> Phone {
+        let dir = Scratch::new(name);
+        let recordings = dir.0.join("recordings");
+        std::fs::create_dir_all(&recordings).unwrap();
+        write_tone(&dir.0.join("tone.wav"), frequency, 20);
+        std::fs::write(
+            dir.0.join("config"),
+            format!(
+                "poll_method epoll\n\
+                 sip_listen {listen}\n\
+                 sip_cafile {ca}\n\
+                 net_interface 127.0.0.1\n\
+                 audio_source aufile,{tone}\n\
+                 audio_player aufile,{discard}\n\
+                 audio_alert aufile,{discard}\n\
+                 audio_codecs PCMU/8000/1\n\
+                 snd_path {recordings}\n\
+                 module_path /usr/lib/baresip/modules\n\
+                 module g711.so\n\
+                 module aufile.so\n\
+                 module sndfile.so\n\
+                 module account.so\n\
+                 module_app menu.so\n",
+                ca = workspace().join(".tandem/tls/tls.crt").display(),
+                tone = dir.0.join("tone.wav").display(),
+                discard = dir.0.join("discard.wav").display(),
+                recordings = recordings.display(),
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.0.join("accounts"), format!("{account}\n")).unwrap();
+        let log = std::fs::File::create(dir.0.join("log")).unwrap();
+        let process = Guarded::spawn(
+            "baresip",
+            Command::new("baresip")
+                .arg("-f")
+                .arg(&dir.0)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log),
+        );
+        Phone { dir, process }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("log")).unwrap_or_default()
+    }
+
+    /// What the phone decoded during its call.
+    fn heard(&self) -> Vec<i16> {
+        let decoded = std::fs::read_dir(self.dir.0.join("recordings"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+            .unwrap_or_else(|| panic!("no recording of the decoded audio:\n{}", self.log()));
+        wav_samples(&decoded)
+    }
+}
+
+/// Whether `samples` carry `tone` clearly above `other`, in their middle second.
+fn carries(samples: &[i16], tone: f64, other: f64) -> bool {
+    if samples.len() < 8000 * 3 {
+        return false;
+    }
+    let middle = &samples[samples.len() / 2 - 4000..samples.len() / 2 + 4000];
+    power(middle, tone) > 100.0 * power(middle, other)
+}
+
+#[test]
+fn two_softphones_register_over_udp_and_tls_and_call_each_other_with_a_tone_each_way() {
+    require_tool("baresip", "baresip-core");
+    let platform = Platform::start();
+    // 1002 over TLS, verifying the platform's certificate, answers by itself.
+    let mut callee = Phone::start(
+        "phone-1002",
+        "127.0.0.1:5992",
+        "<sip:1002@127.0.0.1;transport=tls>;auth_pass=tandem1002;regint=600;answermode=auto",
+        TONE_1002,
+        &["-t", "40"],
+    );
+    wait_until(Duration::from_secs(10), "1002 registered over TLS", || {
+        callee.log().contains("200 OK")
+    });
+    // 1001 over UDP registers, then calls 1002 for a few seconds.
+    let mut caller = Phone::start(
+        "phone-1001",
+        "127.0.0.1:5994",
+        "<sip:1001@127.0.0.1>;auth_pass=tandem1001;regint=600",
+        TONE_1001,
+        &["-e", "/dial sip:1002@127.0.0.1", "-t", "10"],
+    );
+    let done = caller.process.wait_timeout(Duration::from_secs(30));
+    assert!(done.is_some(), "1001 did not finish its call");
+    callee.process.signal("TERM");
+    let _ = callee.process.wait_timeout(Duration::from_secs(10));
+    let (caller_log, callee_log) = (caller.log(), callee.log());
+    assert!(
+        caller_log.contains("Call established") && callee_log.contains("Call established"),
+        "no call between 1001 and 1002:\n--- 1001\n{caller_log}\n--- 1002\n{callee_log}\n{}",
+        platform.log()
+    );
+    assert!(
+        carries(&callee.heard(), TONE_1001, TONE_1002),
+        "1002 did not hear 1001's tone"
+    );
+    assert!(
+        carries(&caller.heard(), TONE_1002, TONE_1001),
+        "1001 did not hear 1002's tone"
+    );
+    wait_until(Duration::from_secs(10), "call released", no_call_left);
+    assert_eq!(
+        scrape(
+            SIGNALING_ADMIN,
+            "tandem_signaling_calls_total",
+            &["outcome=\"answered\""]
+        ),
+        1.0
+    );
+}
+
+/// A REGISTER of `user` from `caller`, with `authorization` when given.
+fn register(caller: &RawCaller, user: &str, cseq: u32, authorization: Option<&str>) -> String {
+    let me = caller.addr();
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "REGISTER sip:127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {me};branch=z9hG4bKreg{user}{cseq};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{user}@127.0.0.1>;tag=r{user}\r\n\
+         To: <sip:{user}@127.0.0.1>\r\n\
+         Call-ID: reg-{user}-{}\r\n\
+         CSeq: {cseq} REGISTER\r\n\
+         Contact: <sip:{user}@{me}>\r\n\
+         Expires: 300\r\n\
+         {auth}\
+         Content-Length: 0\r\n\r\n",
+        me.port()
+    )
+}
+
+/// Sends a REGISTER of `user` with `password` (answering the challenge it gets first) and
+/// returns the final response.
+fn register_with(caller: &RawCaller, user: &str, password: &str) -> String {
+    caller.send_raw(register(caller, user, 1, None).as_bytes());
+    let challenge = caller.recv(Duration::from_secs(5)).expect("a challenge");
+    assert_eq!(status_code(&challenge), 401, "{challenge}");
+    let value = header(&challenge, "WWW-Authenticate").expect("WWW-Authenticate");
+    let challenge = Challenge::parse(value.as_bytes()).unwrap();
+    let credentials = challenge.answer(
+        user,
+        password.as_bytes(),
+        "REGISTER",
+        "sip:127.0.0.1",
+        "0a4f113b",
+        1,
+    );
+    let authorization = credentials.to_header_value();
+    caller.send_raw(register(caller, user, 2, Some(&authorization)).as_bytes());
+    caller.recv(Duration::from_secs(5)).expect("a response")
+}
+
+/// The response without what differs between any two responses (Via, From, To, Call-ID,
+/// CSeq, the nonce): what tells an answer from another.
+fn shape(response: &str) -> Vec<String> {
+    response
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| match l.split_once(':') {
+            Some((name, _)) if !l.starts_with("SIP/2.0") => {
+                if name.eq_ignore_ascii_case("WWW-Authenticate") {
+                    l.split(", ")
+                        .filter(|p| !p.contains("nonce="))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                } else {
+                    name.to_owned()
+                }
+            }
+            _ => l.to_owned(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_wrong_password_and_an_unknown_user_get_the_same_answer_and_the_right_one_registers() {
+    let platform = Platform::start();
+    let wrong = register_with(&RawCaller::new(), "1001", "guess");
+    let unknown = register_with(&RawCaller::new(), "1999", "guess");
+    assert_eq!(status_code(&wrong), 401, "{wrong}");
+    assert_eq!(shape(&wrong), shape(&unknown), "{wrong}\n---\n{unknown}");
+
+    let phone = RawCaller::new();
+    let ok = register_with(&phone, "1001", "tandem1001");
+    assert_eq!(status_code(&ok), 200, "{ok}\n{}", platform.log());
+    assert_eq!(
+        header(&ok, "Contact"),
+        Some(format!("<sip:1001@{}>;expires=300", phone.addr()).as_str())
+    );
+    assert_eq!(
+        scrape(
+            SIGNALING_ADMIN,
+            "tandem_signaling_auth_failures_total",
+            &["trunk=\"subscribers\"", "reason=\"bad_credentials\""]
+        ),
+        2.0
+    );
+}
+
+#[test]
+fn svwar_finds_no_extension() {
+    require_tool("svwar", "sipvicious");
+    let platform = Platform::start();
+    let started = Instant::now();
+    let output = Command::new("timeout")
+        .args(["120", "svwar", "-e", "1000-1010", "-m", "REGISTER", "127.0.0.1"])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !text.contains("| 1001") && !text.contains("| 1002") && !text.contains("reqauth"),
+        "svwar found extensions after {:?}:\n{text}\n{}",
+        started.elapsed(),
+        platform.log()
+    );
+}
