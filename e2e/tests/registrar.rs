@@ -165,28 +165,41 @@ fn carries(samples: &[i16], tone: f64, other: f64) -> bool {
 #[test]
 fn two_softphones_register_over_udp_and_tls_and_call_each_other_with_a_tone_each_way() {
     require_tool("baresip", "baresip-core");
-    let platform = Platform::start();
+    // baresip 1.0 gives up on a challenge whose first algorithm it does not know (SHA-256).
+    let platform = Platform::start_with_env(
+        &workspace().join("examples/local"),
+        &[("TANDEM_AUTH_ALGORITHMS", "MD5")],
+    );
     // 1002 over TLS, verifying the platform's certificate, answers by itself.
     let mut callee = Phone::start(
         "phone-1002",
         "127.0.0.1:5992",
         "<sip:1002@127.0.0.1;transport=tls>;auth_pass=tandem1002;regint=600;answermode=auto",
         TONE_1002,
-        &["-t", "40"],
+        &[],
     );
-    wait_until(Duration::from_secs(10), "1002 registered over TLS", || {
-        callee.log().contains("200 OK")
-    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !callee.log().contains("200 OK") {
+        assert!(
+            Instant::now() < deadline,
+            "1002 did not register over TLS:\n{}\n{}",
+            callee.log(),
+            platform.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // 1001 over UDP registers, then calls 1002 for a few seconds.
     let mut caller = Phone::start(
         "phone-1001",
         "127.0.0.1:5994",
         "<sip:1001@127.0.0.1>;auth_pass=tandem1001;regint=600",
         TONE_1001,
-        &["-e", "/dial sip:1002@127.0.0.1", "-t", "10"],
+        &["-e", "/dial sip:1002@127.0.0.1"],
     );
-    let done = caller.process.wait_timeout(Duration::from_secs(30));
-    assert!(done.is_some(), "1001 did not finish its call");
+    // Ten seconds of conversation, then both hang up.
+    std::thread::sleep(Duration::from_secs(12));
+    caller.process.signal("TERM");
+    let _ = caller.process.wait_timeout(Duration::from_secs(10));
     callee.process.signal("TERM");
     let _ = callee.process.wait_timeout(Duration::from_secs(10));
     let (caller_log, callee_log) = (caller.log(), callee.log());

@@ -147,7 +147,7 @@ impl Guard {
     /// The `Proxy-Authenticate` values for `realm` at `unix` (seconds since the epoch): one per
     /// algorithm, in order of preference, with one nonce (RFC 8760 §2.4).
     pub fn challenges(&self, realm: &str, unix: u64, stale: bool) -> Vec<String> {
-        let nonce = self.key.issue(realm, unix);
+        let nonce = self.key.issue(realm, unix, rand::random());
         self.limits
             .algorithms
             .iter()

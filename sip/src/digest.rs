@@ -435,7 +435,9 @@ impl Credentials {
 /// A server's nonce: when it was issued, authenticated by an HMAC under the pod's secret key,
 /// so that nonces need no state until a client answers one.
 ///
-/// The nonce is `<issued, 16 hex digits><HMAC-SHA-256(key, issued ‖ realm), first 16 bytes hex>`.
+/// The nonce is `<issued, 16 hex digits><salt, 16 hex digits><HMAC-SHA-256(key, issued ‖ salt ‖
+/// realm), first 16 bytes hex>`: the random salt makes each challenge's nonce its own, so that
+/// two clients challenged in the same second never share a nonce (nor its nonce counts).
 #[derive(Clone)]
 pub struct NonceKey {
     key: [u8; 32],
@@ -473,31 +475,36 @@ impl NonceKey {
         self.lifetime_secs
     }
 
-    fn tag(&self, issued: u64, realm: &str) -> String {
+    fn tag(&self, issued: u64, salt: u64, realm: &str) -> String {
         // The key is 32 bytes: HMAC accepts any key length.
         let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else {
             unreachable!("HMAC takes keys of any length")
         };
         mac.update(&issued.to_be_bytes());
+        mac.update(&salt.to_be_bytes());
         mac.update(realm.as_bytes());
         hex(&mac.finalize().into_bytes()[..16])
     }
 
-    /// A new nonce for `realm` issued at `now` (seconds since the Unix epoch).
-    pub fn issue(&self, realm: &str, now: u64) -> String {
-        format!("{now:016x}{}", self.tag(now, realm))
+    /// A new nonce for `realm` issued at `now` (seconds since the Unix epoch), made unique by
+    /// `salt` (a fresh random number).
+    pub fn issue(&self, realm: &str, now: u64, salt: u64) -> String {
+        format!("{now:016x}{salt:016x}{}", self.tag(now, salt, realm))
     }
 
     /// Checks a nonce a client returned for `realm` at `now`.
     pub fn check(&self, nonce: &str, realm: &str, now: u64) -> NonceCheck {
-        if nonce.len() != 48 || !nonce.is_ascii() {
+        if nonce.len() != 64 || !nonce.is_ascii() {
             return NonceCheck::Forged;
         }
-        let Ok(issued) = u64::from_str_radix(&nonce[..16], 16) else {
+        let (Ok(issued), Ok(salt)) = (
+            u64::from_str_radix(&nonce[..16], 16),
+            u64::from_str_radix(&nonce[16..32], 16),
+        ) else {
             return NonceCheck::Forged;
         };
-        let tag = self.tag(issued, realm);
-        if !bool::from(tag.as_bytes().ct_eq(&nonce.as_bytes()[16..])) {
+        let tag = self.tag(issued, salt, realm);
+        if !bool::from(tag.as_bytes().ct_eq(&nonce.as_bytes()[32..])) {
             return NonceCheck::Forged;
         }
         if issued > now.saturating_add(5) {
@@ -768,7 +775,7 @@ mod tests {
     #[test]
     fn nonces_expire_and_cannot_be_forged() {
         let key = NonceKey::new([1; 32], 300);
-        let nonce = key.issue("realm", 1_000);
+        let nonce = key.issue("realm", 1_000, 7);
         assert_eq!(key.check(&nonce, "realm", 1_000), NonceCheck::Fresh(1_000));
         assert_eq!(key.check(&nonce, "realm", 1_299), NonceCheck::Fresh(1_000));
         assert_eq!(key.check(&nonce, "realm", 1_300), NonceCheck::Stale);
@@ -780,11 +787,16 @@ mod tests {
         assert_eq!(key.check(&moved, "realm", 1_250), NonceCheck::Forged);
         assert_eq!(key.check("short", "realm", 1_000), NonceCheck::Forged);
         assert_eq!(
-            key.check(&"é".repeat(24), "realm", 1_000),
+            key.check(&"é".repeat(32), "realm", 1_000),
             NonceCheck::Forged
         );
+        // Another salt is another nonce, and a salt cannot be swapped under a tag.
+        let sibling = key.issue("realm", 1_000, 8);
+        assert_ne!(sibling, nonce);
+        let swapped = format!("{}{}{}", &nonce[..16], &sibling[16..32], &nonce[32..]);
+        assert_eq!(key.check(&swapped, "realm", 1_000), NonceCheck::Forged);
         // Issued in the future (clock far behind): refused.
-        let future = key.issue("realm", 5_000);
+        let future = key.issue("realm", 5_000, 7);
         assert_eq!(key.check(&future, "realm", 1_000), NonceCheck::Forged);
     }
 
