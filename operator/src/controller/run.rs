@@ -17,14 +17,14 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use tandem_api::{Gateway, RoutePlan, Trunk};
+use tandem_api::{Gateway, RoutePlan, Subscriber, Trunk};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::context::{Context, object_key};
 use super::error::Error;
-use super::{gateway, routeplan, trunk};
+use super::{gateway, routeplan, subscriber, trunk};
 use crate::labels;
 use crate::trunk_report::poller::{Poller, Triggers};
 
@@ -218,6 +218,25 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, stop: watch::Rece
         )
         .for_each(log_outcome(routeplan::KIND));
 
+    let subscriber_controller = Controller::new(
+        scoped::<DeserializeGuard<Subscriber>>(&client, ns),
+        watcher::Config::default(),
+    );
+    let subscriber_store = subscriber_controller.store();
+    let subscribers = subscriber_controller
+        .watches(
+            scoped::<DeserializeGuard<Gateway>>(&client, ns),
+            watcher::Config::default(),
+            move |gateway| of_gateway(&subscriber_store, &gateway),
+        )
+        .graceful_shutdown_on(stopped(stop.clone()))
+        .run(
+            |object, ctx| instrumented(subscriber::KIND, object, ctx, subscriber::reconcile),
+            error_policy(subscriber::KIND),
+            Arc::clone(&ctx),
+        )
+        .for_each(log_outcome(subscriber::KIND));
+
     let poller = Poller::new(
         client.clone(),
         namespace.clone(),
@@ -229,7 +248,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, stop: watch::Rece
     )
     .run(stopped(stop));
 
-    tokio::join!(gateways, trunks, plans, poller);
+    tokio::join!(gateways, trunks, plans, subscribers, poller);
 }
 
 /// Whether `plan` names the Trunk `trunk` anywhere.
@@ -239,6 +258,12 @@ trait OfGateway {
 }
 
 impl OfGateway for Trunk {
+    fn gateway_name(&self) -> &str {
+        &self.spec.gateway_ref.name
+    }
+}
+
+impl OfGateway for Subscriber {
     fn gateway_name(&self) -> &str {
         &self.spec.gateway_ref.name
     }
