@@ -314,6 +314,11 @@ impl RawCaller {
         self.socket.send_to(data, SIP).expect("send");
     }
 
+    /// Sends raw bytes to `to` (another SIP address than the platform's).
+    pub fn send_to(&self, data: &[u8], to: SocketAddr) {
+        self.socket.send_to(data, to).expect("send");
+    }
+
     /// Waits up to `timeout` for one datagram.
     pub fn recv(&self, timeout: Duration) -> Option<String> {
         let deadline = Instant::now() + timeout;

@@ -1,9 +1,11 @@
 //! The registrar end to end, on the local platform and its example subscribers 1001 and 1002
 //! (`examples/local/subscribers.yaml`): two real softphones (baresip) register, 1001 over UDP and
 //! 1002 over TLS, and call each other with a tone each way; wrong passwords and unknown users get
-//! the same answer; SIPVicious `svwar` finds no extension.
+//! the same answer; SIPVicious `svwar` finds no extension; two signaling replicas sharing a real
+//! Redis: a phone registers through one, a call reaches it through the other.
 
 use std::path::{Path, PathBuf};
+use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -339,4 +341,123 @@ fn svwar_finds_no_extension() {
         started.elapsed(),
         platform.log()
     );
+}
+
+/// The second replica's address: a signaling pod of its own on 127.0.0.2, same Gateway, same
+/// media pod, same Redis.
+const REPLICA: &str = "127.0.0.2:5060";
+
+/// A response to `request` with `code`, as a phone answers it.
+fn answer(request: &str, code: u16, reason: &str) -> String {
+    let mut out = format!("SIP/2.0 {code} {reason}\r\n");
+    for line in request.lines().take_while(|l| !l.is_empty()) {
+        let name = line.split(':').next().unwrap_or_default().to_ascii_lowercase();
+        match name.as_str() {
+            "via" | "from" | "call-id" | "cseq" => out.push_str(&format!("{line}\r\n")),
+            "to" => out.push_str(&format!("{line};tag=phone\r\n")),
+            _ => {}
+        }
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out
+}
+
+#[test]
+fn a_phone_registered_through_one_replica_is_called_through_the_other() {
+    require_tool("redis-server", "redis-server");
+    let redis_port = "6391";
+    let mut redis = Guarded::spawn(
+        "redis-server",
+        Command::new("redis-server")
+            .args(["--port", redis_port, "--bind", "127.0.0.1", "--save", ""])
+            .stdout(Stdio::null()),
+    );
+    let redis_url = format!("redis://127.0.0.1:{redis_port}");
+    wait_until(Duration::from_secs(10), "redis-server listening", || {
+        std::net::TcpStream::connect(format!("127.0.0.1:{redis_port}")).is_ok()
+    });
+    let platform = Platform::start_with_env(
+        &workspace().join("examples/local"),
+        &[("TANDEM_LOCATION_REDIS_URL", &redis_url)],
+    );
+    let bin_dir = std::env::var("TANDEM_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace().join("target/debug"));
+    let tls = workspace().join(".tandem/tls");
+    let log = Scratch::new("replica");
+    let log_file = std::fs::File::create(log.0.join("log")).unwrap();
+    let mut replica = Guarded::spawn(
+        "second signaling replica",
+        Command::new(workspace().join(bin_dir).join("signaling-pod"))
+            .args(["--config-dir", "examples/local", "--gateway", "local"])
+            .args(["--bind-address", "127.0.0.2", "--advertise-address", "127.0.0.2"])
+            .args(["--media-ng", "127.0.0.1:2223", "--admin-listen", "127.0.0.2:9101"])
+            .arg("--tls-dir")
+            .arg(format!("sip-tls={}", tls.display()))
+            .arg("--tls-dir")
+            .arg(format!("sip-wss={}", tls.display()))
+            .args(["--location-redis-url", &redis_url])
+            .current_dir(workspace())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file),
+    );
+    let replica_log = || std::fs::read_to_string(log.0.join("log")).unwrap_or_default();
+    wait_until(Duration::from_secs(30), "the second replica ready", || {
+        matches!(tandem_e2e::http_get("127.0.0.2:9101", "/readyz"), Ok((200, _)))
+    });
+
+    // 1001 registers through the first replica.
+    let phone = RawCaller::new();
+    let ok = register_with(&phone, "1001", "tandem1001");
+    assert_eq!(status_code(&ok), 200, "{ok}\n{}", platform.log());
+
+    // A customer's call to 1001 arrives at the second replica, which finds the binding in
+    // Redis and sends the INVITE to the phone.
+    let customer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    customer
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let me = customer.local_addr().unwrap();
+    let invite = format!(
+        "INVITE sip:1001@127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {me};branch=z9hG4bKreplica\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:+4930123@127.0.0.1>;tag=customer\r\n\
+         To: <sip:1001@127.0.0.1>\r\n\
+         Call-ID: replica-call\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:customer@{me}>\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    customer.send_to(invite.as_bytes(), REPLICA).unwrap();
+    let offered = loop {
+        let request = phone
+            .recv(Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("no INVITE reached 1001:\n{}", replica_log()));
+        if request.starts_with("INVITE ") {
+            break request;
+        }
+    };
+    assert!(
+        offered.starts_with(&format!("INVITE sip:1001@{} SIP/2.0", phone.addr())),
+        "{offered}"
+    );
+    assert!(offered.contains("Via: SIP/2.0/UDP 127.0.0.2:5060"), "{offered}");
+    // 1001 is busy: the customer hears it.
+    let busy = answer(&offered, 486, "Busy Here");
+    phone.send_to(busy.as_bytes(), REPLICA.parse().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 65_535];
+    let final_code = loop {
+        assert!(Instant::now() < deadline, "no final response:\n{}", replica_log());
+        if let Ok((n, _)) = customer.recv_from(&mut buf) {
+            let code = status_code(&String::from_utf8_lossy(&buf[..n]));
+            if code >= 200 {
+                break code;
+            }
+        }
+    };
+    assert_eq!(final_code, 486);
+    replica.stop(Duration::from_secs(10));
+    redis.stop(Duration::from_secs(5));
 }

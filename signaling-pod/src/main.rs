@@ -215,6 +215,10 @@ struct Args {
     /// keep the NAT's mapping open.
     #[arg(long, env = "TANDEM_REGISTRATION_NAT_MAX_EXPIRES", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..))]
     registration_nat_max_expires: u32,
+    /// Keep subscribers' registrations in the Redis at this URL (`redis://host:port`), shared
+    /// with the other signaling replicas; in this process only when unset.
+    #[arg(long, env = "TANDEM_LOCATION_REDIS_URL")]
+    location_redis_url: Option<String>,
     /// Log format: text or json.
     #[arg(long, env = "TANDEM_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -430,6 +434,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         media_check_interval: seconds(args.media_check_interval_seconds),
         shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    let location: Arc<dyn location::LocationStore> = match &args.location_redis_url {
+        Some(url) => {
+            let store = location::RedisStore::connect(url)
+                .await
+                .map_err(|e| anyhow::anyhow!("--location-redis-url: {e}"))?;
+            tracing::info!("registrations kept in Redis");
+            Arc::new(store)
+        }
+        None => Arc::new(location::MemoryStore::default()),
+    };
     let ctx = Arc::new(CallContext {
         transports: Arc::clone(&transports),
         media,
@@ -438,7 +452,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         settings: Arc::new(settings),
         cdr: cdr_writer.as_ref().map(cdr::Writer::sink),
         auth,
-        location: Arc::new(location::MemoryStore::default()),
+        location,
         registration: registrar::Policy {
             min_expires: args.registration_min_expires,
             max_expires: args.registration_max_expires.max(args.registration_min_expires),
