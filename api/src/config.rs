@@ -209,8 +209,7 @@ impl ConfigSet {
         for (document, subscriber) in subscribers.into_iter().enumerate() {
             let origin = origin(document);
             let key = object_key(&subscriber);
-            if let Some((key, subscriber)) =
-                builder.accept(&origin, "Subscriber", key, subscriber)
+            if let Some((key, subscriber)) = builder.accept(&origin, "Subscriber", key, subscriber)
             {
                 builder.add_subscriber(&origin, key, subscriber);
             }

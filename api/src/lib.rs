@@ -34,9 +34,9 @@ pub use compiled::{
 pub use config::{ConfigError, ConfigSet, GatewayConfig, ObjectKey};
 pub use gateway::{Gateway, GatewaySpec, GatewayStatus};
 pub use routeplan::{RoutePlan, RoutePlanSpec, RoutePlanStatus};
+pub use subscriber::{Subscriber, SubscriberSpec, SubscriberStatus};
 /// Rate decks (prefix tables for least-cost routing), re-exported for the RoutePlan's routes.
 pub use tandem_ratedeck as ratedeck;
-pub use subscriber::{Subscriber, SubscriberSpec, SubscriberStatus};
 pub use trunk::{Trunk, TrunkSpec, TrunkStatus};
 pub use validation::{FieldError, FieldPath, Validate, ValidationErrors};
 

@@ -4,13 +4,15 @@
 //! the same answer; SIPVicious `svwar` finds no extension; two signaling replicas sharing a real
 //! Redis: a phone registers through one, a call reaches it through the other.
 
-use std::path::{Path, PathBuf};
+#![allow(clippy::unwrap_used)] // Helpers outside #[test] fns unwrap too.
+
 use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tandem_e2e::{
-    Guarded, RawCaller, SIGNALING_ADMIN, Platform, header, no_call_left, require_tool, scrape,
+    Guarded, Platform, RawCaller, SIGNALING_ADMIN, header, no_call_left, require_tool, scrape,
     status_code, wait_until, workspace,
 };
 use tandem_sip::digest::Challenge;
@@ -325,7 +327,15 @@ fn svwar_finds_no_extension() {
     let platform = Platform::start();
     let started = Instant::now();
     let output = Command::new("timeout")
-        .args(["120", "svwar", "--force", "-e", "1000-1010", "-m", "REGISTER"])
+        .args([
+            "120",
+            "svwar",
+            "--force",
+            "-e",
+            "1000-1010",
+            "-m",
+            "REGISTER",
+        ])
         .arg("127.0.0.1")
         .output()
         .unwrap();
@@ -351,7 +361,11 @@ const REPLICA: &str = "127.0.0.2:5060";
 fn answer(request: &str, code: u16, reason: &str) -> String {
     let mut out = format!("SIP/2.0 {code} {reason}\r\n");
     for line in request.lines().take_while(|l| !l.is_empty()) {
-        let name = line.split(':').next().unwrap_or_default().to_ascii_lowercase();
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         match name.as_str() {
             "via" | "from" | "call-id" | "cseq" => out.push_str(&format!("{line}\r\n")),
             "to" => out.push_str(&format!("{line};tag=phone\r\n")),
@@ -390,8 +404,18 @@ fn a_phone_registered_through_one_replica_is_called_through_the_other() {
         "second signaling replica",
         Command::new(workspace().join(bin_dir).join("signaling-pod"))
             .args(["--config-dir", "examples/local", "--gateway", "local"])
-            .args(["--bind-address", "127.0.0.2", "--advertise-address", "127.0.0.2"])
-            .args(["--media-ng", "127.0.0.1:2223", "--admin-listen", "127.0.0.2:9101"])
+            .args([
+                "--bind-address",
+                "127.0.0.2",
+                "--advertise-address",
+                "127.0.0.2",
+            ])
+            .args([
+                "--media-ng",
+                "127.0.0.1:2223",
+                "--admin-listen",
+                "127.0.0.2:9101",
+            ])
             .arg("--tls-dir")
             .arg(format!("sip-tls={}", tls.display()))
             .arg("--tls-dir")
@@ -403,7 +427,10 @@ fn a_phone_registered_through_one_replica_is_called_through_the_other() {
     );
     let replica_log = || std::fs::read_to_string(log.0.join("log")).unwrap_or_default();
     wait_until(Duration::from_secs(30), "the second replica ready", || {
-        matches!(tandem_e2e::http_get("127.0.0.2:9101", "/readyz"), Ok((200, _)))
+        matches!(
+            tandem_e2e::http_get("127.0.0.2:9101", "/readyz"),
+            Ok((200, _))
+        )
     });
 
     // 1001 registers through the first replica.
@@ -442,14 +469,21 @@ fn a_phone_registered_through_one_replica_is_called_through_the_other() {
         offered.starts_with(&format!("INVITE sip:1001@{} SIP/2.0", phone.addr())),
         "{offered}"
     );
-    assert!(offered.contains("Via: SIP/2.0/UDP 127.0.0.2:5060"), "{offered}");
+    assert!(
+        offered.contains("Via: SIP/2.0/UDP 127.0.0.2:5060"),
+        "{offered}"
+    );
     // 1001 is busy: the customer hears it.
     let busy = answer(&offered, 486, "Busy Here");
     phone.send_to(busy.as_bytes(), REPLICA.parse().unwrap());
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut buf = [0u8; 65_535];
     let final_code = loop {
-        assert!(Instant::now() < deadline, "no final response:\n{}", replica_log());
+        assert!(
+            Instant::now() < deadline,
+            "no final response:\n{}",
+            replica_log()
+        );
         if let Ok((n, _)) = customer.recv_from(&mut buf) {
             let code = status_code(&String::from_utf8_lossy(&buf[..n]));
             if code >= 200 {

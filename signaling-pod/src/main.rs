@@ -6,11 +6,11 @@
 
 mod admission;
 mod auth;
-mod location;
 mod call;
 mod cdr;
 mod dispatcher;
 mod health;
+mod location;
 mod media;
 mod media_pool;
 mod metrics;
@@ -455,7 +455,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         location,
         registration: registrar::Policy {
             min_expires: args.registration_min_expires,
-            max_expires: args.registration_max_expires.max(args.registration_min_expires),
+            max_expires: args
+                .registration_max_expires
+                .max(args.registration_min_expires),
             default_expires: args.registration_max_expires,
             nat_max_expires: args.registration_nat_max_expires,
             ..registrar::Policy::default()

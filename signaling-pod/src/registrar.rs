@@ -124,7 +124,7 @@ pub fn register(
     let path: Vec<String> = request
         .headers
         .get_all("Path")
-        .flat_map(|v| split_list(v))
+        .flat_map(split_list)
         .collect();
     let mut changes = Vec::new();
     if request.headers.is_contact_wildcard() {
@@ -157,7 +157,8 @@ pub fn register(
             None => header_expires.unwrap_or(policy.default_expires),
         };
         if asked != 0 && asked < policy.min_expires {
-            let mut response = response_for(request, 423, "Interval Too Brief", Some(&tag(request)));
+            let mut response =
+                response_for(request, 423, "Interval Too Brief", Some(&tag(request)));
             response
                 .headers
                 .push("Min-Expires", policy.min_expires.to_string());
@@ -422,10 +423,19 @@ mod tests {
             &policy,
         );
         apply(&mut store, reg.changes);
-        assert_eq!(contacts(&reg.response), ["<sip:b@192.0.2.10:5062>;expires=3595"]);
+        assert_eq!(
+            contacts(&reg.response),
+            ["<sip:b@192.0.2.10:5062>;expires=3595"]
+        );
 
         // `*` without Expires: 0 is refused; with it, everything goes.
-        let bad = register(&request(3, "Contact: *\r\n"), flow(PHONE), store.clone(), 6, &policy);
+        let bad = register(
+            &request(3, "Contact: *\r\n"),
+            flow(PHONE),
+            store.clone(),
+            6,
+            &policy,
+        );
         assert_eq!(bad.response.status(), Some(400));
         let reg = register(
             &request(3, "Contact: *\r\nExpires: 0\r\n"),
@@ -477,7 +487,10 @@ mod tests {
             0,
             &Policy::default(),
         );
-        assert_eq!(contacts(&reg.response), ["<sip:1001@10.0.0.7:5060>;expires=120"]);
+        assert_eq!(
+            contacts(&reg.response),
+            ["<sip:1001@10.0.0.7:5060>;expires=120"]
+        );
         let [Change::Upsert(binding)] = &reg.changes[..] else {
             panic!("{:?}", reg.changes)
         };

@@ -10,12 +10,12 @@ use jiff::Timestamp;
 use rand::Rng;
 use tandem_api::Codec;
 use tandem_api::compiled::{CompiledRoutePlan, CompiledTrunk};
-use tandem_api::subscriber::Subscriber;
-use tandem_sip::{SipMessage, SipUri};
 use tandem_api::config::GatewayConfig;
 use tandem_api::gateway::TRANSCODABLE;
 use tandem_api::ratedeck::{Cost, DeckMatch};
+use tandem_api::subscriber::Subscriber;
 use tandem_api::trunk::{MediaEncryption, Peer, PeerTransport};
+use tandem_sip::{SipMessage, SipUri};
 
 use crate::metrics::RouteLookup;
 use crate::registrar::Binding;

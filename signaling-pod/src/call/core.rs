@@ -988,7 +988,11 @@ impl Call {
             Some(contact) => (
                 contact.request_uri.clone(),
                 contact.aor.clone(),
-                contact.route.iter().map(|r| Bytes::from(r.clone())).collect(),
+                contact
+                    .route
+                    .iter()
+                    .map(|r| Bytes::from(r.clone()))
+                    .collect(),
             ),
             None => {
                 let uri = format!("sip:{called}@{host_port}");

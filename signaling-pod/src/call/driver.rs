@@ -33,10 +33,10 @@ use crate::admission::Reservation;
 use crate::auth::{Auth, Challenger, Decision as AuthDecision};
 use crate::cdr::{self, AdmissionFacts, Disposition, Recorder};
 use crate::health::TrunkHealth;
+use crate::location::{LocationStore, StoreError};
 use crate::media::{MediaClient, MediaError, SdpFlags};
 use crate::media_pool::{AnchorError, MediaPool};
 use crate::metrics::{Admission as Refusal, Metrics, Outcome, TrunkDirection};
-use crate::location::{LocationStore, StoreError};
 use crate::registrar::{self, Binding};
 use crate::routing::{self, Decision, SUBSCRIBERS, Target};
 use crate::transport::{Flow, Transports};
@@ -84,18 +84,21 @@ enum ShardInput {
         remote: Option<SocketAddr>,
     },
     /// The registered contacts of a called subscriber, looked up for a new INVITE.
-    Located {
-        invite: SipMessage,
-        flow: Flow,
-        caller: Option<Subscriber>,
-        called: Located,
-    },
+    Located(Box<LocatedCall>),
     /// The pod stops: write the records of the calls still up, then answer.
     WriteOpenRecords(tokio::sync::oneshot::Sender<()>),
 }
 
 /// A called subscriber's address-of-record and its registered contacts.
 type Located = (String, Result<Vec<Binding>, StoreError>);
+
+/// A new INVITE to a subscriber, with the subscriber's contacts.
+struct LocatedCall {
+    invite: SipMessage,
+    flow: Flow,
+    caller: Option<Subscriber>,
+    called: Located,
+}
 
 /// The shards of the pod's calls.
 #[derive(Debug)]
@@ -274,12 +277,13 @@ impl Shard {
                     self.flush(call);
                 }
             }
-            ShardInput::Located {
-                invite,
-                flow,
-                caller,
-                called,
-            } => {
+            ShardInput::Located(located) => {
+                let LocatedCall {
+                    invite,
+                    flow,
+                    caller,
+                    called,
+                } = *located;
                 if let Ok(call_id) = invite.call_id() {
                     self.locating.remove(call_id);
                 }
@@ -328,15 +332,13 @@ impl Shard {
             Method::Options if !in_dialog => {
                 self.respond(&msg, flow, 200, "OK", Some(("Allow", ALLOW)))
             }
-            Method::Subscribe | Method::Publish | Method::Message if !in_dialog => {
-                self.respond(
-                    &msg,
-                    flow,
-                    405,
-                    "Method Not Allowed",
-                    Some(("Allow", ALLOW)),
-                )
-            }
+            Method::Subscribe | Method::Publish | Method::Message if !in_dialog => self.respond(
+                &msg,
+                flow,
+                405,
+                "Method Not Allowed",
+                Some(("Allow", ALLOW)),
+            ),
             _ => self.respond(&msg, flow, 481, "Call/Transaction Does Not Exist", None),
         }
     }
@@ -523,12 +525,12 @@ impl Shard {
                 let bindings = location.bindings(&aor, unix_now()).await;
                 let called = (aor, bindings);
                 let _ = tx
-                    .send(ShardInput::Located {
+                    .send(ShardInput::Located(Box::new(LocatedCall {
                         invite,
                         flow,
                         caller,
                         called,
-                    })
+                    })))
                     .await;
             });
             return;

@@ -82,13 +82,22 @@ spec:
     #[test]
     fn missing_gateway_and_plans_on_other_gateways_are_named() {
         let missing = validate(&subscriber(""), GatewayState::Missing, None);
-        assert!(missing.resolved.unwrap_err().message.contains("Gateway \"edge\""));
+        assert!(
+            missing
+                .resolved
+                .unwrap_err()
+                .message
+                .contains("Gateway \"edge\"")
+        );
         let with_plan = subscriber("  routePlanRef: {name: residential}\n");
         let present = GatewayState::Present { ready: true };
         let absent = validate(&with_plan, present, Some(None));
         assert_eq!(absent.resolved.unwrap_err().reason, REASON_REF_NOT_FOUND);
         let elsewhere = validate(&with_plan, present, Some(Some("other")));
-        assert_eq!(elsewhere.resolved.unwrap_err().reason, REASON_GATEWAY_MISMATCH);
+        assert_eq!(
+            elsewhere.resolved.unwrap_err().reason,
+            REASON_GATEWAY_MISMATCH
+        );
         assert_eq!(
             validate(&with_plan, present, Some(Some("edge"))).resolved,
             Ok(())
@@ -104,6 +113,10 @@ spec:
         );
         let rejection = verdict.accepted.unwrap_err();
         assert_eq!(rejection.reason, REASON_INVALID);
-        assert!(rejection.message.contains("not supported yet"), "{}", rejection.message);
+        assert!(
+            rejection.message.contains("not supported yet"),
+            "{}",
+            rejection.message
+        );
     }
 }
