@@ -47,7 +47,8 @@ def test_chart_crds_are_copies_of_the_repository_crds():
 
 def test_chart_loads_the_crds(chart):
     names = {yaml.safe_load(crd["data"])["metadata"]["name"] for crd in chart.crds}
-    assert names == {"gateways.voice.tandem.dev", "trunks.voice.tandem.dev", "routeplans.voice.tandem.dev"}
+    assert names == {"gateways.voice.tandem.dev", "trunks.voice.tandem.dev", "routeplans.voice.tandem.dev",
+                     "subscribers.voice.tandem.dev"}
 
 
 # ---------------------------------------------------------------- lint and render
@@ -313,9 +314,9 @@ def rule_set(role):
 CRUD = frozenset({"get", "list", "watch", "create", "patch", "update", "delete"})
 OPERATOR_RULES = {
     **{("voice.tandem.dev", r): (frozenset({"get", "list", "watch", "patch", "update"}), frozenset())
-       for r in ("gateways", "trunks", "routeplans")},
+       for r in ("gateways", "trunks", "routeplans", "subscribers")},
     **{("voice.tandem.dev", f"{r}/status"): (frozenset({"get", "patch", "update"}), frozenset())
-       for r in ("gateways", "trunks", "routeplans")},
+       for r in ("gateways", "trunks", "routeplans", "subscribers")},
     ("voice.tandem.dev", "gateways/finalizers"): (frozenset({"update"}), frozenset()),
     ("apps", "deployments"): (CRUD, frozenset()),
     ("apps", "statefulsets"): (CRUD, frozenset()),
@@ -335,7 +336,7 @@ OPERATOR_RULES = {
 }
 DATAPLANE_RULES = {
     **{("voice.tandem.dev", r): (frozenset({"get", "list", "watch"}), frozenset())
-       for r in ("gateways", "trunks", "routeplans")},
+       for r in ("gateways", "trunks", "routeplans", "subscribers")},
     ("discovery.k8s.io", "endpointslices"): (frozenset({"get", "list", "watch"}), frozenset()),
     ("", "secrets"): (frozenset({"get", "list", "watch"}), frozenset()),
 }

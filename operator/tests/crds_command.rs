@@ -30,7 +30,8 @@ fn crds_subcommand_prints_every_crd() {
         [
             "gateways.voice.tandem.dev",
             "trunks.voice.tandem.dev",
-            "routeplans.voice.tandem.dev"
+            "routeplans.voice.tandem.dev",
+            "subscribers.voice.tandem.dev"
         ]
     );
 }
