@@ -17,7 +17,7 @@ use tandem_runtime::kube_source::{DEBOUNCE, watch_gateway};
 use tokio::sync::watch;
 
 const NAMESPACE: &str = "voice";
-const PLURALS: [&str; 4] = ["gateways", "trunks", "routeplans", "secrets"];
+const PLURALS: [&str; 5] = ["gateways", "trunks", "routeplans", "subscribers", "secrets"];
 /// Long enough for a debounced rebuild to have happened several times over.
 const QUIET: Duration = Duration::from_millis(800);
 
@@ -132,7 +132,7 @@ impl ApiServer {
         lists.sort();
         assert_eq!(
             lists,
-            ["gateways", "routeplans", "secrets", "trunks"],
+            ["gateways", "routeplans", "secrets", "subscribers", "trunks"],
             "one list per kind"
         );
     }
