@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tandem_api::credentials::DigestCredentials;
+use tandem_api::ratedeck::Cost;
 use tandem_sip::dialog::accept_in_order;
 use tandem_sip::digest::{Algorithm, Challenge};
 use tandem_sip::extensions::{self, RAck, Refresher, SessionExpires};
@@ -268,8 +269,13 @@ pub enum Event {
     },
     /// How the call set-up ended.
     Outcome(Outcome),
-    /// An INVITE went to `trunk` at `peer` (on the leg opened just before).
-    AttemptStarted { trunk: String, peer: SocketAddr },
+    /// An INVITE went to `trunk` at `peer` (on the leg opened just before); `cost` is the rate
+    /// deck's cost of the call on that trunk, when a deck chose it.
+    AttemptStarted {
+        trunk: String,
+        peer: SocketAddr,
+        cost: Option<Cost>,
+    },
     /// The carrier attempt in progress sent a provisional response `code` (above 100).
     Progress { code: u16 },
     /// `trunk` refused or did not answer (`code` 408 for a time-out).
@@ -1020,6 +1026,7 @@ impl Call {
         self.outputs.push_back(Output::Event(Event::AttemptStarted {
             trunk: target.trunk.clone(),
             peer: prepared.remote,
+            cost: target.cost,
         }));
         self.start_client(now, Side::B, invite.clone(), flow, Purpose::Invite);
         self.invite_deadline = Some(now + self.settings.invite_timeout);

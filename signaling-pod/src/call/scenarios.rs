@@ -1674,7 +1674,13 @@ fn record_of_a_cancelled_call() {
 #[test]
 fn record_of_a_call_failed_over_to_a_second_carrier() {
     let outbound = Gauge::default();
-    let mut s = Script::start("", settings(), vec![target(CARRIER), target(BACKUP)]);
+    // Targets as a rate deck orders them, each with its cost.
+    let priced = |addr, micros| Target {
+        cost: Some(tandem_api::ratedeck::Cost(micros)),
+        ..target(addr)
+    };
+    let targets = vec![priced(CARRIER, 12_000), priced(BACKUP, 15_500)];
+    let mut s = Script::start("", settings(), targets);
     s.media(is_offer, sdp(RELAY_SDP));
     s.prepare(CARRIER, &outbound);
     let first = s.expect(CARRIER, Method::Invite);
@@ -1698,6 +1704,13 @@ fn record_of_a_call_failed_over_to_a_second_carrier() {
         .map(|a| (a.peer.as_str(), a.code))
         .collect();
     assert_eq!(tried, [(CARRIER, Some(503)), (BACKUP, Some(200))]);
+    let costs: Vec<_> = record.attempts.iter().map(|a| a.cost.as_deref()).collect();
+    assert_eq!(costs, [Some("0.012"), Some("0.0155")]);
+    assert_eq!(
+        record.cost.as_deref(),
+        Some("0.0155"),
+        "the answering carrier's cost"
+    );
     assert_ne!(record.attempts[0].call_id, record.attempts[1].call_id);
     assert_eq!(record.release_cause, "carrier_hangup");
     assert_eq!(record.released_by, crate::cdr::record::Releaser::Carrier);
