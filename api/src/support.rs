@@ -128,12 +128,6 @@ pub const NOT_SUPPORTED_YET: &[NotSupportedYet] = &[
         allowed: Allowed::Unset,
         issue: 9,
     },
-    NotSupportedYet {
-        kind: "Trunk",
-        path: "spec.headerRules",
-        allowed: Allowed::Unset,
-        issue: 9,
-    },
 ];
 
 /// One step of a field path.

@@ -9,6 +9,7 @@ mod auth;
 mod call;
 mod cdr;
 mod dispatcher;
+mod header_rules;
 mod health;
 mod media;
 mod media_pool;

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use jiff::Timestamp;
 use rand::Rng;
 use tandem_api::Codec;
-use tandem_api::compiled::CompiledTrunk;
+use tandem_api::compiled::{CompiledTrunk, HeaderRules};
 use tandem_api::config::GatewayConfig;
 use tandem_api::gateway::TRANSCODABLE;
 use tandem_api::ratedeck::{Cost, DeckMatch};
@@ -38,6 +38,8 @@ pub struct Target {
     /// The rate deck's cost of the call on this trunk (for CDRs); `None` for a target from the
     /// route's own `targets`.
     pub cost: Option<Cost>,
+    /// The trunk's header rules.
+    pub header_rules: Option<HeaderRules>,
 }
 
 /// The reason of the `503` a caller gets when every peer of every target is marked down.
@@ -274,6 +276,7 @@ fn peer_target(trunk: &CompiledTrunk, peer: &Peer, failover_codes: &[u16]) -> Ta
         codec_flags: codec_flags(&trunk.spec.media.codecs),
         encryption: trunk.spec.media.encryption,
         cost: None,
+        header_rules: trunk.header_rules().cloned(),
     }
 }
 

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tandem_api::compiled::HeaderRules;
 use tandem_api::credentials::DigestCredentials;
 use tandem_api::ratedeck::Cost;
 use tandem_sip::dialog::accept_in_order;
@@ -35,6 +36,7 @@ use super::leg::{Leg, LocalAddress, name_addr, set_sdp_body};
 use tandem_api::trunk::MediaEncryption;
 
 use crate::admission::Reservation;
+use crate::header_rules;
 use crate::media;
 use crate::metrics::Outcome;
 use crate::routing::{self, Target};
@@ -103,6 +105,8 @@ pub enum Admission {
         calling: String,
         /// The inbound trunk's media encryption.
         encryption: MediaEncryption,
+        /// The inbound trunk's header rules.
+        header_rules: Option<HeaderRules>,
         targets: Vec<Target>,
     },
     /// Refuse the call with this final response.
@@ -594,6 +598,8 @@ pub struct Call {
     started: Instant,
     inbound: Option<String>,
     inbound_reservation: Option<Reservation>,
+    /// The inbound trunk's header rules (leg A's; leg B's are its target's).
+    inbound_rules: Option<HeaderRules>,
     /// Whether each side's media is SDES-SRTP (`[caller, carrier]`): the caller's as it
     /// offered, the carrier's as its trunk's `encryption` asks.
     srtp: [bool; 2],
@@ -730,6 +736,7 @@ impl Call {
             started: now,
             inbound: None,
             inbound_reservation: None,
+            inbound_rules: None,
             srtp: [false; 2],
             answered_at: None,
             servers: vec![ServerTx {
@@ -854,8 +861,11 @@ impl Call {
                 called,
                 calling,
                 encryption,
+                header_rules: rules,
                 targets,
             } => {
+                header_rules::on_received(rules.as_ref(), &mut self.a_invite);
+                self.inbound_rules = rules;
                 self.inbound = Some(inbound);
                 self.inbound_reservation = Some(reservation);
                 self.called = called;
@@ -1028,11 +1038,11 @@ impl Call {
             peer: prepared.remote,
             cost: target.cost,
         }));
-        self.start_client(now, Side::B, invite.clone(), flow, Purpose::Invite);
         self.invite_deadline = Some(now + self.settings.invite_timeout);
         self.ring_deadline = None;
         let mut state = LegState::new(leg, true);
         state.local_sdp = body;
+        let request = invite.clone();
         self.b = Some(Attempt {
             state,
             invite_seq: invite.cseq().map(|c| c.seq).unwrap_or(1),
@@ -1047,6 +1057,8 @@ impl Call {
             nonce_count: None,
             challenges_answered: 0,
         });
+        // After the attempt is in place: its trunk's header rules apply to the INVITE.
+        self.start_client(now, Side::B, request, flow, Purpose::Invite);
     }
 
     // ---- messages -------------------------------------------------------------------------
@@ -1076,7 +1088,7 @@ impl Call {
         }
     }
 
-    fn on_request(&mut self, now: Instant, side: Side, msg: SipMessage, flow: Flow) {
+    fn on_request(&mut self, now: Instant, side: Side, mut msg: SipMessage, flow: Flow) {
         let Some(method) = msg.method().cloned() else {
             return;
         };
@@ -1087,6 +1099,11 @@ impl Call {
             server.tx.on_request(now, msg);
             return;
         }
+        let rules = match side {
+            Side::A => self.inbound_rules.as_ref(),
+            Side::B => self.b.as_ref().and_then(|b| b.target.header_rules.as_ref()),
+        };
+        header_rules::on_received(rules, &mut msg);
         if has_to_tag(&msg)
             && let Ok(cseq) = msg.cseq()
             && let Some(leg) = self.leg_mut(side)
@@ -2103,7 +2120,30 @@ impl Call {
         id
     }
 
+    /// Starts a client transaction for a request built for `side`, applying its trunk's
+    /// header rules first.
     fn start_client(
+        &mut self,
+        now: Instant,
+        side: Side,
+        mut request: SipMessage,
+        flow: Flow,
+        purpose: Purpose,
+    ) {
+        let rules = match side {
+            Side::A => self.inbound_rules.as_ref(),
+            Side::B => self.b.as_ref().and_then(|b| b.target.header_rules.as_ref()),
+        };
+        // `Pass` rules copy from the caller's INVITE into the INVITE that opens leg B.
+        let opens_b =
+            side == Side::B && request.method() == Some(&Method::Invite) && !has_to_tag(&request);
+        let caller = opens_b.then_some(&self.a_invite);
+        header_rules::on_sent(rules, &mut request, caller);
+        self.send_client(now, side, request, flow, purpose);
+    }
+
+    /// Starts a client transaction for `request` as it is (header rules already applied).
+    fn send_client(
         &mut self,
         now: Instant,
         side: Side,
@@ -2491,7 +2531,8 @@ impl Call {
             "answering the carrier's digest challenge"
         );
         let flow = attempt.state.leg.flow;
-        self.start_client(now, Side::B, retry, flow, purpose);
+        // `request` was sent: it carries the trunk's header rules already.
+        self.send_client(now, Side::B, retry, flow, purpose);
         true
     }
 

@@ -654,6 +654,7 @@ fn admit(
                 called,
                 calling,
                 encryption: inbound.spec.media.encryption,
+                header_rules: inbound.header_rules().cloned(),
                 targets,
             }
         }

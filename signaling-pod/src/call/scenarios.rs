@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tandem_api::compiled::HeaderRules;
 use tandem_api::trunk::MediaEncryption;
 
 use bytes::Bytes;
@@ -78,6 +79,7 @@ fn target(addr: &str) -> Target {
         codec_flags: Vec::new(),
         encryption: MediaEncryption::None,
         cost: None,
+        header_rules: None,
     }
 }
 
@@ -132,14 +134,23 @@ struct Script {
 
 impl Script {
     fn start(extra: &str, settings: Settings, targets: Vec<Target>) -> Script {
-        Self::start_with(extra, CALLER_SDP, MediaEncryption::None, settings, targets)
+        Self::start_with(
+            extra,
+            CALLER_SDP,
+            MediaEncryption::None,
+            None,
+            settings,
+            targets,
+        )
     }
 
-    /// [`Script::start`] with the caller's SDP and the inbound trunk's media encryption.
+    /// [`Script::start`] with the caller's SDP and the inbound trunk's media encryption and
+    /// header rules.
     fn start_with(
         extra: &str,
         caller_sdp: &str,
         encryption: MediaEncryption,
+        header_rules: Option<HeaderRules>,
         settings: Settings,
         targets: Vec<Target>,
     ) -> Script {
@@ -151,6 +162,7 @@ impl Script {
             called: "442000".into(),
             calling: "441000".into(),
             encryption,
+            header_rules,
             targets,
         };
         let facts = AdmissionFacts {
@@ -542,6 +554,7 @@ fn trunk_encryption_sets_each_side_s_protocol_and_refuses_what_it_forbids() {
         "",
         &srtp_sdp,
         MediaEncryption::SdesOptional,
+        None,
         settings(),
         vec![target(CARRIER)],
     );
@@ -550,6 +563,7 @@ fn trunk_encryption_sets_each_side_s_protocol_and_refuses_what_it_forbids() {
         "",
         CALLER_SDP,
         MediaEncryption::SdesOptional,
+        None,
         settings(),
         vec![target(CARRIER)],
     );
@@ -559,6 +573,7 @@ fn trunk_encryption_sets_each_side_s_protocol_and_refuses_what_it_forbids() {
         "",
         CALLER_SDP,
         MediaEncryption::None,
+        None,
         settings(),
         vec![sdes_target()],
     );
@@ -572,6 +587,7 @@ fn trunk_encryption_sets_each_side_s_protocol_and_refuses_what_it_forbids() {
             "",
             caller_sdp,
             encryption,
+            None,
             settings(),
             vec![target(CARRIER)],
         );
@@ -616,6 +632,73 @@ fn basic_call_bridges_both_legs_and_a_bye_ends_them() {
     s.advance(Duration::from_secs(40));
     assert!(s.call.is_finished());
     assert_eq!(s.released(), 1);
+}
+
+#[test]
+fn header_rules_of_both_trunks_shape_what_crosses() {
+    let outbound = Gauge::default();
+    let carrier = Target {
+        header_rules: Some(crate::header_rules::rules_of(
+            r#"[{"action": "Pass", "header": "X-Account", "direction": "Outbound"},
+                {"action": "Add", "header": "X-Carrier-Tag", "value": "t1", "direction": "Outbound"}]"#,
+        )),
+        ..target(CARRIER)
+    };
+    // The customers' trunk turns its account header into the carrier's form on the way in.
+    let customers = crate::header_rules::rules_of(
+        r#"[{"action": "Set", "header": "X-Account", "match": "^acct-(\\d+)$", "value": "$1",
+             "direction": "Inbound"}]"#,
+    );
+    let mut s = Script::start_with(
+        "X-Account: acct-42\r\nX-Private: p\r\n",
+        CALLER_SDP,
+        MediaEncryption::None,
+        Some(customers),
+        settings(),
+        vec![carrier],
+    );
+    s.expect(CALLER, 100);
+    s.media(is_offer, sdp(RELAY_SDP));
+    s.prepare(CARRIER, &outbound);
+    let invite = s.expect(CARRIER, Method::Invite);
+    assert_eq!(
+        header(&invite, "X-Account").as_deref(),
+        Some("42"),
+        "rewritten, passed"
+    );
+    assert_eq!(
+        header(&invite, "X-Carrier-Tag").as_deref(),
+        Some("t1"),
+        "added"
+    );
+    assert_eq!(
+        header(&invite, "X-Private"),
+        None,
+        "no other caller header crosses"
+    );
+    s.carrier_sends(carrier_reply(&invite, 200, &[], CARRIER_SDP), CARRIER);
+    s.expect(CARRIER, Method::Ack);
+    s.media(is_answer, sdp(RELAY_SDP));
+    s.expect(CALLER, 200);
+    let ack = s.caller_request("ACK", "", "");
+    s.caller_sends(ack);
+
+    // An in-dialog request from the carrier reaches the caller without the carrier's headers.
+    let info = carrier_request(&invite, "INFO", 2, "X-Carrier-Tag: t9\r\n", "");
+    s.carrier_sends(info, CARRIER);
+    let relayed = s.expect(CALLER, Method::Info);
+    assert_eq!(header(&relayed, "X-Carrier-Tag"), None);
+
+    // The BYE to the carrier carries the added header, and nothing passed from the caller.
+    let bye = s.caller_request("BYE", "X-Account: 43\r\n", "");
+    s.caller_sends(bye);
+    let b_bye = s.expect(CARRIER, Method::Bye);
+    assert_eq!(header(&b_bye, "X-Carrier-Tag").as_deref(), Some("t1"));
+    assert_eq!(
+        header(&b_bye, "X-Account"),
+        None,
+        "Pass copies into the initial INVITE only"
+    );
 }
 
 #[test]
