@@ -38,6 +38,9 @@ pub struct Target {
     /// The rate deck's cost of the call on this trunk (for CDRs); `None` for a target from the
     /// route's own `targets`.
     pub cost: Option<Cost>,
+    /// The host of the From URI towards this trunk (`outbound.fromDomain`); our advertised
+    /// address when `None`.
+    pub from_domain: Option<String>,
 }
 
 /// The reason of the `503` a caller gets when every peer of every target is marked down.
@@ -274,6 +277,7 @@ fn peer_target(trunk: &CompiledTrunk, peer: &Peer, failover_codes: &[u16]) -> Ta
         codec_flags: codec_flags(&trunk.spec.media.codecs),
         encryption: trunk.spec.media.encryption,
         cost: None,
+        from_domain: trunk.from_domain().map(str::to_owned),
     }
 }
 

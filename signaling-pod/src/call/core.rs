@@ -987,7 +987,11 @@ impl Call {
             call_id: self.b_call_id(),
             local: name_addr(
                 from_display.as_deref(),
-                format!("sip:{calling}@{}", local.host).as_bytes(),
+                format!(
+                    "sip:{calling}@{}",
+                    target.from_domain.as_deref().unwrap_or(&local.host)
+                )
+                .as_bytes(),
             ),
             local_tag: Bytes::from(random_token()),
             remote: name_addr(None, format!("sip:{called}@{host_port}").as_bytes()),
