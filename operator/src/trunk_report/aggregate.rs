@@ -140,7 +140,9 @@ pub fn aggregate_trunks(reports: &[TrunksReport]) -> BTreeMap<ObjectKey, TrunkTo
                 })
                 .collect();
             let reachable_peers = statuses.iter().filter(|p| p.reachable).count();
-            let registration = registrations.remove(&key).map(|states| fold_registration(&states));
+            let registration = registrations
+                .remove(&key)
+                .map(|states| fold_registration(&states));
             let totals = TrunkTotals {
                 active_calls,
                 reachable_peers: i32::try_from(reachable_peers).unwrap_or(i32::MAX),
