@@ -255,3 +255,30 @@ fn a_draining_pod_removes_its_binding() {
         .collect();
     assert_eq!(expires, ["kept", "kept", "0", "0"]);
 }
+
+#[test]
+fn a_trunk_that_stops_registering_removes_its_binding() {
+    require_sipp();
+    let config = registering();
+    let mut registrar = registrar("registrar-unregister.xml", "registrar-reload");
+    let _platform = Platform::start_with(config.path());
+    wait_until(Duration::from_secs(10), "registered", || {
+        state("registered") == 1.0
+    });
+    // The configuration is reloaded with the registration switched off.
+    let trunks = config.read("trunks.yaml").replace(
+        "registration: {enabled: true,",
+        "registration: {enabled: false,",
+    );
+    config.write("trunks.yaml", &trunks);
+    registrar.assert_success(Duration::from_secs(20));
+    let registers = registers(&registrar);
+    assert_eq!(
+        header(&registers[2], "Expires"),
+        Some("0"),
+        "{registers:#?}"
+    );
+    wait_until(Duration::from_secs(5), "no registration reported", || {
+        reported_state().is_none()
+    });
+}

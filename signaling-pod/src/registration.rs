@@ -27,7 +27,7 @@ use tandem_api::compiled::CompiledTrunk;
 use tandem_api::config::GatewayConfig;
 use tandem_api::credentials::DigestCredentials;
 use tandem_api::trunk::RegistrationState;
-use tandem_sip::digest::{Algorithm, Challenge};
+use tandem_sip::digest::{NonceUse, strongest_challenge};
 use tandem_sip::headers::Headers;
 use tandem_sip::message::{Method, RequestLine, SipMessage, StartLine};
 use tandem_sip::transaction::{ClientOutput, ClientTransaction, TimerConfig};
@@ -185,8 +185,8 @@ pub struct Registration {
     /// Until when the registrar holds our binding, as far as we know.
     bound_until: Option<Instant>,
     failures: u32,
-    /// The last nonce answered and how many requests used it.
-    nonce_count: Option<(String, u32)>,
+    /// How many requests answered the registrar's last nonce.
+    nonce_use: NonceUse,
     stopping: bool,
     finished: bool,
     outputs: VecDeque<Output>,
@@ -228,7 +228,7 @@ impl Registration {
             next_attempt: Some(now),
             bound_until: None,
             failures: 0,
-            nonce_count: None,
+            nonce_use: NonceUse::default(),
             stopping: false,
             finished: false,
             outputs: VecDeque::new(),
@@ -474,15 +474,8 @@ impl Registration {
         } else {
             ("WWW-Authenticate", "Authorization")
         };
-        // The strongest hash offered (RFC 8760 §2.4).
-        let challenge = response
-            .headers
-            .get_all(challenge_header)
-            .filter_map(|value| Challenge::parse(value).ok())
-            .min_by_key(|c| match c.algorithm {
-                Algorithm::Sha256 | Algorithm::Sha256Sess => 0,
-                Algorithm::Md5 | Algorithm::Md5Sess => 1,
-            })?;
+        let challenge =
+            strongest_challenge(response.headers.get_all(challenge_header).map(|v| &v[..]))?;
         if request.headers.contains(credentials_header) && !challenge.stale {
             tracing::warn!(
                 trunk = self.binding.trunk,
@@ -490,16 +483,7 @@ impl Registration {
             );
             return None;
         }
-        let nc = match &mut self.nonce_count {
-            Some((nonce, count)) if *nonce == challenge.nonce => {
-                *count += 1;
-                *count
-            }
-            slot => {
-                *slot = Some((challenge.nonce.clone(), 1));
-                1
-            }
-        };
+        let nc = self.nonce_use.next(&challenge.nonce);
         let value = challenge
             .answer(
                 &credentials.username,
@@ -533,9 +517,12 @@ impl Registration {
     }
 }
 
-/// A Contact URI reduced to what identifies it (user, host, port, line), for matching the
-/// registrar's Contact list against ours.
-fn contact_key(uri: &Bytes) -> Option<(Option<Bytes>, String, Option<u16>, Option<Bytes>)> {
+/// What identifies a Contact URI: user, lower-case host, port, line.
+type ContactKey = (Option<Bytes>, String, Option<u16>, Option<Bytes>);
+
+/// A Contact URI reduced to its [`ContactKey`], for matching the registrar's Contact list
+/// against ours.
+fn contact_key(uri: &Bytes) -> Option<ContactKey> {
     let uri = SipUri::parse(uri).ok()?;
     let line = uri.params.value(LINE_PARAM).cloned();
     Some((
@@ -713,7 +700,7 @@ impl Registrations {
     }
 
     /// Whether a request from `source` to a Contact naming `trunk` comes from its registrar.
-    pub fn from_registrar(&self, trunk: &str, source: IpAddr) -> bool {
+    pub fn sent_by_registrar(&self, trunk: &str, source: IpAddr) -> bool {
         self.get(trunk)
             .is_some_and(|known| known.registrar == Some(source))
     }

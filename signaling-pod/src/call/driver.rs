@@ -596,7 +596,7 @@ fn inbound_trunk<'c>(
     flow: Flow,
 ) -> Option<&'c CompiledTrunk> {
     registration::contacted_trunk(request)
-        .filter(|name| ctx.registrations.from_registrar(name, flow.remote.ip()))
+        .filter(|name| ctx.registrations.sent_by_registrar(name, flow.remote.ip()))
         .and_then(|name| config.trunk(&name))
         .or_else(|| routing::inbound_trunk(config, flow.remote))
 }
