@@ -773,9 +773,11 @@ pub async fn run(
     mut drain: watch::Receiver<bool>,
 ) {
     let mut running: HashMap<String, Running> = HashMap::new();
+    // A dropped drain sender means the pod stops: drain too.
+    let mut drain_gone = false;
     loop {
         let snapshot = Arc::clone(&config.borrow_and_update());
-        let draining = *drain.borrow();
+        let draining = drain_gone || *drain.borrow();
         let mut wanted: HashMap<String, Binding> = HashMap::new();
         if !draining {
             for trunk in &snapshot.trunks {
@@ -843,7 +845,7 @@ pub async fn run(
         }
         tokio::select! {
             changed = config.changed() => if changed.is_err() { return },
-            _ = drain.changed() => {}
+            changed = drain.changed() => drain_gone = changed.is_err(),
         }
     }
 }
@@ -857,9 +859,9 @@ async fn register(
     mut stop: watch::Receiver<bool>,
 ) {
     let trunk = binding.trunk.clone();
-    let (host, port, transport) = match registrar_address(&binding.registrar) {
-        Ok(address) => address,
-        Err(_) => return,
+    // `binding_of` checked the registrar's URI.
+    let Ok((host, port, transport)) = registrar_address(&binding.registrar) else {
+        return;
     };
     let target = Target {
         trunk: trunk.clone(),

@@ -587,17 +587,20 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// The Trunk a request belongs to: the trunk its Request-URI names when it is addressed to a
-/// registered Contact of ours and comes from that trunk's registrar, else the trunk of its
-/// source address ([`routing::inbound_trunk`]).
+/// registered Contact of ours and comes from that trunk (its registrar, a peer's address or
+/// its ACL), else the trunk of its source address ([`routing::inbound_trunk`]).
 fn inbound_trunk<'c>(
     ctx: &CallContext,
     config: &'c GatewayConfig,
     request: &SipMessage,
     flow: Flow,
 ) -> Option<&'c CompiledTrunk> {
+    let source = flow.remote.ip();
     registration::contacted_trunk(request)
-        .filter(|name| ctx.registrations.sent_by_registrar(name, flow.remote.ip()))
         .and_then(|name| config.trunk(&name))
+        .filter(|trunk| {
+            trunk.admits(source) || ctx.registrations.sent_by_registrar(trunk.name(), source)
+        })
         .or_else(|| routing::inbound_trunk(config, flow.remote))
 }
 
