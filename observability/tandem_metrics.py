@@ -69,6 +69,10 @@ FAMILIES: tuple[Family, ...] = (
     _f("tandem_signaling_rate_deck_reload_failures_total", COUNTER, "signaling", ["route_plan", "deck"]),
     _f("tandem_signaling_auth_failures_total", COUNTER, "signaling", ["trunk", "reason"]),
     _f("tandem_signaling_auth_blocked_sources", GAUGE, "signaling", on_load=True),
+    # Only for Trunks with outbound.registration enabled (the local example has none).
+    _f("tandem_signaling_trunk_registration_state", GAUGE, "signaling", ["trunk", "state"]),
+    _f("tandem_signaling_trunk_registration_attempts_total", COUNTER, "signaling", ["trunk"]),
+    _f("tandem_signaling_trunk_registration_failures_total", COUNTER, "signaling", ["trunk", "reason"]),
     _f("tandem_signaling_draining", GAUGE, "signaling", on_load=True),
     # Call detail records (the local platform writes them to a directory; no endpoint).
     _f("tandem_signaling_cdr_records_written_total", COUNTER, "signaling", on_load=True),

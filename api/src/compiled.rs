@@ -250,6 +250,23 @@ impl CompiledTrunk {
         Some(auth.secret_ref.name.as_str())
     }
 
+    /// The trunk's registration, when enabled and complete (validation refuses an enabled one
+    /// without registrar).
+    pub fn registration(&self) -> Option<&crate::trunk::Registration> {
+        self.trunk
+            .spec
+            .outbound
+            .as_ref()?
+            .registration
+            .as_ref()
+            .filter(|r| r.enabled && r.registrar.is_some())
+    }
+
+    /// The host of the From URI of requests sent to the trunk (`outbound.fromDomain`).
+    pub fn from_domain(&self) -> Option<&str> {
+        self.trunk.spec.outbound.as_ref()?.from_domain.as_deref()
+    }
+
     /// The Secrets this Trunk refers to.
     pub fn secret_refs(&self) -> impl Iterator<Item = &str> {
         self.inbound_auth()

@@ -94,18 +94,6 @@ pub const NOT_SUPPORTED_YET: &[NotSupportedYet] = &[
     // Trunk.
     NotSupportedYet {
         kind: "Trunk",
-        path: "spec.outbound.registration",
-        allowed: Allowed::Unset,
-        issue: 8,
-    },
-    NotSupportedYet {
-        kind: "Trunk",
-        path: "spec.outbound.fromDomain",
-        allowed: Allowed::Unset,
-        issue: 8,
-    },
-    NotSupportedYet {
-        kind: "Trunk",
         path: "spec.media.dtmfMode",
         allowed: Allowed::Only(&["RFC4733"]),
         issue: 11,

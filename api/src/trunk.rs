@@ -502,6 +502,34 @@ pub struct TrunkStatus {
     /// Health of each peer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<PeerStatus>,
+    /// Registration with the registrar, when `outbound.registration` is enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<RegistrationStatus>,
+}
+
+/// Registration of a trunk over the signaling pods (each pod registers its own Contact).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = kubernetes_integers)]
+pub struct RegistrationStatus {
+    /// `Registered` when every pod holds a binding, `Failed` when a pod's last attempt
+    /// failed, `Registering` otherwise.
+    pub state: RegistrationState,
+    /// Signaling pods holding a binding with the registrar.
+    pub registered_pods: i32,
+    /// Signaling pods registering the trunk.
+    pub pods: i32,
+}
+
+/// Where the registration of a trunk stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum RegistrationState {
+    /// A REGISTER is on its way and no binding is held yet.
+    Registering,
+    /// The registrar accepted the binding; it is refreshed before it expires.
+    Registered,
+    /// The last attempt was refused or unanswered; retried with back-off.
+    Failed,
 }
 
 /// Health of one peer.
@@ -813,7 +841,6 @@ mod tests {
                 "spec.outbound.registration.registrar: is required when registration is enabled",
                 "spec.outbound.auth: registration needs auth credentials",
                 "spec.outbound.registration.expiresSeconds: must be between 60 and 86400",
-                "spec.outbound.registration: registration is not supported yet (issue 8): remove it",
             ]
         );
     }

@@ -20,7 +20,7 @@ ALERTS = {
     "TandemTrunkPeerDown", "TandemTrunkDown", "TandemTrunkAnswerSeizureRatioLow",
     "TandemAdmissionRejections", "TandemPodDrainingTooLong", "TandemMediaQualityMosLow",
     "TandemMediaPacketLossHigh", "TandemMediaPortsExhausted", "TandemOperatorReconcileErrors",
-    "TandemOperatorNoLeader", "TandemCdrDeliveryStalled",
+    "TandemOperatorNoLeader", "TandemCdrDeliveryStalled", "TandemTrunkRegistrationFailing",
 }
 ON = {"monitoring": {"prometheusRule": {"enabled": True}}}
 

@@ -14,6 +14,7 @@ mod health;
 mod media;
 mod media_pool;
 mod metrics;
+mod registration;
 mod routing;
 mod transport;
 
@@ -42,6 +43,7 @@ use crate::dispatcher::{Dispatcher, Exchanges};
 use crate::health::TrunkHealth;
 use crate::media_pool::MediaPool;
 use crate::metrics::Metrics;
+use crate::registration::Registrations;
 use crate::transport::{ConnectionMetrics, Limits, Transport, Transports, tls};
 
 /// mimalloc returns the pages calls free to the system, where glibc's allocator keeps them
@@ -49,6 +51,9 @@ use crate::transport::{ConnectionMetrics, Limits, Transport, Transports, tls};
 #[cfg(not(test))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// How long a stopping pod waits for its registrars to confirm the removal of its bindings.
+const UNREGISTER_WAIT: Duration = Duration::from_secs(4);
 
 /// Command line and environment of the signaling pod.
 #[derive(Debug, Parser)]
@@ -399,6 +404,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         &mut registry,
     ));
     let trunk_health = Arc::new(TrunkHealth::default());
+    let registrations = Arc::new(Registrations::new(&mut registry));
     let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
     let settings = Settings {
         local: LocalAddress {
@@ -427,6 +433,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         settings: Arc::new(settings),
         cdr: cdr_writer.as_ref().map(cdr::Writer::sink),
         auth,
+        registrations: Arc::clone(&registrations),
     });
     let exchanges = Arc::new(Exchanges::default());
     tokio::spawn(health::run_prober(
@@ -434,6 +441,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Arc::clone(&exchanges),
         config.clone(),
         Arc::clone(&trunk_health),
+    ));
+    let (stop_registering, registering_stopped) = tokio::sync::watch::channel(false);
+    let registering = tokio::spawn(registration::run(
+        Arc::clone(&ctx),
+        Arc::clone(&exchanges),
+        registrations,
+        config.clone(),
+        registering_stopped,
     ));
     let status = health::status_routes(Arc::clone(&ctx), config.clone(), trunk_health);
     let calls = Calls::start(Arc::clone(&ctx), config);
@@ -473,6 +488,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // the Gateway's drain timeout passes. A second signal stops at once.
     health.set_ready(false);
     dispatcher.start_draining();
+    // The carriers' registrars stop sending calls here: bindings are removed.
+    let _ = stop_registering.send(true);
     let active = ctx_metrics.calls_active().clone();
     let records = cdr_writer.as_ref().map(cdr::Writer::sink);
     let drained = async {
@@ -502,6 +519,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         writer
             .shutdown(Duration::from_secs(args.cdr_drain_seconds))
             .await;
+    }
+    if tokio::time::timeout(UNREGISTER_WAIT, registering)
+        .await
+        .is_err()
+    {
+        tracing::warn!("stopping before every registration was removed");
     }
     let _ = stop_admin.send(());
     let _ = admin.await;

@@ -40,6 +40,9 @@ pub struct Target {
     pub cost: Option<Cost>,
     /// The trunk's header rules.
     pub header_rules: Option<HeaderRules>,
+    /// The host of the From URI towards this trunk (`outbound.fromDomain`); our advertised
+    /// address when `None`.
+    pub from_domain: Option<String>,
 }
 
 /// The reason of the `503` a caller gets when every peer of every target is marked down.
@@ -277,6 +280,7 @@ fn peer_target(trunk: &CompiledTrunk, peer: &Peer, failover_codes: &[u16]) -> Ta
         encryption: trunk.spec.media.encryption,
         cost: None,
         header_rules: trunk.header_rules().cloned(),
+        from_domain: trunk.from_domain().map(str::to_owned),
     }
 }
 

@@ -22,7 +22,7 @@ use tandem_api::compiled::HeaderRules;
 use tandem_api::credentials::DigestCredentials;
 use tandem_api::ratedeck::Cost;
 use tandem_sip::dialog::accept_in_order;
-use tandem_sip::digest::{Algorithm, Challenge};
+use tandem_sip::digest::{NonceUse, strongest_challenge};
 use tandem_sip::extensions::{self, RAck, Refresher, SessionExpires};
 use tandem_sip::message::{Method, SipMessage};
 use tandem_sip::response::response_for;
@@ -549,8 +549,8 @@ struct Attempt {
     rseq: Option<u32>,
     /// Credentials answering the carrier's digest challenges.
     credentials: Option<DigestCredentials>,
-    /// The last nonce answered and how many requests used it.
-    nonce_count: Option<(String, u32)>,
+    /// How many requests answered the carrier's last nonce.
+    nonce_use: NonceUse,
     /// Challenges answered: bounded, so that a carrier challenging forever ends the attempt.
     challenges_answered: u32,
 }
@@ -1003,7 +1003,11 @@ impl Call {
             call_id: self.b_call_id(),
             local: name_addr(
                 from_display.as_deref(),
-                format!("sip:{calling}@{}", local.host).as_bytes(),
+                format!(
+                    "sip:{calling}@{}",
+                    target.from_domain.as_deref().unwrap_or(&local.host)
+                )
+                .as_bytes(),
             ),
             local_tag: Bytes::from(random_token()),
             remote: name_addr(None, format!("sip:{called}@{host_port}").as_bytes()),
@@ -1054,7 +1058,7 @@ impl Call {
             ack: None,
             rseq: None,
             credentials: prepared.credentials,
-            nonce_count: None,
+            nonce_use: NonceUse::default(),
             challenges_answered: 0,
         });
         // After the attempt is in place: its trunk's header rules apply to the INVITE.
@@ -2448,15 +2452,8 @@ impl Call {
         } else {
             ("WWW-Authenticate", "Authorization")
         };
-        // The strongest hash offered (RFC 8760 §2.4); challenges we cannot answer are skipped.
-        let Some(challenge) = response
-            .headers
-            .get_all(challenge_header)
-            .filter_map(|value| Challenge::parse(value).ok())
-            .min_by_key(|c| match c.algorithm {
-                Algorithm::Sha256 | Algorithm::Sha256Sess => 0,
-                Algorithm::Md5 | Algorithm::Md5Sess => 1,
-            })
+        let Some(challenge) =
+            strongest_challenge(response.headers.get_all(challenge_header).map(|v| &v[..]))
         else {
             return false;
         };
@@ -2468,16 +2465,7 @@ impl Call {
             );
             return false;
         }
-        let nc = match &mut attempt.nonce_count {
-            Some((nonce, count)) if *nonce == challenge.nonce => {
-                *count += 1;
-                *count
-            }
-            slot => {
-                *slot = Some((challenge.nonce.clone(), 1));
-                1
-            }
-        };
+        let nc = attempt.nonce_use.next(&challenge.nonce);
         let Some(method) = request.method() else {
             return false;
         };

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tandem_api::compiled::CompiledTrunk;
 use tandem_api::config::GatewayConfig;
 use tandem_sip::message::{Method, SipMessage};
 use tandem_sip::response::response_for;
@@ -33,6 +34,7 @@ use crate::health::TrunkHealth;
 use crate::media::{MediaClient, MediaError, SdpFlags};
 use crate::media_pool::{AnchorError, MediaPool};
 use crate::metrics::{Admission as Refusal, Metrics, Outcome, TrunkDirection};
+use crate::registration::{self, Registrations};
 use crate::routing::{self, Decision, Target};
 use crate::transport::{Flow, Transports};
 
@@ -54,6 +56,8 @@ pub struct CallContext {
     pub cdr: Option<cdr::Sink>,
     /// Inbound digest authentication and the blocking of sources that fail it.
     pub auth: Arc<Auth>,
+    /// The trunks' registrations with their carriers' registrars.
+    pub registrations: Arc<Registrations>,
 }
 
 /// What a shard receives.
@@ -312,7 +316,7 @@ impl Shard {
             return false;
         }
         let config = self.config.borrow().clone();
-        let Some(trunk) = routing::inbound_trunk(&config, flow.remote) else {
+        let Some(trunk) = inbound_trunk(&self.ctx, &config, msg, flow) else {
             return true;
         };
         let Some((realm, secret)) = trunk.inbound_auth() else {
@@ -582,6 +586,24 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// The Trunk a request belongs to: the trunk its Request-URI names when it is addressed to a
+/// registered Contact of ours and comes from that trunk (its registrar, a peer's address or
+/// its ACL), else the trunk of its source address ([`routing::inbound_trunk`]).
+fn inbound_trunk<'c>(
+    ctx: &CallContext,
+    config: &'c GatewayConfig,
+    request: &SipMessage,
+    flow: Flow,
+) -> Option<&'c CompiledTrunk> {
+    let source = flow.remote.ip();
+    registration::contacted_trunk(request)
+        .and_then(|name| config.trunk(&name))
+        .filter(|trunk| {
+            trunk.admits(source) || ctx.registrations.sent_by_registrar(trunk.name(), source)
+        })
+        .or_else(|| routing::inbound_trunk(config, flow.remote))
+}
+
 /// Admission and routing of a new call: the inbound trunk, its call limit, the route.
 fn admit(
     ctx: &CallContext,
@@ -591,7 +613,7 @@ fn admit(
     facts: &mut AdmissionFacts,
 ) -> Admission {
     let metrics = &ctx.metrics;
-    let Some(inbound) = routing::inbound_trunk(config, flow.remote) else {
+    let Some(inbound) = inbound_trunk(ctx, config, invite, flow) else {
         tracing::info!(source = %flow.remote, "call refused: source matches no trunk");
         return Admission::Refuse {
             inbound: None,

@@ -80,6 +80,7 @@ fn target(addr: &str) -> Target {
         encryption: MediaEncryption::None,
         cost: None,
         header_rules: None,
+        from_domain: None,
     }
 }
 
@@ -823,6 +824,33 @@ fn carrier_failure_fails_over_to_the_next_target() {
     s.expect(BACKUP, Method::Ack);
     let busy = s.expect(CALLER, 486);
     assert_eq!(busy.status(), Some(486));
+}
+
+#[test]
+fn the_from_host_is_the_trunks_from_domain_else_our_address() {
+    let outbound = Gauge::default();
+    let branded = Target {
+        from_domain: Some("voice.example.org".into()),
+        ..target(CARRIER)
+    };
+    let mut s = Script::start("", settings(), vec![branded, target(BACKUP)]);
+    s.expect(CALLER, 100);
+    s.media(is_offer, sdp(RELAY_SDP));
+    s.prepare(CARRIER, &outbound);
+    let first = s.expect(CARRIER, Method::Invite);
+    let from = first.from().unwrap();
+    assert_eq!(from.sip_uri().unwrap().host.as_ref(), b"voice.example.org");
+    assert_eq!(
+        first.headers.get("Contact").unwrap().as_ref(),
+        settings().local.contact(Transport::Udp).as_bytes(),
+        "the Contact stays our address"
+    );
+    s.carrier_sends(carrier_reply(&first, 503, &[], ""), CARRIER);
+    s.expect(CARRIER, Method::Ack);
+    s.prepare(BACKUP, &outbound);
+    let second = s.expect(BACKUP, Method::Invite);
+    let host = second.from().unwrap().sip_uri().unwrap().host;
+    assert_eq!(host.as_ref(), settings().local.host.as_bytes());
 }
 
 #[test]
