@@ -5,6 +5,7 @@
 //!
 //! Nothing here touches sockets or clocks: packets go in, packets come out.
 
+pub mod dtmf;
 pub mod g711;
 mod jitter;
 mod resample;
