@@ -14,7 +14,7 @@ mod transcoder;
 
 pub use jitter::{JitterBuffer, Slot};
 pub use resample::Resampler;
-pub use transcoder::{Pushed, Transcoder, TranscoderConfig};
+pub use transcoder::{DtmfConversion, Pushed, Transcoder, TranscoderConfig};
 
 use ezk_g722::libg722::{self, Bitrate};
 
