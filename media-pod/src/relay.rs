@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::metrics::counter::Counter;
 use socket2::{Domain, Protocol, Socket, Type};
-use tandem_codec::{Pushed, Transcoder, TranscoderConfig};
+use tandem_codec::{DtmfConversion, Pushed, Transcoder, TranscoderConfig};
 use tandem_rtp::PacketKind;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -31,7 +31,9 @@ use tokio::task::{JoinHandle, LocalSet};
 use crate::batch::{BATCH, Batch, Forward};
 use crate::dtmf;
 use crate::ice;
-use crate::metrics::{Metrics, PacketClass, PacketCounters, SEND_FAILED, TRANSCODER_FAILED};
+use crate::metrics::{
+    DTMF_CONVERSIONS, Metrics, PacketClass, PacketCounters, SEND_FAILED, TRANSCODER_FAILED,
+};
 use crate::recording::Recorder;
 use crate::session::{Datagram, DropReason, Packet, PortBinder, Route, SessionTable, Timestamp};
 
@@ -311,21 +313,32 @@ struct StreamTranscoder {
     packets: Counter,
     /// Concealed packets already counted in the metrics.
     concealed: u64,
+    /// DTMF digits converted already counted in the metrics.
+    digits: u64,
     out: Vec<Vec<u8>>,
 }
 
 impl StreamTranscoder {
     fn end(mut self, metrics: &Metrics) {
-        self.count_concealed(metrics);
+        self.count_conversions(metrics);
         let config = self.transcoder.config();
         metrics.transcoding_ended(config.from, config.to);
     }
 
-    fn count_concealed(&mut self, metrics: &Metrics) {
+    fn count_conversions(&mut self, metrics: &Metrics) {
         let concealed = self.transcoder.concealed();
         if concealed > self.concealed {
             metrics.concealed(concealed - self.concealed);
             self.concealed = concealed;
+        }
+        let digits = self.transcoder.dtmf_digits();
+        if digits > self.digits {
+            let conversion = match self.transcoder.config().dtmf {
+                DtmfConversion::TonesToEvents { .. } => DTMF_CONVERSIONS[1],
+                _ => DTMF_CONVERSIONS[0],
+            };
+            metrics.dtmf_converted(conversion, digits - self.digits);
+            self.digits = digits;
         }
     }
 }
@@ -559,6 +572,7 @@ fn transcode(
                     transcoder,
                     packets: worker.metrics.transcoding_started(config.from, config.to),
                     concealed: 0,
+                    digits: 0,
                     out: Vec::new(),
                 })
             }
@@ -572,7 +586,7 @@ fn transcode(
     let mut out = std::mem::take(&mut stream.out);
     out.clear();
     let pushed = stream.transcoder.push(datagram, &mut out);
-    stream.count_concealed(&worker.metrics);
+    stream.count_conversions(&worker.metrics);
     if let Some(socket) = worker.socket(from_port) {
         for packet in &out {
             match socket.try_send_to(packet, to) {

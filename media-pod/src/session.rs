@@ -31,7 +31,7 @@ use crate::quality::{QualitySample, Sources};
 use crate::sdp_rewrite::{self, AnchoredStream, Remote, SectionPlan, StreamError};
 use crate::srtp::{self, LegCrypto, SdesPolicy};
 use crate::transcode::{self, CodecSet, TranscodedLeg, Transcoding};
-use tandem_codec::TranscoderConfig;
+use tandem_codec::{CodecKind, TranscoderConfig};
 
 /// A moment, both monotonic (for timeouts and latching) and wall-clock (for reports).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -380,6 +380,9 @@ struct MediaStream {
     legs: [Leg; 2],
     /// The codec of each party, when the answer left them none in common.
     transcoding: Option<Transcoding>,
+    /// The offer asked the relay to convert between RFC 4733 events and tones (`mask` or
+    /// `transcode` of `telephone-event`).
+    convert_events: bool,
 }
 
 /// Packets not relayed from a party (or from every party of a call).
@@ -751,6 +754,11 @@ impl SessionTable {
             (from_tag, request.to_tag.as_deref())
         };
         let mut options = options::for_negotiation(request, self.config.advertise)?;
+        if options.codecs.converts_events() && self.config.transcodable.is_empty() {
+            options
+                .warnings
+                .push("DTMF conversion (transcoding is off)".into());
+        }
         let mut sdp = SessionDescription::parse(sdp_body)?;
         let loop_mark = format!("{:016x}", self.config.instance);
         if options.loop_protect && sdp_rewrite::has_loop_mark(&sdp, &loop_mark) {
@@ -890,6 +898,7 @@ impl SessionTable {
                     rtcp_mux: RtcpMux::default(),
                     legs: Default::default(),
                     transcoding: None,
+                    convert_events: false,
                 });
             }
             let media = &mut call.media[i];
@@ -897,6 +906,8 @@ impl SessionTable {
             media.protocol.clone_from(protocol);
             if !is_answer {
                 media.rtcp_mux = options.rtcp_mux;
+                media.convert_events =
+                    options.codecs.converts_events() && !self.config.transcodable.is_empty();
             }
             let leg = &mut media.legs[sender.index()];
             leg.protocol = Some(protocol.clone());
@@ -1598,7 +1609,7 @@ impl SessionTable {
             !is_rtcp
                 && packet
                     .rtp
-                    .is_some_and(|h| h.payload_type == t.legs[owner.side.index()].payload_type)
+                    .is_some_and(|h| t.takes(owner.side.index(), h.payload_type))
         });
         let other = &mut media.legs[owner.side.other().index()];
         if let Some(t) = transcoding {
@@ -1699,9 +1710,10 @@ fn resolve_sides(
 }
 
 /// Decides from an answer whether section `media` is transcoded (the answerer's codec is none
-/// the offerer offered, and both can be transcoded), recording each party's codec; returns
-/// the format list and `a=rtpmap` values of the answer sent to the offerer: its own codec, and
-/// the events both parties listed.
+/// the offerer offered, and both can be transcoded; or the offer asked for DTMF conversion
+/// and only one party has `telephone-event`), recording each party's codec; returns the
+/// format list and `a=rtpmap` values of the answer sent to the offerer: its own codec, and
+/// its events when the answerer has them too or the relay converts them.
 fn answer_transcoding(
     media: &mut MediaStream,
     answerer: Side,
@@ -1710,12 +1722,40 @@ fn answer_transcoding(
     let offerer = answerer.other();
     let offered = &media.legs[offerer.index()].formats;
     let answered = &media.legs[answerer.index()].formats;
-    let Some((offer, offer_kind, answer, answer_kind)) =
-        transcode::choose(offered, answered, transcodable)
-    else {
+    let events_of = |formats: &[PayloadFormat], kind: CodecKind| {
+        formats
+            .iter()
+            .find(|f| f.codec == Codec::TelephoneEvent && f.clock_rate == kind.rtp_clock())
+            .map(|f| f.payload_type)
+    };
+    let chosen = transcode::choose(offered, answered, transcodable);
+    let shared = chosen.is_none();
+    let chosen = chosen.or_else(|| {
+        // A codec in common: transcoded (to itself) only to convert DTMF.
+        if !media.convert_events {
+            return None;
+        }
+        let answer = answered.iter().find(|f| f.codec.is_voice())?;
+        let kind = transcode::kind_of(answer).filter(|k| transcodable.contains(*k))?;
+        let offer = offered
+            .iter()
+            .find(|o| o.codec == answer.codec && o.clock_rate == answer.clock_rate)?;
+        Some((*offer, kind, *answer, kind))
+    });
+    let Some((offer, offer_kind, answer, answer_kind)) = chosen else {
         media.transcoding = None;
         return (None, Vec::new());
     };
+    let mut events = [
+        events_of(offered, offer_kind),
+        events_of(answered, answer_kind),
+    ];
+    let converts = media.convert_events && events[0].is_some() != events[1].is_some();
+    if shared && !converts {
+        media.transcoding = None;
+        return (None, Vec::new());
+    }
+    let offer_events = events[0];
     let leg = |side: Side, codec, payload_type| TranscodedLeg {
         codec,
         payload_type,
@@ -1727,19 +1767,39 @@ fn answer_transcoding(
     ];
     if offerer == Side::Callee {
         legs.swap(0, 1);
+        events.swap(0, 1);
     }
-    media.transcoding = Some(Transcoding { legs });
-    let mut formats = vec![offer.payload_type.to_string()];
-    formats.extend(
+    media.transcoding = Some(Transcoding {
+        legs,
+        events: converts.then_some(events),
+    });
+    let mut formats: Vec<String> = if shared {
         answered
             .iter()
-            .filter(|a| a.codec == Codec::TelephoneEvent && offered.contains(a))
-            .map(|a| a.payload_type.to_string()),
-    );
-    (
-        Some(formats),
-        vec![format!("{} {}", offer.payload_type, offer_kind.rtpmap())],
-    )
+            .filter(|a| a.codec != Codec::TelephoneEvent)
+            .map(|a| a.payload_type.to_string())
+            .collect()
+    } else {
+        vec![offer.payload_type.to_string()]
+    };
+    let mut rtpmaps = Vec::new();
+    if !shared {
+        rtpmaps.push(format!("{} {}", offer.payload_type, offer_kind.rtpmap()));
+    }
+    if converts {
+        if let Some(pt) = offer_events {
+            formats.push(pt.to_string());
+            rtpmaps.push(format!("{pt} telephone-event/{}", offer_kind.rtp_clock()));
+        }
+    } else {
+        formats.extend(
+            answered
+                .iter()
+                .filter(|a| a.codec == Codec::TelephoneEvent && offered.contains(a))
+                .map(|a| a.payload_type.to_string()),
+        );
+    }
+    (Some(formats), rtpmaps)
 }
 
 /// Whether a command asks for every party (`all` flag, or `all: all`).
@@ -3111,6 +3171,56 @@ mod tests {
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(warnings[0].contains("ICE 'force-relay'"));
         assert!(warnings[1].contains("transcode 'G729'"));
+    }
+
+    #[test]
+    fn transcode_of_telephone_event_offers_events_and_converts_them_to_tones() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        // The caller (a Trunk taking DTMF in-band) offers PCMU without events.
+        let offer = Request::offer("c", "a", sdp("192.0.2.1", 4000))
+            .with_flag("codec-transcode-telephone-event");
+        let text = String::from_utf8(t.negotiate(&offer, now, &mut b).unwrap()).unwrap();
+        assert!(text.contains("m=audio 30000 RTP/AVP 0 101\r\n"), "{text}");
+        assert!(text.contains("a=rtpmap:101 telephone-event/8000"), "{text}");
+        let answer = sdp("192.0.2.2", 5000).replace(
+            "RTP/AVP 0",
+            "RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000",
+        );
+        let answer = Request::answer("c", "a", "b", answer);
+        let text = String::from_utf8(t.negotiate(&answer, now, &mut b).unwrap()).unwrap();
+        assert!(text.contains("m=audio 30002 RTP/AVP 0\r\n"), "{text}");
+        assert!(!text.contains("telephone-event"), "{text}");
+        let call = t.calls.values().next().unwrap();
+        let transcoding = call.media[0].transcoding.unwrap();
+        assert_eq!(transcoding.events, Some([None, Some(101)]));
+        // The callee's events become the caller's tones, the caller's tones its events.
+        assert_eq!(
+            transcoding.direction(1).dtmf,
+            tandem_codec::DtmfConversion::EventsToTones { payload_type: 101 }
+        );
+        assert_eq!(
+            transcoding.direction(0).dtmf,
+            tandem_codec::DtmfConversion::TonesToEvents { payload_type: 101 }
+        );
+
+        // Without the flag, a callee without events leaves the shared codec relayed as is.
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let body = sdp("192.0.2.1", 4000).replace(
+            "RTP/AVP 0",
+            "RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000",
+        );
+        t.negotiate(&Request::offer("c", "a", body), now, &mut b)
+            .unwrap();
+        let answer = Request::answer("c", "a", "b", sdp("192.0.2.2", 5000));
+        t.negotiate(&answer, now, &mut b).unwrap();
+        assert!(
+            t.calls.values().next().unwrap().media[0]
+                .transcoding
+                .is_none()
+        );
     }
 
     #[test]
