@@ -13,7 +13,7 @@ use tandem_api::compiled::CompiledTrunk;
 use tandem_api::config::GatewayConfig;
 use tandem_api::gateway::TRANSCODABLE;
 use tandem_api::ratedeck::{Cost, DeckMatch};
-use tandem_api::trunk::{MediaEncryption, Peer, PeerTransport};
+use tandem_api::trunk::{DtmfMode, MediaEncryption, Peer, PeerTransport};
 
 use crate::metrics::RouteLookup;
 use crate::transport::Transport;
@@ -198,10 +198,15 @@ pub fn decide(
                 down += 1;
                 continue;
             }
-            targets.push(Target {
+            let mut target = Target {
                 cost,
                 ..peer_target(trunk, peer, &plan.spec.failover_codes)
-            });
+            };
+            target.codec_flags.extend(dtmf_flags(
+                inbound.spec.media.dtmf_mode,
+                trunk.spec.media.dtmf_mode,
+            ));
+            targets.push(target);
         }
     }
     if targets.is_empty() {
@@ -302,6 +307,20 @@ pub fn codec_flags(codecs: &[Codec]) -> Vec<String> {
             .map(|c| format!("codec-transcode-{}", c.encoding_name())),
     );
     flags
+}
+
+/// The ng flags that carry DTMF between a caller's Trunk (`from`) and the Trunk called
+/// (`to`) when one of them takes DTMF in-band only: towards an `Inband` Trunk, the caller's
+/// RFC 4733 events are masked (not offered) and the media pod plays them as tones; from an
+/// `Inband` Trunk, events are offered for transcoding, and the media pod sends the tones it
+/// hears as events. The media pod converts only when its Gateway enables transcoding.
+pub fn dtmf_flags(from: DtmfMode, to: DtmfMode) -> Vec<String> {
+    match (from, to) {
+        (DtmfMode::Inband, DtmfMode::Inband) => Vec::new(),
+        (_, DtmfMode::Inband) => vec!["codec-mask-telephone-event".to_owned()],
+        (DtmfMode::Inband, _) => vec!["codec-transcode-telephone-event".to_owned()],
+        _ => Vec::new(),
+    }
 }
 
 /// Sorts by ascending priority; within a priority, draws a weighted-random order (each next item
@@ -902,6 +921,43 @@ spec:
         assert_eq!(uri_user("sip:alice;x=y@h"), "alice");
         assert_eq!(uri_user("tel:+1555;phone-context=x"), "+1555");
         assert_eq!(uri_user("sip:host.example"), "");
+    }
+
+    #[test]
+    fn a_call_to_an_in_band_dtmf_trunk_masks_the_callers_events() {
+        let routes = plan(
+            "    - {name: germany, match: {calledPrefix: '+49'}, targets: [{trunkRef: {name: national}}]}
+",
+        )
+        .replace(
+            "metadata: {name: national}\nspec:\n",
+            "metadata: {name: national}\nspec:\n  media: {dtmfMode: Inband}\n",
+        );
+        let config = config(&routes);
+        let Decision::Route { targets, .. } = decide_from(&config, "10.1.2.3:5060", "030123")
+        else {
+            panic!("routed");
+        };
+        assert!(
+            targets[0]
+                .codec_flags
+                .contains(&"codec-mask-telephone-event".to_owned()),
+            "{:?}",
+            targets[0].codec_flags
+        );
+    }
+
+    #[test]
+    fn in_band_dtmf_trunks_get_the_conversion_flags() {
+        use DtmfMode::{Inband, Rfc4733, SipInfo};
+        assert_eq!(dtmf_flags(Rfc4733, Inband), ["codec-mask-telephone-event"]);
+        assert_eq!(dtmf_flags(SipInfo, Inband), ["codec-mask-telephone-event"]);
+        assert_eq!(
+            dtmf_flags(Inband, Rfc4733),
+            ["codec-transcode-telephone-event"]
+        );
+        assert!(dtmf_flags(Inband, Inband).is_empty());
+        assert!(dtmf_flags(Rfc4733, Rfc4733).is_empty());
     }
 
     #[test]
