@@ -202,10 +202,12 @@ pub fn decide(
                 cost,
                 ..peer_target(trunk, peer, &plan.spec.failover_codes)
             };
-            target.codec_flags.extend(dtmf_flags(
-                inbound.spec.media.dtmf_mode,
-                trunk.spec.media.dtmf_mode,
-            ));
+            let dtmf = dtmf_flags(inbound.spec.media.dtmf_mode, trunk.spec.media.dtmf_mode);
+            if dtmf.iter().any(|f| f == MASK_EVENTS) {
+                // The codecs' `except` would keep the events the Trunk must not be offered.
+                target.codec_flags.retain(|f| f != KEEP_EVENTS);
+            }
+            target.codec_flags.extend(dtmf);
             targets.push(target);
         }
     }
@@ -291,10 +293,7 @@ pub fn codec_flags(codecs: &[Codec]) -> Vec<String> {
     if codecs.is_empty() {
         return Vec::new();
     }
-    let mut flags = vec![
-        "codec-mask-all".to_owned(),
-        "codec-except-telephone-event".to_owned(),
-    ];
+    let mut flags = vec!["codec-mask-all".to_owned(), KEEP_EVENTS.to_owned()];
     flags.extend(
         codecs
             .iter()
@@ -309,6 +308,11 @@ pub fn codec_flags(codecs: &[Codec]) -> Vec<String> {
     flags
 }
 
+/// The ng flag that keeps RFC 4733 events when a Trunk's codecs mask all others.
+const KEEP_EVENTS: &str = "codec-except-telephone-event";
+/// The ng flag that masks RFC 4733 events towards an `Inband` Trunk.
+const MASK_EVENTS: &str = "codec-mask-telephone-event";
+
 /// The ng flags that carry DTMF between a caller's Trunk (`from`) and the Trunk called
 /// (`to`) when one of them takes DTMF in-band only: towards an `Inband` Trunk, the caller's
 /// RFC 4733 events are masked (not offered) and the media pod plays them as tones; from an
@@ -317,7 +321,7 @@ pub fn codec_flags(codecs: &[Codec]) -> Vec<String> {
 pub fn dtmf_flags(from: DtmfMode, to: DtmfMode) -> Vec<String> {
     match (from, to) {
         (DtmfMode::Inband, DtmfMode::Inband) => Vec::new(),
-        (_, DtmfMode::Inband) => vec!["codec-mask-telephone-event".to_owned()],
+        (_, DtmfMode::Inband) => vec![MASK_EVENTS.to_owned()],
         (DtmfMode::Inband, _) => vec!["codec-transcode-telephone-event".to_owned()],
         _ => Vec::new(),
     }
@@ -931,20 +935,17 @@ spec:
         )
         .replace(
             "metadata: {name: national}\nspec:\n",
-            "metadata: {name: national}\nspec:\n  media: {dtmfMode: Inband}\n",
+            "metadata: {name: national}\nspec:\n  media: {dtmfMode: Inband, codecs: [PCMU]}\n",
         );
         let config = config(&routes);
         let Decision::Route { targets, .. } = decide_from(&config, "10.1.2.3:5060", "030123")
         else {
             panic!("routed");
         };
-        assert!(
-            targets[0]
-                .codec_flags
-                .contains(&"codec-mask-telephone-event".to_owned()),
-            "{:?}",
-            targets[0].codec_flags
-        );
+        let flags = &targets[0].codec_flags;
+        assert!(flags.contains(&MASK_EVENTS.to_owned()), "{flags:?}");
+        assert!(!flags.contains(&KEEP_EVENTS.to_owned()), "{flags:?}");
+        assert!(flags.contains(&"codec-offer-PCMU".to_owned()), "{flags:?}");
     }
 
     #[test]
