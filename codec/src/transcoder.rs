@@ -137,6 +137,8 @@ pub struct Transcoder {
     sent: Option<SentEvent>,
     /// DTMF digits converted, either way.
     digits: u64,
+    /// A tone played into the stream in place of its audio, and the samples left of it.
+    injected: Option<(ToneGenerator, usize)>,
 }
 
 impl Transcoder {
@@ -172,6 +174,7 @@ impl Transcoder {
             detected: Vec::new(),
             sent: None,
             digits: 0,
+            injected: None,
             config,
         })
     }
@@ -184,6 +187,34 @@ impl Transcoder {
     /// Packets concealed so far (lost, or undecodable).
     pub fn concealed(&self) -> u64 {
         self.concealed
+    }
+
+    /// Plays the tone of event `code` at `volume` (dBm0 below zero) for `ms` milliseconds in
+    /// place of the audio received next. `false` for a code that is no digit.
+    pub fn inject_tone(&mut self, code: u8, volume: u8, ms: u32) -> bool {
+        let rate = self.config.from.sample_rate();
+        let Some(tone) = ToneGenerator::new(code, volume, rate) else {
+            return false;
+        };
+        self.injected = Some((tone, (rate as usize) * (ms as usize) / 1000));
+        true
+    }
+
+    /// Replaces the audio just decoded with the injected tone while it lasts.
+    fn overlay_injected(&mut self) {
+        let Some((tone, left)) = &mut self.injected else {
+            return;
+        };
+        let frame = self.decoded.len();
+        let n = frame.min(*left);
+        self.decoded.clear();
+        tone.generate(n, &mut self.decoded);
+        // The tone ends inside this frame: silence for the rest of it.
+        self.decoded.resize(frame, 0);
+        *left -= n;
+        if *left == 0 {
+            self.injected = None;
+        }
     }
 
     /// DTMF digits converted so far (events played as tones, or tones sent as events).
@@ -241,6 +272,7 @@ impl Transcoder {
                 // The event's tone stands for this audio.
                 continue;
             }
+            self.overlay_injected();
             self.detect();
             self.resampler.process(&self.decoded, &mut self.pending);
             self.packetise(out);
@@ -758,6 +790,30 @@ mod tests {
         // What audio is left carries no digit.
         let audio = sink(CodecKind::Opus, 111, &output);
         assert!(digits_in(&audio, 48000).is_empty());
+    }
+
+    #[test]
+    fn an_injected_tone_replaces_the_audio_while_it_lasts() {
+        let config = TranscoderConfig {
+            from: CodecKind::Pcmu,
+            from_payload_type: 0,
+            to: CodecKind::G722,
+            to_payload_type: 9,
+            ptime_ms: 20,
+            dtmf: DtmfConversion::Pass,
+        };
+        let mut transcoder = Transcoder::new(config).unwrap();
+        assert!(!transcoder.inject_tone(16, 8, 100));
+        assert!(transcoder.inject_tone(4, 8, 250));
+        let mut out = Vec::new();
+        for p in source(CodecKind::Pcmu, 0, 300.0, 1) {
+            transcoder.push(&p, &mut out);
+        }
+        assert!((out.len() as i64 - 50).abs() <= 3, "{}", out.len());
+        let audio = sink(CodecKind::G722, 9, &out);
+        assert_eq!(digits_in(&audio, 16000), vec![4]);
+        // After the tone, the audio received flows again.
+        assert!(tone_power_ratio(&audio[16000 / 2..], 300.0, 16000) > 0.8);
     }
 
     #[test]

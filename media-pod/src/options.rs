@@ -138,6 +138,9 @@ pub struct Options {
     /// Mark the SDP sent on, and leave alone an SDP that carries this pod's mark
     /// (`loop protect`).
     pub loop_protect: bool,
+    /// `inject DTMF`: the streams go through the transcoder (even with a codec in common),
+    /// so that `play DTMF` can play tones into them.
+    pub inject_dtmf: bool,
     /// What the request asked for that is not acted on, one phrase each.
     pub warnings: Vec<String>,
 }
@@ -180,6 +183,7 @@ pub fn for_negotiation(request: &Request, advertise: IpAddr) -> Result<Options, 
             "strict-source" => o.strict_source = true,
             "record-call" => o.record_call = true,
             "loop-protect" => o.loop_protect = true,
+            "inject-dtmf" if is_offer => o.inject_dtmf = true,
             _ if name.starts_with("codec-") => {} // read by codec_operations()
             _ if name.starts_with("replace-") => {
                 replace.push(Replace::parse(&flag["replace-".len()..]));

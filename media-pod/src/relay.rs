@@ -189,6 +189,7 @@ fn run_worker(
             batch: RefCell::new(Batch::new()),
             forwards: RefCell::new(Vec::with_capacity(BATCH)),
             transcoders: RefCell::new(HashMap::new()),
+            tones: RefCell::new(HashMap::new()),
             counters: metrics.worker_counters(),
             metrics,
         });
@@ -222,6 +223,8 @@ struct Worker {
     forwards: RefCell<Vec<Forward>>,
     /// Transcoded streams, by the local port their packets arrive on.
     transcoders: RefCell<HashMap<u16, StreamTranscoder>>,
+    /// Tones to play into the transcoded stream arriving on a port, with its next packet.
+    tones: RefCell<HashMap<u16, dtmf::Tone>>,
     counters: Arc<PacketCounters>,
     metrics: Metrics,
 }
@@ -259,6 +262,7 @@ impl Worker {
 
     fn close(&self, port: u16) {
         self.stop_transcoding(port);
+        self.tones.borrow_mut().remove(&port);
         if let Some((_, task)) = self.open.borrow_mut().remove(&port) {
             task.abort();
             self.closing.borrow_mut().push(task);
@@ -385,6 +389,10 @@ impl PortBinder for WorkerBinder {
         })?;
         self.worker.recordings.borrow_mut().insert(call, recorder);
         Ok(())
+    }
+
+    fn inject_tone(&mut self, port: u16, tone: dtmf::Tone) {
+        self.worker.tones.borrow_mut().insert(port, tone);
     }
 
     fn send_later(&mut self, from_port: u16, to: SocketAddr, packets: dtmf::Schedule) {
@@ -583,6 +591,10 @@ fn transcode(
             }
         },
     };
+    if let Some(tone) = worker.tones.borrow_mut().remove(&port) {
+        let ms = u32::try_from(tone.duration.as_millis()).unwrap_or(u32::MAX);
+        stream.transcoder.inject_tone(tone.code, tone.volume, ms);
+    }
     let mut out = std::mem::take(&mut stream.out);
     out.clear();
     let pushed = stream.transcoder.push(datagram, &mut out);

@@ -58,6 +58,9 @@ pub trait PortBinder {
     /// Sends each datagram of `packets` from local port `from_port` to `to`, at its offset
     /// from now.
     fn send_later(&mut self, from_port: u16, to: SocketAddr, packets: dtmf::Schedule);
+    /// Plays `tone` into the transcoded stream arriving on local port `port`, in place of its
+    /// next audio.
+    fn inject_tone(&mut self, port: u16, tone: dtmf::Tone);
 }
 
 /// Whether a call is being recorded.
@@ -383,6 +386,8 @@ struct MediaStream {
     /// The offer asked the relay to convert between RFC 4733 events and tones (`mask` or
     /// `transcode` of `telephone-event`).
     convert_events: bool,
+    /// `inject DTMF`: transcoded even with a codec in common, for `play DTMF` tones.
+    inject_dtmf: bool,
 }
 
 /// Packets not relayed from a party (or from every party of a call).
@@ -754,10 +759,12 @@ impl SessionTable {
             (from_tag, request.to_tag.as_deref())
         };
         let mut options = options::for_negotiation(request, self.config.advertise)?;
-        if options.codecs.converts_events() && self.config.transcodable.is_empty() {
+        if (options.codecs.converts_events() || options.inject_dtmf)
+            && self.config.transcodable.is_empty()
+        {
             options
                 .warnings
-                .push("DTMF conversion (transcoding is off)".into());
+                .push("DTMF conversion and injection (transcoding is off)".into());
         }
         let mut sdp = SessionDescription::parse(sdp_body)?;
         let loop_mark = format!("{:016x}", self.config.instance);
@@ -899,6 +906,7 @@ impl SessionTable {
                     legs: Default::default(),
                     transcoding: None,
                     convert_events: false,
+                    inject_dtmf: false,
                 });
             }
             let media = &mut call.media[i];
@@ -908,6 +916,7 @@ impl SessionTable {
                 media.rtcp_mux = options.rtcp_mux;
                 media.convert_events =
                     options.codecs.converts_events() && !self.config.transcodable.is_empty();
+                media.inject_dtmf = options.inject_dtmf && !self.config.transcodable.is_empty();
             }
             let leg = &mut media.legs[sender.index()];
             leg.protocol = Some(protocol.clone());
@@ -1294,7 +1303,8 @@ impl SessionTable {
     }
 
     /// `play DTMF`: sends an RFC 4733 event to the other party as if the selected party had
-    /// sent it, on the first media section whose receiver negotiated `telephone-event`.
+    /// sent it, on the first media section whose receiver negotiated `telephone-event`; to a
+    /// receiver without events, plays the tone into the selected party's transcoded audio.
     pub fn play_dtmf(
         &mut self,
         request: &Request,
@@ -1335,9 +1345,6 @@ impl SessionTable {
                 .filter(|a| !a.ip().is_unspecified() && a.port() != 0)?;
             Some((leg.local?, to, *format))
         });
-        let (from_port, to, format) = target.ok_or(SessionError::Selection(
-            "The receiving party has no telephone-event payload type or no address yet",
-        ))?;
         let duration = request
             .duration
             .and_then(|v| u64::try_from(v).ok())
@@ -1347,6 +1354,29 @@ impl SessionTable {
         let volume = request.volume.map_or(dtmf::DEFAULT_VOLUME, |v| {
             u8::try_from(v.unsigned_abs().min(63)).unwrap_or(63)
         });
+        let Some((from_port, to, format)) = target else {
+            // No events towards the receiver: a tone in the audio, when the stream goes
+            // through the transcoder (`inject DTMF`, transcoding, or DTMF conversion).
+            let port = call
+                .media
+                .iter()
+                .find(|m| m.transcoding.is_some())
+                .and_then(|m| m.legs[sender.index()].local)
+                .ok_or(SessionError::Selection(
+                    "The receiving party has no telephone-event payload type, and its stream is \
+                     not transcoded (offer with 'inject DTMF')",
+                ))?;
+            binder.inject_tone(
+                port,
+                dtmf::Tone {
+                    code,
+                    volume,
+                    duration: Duration::from_millis(duration),
+                },
+            );
+            tracing::info!(call_id, code, duration_ms = duration, "DTMF tone played");
+            return Ok(());
+        };
         // A fresh source per event: different calls, times and events get different numbers.
         let mut hasher = std::hash::DefaultHasher::new();
         (call_id, now.unix, self.totals.relayed_packets, code).hash(&mut hasher);
@@ -1731,8 +1761,8 @@ fn answer_transcoding(
     let chosen = transcode::choose(offered, answered, transcodable);
     let shared = chosen.is_none();
     let chosen = chosen.or_else(|| {
-        // A codec in common: transcoded (to itself) only to convert DTMF.
-        if !media.convert_events {
+        // A codec in common: transcoded (to itself) only to convert or inject DTMF.
+        if !media.convert_events && !media.inject_dtmf {
             return None;
         }
         let answer = answered.iter().find(|f| f.codec.is_voice())?;
@@ -1751,7 +1781,7 @@ fn answer_transcoding(
         events_of(answered, answer_kind),
     ];
     let converts = media.convert_events && events[0].is_some() != events[1].is_some();
-    if shared && !converts {
+    if shared && !converts && !media.inject_dtmf {
         media.transcoding = None;
         return (None, Vec::new());
     }
@@ -2049,6 +2079,7 @@ mod tests {
         recording_dir: bool,
         recordings: std::collections::BTreeMap<u64, (String, String)>,
         sent: Vec<(u16, SocketAddr, dtmf::Schedule)>,
+        injected: Vec<(u16, dtmf::Tone)>,
     }
 
     impl PortBinder for FakeBinder {
@@ -2080,6 +2111,10 @@ mod tests {
                 "recording not open"
             );
         }
+        fn inject_tone(&mut self, port: u16, tone: dtmf::Tone) {
+            self.injected.push((port, tone));
+        }
+
         fn send_later(&mut self, from_port: u16, to: SocketAddr, packets: dtmf::Schedule) {
             self.sent.push((from_port, to, packets));
         }

@@ -1876,3 +1876,65 @@ fn rfc_4733_events_and_in_band_tones_are_converted_for_a_party_without_events() 
     );
     ng.request(&Request::delete("dtmf-inband", None));
 }
+
+#[test]
+fn play_dtmf_to_a_party_without_events_is_a_tone_in_its_audio() {
+    let pod = MediaPod::start(10, &["--transcode-codecs", "PCMU,PCMA"]);
+    let ng = pod.client();
+    let caller = Party::new();
+    let callee = Party::new();
+    // Neither party has telephone-event: `inject DTMF` puts the call through the transcoder.
+    let offer = Request::offer("inject", "caller-tag", sdp_with(&caller, 1, "0", ""))
+        .with_flag("inject DTMF");
+    ng.negotiate(&offer);
+    let answered = ng.negotiate(&Request::answer(
+        "inject",
+        "caller-tag",
+        "callee-tag",
+        sdp_with(&callee, 2, "0", ""),
+    ));
+    assert_eq!(answered.media()[0].media().formats, ["0"]);
+    let caller_facing = relay_port(&answered);
+
+    let mut play = Request::new("play DTMF".parse().unwrap());
+    play.call_id = Some("inject".into());
+    play.from_tag = Some("caller-tag".into());
+    play.code = Some("#".into());
+    play.duration = Some(300);
+    let reply = ng.request(&play);
+    assert!(reply.is_success(), "{:?}", reply.error_reason());
+
+    // The tone replaces the caller's next 300 ms of audio on the way to the callee.
+    let quiet = tandem_codec::signal::tone(300.0, -40.0, 8000, 8000);
+    for packet in pcmu_packets(&quiet, 0, 0, 0xCA11) {
+        caller
+            .rtp
+            .send_to(&packet, relay_addr(caller_facing))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (packets, heard) = receive_audio(&callee.rtp, tandem_codec::CodecKind::Pcmu, 0);
+    assert!(packets >= 47, "{packets} packets");
+    assert_eq!(digits_heard(&heard, 8000), vec![11]);
+
+    // Without `inject DTMF` (nor transcoding) there is nowhere to play it: a clear error.
+    let offer = Request::offer("plain", "caller-tag", sdp_with(&caller, 3, "0", ""));
+    ng.negotiate(&offer);
+    ng.negotiate(&Request::answer(
+        "plain",
+        "caller-tag",
+        "callee-tag",
+        sdp_with(&callee, 4, "0", ""),
+    ));
+    play.call_id = Some("plain".into());
+    let reply = ng.request(&play);
+    assert!(!reply.is_success());
+    assert!(
+        reply
+            .error_reason()
+            .unwrap_or_default()
+            .contains("inject DTMF"),
+        "{:?}",
+        reply.error_reason()
+    );
+}
