@@ -359,14 +359,13 @@ impl Metrics {
 }
 
 /// Why the relay dropped a packet: the label values of `tandem_media_dropped_packets_total`.
-pub const DROP_REASONS: [&str; 9] = [
+pub const DROP_REASONS: [&str; 8] = [
     DropReason::Malformed.as_str(),
     DropReason::NoSession.as_str(),
     DropReason::NoDestination.as_str(),
     DropReason::SourceMismatch.as_str(),
     DropReason::Blocked.as_str(),
     DropReason::Srtp(SrtpError::Malformed).as_str(),
-    DropReason::TranscodeToSrtp.as_str(),
     SEND_FAILED,
     TRANSCODER_FAILED,
 ];

@@ -305,10 +305,34 @@ impl Worker {
         route
     }
 
+    /// `packet`, made by the relay, protected for an SRTP party on `from_port`'s side (as is
+    /// for a plain one); `None`, counted as dropped, when it cannot be.
+    fn protect_generated(&self, from_port: u16, mut packet: Vec<u8>) -> Option<Vec<u8>> {
+        let len = packet.len();
+        packet.resize(len + SRTP_ROOM, 0);
+        let protected = self
+            .table
+            .borrow_mut()
+            .protect_generated(from_port, &mut packet, len);
+        match protected {
+            Ok(n) => {
+                packet.truncate(n);
+                Some(packet)
+            }
+            Err(reason) => {
+                self.counters.dropped(reason.as_str(), 1);
+                None
+            }
+        }
+    }
+
     fn socket(&self, port: u16) -> Option<Rc<UdpSocket>> {
         self.open.borrow().get(&port).map(|(s, _)| Rc::clone(s))
     }
 }
+
+/// Room for the SRTP authentication tag (or AEAD tag) of a packet the relay makes itself.
+const SRTP_ROOM: usize = 32;
 
 /// One transcoded direction of a call, on the worker that owns it: off the batched fast
 /// path, each packet is decoded, resampled and encoded here and sent on its own.
@@ -404,6 +428,9 @@ impl PortBinder for WorkerBinder {
                 // The call may have ended meanwhile: its socket is gone, and so is the event.
                 let Some(socket) = worker.socket(from_port) else {
                     return;
+                };
+                let Some(datagram) = worker.protect_generated(from_port, datagram) else {
+                    continue;
                 };
                 if let Err(e) = socket.send_to(&datagram, to).await {
                     tracing::debug!(from_port, %to, error = %e, "generated packet not sent");
@@ -600,7 +627,12 @@ fn transcode(
     let pushed = stream.transcoder.push(datagram, &mut out);
     stream.count_conversions(&worker.metrics);
     if let Some(socket) = worker.socket(from_port) {
-        for packet in &out {
+        for packet in out.iter_mut() {
+            let Some(protected) = worker.protect_generated(from_port, std::mem::take(packet))
+            else {
+                continue;
+            };
+            *packet = protected;
             match socket.try_send_to(packet, to) {
                 Ok(_) => {
                     stream.packets.inc();

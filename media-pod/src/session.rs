@@ -255,9 +255,6 @@ pub enum DropReason {
     /// SRTP or SRTCP that failed authentication or the replay check, or could not be
     /// protected.
     Srtp(tandem_srtp::Error),
-    /// A transcoded stream towards an SRTP party: not supported yet (the transcoder would send
-    /// it unprotected).
-    TranscodeToSrtp,
 }
 
 impl DropReason {
@@ -270,7 +267,6 @@ impl DropReason {
             DropReason::SourceMismatch => "strict_source",
             DropReason::Blocked => "blocked",
             DropReason::Srtp(_) => "srtp",
-            DropReason::TranscodeToSrtp => "transcode_to_srtp",
         }
     }
 }
@@ -1643,10 +1639,9 @@ impl SessionTable {
         });
         let other = &mut media.legs[owner.side.other().index()];
         if let Some(t) = transcoding {
-            // The transcoder sends what it encodes itself, unprotected: towards an SRTP party
-            // that would leak the audio in the clear, so such packets are dropped.
-            if other.srtp.is_some() {
-                return Route::Drop(DropReason::TranscodeToSrtp);
+            // What the transcoder sends is protected as it leaves ([`Self::protect_generated`]).
+            if other.srtp.as_deref().is_some_and(|c| !c.can_send()) {
+                return Route::Drop(DropReason::NoDestination);
             }
             return Route::Transcode {
                 from_port,
@@ -1668,6 +1663,32 @@ impl SessionTable {
             }
         }
         Route::Forward { from_port, to }
+    }
+
+    /// Protects an RTP packet the relay made itself (transcoded audio, `play DTMF` events) for
+    /// the party that local port `from_port` faces, when that party speaks SRTP: `buf[..len]`
+    /// is the packet, the rest of `buf` room for the tag. The length to send, or why not.
+    pub fn protect_generated(
+        &mut self,
+        from_port: u16,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<usize, DropReason> {
+        let owner = self
+            .ports
+            .get(&(from_port & !1))
+            .ok_or(DropReason::NoSession)?;
+        let leg = self
+            .calls
+            .get_mut(&owner.call)
+            .and_then(|c| c.media.get_mut(owner.media))
+            .map(|m| &mut m.legs[owner.side.index()])
+            .ok_or(DropReason::NoSession)?;
+        match leg.srtp.as_deref_mut() {
+            None => Ok(len),
+            Some(crypto) if !crypto.can_send() => Err(DropReason::NoDestination),
+            Some(crypto) => crypto.protect(buf, len, false).map_err(DropReason::Srtp),
+        }
     }
 
     /// Removes calls whose media stopped (see [`Call::silence`] for the rule), and calls
@@ -2929,6 +2950,52 @@ mod tests {
         };
         buf.truncate(len);
         buf
+    }
+
+    #[test]
+    fn transcoded_packets_to_an_srtp_callee_are_protected_as_they_leave() {
+        use tandem_srtp::sdes::Crypto;
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        let mut offer = Request::offer("c", "a", sdp("192.0.2.1", 4000)).with_flag("inject DTMF");
+        offer.transport_protocol = Some("RTP/SAVP".into());
+        let out = t.negotiate(&offer, at(t0, 0), &mut b).unwrap();
+        let callee_facing = media_port(&out, 0);
+        let relay_key = crypto_of(&out)[0].clone();
+        let callee_key = Crypto::generate(relay_key.tag, relay_key.key.suite()).unwrap();
+        let answer = Request::answer(
+            "c",
+            "a",
+            "b",
+            savp("198.51.100.1", 5000, &[callee_key.to_value()]),
+        );
+        let caller_facing = media_port(&t.negotiate(&answer, at(t0, 0), &mut b).unwrap(), 0);
+
+        // The caller's audio goes through the transcoder (not dropped) towards the SRTP callee.
+        let plain = rtp_bytes(1, 0x1111, 0x55);
+        let (route, _) = route_bytes(&mut t, caller_facing, "192.0.2.1:4000", &plain, at(t0, 20));
+        assert!(
+            matches!(route, Route::Transcode { from_port, .. } if from_port == callee_facing),
+            "{route:?}"
+        );
+        // What the transcoder made is encrypted under the relay's key for the callee.
+        let mut buf = plain.clone();
+        buf.resize(plain.len() + 32, 0);
+        let n = t
+            .protect_generated(callee_facing, &mut buf, plain.len())
+            .unwrap();
+        let mut callee_rx = tandem_srtp::Context::new(&relay_key.key);
+        assert_eq!(unprotect(&mut callee_rx, &buf[..n], false), plain);
+        // Towards the plain caller it leaves as it is; on a closed port it is not sent.
+        assert_eq!(
+            t.protect_generated(caller_facing, &mut buf, plain.len()),
+            Ok(plain.len())
+        );
+        assert_eq!(
+            t.protect_generated(40000, &mut buf, plain.len()),
+            Err(DropReason::NoSession)
+        );
     }
 
     #[test]
