@@ -377,7 +377,8 @@ struct MediaStream {
     /// The `rtcp-mux` handling the offer asked for.
     rtcp_mux: RtcpMux,
     legs: [Leg; 2],
-    /// The codec of each party, when the answer left them none in common.
+    /// The codec of each party, when the answer left them none in common (or the relay
+    /// converts or injects DTMF).
     transcoding: Option<Transcoding>,
     /// The offer asked the relay to convert between RFC 4733 events and tones (`mask` or
     /// `transcode` of `telephone-event`).
