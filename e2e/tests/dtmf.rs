@@ -1,8 +1,8 @@
-//! DTMF through the local platform to a carrier that takes DTMF in-band only (its Trunk's
-//! `media.dtmfMode: Inband`): the caller's RFC 4733 events reach the carrier as tones in its
-//! PCMU audio, found there by a Goertzel detector, and a digit the carrier keys in-band reaches
-//! the caller as RFC 4733 events. The caller and the carrier are plain sockets speaking SIP and
-//! RTP, with the audio really encoded and decoded.
+//! DTMF through the local platform between a party sending RFC 4733 events and one whose
+//! Trunk takes DTMF in-band only (`media.dtmfMode: Inband`), both ways round: events reach the
+//! in-band party as tones in its PCMU audio, found there by a Goertzel detector, and the digits
+//! it keys in-band reach the other party as RFC 4733 events. The caller and the carrier are
+//! plain sockets speaking SIP and RTP, with the audio really encoded and decoded.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -27,13 +27,27 @@ fn audio_line(message: &str) -> (u16, Vec<String>) {
     (port, parts.skip(1).map(str::to_owned).collect())
 }
 
-/// The caller's INVITE: PCMU and RFC 4733 events (payload type 101).
-fn invite(caller: &RawCaller, rtp_port: u16, call_id: &str) -> String {
+/// The `m=audio` line's formats and attributes of a PCMU party, with RFC 4733 events
+/// (payload type 101) or without.
+fn pcmu_media(rtp_port: u16, events: bool) -> String {
+    if events {
+        format!(
+            "m=audio {rtp_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n"
+        )
+    } else {
+        format!(
+            "m=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n"
+        )
+    }
+}
+
+/// The caller's INVITE: PCMU, with RFC 4733 events when `events`.
+fn invite(caller: &RawCaller, rtp_port: u16, events: bool, call_id: &str) -> String {
     let me = caller.addr();
     let sdp = format!(
-        "v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-         m=audio {rtp_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
-         a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n"
+        "v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n{}",
+        pcmu_media(rtp_port, events)
     );
     format!(
         "INVITE sip:15550001@{SIP} SIP/2.0\r\n\
@@ -50,9 +64,9 @@ fn invite(caller: &RawCaller, rtp_port: u16, call_id: &str) -> String {
     )
 }
 
-/// The carrier: answers the first INVITE with 200 OK and a PCMU-only SDP (no events) on
-/// `rtp_port`; returns the INVITE.
-fn carrier_answers(carrier: &UdpSocket, rtp_port: u16) -> String {
+/// The carrier: answers the first INVITE with 200 OK and a PCMU SDP on `rtp_port` (with
+/// events when `events`); returns the INVITE.
+fn carrier_answers(carrier: &UdpSocket, rtp_port: u16, events: bool) -> String {
     let mut buf = vec![0u8; 65_535];
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -65,8 +79,8 @@ fn carrier_answers(carrier: &UdpSocket, rtp_port: u16) -> String {
             continue;
         }
         let sdp = format!(
-            "v=0\r\no=carrier 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-             m=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n"
+            "v=0\r\no=carrier 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n{}",
+            pcmu_media(rtp_port, events)
         );
         let get = |name| header(&message, name).unwrap_or_default().to_owned();
         let ok = format!(
@@ -135,20 +149,34 @@ fn digits_heard(audio: &[i16]) -> Vec<u8> {
         .collect()
 }
 
-#[test]
-fn rfc_4733_digits_reach_an_in_band_carrier_as_tones_and_its_tones_come_back_as_events() {
-    let config = ConfigDir::copy("dtmf-inband");
+/// A call through the platform, answered and acknowledged: each party's RTP socket and the
+/// relay address it sends to.
+struct Call {
+    _platform: Platform,
+    caller_rtp: UdpSocket,
+    caller_relay: SocketAddr,
+    carrier_rtp: UdpSocket,
+    carrier_relay: SocketAddr,
+    /// The formats offered to the carrier and answered to the caller.
+    offered: Vec<String>,
+    answered: Vec<String>,
+}
+
+/// Starts the platform with the `dtmfMode` of the Trunk named `trunk` set to `Inband`, and
+/// places a PCMU call from a caller to the carrier, each with RFC 4733 events or without.
+fn call(trunk: &str, caller_events: bool, carrier_events: bool) -> Call {
+    let config = ConfigDir::copy(&format!("dtmf-{trunk}"));
     let trunks = config.read("trunks.yaml");
-    let inband = trunks.replace(
-        "    codecs: [PCMU, PCMA]\n",
-        "    codecs: [PCMU, PCMA]\n    dtmfMode: Inband\n",
-    );
-    assert_ne!(
-        inband, trunks,
-        "the carrier's media section is where it was"
+    let anchor = format!("  name: {trunk}\n");
+    let (head, tail) = trunks.split_at(trunks.find(&anchor).unwrap());
+    let media = tail.find("  media:\n").unwrap() + "  media:\n".len();
+    let inband = format!(
+        "{head}{}    dtmfMode: Inband\n{}",
+        &tail[..media],
+        &tail[media..]
     );
     config.write("trunks.yaml", &inband);
-    let _platform = Platform::start_with(config.path());
+    let platform = Platform::start_with(config.path());
 
     let carrier = UdpSocket::bind(("127.0.0.1", CARRIER_PORT)).unwrap();
     carrier
@@ -157,16 +185,11 @@ fn rfc_4733_digits_reach_an_in_band_carrier_as_tones_and_its_tones_come_back_as_
     let carrier_rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let caller = RawCaller::new();
     let caller_rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = |s: &UdpSocket| s.local_addr().unwrap().port();
 
-    caller.send_raw(invite(&caller, caller_rtp.local_addr().unwrap().port(), "dtmf-1").as_bytes());
-    let carrier_invite = carrier_answers(&carrier, carrier_rtp.local_addr().unwrap().port());
+    caller.send_raw(invite(&caller, port(&caller_rtp), caller_events, trunk).as_bytes());
+    let carrier_invite = carrier_answers(&carrier, port(&carrier_rtp), carrier_events);
     let (carrier_facing, offered) = audio_line(&carrier_invite);
-    assert_eq!(offered, ["0"], "no events offered: {carrier_invite}");
-    assert!(
-        !carrier_invite.contains("telephone-event"),
-        "{carrier_invite}"
-    );
-
     let deadline = Instant::now() + Duration::from_secs(10);
     let answer = loop {
         assert!(Instant::now() < deadline, "no 200 OK for the caller");
@@ -177,11 +200,6 @@ fn rfc_4733_digits_reach_an_in_band_carrier_as_tones_and_its_tones_come_back_as_
         }
     };
     let (caller_facing, answered) = audio_line(&answer);
-    assert_eq!(
-        answered,
-        ["0", "101"],
-        "the caller keeps its events: {answer}"
-    );
     let get = |name| header(&answer, name).unwrap_or_default().to_owned();
     let ack = format!(
         "ACK sip:15550001@{SIP} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKack1\r\n\
@@ -193,85 +211,139 @@ fn rfc_4733_digits_reach_an_in_band_carrier_as_tones_and_its_tones_come_back_as_
         get("Call-ID")
     );
     caller.send_raw(ack.as_bytes());
+    let relay = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    Call {
+        _platform: platform,
+        caller_rtp,
+        caller_relay: relay(caller_facing),
+        carrier_rtp,
+        carrier_relay: relay(carrier_facing),
+        offered,
+        answered,
+    }
+}
 
-    // The caller: quiet audio, then the digits 1, 5 and # as events (no audio while each
-    // lasts, 120 ms of audio between them), then quiet audio.
+/// Quiet audio, then each digit as RFC 4733 events (no audio while it lasts, 120 ms of audio
+/// between digits), then quiet audio: PCMU packets from sequence 0.
+fn keyed_as_events(digits: &[u8], ssrc: u32) -> Vec<Vec<u8>> {
     let quiet = tone(300.0, -40.0, 8000, 1600);
-    let ssrc = 0xCA11_0001;
     let (mut seq, mut ts) = (0u16, 0u32);
-    let mut up = Vec::new();
-    for code in [1, 5, 11] {
-        up.extend(pcmu_packets(&quiet[..960], seq, ts, ssrc));
+    let mut packets = Vec::new();
+    for &code in digits {
+        packets.extend(pcmu_packets(&quiet[..960], seq, ts, ssrc));
         seq += 6;
         ts += 960;
-        up.extend(event_packets(code, 160, seq, ts, ssrc));
+        packets.extend(event_packets(code, 160, seq, ts, ssrc));
         seq += 10;
         ts += 1280;
     }
-    up.extend(pcmu_packets(&quiet, seq, ts, ssrc));
-    // The carrier: quiet audio, the digit 9 keyed in-band for 200 ms, quiet audio.
+    packets.extend(pcmu_packets(&quiet, seq, ts, ssrc));
+    packets
+}
+
+/// Quiet audio, the digit keyed in-band for 200 ms, quiet audio: PCMU packets.
+fn keyed_in_band(code: u8, ssrc: u32) -> Vec<Vec<u8>> {
+    let quiet = tone(300.0, -40.0, 8000, 1600);
     let mut pcm = quiet.clone();
-    ToneGenerator::new(9, 6, 8000)
+    ToneGenerator::new(code, 6, 8000)
         .unwrap()
         .generate(1600, &mut pcm);
     pcm.extend(&quiet);
-    let down = pcmu_packets(&pcm, 700, 50_000, 0xCA77_0009);
+    pcmu_packets(&pcm, 700, 50_000, ssrc)
+}
 
-    let relay = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+/// Sends `up` from the caller and `down` from the carrier, interleaved, 5 ms apart.
+fn exchange(call: &Call, up: &[Vec<u8>], down: &[Vec<u8>]) {
     for i in 0..up.len().max(down.len()) {
         if let Some(p) = up.get(i) {
-            caller_rtp.send_to(p, relay(caller_facing)).unwrap();
+            call.caller_rtp.send_to(p, call.caller_relay).unwrap();
         }
         if let Some(p) = down.get(i) {
-            carrier_rtp.send_to(p, relay(carrier_facing)).unwrap();
+            call.carrier_rtp.send_to(p, call.carrier_relay).unwrap();
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
 
-    // What the carrier heard: PCMU only, the three digits in it.
-    carrier_rtp
+/// Everything arriving on `socket` until it is quiet: the RFC 4733 event payloads (payload
+/// type 101) and the decoded PCMU audio; any other payload type fails the test.
+fn received(socket: &UdpSocket) -> (Vec<Vec<u8>>, Vec<i16>) {
+    socket
         .set_read_timeout(Some(Duration::from_millis(700)))
         .unwrap();
     let mut decoder = Decoder::new(CodecKind::Pcmu).unwrap();
-    let mut at_carrier = Vec::new();
+    let (mut events, mut audio) = (Vec::new(), Vec::new());
     let mut buf = vec![0u8; 2048];
-    while let Ok((n, _)) = carrier_rtp.recv_from(&mut buf) {
+    while let Ok((n, _)) = socket.recv_from(&mut buf) {
         let Ok(packet) = RtpPacket::parse(&buf[..n]) else {
             continue; // RTCP
         };
-        assert_eq!(packet.payload_type(), 0, "only audio reaches the carrier");
-        decoder.decode(packet.payload(), &mut at_carrier);
-    }
-    assert_eq!(digits_heard(&at_carrier), vec![1, 5, 11]);
-
-    // What the caller got: the 9 as RFC 4733 events, and no tone left in its audio.
-    caller_rtp
-        .set_read_timeout(Some(Duration::from_millis(700)))
-        .unwrap();
-    let mut decoder = Decoder::new(CodecKind::Pcmu).unwrap();
-    let (mut events, mut at_caller) = (Vec::new(), Vec::new());
-    while let Ok((n, _)) = caller_rtp.recv_from(&mut buf) {
-        let Ok(packet) = RtpPacket::parse(&buf[..n]) else {
-            continue;
-        };
         match packet.payload_type() {
             101 => events.push(packet.payload().to_vec()),
-            0 => decoder.decode(packet.payload(), &mut at_caller),
-            other => panic!("payload type {other} reached the caller"),
+            0 => decoder.decode(packet.payload(), &mut audio),
+            other => panic!("payload type {other} arrived"),
         }
     }
+    (events, audio)
+}
+
+/// The media pod's count of digits converted one way.
+fn converted(conversion: &str) -> f64 {
+    tandem_e2e::scrape(
+        tandem_e2e::MEDIA_ADMIN,
+        "tandem_media_dtmf_events_total",
+        &[&format!("conversion=\"{conversion}\"")],
+    )
+}
+
+#[test]
+fn rfc_4733_digits_reach_an_in_band_carrier_as_tones_and_its_tones_come_back_as_events() {
+    let call = call("carrier", true, false);
+    assert_eq!(call.offered, ["0"], "no events offered to the carrier");
+    assert_eq!(call.answered, ["0", "101"], "the caller keeps its events");
+
+    exchange(
+        &call,
+        &keyed_as_events(&[1, 5, 11], 0xCA11_0001),
+        &keyed_in_band(9, 0xCA77_0009),
+    );
+    // The carrier hears the three digits in its audio, and gets no event.
+    let (events, at_carrier) = received(&call.carrier_rtp);
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(digits_heard(&at_carrier), vec![1, 5, 11]);
+    // The caller gets the 9 as RFC 4733 events, and no tone left in its audio.
+    let (events, at_caller) = received(&call.caller_rtp);
     assert!(!events.is_empty(), "no event reached the caller");
     assert!(events.iter().all(|e| e[0] == 9), "{events:?}");
     assert_eq!(events.iter().filter(|e| e[1] & 0x80 != 0).count(), 3);
     assert!(digits_heard(&at_caller).is_empty());
 
-    let converted = |conversion: &str| {
-        tandem_e2e::scrape(
-            tandem_e2e::MEDIA_ADMIN,
-            "tandem_media_dtmf_events_total",
-            &[&format!("conversion=\"{conversion}\"")],
-        )
-    };
     assert_eq!(converted("events_to_tones"), 3.0);
     assert_eq!(converted("tones_to_events"), 1.0);
+}
+
+#[test]
+fn an_in_band_callers_tones_reach_an_rfc_4733_carrier_as_events_and_back() {
+    // The caller's Trunk (`customers`) takes DTMF in-band; the carrier speaks RFC 4733.
+    let call = call("customers", false, true);
+    assert_eq!(call.offered, ["0", "101"], "events offered to the carrier");
+    assert_eq!(call.answered, ["0"], "none answered to the caller");
+
+    exchange(
+        &call,
+        &keyed_in_band(4, 0xCA11_0004),
+        &keyed_as_events(&[2, 10], 0xCA77_0002),
+    );
+    // The carrier gets the caller's 4 as events, the tone gone from the audio.
+    let (events, at_carrier) = received(&call.carrier_rtp);
+    assert!(!events.is_empty(), "no event reached the carrier");
+    assert!(events.iter().all(|e| e[0] == 4), "{events:?}");
+    assert!(digits_heard(&at_carrier).is_empty());
+    // The caller hears the carrier's 2 and * in its audio.
+    let (events, at_caller) = received(&call.caller_rtp);
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(digits_heard(&at_caller), vec![2, 10]);
+
+    assert_eq!(converted("tones_to_events"), 1.0);
+    assert_eq!(converted("events_to_tones"), 2.0);
 }
