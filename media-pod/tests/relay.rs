@@ -1938,3 +1938,89 @@ fn play_dtmf_to_a_party_without_events_is_a_tone_in_its_audio() {
         reply.error_reason()
     );
 }
+
+#[test]
+fn a_transcoded_stream_to_an_srtp_party_is_protected() {
+    use tandem_codec::CodecKind;
+    use tandem_codec::signal::dominant_frequency;
+    use tandem_srtp::sdes::Crypto;
+    use tandem_srtp::{Context, Suite};
+
+    let pod = MediaPod::start(20, &["--transcode-codecs", "PCMU,PCMA,G722,opus"]);
+    let ng = pod.client();
+    let caller = Party::new();
+    let callee = Party::new();
+    // A plain Opus caller; the callee takes PCMU over SDES-SRTP only.
+    let opus_only = sdp_with(&caller, 1, "111", "a=rtpmap:111 opus/48000/2\r\n");
+    let mut offer = Request::offer("tc-srtp", "caller-tag", opus_only);
+    for flag in ["codec-mask-all", "codec-offer-PCMU", "codec-transcode-PCMU"] {
+        offer = offer.with_flag(flag);
+    }
+    offer.transport_protocol = Some("RTP/SAVP".into());
+    let sent = ng.negotiate(&offer);
+    assert_eq!(sent.media()[0].media().formats, ["0"]);
+    let relay_key = crypto_lines(&sent)
+        .into_iter()
+        .find(|c| c.key.suite() == Suite::AesCm128HmacSha1_80)
+        .expect("AES_CM_128_HMAC_SHA1_80 offered");
+    let callee_key = Crypto::generate(relay_key.tag, Suite::AesCm128HmacSha1_80).unwrap();
+    let callee_sdp = sdp_with(&callee, 2, "0", "").replace("RTP/AVP", "RTP/SAVP")
+        + &format!("a=crypto:{}\r\n", callee_key.to_value());
+    let answered = ng.negotiate(&Request::answer(
+        "tc-srtp",
+        "caller-tag",
+        "callee-tag",
+        callee_sdp,
+    ));
+    assert_eq!(answered.media()[0].media().formats, ["111"]);
+    let (caller_facing, callee_facing) = (relay_port(&answered), relay_port(&sent));
+
+    // The caller's 1 kHz reaches the callee as SRTP-protected PCMU.
+    for packet in tone_packets(CodecKind::Opus, 111, 1000.0, 50, 0xCA11) {
+        caller
+            .rtp
+            .send_to(&packet, relay_addr(caller_facing))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    callee
+        .rtp
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut callee_rx = Context::new(&relay_key.key);
+    let mut decoder = tandem_codec::Decoder::new(CodecKind::Pcmu).unwrap();
+    let (mut packets, mut heard) = (0, Vec::new());
+    let mut buf = vec![0u8; 2048];
+    while let Ok((n, _)) = callee.rtp.recv_from(&mut buf) {
+        let plain = callee_rx.unprotect_rtp(&mut buf, n).expect("authenticated");
+        let packet = tandem_rtp::RtpPacket::parse(&buf[..plain]).unwrap();
+        assert_eq!(packet.payload_type(), 0);
+        decoder.decode(packet.payload(), &mut heard);
+        packets += 1;
+    }
+    assert!(packets >= 48, "{packets} SRTP packets");
+    assert_eq!(
+        dominant_frequency(&heard[1600..], &[400.0, 1000.0, 2000.0], 8000),
+        Some(1000.0)
+    );
+
+    // The callee's SRTP PCMU reaches the caller as plain Opus.
+    let mut callee_tx = Context::new(&callee_key.key);
+    for packet in tone_packets(CodecKind::Pcmu, 0, 400.0, 50, 0xCA1E) {
+        let mut wire = packet.clone();
+        wire.resize(packet.len() + 10, 0);
+        let len = callee_tx.protect_rtp(&mut wire, packet.len()).unwrap();
+        callee
+            .rtp
+            .send_to(&wire[..len], relay_addr(callee_facing))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (packets, heard) = receive_audio(&caller.rtp, CodecKind::Opus, 111);
+    assert!(packets >= 48, "{packets} Opus packets");
+    assert_eq!(
+        dominant_frequency(&heard[9600..], &[400.0, 1000.0, 2000.0], 48000),
+        Some(400.0)
+    );
+    ng.request(&Request::delete("tc-srtp", None));
+}
