@@ -31,8 +31,11 @@ pub struct Target {
     pub transport: Transport,
     /// Final response codes after which the next target is tried.
     pub failover_codes: Vec<u16>,
-    /// The ng codec flags of an offer to this Trunk ([`codec_flags`]).
+    /// The ng codec flags of an offer to this Trunk ([`codec_flags`], [`dtmf_flags`]).
     pub codec_flags: Vec<String>,
+    /// The ng flags of an offer from this Trunk's side to the caller (a re-INVITE from the
+    /// carrier): [`dtmf_flags`] the other way round.
+    pub carrier_offer_flags: Vec<String>,
     /// The trunk's media encryption.
     pub encryption: MediaEncryption,
     /// The rate deck's cost of the call on this trunk (for CDRs); `None` for a target from the
@@ -202,12 +205,15 @@ pub fn decide(
                 cost,
                 ..peer_target(trunk, peer, &plan.spec.failover_codes)
             };
-            let dtmf = dtmf_flags(inbound.spec.media.dtmf_mode, trunk.spec.media.dtmf_mode);
+            let (caller_dtmf, carrier_dtmf) =
+                (inbound.spec.media.dtmf_mode, trunk.spec.media.dtmf_mode);
+            let dtmf = dtmf_flags(caller_dtmf, carrier_dtmf);
             if dtmf.iter().any(|f| f == MASK_EVENTS) {
                 // The codecs' `except` would keep the events the Trunk must not be offered.
                 target.codec_flags.retain(|f| f != KEEP_EVENTS);
             }
             target.codec_flags.extend(dtmf);
+            target.carrier_offer_flags = dtmf_flags(carrier_dtmf, caller_dtmf);
             targets.push(target);
         }
     }
@@ -279,6 +285,7 @@ fn peer_target(trunk: &CompiledTrunk, peer: &Peer, failover_codes: &[u16]) -> Ta
         transport: peer_transport(peer),
         failover_codes: failover_codes.to_vec(),
         codec_flags: codec_flags(&trunk.spec.media.codecs),
+        carrier_offer_flags: Vec::new(),
         encryption: trunk.spec.media.encryption,
         cost: None,
     }
@@ -946,6 +953,11 @@ spec:
         assert!(flags.contains(&MASK_EVENTS.to_owned()), "{flags:?}");
         assert!(!flags.contains(&KEEP_EVENTS.to_owned()), "{flags:?}");
         assert!(flags.contains(&"codec-offer-PCMU".to_owned()), "{flags:?}");
+        // A re-INVITE from the carrier offers events to the caller for conversion.
+        assert_eq!(
+            targets[0].carrier_offer_flags,
+            ["codec-transcode-telephone-event"]
+        );
     }
 
     #[test]
