@@ -96,6 +96,7 @@ FAMILIES: tuple[Family, ...] = (
     _f("tandem_media_transcoded_streams_total", COUNTER, "media", ["from", "to"], on_load=True),
     _f("tandem_media_transcoding_streams", GAUGE, "media", ["from", "to"], on_load=True),
     _f("tandem_media_concealed_packets_total", COUNTER, "media", on_load=True),
+    _f("tandem_media_dtmf_events_total", COUNTER, "media", ["conversion"], on_load=True),
     _f("tandem_media_draining", GAUGE, "media", on_load=True),
     # operator, admin :8080 (not part of the local platform)
     _f("tandem_operator_reconciles_total", COUNTER, "operator", ["kind", "result"]),

@@ -95,7 +95,7 @@ pub const NOT_SUPPORTED_YET: &[NotSupportedYet] = &[
     NotSupportedYet {
         kind: "Trunk",
         path: "spec.media.dtmfMode",
-        allowed: Allowed::Only(&["RFC4733"]),
+        allowed: Allowed::Only(&["RFC4733", "Inband"]),
         issue: 11,
     },
     NotSupportedYet {

@@ -5,6 +5,7 @@
 //!
 //! Nothing here touches sockets or clocks: packets go in, packets come out.
 
+pub mod dtmf;
 pub mod g711;
 mod jitter;
 mod resample;
@@ -13,7 +14,7 @@ mod transcoder;
 
 pub use jitter::{JitterBuffer, Slot};
 pub use resample::Resampler;
-pub use transcoder::{Pushed, Transcoder, TranscoderConfig};
+pub use transcoder::{DtmfConversion, Pushed, Transcoder, TranscoderConfig};
 
 use ezk_g722::libg722::{self, Bitrate};
 

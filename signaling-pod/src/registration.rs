@@ -873,6 +873,8 @@ async fn register(
         encryption: Default::default(),
         cost: None,
         from_domain: None,
+        header_rules: None,
+        carrier_offer_flags: Vec::new(),
     };
     let seed = rand::rng().random();
     let mut registration = Registration::new(

@@ -1295,9 +1295,11 @@ impl Call {
         }
         self.set_busy(true);
         let (from_tag, to_tag) = self.media_tags(side);
-        // A re-offer from the caller goes to the Trunk: its codecs apply again.
+        // A re-offer from the caller goes to the Trunk: its codecs apply again; one from the
+        // carrier gets its DTMF conversion towards the caller.
         let codec_flags = match (side, &self.b) {
             (Side::A, Some(b)) => b.target.codec_flags.clone(),
+            (Side::B, Some(b)) => b.target.carrier_offer_flags.clone(),
             _ => Vec::new(),
         };
         let to_srtp = match side {

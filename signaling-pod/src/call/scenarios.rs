@@ -77,6 +77,7 @@ fn target(addr: &str) -> Target {
         transport: Transport::Udp,
         failover_codes: vec![503],
         codec_flags: Vec::new(),
+        carrier_offer_flags: Vec::new(),
         encryption: MediaEncryption::None,
         cost: None,
         header_rules: None,
@@ -989,6 +990,40 @@ fn the_carrier_holds_and_the_caller_gets_a_reinvite() {
     s.media(is_answer, sdp(&format!("{RELAY_SDP}a=recvonly\r\n")));
     let ok = s.expect(CARRIER, 200);
     assert!(String::from_utf8_lossy(&ok.body).contains("a=recvonly"));
+}
+
+#[test]
+fn a_reinvite_from_an_in_band_carrier_keeps_dtmf_converted() {
+    // The carrier's Trunk takes DTMF in-band: offers to it mask the caller's events, and its
+    // own offers ask the media pod to add events for the caller.
+    let mut carrier = target(CARRIER);
+    carrier.codec_flags = vec!["codec-mask-telephone-event".into()];
+    carrier.carrier_offer_flags = vec!["codec-transcode-telephone-event".into()];
+    let outbound = Gauge::default();
+    let mut s = Script::start("", settings(), vec![carrier]);
+    s.expect(CALLER, 100);
+    let offer = s.media(is_offer, sdp(RELAY_SDP));
+    assert!(
+        matches!(&offer, MediaRequest::Offer { codec_flags, .. } if codec_flags == &["codec-mask-telephone-event"]),
+        "{offer:?}"
+    );
+    s.prepare(CARRIER, &outbound);
+    let invite = s.expect(CARRIER, Method::Invite);
+    s.carrier_sends(carrier_reply(&invite, 200, &[], CARRIER_SDP), CARRIER);
+    s.expect(CARRIER, Method::Ack);
+    s.media(is_answer, sdp(RELAY_SDP));
+    s.expect(CALLER, 200);
+    let ack = s.caller_request("ACK", "", "");
+    s.caller_sends(ack);
+
+    let reinvite = carrier_request(&invite, "INVITE", 1, "", CARRIER_SDP);
+    s.carrier_sends(reinvite, CARRIER);
+    let offer = s.media(is_offer, sdp(RELAY_SDP));
+    assert!(
+        matches!(&offer, MediaRequest::Offer { from_tag, codec_flags, .. }
+            if from_tag == "bob" && codec_flags == &["codec-transcode-telephone-event"]),
+        "{offer:?}"
+    );
 }
 
 #[test]
