@@ -275,6 +275,11 @@ impl CompiledTrunk {
             .chain(self.outbound_secret())
     }
 
+    /// Whether the Trunk's peers are in the trust domain (`identity.trusted`, RFC 3325).
+    pub fn trusted(&self) -> bool {
+        self.trunk.spec.identity.as_ref().is_some_and(|i| i.trusted)
+    }
+
     /// The header rules, in order; `None` when the Trunk has none.
     pub fn header_rules(&self) -> Option<&HeaderRules> {
         self.header_rules.as_ref()

@@ -93,6 +93,9 @@ pub struct TrunkSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub header_rules: Vec<HeaderRule>,
+    /// Caller identity towards and from the trunk's peers (RFC 3325).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityPolicy>,
     /// Number rewrites applied to calls received from the trunk before routing, e.g. from the
     /// peer's national format to E.164.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -379,6 +382,18 @@ fn default_failure_threshold() -> u32 {
 
 fn default_success_threshold() -> u32 {
     1
+}
+
+/// How the caller's network-asserted identity crosses the trunk (RFC 3325, RFC 3323).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityPolicy {
+    /// The trunk's peers belong to the platform's trust domain: a `P-Asserted-Identity` they
+    /// send is believed, and calls to them carry the caller's `P-Asserted-Identity` and
+    /// `Privacy`. Untrusted (the default): both are removed on the way in and on the way out,
+    /// and a caller asking for privacy (`Privacy: id` or `user`) reaches them as anonymous.
+    #[serde(default)]
+    pub trusted: bool,
 }
 
 /// A header manipulation rule.
@@ -791,6 +806,7 @@ mod tests {
             limits: None,
             health_check: HealthCheck::default(),
             header_rules: Vec::new(),
+            identity: None,
             number_normalization: None,
         }
     }

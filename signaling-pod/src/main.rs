@@ -11,6 +11,7 @@ mod cdr;
 mod dispatcher;
 mod header_rules;
 mod health;
+mod identity;
 mod media;
 mod media_pool;
 mod metrics;

@@ -874,6 +874,7 @@ async fn register(
         cost: None,
         from_domain: None,
         header_rules: None,
+        trusted: false,
         carrier_offer_flags: Vec::new(),
     };
     let seed = rand::rng().random();

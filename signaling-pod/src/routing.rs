@@ -43,6 +43,8 @@ pub struct Target {
     pub cost: Option<Cost>,
     /// The trunk's header rules.
     pub header_rules: Option<HeaderRules>,
+    /// The trunk's peers are in the trust domain (`identity.trusted`, RFC 3325).
+    pub trusted: bool,
     /// The host of the From URI towards this trunk (`outbound.fromDomain`); our advertised
     /// address when `None`.
     pub from_domain: Option<String>,
@@ -294,6 +296,7 @@ fn peer_target(trunk: &CompiledTrunk, peer: &Peer, failover_codes: &[u16]) -> Ta
         encryption: trunk.spec.media.encryption,
         cost: None,
         header_rules: trunk.header_rules().cloned(),
+        trusted: trunk.trusted(),
         from_domain: trunk.from_domain().map(str::to_owned),
     }
 }

@@ -37,6 +37,7 @@ use tandem_api::trunk::MediaEncryption;
 
 use crate::admission::Reservation;
 use crate::header_rules;
+use crate::identity;
 use crate::media;
 use crate::metrics::Outcome;
 use crate::routing::{self, Target};
@@ -107,6 +108,8 @@ pub enum Admission {
         encryption: MediaEncryption,
         /// The inbound trunk's header rules.
         header_rules: Option<HeaderRules>,
+        /// The inbound trunk's peers are in the trust domain (RFC 3325).
+        trusted: bool,
         targets: Vec<Target>,
     },
     /// Refuse the call with this final response.
@@ -862,8 +865,10 @@ impl Call {
                 calling,
                 encryption,
                 header_rules: rules,
+                trusted,
                 targets,
             } => {
+                identity::on_received(trusted, &mut self.a_invite);
                 header_rules::on_received(rules.as_ref(), &mut self.a_invite);
                 self.inbound_rules = rules;
                 self.inbound = Some(inbound);
@@ -987,12 +992,24 @@ impl Call {
     fn send_b_invite(&mut self, now: Instant, target: Target, prepared: Prepared) {
         let called = self.called.clone();
         let calling = self.calling.clone();
-        let from_display = self
-            .a_invite
-            .from()
-            .ok()
-            .and_then(|f| f.display.as_ref().map(|d| d.to_vec()));
+        let anonymous = identity::anonymous_to(target.trusted, &self.a_invite);
+        let from_display = if anonymous {
+            Some(identity::ANONYMOUS_DISPLAY.to_vec())
+        } else {
+            self.a_invite
+                .from()
+                .ok()
+                .and_then(|f| f.display.as_ref().map(|d| d.to_vec()))
+        };
         let local = &self.settings.local;
+        let from_uri = if anonymous {
+            identity::ANONYMOUS.to_owned()
+        } else {
+            format!(
+                "sip:{calling}@{}",
+                target.from_domain.as_deref().unwrap_or(&local.host)
+            )
+        };
         let host_port = format!("{}:{}", target.host, target.port);
         let flow = Flow {
             transport: target.transport,
@@ -1001,14 +1018,7 @@ impl Call {
         let request_uri = Bytes::from(format!("sip:{called}@{host_port}"));
         let mut leg = Leg {
             call_id: self.b_call_id(),
-            local: name_addr(
-                from_display.as_deref(),
-                format!(
-                    "sip:{calling}@{}",
-                    target.from_domain.as_deref().unwrap_or(&local.host)
-                )
-                .as_bytes(),
-            ),
+            local: name_addr(from_display.as_deref(), from_uri.as_bytes()),
             local_tag: Bytes::from(random_token()),
             remote: name_addr(None, format!("sip:{called}@{host_port}").as_bytes()),
             remote_tag: None,
@@ -1033,6 +1043,7 @@ impl Call {
         headers.push("Min-SE", self.settings.min_se.to_string());
         let body = (!self.a_invite.body.is_empty()).then(|| self.a_invite.body.clone());
         set_sdp_body(&mut invite, body.clone());
+        identity::on_sent(target.trusted, &self.a_invite, &mut invite);
 
         tracing::debug!(trunk = target.trunk, peer = %prepared.remote, "outbound INVITE");
         self.outputs

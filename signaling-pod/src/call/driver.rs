@@ -677,6 +677,7 @@ fn admit(
                 calling,
                 encryption: inbound.spec.media.encryption,
                 header_rules: inbound.header_rules().cloned(),
+                trusted: inbound.trusted(),
                 targets,
             }
         }

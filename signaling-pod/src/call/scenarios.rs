@@ -81,6 +81,7 @@ fn target(addr: &str) -> Target {
         encryption: MediaEncryption::None,
         cost: None,
         header_rules: None,
+        trusted: false,
         from_domain: None,
     }
 }
@@ -165,6 +166,8 @@ impl Script {
             calling: "441000".into(),
             encryption,
             header_rules,
+            // The scripts' customers trunk is in the trust domain.
+            trusted: true,
             targets,
         };
         let facts = AdmissionFacts {
@@ -701,6 +704,38 @@ fn header_rules_of_both_trunks_shape_what_crosses() {
         None,
         "Pass copies into the initial INVITE only"
     );
+}
+
+#[test]
+fn the_asserted_identity_reaches_trusted_carriers_and_privacy_hides_the_caller_from_others() {
+    let caller = "P-Asserted-Identity: <sip:+15551000@customers.example>\r\nPrivacy: id\r\n";
+    for trusted in [true, false] {
+        let outbound = Gauge::default();
+        let carrier = Target {
+            trusted,
+            ..target(CARRIER)
+        };
+        let mut s = Script::start(caller, settings(), vec![carrier]);
+        s.media(is_offer, sdp(RELAY_SDP));
+        s.prepare(CARRIER, &outbound);
+        let invite = s.expect(CARRIER, Method::Invite);
+        let from = header(&invite, "From").unwrap();
+        if trusted {
+            assert_eq!(
+                header(&invite, "P-Asserted-Identity").as_deref(),
+                Some("<sip:+15551000@customers.example>")
+            );
+            assert_eq!(header(&invite, "Privacy").as_deref(), Some("id"));
+            assert!(from.contains("sip:441000@"), "{from}");
+        } else {
+            assert_eq!(header(&invite, "P-Asserted-Identity"), None);
+            assert_eq!(header(&invite, "Privacy"), None);
+            assert!(
+                from.starts_with("\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag="),
+                "{from}"
+            );
+        }
+    }
 }
 
 #[test]
