@@ -160,18 +160,6 @@ pub const NOT_SUPPORTED_YET: &[NotSupportedYet] = &[
     },
     NotSupportedYet {
         kind: "Trunk",
-        path: "spec.limits.callsPerSecond",
-        allowed: Allowed::Unset,
-        issue: 9,
-    },
-    NotSupportedYet {
-        kind: "Trunk",
-        path: "spec.limits.burst",
-        allowed: Allowed::Unset,
-        issue: 9,
-    },
-    NotSupportedYet {
-        kind: "Trunk",
         path: "spec.headerRules",
         allowed: Allowed::Unset,
         issue: 9,

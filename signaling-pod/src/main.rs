@@ -31,6 +31,7 @@ use tandem_runtime::network_status;
 use tandem_runtime::shutdown::Signals;
 use tandem_sip::transaction::TimerConfig;
 
+use crate::admission::RateLimits;
 use crate::call::leg::LocalAddress;
 use crate::call::{CallContext, Calls, Settings};
 use crate::dispatcher::{Dispatcher, Exchanges};
@@ -272,6 +273,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         metrics,
         trunk_health: Arc::clone(&trunk_health),
         settings: Arc::new(settings),
+        rate_limits: RateLimits::default(),
     });
     let exchanges = Arc::new(Exchanges::default());
     tokio::spawn(health::run_prober(

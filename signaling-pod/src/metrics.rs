@@ -135,8 +135,10 @@ struct PeerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    reason: &'static str,
+struct RejectionLabels {
+    trunk: String,
+    direction: TrunkDirection,
+    limit: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -145,23 +147,8 @@ struct BuildLabels {
     version: &'static str,
 }
 
-/// Why a new call was refused before routing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Admission {
-    /// The pod is draining.
-    Draining,
-    /// A trunk's call limit was reached.
-    Limit,
-}
-
-impl Admission {
-    fn label(self) -> &'static str {
-        match self {
-            Admission::Draining => "draining",
-            Admission::Limit => "limit",
-        }
-    }
-}
+/// The `limit` label of a call refused because the pod is draining (no trunk is named).
+const DRAINING: &str = "draining";
 
 /// The `code_class` label of a failed attempt: `4xx`, `5xx`, `6xx`, or `timeout` for 408 and
 /// silence.
@@ -237,7 +224,7 @@ pub struct Metrics {
     call_setup: Histogram,
     peer_up: Family<PeerLabels, Gauge>,
     peer_transport_unsupported: Family<PeerLabels, Gauge>,
-    admission_rejections: Family<ReasonLabels, Counter>,
+    admission_rejections: Family<RejectionLabels, Counter>,
     draining: Gauge,
 }
 
@@ -274,11 +261,13 @@ impl Metrics {
         let metrics = Self::default();
         // Series that only move on rare events exist from the start, so dashboards and alerts
         // see 0 rather than nothing.
-        for reason in [Admission::Draining, Admission::Limit] {
-            let _ = metrics.admission_rejections.get_or_create(&ReasonLabels {
-                reason: reason.label(),
+        let _ = metrics
+            .admission_rejections
+            .get_or_create(&RejectionLabels {
+                trunk: String::new(),
+                direction: TrunkDirection::Inbound,
+                limit: DRAINING,
             });
-        }
         for reason in EndReason::ALL {
             let _ = metrics.call_ends.get_or_create(&EndLabels {
                 reason: reason.as_str(),
@@ -341,7 +330,8 @@ impl Metrics {
         );
         sub.register(
             "admission_rejections",
-            "New calls refused before routing, by reason",
+            "New calls and call attempts refused by a trunk's limit (max_calls, calls_per_second) \
+             per trunk and direction, or because the pod is draining (limit=draining, no trunk)",
             metrics.admission_rejections.clone(),
         );
         sub.register(
@@ -542,13 +532,25 @@ impl Metrics {
             .set(1);
     }
 
-    /// Counts a new call refused before routing.
-    pub fn count_admission_rejection(&self, reason: Admission) {
+    /// Counts a call or call attempt refused by `trunk`'s `limit` in `direction`.
+    pub fn count_admission_rejection(
+        &self,
+        trunk: &str,
+        direction: TrunkDirection,
+        limit: &'static str,
+    ) {
         self.admission_rejections
-            .get_or_create(&ReasonLabels {
-                reason: reason.label(),
+            .get_or_create(&RejectionLabels {
+                trunk: trunk.to_owned(),
+                direction,
+                limit,
             })
             .inc();
+    }
+
+    /// Counts a new call refused because the pod is draining.
+    pub fn count_draining_rejection(&self) {
+        self.count_admission_rejection("", TrunkDirection::Inbound, DRAINING);
     }
 
     /// Creates every per-trunk series of `trunk` at zero (on configuration load).
@@ -558,6 +560,13 @@ impl Metrics {
             let _ = self.trunk_attempts.get_or_create(&labels);
             let _ = self.trunk_answers.get_or_create(&labels);
             let _ = self.trunk_calls_active.get_or_create(&labels);
+            for limit in ["max_calls", "calls_per_second"] {
+                let _ = self.admission_rejections.get_or_create(&RejectionLabels {
+                    trunk: trunk.to_owned(),
+                    direction,
+                    limit,
+                });
+            }
             for code_class in ["4xx", "5xx", "6xx", "timeout"] {
                 let _ = self.trunk_failures.get_or_create(&TrunkFailureLabels {
                     trunk: trunk.to_owned(),
@@ -588,7 +597,8 @@ mod tests {
         metrics.observe_call_duration("carrier", 12.0);
         metrics.set_peer_up("carrier", "127.0.0.1:5090", true);
         metrics.set_peer_transport_unsupported("carrier", "127.0.0.1:5061");
-        metrics.count_admission_rejection(Admission::Draining);
+        metrics.count_draining_rejection();
+        metrics.count_admission_rejection("carrier", TrunkDirection::Outbound, "calls_per_second");
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for expected in [
@@ -598,7 +608,8 @@ mod tests {
             "tandem_signaling_call_duration_seconds_count{trunk=\"carrier\"} 1",
             "tandem_signaling_trunk_peer_up{trunk=\"carrier\",peer=\"127.0.0.1:5090\"} 1",
             "tandem_signaling_trunk_peer_transport_unsupported{trunk=\"carrier\",peer=\"127.0.0.1:5061\"} 1",
-            "tandem_signaling_admission_rejections_total{reason=\"draining\"} 1",
+            "tandem_signaling_admission_rejections_total{trunk=\"\",direction=\"inbound\",limit=\"draining\"} 1",
+            "tandem_signaling_admission_rejections_total{trunk=\"carrier\",direction=\"outbound\",limit=\"calls_per_second\"} 1",
             "tandem_build_info{component=\"signaling-pod\",version=\"",
             "tandem_signaling_draining 0",
         ] {

@@ -29,7 +29,7 @@ use tandem_sip::transaction::{
 use tracing::Span;
 
 use super::leg::{Leg, LocalAddress, name_addr, set_sdp_body};
-use crate::admission::Reservation;
+use crate::admission::{Limit, Reservation};
 use crate::metrics::Outcome;
 use crate::routing::{self, Target};
 use crate::transport::Flow;
@@ -165,8 +165,8 @@ pub struct Prepared {
 /// Why a target could not be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unavailable {
-    /// The trunk is at its `maxCalls`.
-    AtLimit,
+    /// The trunk is at one of its limits (`maxCalls`, `callsPerSecond`).
+    Limited(Limit),
     /// The peer's name does not resolve.
     Unresolvable,
 }
@@ -893,6 +893,14 @@ impl Call {
             Ok(prepared) => self.send_b_invite(now, target, prepared),
             Err(reason) => {
                 tracing::debug!(trunk = target.trunk, ?reason, "target skipped");
+                // With no carrier's answer to pass on, a caller whose every target was at a
+                // limit learns which one, and when to retry.
+                if let Unavailable::Limited(limit) = reason
+                    && self.last_failure.is_none()
+                {
+                    self.last_failure = Some((503, Bytes::from_static(limit.reason().as_bytes())));
+                    self.retry_after = Some(limit.retry_after());
+                }
                 self.prepare_next_target(now);
             }
         }
@@ -1578,6 +1586,7 @@ impl Call {
             code,
             Bytes::copy_from_slice(response.reason().unwrap_or_default()),
         ));
+        self.retry_after = None;
         let failover = attempt.target.failover_codes.contains(&code);
         if failover && !self.targets.is_empty() {
             tracing::debug!(code, "carrier refused; trying the next target");
@@ -1598,6 +1607,7 @@ impl Call {
             .retain(|c| !matches!(c.purpose, Purpose::Invite));
         self.invite_deadline = None;
         self.last_failure = Some((408, Bytes::from_static(b"Request Timeout")));
+        self.retry_after = None;
         if let Some(attempt) = self.b.as_mut() {
             attempt.reservation = None;
             let trunk = attempt.target.trunk.clone();

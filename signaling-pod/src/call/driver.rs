@@ -26,11 +26,11 @@ use super::core::{
     ALLOW, Admission, Call, Event, Input, MediaFailure, MediaOpId, MediaReply, MediaRequest,
     Output, Prepared, Settings, Unavailable, numbers, shard_of,
 };
-use crate::admission::Reservation;
+use crate::admission::RateLimits;
 use crate::health::TrunkHealth;
 use crate::media::{MediaClient, MediaError};
 use crate::media_pool::{AnchorError, MediaPool};
-use crate::metrics::{Admission as Refusal, Metrics, Outcome, TrunkDirection};
+use crate::metrics::{Metrics, Outcome, TrunkDirection};
 use crate::routing::{self, Decision, Target};
 use crate::transport::{Flow, Transports, resolve};
 
@@ -48,6 +48,8 @@ pub struct CallContext {
     /// What the OPTIONS prober knows of each trunk peer: routing skips peers marked down.
     pub trunk_health: Arc<TrunkHealth>,
     pub settings: Arc<Settings>,
+    /// The trunks' call-rate buckets, shared by the shards.
+    pub rate_limits: RateLimits,
 }
 
 /// What a shard receives.
@@ -277,7 +279,7 @@ impl Shard {
         let metrics = &self.ctx.metrics;
         if self.draining.load(Ordering::SeqCst) {
             metrics.count_call(Outcome::RefusedDraining);
-            metrics.count_admission_rejection(Refusal::Draining);
+            metrics.count_draining_rejection();
             let retry_after = DRAIN_RETRY_AFTER.to_string();
             self.respond(
                 &invite,
@@ -319,25 +321,31 @@ impl Shard {
         }
     }
 
-    /// Reserves a call on the target's trunk, once its peer's address is known.
+    /// Admits a call on the target's trunk under its limits, once its peer's address is known.
     fn reserve(&self, target: &Target, remote: SocketAddr) -> Result<Prepared, Unavailable> {
-        let limit = self
+        let limits = self
             .config
             .borrow()
             .trunk(&target.trunk)
-            .and_then(|t| t.spec.limits.as_ref().and_then(|l| l.max_calls));
-        let active = self
-            .ctx
-            .metrics
-            .trunk_calls_active(&target.trunk, TrunkDirection::Outbound);
-        match Reservation::take(&active, limit) {
-            Some(reservation) => Ok(Prepared {
+            .and_then(|t| t.spec.limits.clone());
+        let direction = TrunkDirection::Outbound;
+        let metrics = &self.ctx.metrics;
+        let active = metrics.trunk_calls_active(&target.trunk, direction);
+        let now = Instant::now().into_std();
+        match (self.ctx.rate_limits).admit(now, &target.trunk, direction, limits.as_ref(), &active)
+        {
+            Ok(reservation) => Ok(Prepared {
                 remote,
                 reservation,
             }),
-            None => {
-                tracing::debug!(trunk = target.trunk, "trunk at its call limit");
-                Err(Unavailable::AtLimit)
+            Err(limit) => {
+                tracing::debug!(
+                    trunk = target.trunk,
+                    reason = limit.reason(),
+                    "target at a limit"
+                );
+                metrics.count_admission_rejection(&target.trunk, direction, limit.label());
+                Err(Unavailable::Limited(limit))
             }
         }
     }
@@ -484,18 +492,26 @@ fn admit(ctx: &CallContext, config: &GatewayConfig, invite: &SipMessage, flow: F
     };
     let name = inbound.name().to_owned();
     metrics.count_trunk_attempt(&name, TrunkDirection::Inbound);
-    let limit = inbound.spec.limits.as_ref().and_then(|l| l.max_calls);
-    let active = metrics.trunk_calls_active(&name, TrunkDirection::Inbound);
-    let Some(reservation) = Reservation::take(&active, limit) else {
-        tracing::info!(trunk = name, "call refused: trunk at its call limit");
-        metrics.count_admission_rejection(Refusal::Limit);
-        return Admission::Refuse {
-            inbound: Some(name),
-            code: 503,
-            reason: "Service Unavailable".into(),
-            retry_after: None,
-            outcome: Outcome::Rejected,
-        };
+    let direction = TrunkDirection::Inbound;
+    let active = metrics.trunk_calls_active(&name, direction);
+    let now = Instant::now().into_std();
+    let limits = inbound.spec.limits.as_ref();
+    let reservation = match ctx
+        .rate_limits
+        .admit(now, &name, direction, limits, &active)
+    {
+        Ok(reservation) => reservation,
+        Err(limit) => {
+            tracing::info!(trunk = name, reason = limit.reason(), "call refused");
+            metrics.count_admission_rejection(&name, direction, limit.label());
+            return Admission::Refuse {
+                inbound: Some(name),
+                code: 503,
+                reason: limit.reason().into(),
+                retry_after: Some(limit.retry_after()),
+                outcome: Outcome::Rejected,
+            };
+        }
     };
     let (called, calling) = numbers(invite);
     let decision = routing::decide(
