@@ -11,6 +11,7 @@ mod health;
 mod media;
 mod media_pool;
 mod metrics;
+mod overload;
 mod routing;
 mod transport;
 
@@ -38,6 +39,7 @@ use crate::dispatcher::{Dispatcher, Exchanges};
 use crate::health::TrunkHealth;
 use crate::media_pool::MediaPool;
 use crate::metrics::Metrics;
+use crate::overload::OverloadSettings;
 use crate::transport::Transports;
 
 /// mimalloc returns the pages calls free to the system, where glibc's allocator keeps them
@@ -126,6 +128,18 @@ struct Args {
     /// How often the configuration directory is checked for changes, in milliseconds.
     #[arg(long, env = "TANDEM_CONFIG_POLL_MS", default_value_t = 1000)]
     config_poll_ms: u64,
+    /// Overload control: new calls that waited longer than this in their shard's queue, for
+    /// --overload-interval-ms on end, are refused with a stateless 503 (0: never), in
+    /// milliseconds.
+    #[arg(long, env = "TANDEM_OVERLOAD_QUEUE_DELAY_MS", default_value_t = 50)]
+    overload_queue_delay_ms: u64,
+    /// How long new calls must keep waiting longer than --overload-queue-delay-ms before they
+    /// are refused, in milliseconds.
+    #[arg(long, env = "TANDEM_OVERLOAD_INTERVAL_MS", default_value_t = 100)]
+    overload_interval_ms: u64,
+    /// The Retry-After of a refusal for overload, in seconds.
+    #[arg(long, env = "TANDEM_OVERLOAD_RETRY_AFTER", default_value_t = 1)]
+    overload_retry_after_seconds: u32,
     /// Log format: text or json.
     #[arg(long, env = "TANDEM_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -266,6 +280,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         media_timeout: seconds(args.media_timeout_seconds),
         media_check_interval: seconds(args.media_check_interval_seconds),
         shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        overload: OverloadSettings {
+            target: Duration::from_millis(args.overload_queue_delay_ms),
+            interval: Duration::from_millis(args.overload_interval_ms),
+            retry_after: args.overload_retry_after_seconds,
+        },
     };
     let ctx = Arc::new(CallContext {
         transports: Arc::clone(&transports),

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -135,6 +136,11 @@ struct PeerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShardLabels {
+    shard: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RejectionLabels {
     trunk: String,
     direction: TrunkDirection,
@@ -225,6 +231,8 @@ pub struct Metrics {
     peer_up: Family<PeerLabels, Gauge>,
     peer_transport_unsupported: Family<PeerLabels, Gauge>,
     admission_rejections: Family<RejectionLabels, Counter>,
+    overload_rejections: Counter,
+    new_call_queue_delay: Family<ShardLabels, Gauge<f64, AtomicU64>>,
     draining: Gauge,
 }
 
@@ -250,6 +258,8 @@ impl Default for Metrics {
             peer_up: Family::default(),
             peer_transport_unsupported: Family::default(),
             admission_rejections: Family::default(),
+            overload_rejections: Counter::default(),
+            new_call_queue_delay: Family::default(),
             draining: Gauge::default(),
         }
     }
@@ -333,6 +343,18 @@ impl Metrics {
             "New calls and call attempts refused by a trunk's limit (max_calls, calls_per_second) \
              per trunk and direction, or because the pod is draining (limit=draining, no trunk)",
             metrics.admission_rejections.clone(),
+        );
+        sub.register(
+            "overload_rejections",
+            "New calls refused with a stateless 503 because their shard was overloaded",
+            metrics.overload_rejections.clone(),
+        );
+        sub.register_with_unit(
+            "new_call_queue_delay",
+            "How long the last new call served by each shard waited in its queue (the overload \
+             measure)",
+            Unit::Seconds,
+            metrics.new_call_queue_delay.clone(),
         );
         sub.register(
             "draining",
@@ -548,6 +570,20 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a new call refused for overload.
+    pub fn count_overload_rejection(&self) {
+        self.overload_rejections.inc();
+    }
+
+    /// The gauge of `shard`'s new-call queue delay.
+    pub fn new_call_queue_delay(&self, shard: usize) -> Gauge<f64, AtomicU64> {
+        self.new_call_queue_delay
+            .get_or_create(&ShardLabels {
+                shard: shard.to_string(),
+            })
+            .clone()
+    }
+
     /// Counts a new call refused because the pod is draining.
     pub fn count_draining_rejection(&self) {
         self.count_admission_rejection("", TrunkDirection::Inbound, DRAINING);
@@ -598,6 +634,8 @@ mod tests {
         metrics.set_peer_up("carrier", "127.0.0.1:5090", true);
         metrics.set_peer_transport_unsupported("carrier", "127.0.0.1:5061");
         metrics.count_draining_rejection();
+        metrics.count_overload_rejection();
+        metrics.new_call_queue_delay(1).set(0.25);
         metrics.count_admission_rejection("carrier", TrunkDirection::Outbound, "calls_per_second");
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
@@ -611,6 +649,8 @@ mod tests {
             "tandem_signaling_admission_rejections_total{trunk=\"\",direction=\"inbound\",limit=\"draining\"} 1",
             "tandem_signaling_admission_rejections_total{trunk=\"carrier\",direction=\"outbound\",limit=\"calls_per_second\"} 1",
             "tandem_build_info{component=\"signaling-pod\",version=\"",
+            "tandem_signaling_overload_rejections_total 1",
+            "tandem_signaling_new_call_queue_delay_seconds{shard=\"1\"} 0.25",
             "tandem_signaling_draining 0",
         ] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");

@@ -31,6 +31,7 @@ use tracing::Span;
 use super::leg::{Leg, LocalAddress, name_addr, set_sdp_body};
 use crate::admission::{Limit, Reservation};
 use crate::metrics::Outcome;
+use crate::overload::OverloadSettings;
 use crate::routing::{self, Target};
 use crate::transport::Flow;
 
@@ -73,6 +74,8 @@ pub struct Settings {
     /// The number of drivers calls are spread over, and this call's: the B leg's Call-ID is
     /// chosen so that it maps to the same driver as the A leg's ([`shard_of`]).
     pub shards: usize,
+    /// When the driver refuses new calls for overload.
+    pub overload: OverloadSettings,
 }
 
 /// The driver a Call-ID belongs to, among `shards` (FNV-1a of the Call-ID).

@@ -10,10 +10,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use prometheus_client::metrics::gauge::Gauge;
 use tandem_api::config::GatewayConfig;
 use tandem_sip::message::{Method, SipMessage};
 use tandem_sip::response::response_for;
@@ -31,6 +32,7 @@ use crate::health::TrunkHealth;
 use crate::media::{MediaClient, MediaError};
 use crate::media_pool::{AnchorError, MediaPool};
 use crate::metrics::{Metrics, Outcome, TrunkDirection};
+use crate::overload::{Overload, starts_a_call};
 use crate::routing::{self, Decision, Target};
 use crate::transport::{Flow, Transports, resolve};
 
@@ -70,10 +72,30 @@ enum ShardInput {
     },
 }
 
+/// An INVITE that may start a call, and when it was queued.
+struct NewCall {
+    invite: SipMessage,
+    flow: Flow,
+    queued: Instant,
+}
+
+/// The two queues of a shard: messages of its calls, and INVITEs that may start new ones.
+#[derive(Debug)]
+struct ShardQueues {
+    calls: mpsc::Sender<ShardInput>,
+    new_calls: mpsc::Sender<NewCall>,
+}
+
+impl std::fmt::Debug for NewCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NewCall")
+    }
+}
+
 /// The shards of the pod's calls.
 #[derive(Debug)]
 pub struct Calls {
-    shards: Vec<mpsc::Sender<ShardInput>>,
+    shards: Vec<ShardQueues>,
     draining: Arc<AtomicBool>,
     metrics: Metrics,
 }
@@ -91,8 +113,11 @@ impl Calls {
         let shards = (0..ctx.settings.shards)
             .map(|index| {
                 let (tx, rx) = mpsc::channel(SHARD_QUEUE);
+                let (new_calls, new_rx) = mpsc::channel(SHARD_QUEUE);
                 let shard = Shard {
                     index,
+                    overload: Overload::new(ctx.settings.overload),
+                    queue_delay: ctx.metrics.new_call_queue_delay(index),
                     ctx: Arc::clone(&ctx),
                     config: config.clone(),
                     draining: Arc::clone(&draining),
@@ -102,8 +127,11 @@ impl Calls {
                     next_key: 0,
                     tx: tx.clone(),
                 };
-                tokio::spawn(shard.run(rx));
-                tx
+                tokio::spawn(shard.run(rx, new_rx));
+                ShardQueues {
+                    calls: tx,
+                    new_calls,
+                }
             })
             .collect();
         Calls {
@@ -113,10 +141,21 @@ impl Calls {
         }
     }
 
-    /// Hands a message with a Call-ID to the shard of its call.
+    /// Hands a message with a Call-ID to the shard of its call: an INVITE that may start a
+    /// call to the shard's queue of new calls, served after everything else.
     pub fn deliver(&self, call_id: &[u8], msg: SipMessage, flow: Flow) {
         let shard = &self.shards[shard_of(call_id, self.shards.len())];
-        if shard.try_send(ShardInput::Sip(msg, flow)).is_err() {
+        let queued = if starts_a_call(&msg) {
+            let new_call = NewCall {
+                invite: msg,
+                flow,
+                queued: Instant::now(),
+            };
+            shard.new_calls.try_send(new_call).is_ok()
+        } else {
+            shard.calls.try_send(ShardInput::Sip(msg, flow)).is_ok()
+        };
+        if !queued {
             self.metrics.count_dropped();
         }
     }
@@ -142,6 +181,9 @@ struct Slot {
 /// One shard: its calls, their Call-IDs and timers.
 struct Shard {
     index: usize,
+    overload: Overload,
+    /// The queue delay of the last new call served, in seconds.
+    queue_delay: Gauge<f64, AtomicU64>,
     ctx: Arc<CallContext>,
     config: watch::Receiver<Arc<GatewayConfig>>,
     draining: Arc<AtomicBool>,
@@ -154,17 +196,56 @@ struct Shard {
 }
 
 impl Shard {
-    async fn run(mut self, mut rx: mpsc::Receiver<ShardInput>) {
+    /// Serves due timers first, then messages of calls, then new calls.
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<ShardInput>,
+        mut new_calls: mpsc::Receiver<NewCall>,
+    ) {
         loop {
             let next = self.timers.first().map(|(at, _)| *at);
             tokio::select! {
+                biased;
+                _ = sleep_until(next) => self.on_timers(),
                 input = rx.recv() => match input {
                     Some(input) => self.on_input(input),
                     None => return,
                 },
-                _ = sleep_until(next) => self.on_timers(),
+                new_call = new_calls.recv() => match new_call {
+                    Some(new_call) => self.on_new_call(new_call),
+                    None => return,
+                },
             }
         }
+    }
+
+    /// An INVITE that may start a call: a retransmission goes to its call; a new call is
+    /// refused statelessly when the shard is overloaded.
+    fn on_new_call(&mut self, new_call: NewCall) {
+        let NewCall {
+            invite,
+            flow,
+            queued,
+        } = new_call;
+        let now = Instant::now();
+        let waited = now.saturating_duration_since(queued);
+        self.queue_delay.set(waited.as_secs_f64());
+        let Ok(call_id) = invite.call_id() else {
+            return;
+        };
+        if !self.by_call_id.contains_key(call_id) && !self.overload.admit(now.into_std(), waited) {
+            self.ctx.metrics.count_overload_rejection();
+            let retry_after = self.overload.settings().retry_after.to_string();
+            self.respond(
+                &invite,
+                flow,
+                503,
+                "Service Unavailable (Overload)",
+                Some(("Retry-After", &retry_after)),
+            );
+            return;
+        }
+        self.on_input(ShardInput::Sip(invite, flow));
     }
 
     fn on_timers(&mut self) {

@@ -56,6 +56,7 @@ fn settings() -> Settings {
         media_timeout: None,
         media_check_interval: None,
         shards: 2,
+        overload: Default::default(),
     }
 }
 
