@@ -59,6 +59,8 @@ FAMILIES: tuple[Family, ...] = (
     # The local test adds a health-checked trunk whose peer never answers, so this has a sample.
     _f("tandem_signaling_trunk_peer_up", GAUGE, "signaling", ["trunk", "peer"], on_load=True),
     _f("tandem_signaling_admission_rejections_total", COUNTER, "signaling", ["trunk", "direction", "limit"], on_load=True),
+    _f("tandem_signaling_overload_rejections_total", COUNTER, "signaling", on_load=True),
+    _f("tandem_signaling_new_call_queue_delay_seconds", GAUGE, "signaling", ["shard"], on_load=True),
     _f("tandem_signaling_draining", GAUGE, "signaling", on_load=True),
     # media-pod, admin :9102
     _f("tandem_media_ng_commands_total", COUNTER, "media", ["command"], on_load=True),
