@@ -68,7 +68,7 @@ impl Overload {
 /// Whether `msg` may start a call: an INVITE outside any dialog (no To tag). Such messages go
 /// to their shard's queue of new calls; everything else keeps priority.
 pub fn starts_a_call(msg: &SipMessage) -> bool {
-    msg.method() == Some(&Method::Invite) && !msg.to().ok().is_some_and(|to| to.tag().is_some())
+    msg.method() == Some(&Method::Invite) && msg.to().ok().is_none_or(|to| to.tag().is_none())
 }
 
 #[cfg(test)]
