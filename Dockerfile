@@ -13,6 +13,10 @@ ARG RUST_VERSION=1.95
 
 FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS builder
 WORKDIR /src
+# libopus (media-pod's Opus transcoding) is linked statically: the runtime image has no libopus.
+RUN apt-get update && apt-get install -y --no-install-recommends libopus-dev \
+    && rm -rf /var/lib/apt/lists/*
+ENV LIBOPUS_STATIC=1
 COPY . .
 # The registry and target caches speed up rebuilds; the binaries are copied out of the
 # cache mount so that the next stage can take them. The pods' optional features (on by default;

@@ -8,23 +8,26 @@ PROFILE ?= local
 BIN_DIR := target/$(if $(filter dev test,$(PROFILE)),debug,$(PROFILE))
 LOCAL_FEATURES := $(if $(FULL),,--no-default-features)
 
-.PHONY: help run build build-local test test-unit test-e2e test-chart e2e lint fmt crds chart-crds deps load bench-deps bench-sip bench-media clean
+.PHONY: help run build build-local test test-unit test-e2e test-chart e2e lint fmt crds chart-crds deps load bench-deps bench-sip bench-ratedeck bench-media clean build-deps
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-build: ## Build every binary with every feature (PROFILE=local|release|dev)
+build: build-deps ## Build every binary with every feature (PROFILE=local|release|dev)
 	$(CARGO) build --workspace --bins --profile $(PROFILE)
 
-build-local: ## Build the two binaries of the local platform (FULL=1: with Kubernetes and OTLP)
+build-local: build-deps ## Build the two binaries of the local platform (FULL=1: with Kubernetes and OTLP)
 	@echo "building signaling-pod and media-pod: profile $(PROFILE), $(if $(FULL),every feature,without the kubernetes and otlp features (FULL=1 adds them)); about 2 minutes on 2 cores the first time"
 	$(CARGO) build -p signaling-pod -p media-pod --profile $(PROFILE) $(LOCAL_FEATURES)
 
 run: build-local ## Start the local platform in the foreground from examples/local/ (Ctrl-C stops it)
 	@TANDEM_BIN_DIR=$(BIN_DIR) scripts/run-local
 
-deps: ## Install what the tests use, when missing (SIPp, Prometheus, cargo-nextest, Python tools)
+deps: build-deps ## Install what the tests use, when missing (SIPp, Prometheus, cargo-nextest, Python tools)
 	scripts/install-test-deps
+
+build-deps: ## Install what the build links against, when missing (libopus-dev)
+	@scripts/install-build-deps
 
 test: ## Run every test: lint, unit, integration, end-to-end (SIPp), chart and Prometheus (phases overlap)
 	CARGO='$(CARGO)' scripts/test-all
@@ -34,13 +37,11 @@ test-unit: ## Unit and integration tests of every crate, crates in parallel (car
 	$(CARGO) nextest run --workspace --exclude tandem-e2e --no-fail-fast
 	$(CARGO) test --workspace --exclude tandem-e2e --doc
 
-test-e2e: ## End-to-end tests: the local platform against real SIPp peers (serial: contract ports)
+test-e2e: build-deps ## End-to-end tests: the local platform against real SIPp and Kamailio peers (each test in its own network namespace)
 	$(CARGO) build --workspace --bins
-	TANDEM_BIN_DIR=target/debug $(CARGO) test -p tandem-e2e -- --test-threads=1
-	# Needs root (network namespace, iptables): ignored in a plain `cargo test`.
-	TANDEM_BIN_DIR=target/debug $(CARGO) test -p tandem-e2e --test media_loss -- --ignored
+	CARGO='$(CARGO)' scripts/test-e2e
 
-test-chart: ## Helm chart, dashboards, alerts; a real Prometheus against the local platform (contract ports)
+test-chart: build-deps ## Helm chart, dashboards, alerts; a real Prometheus against the local platform (contract ports)
 	$(CARGO) build --workspace --bins
 	charts/tests/run
 
@@ -61,9 +62,12 @@ load: ## Place CALLS calls at RATE per second through a running `make run` (SIPp
 bench-deps: ## Install the benchmarks' peers when missing (Kamailio, rtpengine, SIPp)
 	bench/install-deps
 
-bench-sip: bench-deps ## Calls/s: Kamailio, Kamailio + rtpengine, Tandem side by side (RUNS=3, QUICK=1; root; not in `make test`)
+bench-sip: bench-deps bench-ratedeck ## Calls/s: Kamailio, Kamailio + rtpengine, Tandem side by side, after the rate deck figures (RUNS=3, QUICK=1; root; not in `make test`)
 	$(CARGO) build --release -p signaling-pod -p media-pod
 	RUNS='$(RUNS)' QUICK='$(QUICK)' ENGINES='$(ENGINES)' RATES='$(RATES)' python3 bench/sip/bench_sip.py --bin-dir target/release
+
+bench-ratedeck: ## Rate deck of 1,000,000 prefixes: load time, bytes per prefix, lookup time (not in `make test`)
+	$(CARGO) run --release -p bench-ratedeck
 
 crds: ## Regenerate crds/*.yaml (and the chart's copy) from the Rust types
 	$(CARGO) run -q -p tandem-api --bin crdgen -- crds
@@ -75,6 +79,8 @@ chart-crds: ## Copy crds/*.yaml into the Helm chart
 bench-media: ## RTP relay benchmark: media-pod vs rtpengine vs a raw forwarder, side by side (root; QUICK=1 smoke run)
 	$(CARGO) build --release -p media-pod -p bench-media
 	BIN_DIR=target/release bench/media/run
+	@echo "transcoding cost of media-pod's codec path (rtpengine's transcoding is not measured yet):"
+	$(CARGO) run --release -q -p tandem-codec --example transcode_throughput
 
 clean: ## Remove build output
 	$(CARGO) clean

@@ -61,7 +61,23 @@ FAMILIES: tuple[Family, ...] = (
     _f("tandem_signaling_admission_rejections_total", COUNTER, "signaling", ["trunk", "direction", "limit"], on_load=True),
     _f("tandem_signaling_overload_rejections_total", COUNTER, "signaling", on_load=True),
     _f("tandem_signaling_new_call_queue_delay_seconds", GAUGE, "signaling", ["shard"], on_load=True),
+    # Created at zero for each result, so a sample exists from the start.
+    _f("tandem_signaling_route_lookups_total", COUNTER, "signaling", ["result"], on_load=True),
+    # Only for RoutePlans with rate decks (the local example has none).
+    _f("tandem_signaling_rate_deck_prefixes", GAUGE, "signaling", ["route_plan", "deck"]),
+    _f("tandem_signaling_rate_deck_rows", GAUGE, "signaling", ["route_plan", "deck"]),
+    _f("tandem_signaling_rate_deck_valid", GAUGE, "signaling", ["route_plan", "deck"]),
+    _f("tandem_signaling_rate_deck_reloads_total", COUNTER, "signaling", ["route_plan", "deck"]),
+    _f("tandem_signaling_rate_deck_reload_failures_total", COUNTER, "signaling", ["route_plan", "deck"]),
+    _f("tandem_signaling_auth_failures_total", COUNTER, "signaling", ["trunk", "reason"]),
+    _f("tandem_signaling_auth_blocked_sources", GAUGE, "signaling", on_load=True),
     _f("tandem_signaling_draining", GAUGE, "signaling", on_load=True),
+    # Call detail records (the local platform writes them to a directory; no endpoint).
+    _f("tandem_signaling_cdr_records_written_total", COUNTER, "signaling", on_load=True),
+    _f("tandem_signaling_cdr_records_delivered_total", COUNTER, "signaling", on_load=True),
+    _f("tandem_signaling_cdr_post_failures_total", COUNTER, "signaling", ["reason"], on_load=True),
+    _f("tandem_signaling_cdr_write_errors_total", COUNTER, "signaling", on_load=True),
+    _f("tandem_signaling_cdr_spool_records", GAUGE, "signaling", on_load=True),
     # media-pod, admin :9102
     _f("tandem_media_ng_commands_total", COUNTER, "media", ["command"], on_load=True),
     _f("tandem_media_ng_errors_total", COUNTER, "media", ["reason"]),
@@ -74,7 +90,10 @@ FAMILIES: tuple[Family, ...] = (
     _f("tandem_media_stream_packets_lost_ratio", HISTOGRAM, "media", on_load=True),
     _f("tandem_media_stream_jitter_seconds", HISTOGRAM, "media", on_load=True),
     _f("tandem_media_stream_mos", HISTOGRAM, "media", on_load=True),
-    _f("tandem_media_transcoded_packets_total", COUNTER, "media", ["from", "to"]),
+    _f("tandem_media_transcoded_packets_total", COUNTER, "media", ["from", "to"], on_load=True),
+    _f("tandem_media_transcoded_streams_total", COUNTER, "media", ["from", "to"], on_load=True),
+    _f("tandem_media_transcoding_streams", GAUGE, "media", ["from", "to"], on_load=True),
+    _f("tandem_media_concealed_packets_total", COUNTER, "media", on_load=True),
     _f("tandem_media_draining", GAUGE, "media", on_load=True),
     # operator, admin :8080 (not part of the local platform)
     _f("tandem_operator_reconciles_total", COUNTER, "operator", ["kind", "result"]),

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::ops::Deref;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use jiff::Timestamp;
@@ -12,6 +13,7 @@ use jiff::tz::TimeZone;
 use regex::Regex;
 
 use crate::common::NumberRewrite;
+use crate::ratedeck::{DeckMatch, RateDeck};
 use crate::routeplan::{NumberField, Route, RoutePlan, TimeOfDay, Translation, Weekday};
 use crate::trunk::Trunk;
 use crate::validation::{self, FieldPath, Validate, ValidationErrors};
@@ -168,6 +170,28 @@ impl CompiledTrunk {
             || self.allowed_cidrs.iter().any(|net| net.contains(&source))
     }
 
+    /// The digest realm of inbound challenges (`inbound.auth.realm`, else the Trunk's name)
+    /// and the Secret with the credentials callers must present, when inbound auth is on.
+    pub fn inbound_auth(&self) -> Option<(&str, &str)> {
+        let auth = self.trunk.spec.inbound.as_ref()?.auth.as_ref()?;
+        let realm = auth.realm.as_deref().unwrap_or(self.name());
+        Some((realm, auth.secret_ref.name.as_str()))
+    }
+
+    /// The Secret with the credentials answering the peers' challenges, when set.
+    pub fn outbound_secret(&self) -> Option<&str> {
+        let auth = self.trunk.spec.outbound.as_ref()?.auth.as_ref()?;
+        Some(auth.secret_ref.name.as_str())
+    }
+
+    /// The Secrets this Trunk refers to.
+    pub fn secret_refs(&self) -> impl Iterator<Item = &str> {
+        self.inbound_auth()
+            .map(|(_, secret)| secret)
+            .into_iter()
+            .chain(self.outbound_secret())
+    }
+
     /// Applies the called-number normalisation.
     pub fn normalize_called<'n>(&self, number: &'n str) -> Cow<'n, str> {
         CompiledRewrite::apply_all(&self.called, number)
@@ -297,6 +321,8 @@ pub struct CompiledRoutePlan {
     translations: Vec<CompiledTranslation>,
     /// One entry per route, `None` for routes without a time window.
     windows: Vec<Option<TimeWindow>>,
+    /// One entry per `rateDecks` item, `None` until the deck is loaded.
+    decks: Vec<Option<Arc<RateDeck>>>,
 }
 
 impl CompiledRoutePlan {
@@ -329,10 +355,12 @@ impl CompiledRoutePlan {
         }
 
         errors.into_result()?;
+        let decks = vec![None; plan.spec.rate_decks.len()];
         Ok(Self {
             plan,
             translations,
             windows,
+            decks,
         })
     }
 
@@ -381,7 +409,43 @@ impl CompiledRoutePlan {
         self.windows.get(index).and_then(Option::as_ref)
     }
 
-    /// Whether route `index` applies to a call with these (translated) numbers at `now`.
+    /// Puts the deck called `name` (a `rateDecks` item) in force; `false` when the plan has no
+    /// such deck.
+    pub fn set_rate_deck(&mut self, name: &str, deck: Arc<RateDeck>) -> bool {
+        let index = self
+            .plan
+            .spec
+            .rate_decks
+            .iter()
+            .position(|d| d.name == name);
+        match index {
+            Some(i) => {
+                self.decks[i] = Some(deck);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The deck called `name`, when it is loaded.
+    pub fn rate_deck(&self, name: &str) -> Option<&Arc<RateDeck>> {
+        let i = self
+            .plan
+            .spec
+            .rate_decks
+            .iter()
+            .position(|d| d.name == name)?;
+        self.decks[i].as_ref()
+    }
+
+    /// The longest prefix of `route`'s rate deck matching `called`; `None` when the route has
+    /// no deck, its deck is not loaded, or no prefix matches.
+    pub fn deck_match(&self, route: &Route, called: &str) -> Option<DeckMatch<'_>> {
+        self.rate_deck(route.rate_deck.as_deref()?)?.lookup(called)
+    }
+
+    /// Whether route `index` applies to a call with these (translated) numbers at `now`. A route
+    /// with a rate deck applies only to numbers the deck has a prefix for.
     pub fn route_matches(&self, index: usize, called: &str, calling: &str, now: Timestamp) -> bool {
         let Some(route) = self.plan.spec.routes.get(index) else {
             return false;
@@ -393,6 +457,7 @@ impl CompiledRoutePlan {
                 .as_deref()
                 .is_none_or(|prefix| calling.starts_with(prefix))
             && self.window(index).is_none_or(|window| window.contains(now))
+            && (route.rate_deck.is_none() || self.deck_match(route, called).is_some())
     }
 
     /// The route for a call with these (translated) numbers at `now`: among the routes that

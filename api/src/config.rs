@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::compiled::{CompiledRoutePlan, CompiledTrunk};
+use crate::credentials::{DigestCredentials, SecretData};
 use crate::gateway::Gateway;
 use crate::routeplan::RoutePlan;
 use crate::trunk::Trunk;
@@ -85,6 +86,9 @@ pub struct GatewayConfig {
     pub trunks: Vec<CompiledTrunk>,
     /// Its RoutePlans, ordered by name.
     pub route_plans: Vec<CompiledRoutePlan>,
+    /// The digest credentials its Trunks refer to, by Secret name: the Secret's `username` and
+    /// `password`, or why there are none (no such Secret, a key missing).
+    pub credentials: BTreeMap<String, Result<DigestCredentials, String>>,
 }
 
 impl GatewayConfig {
@@ -122,6 +126,7 @@ pub struct ConfigSet {
     gateways: BTreeMap<ObjectKey, Gateway>,
     trunks: BTreeMap<ObjectKey, CompiledTrunk>,
     route_plans: BTreeMap<ObjectKey, CompiledRoutePlan>,
+    secrets: BTreeMap<ObjectKey, SecretData>,
 }
 
 impl ConfigSet {
@@ -171,6 +176,18 @@ impl ConfigSet {
             }
         }
         builder.finish()
+    }
+
+    /// The set with `secrets` (as a Kubernetes watch delivers them) in place of those it had.
+    pub fn with_secrets(
+        mut self,
+        secrets: impl IntoIterator<Item = k8s_openapi::api::core::v1::Secret>,
+    ) -> Self {
+        self.secrets = secrets
+            .into_iter()
+            .filter_map(|secret| object_key(&secret).map(|key| (key, SecretData::of(&secret))))
+            .collect();
+        self
     }
 
     /// Whether the set holds no object at all.
@@ -234,17 +251,31 @@ impl ConfigSet {
             .iter()
             .filter(|(key, trunk)| belongs(key, &trunk.spec.gateway_ref.name))
             .map(|(_, trunk)| trunk.clone())
-            .collect();
+            .collect::<Vec<_>>();
         let route_plans = self
             .route_plans
             .iter()
             .filter(|(key, plan)| belongs(key, &plan.spec.gateway_ref.name))
             .map(|(_, plan)| plan.clone())
             .collect();
+        let credentials = trunks
+            .iter()
+            .flat_map(|trunk: &CompiledTrunk| trunk.secret_refs())
+            .map(|secret| {
+                let found = match self.secrets.get(&ObjectKey::new(namespace, secret)) {
+                    Some(data) => data
+                        .digest_credentials()
+                        .map_err(|problem| format!("Secret {namespace}/{secret} {problem}")),
+                    None => Err(format!("Secret {namespace}/{secret} not found")),
+                };
+                (secret.to_owned(), found)
+            })
+            .collect();
         Some(GatewayConfig {
             gateway,
             trunks,
             route_plans,
+            credentials,
         })
     }
 }
@@ -345,9 +376,13 @@ impl Builder {
                 .message("apiVersion and kind are required");
             return;
         };
+        if kind == "Secret" && api_version == "v1" {
+            self.load_secret(&origin, value);
+            return;
+        }
         if !matches!(kind.as_str(), "Gateway" | "Trunk" | "RoutePlan") {
             self.error(&origin, None, None).message(format!(
-                "unknown kind {kind:?} (apiVersion {api_version}); expected Gateway, Trunk or RoutePlan"
+                "unknown kind {kind:?} (apiVersion {api_version}); expected Gateway, Trunk, RoutePlan or (v1) Secret"
             ));
             return;
         }
@@ -373,6 +408,31 @@ impl Builder {
                     self.add_route_plan(&origin, key, plan);
                 }
             }
+        }
+    }
+
+    /// A `v1` Secret, standing in for the cluster's (credentials of Trunks).
+    fn load_secret(&mut self, origin: &Origin, value: yaml_serde::Value) {
+        let secret: k8s_openapi::api::core::v1::Secret = match yaml_serde::from_value(value) {
+            Ok(secret) => secret,
+            Err(error) => {
+                // The serde message may quote a value: only its position is reported.
+                let message = match error.location() {
+                    Some(at) => format!("not a valid Secret (line {})", at.line()),
+                    None => "not a valid Secret".to_owned(),
+                };
+                self.error(origin, Some("Secret"), None).message(message);
+                return;
+            }
+        };
+        let Some(key) = object_key(&secret) else {
+            self.error(origin, Some("Secret"), None)
+                .at(Some("metadata.name".to_owned()))
+                .message("is required");
+            return;
+        };
+        if self.register(origin, "Secret", &key) {
+            self.set.secrets.insert(key, SecretData::of(&secret));
         }
     }
 

@@ -485,11 +485,21 @@ pub struct SriovNetwork {
     pub ipam: Option<serde_json::Value>,
 }
 
-/// Transcoding settings of the media tier.
+/// The codecs media pods transcode between.
+pub const TRANSCODABLE: [Codec; 4] = [Codec::Pcmu, Codec::Pcma, Codec::G722, Codec::Opus];
+
+/// Transcoding settings of the media tier: a call whose two sides share no codec is
+/// transcoded between these codecs; otherwise media is relayed unchanged.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.codecs.all(c, c in ['PCMU', 'PCMA', 'G722', 'opus'])",
+        "message": "media pods transcode between PCMU, PCMA, G722 and opus only",
+    },
+]))]
 pub struct Transcoding {
-    /// Codecs media pods can transcode between.
+    /// Codecs media pods can transcode between (PCMU, PCMA, G722, opus).
     #[schemars(length(min = 1, max = 6))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub codecs: Vec<Codec>,
@@ -1056,7 +1066,13 @@ impl SignalingSpec {
             |l| SocketKey(l.port, l.transport.is_stream()),
             "port",
         );
-        for transport in [ListenerTransport::Udp, ListenerTransport::Tcp] {
+        for transport in [
+            ListenerTransport::Udp,
+            ListenerTransport::Tcp,
+            ListenerTransport::Tls,
+            ListenerTransport::Ws,
+            ListenerTransport::Wss,
+        ] {
             let mut same = self
                 .listeners
                 .iter()
@@ -1108,7 +1124,7 @@ impl SignalingSpec {
 /// by the Services and never answered.
 fn second_listener_message(transport: ListenerTransport) -> String {
     format!(
-        "a second {} listener is not supported yet (issue 8): the signaling pod opens one UDP and one TCP socket",
+        "a second {} listener is not supported yet (issue 8): the signaling pod opens one socket per transport",
         transport.as_str()
     )
 }
@@ -1174,6 +1190,17 @@ impl MediaSpec {
                 errors.push(&codecs, "at least one codec is required");
             }
             check_codecs(&transcoding.codecs, &codecs, errors);
+            for (i, codec) in transcoding.codecs.iter().enumerate() {
+                if !TRANSCODABLE.contains(codec) {
+                    errors.push(
+                        &codecs.index(i),
+                        format!(
+                            "{} cannot be transcoded: media pods transcode between PCMU, PCMA, G722 and opus only",
+                            codec.encoding_name()
+                        ),
+                    );
+                }
+            }
         }
         self.resources.check(&path.field("resources"), errors);
         self.scheduling.check(&path.field("scheduling"), errors);
@@ -1358,10 +1385,42 @@ mod tests {
         let errors = clash.validate().unwrap_err();
         assert_eq!(
             errors.to_string(),
-            "spec.signaling.listeners[1]: duplicate port TCP/5060 (already used by spec.signaling.listeners[0]); \
-             spec.signaling.listeners[1].transport: transport TLS is not supported yet (issue 8): use UDP or TCP; \
-             spec.signaling.listeners[1].tlsSecretRef: tlsSecretRef is not supported yet (issue 8): remove it"
+            "spec.signaling.listeners[1]: duplicate port TCP/5060 (already used by spec.signaling.listeners[0])"
         );
+    }
+
+    #[test]
+    fn tls_and_wss_listeners_need_a_certificate_secret_and_the_others_take_none() {
+        let mut tls = listener("tls", ListenerTransport::Tls, 5061);
+        let mut wss = listener("wss", ListenerTransport::Wss, 8443);
+        let ws = listener("ws", ListenerTransport::Ws, 8080);
+        let missing = spec(vec![
+            listener("udp", ListenerTransport::Udp, 5060),
+            tls.clone(),
+            wss.clone(),
+            ws.clone(),
+        ]);
+        assert_eq!(
+            missing.validate().unwrap_err().to_string(),
+            "spec.signaling.listeners[1].tlsSecretRef: is required for TLS listeners; \
+             spec.signaling.listeners[2].tlsSecretRef: is required for WSS listeners"
+        );
+        tls.tls_secret_ref = Some(LocalObjectReference::new("sip-cert"));
+        wss.tls_secret_ref = Some(LocalObjectReference::new("sip-cert"));
+        let mut ws_with_secret = ws.clone();
+        ws_with_secret.tls_secret_ref = Some(LocalObjectReference::new("sip-cert"));
+        let ok = spec(vec![
+            listener("udp", ListenerTransport::Udp, 5060),
+            tls.clone(),
+            wss.clone(),
+            ws,
+        ]);
+        assert_eq!(ok.validate(), Ok(()));
+        let extra = spec(vec![
+            listener("udp", ListenerTransport::Udp, 5060),
+            ws_with_secret,
+        ]);
+        assert!(extra.validate().is_err());
     }
 
     #[test]
@@ -1374,7 +1433,7 @@ mod tests {
         assert_eq!(
             gateway.validate().unwrap_err().to_string(),
             "spec.signaling.listeners[1]: a second UDP listener is not supported yet (issue 8): \
-             the signaling pod opens one UDP and one TCP socket"
+             the signaling pod opens one socket per transport"
         );
     }
 

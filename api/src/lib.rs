@@ -10,6 +10,7 @@
 //!   [`compiled`] views that keep regexes and CIDRs ready for per-call use.
 //! - [`support`]: the fields accepted by the schema that the platform does not act on yet,
 //!   refused with "not supported yet" by the CRDs' CEL rules and by [`Validate`].
+//! - [`credentials`]: digest credentials read from Kubernetes Secrets.
 //! - [`conditions`]: status condition types, reasons and the transition-aware setter.
 
 pub mod common;
@@ -17,6 +18,7 @@ pub mod compiled;
 pub mod conditions;
 pub mod config;
 pub mod crd;
+pub mod credentials;
 pub mod gateway;
 pub mod network_status;
 pub mod routeplan;
@@ -31,6 +33,8 @@ pub use compiled::{
 pub use config::{ConfigError, ConfigSet, GatewayConfig, ObjectKey};
 pub use gateway::{Gateway, GatewaySpec, GatewayStatus};
 pub use routeplan::{RoutePlan, RoutePlanSpec, RoutePlanStatus};
+/// Rate decks (prefix tables for least-cost routing), re-exported for the RoutePlan's routes.
+pub use tandem_ratedeck as ratedeck;
 pub use trunk::{Trunk, TrunkSpec, TrunkStatus};
 pub use validation::{FieldError, FieldPath, Validate, ValidationErrors};
 

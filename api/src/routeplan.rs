@@ -84,6 +84,15 @@ pub struct RoutePlanSpec {
         "x-kubernetes-list-map-keys" = ["name"],
     ))]
     pub routes: Vec<Route>,
+    /// Rate decks (prefix tables kept outside the plan, docs/ratedecks.md) that routes take
+    /// their targets from, by least cost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[schemars(extend(
+        "x-kubernetes-list-type" = "map",
+        "x-kubernetes-list-map-keys" = ["name"],
+    ))]
+    pub rate_decks: Vec<RateDeckSource>,
     /// Final response codes from a target that make the call try the next target.
     #[serde(default = "default_failover_codes")]
     #[schemars(length(max = 300), inner(range(min = 400, max = 699)))]
@@ -125,9 +134,29 @@ pub struct Translation {
     pub replacement: String,
 }
 
+/// Where a rate deck is read from: a CSV file (docs/ratedecks.md).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateDeckSource {
+    /// Deck name, unique within the plan; routes refer to it.
+    #[schemars(length(min = 1, max = 63), pattern(validation::DNS_LABEL_PATTERN))]
+    pub name: String,
+    /// Path of the CSV file: relative to the configuration directory on the local platform,
+    /// absolute in a pod (a mounted volume, e.g. a ConfigMap or a persistent volume). The file
+    /// is re-read when it changes; a malformed version is refused and the previous one stays.
+    #[schemars(length(min = 1, max = 4096))]
+    pub path: String,
+}
+
 /// One route: a match and the targets calls are sent to.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.rateDeck) || (has(self.targets) && size(self.targets) > 0)",
+        "message": "a route needs targets or a rateDeck",
+    },
+]))]
 pub struct Route {
     /// Route name, unique within the plan.
     #[schemars(length(min = 1, max = 63), pattern(validation::DNS_LABEL_PATTERN))]
@@ -135,8 +164,16 @@ pub struct Route {
     /// Which calls the route applies to.
     #[serde(rename = "match", default)]
     pub matcher: RouteMatch,
-    /// Trunks the call is offered to, by priority then weight.
-    #[schemars(length(min = 1, max = 16))]
+    /// Rate deck (a name of `rateDecks`) whose longest prefix matching the called number gives
+    /// the route's first targets, by cost, then priority, then weight; the route applies only
+    /// to numbers the deck has a prefix for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), pattern(validation::DNS_LABEL_PATTERN))]
+    pub rate_deck: Option<String>,
+    /// Trunks the call is offered to, by priority then weight (after the rate deck's, when the
+    /// route has one).
+    #[serde(default)]
+    #[schemars(length(max = 16))]
     #[schemars(extend("x-kubernetes-validations" = [
         {
             "rule": "self.all(a, self.exists_one(b, b.trunkRef.name == a.trunkRef.name))",
@@ -359,7 +396,37 @@ impl RoutePlanSpec {
         }
         for (i, route) in self.routes.iter().enumerate() {
             route.check(&routes.index(i), errors);
+            if let Some(deck) = &route.rate_deck
+                && !self.rate_decks.iter().any(|d| &d.name == deck)
+            {
+                errors.push(
+                    &routes.index(i).field("rateDeck"),
+                    format!("no rate deck named {deck:?} in rateDecks"),
+                );
+            }
         }
+
+        let decks = path.field("rateDecks");
+        if self.rate_decks.len() > 16 {
+            errors.push(&decks, "at most 16 rate decks are allowed");
+        }
+        for (i, deck) in self.rate_decks.iter().enumerate() {
+            let item = decks.index(i);
+            errors.check(&item.field("name"), validation::dns_label(&deck.name));
+            if deck.path.is_empty() || deck.path.len() > 4096 || deck.path.contains('\0') {
+                errors.push(
+                    &item.field("path"),
+                    "must be a file path of 1 to 4096 characters",
+                );
+            }
+        }
+        validation::duplicates(
+            errors,
+            &decks,
+            &self.rate_decks,
+            |d| d.name.as_str(),
+            "rate deck name",
+        );
         validation::duplicates(
             errors,
             &routes,
@@ -416,8 +483,8 @@ impl Route {
         }
 
         let targets = path.field("targets");
-        if self.targets.is_empty() {
-            errors.push(&targets, "at least one target is required");
+        if self.targets.is_empty() && self.rate_deck.is_none() {
+            errors.push(&targets, "at least one target is required (or a rateDeck)");
         }
         if self.targets.len() > 16 {
             errors.push(&targets, "at most 16 targets are allowed");
@@ -486,6 +553,7 @@ mod tests {
                 called_prefix: prefix.into(),
                 ..RouteMatch::default()
             },
+            rate_deck: None,
             targets: vec![target("carrier")],
         }
     }
@@ -496,6 +564,7 @@ mod tests {
             inbound_trunks: Vec::new(),
             translations: Vec::new(),
             routes,
+            rate_decks: Vec::new(),
             failover_codes: default_failover_codes(),
             default_action: DefaultAction::default(),
         }
@@ -534,8 +603,34 @@ mod tests {
         assert_eq!(
             messages(&plan(vec![empty, twice])),
             [
-                "spec.routes[0].targets: at least one target is required",
+                "spec.routes[0].targets: at least one target is required (or a rateDeck)",
                 "spec.routes[1].targets[1]: duplicate target trunk carrier (already used by spec.routes[1].targets[0])",
+            ]
+        );
+    }
+
+    #[test]
+    fn deck_routes_name_a_deck_of_the_plan() {
+        let mut lcr = route("lcr", "+");
+        lcr.targets.clear();
+        lcr.rate_deck = Some("wholesale".into());
+        let mut spec = plan(vec![lcr]);
+        assert_eq!(
+            messages(&spec),
+            ["spec.routes[0].rateDeck: no rate deck named \"wholesale\" in rateDecks"]
+        );
+        let deck = |name: &str, path: &str| RateDeckSource {
+            name: name.into(),
+            path: path.into(),
+        };
+        spec.rate_decks = vec![deck("wholesale", "decks/wholesale.csv")];
+        assert_eq!(spec.validate(), Ok(()), "a deck route needs no targets");
+        spec.rate_decks.push(deck("wholesale", ""));
+        assert_eq!(
+            messages(&spec),
+            [
+                "spec.rateDecks[1].path: must be a file path of 1 to 4096 characters",
+                "spec.rateDecks[1]: duplicate rate deck name wholesale (already used by spec.rateDecks[0])",
             ]
         );
     }

@@ -71,20 +71,8 @@ impl NotSupportedYet {
 /// Every field the platform does not act on yet. Remove an entry (and update
 /// `docs/crd-fields.md`) when the field starts to take effect.
 pub const NOT_SUPPORTED_YET: &[NotSupportedYet] = &[
-    // Gateway: the signaling pod opens one UDP and one TCP socket, bound to the address given on
-    // its command line, and writes the first advertised address into every header.
-    NotSupportedYet {
-        kind: "Gateway",
-        path: "spec.signaling.listeners[].transport",
-        allowed: Allowed::Only(&["UDP", "TCP"]),
-        issue: 8,
-    },
-    NotSupportedYet {
-        kind: "Gateway",
-        path: "spec.signaling.listeners[].tlsSecretRef",
-        allowed: Allowed::Unset,
-        issue: 8,
-    },
+    // Gateway: the signaling pod binds the address given on its command line, and writes the
+    // first advertised address into every header.
     NotSupportedYet {
         kind: "Gateway",
         path: "spec.signaling.advertisedAddresses[].listener",
@@ -103,31 +91,7 @@ pub const NOT_SUPPORTED_YET: &[NotSupportedYet] = &[
         allowed: Allowed::Unset,
         issue: 12,
     },
-    NotSupportedYet {
-        kind: "Gateway",
-        path: "spec.media.transcoding",
-        allowed: Allowed::Unset,
-        issue: 11,
-    },
     // Trunk.
-    NotSupportedYet {
-        kind: "Trunk",
-        path: "spec.peers[].transport",
-        allowed: Allowed::Only(&["UDP", "TCP"]),
-        issue: 8,
-    },
-    NotSupportedYet {
-        kind: "Trunk",
-        path: "spec.inbound.auth",
-        allowed: Allowed::Unset,
-        issue: 8,
-    },
-    NotSupportedYet {
-        kind: "Trunk",
-        path: "spec.outbound.auth",
-        allowed: Allowed::Unset,
-        issue: 8,
-    },
     NotSupportedYet {
         kind: "Trunk",
         path: "spec.outbound.registration",
@@ -142,12 +106,6 @@ pub const NOT_SUPPORTED_YET: &[NotSupportedYet] = &[
     },
     NotSupportedYet {
         kind: "Trunk",
-        path: "spec.media.codecs",
-        allowed: Allowed::Unset,
-        issue: 11,
-    },
-    NotSupportedYet {
-        kind: "Trunk",
         path: "spec.media.dtmfMode",
         allowed: Allowed::Only(&["RFC4733"]),
         issue: 11,
@@ -155,7 +113,7 @@ pub const NOT_SUPPORTED_YET: &[NotSupportedYet] = &[
     NotSupportedYet {
         kind: "Trunk",
         path: "spec.media.encryption",
-        allowed: Allowed::Only(&["None"]),
+        allowed: Allowed::Only(&["None", "SDES", "SDESOptional"]),
         issue: 11,
     },
     NotSupportedYet {

@@ -264,7 +264,8 @@ pub struct TrunkMedia {
     /// How DTMF digits travel on the trunk.
     #[serde(default)]
     pub dtmf_mode: DtmfMode,
-    /// Media encryption required on the trunk.
+    /// Media encryption on the trunk: `None` (plain RTP only), `SDES` (SDES-SRTP required
+    /// both ways) or `SDESOptional` (SDES-SRTP when the peer offers it, plain RTP otherwise).
     #[serde(default)]
     pub encryption: MediaEncryption,
 }
@@ -283,15 +284,23 @@ pub enum DtmfMode {
     Inband,
 }
 
-/// Media encryption.
+/// Media encryption of a trunk's calls.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, JsonSchema)]
 pub enum MediaEncryption {
-    /// Plain RTP.
+    /// Plain RTP only: calls to the trunk are offered RTP/AVP, and an SRTP offer from it is
+    /// refused with 488.
     #[default]
     None,
-    /// SRTP keyed by SDP security descriptions (RFC 4568).
+    /// SRTP keyed by SDP security descriptions (RFC 4568), required: calls to the trunk are
+    /// offered RTP/SAVP with the media pod's keys, and a plain offer from it is refused
+    /// with 488.
     #[serde(rename = "SDES")]
     Sdes,
+    /// SDES-SRTP when the peer offers it, plain RTP otherwise: an offer from the trunk is
+    /// accepted either way; calls to the trunk are offered plain RTP/AVP (one SDP offer
+    /// cannot leave the choice to the answerer).
+    #[serde(rename = "SDESOptional")]
+    SdesOptional,
     /// SRTP keyed by DTLS (RFC 5764).
     #[serde(rename = "DTLS")]
     Dtls,

@@ -214,28 +214,63 @@ spec:
 ";
 
 #[test]
-fn a_trunk_with_auth_is_refused_by_validation_and_by_cel() {
+fn a_trunk_with_registration_is_refused_by_validation_and_by_cel() {
+    let registering = TRUNK_WITH_AUTH.replace(
+        "    auth:\n      secretRef:\n        name: pbx-digest\n",
+        "  outbound:\n    auth: {secretRef: {name: pbx-digest}}\n    registration: {enabled: true, registrar: \"sip:reg.example\"}\n",
+    );
     let errors =
-        ConfigSet::from_documents(&[("trunks.yaml".into(), TRUNK_WITH_AUTH.into())]).unwrap_err();
+        ConfigSet::from_documents(&[("trunks.yaml".into(), registering.clone())]).unwrap_err();
     let rendered: Vec<String> = errors.iter().map(ToString::to_string).collect();
     assert_eq!(
         rendered,
         [
-            "trunks.yaml (document 0): Trunk default/pbx: spec.inbound.auth: auth is not supported yet (issue 8): remove it"
+            "trunks.yaml (document 0): Trunk default/pbx: spec.outbound.registration: registration is not supported yet (issue 8): remove it"
         ]
     );
     assert_eq!(
-        common::cel_failures(TRUNK_WITH_AUTH),
-        ["spec.inbound.auth: auth is not supported yet (issue 8): remove it"]
+        common::cel_failures(&registering),
+        ["spec.outbound.registration: registration is not supported yet (issue 8): remove it"]
+    );
+}
+
+#[test]
+fn a_trunk_with_auth_takes_its_credentials_from_a_secret() {
+    // The Secret is missing: the Trunk loads, its credentials say why there are none.
+    let set = ConfigSet::from_documents(&[("trunks.yaml".into(), TRUNK_WITH_AUTH.into())])
+        .expect("loads");
+    assert!(common::cel_failures(TRUNK_WITH_AUTH).is_empty());
+    let config = set.for_gateway("core").expect("gateway");
+    assert_eq!(
+        config
+            .credentials
+            .get("pbx-digest")
+            .map(|c| c.clone().err()),
+        Some(Some("Secret default/pbx-digest not found".to_owned()))
     );
 
-    // Without auth the same Trunk loads and passes every CEL rule.
-    let without = TRUNK_WITH_AUTH.replace(
-        "    auth:\n      secretRef:\n        name: pbx-digest\n",
-        "",
-    );
-    assert!(ConfigSet::from_documents(&[("trunks.yaml".into(), without.clone())]).is_ok());
-    assert!(common::cel_failures(&without).is_empty());
+    // With the Secret (base64 data and stringData), the credentials are there.
+    let secret = "
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: pbx-digest
+type: Opaque
+data:
+  username: cGJ4
+stringData:
+  password: s3cret
+";
+    let with_secret = format!("{TRUNK_WITH_AUTH}{secret}");
+    let set = ConfigSet::from_documents(&[("trunks.yaml".into(), with_secret)]).expect("loads");
+    let config = set.for_gateway("core").expect("gateway");
+    let credentials = config.credentials["pbx-digest"]
+        .as_ref()
+        .expect("credentials");
+    assert_eq!(credentials.username, "pbx");
+    assert_eq!(credentials.password.expose(), b"s3cret");
+    assert!(!format!("{config:?}").contains("s3cret"));
 }
 
 #[test]

@@ -228,7 +228,17 @@ fn schema_constraints_and_cel_rules() {
     );
 
     let plan = schema("RoutePlan");
-    assert_eq!(node(&plan, "spec.routes.[].targets")["minItems"], 1);
+    // A route needs targets or a rate deck: a CEL rule, not minItems.
+    assert!(
+        node(&plan, "spec.routes.[].targets")
+            .get("minItems")
+            .is_none()
+    );
+    assert!(
+        rules(node(&plan, "spec.routes.[]"))
+            .iter()
+            .any(|rule| rule.contains("has(self.rateDeck)"))
+    );
     assert_eq!(
         node(&plan, "spec.routes")["x-kubernetes-list-map-keys"],
         serde_json::json!(["name"])

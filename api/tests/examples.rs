@@ -41,6 +41,7 @@ fn local_example_drives_the_local_platform() {
         gateway,
         trunks,
         route_plans,
+        ..
     } = set.for_gateway("local").expect("Gateway local");
     let listeners: Vec<_> = gateway
         .spec
@@ -53,7 +54,9 @@ fn local_example_drives_the_local_platform() {
         listeners,
         [
             (ListenerTransport::Udp, 5060),
-            (ListenerTransport::Tcp, 5060)
+            (ListenerTransport::Tcp, 5060),
+            (ListenerTransport::Tls, 5061),
+            (ListenerTransport::Wss, 8443)
         ]
     );
     assert_eq!(gateway.spec.media.network.mode, NetworkMode::Pod);

@@ -337,6 +337,7 @@ DATAPLANE_RULES = {
     **{("voice.tandem.dev", r): (frozenset({"get", "list", "watch"}), frozenset())
        for r in ("gateways", "trunks", "routeplans")},
     ("discovery.k8s.io", "endpointslices"): (frozenset({"get", "list", "watch"}), frozenset()),
+    ("", "secrets"): (frozenset({"get", "list", "watch"}), frozenset()),
 }
 
 

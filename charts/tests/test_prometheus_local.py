@@ -76,7 +76,8 @@ def stack(chart):
 
             platform = harness.Process(
                 "platform", [str(REPO / "scripts" / "run-local")], work,
-                env={"TANDEM_BIN_DIR": str(BIN_DIR), "TANDEM_CONFIG_DIR": str(config_dir)},
+                env={"TANDEM_BIN_DIR": str(BIN_DIR), "TANDEM_CONFIG_DIR": str(config_dir),
+                     "TANDEM_CDR_DIR": str(work / "cdr")},
             )
             processes.append(platform)
             harness.wait_http_ok("http://127.0.0.1:9101/readyz", 60, platform)

@@ -20,7 +20,7 @@ ALERTS = {
     "TandemTrunkPeerDown", "TandemTrunkDown", "TandemTrunkAnswerSeizureRatioLow",
     "TandemAdmissionRejections", "TandemSignalingOverloaded", "TandemPodDrainingTooLong", "TandemMediaQualityMosLow",
     "TandemMediaPacketLossHigh", "TandemMediaPortsExhausted", "TandemOperatorReconcileErrors",
-    "TandemOperatorNoLeader",
+    "TandemOperatorNoLeader", "TandemCdrDeliveryStalled",
 }
 ON = {"monitoring": {"prometheusRule": {"enabled": True}}}
 

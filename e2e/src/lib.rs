@@ -111,6 +111,9 @@ static PORTS: Mutex<()> = Mutex::new(());
 pub struct Platform {
     process: Guarded,
     log: PathBuf,
+    /// Where the signaling pod writes CDRs unless the test names a directory: one per platform,
+    /// so platforms in different network namespaces never share a file.
+    cdr_dir: PathBuf,
     _ports: MutexGuard<'static, ()>,
 }
 
@@ -144,6 +147,7 @@ impl Platform {
         let log =
             std::env::temp_dir().join(format!("tandem-e2e-platform-{}.log", std::process::id()));
         let log_file = std::fs::File::create(&log).expect("platform log file");
+        let cdr_dir = std::env::temp_dir().join(format!("tandem-e2e-cdr-{}", std::process::id()));
         let process = Guarded::spawn(
             "local platform",
             Command::new(workspace().join("scripts/run-local"))
@@ -152,6 +156,7 @@ impl Platform {
                 .stderr(log_file)
                 .env("TANDEM_BIN_DIR", &bin_dir)
                 .env("TANDEM_CONFIG_DIR", config_dir)
+                .env("TANDEM_CDR_DIR", &cdr_dir)
                 .envs(env.iter().copied())
                 .env(
                     "RUST_LOG",
@@ -161,6 +166,7 @@ impl Platform {
         let platform = Self {
             process,
             log,
+            cdr_dir,
             _ports: ports,
         };
         platform.wait_ready(Duration::from_secs(30));
@@ -206,6 +212,7 @@ impl Drop for Platform {
             }
         }
         let _ = std::fs::remove_file(&self.log);
+        let _ = std::fs::remove_dir_all(&self.cdr_dir);
     }
 }
 
@@ -897,6 +904,28 @@ fn duration_ms(text: &str) -> f64 {
         [h, m, s, us] => ((h * 60.0 + m) * 60.0 + s) * 1000.0 + us / 1000.0,
         _ => 0.0,
     }
+}
+
+/// The `--tls-dir` arguments of a signaling pod started from `examples/local/` without
+/// `scripts/run-local` (its Gateway has TLS and WSS listeners): the local platform's
+/// self-signed certificate, made when missing as `make run` makes it.
+pub fn local_tls_args() -> Vec<String> {
+    let dir = workspace().join(".tandem/tls");
+    let status = Command::new(workspace().join("scripts/local-certificate"))
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .status()
+        .expect("scripts/local-certificate runs");
+    assert!(status.success(), "the local TLS certificate was not made");
+    ["sip-tls", "sip-wss"]
+        .iter()
+        .flat_map(|listener| {
+            [
+                "--tls-dir".to_owned(),
+                format!("{listener}={}", dir.display()),
+            ]
+        })
+        .collect()
 }
 
 #[cfg(test)]

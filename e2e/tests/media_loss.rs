@@ -239,6 +239,7 @@ fn calls_survive_ten_percent_udp_loss_to_the_media_pod() {
             .args(["--config-dir", config, "--gateway", "local"])
             .args(["--bind-address", "127.0.0.1", "--media-ng", &media_ng])
             .args(["--admin-listen", SIGNALING_ADMIN])
+            .args(local_tls_args())
             .env("RUST_LOG", "info")
             .stdout(signaling_out.try_clone().unwrap())
             .stderr(signaling_out),

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tandem_e2e::{CARRIER_PORT, ConfigDir, Guarded, SIGNALING_ADMIN, header, http_get, workspace};
+use tandem_e2e::{
+    CARRIER_PORT, ConfigDir, Guarded, SIGNALING_ADMIN, header, http_get, local_tls_args, workspace,
+};
 
 fn signaling_pod() -> PathBuf {
     let bin_dir = std::env::var("TANDEM_BIN_DIR")
@@ -60,6 +62,7 @@ fn the_pod_advertises_its_address_from_the_network_status() {
                 "--admin-listen",
                 SIGNALING_ADMIN,
             ])
+            .args(local_tls_args())
             .env("TANDEM_NETWORK_STATUS_FILE", &status_file)
             .env("TANDEM_NETWORK_NAME", "voice/sip-net")
             .stdout(Stdio::null()),

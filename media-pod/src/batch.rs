@@ -103,6 +103,25 @@ impl Batch {
         Some((data, source))
     }
 
+    /// Lets `f` rewrite the `index`th datagram in place: it gets the datagram's whole slot
+    /// (the datagram and the room after it) and its length, which it may change. `None` for
+    /// a datagram [`Self::datagram`] would not return.
+    pub fn rewrite<R>(
+        &mut self,
+        index: usize,
+        f: impl FnOnce(&mut [u8], &mut usize) -> R,
+    ) -> Option<R> {
+        if index >= self.count {
+            return None;
+        }
+        let received = self.received.get_mut(index)?;
+        if received.truncated || received.source.is_none() {
+            return None;
+        }
+        let slot = self.slots.get_mut(index)?;
+        Some(f(&mut slot[..], &mut received.len))
+    }
+
     /// Sends the received datagrams listed in `run` (indices and destinations) from
     /// `socket`; returns how many the kernel took.
     pub fn send(&mut self, socket: &impl AsRawFd, run: &[Forward]) -> usize {

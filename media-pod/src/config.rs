@@ -18,6 +18,8 @@ use anyhow::Context as _;
 use clap::Parser;
 use tandem_runtime::logging::LogFormat;
 
+use crate::transcode::CodecSet;
+
 /// Command line and environment of the media pod.
 #[derive(Clone, Debug, Parser)]
 #[command(
@@ -106,6 +108,11 @@ pub struct Config {
     /// to the Gateway's `drainTimeoutSeconds`, else 3600.
     #[arg(long, env = "TANDEM_DRAIN_TIMEOUT_SECONDS")]
     pub drain_timeout_seconds: Option<u64>,
+    /// Codecs the relay may transcode between, comma-separated (`PCMU,PCMA,G722,opus`); an
+    /// empty list turns transcoding off. Defaults to the Gateway's
+    /// `media.transcoding.codecs`, else off.
+    #[arg(long, env = "TANDEM_TRANSCODE_CODECS")]
+    pub transcode_codecs: Option<CodecSet>,
 }
 
 /// Where the RTP address comes from.
@@ -129,6 +136,8 @@ pub struct Settings {
     pub port_range: PortRange,
     /// The longest drain.
     pub drain_timeout: Duration,
+    /// The codecs the relay may transcode between.
+    pub transcodable: CodecSet,
 }
 
 /// The drain timeout without a flag or Gateway (the Gateway's own default).
@@ -194,7 +203,9 @@ impl Config {
     pub fn settings(&self) -> anyhow::Result<Settings> {
         let gateway = match (&self.config_dir, &self.gateway) {
             (Some(dir), Some(name))
-                if self.rtp_ports.is_none() || self.drain_timeout_seconds.is_none() =>
+                if self.rtp_ports.is_none()
+                    || self.drain_timeout_seconds.is_none()
+                    || self.transcode_codecs.is_none() =>
             {
                 let set = tandem_runtime::config_dir::load(dir)?;
                 let gateway = set.for_gateway(name).with_context(|| {
@@ -208,21 +219,44 @@ impl Config {
                 let port_range = PortRange::new(range.min, range.max).with_context(|| {
                     format!("Gateway {name:?} has an unusable media.rtpPortRange")
                 })?;
-                Some((port_range, u64::from(spec.drain_timeout_seconds)))
+                let transcodable = match &spec.media.transcoding {
+                    Some(t) => t
+                        .codecs
+                        .iter()
+                        .map(|c| c.encoding_name())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                        .parse::<CodecSet>()
+                        .map_err(anyhow::Error::msg)
+                        .with_context(|| {
+                            format!("Gateway {name:?} has an unusable media.transcoding")
+                        })?,
+                    None => CodecSet::NONE,
+                };
+                Some((
+                    port_range,
+                    u64::from(spec.drain_timeout_seconds),
+                    transcodable,
+                ))
             }
             _ => None,
         };
         let port_range = self
             .rtp_ports
-            .or(gateway.map(|(range, _)| range))
+            .or(gateway.map(|(range, _, _)| range))
             .unwrap_or(PortRange::DEFAULT);
         let drain_timeout = self
             .drain_timeout_seconds
-            .or(gateway.map(|(_, seconds)| seconds))
+            .or(gateway.map(|(_, seconds, _)| seconds))
             .map_or(DEFAULT_DRAIN_TIMEOUT, Duration::from_secs);
+        let transcodable = self
+            .transcode_codecs
+            .or(gateway.map(|(_, _, codecs)| codecs))
+            .unwrap_or_default();
         Ok(Settings {
             port_range,
             drain_timeout,
+            transcodable,
         })
     }
 
@@ -515,6 +549,10 @@ mod tests {
     }
 
     fn write_gateway(dir: &std::path::Path, min: u16, max: u16) {
+        write_gateway_with(dir, min, max, "");
+    }
+
+    fn write_gateway_with(dir: &std::path::Path, min: u16, max: u16, media_extra: &str) {
         let yaml = format!(
             r#"apiVersion: voice.tandem.dev/v1alpha1
 kind: Gateway
@@ -535,7 +573,7 @@ spec:
       max: {max}
     network:
       mode: Pod
-"#
+{media_extra}"#
         );
         std::fs::write(dir.join("gateway.yaml"), yaml).unwrap();
     }
@@ -545,6 +583,36 @@ spec:
             std::env::temp_dir().join(format!("media-pod-config-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn transcoding_codecs_come_from_the_flag_else_the_gateway() {
+        let dir = scratch_dir("transcoding");
+        write_gateway_with(
+            &dir,
+            40000,
+            40099,
+            "    transcoding:\n      codecs: [PCMU, opus]\n",
+        );
+        let dir_arg = dir.to_str().unwrap();
+        let c = Config::try_parse_from(["media-pod", "--config-dir", dir_arg, "--gateway", "edge"])
+            .unwrap();
+        assert_eq!(c.settings().unwrap().transcodable.to_string(), "PCMU,opus");
+        let c = Config::try_parse_from([
+            "media-pod",
+            "--config-dir",
+            dir_arg,
+            "--gateway",
+            "edge",
+            "--transcode-codecs",
+            "",
+        ])
+        .unwrap();
+        assert!(c.settings().unwrap().transcodable.is_empty());
+        let c = Config::try_parse_from(["media-pod"]).unwrap();
+        assert!(c.settings().unwrap().transcodable.is_empty());
+        assert!(Config::try_parse_from(["media-pod", "--transcode-codecs", "G729"]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

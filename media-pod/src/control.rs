@@ -145,8 +145,12 @@ pub struct Outcome {
 pub struct Census {
     /// Calls held.
     pub sessions: usize,
+    /// Calls with a transcoded stream.
+    pub transcoded: usize,
     /// Ports allocated.
     pub ports: usize,
+    /// Calls with SRTP keyed on a leg.
+    pub srtp_sessions: usize,
     /// Running counters.
     pub totals: Totals,
     /// The oldest calls as (creation time, call-id), at most the `list` limit asked for.
@@ -158,7 +162,9 @@ impl Census {
     pub fn of(table: &SessionTable, list_limit: usize) -> Self {
         Self {
             sessions: table.sessions(),
+            transcoded: table.transcoded_calls(),
             ports: table.ports_allocated(),
+            srtp_sessions: table.srtp_sessions(),
             totals: table.totals(),
             calls: table.list(list_limit),
         }
@@ -167,7 +173,9 @@ impl Census {
     /// Adds another shard's census.
     pub fn merge(&mut self, other: Census) {
         self.sessions += other.sessions;
+        self.transcoded += other.transcoded;
         self.ports += other.ports;
+        self.srtp_sessions += other.srtp_sessions;
         self.totals.add(&other.totals);
         self.calls.extend(other.calls);
     }
@@ -401,7 +409,7 @@ impl Controller {
         Statistics {
             sessions_own: census.sessions as u64,
             sessions_foreign: 0,
-            transcoded_media: 0,
+            transcoded_media: census.transcoded as u64,
             packet_rate: self.rates.packets,
             byte_rate: self.rates.bytes,
             error_rate: self.rates.errors,
@@ -556,6 +564,7 @@ mod tests {
                         hold_timeout: Some(Duration::from_secs(3600)),
                         latch_holdoff: Duration::from_secs(1),
                         instance: 7,
+                        transcodable: crate::transcode::CodecSet::NONE,
                     },
                     PortPool::new(PortAllocator::new(PortRange::new(30000, 30099).unwrap())),
                 ),
@@ -715,12 +724,12 @@ mod tests {
         assert!(supported.is_success());
         assert_eq!(supported.warning(), None);
         let mut offer = Request::offer("w", "ft", sdp(4000)).with_flag("media-handover");
-        offer.sdes = vec!["off".into()];
+        offer.sdes = vec!["pad".into()];
         let reply = h.send(&offer.encode("o2"));
         let (_, reply) = Reply::decode(&reply.reply.unwrap()).unwrap();
         assert!(reply.is_success());
         let warning = reply.warning().unwrap();
-        for needle in ["flag 'media-handover'", "SDES 'off'"] {
+        for needle in ["flag 'media-handover'", "SDES 'pad'"] {
             assert!(warning.contains(needle), "{needle} not in {warning}");
         }
         // Keys a request really carries are seen, not only typed fields.

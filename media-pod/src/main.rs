@@ -23,6 +23,8 @@ mod recording;
 mod relay;
 mod sdp_rewrite;
 mod session;
+mod srtp;
+mod transcode;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -79,6 +81,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         hold_timeout: config.hold_timeout(),
         latch_holdoff: config.latch_holdoff(),
         instance: rand::random(),
+        transcodable: settings.transcodable,
     };
     let ports = PortPool::new(PortAllocator::new(settings.port_range));
     metrics.set_ports_capacity(ports.capacity_pairs() * 2);

@@ -13,10 +13,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use tandem_codec::CodecKind;
 use tandem_ng::Command;
 
 use crate::quality::QualitySample;
 use crate::session::DropReason;
+use tandem_srtp::Error as SrtpError;
 
 /// MOS buckets shared with the dashboards and alerts.
 pub const MOS_BUCKETS: [f64; 10] = [1.0, 2.0, 2.5, 3.0, 3.5, 3.8, 4.0, 4.2, 4.4, 4.5];
@@ -37,6 +39,22 @@ struct BuildLabels {
 struct TranscodeLabels {
     from: &'static str,
     to: &'static str,
+}
+
+impl TranscodeLabels {
+    /// Codec labels are lower case: `pcmu`, `pcma`, `g722`, `opus`.
+    fn of(from: CodecKind, to: CodecKind) -> Self {
+        let label = |k: CodecKind| match k {
+            CodecKind::Pcmu => "pcmu",
+            CodecKind::Pcma => "pcma",
+            CodecKind::G722 => "g722",
+            CodecKind::Opus => "opus",
+        };
+        Self {
+            from: label(from),
+            to: label(to),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -87,6 +105,7 @@ pub struct Metrics {
     ng_commands: Family<CommandLabels, Counter>,
     ng_errors: Family<ReasonLabels, Counter>,
     sessions_active: Gauge,
+    srtp_sessions: Gauge,
     sessions_timed_out: Counter,
     ports_allocated: Gauge,
     packets: PacketCollector,
@@ -95,6 +114,9 @@ pub struct Metrics {
     stream_jitter: Histogram,
     stream_mos: Histogram,
     transcoded_packets: Family<TranscodeLabels, Counter>,
+    transcoded_streams: Family<TranscodeLabels, Counter>,
+    transcoding_streams: Family<TranscodeLabels, Gauge>,
+    concealed_packets: Counter,
     draining: Gauge,
 }
 
@@ -105,6 +127,7 @@ impl Metrics {
             ng_commands: Family::default(),
             ng_errors: Family::default(),
             sessions_active: Gauge::default(),
+            srtp_sessions: Gauge::default(),
             sessions_timed_out: Counter::default(),
             ports_allocated: Gauge::default(),
             packets: PacketCollector::default(),
@@ -113,6 +136,9 @@ impl Metrics {
             stream_jitter: Histogram::new(JITTER_BUCKETS),
             stream_mos: Histogram::new(MOS_BUCKETS),
             transcoded_packets: Family::default(),
+            transcoded_streams: Family::default(),
+            transcoding_streams: Family::default(),
+            concealed_packets: Counter::default(),
             draining: Gauge::default(),
         };
         let build_info = Family::<BuildLabels, Gauge>::default();
@@ -137,6 +163,11 @@ impl Metrics {
             "tandem_media_sessions_active",
             "Calls currently anchored",
             m.sessions_active.clone(),
+        );
+        registry.register(
+            "tandem_media_srtp_sessions",
+            "Calls with SDES-SRTP keyed on at least one leg",
+            m.srtp_sessions.clone(),
         );
         registry.register(
             "tandem_media_sessions_timed_out",
@@ -175,6 +206,21 @@ impl Metrics {
             m.transcoded_packets.clone(),
         );
         registry.register(
+            "tandem_media_transcoded_streams",
+            "Transcoded streams started (one per direction of a call), by source and target codec",
+            m.transcoded_streams.clone(),
+        );
+        registry.register(
+            "tandem_media_transcoding_streams",
+            "Transcoded streams in progress, by source and target codec",
+            m.transcoding_streams.clone(),
+        );
+        registry.register(
+            "tandem_media_concealed_packets",
+            "Lost or undecodable packets of transcoded streams replaced by loss concealment",
+            m.concealed_packets.clone(),
+        );
+        registry.register(
             "tandem_media_draining",
             "Whether this pod is draining (1) or serving (0)",
             m.draining.clone(),
@@ -187,14 +233,36 @@ impl Metrics {
                 })
                 .get();
         }
-        // No transcoding yet: the G.711 law conversions, the first pairs it will carry, are
-        // exported at zero so that dashboards and alerts have a series to read.
-        for (from, to) in [("pcmu", "pcma"), ("pcma", "pcmu")] {
-            m.transcoded_packets
-                .get_or_create(&TranscodeLabels { from, to })
-                .get();
+        // Every codec pair is exported from the start, at zero.
+        for from in CodecKind::ALL {
+            for to in CodecKind::ALL.into_iter().filter(|to| *to != from) {
+                let labels = TranscodeLabels::of(from, to);
+                m.transcoded_packets.get_or_create(&labels).get();
+                m.transcoded_streams.get_or_create(&labels).get();
+                m.transcoding_streams.get_or_create(&labels).get();
+            }
         }
         m
+    }
+
+    /// A transcoded stream starts: returns its packet counter.
+    pub fn transcoding_started(&self, from: CodecKind, to: CodecKind) -> Counter {
+        let labels = TranscodeLabels::of(from, to);
+        self.transcoded_streams.get_or_create(&labels).inc();
+        self.transcoding_streams.get_or_create(&labels).inc();
+        self.transcoded_packets.get_or_create(&labels).clone()
+    }
+
+    /// A transcoded stream ended.
+    pub fn transcoding_ended(&self, from: CodecKind, to: CodecKind) {
+        self.transcoding_streams
+            .get_or_create(&TranscodeLabels::of(from, to))
+            .dec();
+    }
+
+    /// Counts packets concealed in transcoded streams.
+    pub fn concealed(&self, packets: u64) {
+        self.concealed_packets.inc_by(packets);
     }
 
     /// Counts a recognised ng command.
@@ -215,6 +283,12 @@ impl Metrics {
     pub fn sessions_timed_out(&self, calls: usize) {
         self.sessions_timed_out
             .inc_by(u64::try_from(calls).unwrap_or(u64::MAX));
+    }
+
+    /// Sets the gauge of calls with SRTP keyed on a leg.
+    pub fn set_srtp_sessions(&self, sessions: usize) {
+        self.srtp_sessions
+            .set(i64::try_from(sessions).unwrap_or(i64::MAX));
     }
 
     /// Sets the session and port gauges.
@@ -258,16 +332,24 @@ impl Metrics {
 }
 
 /// Why the relay dropped a packet: the label values of `tandem_media_dropped_packets_total`.
-pub const DROP_REASONS: [&str; 6] = [
+pub const DROP_REASONS: [&str; 9] = [
     DropReason::Malformed.as_str(),
     DropReason::NoSession.as_str(),
     DropReason::NoDestination.as_str(),
     DropReason::SourceMismatch.as_str(),
     DropReason::Blocked.as_str(),
+    DropReason::Srtp(SrtpError::Malformed).as_str(),
+    DropReason::TranscodeToSrtp.as_str(),
     SEND_FAILED,
+    TRANSCODER_FAILED,
 ];
+/// Why an SRTP packet was dropped: the label values of `tandem_media_srtp_dropped_total`.
+pub const SRTP_DROP_REASONS: [SrtpError; 3] =
+    [SrtpError::Auth, SrtpError::Replay, SrtpError::Malformed];
 /// The drop reason of a packet the kernel would not send.
 pub const SEND_FAILED: &str = "send_failed";
+/// The drop reason of packets of a stream whose transcoder could not start.
+pub const TRANSCODER_FAILED: &str = "transcoder_failed";
 
 /// One relay worker's packet counters. Only that worker writes them, with a plain load and
 /// store (no locked read-modify-write on the packet path); a scrape adds up every worker's.
@@ -277,6 +359,8 @@ pub struct PacketCounters {
     relayed: [(AtomicU64, AtomicU64); 2],
     /// Packets dropped, by [`DROP_REASONS`] index.
     dropped: [AtomicU64; DROP_REASONS.len()],
+    /// SRTP packets dropped, by [`SRTP_DROP_REASONS`] index.
+    srtp_dropped: [AtomicU64; SRTP_DROP_REASONS.len()],
 }
 
 impl PacketCounters {
@@ -294,6 +378,17 @@ impl PacketCounters {
             && let Some(count) = self.dropped.get(i)
         {
             bump(count, packets);
+        }
+    }
+}
+
+impl PacketCounters {
+    /// Counts an SRTP or SRTCP packet dropped for `reason`.
+    pub fn srtp_dropped(&self, reason: SrtpError) {
+        if let Some(i) = SRTP_DROP_REASONS.iter().position(|r| *r == reason)
+            && let Some(count) = self.srtp_dropped.get(i)
+        {
+            bump(count, 1);
         }
     }
 }
@@ -359,6 +454,24 @@ impl Collector for PacketCollector {
             let value = self.sum(|w| w.dropped.get(i).map_or(0, |c| c.load(Ordering::Relaxed)));
             ConstCounter::new(value).encode(family.encode_family(&ReasonLabels { reason })?)?;
         }
+        let mut family = encoder.encode_descriptor(
+            "tandem_media_srtp_dropped",
+            "SRTP and SRTCP packets dropped: failed authentication, replayed or too old, or \
+             malformed",
+            None,
+            MetricType::Counter,
+        )?;
+        for (i, reason) in SRTP_DROP_REASONS.into_iter().enumerate() {
+            let value = self.sum(|w| {
+                w.srtp_dropped
+                    .get(i)
+                    .map_or(0, |c| c.load(Ordering::Relaxed))
+            });
+            let labels = ReasonLabels {
+                reason: reason.as_str(),
+            };
+            ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+        }
         Ok(())
     }
 }
@@ -414,6 +527,9 @@ mod tests {
             "tandem_media_draining 1",
             "tandem_build_info{component=\"media-pod\",version=\"",
             "tandem_media_transcoded_packets_total{from=\"pcmu\",to=\"pcma\"} 0",
+            "tandem_media_transcoded_streams_total{from=\"opus\",to=\"g722\"} 0",
+            "tandem_media_transcoding_streams{from=\"g722\",to=\"pcmu\"} 0",
+            "tandem_media_concealed_packets_total 0",
             "tandem_media_stream_packets_lost_ratio_count 2",
             "tandem_media_stream_packets_lost_ratio_bucket{le=\"0.005\"} 2",
             "tandem_media_stream_packets_lost_ratio_bucket{le=\"0.0025\"} 1",

@@ -35,18 +35,19 @@ pub struct Shared {
     pub sessions: watch::Sender<usize>,
 }
 
-/// Calls and ports per shard, as last reported by each worker.
+/// Calls, ports and SRTP calls per shard, as last reported by each worker.
 #[derive(Debug)]
 struct Occupancy {
-    shards: Vec<(usize, usize)>,
+    shards: Vec<(usize, usize, usize)>,
 }
 
 impl Occupancy {
     fn update(&mut self, shard: usize, census: &Census, metrics: &Metrics) {
         if let Some(entry) = self.shards.get_mut(shard) {
-            *entry = (census.sessions, census.ports);
+            *entry = (census.sessions, census.ports, census.srtp_sessions);
         }
         metrics.set_occupancy(self.sessions(), self.shards.iter().map(|s| s.1).sum());
+        metrics.set_srtp_sessions(self.shards.iter().map(|s| s.2).sum());
     }
 
     fn sessions(&self) -> usize {
@@ -58,7 +59,7 @@ impl Occupancy {
 pub async fn serve(socket: UdpSocket, mut shared: Shared, shutdown: impl Future<Output = ()>) {
     let mut controller = Controller::new(Instant::now());
     let mut occupancy = Occupancy {
-        shards: vec![(0, 0); shared.relay.shards()],
+        shards: vec![(0, 0, 0); shared.relay.shards()],
     };
     let mut buffer = vec![0u8; 65_536];
     let mut ticker = tokio::time::interval(TICK);

@@ -10,6 +10,8 @@ use std::net::IpAddr;
 
 use tandem_ng::{Command, Ice, NgError, Replace, Request};
 
+use crate::srtp::SdesPolicy;
+
 /// How the `o=` line of an SDP sent on is written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OriginRewrite {
@@ -66,12 +68,18 @@ pub struct CodecPlan {
     pub except: Vec<CodecSelector>,
     /// Codecs kept and moved to the front, in this order (`offer`).
     pub offer: Vec<CodecSelector>,
+    /// Codecs added for the receiver when it would otherwise share no codec with the sender,
+    /// the relay transcoding between them (`transcode`).
+    pub transcode: Vec<CodecSelector>,
 }
 
 impl CodecPlan {
     /// Whether the plan changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.strip.is_empty() && !self.strip_all && self.offer.is_empty()
+        self.strip.is_empty()
+            && !self.strip_all
+            && self.offer.is_empty()
+            && self.transcode.is_empty()
     }
 }
 
@@ -87,13 +95,16 @@ pub struct Options {
     pub strict_source: bool,
     /// `o=` handling.
     pub origin: OriginRewrite,
-    /// The protocol of the `m=` lines sent on (`transport protocol`), plain RTP only.
+    /// The protocol of the `m=` lines sent on (`transport protocol`): plain RTP, or
+    /// SDES-keyed SRTP (`RTP/SAVP`, `RTP/SAVPF`).
     pub transport_protocol: Option<String>,
     /// In an answer, pass the answerer's protocol to the offerer (`transport protocol:
     /// accept`).
     pub accept_protocol: bool,
     /// `rtcp-mux` handling.
     pub rtcp_mux: RtcpMux,
+    /// The SDES suites that may be used (`SDES` options).
+    pub sdes: SdesPolicy,
     /// When to offer the relay to the receiver as an ICE-lite agent.
     pub ice: IceAdvertise,
     /// Codec manipulations (offers only).
@@ -111,15 +122,10 @@ pub struct Options {
     pub warnings: Vec<String>,
 }
 
-/// Protocols the relay carries without changing packets.
-const PLAIN_RTP: [&str; 2] = ["RTP/AVP", "RTP/AVPF"];
-/// Protocols that need an SRTP endpoint in the relay to translate to or from.
-const SRTP: [&str; 4] = [
-    "RTP/SAVP",
-    "RTP/SAVPF",
-    "UDP/TLS/RTP/SAVP",
-    "UDP/TLS/RTP/SAVPF",
-];
+/// Protocols the relay translates between: plain RTP and SDES-keyed SRTP.
+const RTP_PROTOCOLS: [&str; 4] = ["RTP/AVP", "RTP/AVPF", "RTP/SAVP", "RTP/SAVPF"];
+/// DTLS-keyed SRTP, not supported yet.
+const DTLS_PROTOCOLS: [&str; 2] = ["UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVPF"];
 /// The one logical interface's name, for `direction`.
 pub const INTERFACE: &str = "default";
 
@@ -162,9 +168,9 @@ pub fn for_negotiation(request: &Request, advertise: IpAddr) -> Result<Options, 
                 rtcp_mux.push(flag["rtcp-mux-".len()..].to_owned());
             }
             _ if name.starts_with("sdes-") => sdes.push(flag["SDES-".len()..].to_owned()),
-            _ if PLAIN_RTP
+            _ if RTP_PROTOCOLS
                 .iter()
-                .chain(SRTP.iter())
+                .chain(DTLS_PROTOCOLS.iter())
                 .any(|p| p.eq_ignore_ascii_case(flag)) =>
             {
                 transport_flags.push(flag.to_ascii_uppercase());
@@ -239,14 +245,19 @@ pub fn for_negotiation(request: &Request, advertise: IpAddr) -> Result<Options, 
     match protocol {
         None => {}
         Some(p) if p.eq_ignore_ascii_case("accept") && !is_offer => o.accept_protocol = true,
-        Some(p) => match PLAIN_RTP
+        Some(p) => match RTP_PROTOCOLS
             .iter()
             .find(|known| known.eq_ignore_ascii_case(&p))
         {
             Some(known) => o.transport_protocol = Some((*known).to_owned()),
-            None if SRTP.iter().any(|known| known.eq_ignore_ascii_case(&p)) => warn(format!(
-                "transport protocol '{p}' (SRTP is not supported yet: protocol left as sent)"
-            )),
+            None if DTLS_PROTOCOLS
+                .iter()
+                .any(|known| known.eq_ignore_ascii_case(&p)) =>
+            {
+                warn(format!(
+                    "transport protocol '{p}' (DTLS-SRTP is not supported yet: protocol left as sent)"
+                ));
+            }
             None => warn(format!("transport protocol '{p}'")),
         },
     }
@@ -261,8 +272,11 @@ pub fn for_negotiation(request: &Request, advertise: IpAddr) -> Result<Options, 
             _ => warn(format!("rtcp-mux '{mode}'")),
         }
     }
+    let mut sdes_policy = SdesPolicy::default();
     for option in &sdes {
-        warn(format!("SDES '{option}' (SRTP is not supported yet)"));
+        if !sdes_policy.apply(option) {
+            warn(format!("SDES '{option}'"));
+        }
     }
 
     let codecs = request.codec_operations();
@@ -277,8 +291,16 @@ pub fn for_negotiation(request: &Request, advertise: IpAddr) -> Result<Options, 
                 "strip" | "mask" => o.codecs.strip.push(selector),
                 "except" => o.codecs.except.push(selector),
                 "offer" => o.codecs.offer.push(selector),
+                "transcode"
+                    if tandem_codec::CodecKind::from_name(
+                        codec.split('/').next().unwrap_or_default(),
+                    )
+                    .is_some() =>
+                {
+                    o.codecs.transcode.push(selector);
+                }
                 "transcode" => warn(format!(
-                    "codec transcode '{codec}' (transcoding is not supported yet)"
+                    "codec transcode '{codec}' (the relay transcodes between PCMU, PCMA, G722 and opus)"
                 )),
                 _ => warn(format!("codec {operation} '{codec}'")),
             }
@@ -310,6 +332,7 @@ pub fn for_negotiation(request: &Request, advertise: IpAddr) -> Result<Options, 
         warn("all (it applies to blocking commands only)".to_owned());
     }
     warn_unknown_keys(request, &mut o.warnings);
+    o.sdes = sdes_policy;
     Ok(o)
 }
 
@@ -397,14 +420,30 @@ mod tests {
     }
 
     #[test]
+    fn srtp_protocols_and_sdes_options_are_taken() {
+        let mut r = offer()
+            .with_flag("RTP/SAVPF")
+            .with_flag("SDES-no-AES_CM_128_HMAC_SHA1_32");
+        r.sdes = vec!["only-AES_CM_128_HMAC_SHA1_80".into()];
+        let o = read(&r);
+        assert!(o.warnings.is_empty(), "{:?}", o.warnings);
+        assert_eq!(o.transport_protocol.as_deref(), Some("RTP/SAVPF"));
+        assert!(o.sdes.allows(tandem_srtp::Suite::AesCm128HmacSha1_80));
+        assert!(!o.sdes.allows(tandem_srtp::Suite::AesCm128HmacSha1_32));
+        assert!(!o.sdes.allows(tandem_srtp::Suite::AeadAes128Gcm));
+        r.transport_protocol = Some("rtp/savp".into());
+        assert_eq!(read(&r).transport_protocol.as_deref(), Some("RTP/SAVP"));
+    }
+
+    #[test]
     fn everything_not_acted_on_is_named() {
         let mut r = offer()
             .with_flag("media-handover")
-            .with_flag("SDES-off")
+            .with_flag("SDES-pad")
             .with_ice(Ice::ForceRelay)
             .with_replace(Replace::SessionName);
-        r.codec = vec![("transcode".into(), "G729".into())];
-        r.transport_protocol = Some("RTP/SAVP".into());
+        r.codec = vec![("consume".into(), "G729".into())];
+        r.transport_protocol = Some("UDP/TLS/RTP/SAVP".into());
         r.address_family = Some("IP6".into());
         r.direction = vec!["priv".into(), "pub".into()];
         r.rtcp_mux = vec!["require".into()];
@@ -413,11 +452,11 @@ mod tests {
         let text = warning_text(&o.warnings).unwrap();
         for needle in [
             "flag 'media-handover'",
-            "SDES 'off'",
+            "SDES 'pad'",
             "ICE 'force-relay'",
             "replace 'session-name'",
-            "codec transcode 'G729'",
-            "transport protocol 'RTP/SAVP'",
+            "codec consume 'G729'",
+            "transport protocol 'UDP/TLS/RTP/SAVP'",
             "address family 'IP6'",
             "direction 'priv'",
             "direction 'pub'",
@@ -477,8 +516,11 @@ mod tests {
             ("except".into(), "PCMU".into()),
             ("offer".into(), "G722".into()),
             ("mask".into(), "opus".into()),
+            ("transcode".into(), "PCMA".into()),
         ];
         let o = read(&r);
+        assert!(o.warnings.is_empty(), "{:?}", o.warnings);
+        assert_eq!(o.codecs.transcode, vec![CodecSelector("PCMA".into())]);
         assert!(o.codecs.strip_all);
         assert_eq!(o.codecs.except, vec![CodecSelector("PCMU".into())]);
         assert_eq!(o.codecs.offer, vec![CodecSelector("G722".into())]);

@@ -20,7 +20,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use prometheus_client::metrics::counter::Counter;
 use socket2::{Domain, Protocol, Socket, Type};
+use tandem_codec::{Pushed, Transcoder, TranscoderConfig};
 use tandem_rtp::PacketKind;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -29,9 +31,9 @@ use tokio::task::{JoinHandle, LocalSet};
 use crate::batch::{BATCH, Batch, Forward};
 use crate::dtmf;
 use crate::ice;
-use crate::metrics::{Metrics, PacketClass, PacketCounters, SEND_FAILED};
+use crate::metrics::{Metrics, PacketClass, PacketCounters, SEND_FAILED, TRANSCODER_FAILED};
 use crate::recording::Recorder;
-use crate::session::{DropReason, Packet, PortBinder, Route, SessionTable, Timestamp};
+use crate::session::{Datagram, DropReason, Packet, PortBinder, Route, SessionTable, Timestamp};
 
 /// Batches drained from one socket per wake-up before yielding to the other sockets, so one
 /// flooded port cannot starve the others.
@@ -184,6 +186,7 @@ fn run_worker(
             recordings: RefCell::new(HashMap::new()),
             batch: RefCell::new(Batch::new()),
             forwards: RefCell::new(Vec::with_capacity(BATCH)),
+            transcoders: RefCell::new(HashMap::new()),
             counters: metrics.worker_counters(),
             metrics,
         });
@@ -215,6 +218,8 @@ struct Worker {
     batch: RefCell<Batch>,
     /// The forwards of that batch.
     forwards: RefCell<Vec<Forward>>,
+    /// Transcoded streams, by the local port their packets arrive on.
+    transcoders: RefCell<HashMap<u16, StreamTranscoder>>,
     counters: Arc<PacketCounters>,
     metrics: Metrics,
 }
@@ -238,7 +243,20 @@ impl Worker {
         Ok(())
     }
 
+    /// Ends the transcoding of the stream arriving on `port`, if any (a new answer gave the
+    /// parties a codec in common, or the port closes). Cheap when nothing is transcoded.
+    fn stop_transcoding(&self, port: u16) {
+        let mut transcoders = self.transcoders.borrow_mut();
+        if transcoders.is_empty() {
+            return;
+        }
+        if let Some(stream) = transcoders.remove(&port) {
+            stream.end(&self.metrics);
+        }
+    }
+
     fn close(&self, port: u16) {
+        self.stop_transcoding(port);
         if let Some((_, task)) = self.open.borrow_mut().remove(&port) {
             task.abort();
             self.closing.borrow_mut().push(task);
@@ -253,10 +271,18 @@ impl Worker {
         }
     }
 
-    /// Routes one received datagram; returns where to send it, if anywhere.
-    fn route(&self, port: u16, packet: &Packet, source: SocketAddr, now: Timestamp) -> Route {
+    /// Routes one received datagram (rewriting it in place for SRTP legs); returns where to
+    /// send it, if anywhere.
+    fn route(
+        &self,
+        port: u16,
+        packet: &Packet,
+        datagram: &mut Datagram<'_>,
+        source: SocketAddr,
+        now: Timestamp,
+    ) -> Route {
         let mut table = self.table.borrow_mut();
-        let route = table.route_packet(port, source, packet, now);
+        let route = table.route_datagram(port, source, packet, Some(datagram), now);
         // Streams displaced by new SSRCs leave samples here; rare, so check cheaply.
         if table.has_quality_samples() {
             for sample in table.take_quality_samples() {
@@ -264,14 +290,43 @@ impl Worker {
             }
         }
         if let Route::Drop(reason) = route {
-            tracing::trace!(port, %source, reason = reason.as_str(), "media packet dropped");
+            tracing::trace!(port, %source, ?reason, "media packet dropped");
             self.counters.dropped(reason.as_str(), 1);
+            if let DropReason::Srtp(error) = reason {
+                self.counters.srtp_dropped(error);
+            }
         }
         route
     }
 
     fn socket(&self, port: u16) -> Option<Rc<UdpSocket>> {
         self.open.borrow().get(&port).map(|(s, _)| Rc::clone(s))
+    }
+}
+
+/// One transcoded direction of a call, on the worker that owns it: off the batched fast
+/// path, each packet is decoded, resampled and encoded here and sent on its own.
+struct StreamTranscoder {
+    transcoder: Transcoder,
+    packets: Counter,
+    /// Concealed packets already counted in the metrics.
+    concealed: u64,
+    out: Vec<Vec<u8>>,
+}
+
+impl StreamTranscoder {
+    fn end(mut self, metrics: &Metrics) {
+        self.count_concealed(metrics);
+        let config = self.transcoder.config();
+        metrics.transcoding_ended(config.from, config.to);
+    }
+
+    fn count_concealed(&mut self, metrics: &Metrics) {
+        let concealed = self.transcoder.concealed();
+        if concealed > self.concealed {
+            metrics.concealed(concealed - self.concealed);
+            self.concealed = concealed;
+        }
     }
 }
 
@@ -403,15 +458,48 @@ fn forward_batch(worker: &Worker, port: u16) {
             answer_ice_check(worker, port, source, datagram, now);
             continue;
         }
-        let rtcp = packet.kind == PacketKind::Rtcp;
-        if let Route::Forward { from_port, to } = worker.route(port, &packet, source, now) {
-            forwards.push(Forward {
-                index,
+        // SRTCP does not parse as RTCP until it is unprotected: it goes by its packet type
+        // octet (RFC 5761).
+        let rtcp = match packet.kind {
+            PacketKind::Rtcp => true,
+            PacketKind::Rtp => false,
+            PacketKind::Other => datagram.get(1).is_some_and(|b| (192..=223).contains(b)),
+        };
+        let route = batch.rewrite(index, |buf, len| {
+            let mut datagram = Datagram { buf, len: *len };
+            let route = worker.route(port, &packet, &mut datagram, source, now);
+            *len = datagram.len;
+            route
+        });
+        let (from_port, to) = match route {
+            Some(Route::Forward { from_port, to }) => {
+                if !rtcp {
+                    worker.stop_transcoding(port);
+                }
+                (from_port, to)
+            }
+            Some(Route::Transcode {
                 from_port,
                 to,
-                rtcp,
-            });
-        }
+                config,
+            }) => {
+                let Some((datagram, _)) = batch.datagram(index) else {
+                    continue;
+                };
+                if transcode(worker, port, datagram, from_port, to, config) == Pushed::Taken {
+                    continue;
+                }
+                // Not a packet the transcoder can read: relayed unchanged.
+                (from_port, to)
+            }
+            Some(Route::Drop(_)) | None => continue,
+        };
+        forwards.push(Forward {
+            index,
+            from_port,
+            to,
+            rtcp,
+        });
     }
     if let Some(call) = recording {
         record_batch(worker, call, port, &batch, &forwards);
@@ -442,6 +530,63 @@ fn forward_batch(worker: &Worker, port: u16) {
             worker.counters.dropped(SEND_FAILED, unsent);
         }
     }
+}
+
+/// Transcodes one packet of the stream arriving on `port` and sends what comes out from
+/// `from_port` to `to`. A stream whose codecs changed (a new answer) starts afresh.
+fn transcode(
+    worker: &Worker,
+    port: u16,
+    datagram: &[u8],
+    from_port: u16,
+    to: SocketAddr,
+    config: TranscoderConfig,
+) -> Pushed {
+    let mut transcoders = worker.transcoders.borrow_mut();
+    if transcoders
+        .get(&port)
+        .is_some_and(|s| s.transcoder.config() != config)
+        && let Some(old) = transcoders.remove(&port)
+    {
+        old.end(&worker.metrics);
+    }
+    let stream = match transcoders.entry(port) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => match Transcoder::new(config) {
+            Ok(transcoder) => {
+                tracing::debug!(port, from = %config.from, to = %config.to, "transcoding");
+                e.insert(StreamTranscoder {
+                    transcoder,
+                    packets: worker.metrics.transcoding_started(config.from, config.to),
+                    concealed: 0,
+                    out: Vec::new(),
+                })
+            }
+            Err(error) => {
+                tracing::warn!(port, %error, "cannot start a transcoder");
+                worker.counters.dropped(TRANSCODER_FAILED, 1);
+                return Pushed::Taken;
+            }
+        },
+    };
+    let mut out = std::mem::take(&mut stream.out);
+    out.clear();
+    let pushed = stream.transcoder.push(datagram, &mut out);
+    stream.count_concealed(&worker.metrics);
+    if let Some(socket) = worker.socket(from_port) {
+        for packet in &out {
+            match socket.try_send_to(packet, to) {
+                Ok(_) => {
+                    stream.packets.inc();
+                    let len = u64::try_from(packet.len()).unwrap_or(u64::MAX);
+                    worker.counters.relayed(PacketClass::Rtp, 1, len);
+                }
+                Err(_) => worker.counters.dropped(SEND_FAILED, 1),
+            }
+        }
+    }
+    stream.out = out;
+    pushed
 }
 
 /// Writes the datagrams of a batch that are relayed into call `call`'s recording, as received

@@ -12,8 +12,11 @@ use std::net::{IpAddr, SocketAddr};
 use tandem_rtp::PayloadFormat;
 use tandem_sip::sdp::{Attribute, Direction, Media, MediaDescription, Origin, SessionDescription};
 
+use tandem_codec::CodecKind;
+
 use crate::ice::Credentials;
 use crate::options::{CodecPlan, CodecSelector};
+use crate::transcode::{CodecSet, kind_of};
 
 /// Transport protocols the relay anchors.
 const RELAYED_PROTOCOLS: [&str; 4] = ["RTP/AVP", "RTP/AVPF", "RTP/SAVP", "RTP/SAVPF"];
@@ -56,6 +59,8 @@ pub struct AnchoredStream {
     pub formats: Vec<PayloadFormat>,
     /// The direction attribute in force for the section.
     pub direction: Direction,
+    /// The packetisation time asked for (`a=ptime`), in ms.
+    pub ptime: Option<u32>,
 }
 
 /// An SDP the relay cannot anchor.
@@ -125,6 +130,11 @@ pub fn anchored_streams(
             Ok(Some(AnchoredStream {
                 formats: payload_formats(section),
                 direction: sdp.media_direction(i),
+                ptime: section
+                    .attributes()
+                    .find(|a| a.name == "ptime")
+                    .and_then(|a| a.value)
+                    .and_then(|v| v.trim().parse().ok()),
                 media_type: media.media_type.clone(),
                 protocol: media.proto.clone(),
                 remote: Remote {
@@ -167,8 +177,13 @@ pub struct SectionPlan {
     pub rtcp_mux: Option<bool>,
     /// A new `m=` format list; attributes of payload types left out go too.
     pub formats: Option<Vec<String>>,
+    /// `a=rtpmap` values added (formats the relay transcodes to or from).
+    pub rtpmaps: Vec<String>,
     /// Advertise the relay as the only ICE candidate, with these credentials (ICE-lite).
     pub ice: Option<Credentials>,
+    /// Replace the section's `a=crypto` lines with these values (none: plain RTP); `None`
+    /// passes the sender's on (SRTP the relay does not terminate).
+    pub crypto: Option<Vec<String>>,
 }
 
 /// Puts the relay into `sdp`: each anchored section gets its plan, the session-level `c=`
@@ -204,8 +219,14 @@ pub fn rewrite(
         section.set_connection_address(advertise);
         section.set_rtcp(port.saturating_add(1), Some(advertise));
         section.remove_attributes(is_ice);
+        if let Some(crypto) = &plan.crypto {
+            section.remove_attributes(|a| a.name == "crypto");
+            for value in crypto {
+                section.push_attribute("crypto", Some(value));
+            }
+        }
         if let Some(protocol) = &plan.protocol {
-            if protocol.eq_ignore_ascii_case("RTP/AVP") {
+            if !protocol.to_ascii_uppercase().ends_with("AVPF") {
                 // Feedback messages are an AVPF feature (RFC 4585).
                 section.remove_attributes(|a| a.name == "rtcp-fb");
             }
@@ -249,6 +270,14 @@ pub fn rewrite(
             });
             section.set_formats(formats.clone());
         }
+        for rtpmap in &plan.rtpmaps {
+            let pt = rtpmap.split_whitespace().next().unwrap_or_default();
+            section.remove_attributes(|a| {
+                matches!(a.name, "rtpmap" | "fmtp")
+                    && a.value.and_then(|v| v.split_whitespace().next()) == Some(pt)
+            });
+            section.push_attribute("rtpmap", Some(rtpmap));
+        }
     }
     if plans.iter().any(|p| p.port.is_some() && p.ice.is_some()) {
         sdp.push_attribute("ice-lite", None);
@@ -275,17 +304,32 @@ pub fn has_ice(sdp: &SessionDescription, index: usize) -> bool {
         || sdp.attributes().any(|a| a.name == "ice-ufrag")
 }
 
-/// The format list of `section` after `plan`: `None` when the plan changes nothing, or would
-/// leave no format (then the list stays as it was, as rtpengine does, and `Err` says so).
+/// A new `m=` format list and the `a=rtpmap` values of the formats it adds.
+pub type FormatPlan = (Vec<String>, Vec<String>);
+
+/// The format list of `section` after `plan`, with the `a=rtpmap` values of formats added:
+/// `None` when the plan changes nothing. When the plan leaves the receiver no voice codec of
+/// the sender's, the `transcode` codecs that `transcodable` allows are added (the relay
+/// transcodes to them from the sender's first codec it can decode); when none can be, the
+/// offer is refused: `Err` names the codecs.
 pub fn plan_formats(
     section: &MediaDescription,
     plan: &CodecPlan,
-) -> Result<Option<Vec<String>>, String> {
+    transcodable: CodecSet,
+) -> Result<Option<FormatPlan>, String> {
     if plan.is_empty() {
         return Ok(None);
     }
     let rtpmaps = section.rtpmaps();
     let formats = &section.media().formats;
+    let format_of = |format: &str| -> Option<PayloadFormat> {
+        let pt = format.parse::<u8>().ok()?;
+        rtpmaps
+            .iter()
+            .find(|m| m.payload_type == pt)
+            .map(|m| PayloadFormat::from_rtpmap(pt, &m.encoding, m.clock_rate))
+            .or_else(|| PayloadFormat::from_static(pt))
+    };
     let matches = |format: &str, selector: &CodecSelector| -> bool {
         let wanted = selector.0.trim();
         if wanted == format {
@@ -308,15 +352,7 @@ pub fn plan_formats(
                 None => return false,
             },
         };
-        let mut parts = wanted.split('/');
-        let name_matches = parts.next().is_some_and(|n| n.eq_ignore_ascii_case(&name));
-        let clock_matches = parts
-            .next()
-            .is_none_or(|c| c.parse::<u32>().ok() == Some(clock));
-        let channels_matches = parts
-            .next()
-            .is_none_or(|c| c.parse::<u8>().ok() == Some(channels));
-        name_matches && clock_matches && channels_matches
+        selector_matches(wanted, &name, clock, channels)
     };
     let listed =
         |format: &str, selectors: &[CodecSelector]| selectors.iter().any(|s| matches(format, s));
@@ -338,13 +374,79 @@ pub fn plan_formats(
         kept = rest;
     }
     front.extend(kept);
-    if front.is_empty() {
-        return Err(format!(
-            "codec options that leave no codec in media section '{}' (codecs left as sent)",
-            section.media().media_type
-        ));
+    let is_voice = |f: &String| format_of(f).is_some_and(|p| p.codec.is_voice());
+    let mut added = Vec::new();
+    if !front.iter().any(is_voice) {
+        let source = formats
+            .iter()
+            .filter_map(|f| format_of(f))
+            .find_map(|f| kind_of(&f).filter(|k| transcodable.contains(*k)));
+        let mut targets: Vec<CodecKind> = Vec::new();
+        if source.is_some() {
+            // In the `offer` order first, then in the `transcode` order.
+            let named = |s: &CodecSelector| {
+                let name = s.0.split('/').next().unwrap_or_default();
+                CodecKind::from_name(name)
+            };
+            let wanted: Vec<CodecKind> = plan.transcode.iter().filter_map(named).collect();
+            for kind in plan.offer.iter().filter_map(named).chain(wanted.clone()) {
+                if wanted.contains(&kind) && transcodable.contains(kind) && !targets.contains(&kind)
+                {
+                    targets.push(kind);
+                }
+            }
+        }
+        if targets.is_empty() {
+            let names: Vec<String> = formats
+                .iter()
+                .filter_map(|f| format_of(f))
+                .filter(|f| f.codec.is_voice())
+                .map(|f| f.codec.as_str().to_owned())
+                .collect();
+            return Err(format!(
+                "no codec in common: media section '{}' offers {} and the codec options leave none{}",
+                section.media().media_type,
+                if names.is_empty() {
+                    "no voice codec".to_owned()
+                } else {
+                    names.join(", ")
+                },
+                if transcodable.is_empty() || plan.transcode.is_empty() {
+                    " (transcoding is off)"
+                } else {
+                    " the relay can transcode"
+                }
+            ));
+        }
+        let mut taken: Vec<u8> = formats.iter().filter_map(|f| f.parse().ok()).collect();
+        let mut voice = Vec::new();
+        for kind in targets {
+            let pt = kind
+                .static_payload_type()
+                .filter(|pt| !taken.contains(pt))
+                .or_else(|| (96..=127u8).find(|pt| !taken.contains(pt)));
+            let Some(pt) = pt else { continue };
+            taken.push(pt);
+            voice.push(pt.to_string());
+            added.push(format!("{pt} {}", kind.rtpmap()));
+        }
+        voice.extend(front);
+        front = voice;
     }
-    Ok((front != *formats).then_some(front))
+    Ok((front != *formats).then_some((front, added)))
+}
+
+/// Whether a codec selector (`name[/clock[/channels]]`) names the codec `name/clock/channels`.
+fn selector_matches(wanted: &str, name: &str, clock: u32, channels: u8) -> bool {
+    let mut parts = wanted.split('/');
+    let name_matches = parts.next().is_some_and(|n| n.eq_ignore_ascii_case(name));
+    let clock_matches = parts
+        .next()
+        .is_none_or(|c| c.parse::<u32>().ok() == Some(clock));
+    let channels_matches = parts
+        .next()
+        .is_none_or(|c| c.parse::<u8>().ok() == Some(channels));
+    name_matches && clock_matches && channels_matches
 }
 
 #[cfg(test)]
@@ -389,7 +491,66 @@ mod tests {
               a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n",
         )
         .unwrap();
-        plan_formats(&s.media()[0], &codecs)
+        plan_formats(&s.media()[0], &codecs, CodecSet::NONE)
+            .map(|plan| plan.map(|(formats, _)| formats))
+    }
+
+    /// An Opus-only offer planned with transcoding allowed between `allowed`.
+    fn opus_offer(codecs: &CodecPlan, allowed: &str) -> Result<Option<FormatPlan>, String> {
+        let s = SessionDescription::parse(
+            b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+              m=audio 4000 RTP/AVP 96 101\r\na=rtpmap:96 opus/48000/2\r\n\
+              a=rtpmap:101 telephone-event/48000\r\n",
+        )
+        .unwrap();
+        plan_formats(&s.media()[0], codecs, allowed.parse().unwrap())
+    }
+
+    #[test]
+    fn transcode_adds_codecs_only_when_nothing_is_shared() {
+        let g711 = CodecPlan {
+            strip_all: true,
+            except: selectors(&["telephone-event"]),
+            offer: selectors(&["PCMA", "PCMU"]),
+            transcode: selectors(&["PCMU", "PCMA"]),
+            ..CodecPlan::default()
+        };
+        let (formats, rtpmaps) = opus_offer(&g711, "PCMU,PCMA,opus").unwrap().unwrap();
+        assert_eq!(formats, ["8", "0", "101"], "the offer order first");
+        assert_eq!(rtpmaps, ["8 PCMA/8000", "0 PCMU/8000"]);
+        // Only what the Gateway allows is added; nothing left is a refusal.
+        let (formats, _) = opus_offer(&g711, "PCMU,opus").unwrap().unwrap();
+        assert_eq!(formats, ["0", "101"]);
+        let off = opus_offer(&g711, "").unwrap_err();
+        assert!(
+            off.contains("no codec in common") && off.contains("opus"),
+            "{off}"
+        );
+        assert!(off.contains("transcoding is off"), "{off}");
+        // The sender's codec must be transcodable too.
+        assert!(opus_offer(&g711, "PCMU,PCMA").is_err());
+        // A codec in common: nothing is added.
+        let keep_opus = CodecPlan {
+            transcode: selectors(&["PCMU"]),
+            ..CodecPlan::default()
+        };
+        assert_eq!(opus_offer(&keep_opus, "PCMU,opus"), Ok(None));
+        // A dynamic payload type that is free.
+        let to_opus = CodecPlan {
+            strip_all: true,
+            transcode: selectors(&["opus"]),
+            ..CodecPlan::default()
+        };
+        let s = SessionDescription::parse(
+            b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+              m=audio 4000 RTP/AVP 0 96\r\na=rtpmap:96 telephone-event/8000\r\n",
+        )
+        .unwrap();
+        let planned = plan_formats(&s.media()[0], &to_opus, "PCMU,opus".parse().unwrap());
+        assert_eq!(
+            planned,
+            Ok(Some((vec!["97".into()], vec!["97 opus/48000/2".into()])))
+        );
     }
 
     fn selectors(names: &[&str]) -> Vec<CodecSelector> {
@@ -433,7 +594,7 @@ mod tests {
             strip_all: true,
             ..CodecPlan::default()
         };
-        assert!(plan(nothing).unwrap_err().contains("leave no codec"));
+        assert!(plan(nothing).unwrap_err().contains("no codec in common"));
     }
 
     #[test]
@@ -453,7 +614,9 @@ mod tests {
                 protocol: Some("RTP/AVP".into()),
                 rtcp_mux: Some(false),
                 formats: list(&["0", "8"]),
+                rtpmaps: vec!["0 PCMU/8000".into()],
                 ice: None,
+                crypto: None,
             }],
             relay,
             None,

@@ -29,6 +29,9 @@ use crate::options::{self, IceAdvertise, OriginRewrite, RtcpMux};
 use crate::ports::PortPool;
 use crate::quality::{QualitySample, Sources};
 use crate::sdp_rewrite::{self, AnchoredStream, Remote, SectionPlan, StreamError};
+use crate::srtp::{self, LegCrypto, SdesPolicy};
+use crate::transcode::{self, CodecSet, TranscodedLeg, Transcoding};
+use tandem_codec::TranscoderConfig;
 
 /// A moment, both monotonic (for timeouts and latching) and wall-clock (for reports).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +87,8 @@ pub struct TableConfig {
     pub latch_holdoff: Duration,
     /// This pod's identity in `a=rtpengine:` loop-protection attributes.
     pub instance: u64,
+    /// Codecs the relay may transcode between (empty: transcoding is off).
+    pub transcodable: CodecSet,
 }
 
 /// Why an ng command could not be carried out. The `Display` text is the ng `error-reason`.
@@ -122,6 +127,10 @@ pub enum SessionError {
     /// A command this media relay does not carry out yet.
     #[error("{0} is not supported yet")]
     NotSupported(String),
+    /// The codec options leave the receiver of an offer no codec in common with its sender
+    /// and nothing to transcode to.
+    #[error("Codec negotiation failed: {0}")]
+    NoCommonCodec(String),
 }
 
 impl SessionError {
@@ -137,6 +146,7 @@ impl SessionError {
             SessionError::NotSupported(_) => "not_supported",
             SessionError::Selection(_) => "unknown_call",
             SessionError::Recording(_) => "recording",
+            SessionError::NoCommonCodec(_) => "no_common_codec",
         }
     }
 }
@@ -193,6 +203,16 @@ impl Packet {
     }
 }
 
+/// A received datagram the session table may rewrite in place (SRTP legs): `buf[..len]` is
+/// the datagram, the rest of `buf` room for an authentication tag.
+#[derive(Debug)]
+pub struct Datagram<'a> {
+    /// The buffer holding the datagram.
+    pub buf: &'a mut [u8],
+    /// The datagram's length.
+    pub len: usize,
+}
+
 /// Where a received packet goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -202,6 +222,15 @@ pub enum Route {
         from_port: u16,
         /// The destination.
         to: SocketAddr,
+    },
+    /// Transcode it as `config` says, and send the result from `from_port` to `to`.
+    Transcode {
+        /// The local port to send from.
+        from_port: u16,
+        /// The destination.
+        to: SocketAddr,
+        /// The codecs of the sender and the receiver.
+        config: TranscoderConfig,
     },
     /// Do not send it.
     Drop(DropReason),
@@ -220,6 +249,12 @@ pub enum DropReason {
     SourceMismatch,
     /// `block media` or `block DTMF` is in force for the sender.
     Blocked,
+    /// SRTP or SRTCP that failed authentication or the replay check, or could not be
+    /// protected.
+    Srtp(tandem_srtp::Error),
+    /// A transcoded stream towards an SRTP party: not supported yet (the transcoder would send
+    /// it unprotected).
+    TranscodeToSrtp,
 }
 
 impl DropReason {
@@ -231,6 +266,8 @@ impl DropReason {
             DropReason::NoDestination => "no_destination",
             DropReason::SourceMismatch => "strict_source",
             DropReason::Blocked => "blocked",
+            DropReason::Srtp(_) => "srtp",
+            DropReason::TranscodeToSrtp => "transcode_to_srtp",
         }
     }
 }
@@ -307,6 +344,10 @@ struct Leg {
     last_active: Option<Instant>,
     /// The payload types this party's SDP listed.
     formats: Vec<PayloadFormat>,
+    /// The packetisation time this party's SDP asked for, in ms.
+    ptime: Option<u32>,
+    /// SDES-SRTP between the relay and this party; `None` for plain RTP (the fast path).
+    srtp: Option<Box<LegCrypto>>,
     rtp: Flow,
     rtcp: Flow,
 }
@@ -337,6 +378,8 @@ struct MediaStream {
     /// The `rtcp-mux` handling the offer asked for.
     rtcp_mux: RtcpMux,
     legs: [Leg; 2],
+    /// The codec of each party, when the answer left them none in common.
+    transcoding: Option<Transcoding>,
 }
 
 /// Packets not relayed from a party (or from every party of a call).
@@ -658,6 +701,14 @@ impl SessionTable {
         self.calls.len()
     }
 
+    /// Calls with at least one transcoded media section.
+    pub fn transcoded_calls(&self) -> usize {
+        self.calls
+            .values()
+            .filter(|c| c.media.iter().any(|m| m.transcoding.is_some()))
+            .count()
+    }
+
     /// Ports currently allocated to this table's calls (two per pair).
     pub fn ports_allocated(&self) -> usize {
         self.ports.len() * 2
@@ -711,6 +762,29 @@ impl SessionTable {
             return Ok((sdp_body.to_vec(), options.warnings));
         }
         let streams = sdp_rewrite::anchored_streams(&sdp, options.address_override)?;
+        // Codec options act on offers; a plan that leaves no codec refuses the offer before
+        // anything is allocated.
+        let mut format_plans = Vec::with_capacity(streams.len());
+        for (i, section) in sdp.media().iter().enumerate() {
+            let planned = match streams.get(i) {
+                Some(Some(_)) if !is_answer => {
+                    sdp_rewrite::plan_formats(section, &options.codecs, self.config.transcodable)
+                        .map_err(SessionError::NoCommonCodec)?
+                }
+                _ => None,
+            };
+            format_plans.push(planned);
+        }
+        let crypto_values: Vec<Vec<String>> = sdp
+            .media()
+            .iter()
+            .map(|m| {
+                m.attributes()
+                    .filter(|a| a.name == "crypto")
+                    .filter_map(|a| a.value.map(str::to_owned))
+                    .collect()
+            })
+            .collect();
 
         let existing = self.by_call_id.get(call_id).copied();
         if existing.is_none() && is_answer {
@@ -804,6 +878,7 @@ impl SessionTable {
                 remote,
                 formats,
                 direction,
+                ptime,
             }) = stream
             else {
                 continue;
@@ -814,6 +889,7 @@ impl SessionTable {
                     protocol: protocol.clone(),
                     rtcp_mux: RtcpMux::default(),
                     legs: Default::default(),
+                    transcoding: None,
                 });
             }
             let media = &mut call.media[i];
@@ -825,6 +901,7 @@ impl SessionTable {
             let leg = &mut media.legs[sender.index()];
             leg.protocol = Some(protocol.clone());
             leg.formats.clone_from(formats);
+            leg.ptime = *ptime;
             leg.direction = Some(*direction);
             leg.last_active = Some(now.instant);
             leg.rtp.last_packet = now.unix;
@@ -847,18 +924,13 @@ impl SessionTable {
                 plans.push(SectionPlan::default());
                 continue;
             };
-            let formats = if is_answer {
-                None
+            let (formats, rtpmaps) = if is_answer {
+                answer_transcoding(media, sender, self.config.transcodable)
             } else {
-                sdp.media()
-                    .get(i)
-                    .map(|section| sdp_rewrite::plan_formats(section, &options.codecs))
-                    .transpose()
-                    .unwrap_or_else(|e| {
-                        options.warnings.push(e);
-                        None
-                    })
-                    .flatten()
+                format_plans
+                    .get_mut(i)
+                    .and_then(Option::take)
+                    .map_or((None, Vec::new()), |(f, r)| (Some(f), r))
             };
             let offered_mux = media.rtcp_mux;
             let advertise_ice = match options.ice {
@@ -877,18 +949,34 @@ impl SessionTable {
                 to.remote.as_ref().is_some_and(|r| r.rtcp_mux),
             );
             to.sent_mux = rtcp_mux;
-            plans.push(SectionPlan {
-                port: to.local,
-                protocol: outgoing_protocol(
+            let port = to.local;
+            let protocol = outgoing_protocol(
+                &stream.protocol,
+                options.transport_protocol.as_deref(),
+                (is_answer && !options.accept_protocol)
+                    .then_some(to.protocol.as_deref())
+                    .flatten(),
+            );
+            let crypto = negotiate_srtp(
+                &mut media.legs,
+                sender,
+                is_answer,
+                (
                     &stream.protocol,
-                    options.transport_protocol.as_deref(),
-                    (is_answer && !options.accept_protocol)
-                        .then_some(to.protocol.as_deref())
-                        .flatten(),
+                    protocol.as_deref().unwrap_or(&stream.protocol),
                 ),
+                crypto_values.get(i).map_or(&[][..], Vec::as_slice),
+                &options.sdes,
+                &mut options.warnings,
+            );
+            plans.push(SectionPlan {
+                port,
+                protocol,
                 rtcp_mux: Some(rtcp_mux),
                 formats,
+                rtpmaps,
                 ice,
+                crypto,
             });
         }
         let source_origin = sdp.origin();
@@ -1297,6 +1385,7 @@ impl SessionTable {
 
     /// Decides what to do with `packet`, which arrived on `local_port` from `source`, and
     /// accounts for it.
+    #[cfg(test)]
     pub fn route_packet(
         &mut self,
         local_port: u16,
@@ -1304,15 +1393,41 @@ impl SessionTable {
         packet: &Packet,
         now: Timestamp,
     ) -> Route {
-        let route = self.route_inner(local_port, source, packet, now);
+        self.route_datagram(local_port, source, packet, None, now)
+    }
+
+    /// [`Self::route_packet`] with the datagram itself, which SRTP legs unprotect and
+    /// protect in place (a leg without SRTP leaves it untouched).
+    pub fn route_datagram(
+        &mut self,
+        local_port: u16,
+        source: SocketAddr,
+        packet: &Packet,
+        datagram: Option<&mut Datagram<'_>>,
+        now: Timestamp,
+    ) -> Route {
+        let route = self.route_inner(local_port, source, packet, datagram, now);
         match route {
-            Route::Forward { .. } => {
+            Route::Forward { .. } | Route::Transcode { .. } => {
                 self.totals.relayed_packets += 1;
                 self.totals.relayed_bytes += packet.len as u64;
             }
             Route::Drop(_) => self.totals.dropped_packets += 1,
         }
         route
+    }
+
+    /// Calls with SRTP keyed both ways on at least one leg.
+    pub fn srtp_sessions(&self) -> usize {
+        self.calls
+            .values()
+            .filter(|c| {
+                c.media
+                    .iter()
+                    .flat_map(|m| &m.legs)
+                    .any(|l| l.srtp.as_ref().is_some_and(|s| s.established()))
+            })
+            .count()
     }
 
     /// [`Self::route_packet`] for a packet known only by kind and length.
@@ -1338,9 +1453,10 @@ impl SessionTable {
         local_port: u16,
         source: SocketAddr,
         packet: &Packet,
+        mut datagram: Option<&mut Datagram<'_>>,
         now: Timestamp,
     ) -> Route {
-        let (kind, len) = (packet.kind, packet.len);
+        let len = packet.len;
         let base = local_port & !1;
         let on_rtcp_port = local_port & 1 == 1;
         let Some(owner) = self.ports.get(&base).copied() else {
@@ -1364,6 +1480,31 @@ impl SessionTable {
             Side::Caller => (caller_leg, &*callee_leg),
             Side::Callee => (callee_leg, &*caller_leg),
         };
+        let mut packet = *packet;
+        if let Some(crypto) = leg.srtp.as_deref_mut() {
+            // SRTP from this party: authenticated and decrypted before anything else looks
+            // at it (latching included).
+            let Some(d) = datagram.as_deref_mut() else {
+                return Route::Drop(DropReason::Srtp(tandem_srtp::Error::Malformed));
+            };
+            let rtcp = d.buf.get(1).is_some_and(|b| (192..=223).contains(b));
+            match crypto.unprotect(d.buf, d.len, rtcp) {
+                Ok(plain) => {
+                    d.len = plain;
+                    packet = Packet::inspect(&d.buf[..plain]);
+                }
+                Err(e) => {
+                    let flow = if on_rtcp_port {
+                        &mut leg.rtcp
+                    } else {
+                        &mut leg.rtp
+                    };
+                    flow.stats.errors += 1;
+                    return Route::Drop(DropReason::Srtp(e));
+                }
+            }
+        }
+        let kind = packet.kind;
         let flow = if on_rtcp_port {
             &mut leg.rtcp
         } else {
@@ -1450,12 +1591,42 @@ impl SessionTable {
                 learned(&peer.rtcp).or(peer.remote.as_ref().map(|r| r.rtcp)),
             )
         };
-        match destination {
-            Some(to) if !to.ip().is_unspecified() && to.port() != 0 => {
-                Route::Forward { from_port, to }
+        let Some(to) = destination.filter(|to| !to.ip().is_unspecified() && to.port() != 0) else {
+            return Route::Drop(DropReason::NoDestination);
+        };
+        let transcoding = media.transcoding.filter(|t| {
+            !is_rtcp
+                && packet
+                    .rtp
+                    .is_some_and(|h| h.payload_type == t.legs[owner.side.index()].payload_type)
+        });
+        let other = &mut media.legs[owner.side.other().index()];
+        if let Some(t) = transcoding {
+            // The transcoder sends what it encodes itself, unprotected: towards an SRTP party
+            // that would leak the audio in the clear, so such packets are dropped.
+            if other.srtp.is_some() {
+                return Route::Drop(DropReason::TranscodeToSrtp);
             }
-            _ => Route::Drop(DropReason::NoDestination),
+            return Route::Transcode {
+                from_port,
+                to,
+                config: t.direction(owner.side.index()),
+            };
         }
+        if let Some(crypto) = other.srtp.as_deref_mut() {
+            // SRTP to the other party: encrypted under the relay's key for it.
+            let Some(d) = datagram else {
+                return Route::Drop(DropReason::Srtp(tandem_srtp::Error::Malformed));
+            };
+            if !crypto.can_send() {
+                return Route::Drop(DropReason::NoDestination);
+            }
+            match crypto.protect(d.buf, d.len, is_rtcp) {
+                Ok(protected) => d.len = protected,
+                Err(e) => return Route::Drop(DropReason::Srtp(e)),
+            }
+        }
+        Route::Forward { from_port, to }
     }
 
     /// Removes calls whose media stopped (see [`Call::silence`] for the rule), and calls
@@ -1525,6 +1696,50 @@ fn resolve_sides(
             Side::Caller
         });
     (sender, sender.other())
+}
+
+/// Decides from an answer whether section `media` is transcoded (the answerer's codec is none
+/// the offerer offered, and both can be transcoded), recording each party's codec; returns
+/// the format list and `a=rtpmap` values of the answer sent to the offerer: its own codec, and
+/// the events both parties listed.
+fn answer_transcoding(
+    media: &mut MediaStream,
+    answerer: Side,
+    transcodable: CodecSet,
+) -> (Option<Vec<String>>, Vec<String>) {
+    let offerer = answerer.other();
+    let offered = &media.legs[offerer.index()].formats;
+    let answered = &media.legs[answerer.index()].formats;
+    let Some((offer, offer_kind, answer, answer_kind)) =
+        transcode::choose(offered, answered, transcodable)
+    else {
+        media.transcoding = None;
+        return (None, Vec::new());
+    };
+    let leg = |side: Side, codec, payload_type| TranscodedLeg {
+        codec,
+        payload_type,
+        ptime_ms: media.legs[side.index()].ptime.unwrap_or(20),
+    };
+    let mut legs = [
+        leg(offerer, offer_kind, offer.payload_type),
+        leg(answerer, answer_kind, answer.payload_type),
+    ];
+    if offerer == Side::Callee {
+        legs.swap(0, 1);
+    }
+    media.transcoding = Some(Transcoding { legs });
+    let mut formats = vec![offer.payload_type.to_string()];
+    formats.extend(
+        answered
+            .iter()
+            .filter(|a| a.codec == Codec::TelephoneEvent && offered.contains(a))
+            .map(|a| a.payload_type.to_string()),
+    );
+    (
+        Some(formats),
+        vec![format!("{} {}", offer.payload_type, offer_kind.rtpmap())],
+    )
 }
 
 /// Whether a command asks for every party (`all` flag, or `all: all`).
@@ -1616,16 +1831,98 @@ fn outgoing_rtcp_mux(
 
 /// The protocol an `m=` line is sent with: the requested one, or in an answer the one the
 /// offerer used (so a protocol the relay changed in the offer changes back), as long as both
-/// are plain RTP.
+/// are RTP or SDES-SRTP (the relay translates between them).
 fn outgoing_protocol(sent: &str, requested: Option<&str>, offerer: Option<&str>) -> Option<String> {
-    let plain = |p: &str| p.eq_ignore_ascii_case("RTP/AVP") || p.eq_ignore_ascii_case("RTP/AVPF");
-    if !plain(sent) {
+    let translatable = |p: &str| {
+        ["RTP/AVP", "RTP/AVPF", "RTP/SAVP", "RTP/SAVPF"]
+            .iter()
+            .any(|known| known.eq_ignore_ascii_case(p))
+    };
+    if !translatable(sent) {
         return None;
     }
     requested
-        .or(offerer.filter(|p| plain(p)))
+        .or(offerer.filter(|p| translatable(p)))
         .filter(|p| !p.eq_ignore_ascii_case(sent))
         .map(str::to_owned)
+}
+
+/// SDES for one media section (RFC 4568): sets up the SRTP of the sender's and the
+/// receiver's legs and returns the `a=crypto` values of the SDP sent on (`None`: the sender's
+/// lines pass untouched, SRTP end to end). `protocols` are the sender's and the one sent on.
+///
+/// In an offer the relay takes the first usable line of an SRTP sender (its answer to the
+/// sender will carry a relay key under that tag) and offers an SRTP receiver a line of its
+/// own per allowed suite; in an answer it takes the answerer's chosen line and gives the
+/// offerer the line kept from the offer. Plain legs get no crypto state at all.
+fn negotiate_srtp(
+    legs: &mut [Leg; 2],
+    sender: Side,
+    is_answer: bool,
+    protocols: (&str, &str),
+    sender_lines: &[String],
+    policy: &SdesPolicy,
+    warnings: &mut Vec<String>,
+) -> Option<Vec<String>> {
+    let (sender_srtp, receiver_srtp) = (srtp::is_srtp(protocols.0), srtp::is_srtp(protocols.1));
+    let [caller, callee] = legs;
+    let (from, to) = match sender {
+        Side::Caller => (caller, callee),
+        Side::Callee => (callee, caller),
+    };
+    let lines = srtp::crypto_lines(sender_lines.iter().map(String::as_str), policy, warnings);
+    if sender_srtp {
+        let taken = if is_answer {
+            match from.srtp.as_deref_mut() {
+                // The offer was passed through: so is the answer.
+                None if receiver_srtp && to.srtp.is_none() => return None,
+                None => Err("an SRTP answer to a plain offer".to_owned()),
+                Some(crypto) => crypto.take_answer(&lines),
+            }
+        } else {
+            let crypto = from.srtp.get_or_insert_default();
+            match crypto.take_offer(&lines) {
+                Some(()) => Ok(()),
+                // Nothing the relay can terminate: SRTP to SRTP goes through untouched.
+                None if receiver_srtp => {
+                    from.srtp = None;
+                    to.srtp = None;
+                    return None;
+                }
+                None => Err("no usable crypto line".to_owned()),
+            }
+        };
+        if let Err(e) = taken {
+            warnings.push(format!("SDES ({e}: media relayed unchanged)"));
+            from.srtp = None;
+        }
+    } else {
+        from.srtp = None;
+    }
+    if !receiver_srtp {
+        to.srtp = None;
+        return Some(Vec::new());
+    }
+    let ours = if is_answer {
+        to.srtp.as_deref().map(|c| c.ours().to_vec())
+    } else {
+        let offered = to
+            .srtp
+            .get_or_insert_default()
+            .make_offer(policy)
+            .map(<[_]>::to_vec);
+        if offered.is_none() {
+            warnings.push("SDES (no suite left to offer)".to_owned());
+            to.srtp = None;
+        }
+        offered
+    };
+    Some(
+        ours.unwrap_or_default()
+            .iter()
+            .map(|c| c.to_value())
+            .collect(),
+    )
 }
 
 /// The `o=` line sent to a party: the sender's, with what the options replace.
@@ -1682,6 +1979,7 @@ mod tests {
     use super::*;
     use crate::config::PortRange;
     use crate::ports::PortAllocator;
+    use tandem_codec::CodecKind;
 
     /// Records binds and can refuse chosen ports.
     #[derive(Default)]
@@ -1737,6 +2035,7 @@ mod tests {
                 hold_timeout: Some(Duration::from_secs(3600)),
                 latch_holdoff: Duration::from_secs(1),
                 instance: 7,
+                transcodable: CodecSet::of(tandem_codec::CodecKind::ALL),
             },
             PortPool::new(PortAllocator::new(PortRange::new(first, last).unwrap())),
         )
@@ -2469,6 +2768,329 @@ mod tests {
         assert!(back.contains(" RTP/AVP 0\r\n"), "{back}");
     }
 
+    /// An SDP with an SRTP section carrying `crypto` lines.
+    fn savp(ip: &str, port: u16, crypto: &[String]) -> String {
+        let lines: String = crypto.iter().map(|c| format!("a=crypto:{c}\r\n")).collect();
+        sdp(ip, port).replace("RTP/AVP 0", "RTP/SAVP 0") + &lines
+    }
+
+    fn crypto_of(sdp: &[u8]) -> Vec<tandem_srtp::sdes::Crypto> {
+        let parsed = SessionDescription::parse(sdp).unwrap();
+        parsed.media()[0]
+            .attributes()
+            .filter(|a| a.name == "crypto")
+            .map(|a| tandem_srtp::sdes::Crypto::parse(a.value.unwrap()).unwrap())
+            .collect()
+    }
+
+    fn rtp_bytes(seq: u16, ssrc: u32, payload: u8) -> Vec<u8> {
+        let mut p = vec![0x80, 0x00];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&[payload; 160]);
+        p
+    }
+
+    /// Routes `bytes` through the table as the relay does; returns the route and what
+    /// leaves.
+    fn route_bytes(
+        t: &mut SessionTable,
+        port: u16,
+        source: &str,
+        bytes: &[u8],
+        now: Timestamp,
+    ) -> (Route, Vec<u8>) {
+        let mut buf = bytes.to_vec();
+        buf.resize(bytes.len() + 64, 0);
+        let packet = Packet::inspect(bytes);
+        let mut d = Datagram {
+            buf: &mut buf,
+            len: bytes.len(),
+        };
+        let route = t.route_datagram(port, addr(source), &packet, Some(&mut d), now);
+        let len = d.len;
+        (route, buf[..len].to_vec())
+    }
+
+    fn protect(ctx: &mut tandem_srtp::Context, plain: &[u8], rtcp: bool) -> Vec<u8> {
+        let mut buf = plain.to_vec();
+        buf.resize(plain.len() + 64, 0);
+        let len = if rtcp {
+            ctx.protect_rtcp(&mut buf, plain.len()).unwrap()
+        } else {
+            ctx.protect_rtp(&mut buf, plain.len()).unwrap()
+        };
+        buf.truncate(len);
+        buf
+    }
+
+    fn unprotect(ctx: &mut tandem_srtp::Context, wire: &[u8], rtcp: bool) -> Vec<u8> {
+        let mut buf = wire.to_vec();
+        let len = if rtcp {
+            ctx.unprotect_rtcp(&mut buf, wire.len()).unwrap()
+        } else {
+            ctx.unprotect_rtp(&mut buf, wire.len()).unwrap()
+        };
+        buf.truncate(len);
+        buf
+    }
+
+    #[test]
+    fn plain_caller_is_bridged_to_an_srtp_callee() {
+        use tandem_srtp::{Context, Error, Suite, sdes::Crypto};
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        let mut offer = Request::offer("c", "a", sdp("192.0.2.1", 4000));
+        offer.transport_protocol = Some("RTP/SAVP".into());
+        let (out, warnings) = t
+            .negotiate_with_warnings(&offer, at(t0, 0), &mut b)
+            .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(text.contains(" RTP/SAVP 0\r\n"), "{text}");
+        let offered = crypto_of(&out);
+        let suites: Vec<Suite> = offered.iter().map(|c| c.key.suite()).collect();
+        assert_eq!(suites, Suite::ALL.to_vec());
+        let callee_facing = media_port(&out, 0);
+
+        // The callee takes the relay's AES_CM_128_HMAC_SHA1_80 line and sends with its own key.
+        let relay_key = offered[0].clone();
+        let callee_key = Crypto::generate(relay_key.tag, relay_key.key.suite()).unwrap();
+        let answer = Request::answer(
+            "c",
+            "a",
+            "b",
+            savp("198.51.100.1", 5000, &[callee_key.to_value()]),
+        );
+        let back = t.negotiate(&answer, at(t0, 0), &mut b).unwrap();
+        let text = String::from_utf8(back.clone()).unwrap();
+        assert!(text.contains(" RTP/AVP 0\r\n"), "{text}");
+        assert!(!text.contains("crypto"), "{text}");
+        let caller_facing = media_port(&back, 0);
+        assert_eq!(t.srtp_sessions(), 1);
+
+        // Caller (plain) to callee: encrypted under the relay's key.
+        let mut callee_rx = Context::new(&relay_key.key);
+        let plain = rtp_bytes(1, 0x1111, 0x55);
+        let (route, wire) =
+            route_bytes(&mut t, caller_facing, "192.0.2.1:4000", &plain, at(t0, 20));
+        assert_eq!(
+            route,
+            Route::Forward {
+                from_port: callee_facing,
+                to: addr("198.51.100.1:5000")
+            }
+        );
+        assert_eq!(wire.len(), plain.len() + 10);
+        assert_ne!(wire[12..plain.len()], plain[12..]);
+        assert_eq!(unprotect(&mut callee_rx, &wire, false), plain);
+
+        // Callee (SRTP) to caller: decrypted.
+        let mut callee_tx = Context::new(&callee_key.key);
+        let reply = rtp_bytes(7, 0x2222, 0x66);
+        let wire = protect(&mut callee_tx, &reply, false);
+        let (route, out) = route_bytes(
+            &mut t,
+            callee_facing,
+            "198.51.100.1:5000",
+            &wire,
+            at(t0, 40),
+        );
+        assert!(matches!(route, Route::Forward { from_port, .. } if from_port == caller_facing));
+        assert_eq!(out, reply);
+
+        // Replayed, forged and unkeyed packets are dropped, and the call goes on.
+        let (route, _) = route_bytes(
+            &mut t,
+            callee_facing,
+            "198.51.100.1:5000",
+            &wire,
+            at(t0, 60),
+        );
+        assert_eq!(route, Route::Drop(DropReason::Srtp(Error::Replay)));
+        let mut forged = protect(&mut callee_tx, &rtp_bytes(8, 0x2222, 0x66), false);
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        let (route, _) = route_bytes(
+            &mut t,
+            callee_facing,
+            "198.51.100.1:5000",
+            &forged,
+            at(t0, 60),
+        );
+        assert_eq!(route, Route::Drop(DropReason::Srtp(Error::Auth)));
+        let (route, _) = route_bytes(
+            &mut t,
+            callee_facing,
+            "198.51.100.1:5000",
+            &rtp_bytes(9, 0x2222, 0x66),
+            at(t0, 60),
+        );
+        assert_eq!(route, Route::Drop(DropReason::Srtp(Error::Auth)));
+        let next = protect(&mut callee_tx, &rtp_bytes(10, 0x2222, 0x67), false);
+        let (route, out) = route_bytes(
+            &mut t,
+            callee_facing,
+            "198.51.100.1:5000",
+            &next,
+            at(t0, 80),
+        );
+        assert!(matches!(route, Route::Forward { .. }));
+        assert_eq!(out, rtp_bytes(10, 0x2222, 0x67));
+
+        // RTCP both ways on the odd ports: SRTCP towards the callee, plain towards the caller.
+        let sr = [
+            &[0x80u8, 0xc8, 0x00, 0x06][..],
+            &0x1111u32.to_be_bytes(),
+            &[0u8; 20],
+        ]
+        .concat();
+        let (route, wire) =
+            route_bytes(&mut t, caller_facing + 1, "192.0.2.1:4001", &sr, at(t0, 90));
+        assert!(
+            matches!(route, Route::Forward { from_port, .. } if from_port == callee_facing + 1)
+        );
+        assert_eq!(unprotect(&mut callee_rx, &wire, true), sr);
+        let wire = protect(&mut callee_tx, &sr, true);
+        let (route, out) = route_bytes(
+            &mut t,
+            callee_facing + 1,
+            "198.51.100.1:5001",
+            &wire,
+            at(t0, 95),
+        );
+        assert!(
+            matches!(route, Route::Forward { from_port, .. } if from_port == caller_facing + 1)
+        );
+        assert_eq!(out, sr);
+
+        // A repeated answer keeps the keys and the replay state.
+        t.negotiate(&answer, at(t0, 100), &mut b).unwrap();
+        let (route, _) = route_bytes(
+            &mut t,
+            callee_facing,
+            "198.51.100.1:5000",
+            &next,
+            at(t0, 110),
+        );
+        assert_eq!(route, Route::Drop(DropReason::Srtp(Error::Replay)));
+    }
+
+    #[test]
+    fn srtp_legs_are_rekeyed_each_with_its_own_keys() {
+        use tandem_srtp::{Context, Suite, sdes::Crypto};
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        // The caller offers a suite the relay lacks, then AEAD_AES_128_GCM.
+        let caller_key = Crypto::generate(2, Suite::AeadAes128Gcm).unwrap();
+        let mut offer = Request::offer(
+            "c",
+            "a",
+            savp(
+                "192.0.2.1",
+                4000,
+                &[
+                    "1 F8_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR".into(),
+                    caller_key.to_value(),
+                ],
+            ),
+        );
+        offer.flags = vec!["SDES-no-AEAD_AES_256_GCM".into()];
+        let (out, warnings) = t
+            .negotiate_with_warnings(&offer, at(t0, 0), &mut b)
+            .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(String::from_utf8_lossy(&out).contains(" RTP/SAVP 0\r\n"));
+        let to_callee = crypto_of(&out);
+        let suites: Vec<Suite> = to_callee.iter().map(|c| c.key.suite()).collect();
+        assert_eq!(
+            suites,
+            [
+                Suite::AesCm128HmacSha1_80,
+                Suite::AesCm128HmacSha1_32,
+                Suite::AeadAes128Gcm
+            ]
+        );
+        assert!(to_callee.iter().all(|c| c.key != caller_key.key));
+        let callee_facing = media_port(&out, 0);
+
+        let relay_to_callee = to_callee[1].clone();
+        let callee_key = Crypto::generate(relay_to_callee.tag, Suite::AesCm128HmacSha1_32).unwrap();
+        let answer = Request::answer(
+            "c",
+            "a",
+            "b",
+            savp("198.51.100.1", 5000, &[callee_key.to_value()]),
+        );
+        let back = t.negotiate(&answer, at(t0, 0), &mut b).unwrap();
+        assert!(String::from_utf8_lossy(&back).contains(" RTP/SAVP 0\r\n"));
+        let to_caller = crypto_of(&back);
+        assert_eq!(to_caller.len(), 1);
+        assert_eq!(to_caller[0].tag, 2);
+        assert_eq!(to_caller[0].key.suite(), Suite::AeadAes128Gcm);
+        assert_ne!(to_caller[0].key, caller_key.key);
+        let caller_facing = media_port(&back, 0);
+
+        let mut caller_tx = Context::new(&caller_key.key);
+        let mut caller_rx = Context::new(&to_caller[0].key);
+        let mut callee_tx = Context::new(&callee_key.key);
+        let mut callee_rx = Context::new(&relay_to_callee.key);
+        for seq in 0..3u16 {
+            let plain = rtp_bytes(seq, 0xa, 1);
+            let wire = protect(&mut caller_tx, &plain, false);
+            let (route, out) =
+                route_bytes(&mut t, caller_facing, "192.0.2.1:4000", &wire, at(t0, 20));
+            assert!(matches!(route, Route::Forward { .. }), "{route:?}");
+            assert_eq!(
+                out.len(),
+                plain.len() + 4,
+                "a 32-bit tag towards the callee"
+            );
+            assert_eq!(unprotect(&mut callee_rx, &out, false), plain);
+
+            let plain = rtp_bytes(seq, 0xb, 2);
+            let wire = protect(&mut callee_tx, &plain, false);
+            let (route, out) = route_bytes(
+                &mut t,
+                callee_facing,
+                "198.51.100.1:5000",
+                &wire,
+                at(t0, 20),
+            );
+            assert!(matches!(route, Route::Forward { .. }), "{route:?}");
+            assert_eq!(out.len(), plain.len() + 16, "a GCM tag towards the caller");
+            assert_eq!(unprotect(&mut caller_rx, &out, false), plain);
+        }
+    }
+
+    #[test]
+    fn srtp_the_relay_cannot_terminate_passes_through() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        let f8 = "1 F8_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR".to_owned();
+        let offer = Request::offer("c", "a", savp("192.0.2.1", 4000, std::slice::from_ref(&f8)));
+        let out = String::from_utf8(t.negotiate(&offer, now, &mut b).unwrap()).unwrap();
+        assert!(out.contains(&format!("a=crypto:{f8}\r\n")), "{out}");
+        let answer = Request::answer(
+            "c",
+            "a",
+            "b",
+            savp("198.51.100.1", 5000, std::slice::from_ref(&f8)),
+        );
+        let back = String::from_utf8(t.negotiate(&answer, now, &mut b).unwrap()).unwrap();
+        assert!(back.contains(&format!("a=crypto:{f8}\r\n")), "{back}");
+        assert_eq!(t.srtp_sessions(), 0);
+        // Plain towards a party that offered SRTP the relay cannot read is named.
+        let mut plain = Request::offer("d", "a", savp("192.0.2.1", 4000, &[f8]));
+        plain.transport_protocol = Some("RTP/AVP".into());
+        let (_, warnings) = t.negotiate_with_warnings(&plain, now, &mut b).unwrap();
+        assert!(warnings.iter().any(|w| w.contains("SDES")), "{warnings:?}");
+    }
+
     #[test]
     fn codec_strip_reaches_the_sdp_and_unsupported_options_are_reported() {
         let mut t = table(30000, 30009);
@@ -2783,6 +3405,7 @@ mod tests {
                 hold_timeout: hold.map(Duration::from_secs),
                 latch_holdoff: Duration::from_secs(1),
                 instance: 7,
+                transcodable: CodecSet::NONE,
             },
             PortPool::new(PortAllocator::new(PortRange::new(30000, 30099).unwrap())),
         )
@@ -3051,6 +3674,93 @@ mod tests {
                 ssrc,
             }),
         }
+    }
+
+    #[test]
+    fn no_codec_in_common_is_transcoded_and_a_shared_one_is_not() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        let opus = sdp("192.0.2.1", 4000).replace(
+            "RTP/AVP 0",
+            "RTP/AVP 111 101\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/8000",
+        );
+        let offer = Request::offer("tc", "tagA", opus)
+            .with_flag("codec-mask-all")
+            .with_flag("codec-except-telephone-event")
+            .with_flag("codec-transcode-PCMU");
+        let sent = t.negotiate(&offer, now, &mut b).unwrap();
+        let text = String::from_utf8(sent.clone()).unwrap();
+        assert!(text.contains("RTP/AVP 0 101\r\n"), "{text}");
+        assert!(text.contains("a=rtpmap:0 PCMU/8000"), "{text}");
+        let pcmu = sdp("198.51.100.1", 5000).replace(
+            "RTP/AVP 0",
+            "RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=ptime:40",
+        );
+        let answer = t
+            .negotiate(&Request::answer("tc", "tagA", "tagB", pcmu), now, &mut b)
+            .unwrap();
+        let text = String::from_utf8(answer.clone()).unwrap();
+        assert!(text.contains("RTP/AVP 111 101\r\n"), "{text}");
+        assert!(text.contains("a=rtpmap:111 opus/48000/2"), "{text}");
+        assert_eq!(t.transcoded_calls(), 1);
+        let (caller_facing, callee_facing) = (media_port(&answer, 0), media_port(&sent, 0));
+        let caller: SocketAddr = addr("192.0.2.1:4000");
+        let callee: SocketAddr = addr("198.51.100.1:5000");
+        match t.route_packet(caller_facing, caller, &rtp(1, 1, 111), now) {
+            Route::Transcode {
+                from_port,
+                to,
+                config,
+            } => {
+                assert_eq!((from_port, to), (callee_facing, callee));
+                assert_eq!((config.from, config.to), (CodecKind::Opus, CodecKind::Pcmu));
+                assert_eq!((config.to_payload_type, config.ptime_ms), (0, 40));
+            }
+            other => panic!("{other:?}"),
+        }
+        match t.route_packet(callee_facing, callee, &rtp(2, 1, 0), now) {
+            Route::Transcode { config, .. } => {
+                assert_eq!(
+                    (config.from, config.to, config.ptime_ms),
+                    (CodecKind::Pcmu, CodecKind::Opus, 20)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Telephone events pass unchanged.
+        assert!(matches!(
+            t.route_packet(caller_facing, caller, &rtp(1, 2, 101), now),
+            Route::Forward { .. }
+        ));
+        // A new answer with a shared codec ends the transcoding.
+        let both = sdp("198.51.100.1", 5000)
+            .replace("RTP/AVP 0", "RTP/AVP 111\r\na=rtpmap:111 opus/48000/2");
+        t.negotiate(&Request::answer("tc", "tagA", "tagB", both), now, &mut b)
+            .unwrap();
+        assert_eq!(t.transcoded_calls(), 0);
+        assert!(matches!(
+            t.route_packet(caller_facing, caller, &rtp(1, 3, 111), now),
+            Route::Forward { .. }
+        ));
+    }
+
+    #[test]
+    fn an_offer_left_without_a_codec_is_refused_before_allocating() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let offer = Request::offer("nc", "tagA", sdp("192.0.2.1", 4000))
+            .with_flag("codec-strip-all")
+            .with_flag("codec-offer-G729");
+        let err = t
+            .negotiate(&offer, at(Instant::now(), 0), &mut b)
+            .unwrap_err();
+        assert!(matches!(err, SessionError::NoCommonCodec(_)), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("Codec negotiation failed: no codec in common")
+        );
+        assert_eq!((t.sessions(), t.ports_allocated()), (0, 0));
     }
 
     #[test]

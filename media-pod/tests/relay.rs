@@ -1416,3 +1416,315 @@ fn ng_commands_on_other_calls_do_not_disturb_streams_on_any_worker() {
     );
     assert_eq!(ng.request(&Request::list()).calls().len(), 6);
 }
+
+/// A party's SDP listing `formats` (the `m=` list) with `attributes` lines.
+fn sdp_with(party: &Party, session_id: u32, formats: &str, attributes: &str) -> String {
+    format!(
+        "v=0\r\no=- {session_id} 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {} RTP/AVP {formats}\r\n{attributes}a=rtcp:{}\r\na=sendrecv\r\n",
+        party.rtp_port(),
+        party.rtcp.local_addr().unwrap().port()
+    )
+}
+
+/// Encodes `frequency` Hz as `packets` RTP packets of 20 ms of `kind` with payload type `pt`.
+fn tone_packets(
+    kind: tandem_codec::CodecKind,
+    pt: u8,
+    frequency: f64,
+    packets: usize,
+    ssrc: u32,
+) -> Vec<Vec<u8>> {
+    let rate = kind.sample_rate();
+    let frame = rate as usize / 50;
+    let pcm = tandem_codec::signal::tone(frequency, -10.0, rate, frame * packets);
+    let mut encoder = tandem_codec::Encoder::new(kind).unwrap();
+    let mut payload = Vec::new();
+    pcm.chunks_exact(frame)
+        .enumerate()
+        .map(|(i, chunk)| {
+            encoder.encode(chunk, &mut payload).unwrap();
+            let mut p = vec![0x80, pt];
+            p.extend_from_slice(&(i as u16).to_be_bytes());
+            p.extend_from_slice(&((i as u32) * kind.rtp_clock() / 50).to_be_bytes());
+            p.extend_from_slice(&ssrc.to_be_bytes());
+            p.extend_from_slice(&payload);
+            p
+        })
+        .collect()
+}
+
+/// Everything arriving on `socket` until it is quiet, decoded as `kind` with payload type
+/// `pt` (packets of other types are left out).
+fn receive_audio(socket: &UdpSocket, kind: tandem_codec::CodecKind, pt: u8) -> (usize, Vec<i16>) {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut decoder = tandem_codec::Decoder::new(kind).unwrap();
+    let mut audio = Vec::new();
+    let mut packets = 0;
+    let mut buf = vec![0u8; 2048];
+    while let Ok((n, _)) = socket.recv_from(&mut buf) {
+        let packet = tandem_rtp::RtpPacket::parse(&buf[..n]).expect("RTP");
+        assert_eq!(
+            packet.payload_type(),
+            pt,
+            "payload type of the receiver's codec"
+        );
+        decoder.decode(packet.payload(), &mut audio);
+        packets += 1;
+    }
+    (packets, audio)
+}
+
+#[test]
+fn an_opus_caller_and_a_pcmu_callee_hear_each_others_tones() {
+    use tandem_codec::CodecKind;
+    use tandem_codec::signal::dominant_frequency;
+
+    let pod = MediaPod::start(20, &["--transcode-codecs", "PCMU,PCMA,G722,opus"]);
+    let ng = pod.client();
+    let caller = Party::new();
+    let callee = Party::new();
+    // The caller speaks Opus only; the callee's Trunk takes PCMU only.
+    let opus_only = sdp_with(
+        &caller,
+        1,
+        "111 101",
+        "a=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/48000\r\n",
+    );
+    let mut offer = Request::offer("tc-1", "caller-tag", opus_only);
+    for flag in [
+        "codec-mask-all",
+        "codec-except-telephone-event",
+        "codec-offer-PCMU",
+        "codec-transcode-PCMU",
+    ] {
+        offer = offer.with_flag(flag);
+    }
+    let sent = ng.negotiate(&offer);
+    assert_eq!(
+        sent.media()[0].media().formats,
+        ["0", "101"],
+        "PCMU offered to the callee"
+    );
+    let callee_facing = relay_port(&sent);
+    let pcmu_only = sdp_with(&callee, 2, "0", "a=ptime:20\r\n");
+    let answered = ng.negotiate(&Request::answer(
+        "tc-1",
+        "caller-tag",
+        "callee-tag",
+        pcmu_only,
+    ));
+    assert_eq!(
+        answered.media()[0].media().formats,
+        ["111"],
+        "Opus answered to the caller"
+    );
+    let text = String::from_utf8(answered.to_bytes()).unwrap();
+    assert!(text.contains("a=rtpmap:111 opus/48000/2"), "{text}");
+    let caller_facing = relay_port(&answered);
+
+    // One second each way: 1 kHz from the caller, 400 Hz from the callee.
+    let from_caller = tone_packets(CodecKind::Opus, 111, 1000.0, 50, 0xCA11);
+    let from_callee = tone_packets(CodecKind::Pcmu, 0, 400.0, 50, 0xCA1E);
+    for (up, down) in from_caller.iter().zip(&from_callee) {
+        caller.rtp.send_to(up, relay_addr(caller_facing)).unwrap();
+        callee.rtp.send_to(down, relay_addr(callee_facing)).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (packets, heard_by_callee) = receive_audio(&callee.rtp, CodecKind::Pcmu, 0);
+    assert!(packets >= 48, "{packets} PCMU packets");
+    let settled = &heard_by_callee[1600..];
+    assert_eq!(
+        dominant_frequency(settled, &[400.0, 1000.0, 2000.0], 8000),
+        Some(1000.0)
+    );
+    assert!(tandem_codec::signal::tone_power_ratio(settled, 1000.0, 8000) > 0.8);
+    let (packets, heard_by_caller) = receive_audio(&caller.rtp, CodecKind::Opus, 111);
+    assert!(packets >= 48, "{packets} Opus packets");
+    let settled = &heard_by_caller[9600..];
+    assert_eq!(
+        dominant_frequency(settled, &[400.0, 1000.0, 2000.0], 48000),
+        Some(400.0)
+    );
+    assert!(tandem_codec::signal::tone_power_ratio(settled, 400.0, 48000) > 0.8);
+
+    assert_eq!(
+        pod.metric("tandem_media_transcoded_streams_total{from=\"opus\",to=\"pcmu\"}"),
+        1.0
+    );
+    assert_eq!(
+        pod.metric("tandem_media_transcoding_streams{from=\"pcmu\",to=\"opus\"}"),
+        1.0
+    );
+    // Corrupt Opus is concealed: the pod keeps serving and counts it.
+    caller
+        .rtp
+        .send_to(
+            &rtp_with(111, 50, 0xCA11, &[0xFF; 9]),
+            relay_addr(caller_facing),
+        )
+        .unwrap();
+    ng.request(&Request::delete("tc-1", None));
+    assert_eq!(
+        pod.metric("tandem_media_transcoding_streams{from=\"pcmu\",to=\"opus\"}"),
+        0.0
+    );
+}
+
+fn rtp_with(pt: u8, seq: u16, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, pt];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 960).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+#[test]
+fn an_offer_with_no_codec_in_common_and_transcoding_off_is_refused() {
+    let pod = MediaPod::start(4, &[]);
+    let ng = pod.client();
+    let caller = Party::new();
+    let opus_only = sdp_with(&caller, 1, "111", "a=rtpmap:111 opus/48000/2\r\n");
+    let offer = Request::offer("tc-2", "caller-tag", opus_only)
+        .with_flag("codec-mask-all")
+        .with_flag("codec-offer-PCMU")
+        .with_flag("codec-transcode-PCMU");
+    let reply = ng.request(&offer);
+    assert!(reply.is_error());
+    let reason = reply.error_reason().unwrap();
+    assert!(
+        reason.starts_with("Codec negotiation failed: no codec in common"),
+        "{reason}"
+    );
+    assert!(reason.contains("transcoding is off"), "{reason}");
+    // Nothing was kept: the call does not exist.
+    let gone = ng.request(&Request::query("tc-2"));
+    assert_eq!(gone.error_reason(), Some("Unknown call-id"));
+    assert_eq!(pod.metric("tandem_media_ports_allocated"), 0.0);
+}
+
+/// The `a=crypto` lines of the first media section.
+fn crypto_lines(sdp: &SessionDescription) -> Vec<tandem_srtp::sdes::Crypto> {
+    sdp.media()[0]
+        .attributes()
+        .filter(|a| a.name == "crypto")
+        .map(|a| tandem_srtp::sdes::Crypto::parse(a.value.unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn bridges_plain_rtp_and_sdes_srtp_and_drops_forgeries_and_replays() {
+    use tandem_srtp::sdes::Crypto;
+    use tandem_srtp::{Context, Suite};
+    let pod = MediaPod::start(50, &[]);
+    let ng = pod.client();
+    let caller = Party::new();
+    let callee = Party::new();
+
+    // The caller is plain; the relay offers the callee SRTP.
+    let mut offer = Request::offer("srtp-1", "caller-tag", caller.sdp(1));
+    offer.transport_protocol = Some("RTP/SAVP".into());
+    let offer = ng.negotiate(&offer);
+    assert_eq!(offer.media()[0].media().proto, "RTP/SAVP");
+    let relay_key = crypto_lines(&offer)
+        .into_iter()
+        .find(|c| c.key.suite() == Suite::AesCm128HmacSha1_80)
+        .expect("AES_CM_128_HMAC_SHA1_80 offered");
+    let callee_key = Crypto::generate(relay_key.tag, Suite::AesCm128HmacSha1_80).unwrap();
+    let callee_sdp = callee.sdp(2).replace("RTP/AVP", "RTP/SAVP")
+        + &format!("a=crypto:{}\r\n", callee_key.to_value());
+    let answer = ng.negotiate(&Request::answer(
+        "srtp-1",
+        "caller-tag",
+        "callee-tag",
+        callee_sdp,
+    ));
+    assert_eq!(answer.media()[0].media().proto, "RTP/AVP");
+    assert!(crypto_lines(&answer).is_empty());
+    let (caller_facing, callee_facing) = (relay_port(&answer), relay_port(&offer));
+
+    let mut callee_rx = Context::new(&relay_key.key);
+    let mut callee_tx = Context::new(&callee_key.key);
+    let mut last_srtp = Vec::new();
+    for seq in 0..20u16 {
+        let forward = rtp_packet(seq, 0x1111, &[0xd5; 160]);
+        caller
+            .rtp
+            .send_to(&forward, relay_addr(caller_facing))
+            .unwrap();
+        let (mut got, from) = receive(&callee.rtp);
+        assert_eq!(from, relay_addr(callee_facing));
+        assert_eq!(got.len(), forward.len() + 10);
+        let len = got.len();
+        let plain = callee_rx.unprotect_rtp(&mut got, len).unwrap();
+        assert_eq!(got[..plain], forward[..]);
+
+        let back = rtp_packet(seq, 0x2222, &[0x55; 160]);
+        let mut wire = back.clone();
+        wire.resize(back.len() + 10, 0);
+        let len = callee_tx.protect_rtp(&mut wire, back.len()).unwrap();
+        wire.truncate(len);
+        callee
+            .rtp
+            .send_to(&wire, relay_addr(callee_facing))
+            .unwrap();
+        let (got, from) = receive(&caller.rtp);
+        assert_eq!(from, relay_addr(caller_facing));
+        assert_eq!(got, back);
+        last_srtp = wire;
+    }
+
+    // SRTCP from the callee arrives as RTCP at the caller.
+    let report = rtcp_receiver_report(0x2222);
+    let mut wire = report.clone();
+    wire.resize(report.len() + 14, 0);
+    let len = callee_tx.protect_rtcp(&mut wire, report.len()).unwrap();
+    wire.truncate(len);
+    callee
+        .rtcp
+        .send_to(&wire, relay_addr(callee_facing + 1))
+        .unwrap();
+    assert_eq!(receive(&caller.rtcp).0, report);
+
+    // A replay and a forged tag go nowhere and are counted; the call goes on.
+    callee
+        .rtp
+        .send_to(&last_srtp, relay_addr(callee_facing))
+        .unwrap();
+    let mut forged = last_srtp.clone();
+    forged[2] = 0x7f; // another sequence number under the old tag
+    callee
+        .rtp
+        .send_to(&forged, relay_addr(callee_facing))
+        .unwrap();
+    assert_nothing_arrives(&caller.rtp);
+    assert_eq!(
+        pod.metric("tandem_media_srtp_dropped_total{reason=\"replay\"}"),
+        1.0
+    );
+    assert_eq!(
+        pod.metric("tandem_media_srtp_dropped_total{reason=\"auth\"}"),
+        1.0
+    );
+    assert_eq!(
+        pod.metric("tandem_media_dropped_packets_total{reason=\"srtp\"}"),
+        2.0
+    );
+    assert_eq!(pod.metric("tandem_media_srtp_sessions"), 1.0);
+    let back = rtp_packet(100, 0x2222, &[0x56; 160]);
+    let mut wire = back.clone();
+    wire.resize(back.len() + 10, 0);
+    let len = callee_tx.protect_rtp(&mut wire, back.len()).unwrap();
+    wire.truncate(len);
+    callee
+        .rtp
+        .send_to(&wire, relay_addr(callee_facing))
+        .unwrap();
+    assert_eq!(receive(&caller.rtp).0, back);
+
+    assert!(ng.request(&Request::delete("srtp-1", None)).is_success());
+    assert_eq!(pod.metric("tandem_media_srtp_sessions"), 0.0);
+}

@@ -148,7 +148,7 @@ fn pod_mode_signaling_pods_follow_the_contract() {
         json["lifecycle"]["preStop"],
         json!({"sleep": {"seconds": 5}})
     );
-    // TLS listeners, whose certificates would be mounted, are not supported yet.
+    // Without TLS or WSS listeners there is no certificate to mount.
     assert_eq!(json["volumeMounts"], Value::Null);
     let pod = pod_spec(template);
     assert_eq!(pod.termination_grace_period_seconds, Some(90 + 30));
@@ -210,6 +210,70 @@ fn pod_mode_media_pods_follow_the_contract() {
     );
     assert!(children.autoscaler.is_none());
     assert!(children.network_attachment.is_none());
+}
+
+#[test]
+fn tls_and_wss_listeners_mount_their_certificate_secret() {
+    let children = build(&fixture("gateway-tls.yaml"));
+    let template = &children.signaling.spec.as_ref().unwrap().template;
+    let signaling = container(template, "signaling-pod");
+    assert_eq!(
+        signaling.args.as_deref().unwrap(),
+        [
+            "--config-source",
+            "kubernetes",
+            "--gateway",
+            "edge",
+            "--tls-dir",
+            "sip-tls=/etc/tandem/tls/sip-tls",
+            "--tls-dir",
+            "sip-wss=/etc/tandem/tls/sip-wss",
+        ]
+    );
+    assert_eq!(
+        ports(signaling),
+        [
+            ("sip-udp".into(), 5060, "UDP".into()),
+            ("sip-tls".into(), 5061, "TCP".into()),
+            ("sip-ws".into(), 8080, "TCP".into()),
+            ("sip-wss".into(), 8443, "TCP".into()),
+            ("admin".into(), 9101, "TCP".into()),
+        ]
+    );
+    assert_eq!(
+        as_json(signaling)["volumeMounts"],
+        json!([
+            {"name": "tls-sip-tls", "mountPath": "/etc/tandem/tls/sip-tls", "readOnly": true},
+            {"name": "tls-sip-wss", "mountPath": "/etc/tandem/tls/sip-wss", "readOnly": true},
+        ])
+    );
+    assert_eq!(
+        as_json(pod_spec(template))["volumes"],
+        json!([
+            {"name": "tls-sip-tls", "secret": {"secretName": "sip-cert"}},
+            {"name": "tls-sip-wss", "secret": {"secretName": "wss-cert"}},
+        ])
+    );
+    let services: Vec<(String, Value)> = children
+        .services
+        .iter()
+        .map(as_json)
+        .map(|s| {
+            (
+                s["metadata"]["name"].as_str().unwrap().to_owned(),
+                s["spec"]["ports"].clone(),
+            )
+        })
+        .collect();
+    for (name, port) in [("sip-tls", 5061), ("sip-ws", 8080), ("sip-wss", 8443)] {
+        assert!(
+            services.contains(&(
+                format!("edge-sip-{name}"),
+                json!([{"name": name, "port": port, "protocol": "TCP", "targetPort": name}])
+            )),
+            "no Service for {name} in {services:?}"
+        );
+    }
 }
 
 #[test]
@@ -339,6 +403,7 @@ fn sriov_mode_attaches_a_virtual_function() {
     assert!(!media_env.contains_key("TANDEM_RTP_ADDRESS"));
     assert_eq!(media_env["TANDEM_RTP_PORTS"], "16384-32767");
     assert_eq!(media_env["TANDEM_DRAIN_TIMEOUT_SECONDS"], "7200");
+    assert_eq!(media_env["TANDEM_TRANSCODE_CODECS"], "PCMU,opus");
     let resources = as_json(media.resources.as_ref().unwrap());
     assert_eq!(
         resources["requests"],

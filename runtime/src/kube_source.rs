@@ -15,6 +15,9 @@
 //! well stays in use (or it stays out when there was none), so one bad write cannot silently take
 //! a RoutePlan away from live traffic. Rebuilds happen only when a spec changed: the operator
 //! writes Trunk and Gateway status every few seconds, and those writes are not reloads.
+//!
+//! Secrets of the namespace are watched too: the Trunks' digest credentials (`secretRef`) come
+//! from them, and a changed password is a reload like a changed spec.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -23,6 +26,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::{self, BoxStream};
+use k8s_openapi::api::core::v1::Secret;
 use kube::core::{DeserializeGuard, NamespaceResourceScope};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
@@ -65,8 +69,14 @@ pub async fn watch_gateway(
     let (gateways, gateway_signals) = watch_kind::<Gateway>(&client, &namespace);
     let (trunks, trunk_signals) = watch_kind::<Trunk>(&client, &namespace);
     let (route_plans, route_plan_signals) = watch_kind::<RoutePlan>(&client, &namespace);
-    let mut signals: Signals =
-        stream::select_all([gateway_signals, trunk_signals, route_plan_signals]).boxed();
+    let (secrets, secret_signals) = watch_kind::<Secret>(&client, &namespace);
+    let mut signals: Signals = stream::select_all([
+        gateway_signals,
+        trunk_signals,
+        route_plan_signals,
+        secret_signals,
+    ])
+    .boxed();
 
     initial_lists(&mut signals, &namespace).await?;
     let mut follower = Follower {
@@ -75,6 +85,7 @@ pub async fn watch_gateway(
         gateways,
         trunks,
         route_plans,
+        secrets,
         known: Snapshot::default(),
         attempted: None,
         in_force: None,
@@ -105,16 +116,18 @@ enum Kind {
     Gateway,
     Trunk,
     RoutePlan,
+    Secret,
 }
 
 impl Kind {
-    const ALL: [Kind; 3] = [Kind::Gateway, Kind::Trunk, Kind::RoutePlan];
+    const ALL: [Kind; 4] = [Kind::Gateway, Kind::Trunk, Kind::RoutePlan, Kind::Secret];
 
     fn as_str(self) -> &'static str {
         match self {
             Kind::Gateway => "Gateway",
             Kind::Trunk => "Trunk",
             Kind::RoutePlan => "RoutePlan",
+            Kind::Secret => "Secret",
         }
     }
 }
@@ -203,6 +216,22 @@ impl Watched for RoutePlan {
 
     fn spec(&self) -> &Self::Spec {
         &self.spec
+    }
+}
+
+impl Watched for Secret {
+    type Spec = Option<BTreeMap<String, k8s_openapi::ByteString>>;
+    const KIND: Kind = Kind::Secret;
+
+    /// Any Secret of the namespace may be named by a Trunk's `secretRef`; which are is decided
+    /// when the configuration is built.
+    fn belongs_to(&self, _gateway: &str) -> bool {
+        true
+    }
+
+    /// The API server folds `stringData` into `data`: `data` is the whole content.
+    fn spec(&self) -> &Self::Spec {
+        &self.data
     }
 }
 
@@ -363,6 +392,7 @@ struct Follower {
     gateways: Store<DeserializeGuard<Gateway>>,
     trunks: Store<DeserializeGuard<Trunk>>,
     route_plans: Store<DeserializeGuard<RoutePlan>>,
+    secrets: Store<DeserializeGuard<Secret>>,
     /// The Gateway's objects as last read, malformed ones at their last good version.
     known: Snapshot,
     /// The input of the last build, accepted or not.
@@ -442,6 +472,12 @@ impl Follower {
                 &self.known.route_plans,
                 &mut malformed,
             ),
+            secrets: select(
+                &self.secrets.state(),
+                &self.gateway,
+                &self.known.secrets,
+                &mut malformed,
+            ),
         };
         malformed.sort();
         if malformed != self.malformed {
@@ -480,12 +516,14 @@ impl fmt::Display for Malformed {
     }
 }
 
-/// The objects of one Gateway, keyed by namespace and name.
-#[derive(Debug, Clone, Default)]
+/// The objects of one Gateway, keyed by namespace and name, and the Secrets of its namespace.
+/// Not `Debug`: it holds Secrets.
+#[derive(Clone, Default)]
 struct Snapshot {
     gateways: BTreeMap<ObjectKey, Gateway>,
     trunks: BTreeMap<ObjectKey, Trunk>,
     route_plans: BTreeMap<ObjectKey, RoutePlan>,
+    secrets: BTreeMap<ObjectKey, Secret>,
 }
 
 impl Snapshot {
@@ -494,6 +532,7 @@ impl Snapshot {
         same_specs(&self.gateways, &other.gateways)
             && same_specs(&self.trunks, &other.trunks)
             && same_specs(&self.route_plans, &other.route_plans)
+            && same_specs(&self.secrets, &other.secrets)
     }
 
     /// Validates the objects and takes the configuration of Gateway `namespace`/`gateway`.
@@ -503,7 +542,8 @@ impl Snapshot {
             self.trunks.values().cloned(),
             self.route_plans.values().cloned(),
         )
-        .map_err(Rejection::Invalid)?;
+        .map_err(Rejection::Invalid)?
+        .with_secrets(self.secrets.values().cloned());
         set.for_gateway_in(namespace, gateway)
             .ok_or_else(|| Rejection::MissingGateway {
                 namespace: namespace.to_owned(),
@@ -674,6 +714,7 @@ mod tests {
                 trunk("carrier", "edge", trunk_port),
             )]),
             route_plans: BTreeMap::new(),
+            secrets: BTreeMap::new(),
         }
     }
 

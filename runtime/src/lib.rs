@@ -14,4 +14,5 @@ pub mod features;
 pub mod kube_source;
 pub mod logging;
 pub mod network_status;
+pub mod ratedecks;
 pub mod shutdown;

@@ -17,7 +17,7 @@ use tandem_runtime::kube_source::{DEBOUNCE, watch_gateway};
 use tokio::sync::watch;
 
 const NAMESPACE: &str = "voice";
-const PLURALS: [&str; 3] = ["gateways", "trunks", "routeplans"];
+const PLURALS: [&str; 4] = ["gateways", "trunks", "routeplans", "secrets"];
 /// Long enough for a debounced rebuild to have happened several times over.
 const QUIET: Duration = Duration::from_millis(800);
 
@@ -55,9 +55,12 @@ impl ApiServer {
         let uri = request.uri();
         let query = uri.query().unwrap_or("");
         let prefix = format!("/apis/voice.tandem.dev/v1alpha1/namespaces/{NAMESPACE}/");
+        let core = format!("/api/v1/namespaces/{NAMESPACE}/");
         let plural = uri
             .path()
             .strip_prefix(&prefix)
+            .filter(|plural| *plural != "secrets")
+            .or_else(|| uri.path().strip_prefix(&core).filter(|p| *p == "secrets"))
             .filter(|plural| PLURALS.contains(plural));
         let Some(plural) = plural.filter(|_| request.method() == Method::GET) else {
             return self.reject(format!("{} {uri}", request.method()));
@@ -78,13 +81,14 @@ impl ApiServer {
             return self.reject(format!("unpaged list: {uri}"));
         }
         self.lists.lock().unwrap().push(plural.to_owned());
-        let kind = match plural {
-            "gateways" => "GatewayList",
-            "trunks" => "TrunkList",
-            _ => "RoutePlanList",
+        let (api_version, kind) = match plural {
+            "gateways" => ("voice.tandem.dev/v1alpha1", "GatewayList"),
+            "trunks" => ("voice.tandem.dev/v1alpha1", "TrunkList"),
+            "secrets" => ("v1", "SecretList"),
+            _ => ("voice.tandem.dev/v1alpha1", "RoutePlanList"),
         };
         let list = json!({
-            "apiVersion": "voice.tandem.dev/v1alpha1",
+            "apiVersion": api_version,
             "kind": kind,
             "metadata": {"resourceVersion": "100"},
             "items": fixtures.get(plural).cloned().unwrap_or_default(),
@@ -128,7 +132,7 @@ impl ApiServer {
         lists.sort();
         assert_eq!(
             lists,
-            ["gateways", "routeplans", "trunks"],
+            ["gateways", "routeplans", "secrets", "trunks"],
             "one list per kind"
         );
     }
@@ -171,6 +175,16 @@ fn route_plan(prefix: &str, target: &str) -> Value {
     })
 }
 
+/// A Secret with digest credentials (`data` is base64, as the API server serves it).
+fn secret(name: &str, password: &str) -> Value {
+    let b64 = |s: &str| serde_json::to_value(k8s_openapi::ByteString(s.into())).unwrap();
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": NAMESPACE, "resourceVersion": "13"},
+        "data": {"username": b64("pbx"), "password": b64(password)}
+    })
+}
+
 fn fixtures() -> HashMap<&'static str, Vec<Value>> {
     HashMap::from([
         (
@@ -186,6 +200,7 @@ fn fixtures() -> HashMap<&'static str, Vec<Value>> {
             ],
         ),
         ("routeplans", vec![route_plan("", "carrier")]),
+        ("secrets", vec![secret("pbx-digest", "first")]),
     ])
 }
 
@@ -348,4 +363,42 @@ async fn the_first_load_fails_when_the_gateway_is_missing_or_invalid() {
         error.contains("spec.routes[0].targets[0].trunkRef.name"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn trunk_credentials_follow_their_secret() {
+    init_logs();
+    let mut fixtures = fixtures();
+    let mut with_auth = trunk("carrier", "edge", 5060);
+    with_auth["spec"]["inbound"] = json!({"auth": {"secretRef": {"name": "pbx-digest"}}});
+    fixtures.insert("trunks", vec![with_auth]);
+    let (server, client) = ApiServer::start(fixtures);
+    let (mut rx, task) = watch_gateway(client, NAMESPACE.into(), "edge".into())
+        .await
+        .unwrap();
+    let password = |config: &GatewayConfig| {
+        config.credentials["pbx-digest"]
+            .as_ref()
+            .map(|c| String::from_utf8_lossy(c.password.expose()).into_owned())
+            .map_err(Clone::clone)
+    };
+    assert_eq!(password(&rx.borrow()), Ok("first".to_owned()));
+
+    server
+        .push("secrets", "MODIFIED", secret("pbx-digest", "second"))
+        .await;
+    assert_eq!(
+        password(&*next_version(&mut rx).await),
+        Ok("second".to_owned())
+    );
+
+    server
+        .push("secrets", "DELETED", secret("pbx-digest", "second"))
+        .await;
+    assert_eq!(
+        password(&*next_version(&mut rx).await),
+        Err("Secret voice/pbx-digest not found".to_owned())
+    );
+    server.assert_expected_requests_only();
+    task.abort();
 }

@@ -67,6 +67,11 @@ impl Dispatcher {
         self.calls.start_draining();
     }
 
+    /// The pod stops with calls still up: their records are written as they stand.
+    pub async fn write_open_records(&self) {
+        self.calls.write_open_records().await;
+    }
+
     /// Handles one parsed inbound message.
     pub fn dispatch(&self, msg: SipMessage, flow: Flow) {
         if msg.is_request()

@@ -22,8 +22,8 @@ use crate::call::leg::{Leg, name_addr};
 use crate::call::{CallContext, random_token};
 use crate::dispatcher::Exchanges;
 use crate::metrics::TrunkDirection;
-use crate::routing::{PeerAvailability, Target, peer_targets, peer_transport};
-use crate::transport::{Flow, resolve};
+use crate::routing::{PeerAvailability, Target, peer_targets};
+use crate::transport::Flow;
 
 /// The longest a probe waits for an answer (shorter when the check interval is shorter).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
@@ -118,16 +118,21 @@ pub async fn run_prober(
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     loop {
         ticker.tick().await;
+        ctx.auth.tidy();
         let snapshot = Arc::clone(&config.borrow());
         if !declared.as_ref().is_some_and(|d| Arc::ptr_eq(d, &snapshot)) {
             for trunk in &snapshot.trunks {
                 ctx.metrics.declare_trunk(trunk.name());
-                for peer in &trunk.spec.peers {
-                    if let Err(unsupported) = peer_transport(peer) {
-                        let address = format!("{}:{}", peer.host, peer.port);
-                        tracing::warn!(trunk = trunk.name(), peer = address, "{unsupported}");
-                        ctx.metrics
-                            .set_peer_transport_unsupported(trunk.name(), &address);
+                if trunk.inbound_auth().is_some() {
+                    ctx.auth.declare_trunk(trunk.name());
+                }
+                for secret in trunk.secret_refs() {
+                    if let Some(Err(problem)) = snapshot.credentials.get(secret) {
+                        tracing::error!(
+                            trunk = trunk.name(),
+                            problem,
+                            "trunk credentials unusable: its callers are refused with 503 and its peers' challenges go unanswered"
+                        );
                     }
                 }
             }
@@ -175,7 +180,7 @@ async fn probe(
     timeout: Duration,
 ) -> bool {
     let local = &ctx.settings.local;
-    let Some(addr) = resolve(target).await else {
+    let Some(addr) = ctx.transports.resolve(target).await else {
         return false;
     };
     let flow = Flow {

@@ -1,11 +1,13 @@
 //! signaling-pod: the SIP B2BUA/SBC of Tandem.
 //!
-//! It listens for SIP on UDP and TCP, routes each call by the Gateway's RoutePlans to a Trunk
+//! It listens for SIP on UDP, TCP, TLS, WebSocket and secure WebSocket, routes each call by the Gateway's RoutePlans to a Trunk
 //! peer, anchors its media in a media pod over the ng protocol, and bridges the two legs with
 //! no identifier in common (topology hiding).
 
 mod admission;
+mod auth;
 mod call;
+mod cdr;
 mod dispatcher;
 mod health;
 mod media;
@@ -22,17 +24,19 @@ use std::time::Duration;
 
 use clap::Parser;
 use prometheus_client::registry::Registry;
-use tandem_api::gateway::ListenerTransport;
 use tandem_runtime::admin::{self, Health};
 use tandem_runtime::config_dir;
 #[cfg(not(feature = "kubernetes"))]
 use tandem_runtime::features;
 use tandem_runtime::logging::{self, LogFormat};
 use tandem_runtime::network_status;
+use tandem_runtime::ratedecks::{self, DeckLoader, DeckMetrics};
 use tandem_runtime::shutdown::Signals;
+use tandem_sip::digest::Algorithm;
 use tandem_sip::transaction::TimerConfig;
 
 use crate::admission::RateLimits;
+use crate::auth::Auth;
 use crate::call::leg::LocalAddress;
 use crate::call::{CallContext, Calls, Settings};
 use crate::dispatcher::{Dispatcher, Exchanges};
@@ -40,7 +44,7 @@ use crate::health::TrunkHealth;
 use crate::media_pool::MediaPool;
 use crate::metrics::Metrics;
 use crate::overload::OverloadSettings;
-use crate::transport::Transports;
+use crate::transport::{ConnectionMetrics, Limits, Transport, Transports, tls};
 
 /// mimalloc returns the pages calls free to the system, where glibc's allocator keeps them
 /// between long-lived allocations (docs/performance.md, memory per call).
@@ -125,7 +129,8 @@ struct Args {
     /// (0: never).
     #[arg(long, env = "TANDEM_MEDIA_CHECK_INTERVAL", default_value_t = 15)]
     media_check_interval_seconds: u64,
-    /// How often the configuration directory is checked for changes, in milliseconds.
+    /// How often the configuration directory and the rate deck files are checked for changes,
+    /// in milliseconds.
     #[arg(long, env = "TANDEM_CONFIG_POLL_MS", default_value_t = 1000)]
     config_poll_ms: u64,
     /// Overload control: new calls that waited longer than this in their shard's queue, for
@@ -140,9 +145,93 @@ struct Args {
     /// The Retry-After of a refusal for overload, in seconds.
     #[arg(long, env = "TANDEM_OVERLOAD_RETRY_AFTER", default_value_t = 1)]
     overload_retry_after_seconds: u32,
+    /// Directory of the call detail records: JSON lines, one file at a time, rotated
+    /// (docs/cdr.md). No records are kept without it.
+    #[arg(long, env = "TANDEM_CDR_DIR")]
+    cdr_dir: Option<PathBuf>,
+    /// An http(s) URL to POST records to, in batches, from a disk spool in <cdr-dir>/spool:
+    /// retried until the endpoint answers 2xx, kept across restarts.
+    #[arg(long, env = "TANDEM_CDR_URL", requires = "cdr_dir")]
+    cdr_url: Option<String>,
+    /// A record file is closed and the next started past this many bytes (0: no limit).
+    #[arg(long, env = "TANDEM_CDR_ROTATE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    cdr_rotate_bytes: u64,
+    /// A record file is closed and the next started once this old, in seconds (0: no limit).
+    #[arg(long, env = "TANDEM_CDR_ROTATE_SECONDS", default_value_t = 3600)]
+    cdr_rotate_seconds: u64,
+    /// How often records written are synced to disk, in milliseconds (0: after every batch
+    /// written, before the sender reads it).
+    #[arg(long, env = "TANDEM_CDR_FSYNC_MS", default_value_t = 0)]
+    cdr_fsync_ms: u64,
+    /// Records per POST to --cdr-url.
+    #[arg(long, env = "TANDEM_CDR_BATCH_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    cdr_batch_size: u32,
+    /// Seconds one POST may take before it is retried.
+    #[arg(long, env = "TANDEM_CDR_POST_TIMEOUT", default_value_t = 10)]
+    cdr_post_timeout_seconds: u64,
+    /// The longest pause between retries of a failed POST, in seconds (the pause starts at
+    /// 0.5 s and doubles).
+    #[arg(long, env = "TANDEM_CDR_RETRY_MAX", default_value_t = 30)]
+    cdr_retry_max_seconds: u64,
+    /// On SIGTERM, once calls have ended: how long the sender may go on emptying the spool, in
+    /// seconds. What is left stays spooled for the next start.
+    #[arg(long, env = "TANDEM_CDR_DRAIN_SECONDS", default_value_t = 5)]
+    cdr_drain_seconds: u64,
+    /// The directory holding `tls.crt` and `tls.key` (PEM) of a TLS or WSS listener, as
+    /// `<listener name>=<directory>`; repeat for each. Without one a listener's files are read
+    /// from /etc/tandem/tls/<listener name> (where the operator mounts its Secret). The files are
+    /// reloaded when they change.
+    #[arg(long = "tls-dir", env = "TANDEM_TLS_DIRS", value_delimiter = ',', value_parser = transport::parse_tls_dir)]
+    tls_dirs: Vec<(String, PathBuf)>,
+    /// Certificates (PEM) trusted for TLS Trunk peers besides the system's roots.
+    #[arg(long, env = "TANDEM_TLS_CA_FILE")]
+    tls_ca_file: Option<PathBuf>,
+    /// The largest SIP message accepted on a connection, in bytes (513 or close code 1009
+    /// beyond it).
+    #[arg(long, env = "TANDEM_MAX_MESSAGE_SIZE", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1024..))]
+    max_message_size: u32,
+    /// Connections accepted from one source address at a time (TCP, TLS, WS and WSS together).
+    #[arg(long, env = "TANDEM_MAX_CONNECTIONS_PER_IP", default_value_t = 100)]
+    max_connections_per_ip: usize,
+    /// A connection on which nothing arrives for this many seconds is closed.
+    #[arg(long, env = "TANDEM_CONNECTION_IDLE_TIMEOUT", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    connection_idle_timeout_seconds: u64,
+    /// A SIP message, or a TLS or WebSocket handshake, must arrive within this many seconds
+    /// of its first byte, else the connection is closed (slowloris).
+    #[arg(long, env = "TANDEM_MESSAGE_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    message_timeout_seconds: u64,
+    /// The digest algorithms inbound challenges offer, most preferred first (RFC 8760: SHA-256
+    /// and MD5). `MD5` alone serves clients that cannot choose among several challenges.
+    #[arg(long, env = "TANDEM_AUTH_ALGORITHMS", value_delimiter = ',', default_value = "SHA-256,MD5", value_parser = parse_algorithm)]
+    auth_algorithms: Vec<Algorithm>,
+    /// Seconds a digest nonce of an inbound challenge stays valid; later answers get a new
+    /// challenge with `stale=true`.
+    #[arg(long, env = "TANDEM_AUTH_NONCE_LIFETIME", default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..))]
+    auth_nonce_lifetime_seconds: u64,
+    /// Authentication failures from one source address within --auth-failure-window-seconds
+    /// that block it.
+    #[arg(long, env = "TANDEM_AUTH_MAX_FAILURES", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    auth_max_failures: u32,
+    /// The window authentication failures are counted in, in seconds.
+    #[arg(long, env = "TANDEM_AUTH_FAILURE_WINDOW", default_value_t = 60)]
+    auth_failure_window_seconds: u64,
+    /// How long a blocked source's requests are dropped, in seconds.
+    #[arg(long, env = "TANDEM_AUTH_BLOCK", default_value_t = 600)]
+    auth_block_seconds: u64,
     /// Log format: text or json.
     #[arg(long, env = "TANDEM_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+}
+
+/// `seconds` as a duration, 0 meaning none.
+fn seconds_opt(seconds: u64) -> Option<Duration> {
+    (seconds > 0).then(|| Duration::from_secs(seconds))
+}
+
+/// Reads a digest algorithm name (`SHA-256`, `MD5`, …).
+fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
+    Algorithm::parse(name.trim())
+        .ok_or_else(|| format!("unknown digest algorithm {name:?}: use SHA-256 or MD5"))
 }
 
 /// Where the configuration comes from.
@@ -201,22 +290,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .into());
         }
     };
-    let (udp_port, tcp_port, advertised, drain_timeout) = {
+    // Rate decks are read aside and attached to each configuration published.
+    let deck_metrics = DeckMetrics::default();
+    let deck_base = match args.config_source {
+        ConfigSource::Directory => args.config_dir.clone(),
+        ConfigSource::Kubernetes => None,
+    };
+    let (config, _decks) = ratedecks::attach(
+        config,
+        DeckLoader::new(deck_base, deck_metrics.clone()),
+        Duration::from_millis(args.config_poll_ms),
+    )
+    .await?;
+    let (listeners, advertised, drain_timeout) = {
         let gateway = &config.borrow().gateway;
-        let port_of = |transport: ListenerTransport| {
-            gateway
-                .spec
-                .signaling
-                .listeners
-                .iter()
-                .find(|l| l.transport == transport)
-                .map(|l| l.port)
-        };
-        let udp = port_of(ListenerTransport::Udp);
-        let tcp = port_of(ListenerTransport::Tcp);
-        let (Some(udp), Some(tcp)) = (udp.or(tcp), tcp.or(udp)) else {
-            anyhow::bail!("gateway {:?} has no UDP or TCP listener", args.gateway);
-        };
+        let listeners: Vec<(String, Transport, u16)> = gateway
+            .spec
+            .signaling
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), Transport::from(l.transport), l.port))
+            .collect();
         let advertised = gateway
             .spec
             .signaling
@@ -224,7 +318,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .first()
             .map(|a| a.address.clone());
         let drain = Duration::from_secs(u64::from(gateway.spec.drain_timeout_seconds));
-        (udp, tcp, advertised, drain)
+        (listeners, advertised, drain)
+    };
+    let port_of = |transport: Transport| {
+        listeners
+            .iter()
+            .find(|(_, t, _)| *t == transport)
+            .map(|(_, _, port)| *port)
+    };
+    let (udp, tcp) = (port_of(Transport::Udp), port_of(Transport::Tcp));
+    let (Some(udp_port), Some(tcp_port)) = (udp.or(tcp), tcp.or(udp)) else {
+        anyhow::bail!("gateway {:?} has no UDP or TCP listener", args.gateway);
     };
     let own = match (&args.network_status_file, &args.network_name) {
         (Some(file), Some(network)) => Some(
@@ -251,11 +355,46 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    let cdr_writer = match &args.cdr_dir {
+        Some(dir) => {
+            let writer = cdr::Writer::start(
+                cdr::Config {
+                    dir: dir.clone(),
+                    rotation: cdr::file::Rotation {
+                        max_bytes: args.cdr_rotate_bytes,
+                        max_age: seconds_opt(args.cdr_rotate_seconds),
+                    },
+                    fsync_interval: Duration::from_millis(args.cdr_fsync_ms),
+                    url: args.cdr_url.clone(),
+                    batch_size: args.cdr_batch_size as usize,
+                    post_timeout: Duration::from_secs(args.cdr_post_timeout_seconds.max(1)),
+                    max_backoff: Duration::from_secs(args.cdr_retry_max_seconds.max(1)),
+                    gateway: args.gateway.clone(),
+                },
+                cdr::CdrMetrics::register(&mut registry),
+            )?;
+            tracing::info!(dir = %dir.display(), url = args.cdr_url.as_deref().unwrap_or("none"), "call detail records on");
+            Some(writer)
+        }
+        None => None,
+    };
+    deck_metrics.register(&mut registry);
     let health = Health::new();
-    let (transports, tcp) = Transports::bind(
+    let connection_metrics = ConnectionMetrics::register(&mut registry);
+    let specs = transport::listener_specs(args.bind_address, tcp_port, &listeners, &args.tls_dirs)?;
+    let limits = Limits {
+        max_message_size: args.max_message_size as usize,
+        max_connections_per_ip: args.max_connections_per_ip,
+        idle_timeout: Duration::from_secs(args.connection_idle_timeout_seconds),
+        message_timeout: Duration::from_secs(args.message_timeout_seconds),
+    };
+    let (transports, stream_listeners) = Transports::bind(
         SocketAddr::new(args.bind_address, udp_port),
-        SocketAddr::new(args.bind_address, tcp_port),
+        specs,
+        tls::client_config(args.tls_ca_file.as_deref())?,
+        limits,
         metrics.clone(),
+        connection_metrics,
     )
     .await?;
     let media = match args.media_service.clone() {
@@ -263,6 +402,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => MediaPool::fixed(args.media_ng, metrics.clone()).await?,
     };
     let ctx_metrics = metrics.clone();
+    let auth = Arc::new(Auth::new(
+        auth::Limits {
+            algorithms: args.auth_algorithms.clone(),
+            nonce_lifetime_secs: args.auth_nonce_lifetime_seconds,
+            max_failures: args.auth_max_failures,
+            window: Duration::from_secs(args.auth_failure_window_seconds),
+            block: Duration::from_secs(args.auth_block_seconds),
+        },
+        &mut registry,
+    ));
     let trunk_health = Arc::new(TrunkHealth::default());
     let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
     let settings = Settings {
@@ -270,6 +419,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             host: advertised,
             udp_port,
             tcp_port,
+            tls_port: port_of(Transport::Tls).unwrap_or(5061),
+            ws_port: port_of(Transport::Ws).unwrap_or(tcp_port),
+            wss_port: port_of(Transport::Wss).unwrap_or(tcp_port),
         },
         timers: TimerConfig::default(),
         invite_timeout: Duration::from_secs(args.invite_timeout_seconds),
@@ -293,6 +445,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         trunk_health: Arc::clone(&trunk_health),
         settings: Arc::new(settings),
         rate_limits: RateLimits::default(),
+        cdr: cdr_writer.as_ref().map(cdr::Writer::sink),
+        auth,
     });
     let exchanges = Arc::new(Exchanges::default());
     tokio::spawn(health::run_prober(
@@ -305,7 +459,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let calls = Calls::start(Arc::clone(&ctx), config);
     let dispatcher = Arc::new(Dispatcher::new(ctx, exchanges, calls));
     tokio::spawn(Arc::clone(&transports).run_udp(Arc::clone(&dispatcher)));
-    tokio::spawn(Arc::clone(&transports).run_tcp(tcp, Arc::clone(&dispatcher)));
+    for listener in stream_listeners {
+        tokio::spawn(Arc::clone(&transports).run_listener(listener, Arc::clone(&dispatcher)));
+    }
 
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut admin = tokio::spawn(admin::serve_with(
@@ -318,9 +474,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
     ));
     health.set_ready(true);
+    let listening: Vec<String> = listeners
+        .iter()
+        .map(|(_, transport, port)| format!("{}:{port}", transport.label()))
+        .collect();
     tracing::info!(
-        udp = udp_port,
-        tcp = tcp_port,
+        listeners = listening.join(" "),
         bind = %args.bind_address,
         gateway = args.gateway,
         "signaling pod ready"
@@ -335,19 +494,34 @@ async fn run(args: Args) -> anyhow::Result<()> {
     health.set_ready(false);
     dispatcher.start_draining();
     let active = ctx_metrics.calls_active().clone();
+    let records = cdr_writer.as_ref().map(cdr::Writer::sink);
     let drained = async {
-        while active.get() > 0 {
+        // Calls, then their records (a record waits for the media pod's final statistics).
+        while active.get() > 0 || records.as_ref().is_some_and(|r| r.open_records() > 0) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    tokio::select! {
-        _ = drained => tracing::info!("all calls ended"),
+    let all_ended = tokio::select! {
+        _ = drained => {
+            tracing::info!("all calls ended");
+            true
+        }
         _ = tokio::time::sleep(drain_timeout) => {
             tracing::warn!(calls = ctx_metrics.calls_active().get(), "drain timeout passed with calls in progress");
+            false
         }
         signal = signals.again() => {
             tracing::warn!(%signal, "stopping without waiting for calls");
+            false
         }
+    };
+    if let Some(writer) = cdr_writer {
+        if !all_ended {
+            dispatcher.write_open_records().await;
+        }
+        writer
+            .shutdown(Duration::from_secs(args.cdr_drain_seconds))
+            .await;
     }
     let _ = stop_admin.send(());
     let _ = admin.await;

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tandem_ng::{Replace, Reply, Request, Value};
+use tandem_ng::{CallReport, Replace, Reply, Request, Value};
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -106,6 +106,9 @@ pub struct SdpFlags {
     pub replace: Vec<Replace>,
     /// Free-form ng `flags`.
     pub flags: Vec<String>,
+    /// The `transport-protocol` of the SDP sent on (plain RTP or SDES-SRTP), when it is to
+    /// change.
+    pub transport_protocol: Option<String>,
 }
 
 impl SdpFlags {
@@ -115,12 +118,24 @@ impl SdpFlags {
         Self {
             replace: vec![Replace::OriginFull, Replace::SessionConnection],
             flags: Vec::new(),
+            transport_protocol: None,
         }
+    }
+
+    /// These flags, asking for `protocol` in the SDP sent on.
+    pub fn with_transport_protocol(mut self, protocol: Option<String>) -> Self {
+        self.transport_protocol = protocol;
+        self
     }
 
     fn apply(&self, mut request: Request) -> Request {
         request.replace.extend(self.replace.iter().cloned());
         request.flags.extend(self.flags.iter().cloned());
+        if self.transport_protocol.is_some() {
+            request
+                .transport_protocol
+                .clone_from(&self.transport_protocol);
+        }
         request
     }
 }
@@ -130,6 +145,33 @@ impl Default for SdpFlags {
     fn default() -> Self {
         Self::topology_hiding()
     }
+}
+
+/// Whether the first RTP media section of `sdp` is SDES-SRTP (`RTP/SAVP`, `RTP/SAVPF`).
+pub fn offers_srtp(sdp: &[u8]) -> bool {
+    first_rtp_protocol(sdp).is_some_and(|p| p.to_ascii_uppercase().contains("/SAVP"))
+}
+
+/// The `transport-protocol` to ask of the media pod so that the SDP sent on is SDES-SRTP
+/// (`srtp`) or plain RTP, keeping the feedback profile (`F`); `None` when `sdp` already is.
+pub fn srtp_protocol(sdp: &[u8], srtp: bool) -> Option<String> {
+    let protocol = first_rtp_protocol(sdp)?.to_ascii_uppercase();
+    let feedback = if protocol.ends_with("AVPF") { "F" } else { "" };
+    match (protocol.as_str(), srtp) {
+        ("RTP/AVP" | "RTP/AVPF", true) => Some(format!("RTP/SAVP{feedback}")),
+        ("RTP/SAVP" | "RTP/SAVPF", false) => Some(format!("RTP/AVP{feedback}")),
+        _ => None,
+    }
+}
+
+fn first_rtp_protocol(sdp: &[u8]) -> Option<String> {
+    let parsed = tandem_sip::sdp::SessionDescription::parse(sdp).ok()?;
+    parsed
+        .media()
+        .iter()
+        .map(|m| m.media())
+        .find(|m| m.port != 0 && m.is_rtp())
+        .map(|m| m.proto.clone())
 }
 
 /// How the media of a call is flowing, from an ng `query`.
@@ -327,6 +369,7 @@ impl MediaClient {
     /// answerer. A new call is anchored through [`crate::media_pool::MediaPool::offer`]; this is
     /// for re-offers to the call's pod.
     /// A re-offer from the callee's side names the caller's tag as `to_tag`.
+    #[cfg(test)]
     pub async fn offer(
         &self,
         call_id: &str,
@@ -334,20 +377,22 @@ impl MediaClient {
         to_tag: Option<&str>,
         sdp: &[u8],
     ) -> Result<Bytes, MediaError> {
-        let mut request = SdpFlags::default().apply(Request::offer(call_id, from_tag, sdp));
-        request.to_tag = to_tag.map(str::to_owned);
-        sdp_of(self.request("offer", &request).await?, "offer")
+        self.offer_to(call_id, from_tag, to_tag, sdp, &SdpFlags::default())
+            .await
     }
 
-    /// [`MediaClient::offer`] asking for `flags`.
-    pub async fn offer_flags(
+    /// [`MediaClient::offer`] asking for `flags` (codecs, and the transport protocol of the SDP
+    /// sent on: see [`srtp_protocol`]).
+    pub async fn offer_to(
         &self,
         call_id: &str,
         from_tag: &str,
+        to_tag: Option<&str>,
         sdp: &[u8],
         flags: &SdpFlags,
     ) -> Result<Bytes, MediaError> {
-        let request = flags.apply(Request::offer(call_id, from_tag, sdp));
+        let mut request = flags.apply(Request::offer(call_id, from_tag, sdp));
+        request.to_tag = to_tag.map(str::to_owned);
         sdp_of(self.request("offer", &request).await?, "offer")
     }
 
@@ -377,11 +422,15 @@ impl MediaClient {
         sdp_of(self.request("answer", &request).await?, "answer")
     }
 
-    /// Releases every media resource of the call.
-    pub async fn delete(&self, call_id: &str) -> Result<(), MediaError> {
-        self.request("delete", &Request::delete(call_id, None))
-            .await
-            .map(|_| ())
+    /// Releases every media resource of the call; the reply's final statistics are returned
+    /// when it has any (media-pod and rtpengine add them).
+    pub async fn delete(&self, call_id: &str) -> Result<Option<CallReport>, MediaError> {
+        let reply = self
+            .request("delete", &Request::delete(call_id, None))
+            .await?;
+        Ok(reply
+            .get("totals")
+            .and_then(|_| CallReport::from_dictionary(reply.body()).ok()))
     }
 
     /// How the call's media is flowing, for the signaling side's media timeout.
@@ -589,6 +638,7 @@ mod tests {
         let proxy = SdpFlags {
             replace: Vec::new(),
             flags: vec!["trust-address".into()],
+            transport_protocol: None,
         };
 
         client
@@ -609,7 +659,7 @@ mod tests {
             .await
             .unwrap();
         client
-            .offer_flags("call-1", "caller", b"v=0 c", &proxy)
+            .offer_to("call-1", "caller", None, b"v=0 c", &proxy)
             .await
             .unwrap();
 
@@ -727,6 +777,32 @@ mod tests {
         // No packet yet on any stream: unknown.
         let silent = query_reply(vec![party("a", &[0, 0]), party("b", &[])]);
         assert_eq!(MediaActivity::from_query(&silent, 1_200).idle_seconds, None);
+    }
+
+    #[test]
+    fn srtp_protocol_toggles_only_what_differs() {
+        let sdp = |proto: &str| {
+            format!(
+                "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 {proto} 0\r\n"
+            )
+        };
+        assert_eq!(
+            srtp_protocol(sdp("RTP/AVP").as_bytes(), true).as_deref(),
+            Some("RTP/SAVP")
+        );
+        assert_eq!(
+            srtp_protocol(sdp("RTP/AVPF").as_bytes(), true).as_deref(),
+            Some("RTP/SAVPF")
+        );
+        assert_eq!(
+            srtp_protocol(sdp("RTP/SAVP").as_bytes(), false).as_deref(),
+            Some("RTP/AVP")
+        );
+        assert_eq!(srtp_protocol(sdp("RTP/SAVP").as_bytes(), true), None);
+        assert_eq!(srtp_protocol(sdp("RTP/AVP").as_bytes(), false), None);
+        assert_eq!(srtp_protocol(b"not sdp", true), None);
+        assert!(offers_srtp(sdp("RTP/SAVPF").as_bytes()));
+        assert!(!offers_srtp(sdp("RTP/AVP").as_bytes()));
     }
 
     #[test]

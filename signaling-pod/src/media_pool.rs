@@ -265,6 +265,7 @@ impl MediaPool {
 
     /// Anchors a new call's media with topology hiding ([`SdpFlags::default`]); see
     /// [`MediaPool::offer_flags`].
+    #[cfg(test)]
     pub async fn offer(
         &self,
         call_id: &str,
@@ -294,7 +295,7 @@ impl MediaPool {
                 return Err(AnchorError::NoMediaPod);
             };
             let server = client.server();
-            let error = match client.offer_flags(call_id, from_tag, sdp, flags).await {
+            let error = match client.offer_to(call_id, from_tag, None, sdp, flags).await {
                 Ok(rewritten) => return Ok((client, rewritten)),
                 Err(error) => error,
             };

@@ -59,6 +59,29 @@ impl EncodeLabelValue for Outcome {
     }
 }
 
+/// What routing decided for a new call, as `route_lookups` counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteLookup {
+    /// Routed; the first target came from a rate deck.
+    Deck,
+    /// Routed to the matching route's own targets.
+    Route,
+    /// Refused (no route, no reachable peer).
+    Rejected,
+}
+
+impl RouteLookup {
+    const ALL: [RouteLookup; 3] = [RouteLookup::Deck, RouteLookup::Route, RouteLookup::Rejected];
+
+    fn label(self) -> &'static str {
+        match self {
+            RouteLookup::Deck => "deck",
+            RouteLookup::Route => "route",
+            RouteLookup::Rejected => "rejected",
+        }
+    }
+}
+
 /// Message direction relative to this pod.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Direction {
@@ -229,11 +252,16 @@ pub struct Metrics {
     call_duration: Family<TrunkOnlyLabels, Histogram, fn() -> Histogram>,
     call_setup: Histogram,
     peer_up: Family<PeerLabels, Gauge>,
-    peer_transport_unsupported: Family<PeerLabels, Gauge>,
     admission_rejections: Family<RejectionLabels, Counter>,
     overload_rejections: Counter,
     new_call_queue_delay: Family<ShardLabels, Gauge<f64, AtomicU64>>,
+    route_lookups: Family<RouteLookupLabels, Counter>,
     draining: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLookupLabels {
+    result: &'static str,
 }
 
 impl Default for Metrics {
@@ -256,10 +284,10 @@ impl Default for Metrics {
             call_duration: Family::new_with_constructor(call_duration_histogram),
             call_setup: Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]),
             peer_up: Family::default(),
-            peer_transport_unsupported: Family::default(),
             admission_rejections: Family::default(),
             overload_rejections: Counter::default(),
             new_call_queue_delay: Family::default(),
+            route_lookups: Family::default(),
             draining: Gauge::default(),
         }
     }
@@ -333,10 +361,15 @@ impl Metrics {
             "Whether a trunk peer answers its OPTIONS health checks (1) or not (0)",
             metrics.peer_up.clone(),
         );
+        for result in RouteLookup::ALL {
+            let _ = metrics.route_lookups.get_or_create(&RouteLookupLabels {
+                result: result.label(),
+            });
+        }
         sub.register(
-            "trunk_peer_transport_unsupported",
-            "Trunk peers that get no calls because this pod lacks their transport (1)",
-            metrics.peer_transport_unsupported.clone(),
+            "route_lookups",
+            "Routing decisions for new calls: routed by a rate deck (least cost), by a route's own targets, or rejected",
+            metrics.route_lookups.clone(),
         );
         sub.register(
             "admission_rejections",
@@ -544,16 +577,6 @@ impl Metrics {
             .set(i64::from(up));
     }
 
-    /// Marks `peer` of `trunk` as unreachable for want of its transport in this pod.
-    pub fn set_peer_transport_unsupported(&self, trunk: &str, peer: &str) {
-        self.peer_transport_unsupported
-            .get_or_create(&PeerLabels {
-                trunk: trunk.to_owned(),
-                peer: peer.to_owned(),
-            })
-            .set(1);
-    }
-
     /// Counts a call or call attempt refused by `trunk`'s `limit` in `direction`.
     pub fn count_admission_rejection(
         &self,
@@ -587,6 +610,15 @@ impl Metrics {
     /// Counts a new call refused because the pod is draining.
     pub fn count_draining_rejection(&self) {
         self.count_admission_rejection("", TrunkDirection::Inbound, DRAINING);
+    }
+
+    /// Counts one routing decision.
+    pub fn count_route_lookup(&self, result: RouteLookup) {
+        self.route_lookups
+            .get_or_create(&RouteLookupLabels {
+                result: result.label(),
+            })
+            .inc();
     }
 
     /// Creates every per-trunk series of `trunk` at zero (on configuration load).
@@ -632,7 +664,6 @@ mod tests {
         metrics.count_trunk_failure("carrier", TrunkDirection::Outbound, 486);
         metrics.observe_call_duration("carrier", 12.0);
         metrics.set_peer_up("carrier", "127.0.0.1:5090", true);
-        metrics.set_peer_transport_unsupported("carrier", "127.0.0.1:5061");
         metrics.count_draining_rejection();
         metrics.count_overload_rejection();
         metrics.new_call_queue_delay(1).set(0.25);
@@ -645,7 +676,6 @@ mod tests {
             "tandem_signaling_trunk_failures_total{trunk=\"carrier\",direction=\"outbound\",code_class=\"4xx\"} 1",
             "tandem_signaling_call_duration_seconds_count{trunk=\"carrier\"} 1",
             "tandem_signaling_trunk_peer_up{trunk=\"carrier\",peer=\"127.0.0.1:5090\"} 1",
-            "tandem_signaling_trunk_peer_transport_unsupported{trunk=\"carrier\",peer=\"127.0.0.1:5061\"} 1",
             "tandem_signaling_admission_rejections_total{trunk=\"\",direction=\"inbound\",limit=\"draining\"} 1",
             "tandem_signaling_admission_rejections_total{trunk=\"carrier\",direction=\"outbound\",limit=\"calls_per_second\"} 1",
             "tandem_build_info{component=\"signaling-pod\",version=\"",

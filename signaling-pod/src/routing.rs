@@ -1,16 +1,21 @@
 //! Routing, as pure functions of a Gateway's configuration: which Trunk a call comes from, and
-//! the ordered carrier targets it goes to (longest called-number prefix, priorities, weights,
-//! failover codes), skipping peers that health checks marked down and peers whose transport
-//! this pod does not have (never downgraded to another transport).
+//! the ordered carrier targets it goes to (longest called-number prefix, rate deck rows by least
+//! cost, priorities, weights, failover codes), skipping peers that health checks marked down and
+//! peers whose transport this pod does not have (never downgraded to another transport).
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 
 use jiff::Timestamp;
 use rand::Rng;
+use tandem_api::Codec;
 use tandem_api::compiled::CompiledTrunk;
 use tandem_api::config::GatewayConfig;
-use tandem_api::trunk::{Peer, PeerTransport};
+use tandem_api::gateway::TRANSCODABLE;
+use tandem_api::ratedeck::{Cost, DeckMatch};
+use tandem_api::trunk::{MediaEncryption, Peer, PeerTransport};
 
+use crate::metrics::RouteLookup;
 use crate::transport::Transport;
 
 /// One place to send the call: a peer of a trunk.
@@ -26,6 +31,13 @@ pub struct Target {
     pub transport: Transport,
     /// Final response codes after which the next target is tried.
     pub failover_codes: Vec<u16>,
+    /// The ng codec flags of an offer to this Trunk ([`codec_flags`]).
+    pub codec_flags: Vec<String>,
+    /// The trunk's media encryption.
+    pub encryption: MediaEncryption,
+    /// The rate deck's cost of the call on this trunk (for CDRs); `None` for a target from the
+    /// route's own `targets`.
+    pub cost: Option<Cost>,
 }
 
 /// The reason of the `503` a caller gets when every peer of every target is marked down.
@@ -71,6 +83,19 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// Whether the call was routed, and whether its first target came from a rate deck.
+    pub fn lookup(&self) -> RouteLookup {
+        match self {
+            Decision::Route { targets, .. }
+                if targets.first().is_some_and(|t| t.cost.is_some()) =>
+            {
+                RouteLookup::Deck
+            }
+            Decision::Route { .. } => RouteLookup::Route,
+            Decision::Reject { .. } => RouteLookup::Rejected,
+        }
+    }
+
     /// The `Retry-After` to send with a rejection: set when every peer is marked down.
     pub fn retry_after(&self) -> Option<u32> {
         match self {
@@ -135,12 +160,27 @@ pub fn decide(
             reason: reject.reason.clone(),
         };
     };
-    let mut route_targets: Vec<_> = route.targets.iter().collect();
+    let deck = plan.deck_match(route, &called);
+    let called = match deck.as_ref().and_then(|m| m.translate(&called)) {
+        Some(translated) => Cow::Owned(translated),
+        None => called,
+    };
+    let mut trunks = deck.map(|m| least_cost(m, rng)).unwrap_or_default();
+    let mut route_targets: Vec<_> = route
+        .targets
+        .iter()
+        .filter(|t| !trunks.iter().any(|(name, _)| *name == t.trunk_ref.name))
+        .collect();
     order_by_priority_and_weight(&mut route_targets, |t| (t.priority, t.weight), rng);
+    trunks.extend(
+        route_targets
+            .into_iter()
+            .map(|t| (t.trunk_ref.name.as_str(), None)),
+    );
     let mut targets = Vec::new();
     let mut down = 0;
-    for target in route_targets {
-        let Some(trunk) = config.trunk(&target.trunk_ref.name) else {
+    for (name, cost) in trunks {
+        let Some(trunk) = config.trunk(name) else {
             continue;
         };
         let mut peers: Vec<&Peer> = trunk.spec.peers.iter().collect();
@@ -158,12 +198,10 @@ pub fn decide(
                 down += 1;
                 continue;
             }
-            match peer_target(trunk, peer, &plan.spec.failover_codes) {
-                Ok(target) => targets.push(target),
-                Err(unsupported) => {
-                    tracing::warn!(trunk = trunk.name(), peer.host, peer.port, "{unsupported}")
-                }
-            }
+            targets.push(Target {
+                cost,
+                ..peer_target(trunk, peer, &plan.spec.failover_codes)
+            });
         }
     }
     if targets.is_empty() {
@@ -185,45 +223,85 @@ pub fn decide(
     }
 }
 
-/// Every peer of `trunk` this pod can reach as a target, in the Trunk's order.
+/// The trunks of a rate deck prefix in least-cost order: by cost, then priority, then a
+/// weighted-random draw among rows of equal cost and priority.
+fn least_cost<'d>(deck: DeckMatch<'d>, rng: &mut impl Rng) -> Vec<(&'d str, Option<Cost>)> {
+    let mut rank = 0u16;
+    let mut previous = None;
+    let mut rows: Vec<_> = deck
+        .routes()
+        .map(|row| {
+            let key = (row.cost, row.priority);
+            if previous.is_some_and(|p| p != key) {
+                rank = rank.saturating_add(1);
+            }
+            previous = Some(key);
+            (rank, row)
+        })
+        .collect();
+    order_by_priority_and_weight(&mut rows, |(rank, row)| (*rank, row.weight), rng);
+    rows.into_iter()
+        .map(|(_, row)| (row.trunk, Some(row.cost)))
+        .collect()
+}
+
+/// Every peer of `trunk` as a target, in the Trunk's order.
 pub fn peer_targets(trunk: &CompiledTrunk, failover_codes: &[u16]) -> Vec<Target> {
     trunk
         .spec
         .peers
         .iter()
-        .filter_map(|peer| peer_target(trunk, peer, failover_codes).ok())
+        .map(|peer| peer_target(trunk, peer, failover_codes))
         .collect()
 }
 
-/// A peer whose transport this pod does not have.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "peer transport {} is not available in this pod: the peer gets no calls (never downgraded to another transport)",
-    .0.as_str()
-)]
-pub struct UnsupportedTransport(pub PeerTransport);
-
-/// The transport of this pod that reaches `peer`, if it has one.
-pub fn peer_transport(peer: &Peer) -> Result<Transport, UnsupportedTransport> {
+/// The transport of this pod that reaches `peer`.
+pub fn peer_transport(peer: &Peer) -> Transport {
     match peer.transport {
-        PeerTransport::Udp => Ok(Transport::Udp),
-        PeerTransport::Tcp => Ok(Transport::Tcp),
-        PeerTransport::Tls => Err(UnsupportedTransport(peer.transport)),
+        PeerTransport::Udp => Transport::Udp,
+        PeerTransport::Tcp => Transport::Tcp,
+        PeerTransport::Tls => Transport::Tls,
     }
 }
 
-fn peer_target(
-    trunk: &CompiledTrunk,
-    peer: &Peer,
-    failover_codes: &[u16],
-) -> Result<Target, UnsupportedTransport> {
-    Ok(Target {
+fn peer_target(trunk: &CompiledTrunk, peer: &Peer, failover_codes: &[u16]) -> Target {
+    Target {
         trunk: trunk.name().to_owned(),
         host: peer.host.clone(),
         port: peer.port,
-        transport: peer_transport(peer)?,
+        transport: peer_transport(peer),
         failover_codes: failover_codes.to_vec(),
-    })
+        codec_flags: codec_flags(&trunk.spec.media.codecs),
+        encryption: trunk.spec.media.encryption,
+        cost: None,
+    }
+}
+
+/// The ng flags that apply a Trunk's `media.codecs` to an offer sent to it: every other codec
+/// masked (telephone events kept), the Trunk's codecs first in its order, and each of them
+/// that the media pods can transcode to offered for transcoding. The media pod adds a
+/// transcoded codec only when the caller shares none with the Trunk and its Gateway allows it,
+/// and refuses the offer (a 488 to the caller) when nothing is left. No codecs: no flags.
+pub fn codec_flags(codecs: &[Codec]) -> Vec<String> {
+    if codecs.is_empty() {
+        return Vec::new();
+    }
+    let mut flags = vec![
+        "codec-mask-all".to_owned(),
+        "codec-except-telephone-event".to_owned(),
+    ];
+    flags.extend(
+        codecs
+            .iter()
+            .map(|c| format!("codec-offer-{}", c.encoding_name())),
+    );
+    flags.extend(
+        codecs
+            .iter()
+            .filter(|c| TRANSCODABLE.contains(c))
+            .map(|c| format!("codec-transcode-{}", c.encoding_name())),
+    );
+    flags
 }
 
 /// Sorts by ascending priority; within a priority, draws a weighted-random order (each next item
@@ -653,9 +731,7 @@ spec:
     }
 
     #[test]
-    fn tls_peers_are_refused_not_downgraded() {
-        // Validation refuses TLS peers (not supported yet); this is the pod's own guard should
-        // one ever reach it.
+    fn a_tls_peer_is_reached_over_tls() {
         let peer = Peer {
             host: "192.0.2.30".into(),
             port: 5061,
@@ -663,13 +739,160 @@ spec:
             priority: 1,
             weight: 1,
         };
-        let err = peer_transport(&peer).unwrap_err();
-        assert!(err.to_string().contains("TLS is not available"), "{err}");
+        assert_eq!(peer_transport(&peer), Transport::Tls);
         let udp = Peer {
             transport: PeerTransport::Udp,
             ..peer
         };
-        assert_eq!(peer_transport(&udp).ok(), Some(Transport::Udp));
+        assert_eq!(peer_transport(&udp), Transport::Udp);
+    }
+
+    const DECK_PLAN: &str = "apiVersion: voice.tandem.dev/v1alpha1
+kind: Trunk
+metadata: {name: customers}
+spec:
+  gatewayRef: {name: gw}
+  inbound: {allowedCidrs: [10.0.0.0/8]}
+---
+apiVersion: voice.tandem.dev/v1alpha1
+kind: Trunk
+metadata: {name: carrier-a}
+spec:
+  gatewayRef: {name: gw}
+  peers: [{host: 192.0.2.1, port: 5060}]
+---
+apiVersion: voice.tandem.dev/v1alpha1
+kind: Trunk
+metadata: {name: carrier-b}
+spec:
+  gatewayRef: {name: gw}
+  peers: [{host: 192.0.2.2, port: 5060}]
+---
+apiVersion: voice.tandem.dev/v1alpha1
+kind: Trunk
+metadata: {name: carrier-c}
+spec:
+  gatewayRef: {name: gw}
+  peers: [{host: 192.0.2.3, port: 5060}]
+---
+apiVersion: voice.tandem.dev/v1alpha1
+kind: RoutePlan
+metadata: {name: plan}
+spec:
+  gatewayRef: {name: gw}
+  inboundTrunks: [customers]
+  rateDecks:
+    - {name: wholesale, path: wholesale.csv}
+  routes:
+    - name: lcr
+      match: {calledPrefix: '+'}
+      rateDeck: wholesale
+      targets: [{trunkRef: {name: carrier-c}}, {trunkRef: {name: carrier-a}}]
+    - name: vip
+      match: {calledPrefix: '+', callingPrefix: '+3312'}
+      targets: [{trunkRef: {name: carrier-c}}]
+    - name: fallback
+      match: {calledPrefix: ''}
+      targets: [{trunkRef: {name: carrier-b}}]
+";
+
+    fn deck_config(deck: &str) -> GatewayConfig {
+        let mut config = config(DECK_PLAN);
+        let deck = tandem_api::ratedeck::RateDeck::parse(deck).unwrap();
+        assert!(config.route_plans[0].set_rate_deck("wholesale", std::sync::Arc::new(deck)));
+        config
+    }
+
+    fn lcr(config: &GatewayConfig, called: &str, calling: &str, seed: u64) -> Decision {
+        let trunk = inbound_trunk(config, "10.1.2.3:5060".parse().unwrap()).unwrap();
+        let mut rng = StdRng::seed_from_u64(seed);
+        decide(
+            config,
+            trunk,
+            called,
+            calling,
+            Timestamp::UNIX_EPOCH,
+            &mut rng,
+            &AllPeersUp,
+        )
+    }
+
+    fn trunks_and_costs(decision: &Decision) -> Vec<(String, Option<String>)> {
+        match decision {
+            Decision::Route { targets, .. } => targets
+                .iter()
+                .map(|t| (t.trunk.clone(), t.cost.map(|c| c.to_string())))
+                .collect(),
+            Decision::Reject { .. } => panic!("rejected: {decision:?}"),
+        }
+    }
+
+    #[test]
+    fn a_rate_deck_orders_targets_by_least_cost_then_the_route_targets() {
+        let config = deck_config(
+            "+49,carrier-a,0.02
++49,carrier-b,0.01
++4930,carrier-c,0.05,1,100,1,00
++4930,carrier-b,0.05,2,,1,00
+",
+        );
+        let pairs = |c: &str, cost: &str| (c.to_owned(), Some(cost.to_owned()));
+        assert_eq!(
+            trunks_and_costs(&lcr(&config, "+4989", "1000", 1)),
+            [
+                pairs("carrier-b", "0.01"),
+                pairs("carrier-a", "0.02"),
+                ("carrier-c".to_owned(), None),
+            ],
+            "cheapest first, then the route's own targets not already offered"
+        );
+        // The longest deck prefix; equal cost: priority decides; its translation applies.
+        let decision = lcr(&config, "+4930123", "1000", 1);
+        assert_eq!(
+            trunks_and_costs(&decision),
+            [
+                pairs("carrier-c", "0.05"),
+                pairs("carrier-b", "0.05"),
+                ("carrier-a".to_owned(), None),
+            ]
+        );
+        let Decision::Route { route, called, .. } = decision else {
+            unreachable!()
+        };
+        assert_eq!((route.as_str(), called.as_str()), ("lcr", "004930123"));
+    }
+
+    #[test]
+    fn equal_cost_and_priority_are_spread_by_weight() {
+        let config = deck_config("+1,carrier-a,0.01,1,80\n+1,carrier-b,0.01,1,20\n");
+        let first_a = (0..1000)
+            .filter(|seed| trunks_and_costs(&lcr(&config, "+1555", "1", *seed))[0].0 == "carrier-a")
+            .count();
+        assert!((700..900).contains(&first_a), "{first_a} of 1000");
+    }
+
+    #[test]
+    fn deck_routes_combine_with_caller_prefix_and_fall_through_without_a_prefix() {
+        let loaded = deck_config("+49,carrier-a,0.02\n");
+        // A longer callingPrefix wins over the deck route of the same calledPrefix.
+        let Decision::Route { route, .. } = lcr(&loaded, "+4930", "+331234", 1) else {
+            panic!("routed")
+        };
+        assert_eq!(route, "vip");
+        // No deck prefix for +1: the deck route does not apply, the next best one does.
+        let Decision::Route { route, targets, .. } = lcr(&loaded, "+1555", "1000", 1) else {
+            panic!("routed")
+        };
+        assert_eq!(
+            (route.as_str(), targets[0].trunk.as_str()),
+            ("fallback", "carrier-b")
+        );
+        // A deck never loaded leaves its routes out too.
+        let unloaded = config(DECK_PLAN);
+        let Decision::Route { route, .. } = lcr(&unloaded, "+4930", "1000", 1) else {
+            panic!("routed")
+        };
+        assert_eq!(route, "fallback");
     }
 
     #[test]
@@ -679,5 +902,22 @@ spec:
         assert_eq!(uri_user("sip:alice;x=y@h"), "alice");
         assert_eq!(uri_user("tel:+1555;phone-context=x"), "+1555");
         assert_eq!(uri_user("sip:host.example"), "");
+    }
+
+    #[test]
+    fn a_trunks_codecs_become_ng_codec_flags_in_its_order() {
+        assert!(codec_flags(&[]).is_empty());
+        assert_eq!(
+            codec_flags(&[Codec::G729, Codec::Pcma, Codec::Pcmu]),
+            [
+                "codec-mask-all",
+                "codec-except-telephone-event",
+                "codec-offer-G729",
+                "codec-offer-PCMA",
+                "codec-offer-PCMU",
+                "codec-transcode-PCMA",
+                "codec-transcode-PCMU",
+            ]
+        );
     }
 }

@@ -9,11 +9,13 @@
 //! * [`transaction`] holds the RFC 3261 §17 state machines, driven by the caller's clock;
 //! * [`dialog`] keeps RFC 3261 §12 dialog state and builds in-dialog requests and CANCEL;
 //!   [`extensions`] reads the option tags, session-timer and reliable-provisional headers;
+//! * [`digest`] reads, answers and verifies digest authentication (RFC 2617, RFC 8760);
 //! * [`ids`] makes branches, tags and Call-IDs; [`sdp`] handles session descriptions.
 //!
 //! Nothing here performs I/O or reads the time.
 
 pub mod dialog;
+pub mod digest;
 pub mod extensions;
 pub mod headers;
 pub mod ids;

@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tandem_api::credentials::DigestCredentials;
 use tandem_sip::dialog::accept_in_order;
+use tandem_sip::digest::{Algorithm, Challenge};
 use tandem_sip::extensions::{self, RAck, Refresher, SessionExpires};
 use tandem_sip::message::{Method, SipMessage};
 use tandem_sip::response::response_for;
@@ -29,7 +31,10 @@ use tandem_sip::transaction::{
 use tracing::Span;
 
 use super::leg::{Leg, LocalAddress, name_addr, set_sdp_body};
+use tandem_api::trunk::MediaEncryption;
+
 use crate::admission::{Limit, Reservation};
+use crate::media;
 use crate::metrics::Outcome;
 use crate::overload::OverloadSettings;
 use crate::routing::{self, Target};
@@ -98,6 +103,8 @@ pub enum Admission {
         /// Called and calling numbers after normalisation and translation.
         called: String,
         calling: String,
+        /// The inbound trunk's media encryption.
+        encryption: MediaEncryption,
         targets: Vec<Target>,
     },
     /// Refuse the call with this final response.
@@ -118,12 +125,16 @@ pub type MediaOpId = u32;
 /// A request to the media pod anchoring the call (ng protocol).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MediaRequest {
-    /// An SDP offer from the side tagged `from_tag`.
+    /// An SDP offer from the side tagged `from_tag`, with the ng codec flags of the Trunk it
+    /// goes to.
     Offer {
         call_id: Bytes,
         from_tag: Bytes,
         to_tag: Option<Bytes>,
         sdp: Bytes,
+        codec_flags: Vec<String>,
+        /// The protocol the SDP sent on must have (plain RTP or SDES-SRTP), when it differs.
+        transport_protocol: Option<String>,
     },
     /// The SDP answer of the side tagged `to_tag` to an offer of `from_tag`.
     Answer {
@@ -154,6 +165,8 @@ pub enum MediaReply {
 pub enum MediaFailure {
     /// The request failed (timed out, refused, or no pod available).
     Failed(String),
+    /// The offer leaves the two sides no codec in common and nothing to transcode to.
+    NotAcceptable(String),
     /// The pod no longer knows the call (it timed out its media, or restarted).
     Gone,
 }
@@ -163,6 +176,8 @@ pub enum MediaFailure {
 pub struct Prepared {
     pub remote: SocketAddr,
     pub reservation: Reservation,
+    /// The trunk's credentials for the peers' digest challenges (`outbound.auth`).
+    pub credentials: Option<DigestCredentials>,
 }
 
 /// Why a target could not be used.
@@ -256,8 +271,10 @@ pub enum Event {
     },
     /// How the call set-up ended.
     Outcome(Outcome),
-    /// An INVITE went to `trunk`.
-    AttemptStarted { trunk: String },
+    /// An INVITE went to `trunk` at `peer` (on the leg opened just before).
+    AttemptStarted { trunk: String, peer: SocketAddr },
+    /// The carrier attempt in progress sent a provisional response `code` (above 100).
+    Progress { code: u16 },
     /// `trunk` refused or did not answer (`code` 408 for a time-out).
     AttemptFailed { trunk: String, code: u16 },
     /// `trunk` answered.
@@ -523,7 +540,16 @@ struct Attempt {
     ack: Option<Bytes>,
     /// The RSeq of the last reliable provisional response PRACKed.
     rseq: Option<u32>,
+    /// Credentials answering the carrier's digest challenges.
+    credentials: Option<DigestCredentials>,
+    /// The last nonce answered and how many requests used it.
+    nonce_count: Option<(String, u32)>,
+    /// Challenges answered: bounded, so that a carrier challenging forever ends the attempt.
+    challenges_answered: u32,
 }
+
+/// Challenges answered per carrier attempt at most (a `stale=true` retry counts too).
+const MAX_CHALLENGES_ANSWERED: u32 = 4;
 
 /// One call in progress; see the module documentation.
 pub struct Call {
@@ -565,6 +591,9 @@ pub struct Call {
     started: Instant,
     inbound: Option<String>,
     inbound_reservation: Option<Reservation>,
+    /// Whether each side's media is SDES-SRTP (`[caller, carrier]`): the caller's as it
+    /// offered, the carrier's as its trunk's `encryption` asks.
+    srtp: [bool; 2],
     answered_at: Option<Instant>,
     servers: Vec<ServerTx>,
     clients: Vec<ClientTx>,
@@ -698,6 +727,7 @@ impl Call {
             started: now,
             inbound: None,
             inbound_reservation: None,
+            srtp: [false; 2],
             answered_at: None,
             servers: vec![ServerTx {
                 id: 0,
@@ -820,22 +850,52 @@ impl Call {
                 reservation,
                 called,
                 calling,
+                encryption,
                 targets,
             } => {
                 self.inbound = Some(inbound);
                 self.inbound_reservation = Some(reservation);
                 self.called = called;
                 self.calling = calling;
+                let offered_srtp = media::offers_srtp(&self.a_invite.body);
+                let refusal = match encryption {
+                    MediaEncryption::None if offered_srtp => {
+                        Some("Not Acceptable Here (SRTP not accepted)")
+                    }
+                    MediaEncryption::Sdes if !offered_srtp && !self.a_invite.body.is_empty() => {
+                        Some("Not Acceptable Here (SRTP required)")
+                    }
+                    _ => None,
+                };
+                if let Some(reason) = refusal {
+                    tracing::info!(reason, "call refused by the trunk's media encryption");
+                    self.refuse(now, 488, reason, Outcome::Rejected);
+                    return;
+                }
+                // The carrier's side follows the first target's trunk (every target of a
+                // call gets the one offer).
+                let carrier_srtp = targets
+                    .first()
+                    .is_some_and(|t| t.encryption == MediaEncryption::Sdes);
+                self.srtp = [offered_srtp, carrier_srtp];
                 self.targets = targets.into();
                 if self.a_invite.body.is_empty() {
                     self.prepare_next_target(now);
                 } else {
                     self.media = Media::Offering { then_delete: false };
+                    // The first target's Trunk decides the codecs offered.
+                    let codec_flags = self
+                        .targets
+                        .front()
+                        .map(|t| t.codec_flags.clone())
+                        .unwrap_or_default();
                     let request = MediaRequest::Offer {
                         call_id: self.a.leg.call_id.clone(),
                         from_tag: self.a.media_tag(),
                         to_tag: None,
                         sdp: self.a_invite.body.clone(),
+                        codec_flags,
+                        transport_protocol: media::srtp_protocol(&self.a_invite.body, carrier_srtp),
                     };
                     self.media_request(request, MediaPurpose::Offer);
                 }
@@ -970,6 +1030,7 @@ impl Call {
             .push_back(Output::Event(Event::LegOpened(leg.call_id.clone())));
         self.outputs.push_back(Output::Event(Event::AttemptStarted {
             trunk: target.trunk.clone(),
+            peer: prepared.remote,
         }));
         self.start_client(now, Side::B, invite.clone(), flow, Purpose::Invite);
         self.invite_deadline = Some(now + self.settings.invite_timeout);
@@ -986,6 +1047,9 @@ impl Call {
             answered: false,
             ack: None,
             rseq: None,
+            credentials: prepared.credentials,
+            nonce_count: None,
+            challenges_answered: 0,
         });
     }
 
@@ -1214,11 +1278,22 @@ impl Call {
         }
         self.set_busy(true);
         let (from_tag, to_tag) = self.media_tags(side);
+        // A re-offer from the caller goes to the Trunk: its codecs apply again.
+        let codec_flags = match (side, &self.b) {
+            (Side::A, Some(b)) => b.target.codec_flags.clone(),
+            _ => Vec::new(),
+        };
+        let to_srtp = match side {
+            Side::A => self.srtp[1],
+            Side::B => self.srtp[0],
+        };
         let request = MediaRequest::Offer {
             call_id: self.a.leg.call_id.clone(),
             from_tag,
             to_tag: Some(to_tag),
             sdp: msg.body.clone(),
+            codec_flags,
+            transport_protocol: media::srtp_protocol(&msg.body, to_srtp),
         };
         self.media_request(
             request,
@@ -1392,6 +1467,10 @@ impl Call {
         }
         if code == 100 {
             return;
+        }
+        if self.phase == Phase::Setup {
+            self.outputs
+                .push_back(Output::Event(Event::Progress { code }));
         }
         if let Ok(to) = response.to()
             && let Some(tag) = to.tag()
@@ -1585,10 +1664,16 @@ impl Call {
             self.prepare_next_target(now);
             return;
         }
-        self.last_failure = Some((
-            code,
-            Bytes::copy_from_slice(response.reason().unwrap_or_default()),
-        ));
+        self.last_failure = Some(if matches!(code, 401 | 407) {
+            // The carrier's challenge is ours to answer, not the caller's: a 401/407 without
+            // a challenge of ours would mean nothing to it.
+            (403, Bytes::from_static(b"Forbidden"))
+        } else {
+            (
+                code,
+                Bytes::copy_from_slice(response.reason().unwrap_or_default()),
+            )
+        });
         self.retry_after = None;
         let failover = attempt.target.failover_codes.contains(&code);
         if failover && !self.targets.is_empty() {
@@ -1756,6 +1841,14 @@ impl Call {
                 }
                 self.a_invite.body = sdp;
                 self.prepare_next_target(now);
+            }
+            Err(MediaFailure::NotAcceptable(reason)) => {
+                self.media = Media::None;
+                if then_delete {
+                    return;
+                }
+                tracing::info!(reason, "no codec in common with the Trunk");
+                self.refuse(now, 488, "Not Acceptable Here", Outcome::Rejected);
             }
             other => {
                 self.media = Media::None;
@@ -2228,7 +2321,7 @@ impl Call {
     /// Carries out what the transactions want: transmissions, answers passed up, time-outs.
     fn drive(&mut self, now: Instant) {
         loop {
-            let mut answers: Vec<(Purpose, SipMessage)> = Vec::new();
+            let mut answers: Vec<(Purpose, SipMessage, Option<SipMessage>)> = Vec::new();
             let mut timeouts: Vec<Purpose> = Vec::new();
             for server in &mut self.servers {
                 while let Some(output) = server.tx.poll_output() {
@@ -2250,7 +2343,10 @@ impl Call {
                             if let Some(code) = msg.status().filter(|c| *c >= 200) {
                                 end_span(&mut client.span, code);
                             }
-                            answers.push((client.purpose, msg));
+                            // A digest challenge may be answered by sending the request again.
+                            let challenged = matches!(msg.status(), Some(401 | 407))
+                                .then(|| client.tx.request().clone());
+                            answers.push((client.purpose, msg, challenged));
                         }
                         ClientOutput::TimedOut => {
                             end_span(&mut client.span, 408);
@@ -2271,13 +2367,138 @@ impl Call {
             if answers.is_empty() && timeouts.is_empty() {
                 return;
             }
-            for (purpose, msg) in answers {
+            for (purpose, msg, challenged) in answers {
+                if let Some(request) = challenged
+                    && self.answer_challenge(now, purpose, &request, &msg)
+                {
+                    continue;
+                }
                 self.on_client_answer(now, purpose, msg);
             }
             for purpose in timeouts {
                 self.on_client_timeout(now, purpose);
             }
         }
+    }
+
+    /// Sends `request` of the carrier leg again with credentials for the digest challenge in
+    /// `response` (401/407): CSeq + 1, a new branch, the same Call-ID and tags. Returns false
+    /// (the challenge is then a failure like any other) without credentials, when the request
+    /// already carried credentials and the challenge is not `stale=true`, or after
+    /// [`MAX_CHALLENGES_ANSWERED`].
+    fn answer_challenge(
+        &mut self,
+        now: Instant,
+        purpose: Purpose,
+        request: &SipMessage,
+        response: &SipMessage,
+    ) -> bool {
+        // CANCEL cannot be challenged (RFC 3261 §22.1); relayed requests are not answered yet.
+        if !matches!(purpose, Purpose::Invite | Purpose::Bye) {
+            return false;
+        }
+        let Some(attempt) = self.b.as_mut() else {
+            return false;
+        };
+        if request.call_id().ok() != Some(&attempt.state.leg.call_id)
+            || attempt.challenges_answered >= MAX_CHALLENGES_ANSWERED
+        {
+            return false;
+        }
+        let Some(credentials) = attempt.credentials.as_ref() else {
+            return false;
+        };
+        let proxy = response.status() == Some(407);
+        let (challenge_header, credentials_header) = if proxy {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        } else {
+            ("WWW-Authenticate", "Authorization")
+        };
+        // The strongest hash offered (RFC 8760 §2.4); challenges we cannot answer are skipped.
+        let Some(challenge) = response
+            .headers
+            .get_all(challenge_header)
+            .filter_map(|value| Challenge::parse(value).ok())
+            .min_by_key(|c| match c.algorithm {
+                Algorithm::Sha256 | Algorithm::Sha256Sess => 0,
+                Algorithm::Md5 | Algorithm::Md5Sess => 1,
+            })
+        else {
+            return false;
+        };
+        let already_sent = request.headers.contains(credentials_header);
+        if already_sent && !challenge.stale {
+            tracing::info!(
+                trunk = attempt.target.trunk,
+                "the carrier refused our credentials"
+            );
+            return false;
+        }
+        let nc = match &mut attempt.nonce_count {
+            Some((nonce, count)) if *nonce == challenge.nonce => {
+                *count += 1;
+                *count
+            }
+            slot => {
+                *slot = Some((challenge.nonce.clone(), 1));
+                1
+            }
+        };
+        let Some(method) = request.method() else {
+            return false;
+        };
+        let uri = request
+            .request_uri()
+            .map(|u| String::from_utf8_lossy(u).into_owned())
+            .unwrap_or_default();
+        let authorization = challenge
+            .answer(
+                &credentials.username,
+                credentials.password.expose(),
+                method.as_str(),
+                &uri,
+                &random_token(),
+                nc,
+            )
+            .to_header_value();
+        let mut retry = request.clone();
+        let Ok(old_branch) = request
+            .top_via()
+            .map(|v| v.branch.clone().unwrap_or_default())
+        else {
+            return false;
+        };
+        let Some(top_via) = request.headers.get("Via") else {
+            return false;
+        };
+        let new_via = String::from_utf8_lossy(top_via).replacen(text(&old_branch), &branch(), 1);
+        retry.headers.remove_first("Via");
+        retry.headers.prepend("Via", new_via);
+        retry.headers.remove("Authorization");
+        retry.headers.remove("Proxy-Authorization");
+        retry.headers.push(credentials_header, authorization);
+        attempt.state.leg.local_cseq += 1;
+        let seq = attempt.state.leg.local_cseq;
+        retry
+            .headers
+            .set("CSeq", format!("{seq} {}", method.as_str()));
+        attempt.challenges_answered += 1;
+        let method = method.clone();
+        if matches!(purpose, Purpose::Invite) {
+            attempt.invite_seq = seq;
+            attempt.invite = Some(retry.clone());
+            self.invite_deadline = Some(now + self.settings.invite_timeout);
+        }
+        tracing::debug!(
+            trunk = attempt.target.trunk,
+            method = method.as_str(),
+            algorithm = %challenge.algorithm,
+            stale = challenge.stale,
+            "answering the carrier's digest challenge"
+        );
+        let flow = attempt.state.leg.flow;
+        self.start_client(now, Side::B, retry, flow, purpose);
+        true
     }
 
     fn on_client_answer(&mut self, now: Instant, purpose: Purpose, msg: SipMessage) {

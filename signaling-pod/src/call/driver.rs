@@ -28,13 +28,15 @@ use super::core::{
     Output, Prepared, Settings, Unavailable, numbers, shard_of,
 };
 use crate::admission::RateLimits;
+use crate::auth::{Auth, Decision as AuthDecision};
+use crate::cdr::{self, AdmissionFacts, Disposition, Recorder};
 use crate::health::TrunkHealth;
-use crate::media::{MediaClient, MediaError};
+use crate::media::{MediaClient, MediaError, SdpFlags};
 use crate::media_pool::{AnchorError, MediaPool};
 use crate::metrics::{Metrics, Outcome, TrunkDirection};
 use crate::overload::{Overload, starts_a_call};
 use crate::routing::{self, Decision, Target};
-use crate::transport::{Flow, Transports, resolve};
+use crate::transport::{Flow, Transports};
 
 /// Messages queued for one shard before further ones are dropped (peers retransmit).
 const SHARD_QUEUE: usize = 16 * 1024;
@@ -52,6 +54,10 @@ pub struct CallContext {
     pub settings: Arc<Settings>,
     /// The trunks' call-rate buckets, shared by the shards.
     pub rate_limits: RateLimits,
+    /// Where call detail records go, when they are kept.
+    pub cdr: Option<cdr::Sink>,
+    /// Inbound digest authentication and the blocking of sources that fail it.
+    pub auth: Arc<Auth>,
 }
 
 /// What a shard receives.
@@ -63,6 +69,8 @@ enum ShardInput {
         result: Result<MediaReply, MediaFailure>,
         /// The pod that anchored the call, on a successful initial offer.
         pod: Option<Arc<MediaClient>>,
+        /// The final statistics in the reply to a delete.
+        report: Option<Box<tandem_ng::CallReport>>,
     },
     Resolved {
         call: u64,
@@ -70,6 +78,8 @@ enum ShardInput {
         target: Target,
         remote: Option<SocketAddr>,
     },
+    /// The pod stops: write the records of the calls still up, then answer.
+    WriteOpenRecords(tokio::sync::oneshot::Sender<()>),
 }
 
 /// An INVITE that may start a call, and when it was queued.
@@ -165,6 +175,16 @@ impl Calls {
         self.draining.store(true, Ordering::SeqCst);
         self.metrics.set_draining(true);
     }
+
+    /// Writes the records of the calls still up (the pod stops without waiting for them).
+    pub async fn write_open_records(&self) {
+        for shard in &self.shards {
+            let (done, written) = tokio::sync::oneshot::channel();
+            if shard.calls.send(ShardInput::WriteOpenRecords(done)).await.is_ok() {
+                let _ = written.await;
+            }
+        }
+    }
 }
 
 /// A call and what the driver keeps beside it.
@@ -176,6 +196,8 @@ struct Slot {
     call_ids: Vec<Bytes>,
     /// Its entry in the shard's timer set.
     deadline: Option<Instant>,
+    /// Its call detail record, until written.
+    record: Option<Box<cdr::Open>>,
 }
 
 /// One shard: its calls, their Call-IDs and timers.
@@ -283,11 +305,15 @@ impl Shard {
                 id,
                 result,
                 pod,
+                report,
             } => {
                 // A call waits for its media replies before it is dropped, so it is here.
                 if let Some(slot) = self.calls.get_mut(&call) {
                     if pod.is_some() {
                         slot.pod = pod;
+                    }
+                    if let Some(record) = &mut slot.record {
+                        record.recorder.media_replied(id, report.as_deref());
                     }
                     slot.call.handle(now, Input::Media(id, result));
                     self.flush(call);
@@ -308,6 +334,17 @@ impl Shard {
                     self.flush(call);
                 }
             }
+            ShardInput::WriteOpenRecords(done) => {
+                if let Some(sink) = &self.ctx.cdr {
+                    let at = jiff::Timestamp::now();
+                    for slot in self.calls.values_mut() {
+                        if let Some(record) = slot.record.take() {
+                            sink.finish(record, at);
+                        }
+                    }
+                }
+                let _ = done.send(());
+            }
         }
     }
 
@@ -320,6 +357,14 @@ impl Shard {
             return;
         };
         let in_dialog = msg.to().ok().is_some_and(|to| to.tag().is_some());
+        // A new request (CANCEL and ACK belong to one already answered) from a trunk that
+        // authenticates callers is checked before anything else.
+        if !in_dialog
+            && !matches!(method, Method::Ack | Method::Cancel)
+            && !self.authenticate(&msg, flow)
+        {
+            return;
+        }
         match method {
             Method::Invite if !in_dialog => self.new_call(msg, flow),
             Method::Ack => metrics.count_dropped(),
@@ -341,6 +386,35 @@ impl Shard {
         }
     }
 
+    /// Whether `msg` may go on: its source is not blocked and, when its trunk authenticates
+    /// callers, its credentials verify. Otherwise it has been answered (407, 503) or dropped.
+    fn authenticate(&self, msg: &SipMessage, flow: Flow) -> bool {
+        let auth = &self.ctx.auth;
+        if auth.is_blocked(flow.remote.ip()) {
+            self.ctx.metrics.count_dropped();
+            return false;
+        }
+        let config = self.config.borrow().clone();
+        let Some(trunk) = routing::inbound_trunk(&config, flow.remote) else {
+            return true;
+        };
+        let Some((realm, secret)) = trunk.inbound_auth() else {
+            return true;
+        };
+        let expected = config.credentials.get(secret);
+        match auth.check(msg, trunk.name(), realm, expected, flow.remote.ip()) {
+            AuthDecision::Pass => true,
+            AuthDecision::Respond(response) => {
+                self.ctx.transports.transmit(flow, response.to_bytes());
+                false
+            }
+            AuthDecision::Drop => {
+                self.ctx.metrics.count_dropped();
+                false
+            }
+        }
+    }
+
     fn respond(
         &self,
         request: &SipMessage,
@@ -359,6 +433,9 @@ impl Shard {
     fn new_call(&mut self, invite: SipMessage, flow: Flow) {
         let metrics = &self.ctx.metrics;
         if self.draining.load(Ordering::SeqCst) {
+            if let Some(sink) = &self.ctx.cdr {
+                sink.write_refused(&invite, 503, Disposition::Draining);
+            }
             metrics.count_call(Outcome::RefusedDraining);
             metrics.count_draining_rejection();
             let retry_after = DRAIN_RETRY_AFTER.to_string();
@@ -376,7 +453,18 @@ impl Shard {
             return;
         }
         let config = self.config.borrow().clone();
-        let admission = admit(&self.ctx, &config, &invite, flow);
+        let mut facts = AdmissionFacts::default();
+        let admission = admit(&self.ctx, &config, &invite, flow, &mut facts);
+        let record = self.ctx.cdr.as_ref().map(|sink| {
+            let mut recorder = Recorder::new(
+                cdr::new_id(),
+                sink.gateway(),
+                jiff::Timestamp::now(),
+                &invite,
+            );
+            recorder.admitted(&admission, facts);
+            sink.open(recorder)
+        });
         let span = call_span(&invite);
         let now = Instant::now().into_std();
         let settings = Arc::clone(&self.ctx.settings);
@@ -394,6 +482,7 @@ impl Shard {
                         pod: None,
                         call_ids: vec![call_id],
                         deadline: None,
+                        record,
                     }),
                 );
                 self.flush(key);
@@ -404,20 +493,24 @@ impl Shard {
 
     /// Admits a call on the target's trunk under its limits, once its peer's address is known.
     fn reserve(&self, target: &Target, remote: SocketAddr) -> Result<Prepared, Unavailable> {
-        let limits = self
-            .config
-            .borrow()
-            .trunk(&target.trunk)
-            .and_then(|t| t.spec.limits.clone());
+        let config = self.config.borrow().clone();
+        let trunk = config.trunk(&target.trunk);
+        let limits = trunk.and_then(|t| t.spec.limits.as_ref());
+        // A trunk whose Secret is unusable sends without credentials: its challenges fail.
+        let credentials = trunk
+            .and_then(|t| t.outbound_secret())
+            .and_then(|secret| config.credentials.get(secret))
+            .and_then(|found| found.as_ref().ok())
+            .cloned();
         let direction = TrunkDirection::Outbound;
         let metrics = &self.ctx.metrics;
         let active = metrics.trunk_calls_active(&target.trunk, direction);
         let now = Instant::now().into_std();
-        match (self.ctx.rate_limits).admit(now, &target.trunk, direction, limits.as_ref(), &active)
-        {
+        match (self.ctx.rate_limits).admit(now, &target.trunk, direction, limits, &active) {
             Ok(reservation) => Ok(Prepared {
                 remote,
                 reservation,
+                credentials,
             }),
             Err(limit) => {
                 tracing::debug!(
@@ -444,19 +537,23 @@ impl Shard {
             match output {
                 Output::Transmit(flow, data) => self.ctx.transports.transmit(flow, data),
                 Output::Media(id, request) => {
+                    if let Some(record) = &mut slot.record {
+                        record.recorder.media_requested(id, &request);
+                    }
                     let span = slot.call.span().clone();
                     let pod = slot.pod.clone();
                     let ctx = Arc::clone(&self.ctx);
                     let tx = self.tx.clone();
                     tokio::spawn(
                         async move {
-                            let (result, pod) = media(&ctx, pod, request).await;
+                            let (result, pod, report) = media(&ctx, pod, request).await;
                             let _ = tx
                                 .send(ShardInput::Media {
                                     call: key,
                                     id,
                                     result,
                                     pod,
+                                    report,
                                 })
                                 .await;
                         }
@@ -471,8 +568,9 @@ impl Shard {
                         }
                     } else {
                         let tx = self.tx.clone();
+                        let transports = Arc::clone(&self.ctx.transports);
                         tokio::spawn(async move {
-                            let remote = resolve(&target).await;
+                            let remote = transports.resolve(&target).await;
                             let _ = tx
                                 .send(ShardInput::Resolved {
                                     call: key,
@@ -484,12 +582,25 @@ impl Shard {
                         });
                     }
                 }
-                Output::Event(event) => self.on_event(key, event),
+                Output::Event(event) => {
+                    if let Some(record) = &mut slot.record {
+                        record.recorder.on_event(jiff::Timestamp::now(), &event);
+                    }
+                    self.on_event(key, event)
+                }
             }
         }
         let Some(slot) = self.calls.get_mut(&key) else {
             return;
         };
+        if slot
+            .record
+            .as_ref()
+            .is_some_and(|r| r.recorder.is_complete() || slot.call.is_finished())
+            && let (Some(record), Some(sink)) = (slot.record.take(), &self.ctx.cdr)
+        {
+            sink.finish(record, jiff::Timestamp::now());
+        }
         if let Some(old) = slot.deadline.take() {
             self.timers.remove(&(old, key));
         }
@@ -531,7 +642,7 @@ impl Shard {
                 }
             }
             Event::Outcome(outcome) => metrics.count_call(outcome),
-            Event::AttemptStarted { trunk } => {
+            Event::AttemptStarted { trunk, .. } => {
                 metrics.count_trunk_attempt(&trunk, TrunkDirection::Outbound)
             }
             Event::AttemptFailed { trunk, code } => {
@@ -540,6 +651,7 @@ impl Shard {
             Event::Answered { trunk } => {
                 metrics.count_trunk_answer(&trunk, TrunkDirection::Outbound)
             }
+            Event::Progress { .. } => {}
             Event::Ended(reason) => metrics.count_call_end(reason),
             Event::Released { answered } => {
                 metrics.calls_active().dec();
@@ -559,7 +671,13 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// Admission and routing of a new call: the inbound trunk, its call limit, the route.
-fn admit(ctx: &CallContext, config: &GatewayConfig, invite: &SipMessage, flow: Flow) -> Admission {
+fn admit(
+    ctx: &CallContext,
+    config: &GatewayConfig,
+    invite: &SipMessage,
+    flow: Flow,
+    facts: &mut AdmissionFacts,
+) -> Admission {
     let metrics = &ctx.metrics;
     let Some(inbound) = routing::inbound_trunk(config, flow.remote) else {
         tracing::info!(source = %flow.remote, "call refused: source matches no trunk");
@@ -585,6 +703,7 @@ fn admit(ctx: &CallContext, config: &GatewayConfig, invite: &SipMessage, flow: F
         Err(limit) => {
             tracing::info!(trunk = name, reason = limit.reason(), "call refused");
             metrics.count_admission_rejection(&name, direction, limit.label());
+            facts.limit = true;
             return Admission::Refuse {
                 inbound: Some(name),
                 code: 503,
@@ -604,6 +723,7 @@ fn admit(ctx: &CallContext, config: &GatewayConfig, invite: &SipMessage, flow: F
         &mut rand::rng(),
         &*ctx.trunk_health,
     );
+    metrics.count_route_lookup(decision.lookup());
     let retry_after = decision.retry_after();
     match decision {
         Decision::Reject { code, reason } => {
@@ -623,11 +743,13 @@ fn admit(ctx: &CallContext, config: &GatewayConfig, invite: &SipMessage, flow: F
             targets,
         } => {
             tracing::debug!(called, route, targets = targets.len(), "routed");
+            facts.route = Some(route);
             Admission::Route {
                 inbound: name,
                 reservation,
                 called,
                 calling,
+                encryption: inbound.spec.media.encryption,
                 targets,
             }
         }
@@ -638,12 +760,20 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// What a media request came back with: the reply, the pod an initial offer picked, and the
+/// final statistics of a delete.
+type MediaResult = (
+    Result<MediaReply, MediaFailure>,
+    Option<Arc<MediaClient>>,
+    Option<Box<tandem_ng::CallReport>>,
+);
+
 /// Carries out one media request; an initial offer also picks the pod (returned).
 async fn media(
     ctx: &CallContext,
     pod: Option<Arc<MediaClient>>,
     request: MediaRequest,
-) -> (Result<MediaReply, MediaFailure>, Option<Arc<MediaClient>>) {
+) -> MediaResult {
     let failed = |e: &dyn std::fmt::Display| MediaFailure::Failed(e.to_string());
     let Some(pod) = pod else {
         // No pod yet: this is the call's first offer, anchored in the least loaded pod.
@@ -651,33 +781,48 @@ async fn media(
             call_id,
             from_tag,
             sdp,
+            codec_flags,
+            transport_protocol,
             ..
         } = request
         else {
-            return (Err(MediaFailure::Failed("no media pod".into())), None);
+            return (Err(MediaFailure::Failed("no media pod".into())), None, None);
         };
+        let flags = SdpFlags {
+            flags: codec_flags,
+            ..SdpFlags::default()
+        }
+        .with_transport_protocol(transport_protocol);
         return match ctx
             .media
-            .offer(&text(&call_id), &text(&from_tag), &sdp)
+            .offer_flags(&text(&call_id), &text(&from_tag), &sdp, &flags)
             .await
         {
-            Ok((pod, sdp)) => (Ok(MediaReply::Sdp(sdp)), Some(pod)),
-            Err(AnchorError::NoMediaPod) => (Err(failed(&"no media pod available")), None),
-            Err(AnchorError::Media(e)) => (Err(failed(&e)), None),
+            Ok((pod, sdp)) => (Ok(MediaReply::Sdp(sdp)), Some(pod), None),
+            Err(AnchorError::NoMediaPod) => (Err(failed(&"no media pod available")), None, None),
+            Err(AnchorError::Media(e)) => (Err(failure(&e)), None, None),
         };
     };
+    let mut report = None;
     let result = match request {
         MediaRequest::Offer {
             call_id,
             from_tag,
             to_tag,
             sdp,
+            codec_flags,
+            transport_protocol,
         } => pod
-            .offer(
+            .offer_to(
                 &text(&call_id),
                 &text(&from_tag),
                 to_tag.map(|t| text(&t)).as_deref(),
                 &sdp,
+                &SdpFlags {
+                    flags: codec_flags,
+                    ..SdpFlags::default()
+                }
+                .with_transport_protocol(transport_protocol),
             )
             .await
             .map(MediaReply::Sdp)
@@ -695,7 +840,10 @@ async fn media(
         MediaRequest::Delete { call_id } => pod
             .delete(&text(&call_id))
             .await
-            .map(|_| MediaReply::Deleted)
+            .map(|stats| {
+                report = stats.map(Box::new);
+                MediaReply::Deleted
+            })
             .map_err(|e| failure(&e)),
         MediaRequest::Query { call_id } => pod
             .query(&text(&call_id))
@@ -705,14 +853,20 @@ async fn media(
             })
             .map_err(|e| failure(&e)),
     };
-    (result, None)
+    (result, None, report)
 }
+
+/// How media-pod's refusal of an offer that leaves no codec in common begins.
+const NO_COMMON_CODEC: &str = "Codec negotiation failed";
 
 /// A media error as the call sees it: a pod that no longer knows the call has lost its media.
 fn failure(error: &MediaError) -> MediaFailure {
     match error {
         MediaError::Refused { reason, .. } if reason.eq_ignore_ascii_case("Unknown call-id") => {
             MediaFailure::Gone
+        }
+        MediaError::Refused { reason, .. } if reason.starts_with(NO_COMMON_CODEC) => {
+            MediaFailure::NotAcceptable(reason.clone())
         }
         other => MediaFailure::Failed(other.to_string()),
     }

@@ -18,6 +18,12 @@ pub struct LocalAddress {
     pub udp_port: u16,
     /// The TCP listener's port.
     pub tcp_port: u16,
+    /// The TLS listener's port (5061 without one: the port a TLS peer would connect to).
+    pub tls_port: u16,
+    /// The WebSocket listener's port.
+    pub ws_port: u16,
+    /// The secure WebSocket listener's port.
+    pub wss_port: u16,
 }
 
 impl LocalAddress {
@@ -26,6 +32,9 @@ impl LocalAddress {
         match transport {
             Transport::Udp => self.udp_port,
             Transport::Tcp => self.tcp_port,
+            Transport::Tls => self.tls_port,
+            Transport::Ws => self.ws_port,
+            Transport::Wss => self.wss_port,
         }
     }
 
@@ -44,7 +53,7 @@ impl LocalAddress {
         let port = self.port(transport);
         match transport {
             Transport::Udp => format!("<sip:{}:{port}>", self.host),
-            Transport::Tcp => format!("<sip:{}:{port};transport=tcp>", self.host),
+            other => format!("<sip:{}:{port};transport={}>", self.host, other.label()),
         }
     }
 }
@@ -181,6 +190,9 @@ mod tests {
             host: "192.0.2.1".into(),
             udp_port: 5060,
             tcp_port: 5060,
+            tls_port: 5061,
+            ws_port: 8080,
+            wss_port: 8443,
         }
     }
 

@@ -3,13 +3,17 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tandem_api::trunk::MediaEncryption;
 
 use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tandem_api::credentials::{DigestCredentials, Password};
+use tandem_sip::digest::{Algorithm, Credentials};
 use tandem_sip::message::{Method, SipMessage};
 use tandem_sip::parse_datagram;
 use tandem_sip::response::response_for;
@@ -22,6 +26,7 @@ use super::core::{
 };
 use super::leg::LocalAddress;
 use crate::admission::{Limit, Reservation};
+use crate::cdr::{AdmissionFacts, CallRecord, Recorder};
 use crate::metrics::Outcome;
 use crate::routing::Target;
 use crate::transport::{Flow, Transport};
@@ -46,6 +51,9 @@ fn settings() -> Settings {
             host: "203.0.113.1".into(),
             udp_port: 5060,
             tcp_port: 5060,
+            tls_port: 5061,
+            ws_port: 8080,
+            wss_port: 8443,
         },
         timers: TimerConfig::default(),
         invite_timeout: Duration::from_secs(5),
@@ -68,6 +76,9 @@ fn target(addr: &str) -> Target {
         port: addr.port(),
         transport: Transport::Udp,
         failover_codes: vec![503],
+        codec_flags: Vec::new(),
+        encryption: MediaEncryption::None,
+        cost: None,
     }
 }
 
@@ -111,23 +122,62 @@ struct Script {
     media_ops: Vec<(u32, MediaRequest)>,
     /// How many media deletes the call asked for.
     deletes: usize,
+    /// The call's detail record, fed every event and media request.
+    recorder: Option<Recorder>,
+    /// The wall-clock time of the call's start (virtual time maps onto it).
+    started: (Instant, jiff::Timestamp),
+    /// The statistics the media pod answers a delete with.
+    delete_report: Option<tandem_ng::CallReport>,
     _inbound: Gauge,
 }
 
 impl Script {
     fn start(extra: &str, settings: Settings, targets: Vec<Target>) -> Script {
+        Self::start_with(extra, CALLER_SDP, MediaEncryption::None, settings, targets)
+    }
+
+    /// [`Script::start`] with the caller's SDP and the inbound trunk's media encryption.
+    fn start_with(
+        extra: &str,
+        caller_sdp: &str,
+        encryption: MediaEncryption,
+        settings: Settings,
+        targets: Vec<Target>,
+    ) -> Script {
         let inbound = Gauge::default();
         let admission = Admission::Route {
             inbound: "customers".into(),
             reservation: Reservation::take(&inbound, None).unwrap(),
-            called: "2000".into(),
-            calling: "1000".into(),
+            // As translated by the route: the caller dialled 2000 from 1000.
+            called: "442000".into(),
+            calling: "441000".into(),
+            encryption,
             targets,
         };
+        let facts = AdmissionFacts {
+            route: Some("everything".into()),
+            limit: false,
+        };
+        Script::admitted(extra, caller_sdp, settings, admission, facts, inbound)
+    }
+
+    /// A call started with what admission decided.
+    fn admitted(
+        extra: &str,
+        caller_sdp: &str,
+        settings: Settings,
+        admission: Admission,
+        facts: AdmissionFacts,
+        inbound: Gauge,
+    ) -> Script {
         let now = Instant::now();
+        let wall: jiff::Timestamp = "2026-12-03T12:00:00Z".parse().unwrap();
+        let invite = caller_invite(extra, caller_sdp);
+        let mut recorder = Recorder::new("test-record".into(), "local", wall, &invite);
+        recorder.admitted(&admission, facts);
         let call = Call::new(
             now,
-            caller_invite(extra, CALLER_SDP),
+            invite,
             flow(CALLER),
             admission,
             Arc::new(settings),
@@ -144,14 +194,31 @@ impl Script {
             a_cseq: 1,
             media_ops: Vec::new(),
             deletes: 0,
+            recorder: Some(recorder),
+            started: (now, wall),
+            delete_report: None,
             _inbound: inbound,
         };
         script.collect();
         script
     }
 
+    /// The wall-clock time now, on the call's virtual time.
+    fn wall(&self) -> jiff::Timestamp {
+        let elapsed = self.now.duration_since(self.started.0);
+        self.started.1 + jiff::SignedDuration::try_from(elapsed).unwrap()
+    }
+
     fn collect(&mut self) {
+        let wall = self.wall();
         while let Some(output) = self.call.poll_output() {
+            if let Some(recorder) = &mut self.recorder {
+                match &output {
+                    Output::Event(event) => recorder.on_event(wall, event),
+                    Output::Media(id, request) => recorder.media_requested(*id, request),
+                    _ => {}
+                }
+            }
             match output {
                 Output::Event(event) => self.events.push(event),
                 Output::Media(id, request) => {
@@ -248,11 +315,35 @@ impl Script {
             .position(|(_, r)| pick(r))
             .unwrap_or_else(|| panic!("no such media request in {:?}", self.media_ops));
         let (id, request) = self.media_ops.remove(index);
+        if let Some(recorder) = &mut self.recorder {
+            let report = self.delete_report.as_ref().filter(|_| reply.is_ok());
+            recorder.media_replied(id, report);
+        }
         self.input(Input::Media(id, reply));
         request
     }
 
+    /// The call's detail record, once complete.
+    fn record(&mut self) -> CallRecord {
+        let recorder = self.recorder.take().expect("one record per call");
+        assert!(
+            recorder.is_complete(),
+            "the record is complete: {recorder:?}"
+        );
+        recorder.finish(self.wall())
+    }
+
     fn prepare(&mut self, remote: &str, gauge: &Gauge) -> Target {
+        self.prepare_with(remote, gauge, None)
+    }
+
+    /// Prepares the next target with the trunk's outbound `credentials`.
+    fn prepare_with(
+        &mut self,
+        remote: &str,
+        gauge: &Gauge,
+        credentials: Option<DigestCredentials>,
+    ) -> Target {
         let index = self
             .outputs
             .iter()
@@ -264,6 +355,7 @@ impl Script {
         let prepared = Prepared {
             remote: remote.parse().unwrap(),
             reservation: Reservation::take(gauge, None).unwrap(),
+            credentials,
         };
         self.input(Input::Target(id, Ok(prepared)));
         target
@@ -428,6 +520,65 @@ fn answered(extra: &str, settings: Settings, outbound: &Gauge) -> (Script, SipMe
     let ack = s.caller_request("ACK", "", "");
     s.caller_sends(ack);
     (s, invite)
+}
+
+#[test]
+fn trunk_encryption_sets_each_side_s_protocol_and_refuses_what_it_forbids() {
+    let srtp_sdp = format!(
+        "{}a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n",
+        CALLER_SDP.replace("RTP/AVP", "RTP/SAVP")
+    );
+    let sdes_target = || Target {
+        encryption: MediaEncryption::Sdes,
+        ..target(CARRIER)
+    };
+    let offered_protocol = |s: &mut Script| match s.media(is_offer, sdp(RELAY_SDP)) {
+        MediaRequest::Offer {
+            transport_protocol, ..
+        } => transport_protocol,
+        other => panic!("{other:?}"),
+    };
+    // Optional: an SRTP caller is bridged to a plain carrier, a plain one stays plain.
+    let mut s = Script::start_with(
+        "",
+        &srtp_sdp,
+        MediaEncryption::SdesOptional,
+        settings(),
+        vec![target(CARRIER)],
+    );
+    assert_eq!(offered_protocol(&mut s).as_deref(), Some("RTP/AVP"));
+    let mut s = Script::start_with(
+        "",
+        CALLER_SDP,
+        MediaEncryption::SdesOptional,
+        settings(),
+        vec![target(CARRIER)],
+    );
+    assert_eq!(offered_protocol(&mut s), None);
+    // A carrier trunk asking for SDES gets SRTP from a plain caller.
+    let mut s = Script::start_with(
+        "",
+        CALLER_SDP,
+        MediaEncryption::None,
+        settings(),
+        vec![sdes_target()],
+    );
+    assert_eq!(offered_protocol(&mut s).as_deref(), Some("RTP/SAVP"));
+    // What the inbound trunk forbids is refused before any media is anchored.
+    for (encryption, caller_sdp) in [
+        (MediaEncryption::None, srtp_sdp.as_str()),
+        (MediaEncryption::Sdes, CALLER_SDP),
+    ] {
+        let mut s = Script::start_with(
+            "",
+            caller_sdp,
+            encryption,
+            settings(),
+            vec![target(CARRIER)],
+        );
+        s.expect(CALLER, 488);
+        assert!(s.media_ops.is_empty(), "{:?}", s.media_ops);
+    }
 }
 
 #[test]
@@ -675,6 +826,33 @@ fn a_failed_media_offer_refuses_the_call_with_503() {
     s.media(is_offer, Err(MediaFailure::Failed("no media pod".into())));
     s.expect(CALLER, 503);
     assert!(s.events.contains(&Event::Outcome(Outcome::MediaFailure)));
+    assert!(!s.deleted(), "nothing was anchored");
+}
+
+#[test]
+fn the_trunks_codecs_reach_the_offer_and_no_codec_in_common_is_a_488() {
+    let mut carrier = target(CARRIER);
+    carrier.codec_flags = crate::routing::codec_flags(&[tandem_api::Codec::Pcmu]);
+    let mut s = Script::start("", settings(), vec![carrier]);
+    let offer = s.media(
+        is_offer,
+        Err(MediaFailure::NotAcceptable(
+            "Codec negotiation failed: no codec in common".into(),
+        )),
+    );
+    let MediaRequest::Offer { codec_flags, .. } = offer else {
+        panic!("{offer:?}");
+    };
+    assert!(
+        codec_flags.contains(&"codec-offer-PCMU".to_owned()),
+        "{codec_flags:?}"
+    );
+    assert!(
+        codec_flags.contains(&"codec-transcode-PCMU".to_owned()),
+        "{codec_flags:?}"
+    );
+    s.expect(CALLER, 488);
+    assert!(s.events.contains(&Event::Outcome(Outcome::Rejected)));
     assert!(!s.deleted(), "nothing was anchored");
 }
 
@@ -1179,6 +1357,7 @@ fn random_interleavings_always_end_cleanly() {
                             .map(|reservation| Prepared {
                                 remote: remote.parse().unwrap(),
                                 reservation,
+                                credentials: None,
                             })
                             .ok_or(Unavailable::Limited(Limit::MaxCalls));
                         s.input(Input::Target(id, result));
@@ -1353,4 +1532,518 @@ fn an_answered_call_is_compact() {
     drop(call);
     let held = (before - heap::live()) as usize + std::mem::size_of::<Call>();
     assert!(held <= 4096, "an answered call holds {held} bytes");
+}
+
+// ---- call detail records ------------------------------------------------------------------
+
+/// What the media pod answers a delete with: one stream each way, some loss on the carrier's.
+fn media_report() -> tandem_ng::CallReport {
+    use tandem_ng::{MediaReport, MosReport, PacketStats, SsrcReport, StreamReport, TagReport};
+    let party = |tag: &str, ssrc: u32, packets: u64| TagReport {
+        tag: tag.into(),
+        created: 0,
+        in_dialogue_with: None,
+        label: None,
+        via_branch: None,
+        medias: vec![MediaReport {
+            index: 1,
+            media_type: "audio".into(),
+            protocol: Some("RTP/AVP".into()),
+            flags: Vec::new(),
+            streams: vec![StreamReport {
+                local_port: Some(20000),
+                endpoint: None,
+                advertised_endpoint: None,
+                last_packet: 0,
+                flags: Vec::new(),
+                stats: PacketStats {
+                    packets,
+                    bytes: packets * 172,
+                    errors: 0,
+                },
+                ssrc: Some(ssrc),
+            }],
+        }],
+    };
+    let source = |ssrc: u32, packets: u64, lost: i64, mos: u64| SsrcReport {
+        ssrc,
+        packets,
+        bytes: packets * 172,
+        cumulative_loss: lost,
+        jitter_ms: 3,
+        average_mos: Some(MosReport {
+            mos_x10: mos,
+            jitter_ms: 3,
+            packet_loss_percent: 0,
+            round_trip_ms: 0,
+            samples: Some(5),
+        }),
+        lowest_mos: None,
+        highest_mos: None,
+    };
+    tandem_ng::CallReport {
+        tags: vec![party("alice", 11, 500), party("bob", 22, 490)],
+        ssrc: vec![source(11, 500, 0, 44), source(22, 490, 10, 41)],
+        totals_rtp: PacketStats {
+            packets: 990,
+            bytes: 990 * 172,
+            errors: 0,
+        },
+        ..Default::default()
+    }
+}
+
+fn at(record_time: &crate::cdr::record::Time) -> String {
+    format!("{:.3}", record_time.0)
+}
+
+#[test]
+fn record_of_an_answered_call_has_both_legs_numbers_times_and_media() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = to_carrier("", settings(), &outbound);
+    s.advance(Duration::from_secs(1));
+    s.carrier_sends(carrier_reply(&invite, 180, &[], ""), CARRIER);
+    s.advance(Duration::from_secs(2));
+    s.carrier_sends(carrier_reply(&invite, 200, &[], CARRIER_SDP), CARRIER);
+    s.media(is_answer, sdp(RELAY_SDP));
+    s.expect(CALLER, 200);
+    let ack = s.caller_request("ACK", "", "");
+    s.caller_sends(ack);
+    s.advance(Duration::from_millis(61_500));
+    let bye = s.caller_request("BYE", "", "");
+    s.caller_sends(bye);
+    s.delete_report = Some(media_report());
+    assert!(
+        !s.recorder.as_ref().unwrap().is_complete(),
+        "waits for the media statistics"
+    );
+    s.media(is_delete, Ok(MediaReply::Deleted));
+    let record = s.record();
+
+    assert_eq!(record.schema, 1);
+    assert_eq!(record.disposition.as_str(), "answered");
+    assert_eq!(record.call_id, "a-leg@192.0.2.10");
+    assert_eq!(record.attempts.len(), 1);
+    let attempt = &record.attempts[0];
+    assert_eq!(
+        attempt.call_id,
+        String::from_utf8_lossy(invite.call_id().unwrap())
+    );
+    assert_eq!(
+        (attempt.trunk.as_str(), attempt.peer.as_str()),
+        ("carrier", CARRIER)
+    );
+    assert_eq!(attempt.code, Some(200));
+    assert_eq!(record.inbound_trunk.as_deref(), Some("customers"));
+    assert_eq!(record.outbound_trunk.as_deref(), Some("carrier"));
+    assert_eq!(record.route.as_deref(), Some("everything"));
+    assert_eq!(record.called.received, "2000");
+    assert_eq!(record.called.sent.as_deref(), Some("442000"));
+    assert_eq!(record.calling.received, "1000");
+    assert_eq!(record.calling.sent.as_deref(), Some("441000"));
+    assert_eq!(at(&record.setup_at), "2026-12-03T12:00:00.000Z");
+    assert_eq!(
+        at(record.ringing_at.as_ref().unwrap()),
+        "2026-12-03T12:00:01.000Z"
+    );
+    assert_eq!(
+        at(record.answered_at.as_ref().unwrap()),
+        "2026-12-03T12:00:03.000Z"
+    );
+    assert_eq!(at(&record.ended_at), "2026-12-03T12:01:04.500Z");
+    assert_eq!(record.duration_seconds, 61.5);
+    assert_eq!(
+        (record.caller_code, record.carrier_code),
+        (Some(200), Some(200))
+    );
+    assert_eq!(record.release_cause, "caller_hangup");
+    assert_eq!(record.released_by, crate::cdr::record::Releaser::Caller);
+    let media = record.media.as_ref().expect("media statistics");
+    assert_eq!(media.rtp_packets, 990);
+    let carrier = media.streams.iter().find(|m| m.from == "carrier").unwrap();
+    assert_eq!(
+        (carrier.packets, carrier.lost, carrier.loss_percent),
+        (490, 10, 2.0)
+    );
+    assert_eq!(carrier.mos, Some(4.1));
+    let caller = media.streams.iter().find(|m| m.from == "caller").unwrap();
+    assert_eq!((caller.lost, caller.jitter_ms), (0, 3));
+
+    // One JSON object, timestamps in RFC 3339 UTC, read back the same.
+    let json = serde_json::to_string(&record).unwrap();
+    assert!(
+        json.contains("\"setup_at\":\"2026-12-03T12:00:00.000Z\""),
+        "{json}"
+    );
+    assert!(json.contains("\"disposition\":\"answered\""), "{json}");
+    assert_eq!(serde_json::from_str::<CallRecord>(&json).unwrap(), record);
+}
+
+#[test]
+fn record_of_a_busy_carrier() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = to_carrier("", settings(), &outbound);
+    s.carrier_sends(carrier_reply(&invite, 486, &[], ""), CARRIER);
+    s.expect(CALLER, 486);
+    s.media(is_delete, Ok(MediaReply::Deleted));
+    let record = s.record();
+    assert_eq!(record.disposition.as_str(), "busy");
+    assert_eq!(
+        (record.caller_code, record.carrier_code),
+        (Some(486), Some(486))
+    );
+    assert_eq!(record.release_cause, "carrier_response");
+    assert_eq!(record.released_by, crate::cdr::record::Releaser::Carrier);
+    assert_eq!(record.answered_at, None);
+    assert_eq!(record.duration_seconds, 0.0);
+    assert_eq!(record.media, None, "the delete's reply had no statistics");
+}
+
+#[test]
+fn record_of_a_call_nobody_answers() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = to_carrier("", settings(), &outbound);
+    s.carrier_sends(carrier_reply(&invite, 180, &[], ""), CARRIER);
+    s.advance(Duration::from_secs(181));
+    s.expect(CALLER, 408);
+    s.media(is_delete, Ok(MediaReply::Deleted));
+    let record = s.record();
+    assert_eq!(record.disposition.as_str(), "no-answer");
+    assert_eq!(record.release_cause, "ring_timeout");
+    assert_eq!(record.caller_code, Some(408));
+    assert_eq!(at(&record.ended_at), "2026-12-03T12:03:00.000Z");
+}
+
+#[test]
+fn record_of_a_cancelled_call() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = to_carrier("", settings(), &outbound);
+    s.carrier_sends(carrier_reply(&invite, 180, &[], ""), CARRIER);
+    s.advance(Duration::from_secs(4));
+    s.caller_sends(caller_cancel());
+    s.expect(CALLER, 487);
+    s.media(is_delete, Ok(MediaReply::Deleted));
+    let record = s.record();
+    assert_eq!(record.disposition.as_str(), "cancelled");
+    assert_eq!(record.released_by, crate::cdr::record::Releaser::Caller);
+    assert_eq!(record.release_cause, "caller_cancel");
+    assert_eq!(record.caller_code, Some(487));
+    assert_eq!(
+        record.attempts[0].code, None,
+        "the carrier's 487 comes after the release"
+    );
+}
+
+#[test]
+fn record_of_a_call_failed_over_to_a_second_carrier() {
+    let outbound = Gauge::default();
+    let mut s = Script::start("", settings(), vec![target(CARRIER), target(BACKUP)]);
+    s.media(is_offer, sdp(RELAY_SDP));
+    s.prepare(CARRIER, &outbound);
+    let first = s.expect(CARRIER, Method::Invite);
+    s.carrier_sends(carrier_reply(&first, 503, &[], ""), CARRIER);
+    s.prepare(BACKUP, &outbound);
+    let second = s.expect(BACKUP, Method::Invite);
+    s.carrier_sends(carrier_reply(&second, 200, &[], CARRIER_SDP), BACKUP);
+    s.media(is_answer, sdp(RELAY_SDP));
+    s.expect(CALLER, 200);
+    let ack = s.caller_request("ACK", "", "");
+    s.caller_sends(ack);
+    s.advance(Duration::from_secs(10));
+    let b_bye = carrier_request(&second, "BYE", 2, "", "");
+    s.carrier_sends(b_bye, BACKUP);
+    s.media(is_delete, Ok(MediaReply::Deleted));
+    let record = s.record();
+    assert_eq!(record.disposition.as_str(), "answered");
+    let tried: Vec<_> = record
+        .attempts
+        .iter()
+        .map(|a| (a.peer.as_str(), a.code))
+        .collect();
+    assert_eq!(tried, [(CARRIER, Some(503)), (BACKUP, Some(200))]);
+    assert_ne!(record.attempts[0].call_id, record.attempts[1].call_id);
+    assert_eq!(record.release_cause, "carrier_hangup");
+    assert_eq!(record.released_by, crate::cdr::record::Releaser::Carrier);
+    assert_eq!(record.duration_seconds, 10.0);
+}
+
+#[test]
+fn record_of_carriers_that_never_answer() {
+    let outbound = Gauge::default();
+    let mut s = Script::start("", settings(), vec![target(CARRIER), target(BACKUP)]);
+    s.media(is_offer, sdp(RELAY_SDP));
+    s.prepare(CARRIER, &outbound);
+    s.advance(Duration::from_secs(6));
+    s.prepare(BACKUP, &outbound);
+    s.advance(Duration::from_secs(6));
+    s.expect(CALLER, 408);
+    s.media(is_delete, Err(MediaFailure::Failed("timed out".into())));
+    let record = s.record();
+    assert_eq!(record.disposition.as_str(), "failed");
+    assert_eq!(record.release_cause, "carrier_timeout");
+    assert_eq!(record.attempts.len(), 2);
+    assert!(record.attempts.iter().all(|a| a.code == Some(408)));
+    assert_eq!(
+        record.media, None,
+        "the media pod did not answer the delete"
+    );
+}
+
+/// A call refused at admission: its record, complete at once.
+fn refused_record(inbound: Option<&str>, outcome: Outcome, code: u16, limit: bool) -> CallRecord {
+    let admission = Admission::Refuse {
+        inbound: inbound.map(str::to_owned),
+        code,
+        reason: "Refused".into(),
+        retry_after: None,
+        outcome,
+    };
+    let facts = AdmissionFacts { route: None, limit };
+    let mut s = Script::admitted(
+        "",
+        CALLER_SDP,
+        settings(),
+        admission,
+        facts,
+        Gauge::default(),
+    );
+    s.expect(CALLER, code);
+    s.record()
+}
+
+#[test]
+fn record_of_a_call_refused_by_a_trunk_limit() {
+    let record = refused_record(Some("customers"), Outcome::Rejected, 503, true);
+    assert_eq!(record.disposition.as_str(), "rejected-by-limit");
+    assert_eq!(record.release_cause, "limit");
+    assert_eq!(record.inbound_trunk.as_deref(), Some("customers"));
+    assert_eq!(record.caller_code, Some(503));
+    assert!(record.attempts.is_empty());
+    assert_eq!(record.called.sent, None);
+}
+
+#[test]
+fn record_of_a_call_without_route() {
+    let record = refused_record(Some("customers"), Outcome::NoRoute, 404, false);
+    assert_eq!(record.disposition.as_str(), "no-route");
+    assert_eq!(record.caller_code, Some(404));
+}
+
+#[test]
+fn record_of_a_call_refused_by_overload_or_drain() {
+    let invite = caller_invite("", CALLER_SDP);
+    let at: jiff::Timestamp = "2026-12-03T12:00:00Z".parse().unwrap();
+    for (disposition, text) in [
+        (crate::cdr::Disposition::Overload, "overload"),
+        (crate::cdr::Disposition::Draining, "draining"),
+    ] {
+        let record = CallRecord::refused("r".into(), "local", at, &invite, 503, disposition);
+        assert_eq!(record.disposition.as_str(), text);
+        assert_eq!(record.release_cause, text);
+        assert_eq!(record.caller_code, Some(503));
+        assert_eq!(record.call_id, "a-leg@192.0.2.10");
+        assert_eq!(record.setup_at, record.ended_at);
+    }
+}
+
+#[test]
+fn record_ids_are_unique_uuids() {
+    let a = crate::cdr::new_id();
+    let b = crate::cdr::new_id();
+    assert_ne!(a, b);
+    assert_eq!(a.len(), 36);
+    assert_eq!(&a[14..15], "4", "version 4: {a}");
+}
+
+#[test]
+fn record_of_a_call_still_up_when_the_pod_stops() {
+    let outbound = Gauge::default();
+    let (mut s, _) = answered("", settings(), &outbound);
+    s.advance(Duration::from_secs(30));
+    let recorder = s.recorder.take().unwrap();
+    assert!(!recorder.is_complete());
+    let record = recorder.finish(s.wall());
+    assert_eq!(record.disposition.as_str(), "answered");
+    assert_eq!(record.release_cause, "pod_stopped");
+    assert_eq!(record.released_by, crate::cdr::record::Releaser::Platform);
+    assert_eq!(record.duration_seconds, 30.0);
+}
+
+#[test]
+fn record_of_a_call_from_no_trunk() {
+    let record = refused_record(None, Outcome::Forbidden, 403, false);
+    assert_eq!(record.disposition.as_str(), "forbidden");
+    assert_eq!(record.inbound_trunk, None);
+    assert_eq!(record.caller_code, Some(403));
+}
+
+fn carrier_credentials() -> DigestCredentials {
+    DigestCredentials {
+        username: "tandem".into(),
+        password: Password::new("s3cret"),
+    }
+}
+
+/// Up to the INVITE reaching a carrier that the trunk authenticates to.
+fn to_authenticating_carrier(outbound: &Gauge) -> (Script, SipMessage) {
+    let mut s = Script::start("", settings(), vec![target(CARRIER)]);
+    s.expect(CALLER, 100);
+    s.media(is_offer, sdp(RELAY_SDP));
+    s.prepare_with(CARRIER, outbound, Some(carrier_credentials()));
+    let invite = s.expect(CARRIER, Method::Invite);
+    (s, invite)
+}
+
+fn challenge(algorithm: &str, nonce: &str, stale: bool) -> String {
+    format!(
+        "Digest realm=\"carrier.example\", nonce=\"{nonce}\", algorithm={algorithm}, qop=\"auth\"{}",
+        if stale { ", stale=true" } else { "" }
+    )
+}
+
+/// The credentials `request` carries in `header`, checked against the trunk's password.
+fn verified(request: &SipMessage, header_name: &str) -> Credentials {
+    let value = request
+        .headers
+        .get(header_name)
+        .unwrap_or_else(|| panic!("{header_name} in {request:?}"));
+    let credentials = Credentials::parse(value).unwrap();
+    assert_eq!(credentials.username, "tandem");
+    assert_eq!(credentials.realm, "carrier.example");
+    assert_eq!(
+        credentials.uri.as_bytes(),
+        request.request_uri().unwrap().as_ref()
+    );
+    assert!(credentials.verify(b"s3cret", request.method().unwrap().as_str()));
+    credentials
+}
+
+fn cseq(msg: &SipMessage) -> u32 {
+    msg.cseq().unwrap().seq
+}
+
+#[test]
+fn a_carrier_challenge_is_answered_with_the_trunk_credentials() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = to_authenticating_carrier(&outbound);
+    assert!(header(&invite, "Proxy-Authorization").is_none());
+    // SHA-256 and MD5 offered: the stronger one is answered.
+    s.carrier_sends(
+        carrier_reply(
+            &invite,
+            407,
+            &[
+                ("Proxy-Authenticate", &challenge("MD5", "n1", false)),
+                ("Proxy-Authenticate", &challenge("SHA-256", "n1", false)),
+            ],
+            "",
+        ),
+        CARRIER,
+    );
+    s.expect(CARRIER, Method::Ack);
+    let retry = s.expect(CARRIER, Method::Invite);
+    let credentials = verified(&retry, "Proxy-Authorization");
+    assert_eq!(credentials.algorithm, Algorithm::Sha256);
+    assert_eq!(credentials.qop.as_ref().map(|(nc, _)| *nc), Some(1));
+    assert_eq!(retry.call_id().unwrap(), invite.call_id().unwrap());
+    assert_eq!(retry.from().unwrap().tag(), invite.from().unwrap().tag());
+    assert_eq!(cseq(&retry), cseq(&invite) + 1);
+    assert_ne!(
+        retry.top_via().unwrap().branch,
+        invite.top_via().unwrap().branch
+    );
+    assert_eq!(retry.body, invite.body);
+    s.nothing_to(CALLER);
+    assert!(
+        !s.events
+            .iter()
+            .any(|e| matches!(e, Event::AttemptFailed { .. })),
+        "a challenge answered is not a failed attempt"
+    );
+
+    // The carrier answers: the call goes on as usual; the ACK carries the new CSeq.
+    s.carrier_sends(carrier_reply(&retry, 200, &[], CARRIER_SDP), CARRIER);
+    let ack = s.expect(CARRIER, Method::Ack);
+    assert_eq!(cseq(&ack), cseq(&retry));
+    s.media(is_answer, sdp(RELAY_SDP));
+    s.expect(CALLER, 200);
+
+    // A BYE challenged with 401 is sent again with Authorization, the next CSeq.
+    let bye = s.caller_request("BYE", "", "");
+    s.caller_sends(bye);
+    s.expect(CALLER, 200);
+    let b_bye = s.expect(CARRIER, Method::Bye);
+    assert_eq!(cseq(&b_bye), cseq(&retry) + 1);
+    s.carrier_sends(
+        carrier_reply(
+            &b_bye,
+            401,
+            &[("WWW-Authenticate", &challenge("MD5", "n2", false))],
+            "",
+        ),
+        CARRIER,
+    );
+    let b_bye_again = s.expect(CARRIER, Method::Bye);
+    assert_eq!(
+        verified(&b_bye_again, "Authorization").algorithm,
+        Algorithm::Md5
+    );
+    assert_eq!(cseq(&b_bye_again), cseq(&b_bye) + 1);
+    s.carrier_sends(carrier_reply(&b_bye_again, 200, &[], ""), CARRIER);
+    s.media(is_delete, Ok(MediaReply::Deleted));
+    s.advance(Duration::from_secs(40));
+    assert!(s.call.is_finished());
+}
+
+#[test]
+fn refused_credentials_fail_the_attempt_and_stale_nonces_are_retried() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = to_authenticating_carrier(&outbound);
+    let challenged = |request: &SipMessage, nonce: &str, stale: bool| {
+        carrier_reply(
+            request,
+            407,
+            &[("Proxy-Authenticate", &challenge("MD5", nonce, stale))],
+            "",
+        )
+    };
+    s.carrier_sends(challenged(&invite, "n1", false), CARRIER);
+    let second = s.expect(CARRIER, Method::Invite);
+    verified(&second, "Proxy-Authorization");
+    // The nonce went stale: answered again with the new one, counted from 1.
+    s.carrier_sends(challenged(&second, "n2", true), CARRIER);
+    let third = s.expect(CARRIER, Method::Invite);
+    let credentials = verified(&third, "Proxy-Authorization");
+    assert_eq!(credentials.nonce, "n2");
+    assert_eq!(cseq(&third), cseq(&invite) + 2);
+    // Challenged again without stale: the credentials are wrong; no fourth INVITE, and the
+    // caller gets 403 (a 407 without our challenge would mean nothing to it).
+    s.carrier_sends(challenged(&third, "n3", false), CARRIER);
+    let acks = s.sent_to(CARRIER);
+    assert!(
+        acks.iter().all(|m| m.method() == Some(&Method::Ack)),
+        "{acks:?}"
+    );
+    s.expect(CALLER, 403);
+    assert!(s.events.contains(&Event::AttemptFailed {
+        trunk: "carrier".into(),
+        code: 407
+    }));
+}
+
+#[test]
+fn without_credentials_a_challenge_is_a_failure() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = to_carrier("", settings(), &outbound);
+    s.carrier_sends(
+        carrier_reply(
+            &invite,
+            401,
+            &[("WWW-Authenticate", &challenge("MD5", "n1", false))],
+            "",
+        ),
+        CARRIER,
+    );
+    s.expect(CARRIER, Method::Ack);
+    s.expect(CALLER, 403);
 }

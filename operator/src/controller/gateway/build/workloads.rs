@@ -361,7 +361,9 @@ fn signaling_template(blueprint: &Blueprint<'_>) -> Result<PodTemplateSpec, Buil
     container.ports = Some(ports);
 
     // TLS and WSS listeners read their certificate from the listener's Secret, mounted
-    // read-only: the data-plane role grants no access to Secrets through the API.
+    // read-only (the data-plane role grants no access to Secrets through the API) where
+    // `--tls-dir` tells the pod; the kubelet updates the files when the Secret changes, and the
+    // pod reloads them.
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
     for listener in &signaling.listeners {
@@ -377,9 +379,13 @@ fn signaling_template(blueprint: &Blueprint<'_>) -> Result<PodTemplateSpec, Buil
             }),
             ..Volume::default()
         });
+        let dir = format!("{TLS_MOUNT_DIR}/{}", listener.name);
+        if let Some(args) = container.args.as_mut() {
+            args.extend(["--tls-dir".to_owned(), format!("{}={dir}", listener.name)]);
+        }
         mounts.push(VolumeMount {
             name: volume,
-            mount_path: format!("{TLS_MOUNT_DIR}/{}", listener.name),
+            mount_path: dir,
             read_only: Some(true),
             ..VolumeMount::default()
         });
@@ -433,6 +439,14 @@ fn media_template(blueprint: &Blueprint<'_>) -> Result<PodTemplateSpec, BuildErr
         ),
         env_field("POD_IP", "status.podIP"),
     ];
+    if let Some(transcoding) = &media.transcoding {
+        let codecs: Vec<&str> = transcoding
+            .codecs
+            .iter()
+            .map(|c| c.encoding_name())
+            .collect();
+        env_vars.push(env("TANDEM_TRANSCODE_CODECS", codecs.join(",")));
+    }
     container.ports = Some(vec![
         container_port("ng", NG_PORT, "UDP"),
         container_port("admin", MEDIA_ADMIN_PORT, "TCP"),
