@@ -133,14 +133,14 @@ struct Args {
     /// in milliseconds.
     #[arg(long, env = "TANDEM_CONFIG_POLL_MS", default_value_t = 1000)]
     config_poll_ms: u64,
-    /// Overload control: new calls that waited longer than this in their shard's queue, for
-    /// --overload-interval-ms on end, are refused with a stateless 503 (0: never), in
-    /// milliseconds.
-    #[arg(long, env = "TANDEM_OVERLOAD_QUEUE_DELAY_MS", default_value_t = 50)]
+    /// Overload control: the queue delay of new calls each shard keeps under, in
+    /// milliseconds; above it a share of new calls is refused with a stateless 503, adjusted
+    /// every --overload-interval-ms (0: never refuse).
+    #[arg(long, env = "TANDEM_OVERLOAD_QUEUE_DELAY_MS", default_value_t = 100)]
     overload_queue_delay_ms: u64,
-    /// How long new calls must keep waiting longer than --overload-queue-delay-ms before they
-    /// are refused, in milliseconds.
-    #[arg(long, env = "TANDEM_OVERLOAD_INTERVAL_MS", default_value_t = 100)]
+    /// How often the share of new calls refused for overload is adjusted, from the shortest
+    /// queue delay of new calls seen over the interval, in milliseconds.
+    #[arg(long, env = "TANDEM_OVERLOAD_INTERVAL_MS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     overload_interval_ms: u64,
     /// The Retry-After of a refusal for overload, in seconds.
     #[arg(long, env = "TANDEM_OVERLOAD_RETRY_AFTER", default_value_t = 1)]

@@ -34,7 +34,7 @@ use crate::health::TrunkHealth;
 use crate::media::{MediaClient, MediaError, SdpFlags};
 use crate::media_pool::{AnchorError, MediaPool};
 use crate::metrics::{Metrics, Outcome, TrunkDirection};
-use crate::overload::{Overload, starts_a_call};
+use crate::overload::{Overload, Verdict, starts_a_call};
 use crate::routing::{self, Decision, Target};
 use crate::transport::{Flow, Transports};
 
@@ -180,7 +180,12 @@ impl Calls {
     pub async fn write_open_records(&self) {
         for shard in &self.shards {
             let (done, written) = tokio::sync::oneshot::channel();
-            if shard.calls.send(ShardInput::WriteOpenRecords(done)).await.is_ok() {
+            if shard
+                .calls
+                .send(ShardInput::WriteOpenRecords(done))
+                .await
+                .is_ok()
+            {
                 let _ = written.await;
             }
         }
@@ -255,17 +260,25 @@ impl Shard {
         let Ok(call_id) = invite.call_id() else {
             return;
         };
-        if !self.by_call_id.contains_key(call_id) && !self.overload.admit(now.into_std(), waited) {
-            self.ctx.metrics.count_overload_rejection();
-            let retry_after = self.overload.settings().retry_after.to_string();
-            self.respond(
-                &invite,
-                flow,
-                503,
-                "Service Unavailable (Overload)",
-                Some(("Retry-After", &retry_after)),
-            );
-            return;
+        if !self.by_call_id.contains_key(call_id) {
+            let verdict = self.overload.admit(now.into_std(), call_id, waited);
+            if verdict != Verdict::Take {
+                if verdict == Verdict::Refuse {
+                    self.ctx.metrics.count_overload_rejection();
+                    if let Some(sink) = &self.ctx.cdr {
+                        sink.write_refused(&invite, 503, Disposition::Overload);
+                    }
+                }
+                let retry_after = self.overload.settings().retry_after.to_string();
+                self.respond(
+                    &invite,
+                    flow,
+                    503,
+                    "Service Unavailable (Overload)",
+                    Some(("Retry-After", &retry_after)),
+                );
+                return;
+            }
         }
         self.on_input(ShardInput::Sip(invite, flow));
     }
