@@ -1,6 +1,7 @@
 //! End-to-end tests of admission control per Trunk: a caller over its trunk's calls per
 //! second, and over its concurrent calls, gets `503` with `Retry-After` and a reason phrase
-//! naming the limit for the excess, counted by limit in the metrics.
+//! naming the limit for the excess, counted by limit in the metrics, each with its call detail
+//! record.
 //!
 //! They share the contract ports: run them one at a time (`--test-threads=1`, under
 //! `flock /tmp/tandem-ports.lock`); the harness also serialises them.
@@ -8,7 +9,8 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::time::Duration;
 
 use tandem_e2e::*;
@@ -58,6 +60,30 @@ fn outcomes(caller: &Sipp, reason: &str) -> (BTreeSet<String>, BTreeSet<String>)
     (answered, refused)
 }
 
+/// The disposition of each call detail record in `dir`, by the caller's Call-ID.
+fn dispositions(dir: &Path) -> BTreeMap<String, String> {
+    let mut found = BTreeMap::new();
+    for file in std::fs::read_dir(dir).unwrap() {
+        let path = file.unwrap().path();
+        if !path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("cdr-")
+        {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            found.insert(
+                record["call_id"].as_str().unwrap().to_owned(),
+                record["disposition"].as_str().unwrap().to_owned(),
+            );
+        }
+    }
+    found
+}
+
 fn rejections(limit: &str) -> f64 {
     scrape(
         SIGNALING_ADMIN,
@@ -75,7 +101,12 @@ fn a_caller_over_its_trunks_calls_per_second_gets_503_for_the_excess() {
     require_sipp();
     // 5 calls per second with the default burst (5); 60 calls offered at 10 per second.
     let config = limited_customers("calls-per-second", "{callsPerSecond: 5}");
-    let _platform = Platform::start_with(config.path());
+    let records =
+        std::env::temp_dir().join(format!("tandem-e2e-admission-cdr-{}", std::process::id()));
+    let _platform = Platform::start_with_env(
+        config.path(),
+        &[("TANDEM_CDR_DIR", records.to_str().unwrap())],
+    );
     let mut carrier = Peer::carrier("carrier.xml").until_stopped().start();
     std::thread::sleep(Duration::from_millis(300));
     let mut caller = Peer::caller("caller-limited.xml", "2000")
@@ -102,6 +133,26 @@ fn a_caller_over_its_trunks_calls_per_second_gets_503_for_the_excess() {
     assert_eq!(rejections("max_calls"), 0.0);
     carrier.stop();
     wait_until(Duration::from_secs(10), "calls released", no_call_left);
+    // One record per call: refused by the limit, or answered.
+    wait_until(Duration::from_secs(10), "every record written", || {
+        scrape(
+            SIGNALING_ADMIN,
+            "tandem_signaling_cdr_records_written_total",
+            &[],
+        ) == 60.0
+    });
+    let dispositions = dispositions(&records);
+    assert_eq!(dispositions.len(), 60, "{dispositions:?}");
+    for (call_id, disposition) in &dispositions {
+        let expected = if refused.contains(call_id) {
+            "rejected-by-limit"
+        } else {
+            assert!(answered.contains(call_id), "{call_id}");
+            "answered"
+        };
+        assert_eq!(disposition, expected, "{call_id}");
+    }
+    let _ = std::fs::remove_dir_all(&records);
 }
 
 #[test]
