@@ -58,7 +58,9 @@ FAMILIES: tuple[Family, ...] = (
     _f("tandem_signaling_call_setup_seconds", HISTOGRAM, "signaling", on_load=True),
     # The local test adds a health-checked trunk whose peer never answers, so this has a sample.
     _f("tandem_signaling_trunk_peer_up", GAUGE, "signaling", ["trunk", "peer"], on_load=True),
-    _f("tandem_signaling_admission_rejections_total", COUNTER, "signaling", ["reason"]),
+    _f("tandem_signaling_admission_rejections_total", COUNTER, "signaling", ["trunk", "direction", "limit"], on_load=True),
+    _f("tandem_signaling_overload_rejections_total", COUNTER, "signaling", on_load=True),
+    _f("tandem_signaling_new_call_queue_delay_seconds", GAUGE, "signaling", ["shard"], on_load=True),
     # Created at zero for each result, so a sample exists from the start.
     _f("tandem_signaling_route_lookups_total", COUNTER, "signaling", ["result"], on_load=True),
     # Only for RoutePlans with rate decks (the local example has none).

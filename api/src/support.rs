@@ -104,18 +104,6 @@ pub const NOT_SUPPORTED_YET: &[NotSupportedYet] = &[
         allowed: Allowed::Only(&["None", "SDES", "SDESOptional"]),
         issue: 11,
     },
-    NotSupportedYet {
-        kind: "Trunk",
-        path: "spec.limits.callsPerSecond",
-        allowed: Allowed::Unset,
-        issue: 9,
-    },
-    NotSupportedYet {
-        kind: "Trunk",
-        path: "spec.limits.burst",
-        allowed: Allowed::Unset,
-        issue: 9,
-    },
 ];
 
 /// One step of a field path.

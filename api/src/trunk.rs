@@ -321,11 +321,11 @@ pub enum MediaEncryption {
     },
 ]))]
 pub struct CallLimits {
-    /// Most simultaneous calls.
+    /// Most simultaneous calls in each direction, per signaling replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000000))]
     pub max_calls: Option<u32>,
-    /// Sustained rate of new calls per second.
+    /// Sustained rate of new calls per second in each direction, per signaling replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100000))]
     pub calls_per_second: Option<u32>,
@@ -925,7 +925,6 @@ mod tests {
             [
                 "spec.limits.maxCalls: must be at least 1",
                 "spec.limits.burst: burst needs callsPerSecond",
-                "spec.limits.burst: burst is not supported yet (issue 9): remove it",
             ]
         );
     }

@@ -18,7 +18,7 @@ import tandem_queries
 
 ALERTS = {
     "TandemTrunkPeerDown", "TandemTrunkDown", "TandemTrunkAnswerSeizureRatioLow",
-    "TandemAdmissionRejections", "TandemPodDrainingTooLong", "TandemMediaQualityMosLow",
+    "TandemAdmissionRejections", "TandemSignalingOverloaded", "TandemPodDrainingTooLong", "TandemMediaQualityMosLow",
     "TandemMediaPacketLossHigh", "TandemMediaPortsExhausted", "TandemOperatorReconcileErrors",
     "TandemOperatorNoLeader", "TandemCdrDeliveryStalled", "TandemTrunkRegistrationFailing",
 }

@@ -16,6 +16,7 @@ mod media;
 mod media_pool;
 mod metrics;
 mod registration;
+mod overload;
 mod routing;
 mod transport;
 
@@ -37,6 +38,7 @@ use tandem_runtime::shutdown::Signals;
 use tandem_sip::digest::Algorithm;
 use tandem_sip::transaction::TimerConfig;
 
+use crate::admission::RateLimits;
 use crate::auth::Auth;
 use crate::call::leg::LocalAddress;
 use crate::call::{CallContext, Calls, Settings};
@@ -45,6 +47,7 @@ use crate::health::TrunkHealth;
 use crate::media_pool::MediaPool;
 use crate::metrics::Metrics;
 use crate::registration::Registrations;
+use crate::overload::OverloadSettings;
 use crate::transport::{ConnectionMetrics, Limits, Transport, Transports, tls};
 
 /// mimalloc returns the pages calls free to the system, where glibc's allocator keeps them
@@ -137,6 +140,18 @@ struct Args {
     /// in milliseconds.
     #[arg(long, env = "TANDEM_CONFIG_POLL_MS", default_value_t = 1000)]
     config_poll_ms: u64,
+    /// Overload control: the queue delay of new calls each shard keeps under, in
+    /// milliseconds; above it a share of new calls is refused with a stateless 503, adjusted
+    /// every --overload-interval-ms (0: never refuse).
+    #[arg(long, env = "TANDEM_OVERLOAD_QUEUE_DELAY_MS", default_value_t = 100)]
+    overload_queue_delay_ms: u64,
+    /// How often the share of new calls refused for overload is adjusted, from the shortest
+    /// queue delay of new calls seen over the interval, in milliseconds.
+    #[arg(long, env = "TANDEM_OVERLOAD_INTERVAL_MS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    overload_interval_ms: u64,
+    /// The Retry-After of a refusal for overload, in seconds.
+    #[arg(long, env = "TANDEM_OVERLOAD_RETRY_AFTER", default_value_t = 1)]
+    overload_retry_after_seconds: u32,
     /// Directory of the call detail records: JSON lines, one file at a time, rotated
     /// (docs/cdr.md). No records are kept without it.
     #[arg(long, env = "TANDEM_CDR_DIR")]
@@ -425,6 +440,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         media_timeout: seconds(args.media_timeout_seconds),
         media_check_interval: seconds(args.media_check_interval_seconds),
         shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        overload: OverloadSettings {
+            target: Duration::from_millis(args.overload_queue_delay_ms),
+            interval: Duration::from_millis(args.overload_interval_ms),
+            retry_after: args.overload_retry_after_seconds,
+        },
     };
     let ctx = Arc::new(CallContext {
         transports: Arc::clone(&transports),
@@ -432,6 +452,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         metrics,
         trunk_health: Arc::clone(&trunk_health),
         settings: Arc::new(settings),
+        rate_limits: RateLimits::default(),
         cdr: cdr_writer.as_ref().map(cdr::Writer::sink),
         auth,
         registrations: Arc::clone(&registrations),

@@ -35,11 +35,12 @@ use tracing::Span;
 use super::leg::{Leg, LocalAddress, name_addr, set_sdp_body};
 use tandem_api::trunk::MediaEncryption;
 
-use crate::admission::Reservation;
+use crate::admission::{Limit, Reservation};
 use crate::header_rules;
 use crate::identity;
 use crate::media;
 use crate::metrics::Outcome;
+use crate::overload::OverloadSettings;
 use crate::routing::{self, Target};
 use crate::transport::Flow;
 
@@ -82,6 +83,8 @@ pub struct Settings {
     /// The number of drivers calls are spread over, and this call's: the B leg's Call-ID is
     /// chosen so that it maps to the same driver as the A leg's ([`shard_of`]).
     pub shards: usize,
+    /// When the driver refuses new calls for overload.
+    pub overload: OverloadSettings,
 }
 
 /// The driver a Call-ID belongs to, among `shards` (FNV-1a of the Call-ID).
@@ -188,8 +191,8 @@ pub struct Prepared {
 /// Why a target could not be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unavailable {
-    /// The trunk is at its `maxCalls`.
-    AtLimit,
+    /// The trunk is at one of its limits (`maxCalls`, `callsPerSecond`).
+    Limited(Limit),
     /// The peer's name does not resolve.
     Unresolvable,
 }
@@ -974,6 +977,14 @@ impl Call {
             Ok(prepared) => self.send_b_invite(now, target, prepared),
             Err(reason) => {
                 tracing::debug!(trunk = target.trunk, ?reason, "target skipped");
+                // With no carrier's answer to pass on, a caller whose every target was at a
+                // limit learns which one, and when to retry.
+                if let Unavailable::Limited(limit) = reason
+                    && self.last_failure.is_none()
+                {
+                    self.last_failure = Some((503, Bytes::from_static(limit.reason().as_bytes())));
+                    self.retry_after = Some(limit.retry_after());
+                }
                 self.prepare_next_target(now);
             }
         }
@@ -1704,6 +1715,7 @@ impl Call {
                 Bytes::copy_from_slice(response.reason().unwrap_or_default()),
             )
         });
+        self.retry_after = None;
         let failover = attempt.target.failover_codes.contains(&code);
         if failover && !self.targets.is_empty() {
             tracing::debug!(code, "carrier refused; trying the next target");
@@ -1724,6 +1736,7 @@ impl Call {
             .retain(|c| !matches!(c.purpose, Purpose::Invite));
         self.invite_deadline = None;
         self.last_failure = Some((408, Bytes::from_static(b"Request Timeout")));
+        self.retry_after = None;
         if let Some(attempt) = self.b.as_mut() {
             attempt.reservation = None;
             let trunk = attempt.target.trunk.clone();

@@ -23,10 +23,10 @@ use tracing::Span;
 
 use super::core::{
     Admission, Call, EndReason, Event, Input, MediaFailure, MediaReply, MediaRequest, Output,
-    Phase, Prepared, Settings,
+    Phase, Prepared, Settings, Unavailable,
 };
 use super::leg::LocalAddress;
-use crate::admission::Reservation;
+use crate::admission::{Limit, Reservation};
 use crate::cdr::{AdmissionFacts, CallRecord, Recorder};
 use crate::metrics::Outcome;
 use crate::routing::Target;
@@ -65,6 +65,7 @@ fn settings() -> Settings {
         media_timeout: None,
         media_check_interval: None,
         shards: 2,
+        overload: Default::default(),
     }
 }
 
@@ -862,6 +863,65 @@ fn carrier_failure_fails_over_to_the_next_target() {
     assert_eq!(busy.status(), Some(486));
 }
 
+/// Answers the pending target preparation: the trunk is at `limit`.
+fn refuse_target(s: &mut Script, limit: Limit) -> Target {
+    let index = s
+        .outputs
+        .iter()
+        .position(|o| matches!(o, Output::Prepare(..)))
+        .expect("a target to prepare");
+    let Some(Output::Prepare(id, target)) = s.outputs.remove(index) else {
+        unreachable!()
+    };
+    s.input(Input::Target(id, Err(Unavailable::Limited(limit))));
+    target
+}
+
+#[test]
+fn a_trunk_over_its_rate_is_skipped_for_the_next_target() {
+    let outbound = Gauge::default();
+    let mut s = Script::start("", settings(), vec![target(CARRIER), target(BACKUP)]);
+    s.expect(CALLER, 100);
+    s.media(is_offer, sdp(RELAY_SDP));
+    let retry_after = Duration::from_millis(300);
+    let skipped = refuse_target(&mut s, Limit::CallsPerSecond { retry_after });
+    assert!(
+        skipped.host.ends_with(".7"),
+        "the first target is asked first"
+    );
+    s.nothing_to(CARRIER);
+    s.prepare(BACKUP, &outbound);
+    let invite = s.expect(BACKUP, Method::Invite);
+    s.carrier_sends(carrier_reply(&invite, 486, &[], ""), BACKUP);
+    s.expect(BACKUP, Method::Ack);
+    // The carrier's own answer reaches the caller, without the skipped trunk's Retry-After.
+    let busy = s.expect(CALLER, 486);
+    assert_eq!(header(&busy, "Retry-After"), None);
+}
+
+#[test]
+fn a_caller_whose_every_target_is_at_a_limit_gets_503_naming_it() {
+    let outbound: Gauge = Gauge::default();
+    let mut s = Script::start("", settings(), vec![target(CARRIER), target(BACKUP)]);
+    s.expect(CALLER, 100);
+    s.media(is_offer, sdp(RELAY_SDP));
+    let retry_after = Duration::from_millis(1200);
+    refuse_target(&mut s, Limit::CallsPerSecond { retry_after });
+    refuse_target(&mut s, Limit::MaxCalls);
+    s.nothing_to(CARRIER);
+    s.nothing_to(BACKUP);
+    let refused = s.expect(CALLER, 503);
+    assert_eq!(
+        String::from_utf8_lossy(refused.reason().unwrap()),
+        "Trunk Calls Per Second Exceeded"
+    );
+    assert_eq!(header(&refused, "Retry-After").as_deref(), Some("2"));
+    s.media(is_delete, Ok(MediaReply::Deleted));
+    assert_eq!(outbound.get(), 0);
+    s.advance(Duration::from_secs(40));
+    assert!(s.call.is_finished());
+}
+
 #[test]
 fn the_from_host_is_the_trunks_from_domain_else_our_address() {
     let outbound = Gauge::default();
@@ -1480,7 +1540,7 @@ fn random_interleavings_always_end_cleanly() {
                                 reservation,
                                 credentials: None,
                             })
-                            .ok_or(super::core::Unavailable::AtLimit);
+                            .ok_or(Unavailable::Limited(Limit::MaxCalls));
                         s.input(Input::Target(id, result));
                     }
                 }
@@ -1570,7 +1630,10 @@ fn random_interleavings_always_end_cleanly() {
                 .position(|o| matches!(o, Output::Prepare(..)))
             {
                 if let Some(Output::Prepare(id, _)) = s.outputs.remove(i) {
-                    s.input(Input::Target(id, Err(super::core::Unavailable::AtLimit)));
+                    s.input(Input::Target(
+                        id,
+                        Err(Unavailable::Limited(Limit::MaxCalls)),
+                    ));
                 }
             }
             s.advance(Duration::from_secs(30));
