@@ -15,8 +15,8 @@ mod identity;
 mod media;
 mod media_pool;
 mod metrics;
-mod registration;
 mod overload;
+mod registration;
 mod routing;
 mod transport;
 
@@ -46,8 +46,8 @@ use crate::dispatcher::{Dispatcher, Exchanges};
 use crate::health::TrunkHealth;
 use crate::media_pool::MediaPool;
 use crate::metrics::Metrics;
-use crate::registration::Registrations;
 use crate::overload::OverloadSettings;
+use crate::registration::Registrations;
 use crate::transport::{ConnectionMetrics, Limits, Transport, Transports, tls};
 
 /// mimalloc returns the pages calls free to the system, where glibc's allocator keeps them
