@@ -58,7 +58,9 @@ FAMILIES: tuple[Family, ...] = (
     _f("tandem_signaling_call_setup_seconds", HISTOGRAM, "signaling", on_load=True),
     # The local test adds a health-checked trunk whose peer never answers, so this has a sample.
     _f("tandem_signaling_trunk_peer_up", GAUGE, "signaling", ["trunk", "peer"], on_load=True),
-    _f("tandem_signaling_admission_rejections_total", COUNTER, "signaling", ["reason"]),
+    _f("tandem_signaling_admission_rejections_total", COUNTER, "signaling", ["trunk", "direction", "limit"], on_load=True),
+    _f("tandem_signaling_overload_rejections_total", COUNTER, "signaling", on_load=True),
+    _f("tandem_signaling_new_call_queue_delay_seconds", GAUGE, "signaling", ["shard"], on_load=True),
     # Created at zero for each result, so a sample exists from the start.
     _f("tandem_signaling_route_lookups_total", COUNTER, "signaling", ["result"], on_load=True),
     # Only for RoutePlans with rate decks (the local example has none).
@@ -69,6 +71,10 @@ FAMILIES: tuple[Family, ...] = (
     _f("tandem_signaling_rate_deck_reload_failures_total", COUNTER, "signaling", ["route_plan", "deck"]),
     _f("tandem_signaling_auth_failures_total", COUNTER, "signaling", ["trunk", "reason"]),
     _f("tandem_signaling_auth_blocked_sources", GAUGE, "signaling", on_load=True),
+    # Only for Trunks with outbound.registration enabled (the local example has none).
+    _f("tandem_signaling_trunk_registration_state", GAUGE, "signaling", ["trunk", "state"]),
+    _f("tandem_signaling_trunk_registration_attempts_total", COUNTER, "signaling", ["trunk"]),
+    _f("tandem_signaling_trunk_registration_failures_total", COUNTER, "signaling", ["trunk", "reason"]),
     _f("tandem_signaling_draining", GAUGE, "signaling", on_load=True),
     # Call detail records (the local platform writes them to a directory; no endpoint).
     _f("tandem_signaling_cdr_records_written_total", COUNTER, "signaling", on_load=True),
@@ -92,6 +98,7 @@ FAMILIES: tuple[Family, ...] = (
     _f("tandem_media_transcoded_streams_total", COUNTER, "media", ["from", "to"], on_load=True),
     _f("tandem_media_transcoding_streams", GAUGE, "media", ["from", "to"], on_load=True),
     _f("tandem_media_concealed_packets_total", COUNTER, "media", on_load=True),
+    _f("tandem_media_dtmf_events_total", COUNTER, "media", ["conversion"], on_load=True),
     _f("tandem_media_draining", GAUGE, "media", on_load=True),
     # operator, admin :8080 (not part of the local platform)
     _f("tandem_operator_reconciles_total", COUNTER, "operator", ["kind", "result"]),

@@ -15,7 +15,7 @@ use regex::Regex;
 use crate::common::NumberRewrite;
 use crate::ratedeck::{DeckMatch, RateDeck};
 use crate::routeplan::{NumberField, Route, RoutePlan, TimeOfDay, Translation, Weekday};
-use crate::trunk::Trunk;
+use crate::trunk::{HeaderAction, HeaderDirection, HeaderRule, Trunk};
 use crate::validation::{self, FieldPath, Validate, ValidationErrors};
 
 /// A compiled pattern/replacement pair.
@@ -85,6 +85,61 @@ pub struct CompiledTrunk {
     peer_addresses: Vec<IpAddr>,
     called: Vec<CompiledRewrite>,
     calling: Vec<CompiledRewrite>,
+    header_rules: Option<HeaderRules>,
+}
+
+/// A Trunk's header rules, compiled and shared by every call on the trunk; two are equal when
+/// they are the same compilation.
+#[derive(Debug, Clone)]
+pub struct HeaderRules(Arc<[CompiledHeaderRule]>);
+
+impl PartialEq for HeaderRules {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for HeaderRules {}
+
+impl Deref for HeaderRules {
+    type Target = [CompiledHeaderRule];
+
+    fn deref(&self) -> &[CompiledHeaderRule] {
+        &self.0
+    }
+}
+
+/// One header rule with its `match` compiled.
+#[derive(Debug, Clone)]
+pub struct CompiledHeaderRule {
+    pub action: HeaderAction,
+    pub header: String,
+    pub value: Option<String>,
+    /// The `match` pattern with the Set value as its replacement.
+    pub matches: Option<CompiledRewrite>,
+    pub direction: HeaderDirection,
+}
+
+impl CompiledHeaderRule {
+    /// Compiles a rule the Trunk's validation accepted.
+    fn new(rule: &HeaderRule) -> Result<Self, String> {
+        let replacement = match rule.action {
+            HeaderAction::Set => rule.value.as_deref().unwrap_or_default(),
+            _ => "",
+        };
+        let matches = rule
+            .matches
+            .as_deref()
+            .map(|pattern| CompiledRewrite::new(pattern, replacement))
+            .transpose()?;
+        Ok(Self {
+            action: rule.action,
+            header: rule.header.clone(),
+            value: rule.value.clone(),
+            matches,
+            direction: rule.direction,
+        })
+    }
 }
 
 impl CompiledTrunk {
@@ -125,6 +180,16 @@ impl CompiledTrunk {
             .filter_map(|peer| peer.host.parse().ok())
             .collect();
 
+        let rules_path = spec.field("headerRules");
+        let mut header_rules = Vec::with_capacity(trunk.spec.header_rules.len());
+        for (i, rule) in trunk.spec.header_rules.iter().enumerate() {
+            match CompiledHeaderRule::new(rule) {
+                Ok(rule) => header_rules.push(rule),
+                Err(message) => errors.push(&rules_path.index(i).field("match"), message),
+            }
+        }
+        let header_rules = (!header_rules.is_empty()).then(|| HeaderRules(header_rules.into()));
+
         errors.into_result()?;
         Ok(Self {
             trunk,
@@ -132,6 +197,7 @@ impl CompiledTrunk {
             peer_addresses,
             called,
             calling,
+            header_rules,
         })
     }
 
@@ -184,12 +250,39 @@ impl CompiledTrunk {
         Some(auth.secret_ref.name.as_str())
     }
 
+    /// The trunk's registration, when enabled and complete (validation refuses an enabled one
+    /// without registrar).
+    pub fn registration(&self) -> Option<&crate::trunk::Registration> {
+        self.trunk
+            .spec
+            .outbound
+            .as_ref()?
+            .registration
+            .as_ref()
+            .filter(|r| r.enabled && r.registrar.is_some())
+    }
+
+    /// The host of the From URI of requests sent to the trunk (`outbound.fromDomain`).
+    pub fn from_domain(&self) -> Option<&str> {
+        self.trunk.spec.outbound.as_ref()?.from_domain.as_deref()
+    }
+
     /// The Secrets this Trunk refers to.
     pub fn secret_refs(&self) -> impl Iterator<Item = &str> {
         self.inbound_auth()
             .map(|(_, secret)| secret)
             .into_iter()
             .chain(self.outbound_secret())
+    }
+
+    /// Whether the Trunk's peers are in the trust domain (`identity.trusted`, RFC 3325).
+    pub fn trusted(&self) -> bool {
+        self.trunk.spec.identity.as_ref().is_some_and(|i| i.trusted)
+    }
+
+    /// The header rules, in order; `None` when the Trunk has none.
+    pub fn header_rules(&self) -> Option<&HeaderRules> {
+        self.header_rules.as_ref()
     }
 
     /// Applies the called-number normalisation.

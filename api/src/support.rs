@@ -94,20 +94,8 @@ pub const NOT_SUPPORTED_YET: &[NotSupportedYet] = &[
     // Trunk.
     NotSupportedYet {
         kind: "Trunk",
-        path: "spec.outbound.registration",
-        allowed: Allowed::Unset,
-        issue: 8,
-    },
-    NotSupportedYet {
-        kind: "Trunk",
-        path: "spec.outbound.fromDomain",
-        allowed: Allowed::Unset,
-        issue: 8,
-    },
-    NotSupportedYet {
-        kind: "Trunk",
         path: "spec.media.dtmfMode",
-        allowed: Allowed::Only(&["RFC4733"]),
+        allowed: Allowed::Only(&["RFC4733", "Inband"]),
         issue: 11,
     },
     NotSupportedYet {
@@ -115,24 +103,6 @@ pub const NOT_SUPPORTED_YET: &[NotSupportedYet] = &[
         path: "spec.media.encryption",
         allowed: Allowed::Only(&["None", "SDES", "SDESOptional"]),
         issue: 11,
-    },
-    NotSupportedYet {
-        kind: "Trunk",
-        path: "spec.limits.callsPerSecond",
-        allowed: Allowed::Unset,
-        issue: 9,
-    },
-    NotSupportedYet {
-        kind: "Trunk",
-        path: "spec.limits.burst",
-        allowed: Allowed::Unset,
-        issue: 9,
-    },
-    NotSupportedYet {
-        kind: "Trunk",
-        path: "spec.headerRules",
-        allowed: Allowed::Unset,
-        issue: 9,
     },
     // Subscriber: groups, extensions and short dialling are not built yet.
     NotSupportedYet {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::common::{
     Codec, LocalObjectReference, NumberRewrite, check_codecs, kubernetes_integers,
 };
+use crate::compiled::CompiledRewrite;
 use crate::support;
 use crate::validation::{self, FieldPath, Validate, ValidationErrors};
 
@@ -92,6 +93,9 @@ pub struct TrunkSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub header_rules: Vec<HeaderRule>,
+    /// Caller identity towards and from the trunk's peers (RFC 3325).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityPolicy>,
     /// Number rewrites applied to calls received from the trunk before routing, e.g. from the
     /// peer's national format to E.164.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -317,11 +321,11 @@ pub enum MediaEncryption {
     },
 ]))]
 pub struct CallLimits {
-    /// Most simultaneous calls.
+    /// Most simultaneous calls in each direction, per signaling replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000000))]
     pub max_calls: Option<u32>,
-    /// Sustained rate of new calls per second.
+    /// Sustained rate of new calls per second in each direction, per signaling replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100000))]
     pub calls_per_second: Option<u32>,
@@ -380,17 +384,39 @@ fn default_success_threshold() -> u32 {
     1
 }
 
+/// How the caller's network-asserted identity crosses the trunk (RFC 3325, RFC 3323).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityPolicy {
+    /// The trunk's peers belong to the platform's trust domain: a `P-Asserted-Identity` they
+    /// send is believed, and calls to them carry the caller's `P-Asserted-Identity` and
+    /// `Privacy`. Untrusted (the default): both are removed on the way in and on the way out,
+    /// and a caller asking for privacy (`Privacy: id` or `user`) reaches them as anonymous.
+    #[serde(default)]
+    pub trusted: bool,
+}
+
 /// A header manipulation rule.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
-        "rule": "self.action == 'Remove' || has(self.value)",
-        "message": "value is required unless action is Remove",
+        "rule": "self.action in ['Remove', 'Pass'] || has(self.value)",
+        "message": "value is required for Add and Set",
         "fieldPath": ".value",
     },
     {
-        "rule": "!(self.header.lowerAscii() in ['via', 'v', 'from', 'f', 'to', 't', 'call-id', 'i', 'cseq', 'contact', 'm', 'record-route', 'route', 'max-forwards', 'content-length', 'l'])",
+        "rule": "self.action != 'Pass' || (!has(self.value) && has(self.direction) && self.direction == 'Outbound')",
+        "message": "Pass copies the caller's header into requests sent to the trunk: it takes no value and needs direction Outbound",
+        "fieldPath": ".action",
+    },
+    {
+        "rule": "self.action != 'Add' || !has(self.match)",
+        "message": "match applies to Set, Remove and Pass",
+        "fieldPath": ".match",
+    },
+    {
+        "rule": "!(self.header.lowerAscii() in ['via', 'v', 'from', 'f', 'to', 't', 'call-id', 'i', 'cseq', 'contact', 'm', 'record-route', 'route', 'max-forwards', 'content-length', 'l', 'content-type', 'c', 'authorization', 'proxy-authorization', 'rack', 'rseq', 'require', 'supported', 'k', 'session-expires', 'x', 'min-se'])",
         "message": "this header is managed by the gateway and cannot be rewritten",
         "fieldPath": ".header",
     },
@@ -402,10 +428,16 @@ pub struct HeaderRule {
     /// CSeq, Contact, Route, Record-Route, Max-Forwards, Content-Length) are refused.
     #[schemars(length(min = 1, max = 64), pattern(validation::SIP_TOKEN_PATTERN))]
     pub header: String,
-    /// Header value for Add and Set.
+    /// Header value for Add and Set. With `match`, Set replaces the matched part of each matching
+    /// value with this text, where `$1`, `${1}` or `${name}` insert capture groups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024), pattern(validation::REASON_PHRASE_PATTERN))]
     pub value: Option<String>,
+    /// Regular expression (RE2/Rust `regex` syntax) on the header's values: Set, Remove and Pass
+    /// then act on the matching values only, e.g. `^<sip:(\d+)@` on a Diversion header.
+    #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub matches: Option<String>,
     /// Requests the rule applies to: received from the trunk (Inbound), sent to it (Outbound),
     /// or both.
     #[serde(default)]
@@ -417,10 +449,14 @@ pub struct HeaderRule {
 pub enum HeaderAction {
     /// Append a header, keeping existing ones.
     Add,
-    /// Replace every instance of the header with one holding the value.
+    /// Replace every instance of the header with one holding the value (with `match`: rewrite
+    /// the matching values only).
     Set,
-    /// Remove every instance of the header.
+    /// Remove every instance of the header (with `match`: the matching values only).
     Remove,
+    /// Copy the header from the caller's INVITE into the INVITE sent to this trunk (with `match`:
+    /// the matching values only). The B2BUA passes no other header of the caller's.
+    Pass,
 }
 
 /// Direction of traffic relative to the trunk.
@@ -481,6 +517,34 @@ pub struct TrunkStatus {
     /// Health of each peer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<PeerStatus>,
+    /// Registration with the registrar, when `outbound.registration` is enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<RegistrationStatus>,
+}
+
+/// Registration of a trunk over the signaling pods (each pod registers its own Contact).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = kubernetes_integers)]
+pub struct RegistrationStatus {
+    /// `Registered` when every pod holds a binding, `Failed` when a pod's last attempt
+    /// failed, `Registering` otherwise.
+    pub state: RegistrationState,
+    /// Signaling pods holding a binding with the registrar.
+    pub registered_pods: i32,
+    /// Signaling pods registering the trunk.
+    pub pods: i32,
+}
+
+/// Where the registration of a trunk stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum RegistrationState {
+    /// A REGISTER is on its way and no binding is held yet.
+    Registering,
+    /// The registrar accepted the binding; it is refreshed before it expires.
+    Registered,
+    /// The last attempt was refused or unanswered; retried with back-off.
+    Failed,
 }
 
 /// Health of one peer.
@@ -668,14 +732,38 @@ impl TrunkSpec {
                 validation::header_name(&rule.header),
             );
             match (&rule.value, rule.action) {
-                (None, HeaderAction::Add | HeaderAction::Set) => errors.push(
+                (None, HeaderAction::Add | HeaderAction::Set) => {
+                    errors.push(&rule_path.field("value"), "is required for Add and Set")
+                }
+                (Some(_), HeaderAction::Pass) => errors.push(
                     &rule_path.field("value"),
-                    "is required unless action is Remove",
+                    "Pass copies the caller's header: it takes no value",
                 ),
                 (Some(value), _) => {
                     errors.check(&rule_path.field("value"), validation::header_value(value));
                 }
-                (None, HeaderAction::Remove) => {}
+                (None, HeaderAction::Remove | HeaderAction::Pass) => {}
+            }
+            if rule.action == HeaderAction::Pass && rule.direction != HeaderDirection::Outbound {
+                errors.push(
+                    &rule_path.field("direction"),
+                    "Pass copies the caller's header into requests sent to the trunk: direction must be Outbound",
+                );
+            }
+            if let Some(pattern) = &rule.matches {
+                if rule.action == HeaderAction::Add {
+                    errors.push(
+                        &rule_path.field("match"),
+                        "match applies to Set, Remove and Pass",
+                    );
+                }
+                let replacement = match rule.action {
+                    HeaderAction::Set => rule.value.as_deref().unwrap_or_default(),
+                    _ => "",
+                };
+                if let Err(message) = CompiledRewrite::new(pattern, replacement) {
+                    errors.push(&rule_path.field("match"), message);
+                }
             }
         }
 
@@ -718,6 +806,7 @@ mod tests {
             limits: None,
             health_check: HealthCheck::default(),
             header_rules: Vec::new(),
+            identity: None,
             number_normalization: None,
         }
     }
@@ -768,7 +857,6 @@ mod tests {
                 "spec.outbound.registration.registrar: is required when registration is enabled",
                 "spec.outbound.auth: registration needs auth credentials",
                 "spec.outbound.registration.expiresSeconds: must be between 60 and 86400",
-                "spec.outbound.registration: registration is not supported yet (issue 8): remove it",
             ]
         );
     }
@@ -776,26 +864,47 @@ mod tests {
     #[test]
     fn header_rules() {
         let mut spec = trunk();
+        let rule = |action, header: &str, value: Option<&str>, matches: Option<&str>, direction| {
+            HeaderRule {
+                action,
+                header: header.into(),
+                value: value.map(str::to_owned),
+                matches: matches.map(str::to_owned),
+                direction,
+            }
+        };
+        use HeaderAction::*;
+        use HeaderDirection::*;
         spec.header_rules = vec![
-            HeaderRule {
-                action: HeaderAction::Set,
-                header: "X-Tenant".into(),
-                value: None,
-                direction: HeaderDirection::Outbound,
-            },
-            HeaderRule {
-                action: HeaderAction::Remove,
-                header: "Record-Route".into(),
-                value: None,
-                direction: HeaderDirection::Both,
-            },
+            rule(Set, "X-Tenant", None, None, Outbound),
+            rule(Remove, "Record-Route", None, None, Both),
+            rule(Pass, "Diversion", Some("x"), None, Both),
+            rule(Add, "X-A", Some("1"), Some("a"), Outbound),
+            rule(Remove, "X-B", None, Some("("), Inbound),
+            rule(Set, "X-C", Some("$2"), Some("^(a)$"), Inbound),
+            rule(Set, "Session-Expires", Some("90"), None, Outbound),
+            // Accepted: a rewrite with a capture, a matching Remove, a Pass.
+            rule(Set, "X-D", Some("n-$1"), Some(r"^(\d+)$"), Outbound),
+            rule(
+                Remove,
+                "Diversion",
+                None,
+                Some("reason=deflection"),
+                Inbound,
+            ),
+            rule(Pass, "History-Info", None, Some("index=1"), Outbound),
         ];
         assert_eq!(
             messages(&spec),
             [
-                "spec.headerRules[0].value: is required unless action is Remove",
+                "spec.headerRules[0].value: is required for Add and Set",
                 "spec.headerRules[1].header: Record-Route is managed by the gateway and cannot be rewritten",
-                "spec.headerRules: headerRules is not supported yet (issue 9): remove it",
+                "spec.headerRules[2].value: Pass copies the caller's header: it takes no value",
+                "spec.headerRules[2].direction: Pass copies the caller's header into requests sent to the trunk: direction must be Outbound",
+                "spec.headerRules[3].match: match applies to Set, Remove and Pass",
+                "spec.headerRules[4].match: invalid regular expression \"(\": unclosed group",
+                "spec.headerRules[5].match: replacement \"$2\" refers to group $2 but the pattern has only 1 group(s)",
+                "spec.headerRules[6].header: Session-Expires is managed by the gateway and cannot be rewritten",
             ]
         );
         assert!(HeaderDirection::Both.applies_to(HeaderDirection::Inbound));
@@ -816,7 +925,6 @@ mod tests {
             [
                 "spec.limits.maxCalls: must be at least 1",
                 "spec.limits.burst: burst needs callsPerSecond",
-                "spec.limits.burst: burst is not supported yet (issue 9): remove it",
             ]
         );
     }

@@ -65,6 +65,18 @@ pub const PROTECTED_HEADERS: &[&str] = &[
     "max-forwards",
     "content-length",
     "l",
+    "content-type",
+    "c",
+    "authorization",
+    "proxy-authorization",
+    "rack",
+    "rseq",
+    "require",
+    "supported",
+    "k",
+    "session-expires",
+    "x",
+    "min-se",
 ];
 
 fn compile_constant(pattern: &str) -> Regex {

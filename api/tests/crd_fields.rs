@@ -214,24 +214,21 @@ spec:
 ";
 
 #[test]
-fn a_trunk_with_registration_is_refused_by_validation_and_by_cel() {
+fn a_trunk_with_registration_and_from_domain_passes_validation_and_cel() {
     let registering = TRUNK_WITH_AUTH.replace(
         "    auth:\n      secretRef:\n        name: pbx-digest\n",
-        "  outbound:\n    auth: {secretRef: {name: pbx-digest}}\n    registration: {enabled: true, registrar: \"sip:reg.example\"}\n",
+        "  outbound:\n    auth: {secretRef: {name: pbx-digest}}\n    registration: {enabled: true, registrar: \"sip:reg.example\"}\n    fromDomain: voice.example.org\n",
     );
-    let errors =
-        ConfigSet::from_documents(&[("trunks.yaml".into(), registering.clone())]).unwrap_err();
-    let rendered: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let set =
+        ConfigSet::from_documents(&[("trunks.yaml".into(), registering.clone())]).expect("loads");
+    let config = set.for_gateway("core").expect("gateway");
+    let trunk = config.trunk("pbx").expect("trunk");
     assert_eq!(
-        rendered,
-        [
-            "trunks.yaml (document 0): Trunk default/pbx: spec.outbound.registration: registration is not supported yet (issue 8): remove it"
-        ]
+        trunk.registration().and_then(|r| r.registrar.as_deref()),
+        Some("sip:reg.example")
     );
-    assert_eq!(
-        common::cel_failures(&registering),
-        ["spec.outbound.registration: registration is not supported yet (issue 8): remove it"]
-    );
+    assert_eq!(trunk.from_domain(), Some("voice.example.org"));
+    assert!(common::cel_failures(&registering).is_empty());
 }
 
 #[test]

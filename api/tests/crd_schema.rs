@@ -218,7 +218,7 @@ fn schema_constraints_and_cel_rules() {
     let trunk = schema("Trunk");
     assert!(
         rules(node(&trunk, "spec.headerRules.[]"))
-            .contains(&"self.action == 'Remove' || has(self.value)")
+            .contains(&"self.action in ['Remove', 'Pass'] || has(self.value)")
     );
     assert!(!rules(node(&trunk, "spec.inbound.allowedCidrs")).is_empty());
     assert_eq!(node(&trunk, "spec.peers.[].port")["default"], 5060);

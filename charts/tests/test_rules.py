@@ -18,9 +18,9 @@ import tandem_queries
 
 ALERTS = {
     "TandemTrunkPeerDown", "TandemTrunkDown", "TandemTrunkAnswerSeizureRatioLow",
-    "TandemAdmissionRejections", "TandemPodDrainingTooLong", "TandemMediaQualityMosLow",
+    "TandemAdmissionRejections", "TandemSignalingOverloaded", "TandemPodDrainingTooLong", "TandemMediaQualityMosLow",
     "TandemMediaPacketLossHigh", "TandemMediaPortsExhausted", "TandemOperatorReconcileErrors",
-    "TandemOperatorNoLeader", "TandemCdrDeliveryStalled",
+    "TandemOperatorNoLeader", "TandemCdrDeliveryStalled", "TandemTrunkRegistrationFailing",
 }
 ON = {"monitoring": {"prometheusRule": {"enabled": True}}}
 

@@ -54,6 +54,7 @@ fn measure(other: CodecKind, seconds: usize) -> Duration {
         to,
         to_payload_type: pt(to),
         ptime_ms: 20,
+        dtmf: tandem_codec::DtmfConversion::Pass,
     };
     let mut up = Transcoder::new(config(other, CodecKind::Pcmu)).unwrap();
     let mut down = Transcoder::new(config(CodecKind::Pcmu, other)).unwrap();

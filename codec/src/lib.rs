@@ -5,7 +5,9 @@
 //!
 //! Nothing here touches sockets or clocks: packets go in, packets come out.
 
+pub mod dtmf;
 pub mod g711;
+mod g722;
 mod jitter;
 mod resample;
 pub mod signal;
@@ -13,9 +15,9 @@ mod transcoder;
 
 pub use jitter::{JitterBuffer, Slot};
 pub use resample::Resampler;
-pub use transcoder::{Pushed, Transcoder, TranscoderConfig};
+pub use transcoder::{DtmfConversion, Pushed, Transcoder, TranscoderConfig};
 
-use ezk_g722::libg722::{self, Bitrate};
+use g722::{G722Decoder, G722Encoder};
 
 /// A codec the transcoder converts between.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -131,7 +133,7 @@ pub struct Decoder {
 
 enum DecoderInner {
     G711,
-    G722(Box<libg722::decoder::Decoder>),
+    G722(Box<G722Decoder>),
     Opus(Box<opus::Decoder>),
 }
 
@@ -146,11 +148,7 @@ impl Decoder {
     pub fn new(kind: CodecKind) -> Result<Self, CodecError> {
         let inner = match kind {
             CodecKind::Pcmu | CodecKind::Pcma => DecoderInner::G711,
-            CodecKind::G722 => DecoderInner::G722(Box::new(libg722::decoder::Decoder::new(
-                Bitrate::Mode1_64000,
-                false,
-                false,
-            ))),
+            CodecKind::G722 => DecoderInner::G722(Box::new(G722Decoder::new())),
             CodecKind::Opus => {
                 DecoderInner::Opus(Box::new(opus::Decoder::new(48000, opus::Channels::Mono)?))
             }
@@ -181,7 +179,7 @@ impl Decoder {
                 };
                 out.extend(payload.iter().map(|&b| decode(b)));
             }
-            DecoderInner::G722(decoder) => out.extend(decoder.decode(payload)),
+            DecoderInner::G722(decoder) => decoder.decode(payload, out),
             DecoderInner::Opus(decoder) => {
                 out.resize(start + OPUS_MAX_FRAME, 0);
                 match decoder.decode(payload, &mut out[start..], false) {
@@ -239,7 +237,7 @@ pub struct Encoder {
 
 enum EncoderInner {
     G711,
-    G722(Box<libg722::encoder::Encoder>),
+    G722(Box<G722Encoder>),
     Opus(Box<opus::Encoder>),
 }
 
@@ -254,11 +252,7 @@ impl Encoder {
     pub fn new(kind: CodecKind) -> Result<Self, CodecError> {
         let inner = match kind {
             CodecKind::Pcmu | CodecKind::Pcma => EncoderInner::G711,
-            CodecKind::G722 => EncoderInner::G722(Box::new(libg722::encoder::Encoder::new(
-                Bitrate::Mode1_64000,
-                false,
-                false,
-            ))),
+            CodecKind::G722 => EncoderInner::G722(Box::new(G722Encoder::new())),
             CodecKind::Opus => {
                 let mut encoder =
                     opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip)?;
@@ -294,7 +288,7 @@ impl Encoder {
                         samples: pcm.len(),
                     });
                 }
-                out.extend(encoder.encode(pcm));
+                encoder.encode(pcm, out);
             }
             EncoderInner::Opus(encoder) => {
                 if ![120, 240, 480, 960, 1920, 2880].contains(&pcm.len()) {

@@ -198,6 +198,37 @@ impl Platform {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The call detail records written so far (unless the test moved them with
+    /// `TANDEM_CDR_DIR`).
+    pub fn call_records(&self) -> Vec<serde_json::Value> {
+        call_records_in(&self.cdr_dir)
+    }
+}
+
+/// Every call detail record in the record files of `dir` (complete and still open), in order.
+pub fn call_records_in(dir: &Path) -> Vec<serde_json::Value> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("cdr-"))
+        })
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+                .collect::<Vec<serde_json::Value>>()
+        })
+        .collect()
 }
 
 impl Drop for Platform {

@@ -542,6 +542,7 @@ mod tests {
         }
         fn close_recording(&mut self, _: u64) {}
         fn send_later(&mut self, _: u16, _: SocketAddr, _: crate::dtmf::Schedule) {}
+        fn inject_tone(&mut self, _: u16, _: crate::dtmf::Tone) {}
     }
 
     struct Harness {

@@ -36,6 +36,14 @@ struct BuildLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConversionLabels {
+    conversion: &'static str,
+}
+
+/// DTMF conversion labels: RFC 4733 events played as tones, and tones sent as events.
+pub const DTMF_CONVERSIONS: [&str; 2] = ["events_to_tones", "tones_to_events"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TranscodeLabels {
     from: &'static str,
     to: &'static str,
@@ -117,6 +125,7 @@ pub struct Metrics {
     transcoded_streams: Family<TranscodeLabels, Counter>,
     transcoding_streams: Family<TranscodeLabels, Gauge>,
     concealed_packets: Counter,
+    dtmf_events: Family<ConversionLabels, Counter>,
     draining: Gauge,
 }
 
@@ -139,6 +148,7 @@ impl Metrics {
             transcoded_streams: Family::default(),
             transcoding_streams: Family::default(),
             concealed_packets: Counter::default(),
+            dtmf_events: Family::default(),
             draining: Gauge::default(),
         };
         let build_info = Family::<BuildLabels, Gauge>::default();
@@ -221,6 +231,16 @@ impl Metrics {
             m.concealed_packets.clone(),
         );
         registry.register(
+            "tandem_media_dtmf_events",
+            "DTMF digits the relay converted, by conversion (RFC 4733 events to tones, tones to events)",
+            m.dtmf_events.clone(),
+        );
+        for conversion in DTMF_CONVERSIONS {
+            m.dtmf_events
+                .get_or_create(&ConversionLabels { conversion })
+                .get();
+        }
+        registry.register(
             "tandem_media_draining",
             "Whether this pod is draining (1) or serving (0)",
             m.draining.clone(),
@@ -258,6 +278,13 @@ impl Metrics {
         self.transcoding_streams
             .get_or_create(&TranscodeLabels::of(from, to))
             .dec();
+    }
+
+    /// Counts DTMF digits converted (`conversion` one of [`DTMF_CONVERSIONS`]).
+    pub fn dtmf_converted(&self, conversion: &'static str, digits: u64) {
+        self.dtmf_events
+            .get_or_create(&ConversionLabels { conversion })
+            .inc_by(digits);
     }
 
     /// Counts packets concealed in transcoded streams.
@@ -332,14 +359,13 @@ impl Metrics {
 }
 
 /// Why the relay dropped a packet: the label values of `tandem_media_dropped_packets_total`.
-pub const DROP_REASONS: [&str; 9] = [
+pub const DROP_REASONS: [&str; 8] = [
     DropReason::Malformed.as_str(),
     DropReason::NoSession.as_str(),
     DropReason::NoDestination.as_str(),
     DropReason::SourceMismatch.as_str(),
     DropReason::Blocked.as_str(),
     DropReason::Srtp(SrtpError::Malformed).as_str(),
-    DropReason::TranscodeToSrtp.as_str(),
     SEND_FAILED,
     TRANSCODER_FAILED,
 ];

@@ -52,6 +52,14 @@ pub enum IceAdvertise {
     IfOffered,
 }
 
+/// Whether a codec option names RFC 4733 events (`telephone-event`, any clock rate).
+fn is_events(codec: &str) -> bool {
+    codec
+        .split('/')
+        .next()
+        .is_some_and(|name| name.trim().eq_ignore_ascii_case("telephone-event"))
+}
+
 /// One codec selector: a payload type number, or `name[/clock rate[/channels]]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CodecSelector(pub String);
@@ -71,6 +79,12 @@ pub struct CodecPlan {
     /// Codecs added for the receiver when it would otherwise share no codec with the sender,
     /// the relay transcoding between them (`transcode`).
     pub transcode: Vec<CodecSelector>,
+    /// `mask` of `telephone-event`: the receiver is offered no events, and the relay plays the
+    /// sender's events to it as tones (and sends the tones it hears back as events).
+    pub mask_events: bool,
+    /// `transcode` of `telephone-event`: the receiver is offered events the sender did not
+    /// offer, and the relay converts between them and the sender's tones.
+    pub transcode_events: bool,
 }
 
 impl CodecPlan {
@@ -80,6 +94,12 @@ impl CodecPlan {
             && !self.strip_all
             && self.offer.is_empty()
             && self.transcode.is_empty()
+            && !self.transcode_events
+    }
+
+    /// Whether the offer asks the relay to convert between events and tones.
+    pub fn converts_events(&self) -> bool {
+        self.mask_events || self.transcode_events
     }
 }
 
@@ -118,6 +138,9 @@ pub struct Options {
     /// Mark the SDP sent on, and leave alone an SDP that carries this pod's mark
     /// (`loop protect`).
     pub loop_protect: bool,
+    /// `inject DTMF`: the streams go through the transcoder (even with a codec in common),
+    /// so that `play DTMF` can play tones into them.
+    pub inject_dtmf: bool,
     /// What the request asked for that is not acted on, one phrase each.
     pub warnings: Vec<String>,
 }
@@ -160,6 +183,7 @@ pub fn for_negotiation(request: &Request, advertise: IpAddr) -> Result<Options, 
             "strict-source" => o.strict_source = true,
             "record-call" => o.record_call = true,
             "loop-protect" => o.loop_protect = true,
+            "inject-dtmf" if is_offer => o.inject_dtmf = true,
             _ if name.starts_with("codec-") => {} // read by codec_operations()
             _ if name.starts_with("replace-") => {
                 replace.push(Replace::parse(&flag["replace-".len()..]));
@@ -288,7 +312,12 @@ pub fn for_negotiation(request: &Request, advertise: IpAddr) -> Result<Options, 
             let all = codec.eq_ignore_ascii_case("all") || codec.eq_ignore_ascii_case("full");
             match operation.as_str() {
                 "strip" | "mask" if all => o.codecs.strip_all = true,
+                "mask" if is_events(&codec) => {
+                    o.codecs.mask_events = true;
+                    o.codecs.strip.push(selector);
+                }
                 "strip" | "mask" => o.codecs.strip.push(selector),
+                "transcode" if is_events(&codec) => o.codecs.transcode_events = true,
                 "except" => o.codecs.except.push(selector),
                 "offer" => o.codecs.offer.push(selector),
                 "transcode"

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::metrics::counter::Counter;
 use socket2::{Domain, Protocol, Socket, Type};
-use tandem_codec::{Pushed, Transcoder, TranscoderConfig};
+use tandem_codec::{DtmfConversion, Pushed, Transcoder, TranscoderConfig};
 use tandem_rtp::PacketKind;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -31,7 +31,9 @@ use tokio::task::{JoinHandle, LocalSet};
 use crate::batch::{BATCH, Batch, Forward};
 use crate::dtmf;
 use crate::ice;
-use crate::metrics::{Metrics, PacketClass, PacketCounters, SEND_FAILED, TRANSCODER_FAILED};
+use crate::metrics::{
+    DTMF_CONVERSIONS, Metrics, PacketClass, PacketCounters, SEND_FAILED, TRANSCODER_FAILED,
+};
 use crate::recording::Recorder;
 use crate::session::{Datagram, DropReason, Packet, PortBinder, Route, SessionTable, Timestamp};
 
@@ -187,6 +189,7 @@ fn run_worker(
             batch: RefCell::new(Batch::new()),
             forwards: RefCell::new(Vec::with_capacity(BATCH)),
             transcoders: RefCell::new(HashMap::new()),
+            tones: RefCell::new(HashMap::new()),
             counters: metrics.worker_counters(),
             metrics,
         });
@@ -220,6 +223,8 @@ struct Worker {
     forwards: RefCell<Vec<Forward>>,
     /// Transcoded streams, by the local port their packets arrive on.
     transcoders: RefCell<HashMap<u16, StreamTranscoder>>,
+    /// Tones to play into the transcoded stream arriving on a port, with its next packet.
+    tones: RefCell<HashMap<u16, dtmf::Tone>>,
     counters: Arc<PacketCounters>,
     metrics: Metrics,
 }
@@ -257,6 +262,7 @@ impl Worker {
 
     fn close(&self, port: u16) {
         self.stop_transcoding(port);
+        self.tones.borrow_mut().remove(&port);
         if let Some((_, task)) = self.open.borrow_mut().remove(&port) {
             task.abort();
             self.closing.borrow_mut().push(task);
@@ -299,10 +305,34 @@ impl Worker {
         route
     }
 
+    /// `packet`, made by the relay, protected for an SRTP party on `from_port`'s side (as is
+    /// for a plain one); `None`, counted as dropped, when it cannot be.
+    fn protect_generated(&self, from_port: u16, mut packet: Vec<u8>) -> Option<Vec<u8>> {
+        let len = packet.len();
+        packet.resize(len + SRTP_ROOM, 0);
+        let protected = self
+            .table
+            .borrow_mut()
+            .protect_generated(from_port, &mut packet, len);
+        match protected {
+            Ok(n) => {
+                packet.truncate(n);
+                Some(packet)
+            }
+            Err(reason) => {
+                self.counters.dropped(reason.as_str(), 1);
+                None
+            }
+        }
+    }
+
     fn socket(&self, port: u16) -> Option<Rc<UdpSocket>> {
         self.open.borrow().get(&port).map(|(s, _)| Rc::clone(s))
     }
 }
+
+/// Room for the SRTP authentication tag (or AEAD tag) of a packet the relay makes itself.
+const SRTP_ROOM: usize = 32;
 
 /// One transcoded direction of a call, on the worker that owns it: off the batched fast
 /// path, each packet is decoded, resampled and encoded here and sent on its own.
@@ -311,21 +341,32 @@ struct StreamTranscoder {
     packets: Counter,
     /// Concealed packets already counted in the metrics.
     concealed: u64,
+    /// DTMF digits converted already counted in the metrics.
+    digits: u64,
     out: Vec<Vec<u8>>,
 }
 
 impl StreamTranscoder {
     fn end(mut self, metrics: &Metrics) {
-        self.count_concealed(metrics);
+        self.count_conversions(metrics);
         let config = self.transcoder.config();
         metrics.transcoding_ended(config.from, config.to);
     }
 
-    fn count_concealed(&mut self, metrics: &Metrics) {
+    fn count_conversions(&mut self, metrics: &Metrics) {
         let concealed = self.transcoder.concealed();
         if concealed > self.concealed {
             metrics.concealed(concealed - self.concealed);
             self.concealed = concealed;
+        }
+        let digits = self.transcoder.dtmf_digits();
+        if digits > self.digits {
+            let conversion = match self.transcoder.config().dtmf {
+                DtmfConversion::TonesToEvents { .. } => DTMF_CONVERSIONS[1],
+                _ => DTMF_CONVERSIONS[0],
+            };
+            metrics.dtmf_converted(conversion, digits - self.digits);
+            self.digits = digits;
         }
     }
 }
@@ -374,6 +415,10 @@ impl PortBinder for WorkerBinder {
         Ok(())
     }
 
+    fn inject_tone(&mut self, port: u16, tone: dtmf::Tone) {
+        self.worker.tones.borrow_mut().insert(port, tone);
+    }
+
     fn send_later(&mut self, from_port: u16, to: SocketAddr, packets: dtmf::Schedule) {
         let worker = Rc::clone(&self.worker);
         tokio::task::spawn_local(async move {
@@ -383,6 +428,9 @@ impl PortBinder for WorkerBinder {
                 // The call may have ended meanwhile: its socket is gone, and so is the event.
                 let Some(socket) = worker.socket(from_port) else {
                     return;
+                };
+                let Some(datagram) = worker.protect_generated(from_port, datagram) else {
+                    continue;
                 };
                 if let Err(e) = socket.send_to(&datagram, to).await {
                     tracing::debug!(from_port, %to, error = %e, "generated packet not sent");
@@ -559,6 +607,7 @@ fn transcode(
                     transcoder,
                     packets: worker.metrics.transcoding_started(config.from, config.to),
                     concealed: 0,
+                    digits: 0,
                     out: Vec::new(),
                 })
             }
@@ -569,12 +618,21 @@ fn transcode(
             }
         },
     };
+    if let Some(tone) = worker.tones.borrow_mut().remove(&port) {
+        let ms = u32::try_from(tone.duration.as_millis()).unwrap_or(u32::MAX);
+        stream.transcoder.inject_tone(tone.code, tone.volume, ms);
+    }
     let mut out = std::mem::take(&mut stream.out);
     out.clear();
     let pushed = stream.transcoder.push(datagram, &mut out);
-    stream.count_concealed(&worker.metrics);
+    stream.count_conversions(&worker.metrics);
     if let Some(socket) = worker.socket(from_port) {
-        for packet in &out {
+        for packet in out.iter_mut() {
+            let Some(protected) = worker.protect_generated(from_port, std::mem::take(packet))
+            else {
+                continue;
+            };
+            *packet = protected;
             match socket.try_send_to(packet, to) {
                 Ok(_) => {
                     stream.packets.inc();

@@ -9,7 +9,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use tandem_rtp::PayloadFormat;
+use tandem_rtp::{Codec, PayloadFormat};
 use tandem_sip::sdp::{Attribute, Direction, Media, MediaDescription, Origin, SessionDescription};
 
 use tandem_codec::CodecKind;
@@ -432,6 +432,38 @@ pub fn plan_formats(
         }
         voice.extend(front);
         front = voice;
+    }
+    if plan.transcode_events {
+        // Events on the clock of the first voice codec, for the relay to convert to tones.
+        let has_events = front
+            .iter()
+            .any(|f| format_of(f).is_some_and(|p| p.codec == Codec::TelephoneEvent));
+        let clock = front
+            .iter()
+            .find_map(|f| {
+                format_of(f)
+                    .filter(|p| p.codec.is_voice())
+                    .map(|p| p.clock_rate)
+            })
+            .or_else(|| {
+                added.first().and_then(|a: &String| {
+                    let name = a.split_whitespace().nth(1)?.split('/').next()?;
+                    CodecKind::from_name(name).map(CodecKind::rtp_clock)
+                })
+            });
+        let taken: Vec<u8> = front.iter().filter_map(|f| f.parse().ok()).collect();
+        let pt = (!has_events)
+            .then(|| {
+                [101u8]
+                    .into_iter()
+                    .chain(96..=127)
+                    .find(|pt| !taken.contains(pt))
+            })
+            .flatten();
+        if let (Some(pt), Some(clock)) = (pt, clock) {
+            front.push(pt.to_string());
+            added.push(format!("{pt} telephone-event/{clock}"));
+        }
     }
     Ok((front != *formats).then_some((front, added)))
 }

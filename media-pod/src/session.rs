@@ -31,7 +31,7 @@ use crate::quality::{QualitySample, Sources};
 use crate::sdp_rewrite::{self, AnchoredStream, Remote, SectionPlan, StreamError};
 use crate::srtp::{self, LegCrypto, SdesPolicy};
 use crate::transcode::{self, CodecSet, TranscodedLeg, Transcoding};
-use tandem_codec::TranscoderConfig;
+use tandem_codec::{CodecKind, TranscoderConfig};
 
 /// A moment, both monotonic (for timeouts and latching) and wall-clock (for reports).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +58,9 @@ pub trait PortBinder {
     /// Sends each datagram of `packets` from local port `from_port` to `to`, at its offset
     /// from now.
     fn send_later(&mut self, from_port: u16, to: SocketAddr, packets: dtmf::Schedule);
+    /// Plays `tone` into the transcoded stream arriving on local port `port`, in place of its
+    /// next audio.
+    fn inject_tone(&mut self, port: u16, tone: dtmf::Tone);
 }
 
 /// Whether a call is being recorded.
@@ -252,9 +255,6 @@ pub enum DropReason {
     /// SRTP or SRTCP that failed authentication or the replay check, or could not be
     /// protected.
     Srtp(tandem_srtp::Error),
-    /// A transcoded stream towards an SRTP party: not supported yet (the transcoder would send
-    /// it unprotected).
-    TranscodeToSrtp,
 }
 
 impl DropReason {
@@ -267,7 +267,6 @@ impl DropReason {
             DropReason::SourceMismatch => "strict_source",
             DropReason::Blocked => "blocked",
             DropReason::Srtp(_) => "srtp",
-            DropReason::TranscodeToSrtp => "transcode_to_srtp",
         }
     }
 }
@@ -378,8 +377,14 @@ struct MediaStream {
     /// The `rtcp-mux` handling the offer asked for.
     rtcp_mux: RtcpMux,
     legs: [Leg; 2],
-    /// The codec of each party, when the answer left them none in common.
+    /// The codec of each party, when the answer left them none in common (or the relay
+    /// converts or injects DTMF).
     transcoding: Option<Transcoding>,
+    /// The offer asked the relay to convert between RFC 4733 events and tones (`mask` or
+    /// `transcode` of `telephone-event`).
+    convert_events: bool,
+    /// `inject DTMF`: transcoded even with a codec in common, for `play DTMF` tones.
+    inject_dtmf: bool,
 }
 
 /// Packets not relayed from a party (or from every party of a call).
@@ -751,6 +756,13 @@ impl SessionTable {
             (from_tag, request.to_tag.as_deref())
         };
         let mut options = options::for_negotiation(request, self.config.advertise)?;
+        if (options.codecs.converts_events() || options.inject_dtmf)
+            && self.config.transcodable.is_empty()
+        {
+            options
+                .warnings
+                .push("DTMF conversion and injection (transcoding is off)".into());
+        }
         let mut sdp = SessionDescription::parse(sdp_body)?;
         let loop_mark = format!("{:016x}", self.config.instance);
         if options.loop_protect && sdp_rewrite::has_loop_mark(&sdp, &loop_mark) {
@@ -890,6 +902,8 @@ impl SessionTable {
                     rtcp_mux: RtcpMux::default(),
                     legs: Default::default(),
                     transcoding: None,
+                    convert_events: false,
+                    inject_dtmf: false,
                 });
             }
             let media = &mut call.media[i];
@@ -897,6 +911,9 @@ impl SessionTable {
             media.protocol.clone_from(protocol);
             if !is_answer {
                 media.rtcp_mux = options.rtcp_mux;
+                media.convert_events =
+                    options.codecs.converts_events() && !self.config.transcodable.is_empty();
+                media.inject_dtmf = options.inject_dtmf && !self.config.transcodable.is_empty();
             }
             let leg = &mut media.legs[sender.index()];
             leg.protocol = Some(protocol.clone());
@@ -1283,7 +1300,8 @@ impl SessionTable {
     }
 
     /// `play DTMF`: sends an RFC 4733 event to the other party as if the selected party had
-    /// sent it, on the first media section whose receiver negotiated `telephone-event`.
+    /// sent it, on the first media section whose receiver negotiated `telephone-event`; to a
+    /// receiver without events, plays the tone into the selected party's transcoded audio.
     pub fn play_dtmf(
         &mut self,
         request: &Request,
@@ -1324,9 +1342,6 @@ impl SessionTable {
                 .filter(|a| !a.ip().is_unspecified() && a.port() != 0)?;
             Some((leg.local?, to, *format))
         });
-        let (from_port, to, format) = target.ok_or(SessionError::Selection(
-            "The receiving party has no telephone-event payload type or no address yet",
-        ))?;
         let duration = request
             .duration
             .and_then(|v| u64::try_from(v).ok())
@@ -1336,6 +1351,29 @@ impl SessionTable {
         let volume = request.volume.map_or(dtmf::DEFAULT_VOLUME, |v| {
             u8::try_from(v.unsigned_abs().min(63)).unwrap_or(63)
         });
+        let Some((from_port, to, format)) = target else {
+            // No events towards the receiver: a tone in the audio, when the stream goes
+            // through the transcoder (`inject DTMF`, transcoding, or DTMF conversion).
+            let port = call
+                .media
+                .iter()
+                .find(|m| m.transcoding.is_some())
+                .and_then(|m| m.legs[sender.index()].local)
+                .ok_or(SessionError::Selection(
+                    "The receiving party has no telephone-event payload type, and its stream is \
+                     not transcoded (offer with 'inject DTMF')",
+                ))?;
+            binder.inject_tone(
+                port,
+                dtmf::Tone {
+                    code,
+                    volume,
+                    duration: Duration::from_millis(duration),
+                },
+            );
+            tracing::info!(call_id, code, duration_ms = duration, "DTMF tone played");
+            return Ok(());
+        };
         // A fresh source per event: different calls, times and events get different numbers.
         let mut hasher = std::hash::DefaultHasher::new();
         (call_id, now.unix, self.totals.relayed_packets, code).hash(&mut hasher);
@@ -1598,14 +1636,13 @@ impl SessionTable {
             !is_rtcp
                 && packet
                     .rtp
-                    .is_some_and(|h| h.payload_type == t.legs[owner.side.index()].payload_type)
+                    .is_some_and(|h| t.takes(owner.side.index(), h.payload_type))
         });
         let other = &mut media.legs[owner.side.other().index()];
         if let Some(t) = transcoding {
-            // The transcoder sends what it encodes itself, unprotected: towards an SRTP party
-            // that would leak the audio in the clear, so such packets are dropped.
-            if other.srtp.is_some() {
-                return Route::Drop(DropReason::TranscodeToSrtp);
+            // What the transcoder sends is protected as it leaves ([`Self::protect_generated`]).
+            if other.srtp.as_deref().is_some_and(|c| !c.can_send()) {
+                return Route::Drop(DropReason::NoDestination);
             }
             return Route::Transcode {
                 from_port,
@@ -1627,6 +1664,32 @@ impl SessionTable {
             }
         }
         Route::Forward { from_port, to }
+    }
+
+    /// Protects an RTP packet the relay made itself (transcoded audio, `play DTMF` events) for
+    /// the party that local port `from_port` faces, when that party speaks SRTP: `buf[..len]`
+    /// is the packet, the rest of `buf` room for the tag. The length to send, or why not.
+    pub fn protect_generated(
+        &mut self,
+        from_port: u16,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<usize, DropReason> {
+        let owner = self
+            .ports
+            .get(&(from_port & !1))
+            .ok_or(DropReason::NoSession)?;
+        let leg = self
+            .calls
+            .get_mut(&owner.call)
+            .and_then(|c| c.media.get_mut(owner.media))
+            .map(|m| &mut m.legs[owner.side.index()])
+            .ok_or(DropReason::NoSession)?;
+        match leg.srtp.as_deref_mut() {
+            None => Ok(len),
+            Some(crypto) if !crypto.can_send() => Err(DropReason::NoDestination),
+            Some(crypto) => crypto.protect(buf, len, false).map_err(DropReason::Srtp),
+        }
     }
 
     /// Removes calls whose media stopped (see [`Call::silence`] for the rule), and calls
@@ -1699,9 +1762,10 @@ fn resolve_sides(
 }
 
 /// Decides from an answer whether section `media` is transcoded (the answerer's codec is none
-/// the offerer offered, and both can be transcoded), recording each party's codec; returns
-/// the format list and `a=rtpmap` values of the answer sent to the offerer: its own codec, and
-/// the events both parties listed.
+/// the offerer offered, and both can be transcoded; or the offer asked for DTMF conversion
+/// and only one party has `telephone-event`), recording each party's codec; returns the
+/// format list and `a=rtpmap` values of the answer sent to the offerer: its own codec, and
+/// its events when the answerer has them too or the relay converts them.
 fn answer_transcoding(
     media: &mut MediaStream,
     answerer: Side,
@@ -1710,12 +1774,40 @@ fn answer_transcoding(
     let offerer = answerer.other();
     let offered = &media.legs[offerer.index()].formats;
     let answered = &media.legs[answerer.index()].formats;
-    let Some((offer, offer_kind, answer, answer_kind)) =
-        transcode::choose(offered, answered, transcodable)
-    else {
+    let events_of = |formats: &[PayloadFormat], kind: CodecKind| {
+        formats
+            .iter()
+            .find(|f| f.codec == Codec::TelephoneEvent && f.clock_rate == kind.rtp_clock())
+            .map(|f| f.payload_type)
+    };
+    let chosen = transcode::choose(offered, answered, transcodable);
+    let shared = chosen.is_none();
+    let chosen = chosen.or_else(|| {
+        // A codec in common: transcoded (to itself) only to convert or inject DTMF.
+        if !media.convert_events && !media.inject_dtmf {
+            return None;
+        }
+        let answer = answered.iter().find(|f| f.codec.is_voice())?;
+        let kind = transcode::kind_of(answer).filter(|k| transcodable.contains(*k))?;
+        let offer = offered
+            .iter()
+            .find(|o| o.codec == answer.codec && o.clock_rate == answer.clock_rate)?;
+        Some((*offer, kind, *answer, kind))
+    });
+    let Some((offer, offer_kind, answer, answer_kind)) = chosen else {
         media.transcoding = None;
         return (None, Vec::new());
     };
+    let mut events = [
+        events_of(offered, offer_kind),
+        events_of(answered, answer_kind),
+    ];
+    let converts = media.convert_events && events[0].is_some() != events[1].is_some();
+    if shared && !converts && !media.inject_dtmf {
+        media.transcoding = None;
+        return (None, Vec::new());
+    }
+    let offer_events = events[0];
     let leg = |side: Side, codec, payload_type| TranscodedLeg {
         codec,
         payload_type,
@@ -1727,19 +1819,39 @@ fn answer_transcoding(
     ];
     if offerer == Side::Callee {
         legs.swap(0, 1);
+        events.swap(0, 1);
     }
-    media.transcoding = Some(Transcoding { legs });
-    let mut formats = vec![offer.payload_type.to_string()];
-    formats.extend(
+    media.transcoding = Some(Transcoding {
+        legs,
+        events: converts.then_some(events),
+    });
+    let mut formats: Vec<String> = if shared {
         answered
             .iter()
-            .filter(|a| a.codec == Codec::TelephoneEvent && offered.contains(a))
-            .map(|a| a.payload_type.to_string()),
-    );
-    (
-        Some(formats),
-        vec![format!("{} {}", offer.payload_type, offer_kind.rtpmap())],
-    )
+            .filter(|a| a.codec != Codec::TelephoneEvent)
+            .map(|a| a.payload_type.to_string())
+            .collect()
+    } else {
+        vec![offer.payload_type.to_string()]
+    };
+    let mut rtpmaps = Vec::new();
+    if !shared {
+        rtpmaps.push(format!("{} {}", offer.payload_type, offer_kind.rtpmap()));
+    }
+    if converts {
+        if let Some(pt) = offer_events {
+            formats.push(pt.to_string());
+            rtpmaps.push(format!("{pt} telephone-event/{}", offer_kind.rtp_clock()));
+        }
+    } else {
+        formats.extend(
+            answered
+                .iter()
+                .filter(|a| a.codec == Codec::TelephoneEvent && offered.contains(a))
+                .map(|a| a.payload_type.to_string()),
+        );
+    }
+    (Some(formats), rtpmaps)
 }
 
 /// Whether a command asks for every party (`all` flag, or `all: all`).
@@ -1989,6 +2101,7 @@ mod tests {
         recording_dir: bool,
         recordings: std::collections::BTreeMap<u64, (String, String)>,
         sent: Vec<(u16, SocketAddr, dtmf::Schedule)>,
+        injected: Vec<(u16, dtmf::Tone)>,
     }
 
     impl PortBinder for FakeBinder {
@@ -2020,6 +2133,10 @@ mod tests {
                 "recording not open"
             );
         }
+        fn inject_tone(&mut self, port: u16, tone: dtmf::Tone) {
+            self.injected.push((port, tone));
+        }
+
         fn send_later(&mut self, from_port: u16, to: SocketAddr, packets: dtmf::Schedule) {
             self.sent.push((from_port, to, packets));
         }
@@ -2837,6 +2954,52 @@ mod tests {
     }
 
     #[test]
+    fn transcoded_packets_to_an_srtp_callee_are_protected_as_they_leave() {
+        use tandem_srtp::sdes::Crypto;
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let t0 = Instant::now();
+        let mut offer = Request::offer("c", "a", sdp("192.0.2.1", 4000)).with_flag("inject DTMF");
+        offer.transport_protocol = Some("RTP/SAVP".into());
+        let out = t.negotiate(&offer, at(t0, 0), &mut b).unwrap();
+        let callee_facing = media_port(&out, 0);
+        let relay_key = crypto_of(&out)[0].clone();
+        let callee_key = Crypto::generate(relay_key.tag, relay_key.key.suite()).unwrap();
+        let answer = Request::answer(
+            "c",
+            "a",
+            "b",
+            savp("198.51.100.1", 5000, &[callee_key.to_value()]),
+        );
+        let caller_facing = media_port(&t.negotiate(&answer, at(t0, 0), &mut b).unwrap(), 0);
+
+        // The caller's audio goes through the transcoder (not dropped) towards the SRTP callee.
+        let plain = rtp_bytes(1, 0x1111, 0x55);
+        let (route, _) = route_bytes(&mut t, caller_facing, "192.0.2.1:4000", &plain, at(t0, 20));
+        assert!(
+            matches!(route, Route::Transcode { from_port, .. } if from_port == callee_facing),
+            "{route:?}"
+        );
+        // What the transcoder made is encrypted under the relay's key for the callee.
+        let mut buf = plain.clone();
+        buf.resize(plain.len() + 32, 0);
+        let n = t
+            .protect_generated(callee_facing, &mut buf, plain.len())
+            .unwrap();
+        let mut callee_rx = tandem_srtp::Context::new(&relay_key.key);
+        assert_eq!(unprotect(&mut callee_rx, &buf[..n], false), plain);
+        // Towards the plain caller it leaves as it is; on a closed port it is not sent.
+        assert_eq!(
+            t.protect_generated(caller_facing, &mut buf, plain.len()),
+            Ok(plain.len())
+        );
+        assert_eq!(
+            t.protect_generated(40000, &mut buf, plain.len()),
+            Err(DropReason::NoSession)
+        );
+    }
+
+    #[test]
     fn plain_caller_is_bridged_to_an_srtp_callee() {
         use tandem_srtp::{Context, Error, Suite, sdes::Crypto};
         let mut t = table(30000, 30009);
@@ -3111,6 +3274,56 @@ mod tests {
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(warnings[0].contains("ICE 'force-relay'"));
         assert!(warnings[1].contains("transcode 'G729'"));
+    }
+
+    #[test]
+    fn transcode_of_telephone_event_offers_events_and_converts_them_to_tones() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        // The caller (a Trunk taking DTMF in-band) offers PCMU without events.
+        let offer = Request::offer("c", "a", sdp("192.0.2.1", 4000))
+            .with_flag("codec-transcode-telephone-event");
+        let text = String::from_utf8(t.negotiate(&offer, now, &mut b).unwrap()).unwrap();
+        assert!(text.contains("m=audio 30000 RTP/AVP 0 101\r\n"), "{text}");
+        assert!(text.contains("a=rtpmap:101 telephone-event/8000"), "{text}");
+        let answer = sdp("192.0.2.2", 5000).replace(
+            "RTP/AVP 0",
+            "RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000",
+        );
+        let answer = Request::answer("c", "a", "b", answer);
+        let text = String::from_utf8(t.negotiate(&answer, now, &mut b).unwrap()).unwrap();
+        assert!(text.contains("m=audio 30002 RTP/AVP 0\r\n"), "{text}");
+        assert!(!text.contains("telephone-event"), "{text}");
+        let call = t.calls.values().next().unwrap();
+        let transcoding = call.media[0].transcoding.unwrap();
+        assert_eq!(transcoding.events, Some([None, Some(101)]));
+        // The callee's events become the caller's tones, the caller's tones its events.
+        assert_eq!(
+            transcoding.direction(1).dtmf,
+            tandem_codec::DtmfConversion::EventsToTones { payload_type: 101 }
+        );
+        assert_eq!(
+            transcoding.direction(0).dtmf,
+            tandem_codec::DtmfConversion::TonesToEvents { payload_type: 101 }
+        );
+
+        // Without the flag, a callee without events leaves the shared codec relayed as is.
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let body = sdp("192.0.2.1", 4000).replace(
+            "RTP/AVP 0",
+            "RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000",
+        );
+        t.negotiate(&Request::offer("c", "a", body), now, &mut b)
+            .unwrap();
+        let answer = Request::answer("c", "a", "b", sdp("192.0.2.2", 5000));
+        t.negotiate(&answer, now, &mut b).unwrap();
+        assert!(
+            t.calls.values().next().unwrap().media[0]
+                .transcoding
+                .is_none()
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use tandem_codec::{CodecKind, TranscoderConfig};
+use tandem_codec::{CodecKind, DtmfConversion, TranscoderConfig};
 use tandem_rtp::{Codec, PayloadFormat};
 
 /// A set of codecs the pod may transcode between (the Gateway's `media.transcoding.codecs`).
@@ -102,6 +102,9 @@ pub struct TranscodedLeg {
 pub struct Transcoding {
     /// Each party's codec.
     pub legs: [TranscodedLeg; 2],
+    /// When the relay converts DTMF: each party's telephone-event payload type, `None` for
+    /// the party that hears tones.
+    pub events: Option<[Option<u8>; 2]>,
 }
 
 impl Transcoding {
@@ -114,7 +117,24 @@ impl Transcoding {
             to: receiver.codec,
             to_payload_type: receiver.payload_type,
             ptime_ms: receiver.ptime_ms,
+            dtmf: self.dtmf(from),
         }
+    }
+
+    /// What the direction from party `from` does with DTMF.
+    pub fn dtmf(&self, from: usize) -> DtmfConversion {
+        match self.events.map(|e| (e[from & 1], e[(from + 1) & 1])) {
+            Some((Some(payload_type), None)) => DtmfConversion::EventsToTones { payload_type },
+            Some((None, Some(payload_type))) => DtmfConversion::TonesToEvents { payload_type },
+            _ => DtmfConversion::Pass,
+        }
+    }
+
+    /// Whether a packet of payload type `payload_type` from party `from` goes through the
+    /// transcoder: its audio, and its events when they become tones.
+    pub fn takes(&self, from: usize, payload_type: u8) -> bool {
+        payload_type == self.legs[from & 1].payload_type
+            || self.dtmf(from) == (DtmfConversion::EventsToTones { payload_type })
     }
 }
 
@@ -206,6 +226,7 @@ mod tests {
                     ptime_ms: 30,
                 },
             ],
+            events: None,
         };
         let forward = t.direction(0);
         assert_eq!(
@@ -213,5 +234,22 @@ mod tests {
             (CodecKind::Opus, CodecKind::Pcmu, 30)
         );
         assert_eq!(t.direction(1).to_payload_type, 111);
+        assert_eq!(forward.dtmf, DtmfConversion::Pass);
+        assert!(t.takes(0, 111) && !t.takes(0, 101));
+
+        // The caller sends events (101), the callee hears tones.
+        let t = Transcoding {
+            events: Some([Some(101), None]),
+            ..t
+        };
+        assert_eq!(
+            t.direction(0).dtmf,
+            DtmfConversion::EventsToTones { payload_type: 101 }
+        );
+        assert_eq!(
+            t.direction(1).dtmf,
+            DtmfConversion::TonesToEvents { payload_type: 101 }
+        );
+        assert!(t.takes(0, 101) && !t.takes(1, 101));
     }
 }

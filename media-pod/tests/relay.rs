@@ -1728,3 +1728,299 @@ fn bridges_plain_rtp_and_sdes_srtp_and_drops_forgeries_and_replays() {
     assert!(ng.request(&Request::delete("srtp-1", None)).is_success());
     assert_eq!(pod.metric("tandem_media_srtp_sessions"), 0.0);
 }
+
+/// The RFC 4733 packets of one `ms` event, 20 ms apart with three ends, from sequence `seq`.
+fn event_packets(code: u8, ms: u32, seq: u16, timestamp: u32, ssrc: u32) -> Vec<Vec<u8>> {
+    let steps = ms / 20;
+    (1..=steps + 2)
+        .map(|step| {
+            let end = step >= steps;
+            let mut p = vec![0x80, if step == 1 { 0x80 | 101 } else { 101 }];
+            p.extend_from_slice(&seq.wrapping_add(step as u16 - 1).to_be_bytes());
+            p.extend_from_slice(&timestamp.to_be_bytes());
+            p.extend_from_slice(&ssrc.to_be_bytes());
+            p.extend_from_slice(&[code, if end { 0x80 | 10 } else { 10 }]);
+            p.extend_from_slice(&((160 * step.min(steps)) as u16).to_be_bytes());
+            p
+        })
+        .collect()
+}
+
+/// PCMU packets of `pcm` (20 ms each) from sequence `seq` and timestamp `timestamp` on.
+fn pcmu_packets(pcm: &[i16], seq: u16, timestamp: u32, ssrc: u32) -> Vec<Vec<u8>> {
+    let mut encoder = tandem_codec::Encoder::new(tandem_codec::CodecKind::Pcmu).unwrap();
+    let mut payload = Vec::new();
+    pcm.chunks_exact(160)
+        .enumerate()
+        .map(|(i, frame)| {
+            encoder.encode(frame, &mut payload).unwrap();
+            let mut p = vec![0x80, 0];
+            p.extend_from_slice(&seq.wrapping_add(i as u16).to_be_bytes());
+            p.extend_from_slice(&(timestamp + 160 * i as u32).to_be_bytes());
+            p.extend_from_slice(&ssrc.to_be_bytes());
+            p.extend_from_slice(&payload);
+            p
+        })
+        .collect()
+}
+
+/// The digits a Goertzel detector hears in `audio`.
+fn digits_heard(audio: &[i16], rate: u32) -> Vec<u8> {
+    let mut detector = tandem_codec::dtmf::Detector::new(rate);
+    let mut found = Vec::new();
+    detector.process(audio, &mut found);
+    detector.process(&vec![0; rate as usize / 10], &mut found);
+    found
+        .into_iter()
+        .filter_map(|d| match d {
+            tandem_codec::dtmf::Detected::Start { code, .. } => Some(code),
+            tandem_codec::dtmf::Detected::End { .. } => None,
+        })
+        .collect()
+}
+
+#[test]
+fn rfc_4733_events_and_in_band_tones_are_converted_for_a_party_without_events() {
+    let pod = MediaPod::start(20, &["--transcode-codecs", "PCMU,PCMA,G722,opus"]);
+    let ng = pod.client();
+    let caller = Party::new();
+    let callee = Party::new();
+    // The caller sends RFC 4733 events; the callee's Trunk takes DTMF in-band only.
+    let with_events = sdp_with(
+        &caller,
+        1,
+        "0 101",
+        "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n",
+    );
+    let offer = Request::offer("dtmf-inband", "caller-tag", with_events)
+        .with_flag("codec-mask-telephone-event");
+    let sent = ng.negotiate(&offer);
+    assert_eq!(sent.media()[0].media().formats, ["0"], "no events offered");
+    let callee_facing = relay_port(&sent);
+    let answered = ng.negotiate(&Request::answer(
+        "dtmf-inband",
+        "caller-tag",
+        "callee-tag",
+        sdp_with(&callee, 2, "0", ""),
+    ));
+    assert_eq!(
+        answered.media()[0].media().formats,
+        ["0", "101"],
+        "the caller keeps its events"
+    );
+    let text = String::from_utf8(answered.to_bytes()).unwrap();
+    assert!(text.contains("a=rtpmap:101 telephone-event/8000"), "{text}");
+    let caller_facing = relay_port(&answered);
+
+    // Caller: quiet audio, the digit 5 as events (no audio meanwhile), quiet audio.
+    let quiet = tandem_codec::signal::tone(300.0, -40.0, 8000, 1600);
+    let mut up = pcmu_packets(&quiet, 0, 0, 0xCA11);
+    up.extend(event_packets(5, 200, 10, 1600, 0xCA11));
+    up.extend(pcmu_packets(&quiet, 22, 3200, 0xCA11));
+    // Callee: quiet audio, the digit # as a tone in the audio, quiet audio.
+    let mut pcm = quiet.clone();
+    tandem_codec::dtmf::ToneGenerator::new(11, 8, 8000)
+        .unwrap()
+        .generate(1600, &mut pcm);
+    pcm.extend(&quiet);
+    let down = pcmu_packets(&pcm, 500, 80_000, 0xCA1E);
+    for (i, packet) in up.iter().enumerate() {
+        caller
+            .rtp
+            .send_to(packet, relay_addr(caller_facing))
+            .unwrap();
+        if let Some(p) = down.get(i) {
+            callee.rtp.send_to(p, relay_addr(callee_facing)).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+
+    // The callee hears the 5 as a tone, and no event reaches it.
+    let (packets, heard) = receive_audio(&callee.rtp, tandem_codec::CodecKind::Pcmu, 0);
+    assert!(packets >= 28, "{packets} packets");
+    assert_eq!(digits_heard(&heard, 8000), vec![5]);
+
+    // The caller gets the # as RFC 4733 events in place of the tone.
+    caller
+        .rtp
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = vec![0u8; 2048];
+    let mut events = Vec::new();
+    let mut audio = Vec::new();
+    let mut decoder = tandem_codec::Decoder::new(tandem_codec::CodecKind::Pcmu).unwrap();
+    while let Ok((n, _)) = caller.rtp.recv_from(&mut buf) {
+        let packet = tandem_rtp::RtpPacket::parse(&buf[..n]).unwrap();
+        match packet.payload_type() {
+            101 => events.push((packet.marker(), packet.payload().to_vec())),
+            0 => decoder.decode(packet.payload(), &mut audio),
+            other => panic!("payload type {other}"),
+        }
+    }
+    assert!(events.len() >= 5, "{events:?}");
+    assert!(events[0].0, "the first event packet is marked");
+    assert!(events.iter().all(|(_, p)| p[0] == 11));
+    assert_eq!(events.iter().filter(|(_, p)| p[1] & 0x80 != 0).count(), 3);
+    assert!(
+        digits_heard(&audio, 8000).is_empty(),
+        "the tone left the audio"
+    );
+
+    assert_eq!(
+        pod.metric("tandem_media_dtmf_events_total{conversion=\"events_to_tones\"}"),
+        1.0
+    );
+    assert_eq!(
+        pod.metric("tandem_media_dtmf_events_total{conversion=\"tones_to_events\"}"),
+        1.0
+    );
+    ng.request(&Request::delete("dtmf-inband", None));
+}
+
+#[test]
+fn play_dtmf_to_a_party_without_events_is_a_tone_in_its_audio() {
+    let pod = MediaPod::start(10, &["--transcode-codecs", "PCMU,PCMA"]);
+    let ng = pod.client();
+    let caller = Party::new();
+    let callee = Party::new();
+    // Neither party has telephone-event: `inject DTMF` puts the call through the transcoder.
+    let offer = Request::offer("inject", "caller-tag", sdp_with(&caller, 1, "0", ""))
+        .with_flag("inject DTMF");
+    ng.negotiate(&offer);
+    let answered = ng.negotiate(&Request::answer(
+        "inject",
+        "caller-tag",
+        "callee-tag",
+        sdp_with(&callee, 2, "0", ""),
+    ));
+    assert_eq!(answered.media()[0].media().formats, ["0"]);
+    let caller_facing = relay_port(&answered);
+
+    let mut play = Request::new("play DTMF".parse().unwrap());
+    play.call_id = Some("inject".into());
+    play.from_tag = Some("caller-tag".into());
+    play.code = Some("#".into());
+    play.duration = Some(300);
+    let reply = ng.request(&play);
+    assert!(reply.is_success(), "{:?}", reply.error_reason());
+
+    // The tone replaces the caller's next 300 ms of audio on the way to the callee.
+    let quiet = tandem_codec::signal::tone(300.0, -40.0, 8000, 8000);
+    for packet in pcmu_packets(&quiet, 0, 0, 0xCA11) {
+        caller
+            .rtp
+            .send_to(&packet, relay_addr(caller_facing))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (packets, heard) = receive_audio(&callee.rtp, tandem_codec::CodecKind::Pcmu, 0);
+    assert!(packets >= 47, "{packets} packets");
+    assert_eq!(digits_heard(&heard, 8000), vec![11]);
+
+    // Without `inject DTMF` (nor transcoding) there is nowhere to play it: a clear error.
+    let offer = Request::offer("plain", "caller-tag", sdp_with(&caller, 3, "0", ""));
+    ng.negotiate(&offer);
+    ng.negotiate(&Request::answer(
+        "plain",
+        "caller-tag",
+        "callee-tag",
+        sdp_with(&callee, 4, "0", ""),
+    ));
+    play.call_id = Some("plain".into());
+    let reply = ng.request(&play);
+    assert!(!reply.is_success());
+    assert!(
+        reply
+            .error_reason()
+            .unwrap_or_default()
+            .contains("inject DTMF"),
+        "{:?}",
+        reply.error_reason()
+    );
+}
+
+#[test]
+fn a_transcoded_stream_to_an_srtp_party_is_protected() {
+    use tandem_codec::CodecKind;
+    use tandem_codec::signal::dominant_frequency;
+    use tandem_srtp::sdes::Crypto;
+    use tandem_srtp::{Context, Suite};
+
+    let pod = MediaPod::start(20, &["--transcode-codecs", "PCMU,PCMA,G722,opus"]);
+    let ng = pod.client();
+    let caller = Party::new();
+    let callee = Party::new();
+    // A plain Opus caller; the callee takes PCMU over SDES-SRTP only.
+    let opus_only = sdp_with(&caller, 1, "111", "a=rtpmap:111 opus/48000/2\r\n");
+    let mut offer = Request::offer("tc-srtp", "caller-tag", opus_only);
+    for flag in ["codec-mask-all", "codec-offer-PCMU", "codec-transcode-PCMU"] {
+        offer = offer.with_flag(flag);
+    }
+    offer.transport_protocol = Some("RTP/SAVP".into());
+    let sent = ng.negotiate(&offer);
+    assert_eq!(sent.media()[0].media().formats, ["0"]);
+    let relay_key = crypto_lines(&sent)
+        .into_iter()
+        .find(|c| c.key.suite() == Suite::AesCm128HmacSha1_80)
+        .expect("AES_CM_128_HMAC_SHA1_80 offered");
+    let callee_key = Crypto::generate(relay_key.tag, Suite::AesCm128HmacSha1_80).unwrap();
+    let callee_sdp = sdp_with(&callee, 2, "0", "").replace("RTP/AVP", "RTP/SAVP")
+        + &format!("a=crypto:{}\r\n", callee_key.to_value());
+    let answered = ng.negotiate(&Request::answer(
+        "tc-srtp",
+        "caller-tag",
+        "callee-tag",
+        callee_sdp,
+    ));
+    assert_eq!(answered.media()[0].media().formats, ["111"]);
+    let (caller_facing, callee_facing) = (relay_port(&answered), relay_port(&sent));
+
+    // The caller's 1 kHz reaches the callee as SRTP-protected PCMU.
+    for packet in tone_packets(CodecKind::Opus, 111, 1000.0, 50, 0xCA11) {
+        caller
+            .rtp
+            .send_to(&packet, relay_addr(caller_facing))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    callee
+        .rtp
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut callee_rx = Context::new(&relay_key.key);
+    let mut decoder = tandem_codec::Decoder::new(CodecKind::Pcmu).unwrap();
+    let (mut packets, mut heard) = (0, Vec::new());
+    let mut buf = vec![0u8; 2048];
+    while let Ok((n, _)) = callee.rtp.recv_from(&mut buf) {
+        let plain = callee_rx.unprotect_rtp(&mut buf, n).expect("authenticated");
+        let packet = tandem_rtp::RtpPacket::parse(&buf[..plain]).unwrap();
+        assert_eq!(packet.payload_type(), 0);
+        decoder.decode(packet.payload(), &mut heard);
+        packets += 1;
+    }
+    assert!(packets >= 48, "{packets} SRTP packets");
+    assert_eq!(
+        dominant_frequency(&heard[1600..], &[400.0, 1000.0, 2000.0], 8000),
+        Some(1000.0)
+    );
+
+    // The callee's SRTP PCMU reaches the caller as plain Opus.
+    let mut callee_tx = Context::new(&callee_key.key);
+    for packet in tone_packets(CodecKind::Pcmu, 0, 400.0, 50, 0xCA1E) {
+        let mut wire = packet.clone();
+        wire.resize(packet.len() + 10, 0);
+        let len = callee_tx.protect_rtp(&mut wire, packet.len()).unwrap();
+        callee
+            .rtp
+            .send_to(&wire[..len], relay_addr(callee_facing))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (packets, heard) = receive_audio(&caller.rtp, CodecKind::Opus, 111);
+    assert!(packets >= 48, "{packets} Opus packets");
+    assert_eq!(
+        dominant_frequency(&heard[9600..], &[400.0, 1000.0, 2000.0], 48000),
+        Some(400.0)
+    );
+    ng.request(&Request::delete("tc-srtp", None));
+}

@@ -134,6 +134,7 @@ async fn trunk_figures_come_from_the_report_cache() {
                 reachable: true,
                 last_probe_time: None,
             }],
+            registration: None,
         },
     );
     reports.update(

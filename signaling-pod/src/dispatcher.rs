@@ -1,9 +1,9 @@
 //! The dispatcher: the first stop of every inbound SIP message.
 //!
 //! It refuses what is malformed (400 and friends, statelessly), hands responses of the pod's own
-//! out-of-call exchanges (OPTIONS health probes) to the exchange waiting for them, and every
-//! other message to the shard of its call ([`Calls`]), which starts calls for new INVITEs and
-//! answers requests that belong to no call.
+//! out-of-call exchanges (OPTIONS health probes, registrations) to the exchange waiting for
+//! them, and every other message to the shard of its call ([`Calls`]), which starts calls for
+//! new INVITEs and answers requests that belong to no call.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +18,8 @@ use tokio::sync::mpsc;
 use crate::call::{CallContext, Calls};
 use crate::transport::Flow;
 
-/// The pod's own requests outside calls (health probes) waiting for responses, by Call-ID.
+/// The pod's own requests outside calls (health probes, registrations) waiting for responses,
+/// by Call-ID.
 #[derive(Debug, Default)]
 pub struct Exchanges {
     waiting: Mutex<HashMap<Bytes, mpsc::Sender<SipMessage>>>,

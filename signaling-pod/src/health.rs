@@ -13,7 +13,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use serde::Serialize;
 use tandem_api::config::GatewayConfig;
-use tandem_api::trunk::HealthCheck;
+use tandem_api::trunk::{HealthCheck, RegistrationState};
 use tandem_sip::message::{Method, SipMessage};
 use tandem_sip::transaction::{ClientOutput, ClientTransaction};
 use tokio::sync::{mpsc, watch};
@@ -272,6 +272,14 @@ struct TrunkReport {
     name: String,
     active_calls: i64,
     peers: Vec<PeerReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    registration: Option<RegistrationReport>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RegistrationReport {
+    state: RegistrationState,
 }
 
 #[derive(Serialize)]
@@ -290,8 +298,9 @@ struct StatusState {
     health: Arc<TrunkHealth>,
 }
 
-/// The `/status/trunks` endpoint: per trunk, the calls in progress through this pod and what
-/// its health checks found (`reachable` is null while unknown or when checks are disabled).
+/// The `/status/trunks` endpoint: per trunk, the calls in progress through this pod, what its
+/// health checks found (`reachable` is null while unknown or when checks are disabled) and,
+/// for a registering trunk, its registration state.
 pub fn status_routes(
     ctx: Arc<CallContext>,
     config: watch::Receiver<Arc<GatewayConfig>>,
@@ -338,11 +347,17 @@ async fn trunks_status(State(state): State<StatusState>) -> impl IntoResponse {
                     }
                 })
                 .collect();
+            let registration = state
+                .ctx
+                .registrations
+                .get(&name)
+                .map(|known| RegistrationReport { state: known.state });
             TrunkReport {
                 namespace: trunk.namespace().to_owned(),
                 name,
                 active_calls,
                 peers,
+                registration,
             }
         })
         .collect();

@@ -9,12 +9,16 @@ mod auth;
 mod call;
 mod cdr;
 mod dispatcher;
+mod header_rules;
 mod health;
+mod identity;
 mod location;
 mod media;
 mod media_pool;
 mod metrics;
+mod overload;
 mod registrar;
+mod registration;
 mod routing;
 mod transport;
 
@@ -36,6 +40,7 @@ use tandem_runtime::shutdown::Signals;
 use tandem_sip::digest::Algorithm;
 use tandem_sip::transaction::TimerConfig;
 
+use crate::admission::RateLimits;
 use crate::auth::Auth;
 use crate::call::leg::LocalAddress;
 use crate::call::{CallContext, Calls, Settings};
@@ -43,6 +48,8 @@ use crate::dispatcher::{Dispatcher, Exchanges};
 use crate::health::TrunkHealth;
 use crate::media_pool::MediaPool;
 use crate::metrics::Metrics;
+use crate::overload::OverloadSettings;
+use crate::registration::Registrations;
 use crate::transport::{ConnectionMetrics, Limits, Transport, Transports, tls};
 
 /// mimalloc returns the pages calls free to the system, where glibc's allocator keeps them
@@ -50,6 +57,9 @@ use crate::transport::{ConnectionMetrics, Limits, Transport, Transports, tls};
 #[cfg(not(test))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// How long a stopping pod waits for its registrars to confirm the removal of its bindings.
+const UNREGISTER_WAIT: Duration = Duration::from_secs(4);
 
 /// Command line and environment of the signaling pod.
 #[derive(Debug, Parser)]
@@ -132,6 +142,18 @@ struct Args {
     /// in milliseconds.
     #[arg(long, env = "TANDEM_CONFIG_POLL_MS", default_value_t = 1000)]
     config_poll_ms: u64,
+    /// Overload control: the queue delay of new calls each shard keeps under, in
+    /// milliseconds; above it a share of new calls is refused with a stateless 503, adjusted
+    /// every --overload-interval-ms (0: never refuse).
+    #[arg(long, env = "TANDEM_OVERLOAD_QUEUE_DELAY_MS", default_value_t = 100)]
+    overload_queue_delay_ms: u64,
+    /// How often the share of new calls refused for overload is adjusted, from the shortest
+    /// queue delay of new calls seen over the interval, in milliseconds.
+    #[arg(long, env = "TANDEM_OVERLOAD_INTERVAL_MS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    overload_interval_ms: u64,
+    /// The Retry-After of a refusal for overload, in seconds.
+    #[arg(long, env = "TANDEM_OVERLOAD_RETRY_AFTER", default_value_t = 1)]
+    overload_retry_after_seconds: u32,
     /// Directory of the call detail records: JSON lines, one file at a time, rotated
     /// (docs/cdr.md). No records are kept without it.
     #[arg(long, env = "TANDEM_CDR_DIR")]
@@ -414,6 +436,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         &mut registry,
     ));
     let trunk_health = Arc::new(TrunkHealth::default());
+    let registrations = Arc::new(Registrations::new(&mut registry));
     let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
     let settings = Settings {
         local: LocalAddress {
@@ -433,6 +456,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         media_timeout: seconds(args.media_timeout_seconds),
         media_check_interval: seconds(args.media_check_interval_seconds),
         shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        overload: OverloadSettings {
+            target: Duration::from_millis(args.overload_queue_delay_ms),
+            interval: Duration::from_millis(args.overload_interval_ms),
+            retry_after: args.overload_retry_after_seconds,
+        },
     };
     let location: Arc<dyn location::LocationStore> = match &args.location_redis_url {
         Some(url) => {
@@ -450,6 +478,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         metrics,
         trunk_health: Arc::clone(&trunk_health),
         settings: Arc::new(settings),
+        rate_limits: RateLimits::default(),
         cdr: cdr_writer.as_ref().map(cdr::Writer::sink),
         auth,
         location,
@@ -462,6 +491,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             nat_max_expires: args.registration_nat_max_expires,
             ..registrar::Policy::default()
         },
+        registrations: Arc::clone(&registrations),
     });
     let exchanges = Arc::new(Exchanges::default());
     tokio::spawn(health::run_prober(
@@ -469,6 +499,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Arc::clone(&exchanges),
         config.clone(),
         Arc::clone(&trunk_health),
+    ));
+    let (stop_registering, registering_stopped) = tokio::sync::watch::channel(false);
+    let registering = tokio::spawn(registration::run(
+        Arc::clone(&ctx),
+        Arc::clone(&exchanges),
+        registrations,
+        config.clone(),
+        registering_stopped,
     ));
     let status = health::status_routes(Arc::clone(&ctx), config.clone(), trunk_health);
     let calls = Calls::start(Arc::clone(&ctx), config);
@@ -508,6 +546,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // the Gateway's drain timeout passes. A second signal stops at once.
     health.set_ready(false);
     dispatcher.start_draining();
+    // The carriers' registrars stop sending calls here: bindings are removed.
+    let _ = stop_registering.send(true);
     let active = ctx_metrics.calls_active().clone();
     let records = cdr_writer.as_ref().map(cdr::Writer::sink);
     let drained = async {
@@ -537,6 +577,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         writer
             .shutdown(Duration::from_secs(args.cdr_drain_seconds))
             .await;
+    }
+    if tokio::time::timeout(UNREGISTER_WAIT, registering)
+        .await
+        .is_err()
+    {
+        tracing::warn!("stopping before every registration was removed");
     }
     let _ = stop_admin.send(());
     let _ = admin.await;

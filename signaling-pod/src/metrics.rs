@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -158,8 +159,15 @@ struct PeerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    reason: &'static str,
+struct ShardLabels {
+    shard: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectionLabels {
+    trunk: String,
+    direction: TrunkDirection,
+    limit: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -168,23 +176,8 @@ struct BuildLabels {
     version: &'static str,
 }
 
-/// Why a new call was refused before routing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Admission {
-    /// The pod is draining.
-    Draining,
-    /// A trunk's call limit was reached.
-    Limit,
-}
-
-impl Admission {
-    fn label(self) -> &'static str {
-        match self {
-            Admission::Draining => "draining",
-            Admission::Limit => "limit",
-        }
-    }
-}
+/// The `limit` label of a call refused because the pod is draining (no trunk is named).
+const DRAINING: &str = "draining";
 
 /// The `code_class` label of a failed attempt: `4xx`, `5xx`, `6xx`, or `timeout` for 408 and
 /// silence.
@@ -259,7 +252,9 @@ pub struct Metrics {
     call_duration: Family<TrunkOnlyLabels, Histogram, fn() -> Histogram>,
     call_setup: Histogram,
     peer_up: Family<PeerLabels, Gauge>,
-    admission_rejections: Family<ReasonLabels, Counter>,
+    admission_rejections: Family<RejectionLabels, Counter>,
+    overload_rejections: Counter,
+    new_call_queue_delay: Family<ShardLabels, Gauge<f64, AtomicU64>>,
     route_lookups: Family<RouteLookupLabels, Counter>,
     draining: Gauge,
 }
@@ -290,6 +285,8 @@ impl Default for Metrics {
             call_setup: Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]),
             peer_up: Family::default(),
             admission_rejections: Family::default(),
+            overload_rejections: Counter::default(),
+            new_call_queue_delay: Family::default(),
             route_lookups: Family::default(),
             draining: Gauge::default(),
         }
@@ -302,11 +299,13 @@ impl Metrics {
         let metrics = Self::default();
         // Series that only move on rare events exist from the start, so dashboards and alerts
         // see 0 rather than nothing.
-        for reason in [Admission::Draining, Admission::Limit] {
-            let _ = metrics.admission_rejections.get_or_create(&ReasonLabels {
-                reason: reason.label(),
+        let _ = metrics
+            .admission_rejections
+            .get_or_create(&RejectionLabels {
+                trunk: String::new(),
+                direction: TrunkDirection::Inbound,
+                limit: DRAINING,
             });
-        }
         for reason in EndReason::ALL {
             let _ = metrics.call_ends.get_or_create(&EndLabels {
                 reason: reason.as_str(),
@@ -374,8 +373,21 @@ impl Metrics {
         );
         sub.register(
             "admission_rejections",
-            "New calls refused before routing, by reason",
+            "New calls and call attempts refused by a trunk's limit (max_calls, calls_per_second) \
+             per trunk and direction, or because the pod is draining (limit=draining, no trunk)",
             metrics.admission_rejections.clone(),
+        );
+        sub.register(
+            "overload_rejections",
+            "New calls refused with a stateless 503 because their shard was overloaded",
+            metrics.overload_rejections.clone(),
+        );
+        sub.register_with_unit(
+            "new_call_queue_delay",
+            "How long the last new call served by each shard waited in its queue (the overload \
+             measure)",
+            Unit::Seconds,
+            metrics.new_call_queue_delay.clone(),
         );
         sub.register(
             "draining",
@@ -565,13 +577,39 @@ impl Metrics {
             .set(i64::from(up));
     }
 
-    /// Counts a new call refused before routing.
-    pub fn count_admission_rejection(&self, reason: Admission) {
+    /// Counts a call or call attempt refused by `trunk`'s `limit` in `direction`.
+    pub fn count_admission_rejection(
+        &self,
+        trunk: &str,
+        direction: TrunkDirection,
+        limit: &'static str,
+    ) {
         self.admission_rejections
-            .get_or_create(&ReasonLabels {
-                reason: reason.label(),
+            .get_or_create(&RejectionLabels {
+                trunk: trunk.to_owned(),
+                direction,
+                limit,
             })
             .inc();
+    }
+
+    /// Counts a new call refused for overload.
+    pub fn count_overload_rejection(&self) {
+        self.overload_rejections.inc();
+    }
+
+    /// The gauge of `shard`'s new-call queue delay.
+    pub fn new_call_queue_delay(&self, shard: usize) -> Gauge<f64, AtomicU64> {
+        self.new_call_queue_delay
+            .get_or_create(&ShardLabels {
+                shard: shard.to_string(),
+            })
+            .clone()
+    }
+
+    /// Counts a new call refused because the pod is draining.
+    pub fn count_draining_rejection(&self) {
+        self.count_admission_rejection("", TrunkDirection::Inbound, DRAINING);
     }
 
     /// Counts one routing decision.
@@ -590,6 +628,13 @@ impl Metrics {
             let _ = self.trunk_attempts.get_or_create(&labels);
             let _ = self.trunk_answers.get_or_create(&labels);
             let _ = self.trunk_calls_active.get_or_create(&labels);
+            for limit in ["max_calls", "calls_per_second"] {
+                let _ = self.admission_rejections.get_or_create(&RejectionLabels {
+                    trunk: trunk.to_owned(),
+                    direction,
+                    limit,
+                });
+            }
             for code_class in ["4xx", "5xx", "6xx", "timeout"] {
                 let _ = self.trunk_failures.get_or_create(&TrunkFailureLabels {
                     trunk: trunk.to_owned(),
@@ -619,7 +664,10 @@ mod tests {
         metrics.count_trunk_failure("carrier", TrunkDirection::Outbound, 486);
         metrics.observe_call_duration("carrier", 12.0);
         metrics.set_peer_up("carrier", "127.0.0.1:5090", true);
-        metrics.count_admission_rejection(Admission::Draining);
+        metrics.count_draining_rejection();
+        metrics.count_overload_rejection();
+        metrics.new_call_queue_delay(1).set(0.25);
+        metrics.count_admission_rejection("carrier", TrunkDirection::Outbound, "calls_per_second");
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for expected in [
@@ -628,8 +676,11 @@ mod tests {
             "tandem_signaling_trunk_failures_total{trunk=\"carrier\",direction=\"outbound\",code_class=\"4xx\"} 1",
             "tandem_signaling_call_duration_seconds_count{trunk=\"carrier\"} 1",
             "tandem_signaling_trunk_peer_up{trunk=\"carrier\",peer=\"127.0.0.1:5090\"} 1",
-            "tandem_signaling_admission_rejections_total{reason=\"draining\"} 1",
+            "tandem_signaling_admission_rejections_total{trunk=\"\",direction=\"inbound\",limit=\"draining\"} 1",
+            "tandem_signaling_admission_rejections_total{trunk=\"carrier\",direction=\"outbound\",limit=\"calls_per_second\"} 1",
             "tandem_build_info{component=\"signaling-pod\",version=\"",
+            "tandem_signaling_overload_rejections_total 1",
+            "tandem_signaling_new_call_queue_delay_seconds{shard=\"1\"} 0.25",
             "tandem_signaling_draining 0",
         ] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");

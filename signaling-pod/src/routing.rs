@@ -9,12 +9,12 @@ use std::net::{IpAddr, SocketAddr};
 use jiff::Timestamp;
 use rand::Rng;
 use tandem_api::Codec;
-use tandem_api::compiled::{CompiledRoutePlan, CompiledTrunk};
+use tandem_api::compiled::{CompiledRoutePlan, CompiledTrunk, HeaderRules};
 use tandem_api::config::GatewayConfig;
 use tandem_api::gateway::TRANSCODABLE;
 use tandem_api::ratedeck::{Cost, DeckMatch};
 use tandem_api::subscriber::Subscriber;
-use tandem_api::trunk::{MediaEncryption, Peer, PeerTransport};
+use tandem_api::trunk::{DtmfMode, MediaEncryption, Peer, PeerTransport};
 use tandem_sip::{SipMessage, SipUri};
 
 use crate::metrics::RouteLookup;
@@ -35,13 +35,23 @@ pub struct Target {
     pub transport: Transport,
     /// Final response codes after which the next target is tried.
     pub failover_codes: Vec<u16>,
-    /// The ng codec flags of an offer to this Trunk ([`codec_flags`]).
+    /// The ng codec flags of an offer to this Trunk ([`codec_flags`], [`dtmf_flags`]).
     pub codec_flags: Vec<String>,
+    /// The ng flags of an offer from this Trunk's side to the caller (a re-INVITE from the
+    /// carrier): [`dtmf_flags`] the other way round.
+    pub carrier_offer_flags: Vec<String>,
     /// The trunk's media encryption.
     pub encryption: MediaEncryption,
     /// The rate deck's cost of the call on this trunk (for CDRs); `None` for a target from the
     /// route's own `targets`.
     pub cost: Option<Cost>,
+    /// The trunk's header rules.
+    pub header_rules: Option<HeaderRules>,
+    /// The trunk's peers are in the trust domain (`identity.trusted`, RFC 3325).
+    pub trusted: bool,
+    /// The host of the From URI towards this trunk (`outbound.fromDomain`); our advertised
+    /// address when `None`.
+    pub from_domain: Option<String>,
     /// For a registered contact of a subscriber: where the INVITE is addressed (the host and
     /// port above being where the registration came from).
     pub contact: Option<ContactTarget>,
@@ -77,6 +87,10 @@ pub fn contact_targets(aor: &str, bindings: &[Binding]) -> Vec<Target> {
             codec_flags: Vec::new(),
             encryption: MediaEncryption::None,
             cost: None,
+            header_rules: None,
+            trusted: false,
+            from_domain: None,
+            carrier_offer_flags: Vec::new(),
             contact: Some(ContactTarget {
                 request_uri: binding.contact.clone(),
                 aor: format!("sip:{aor}"),
@@ -233,7 +247,10 @@ pub fn decide(
     let calling = inbound.normalize_calling(calling);
     decide_by_plan(
         config,
-        config.route_plan_for_trunk(inbound.name()),
+        (
+            config.route_plan_for_trunk(inbound.name()),
+            inbound.spec.media.dtmf_mode,
+        ),
         &called,
         &calling,
         now,
@@ -255,7 +272,10 @@ pub fn decide_for_subscriber(
 ) -> Decision {
     decide_by_plan(
         config,
-        config.route_plan_for_subscriber(subscriber),
+        (
+            config.route_plan_for_subscriber(subscriber),
+            DtmfMode::default(),
+        ),
         called,
         calling,
         now,
@@ -264,9 +284,11 @@ pub fn decide_for_subscriber(
     )
 }
 
+/// Routes by the caller's RoutePlan; `caller_dtmf` is how the caller's side carries DTMF (its
+/// Trunk's `dtmfMode`; RFC 4733 for a subscriber).
 fn decide_by_plan(
     config: &GatewayConfig,
-    plan: Option<&CompiledRoutePlan>,
+    (plan, caller_dtmf): (Option<&CompiledRoutePlan>, DtmfMode),
     called: &str,
     calling: &str,
     now: Timestamp,
@@ -325,10 +347,19 @@ fn decide_by_plan(
                 down += 1;
                 continue;
             }
-            targets.push(Target {
+            let mut target = Target {
                 cost,
                 ..peer_target(trunk, peer, &plan.spec.failover_codes)
-            });
+            };
+            let carrier_dtmf = trunk.spec.media.dtmf_mode;
+            let dtmf = dtmf_flags(caller_dtmf, carrier_dtmf);
+            if dtmf.iter().any(|f| f == MASK_EVENTS) {
+                // The codecs' `except` would keep the events the Trunk must not be offered.
+                target.codec_flags.retain(|f| f != KEEP_EVENTS);
+            }
+            target.codec_flags.extend(dtmf);
+            target.carrier_offer_flags = dtmf_flags(carrier_dtmf, caller_dtmf);
+            targets.push(target);
         }
     }
     if targets.is_empty() {
@@ -399,8 +430,12 @@ fn peer_target(trunk: &CompiledTrunk, peer: &Peer, failover_codes: &[u16]) -> Ta
         transport: peer_transport(peer),
         failover_codes: failover_codes.to_vec(),
         codec_flags: codec_flags(&trunk.spec.media.codecs),
+        carrier_offer_flags: Vec::new(),
         encryption: trunk.spec.media.encryption,
         cost: None,
+        header_rules: trunk.header_rules().cloned(),
+        trusted: trunk.trusted(),
+        from_domain: trunk.from_domain().map(str::to_owned),
         contact: None,
     }
 }
@@ -414,10 +449,7 @@ pub fn codec_flags(codecs: &[Codec]) -> Vec<String> {
     if codecs.is_empty() {
         return Vec::new();
     }
-    let mut flags = vec![
-        "codec-mask-all".to_owned(),
-        "codec-except-telephone-event".to_owned(),
-    ];
+    let mut flags = vec!["codec-mask-all".to_owned(), KEEP_EVENTS.to_owned()];
     flags.extend(
         codecs
             .iter()
@@ -430,6 +462,25 @@ pub fn codec_flags(codecs: &[Codec]) -> Vec<String> {
             .map(|c| format!("codec-transcode-{}", c.encoding_name())),
     );
     flags
+}
+
+/// The ng flag that keeps RFC 4733 events when a Trunk's codecs mask all others.
+const KEEP_EVENTS: &str = "codec-except-telephone-event";
+/// The ng flag that masks RFC 4733 events towards an `Inband` Trunk.
+const MASK_EVENTS: &str = "codec-mask-telephone-event";
+
+/// The ng flags that carry DTMF between a caller's Trunk (`from`) and the Trunk called
+/// (`to`) when one of them takes DTMF in-band only: towards an `Inband` Trunk, the caller's
+/// RFC 4733 events are masked (not offered) and the media pod plays them as tones; from an
+/// `Inband` Trunk, events are offered for transcoding, and the media pod sends the tones it
+/// hears as events. The media pod converts only when its Gateway enables transcoding.
+pub fn dtmf_flags(from: DtmfMode, to: DtmfMode) -> Vec<String> {
+    match (from, to) {
+        (DtmfMode::Inband, DtmfMode::Inband) => Vec::new(),
+        (_, DtmfMode::Inband) => vec![MASK_EVENTS.to_owned()],
+        (DtmfMode::Inband, _) => vec!["codec-transcode-telephone-event".to_owned()],
+        _ => Vec::new(),
+    }
 }
 
 /// Sorts by ascending priority; within a priority, draws a weighted-random order (each next item
@@ -1030,6 +1081,45 @@ spec:
         assert_eq!(uri_user("sip:alice;x=y@h"), "alice");
         assert_eq!(uri_user("tel:+1555;phone-context=x"), "+1555");
         assert_eq!(uri_user("sip:host.example"), "");
+    }
+
+    #[test]
+    fn a_call_to_an_in_band_dtmf_trunk_masks_the_callers_events() {
+        let routes = plan(
+            "    - {name: germany, match: {calledPrefix: '+49'}, targets: [{trunkRef: {name: national}}]}
+",
+        )
+        .replace(
+            "metadata: {name: national}\nspec:\n",
+            "metadata: {name: national}\nspec:\n  media: {dtmfMode: Inband, codecs: [PCMU]}\n",
+        );
+        let config = config(&routes);
+        let Decision::Route { targets, .. } = decide_from(&config, "10.1.2.3:5060", "030123")
+        else {
+            panic!("routed");
+        };
+        let flags = &targets[0].codec_flags;
+        assert!(flags.contains(&MASK_EVENTS.to_owned()), "{flags:?}");
+        assert!(!flags.contains(&KEEP_EVENTS.to_owned()), "{flags:?}");
+        assert!(flags.contains(&"codec-offer-PCMU".to_owned()), "{flags:?}");
+        // A re-INVITE from the carrier offers events to the caller for conversion.
+        assert_eq!(
+            targets[0].carrier_offer_flags,
+            ["codec-transcode-telephone-event"]
+        );
+    }
+
+    #[test]
+    fn in_band_dtmf_trunks_get_the_conversion_flags() {
+        use DtmfMode::{Inband, Rfc4733, SipInfo};
+        assert_eq!(dtmf_flags(Rfc4733, Inband), ["codec-mask-telephone-event"]);
+        assert_eq!(dtmf_flags(SipInfo, Inband), ["codec-mask-telephone-event"]);
+        assert_eq!(
+            dtmf_flags(Inband, Rfc4733),
+            ["codec-transcode-telephone-event"]
+        );
+        assert!(dtmf_flags(Inband, Inband).is_empty());
+        assert!(dtmf_flags(Rfc4733, Rfc4733).is_empty());
     }
 
     #[test]

@@ -301,6 +301,39 @@ impl Challenge {
     }
 }
 
+/// The challenge a client answers among header values: the strongest hash offered (RFC 8760
+/// §2.4); challenges that cannot be read or answered are skipped.
+pub fn strongest_challenge<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Option<Challenge> {
+    values
+        .into_iter()
+        .filter_map(|value| Challenge::parse(value).ok())
+        .min_by_key(|c| match c.algorithm {
+            Algorithm::Sha256 | Algorithm::Sha256Sess => 0,
+            Algorithm::Md5 | Algorithm::Md5Sess => 1,
+        })
+}
+
+/// A client's count of the requests answering one server nonce: the `nc` of its credentials,
+/// back to 1 for each new nonce.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NonceUse(Option<(String, u32)>);
+
+impl NonceUse {
+    /// The `nc` of the next answer to `nonce`.
+    pub fn next(&mut self, nonce: &str) -> u32 {
+        match &mut self.0 {
+            Some((last, count)) if last == nonce => {
+                *count += 1;
+                *count
+            }
+            slot => {
+                *slot = Some((nonce.to_owned(), 1));
+                1
+            }
+        }
+    }
+}
+
 /// Credentials (`Authorization` / `Proxy-Authorization`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
@@ -600,6 +633,25 @@ impl NonceCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_strongest_readable_challenge_is_answered_and_nonce_uses_are_counted() {
+        let md5 = b"Digest realm=\"r\", nonce=\"n\", algorithm=MD5".as_slice();
+        let sha = b"Digest realm=\"r\", nonce=\"n\", algorithm=SHA-256".as_slice();
+        let broken = b"Digest realm=\"r\"".as_slice();
+        let chosen = strongest_challenge([md5, broken, sha]).unwrap();
+        assert_eq!(chosen.algorithm, Algorithm::Sha256);
+        assert_eq!(
+            strongest_challenge([md5]).unwrap().algorithm,
+            Algorithm::Md5
+        );
+        assert_eq!(strongest_challenge([broken]), None);
+
+        let mut uses = NonceUse::default();
+        assert_eq!(uses.next("a"), 1);
+        assert_eq!(uses.next("a"), 2);
+        assert_eq!(uses.next("b"), 1, "a new nonce starts again");
+    }
 
     #[test]
     fn rfc2617_example() {

@@ -424,6 +424,26 @@ impl Headers {
         before - self.entries.len()
     }
 
+    /// Removes the values of `name` for which `remove` says so; returns how many.
+    pub fn remove_where(&mut self, name: &str, mut remove: impl FnMut(&Bytes) -> bool) -> usize {
+        let name = NameRef::new(name);
+        let before = self.entries.len();
+        self.entries
+            .retain(|e| !(name.matches(&e.name) && remove(&e.value)));
+        before - self.entries.len()
+    }
+
+    /// Replaces, in place, each value of `name` for which `rewrite` gives a new one (CR and LF
+    /// in it become spaces, as for [`Headers::push`]).
+    pub fn rewrite(&mut self, name: &str, mut rewrite: impl FnMut(&Bytes) -> Option<Bytes>) {
+        let name = NameRef::new(name);
+        for entry in self.entries.iter_mut().filter(|e| name.matches(&e.name)) {
+            if let Some(value) = rewrite(&entry.value) {
+                entry.value = sanitize_value(value);
+            }
+        }
+    }
+
     /// Removes and returns the first value of `name` (for Via: the top hop).
     pub fn remove_first(&mut self, name: &str) -> Option<Bytes> {
         let name = NameRef::new(name);
@@ -646,6 +666,28 @@ mod tests {
         assert_eq!(h.remove_first("nothing"), None);
         h.set("Subject", "new");
         assert_eq!(h.iter().last().unwrap().0, "Subject");
+    }
+
+    #[test]
+    fn values_are_rewritten_and_removed_one_by_one() {
+        let mut h = Headers::new();
+        h.push("Diversion", "<sip:100@a>;reason=busy");
+        h.push("X-Keep", "k");
+        h.push("diversion", "<sip:200@b>;reason=no-answer");
+        h.rewrite("Diversion", |v| {
+            v.starts_with(b"<sip:100")
+                .then(|| Bytes::from_static(b"<sip:999@c>\r\nVia: x"))
+        });
+        assert_eq!(
+            h.get_all("Diversion").collect::<Vec<_>>(),
+            ["<sip:999@c>  Via: x", "<sip:200@b>;reason=no-answer"]
+        );
+        assert_eq!(
+            h.remove_where("Diversion", |v| v.ends_with(b"no-answer")),
+            1
+        );
+        assert_eq!(h.get_all("Diversion").count(), 1);
+        assert_eq!(h.get("X-Keep").unwrap(), "k");
     }
 
     #[test]

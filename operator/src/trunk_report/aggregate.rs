@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Deserialize;
 use tandem_api::ObjectKey;
-use tandem_api::trunk::PeerStatus;
+use tandem_api::trunk::{PeerStatus, RegistrationState, RegistrationStatus};
 
 /// What one signaling pod answers on `GET /status/trunks`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -32,6 +32,16 @@ pub struct TrunkReport {
     /// The pod's view of each peer.
     #[serde(default)]
     pub peers: Vec<PeerReport>,
+    /// The pod's registration of the trunk, when the trunk registers.
+    #[serde(default)]
+    pub registration: Option<RegistrationReport>,
+}
+
+/// One pod's registration of a trunk.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RegistrationReport {
+    /// Where the pod's registration stands.
+    pub state: RegistrationState,
 }
 
 /// One peer as probed by one pod.
@@ -60,6 +70,8 @@ pub struct TrunkTotals {
     /// Every probed peer, ordered by host and port. Peers no pod probes (health checks
     /// disabled) are left out: their reachability is unknown.
     pub peers: Vec<PeerStatus>,
+    /// The registration over the pods that register the trunk; `None` when none does.
+    pub registration: Option<RegistrationStatus>,
 }
 
 /// The figures of one Gateway.
@@ -82,11 +94,18 @@ pub fn aggregate_trunks(reports: &[TrunksReport]) -> BTreeMap<ObjectKey, TrunkTo
     }
     let mut calls: BTreeMap<ObjectKey, i64> = BTreeMap::new();
     let mut peers: BTreeMap<ObjectKey, BTreeMap<(String, u16), PeerFold>> = BTreeMap::new();
+    let mut registrations: BTreeMap<ObjectKey, Vec<RegistrationState>> = BTreeMap::new();
     for trunk in reports.iter().flat_map(|r| &r.trunks) {
         let key = ObjectKey::new(&trunk.namespace, &trunk.name);
         let total = calls.entry(key.clone()).or_default();
         // A negative count is a reporting bug; it must not hide other pods' calls.
         *total = total.saturating_add(trunk.active_calls.max(0));
+        if let Some(registration) = &trunk.registration {
+            registrations
+                .entry(key.clone())
+                .or_default()
+                .push(registration.state);
+        }
         let trunk_peers = peers.entry(key).or_default();
         for peer in &trunk.peers {
             let fold = trunk_peers
@@ -121,14 +140,41 @@ pub fn aggregate_trunks(reports: &[TrunksReport]) -> BTreeMap<ObjectKey, TrunkTo
                 })
                 .collect();
             let reachable_peers = statuses.iter().filter(|p| p.reachable).count();
+            let registration = registrations
+                .remove(&key)
+                .map(|states| fold_registration(&states));
             let totals = TrunkTotals {
                 active_calls,
                 reachable_peers: i32::try_from(reachable_peers).unwrap_or(i32::MAX),
                 peers: statuses,
+                registration,
             };
             (key, totals)
         })
         .collect()
+}
+
+/// The registration of a trunk over the pods' `states`: `Failed` when one pod's failed,
+/// `Registered` when every pod's is, `Registering` otherwise.
+fn fold_registration(states: &[RegistrationState]) -> RegistrationStatus {
+    let count = |state| {
+        let n = states.iter().filter(|s| **s == state).count();
+        i32::try_from(n).unwrap_or(i32::MAX)
+    };
+    let registered_pods = count(RegistrationState::Registered);
+    let pods = i32::try_from(states.len()).unwrap_or(i32::MAX);
+    let state = if count(RegistrationState::Failed) > 0 {
+        RegistrationState::Failed
+    } else if registered_pods == pods {
+        RegistrationState::Registered
+    } else {
+        RegistrationState::Registering
+    };
+    RegistrationStatus {
+        state,
+        registered_pods,
+        pods,
+    }
 }
 
 /// Reads a gauge from Prometheus text: the sum of every sample of `name` (a gauge without
@@ -232,6 +278,33 @@ mod tests {
         assert_eq!(pbx.active_calls, 1);
         assert_eq!(pbx.reachable_peers, 0);
         assert!(pbx.peers.is_empty(), "unprobed peers are not listed");
+    }
+
+    #[test]
+    fn registration_folds_over_the_pods_that_register() {
+        let pod = |state: &str| {
+            report(&format!(
+                r#"{{"trunks":[
+                    {{"namespace":"voice","name":"carrier","activeCalls":0,"peers":[],"registration":{{"state":"{state}"}}}},
+                    {{"namespace":"voice","name":"pbx","activeCalls":0,"peers":[]}}]}}"#
+            ))
+        };
+        let status = |reports: &[TrunksReport]| {
+            let totals = aggregate_trunks(reports);
+            assert_eq!(totals[&ObjectKey::new("voice", "pbx")].registration, None);
+            totals[&ObjectKey::new("voice", "carrier")]
+                .registration
+                .clone()
+                .unwrap()
+        };
+        let both = status(&[pod("Registered"), pod("Registered")]);
+        assert_eq!(both.state, RegistrationState::Registered);
+        assert_eq!((both.registered_pods, both.pods), (2, 2));
+        let one = status(&[pod("Registered"), pod("Registering")]);
+        assert_eq!(one.state, RegistrationState::Registering);
+        assert_eq!((one.registered_pods, one.pods), (1, 2));
+        let failed = status(&[pod("Registered"), pod("Failed")]);
+        assert_eq!(failed.state, RegistrationState::Failed);
     }
 
     #[test]

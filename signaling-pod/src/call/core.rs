@@ -18,9 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tandem_api::compiled::HeaderRules;
 use tandem_api::credentials::DigestCredentials;
+use tandem_api::ratedeck::Cost;
 use tandem_sip::dialog::accept_in_order;
-use tandem_sip::digest::{Algorithm, Challenge};
+use tandem_sip::digest::{NonceUse, strongest_challenge};
 use tandem_sip::extensions::{self, RAck, Refresher, SessionExpires};
 use tandem_sip::message::{Method, SipMessage};
 use tandem_sip::response::response_for;
@@ -33,9 +35,12 @@ use tracing::Span;
 use super::leg::{Leg, LocalAddress, name_addr, set_sdp_body};
 use tandem_api::trunk::MediaEncryption;
 
-use crate::admission::Reservation;
+use crate::admission::{Limit, Reservation};
+use crate::header_rules;
+use crate::identity;
 use crate::media;
 use crate::metrics::Outcome;
+use crate::overload::OverloadSettings;
 use crate::routing::{self, Target};
 use crate::transport::Flow;
 
@@ -78,6 +83,8 @@ pub struct Settings {
     /// The number of drivers calls are spread over, and this call's: the B leg's Call-ID is
     /// chosen so that it maps to the same driver as the A leg's ([`shard_of`]).
     pub shards: usize,
+    /// When the driver refuses new calls for overload.
+    pub overload: OverloadSettings,
 }
 
 /// The driver a Call-ID belongs to, among `shards` (FNV-1a of the Call-ID).
@@ -102,6 +109,10 @@ pub enum Admission {
         calling: String,
         /// The inbound trunk's media encryption.
         encryption: MediaEncryption,
+        /// The inbound trunk's header rules.
+        header_rules: Option<HeaderRules>,
+        /// The inbound trunk's peers are in the trust domain (RFC 3325).
+        trusted: bool,
         targets: Vec<Target>,
     },
     /// Refuse the call with this final response.
@@ -180,8 +191,8 @@ pub struct Prepared {
 /// Why a target could not be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unavailable {
-    /// The trunk is at its `maxCalls`.
-    AtLimit,
+    /// The trunk is at one of its limits (`maxCalls`, `callsPerSecond`).
+    Limited(Limit),
     /// The peer's name does not resolve.
     Unresolvable,
 }
@@ -268,8 +279,13 @@ pub enum Event {
     },
     /// How the call set-up ended.
     Outcome(Outcome),
-    /// An INVITE went to `trunk` at `peer` (on the leg opened just before).
-    AttemptStarted { trunk: String, peer: SocketAddr },
+    /// An INVITE went to `trunk` at `peer` (on the leg opened just before); `cost` is the rate
+    /// deck's cost of the call on that trunk, when a deck chose it.
+    AttemptStarted {
+        trunk: String,
+        peer: SocketAddr,
+        cost: Option<Cost>,
+    },
     /// The carrier attempt in progress sent a provisional response `code` (above 100).
     Progress { code: u16 },
     /// `trunk` refused or did not answer (`code` 408 for a time-out).
@@ -539,8 +555,8 @@ struct Attempt {
     rseq: Option<u32>,
     /// Credentials answering the carrier's digest challenges.
     credentials: Option<DigestCredentials>,
-    /// The last nonce answered and how many requests used it.
-    nonce_count: Option<(String, u32)>,
+    /// How many requests answered the carrier's last nonce.
+    nonce_use: NonceUse,
     /// Challenges answered: bounded, so that a carrier challenging forever ends the attempt.
     challenges_answered: u32,
 }
@@ -588,6 +604,8 @@ pub struct Call {
     started: Instant,
     inbound: Option<String>,
     inbound_reservation: Option<Reservation>,
+    /// The inbound trunk's header rules (leg A's; leg B's are its target's).
+    inbound_rules: Option<HeaderRules>,
     /// Whether each side's media is SDES-SRTP (`[caller, carrier]`): the caller's as it
     /// offered, the carrier's as its trunk's `encryption` asks.
     srtp: [bool; 2],
@@ -724,6 +742,7 @@ impl Call {
             started: now,
             inbound: None,
             inbound_reservation: None,
+            inbound_rules: None,
             srtp: [false; 2],
             answered_at: None,
             servers: vec![ServerTx {
@@ -848,8 +867,13 @@ impl Call {
                 called,
                 calling,
                 encryption,
+                header_rules: rules,
+                trusted,
                 targets,
             } => {
+                identity::on_received(trusted, &mut self.a_invite);
+                header_rules::on_received(rules.as_ref(), &mut self.a_invite);
+                self.inbound_rules = rules;
                 self.inbound = Some(inbound);
                 self.inbound_reservation = Some(reservation);
                 self.called = called;
@@ -953,6 +977,14 @@ impl Call {
             Ok(prepared) => self.send_b_invite(now, target, prepared),
             Err(reason) => {
                 tracing::debug!(trunk = target.trunk, ?reason, "target skipped");
+                // With no carrier's answer to pass on, a caller whose every target was at a
+                // limit learns which one, and when to retry.
+                if let Unavailable::Limited(limit) = reason
+                    && self.last_failure.is_none()
+                {
+                    self.last_failure = Some((503, Bytes::from_static(limit.reason().as_bytes())));
+                    self.retry_after = Some(limit.retry_after());
+                }
                 self.prepare_next_target(now);
             }
         }
@@ -971,12 +1003,24 @@ impl Call {
     fn send_b_invite(&mut self, now: Instant, target: Target, prepared: Prepared) {
         let called = self.called.clone();
         let calling = self.calling.clone();
-        let from_display = self
-            .a_invite
-            .from()
-            .ok()
-            .and_then(|f| f.display.as_ref().map(|d| d.to_vec()));
+        let anonymous = identity::anonymous_to(target.trusted, &self.a_invite);
+        let from_display = if anonymous {
+            Some(identity::ANONYMOUS_DISPLAY.to_vec())
+        } else {
+            self.a_invite
+                .from()
+                .ok()
+                .and_then(|f| f.display.as_ref().map(|d| d.to_vec()))
+        };
         let local = &self.settings.local;
+        let from_uri = if anonymous {
+            identity::ANONYMOUS.to_owned()
+        } else {
+            format!(
+                "sip:{calling}@{}",
+                target.from_domain.as_deref().unwrap_or(&local.host)
+            )
+        };
         let host_port = format!("{}:{}", target.host, target.port);
         let flow = Flow {
             transport: target.transport,
@@ -1001,10 +1045,7 @@ impl Call {
         };
         let mut leg = Leg {
             call_id: self.b_call_id(),
-            local: name_addr(
-                from_display.as_deref(),
-                format!("sip:{calling}@{}", local.host).as_bytes(),
-            ),
+            local: name_addr(from_display.as_deref(), from_uri.as_bytes()),
             local_tag: Bytes::from(random_token()),
             remote: name_addr(None, to.as_bytes()),
             remote_tag: None,
@@ -1029,6 +1070,7 @@ impl Call {
         headers.push("Min-SE", self.settings.min_se.to_string());
         let body = (!self.a_invite.body.is_empty()).then(|| self.a_invite.body.clone());
         set_sdp_body(&mut invite, body.clone());
+        identity::on_sent(target.trusted, &self.a_invite, &mut invite);
 
         tracing::debug!(trunk = target.trunk, peer = %prepared.remote, "outbound INVITE");
         self.outputs
@@ -1036,12 +1078,13 @@ impl Call {
         self.outputs.push_back(Output::Event(Event::AttemptStarted {
             trunk: target.trunk.clone(),
             peer: prepared.remote,
+            cost: target.cost,
         }));
-        self.start_client(now, Side::B, invite.clone(), flow, Purpose::Invite);
         self.invite_deadline = Some(now + self.settings.invite_timeout);
         self.ring_deadline = None;
         let mut state = LegState::new(leg, true);
         state.local_sdp = body;
+        let request = invite.clone();
         self.b = Some(Attempt {
             state,
             invite_seq: invite.cseq().map(|c| c.seq).unwrap_or(1),
@@ -1053,9 +1096,11 @@ impl Call {
             ack: None,
             rseq: None,
             credentials: prepared.credentials,
-            nonce_count: None,
+            nonce_use: NonceUse::default(),
             challenges_answered: 0,
         });
+        // After the attempt is in place: its trunk's header rules apply to the INVITE.
+        self.start_client(now, Side::B, request, flow, Purpose::Invite);
     }
 
     // ---- messages -------------------------------------------------------------------------
@@ -1085,7 +1130,7 @@ impl Call {
         }
     }
 
-    fn on_request(&mut self, now: Instant, side: Side, msg: SipMessage, flow: Flow) {
+    fn on_request(&mut self, now: Instant, side: Side, mut msg: SipMessage, flow: Flow) {
         let Some(method) = msg.method().cloned() else {
             return;
         };
@@ -1096,6 +1141,11 @@ impl Call {
             server.tx.on_request(now, msg);
             return;
         }
+        let rules = match side {
+            Side::A => self.inbound_rules.as_ref(),
+            Side::B => self.b.as_ref().and_then(|b| b.target.header_rules.as_ref()),
+        };
+        header_rules::on_received(rules, &mut msg);
         if has_to_tag(&msg)
             && let Ok(cseq) = msg.cseq()
             && let Some(leg) = self.leg_mut(side)
@@ -1283,9 +1333,11 @@ impl Call {
         }
         self.set_busy(true);
         let (from_tag, to_tag) = self.media_tags(side);
-        // A re-offer from the caller goes to the Trunk: its codecs apply again.
+        // A re-offer from the caller goes to the Trunk: its codecs apply again; one from the
+        // carrier gets its DTMF conversion towards the caller.
         let codec_flags = match (side, &self.b) {
             (Side::A, Some(b)) => b.target.codec_flags.clone(),
+            (Side::B, Some(b)) => b.target.carrier_offer_flags.clone(),
             _ => Vec::new(),
         };
         let to_srtp = match side {
@@ -1679,6 +1731,7 @@ impl Call {
                 Bytes::copy_from_slice(response.reason().unwrap_or_default()),
             )
         });
+        self.retry_after = None;
         let failover = attempt.target.failover_codes.contains(&code);
         if failover && !self.targets.is_empty() {
             tracing::debug!(code, "carrier refused; trying the next target");
@@ -1699,6 +1752,7 @@ impl Call {
             .retain(|c| !matches!(c.purpose, Purpose::Invite));
         self.invite_deadline = None;
         self.last_failure = Some((408, Bytes::from_static(b"Request Timeout")));
+        self.retry_after = None;
         if let Some(attempt) = self.b.as_mut() {
             attempt.reservation = None;
             let trunk = attempt.target.trunk.clone();
@@ -2112,7 +2166,30 @@ impl Call {
         id
     }
 
+    /// Starts a client transaction for a request built for `side`, applying its trunk's
+    /// header rules first.
     fn start_client(
+        &mut self,
+        now: Instant,
+        side: Side,
+        mut request: SipMessage,
+        flow: Flow,
+        purpose: Purpose,
+    ) {
+        let rules = match side {
+            Side::A => self.inbound_rules.as_ref(),
+            Side::B => self.b.as_ref().and_then(|b| b.target.header_rules.as_ref()),
+        };
+        // `Pass` rules copy from the caller's INVITE into the INVITE that opens leg B.
+        let opens_b =
+            side == Side::B && request.method() == Some(&Method::Invite) && !has_to_tag(&request);
+        let caller = opens_b.then_some(&self.a_invite);
+        header_rules::on_sent(rules, &mut request, caller);
+        self.send_client(now, side, request, flow, purpose);
+    }
+
+    /// Starts a client transaction for `request` as it is (header rules already applied).
+    fn send_client(
         &mut self,
         now: Instant,
         side: Side,
@@ -2417,15 +2494,8 @@ impl Call {
         } else {
             ("WWW-Authenticate", "Authorization")
         };
-        // The strongest hash offered (RFC 8760 §2.4); challenges we cannot answer are skipped.
-        let Some(challenge) = response
-            .headers
-            .get_all(challenge_header)
-            .filter_map(|value| Challenge::parse(value).ok())
-            .min_by_key(|c| match c.algorithm {
-                Algorithm::Sha256 | Algorithm::Sha256Sess => 0,
-                Algorithm::Md5 | Algorithm::Md5Sess => 1,
-            })
+        let Some(challenge) =
+            strongest_challenge(response.headers.get_all(challenge_header).map(|v| &v[..]))
         else {
             return false;
         };
@@ -2437,16 +2507,7 @@ impl Call {
             );
             return false;
         }
-        let nc = match &mut attempt.nonce_count {
-            Some((nonce, count)) if *nonce == challenge.nonce => {
-                *count += 1;
-                *count
-            }
-            slot => {
-                *slot = Some((challenge.nonce.clone(), 1));
-                1
-            }
-        };
+        let nc = attempt.nonce_use.next(&challenge.nonce);
         let Some(method) = request.method() else {
             return false;
         };
@@ -2500,7 +2561,8 @@ impl Call {
             "answering the carrier's digest challenge"
         );
         let flow = attempt.state.leg.flow;
-        self.start_client(now, Side::B, retry, flow, purpose);
+        // `request` was sent: it carries the trunk's header rules already.
+        self.send_client(now, Side::B, retry, flow, purpose);
         true
     }
 

@@ -10,10 +10,12 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use prometheus_client::metrics::gauge::Gauge;
+use tandem_api::compiled::{CompiledTrunk, HeaderRules};
 use tandem_api::config::GatewayConfig;
 use tandem_api::credentials::{DigestCredentials, Password};
 use tandem_api::subscriber::Subscriber;
@@ -29,15 +31,17 @@ use super::core::{
     ALLOW, Admission, Call, Event, Input, MediaFailure, MediaOpId, MediaReply, MediaRequest,
     Output, Prepared, Settings, Unavailable, numbers, shard_of,
 };
-use crate::admission::Reservation;
+use crate::admission::{RateLimits, Reservation};
 use crate::auth::{Auth, Challenger, Decision as AuthDecision};
 use crate::cdr::{self, AdmissionFacts, Disposition, Recorder};
 use crate::health::TrunkHealth;
 use crate::location::{LocationStore, StoreError};
 use crate::media::{MediaClient, MediaError, SdpFlags};
 use crate::media_pool::{AnchorError, MediaPool};
-use crate::metrics::{Admission as Refusal, Metrics, Outcome, TrunkDirection};
+use crate::metrics::{Metrics, Outcome, TrunkDirection};
+use crate::overload::{Overload, Verdict, starts_a_call};
 use crate::registrar::{self, Binding};
+use crate::registration::{self, Registrations};
 use crate::routing::{self, Decision, SUBSCRIBERS, Target};
 use crate::transport::{Flow, Transports};
 
@@ -55,6 +59,8 @@ pub struct CallContext {
     /// What the OPTIONS prober knows of each trunk peer: routing skips peers marked down.
     pub trunk_health: Arc<TrunkHealth>,
     pub settings: Arc<Settings>,
+    /// The trunks' call-rate buckets, shared by the shards.
+    pub rate_limits: RateLimits,
     /// Where call detail records go, when they are kept.
     pub cdr: Option<cdr::Sink>,
     /// Inbound digest authentication and the blocking of sources that fail it.
@@ -63,6 +69,8 @@ pub struct CallContext {
     pub location: Arc<dyn LocationStore>,
     /// How long registrations may last.
     pub registration: registrar::Policy,
+    /// The trunks' registrations with their carriers' registrars.
+    pub registrations: Arc<Registrations>,
 }
 
 /// What a shard receives.
@@ -100,10 +108,30 @@ struct LocatedCall {
     called: Located,
 }
 
+/// An INVITE that may start a call, and when it was queued.
+struct NewCall {
+    invite: SipMessage,
+    flow: Flow,
+    queued: Instant,
+}
+
+/// The two queues of a shard: messages of its calls, and INVITEs that may start new ones.
+#[derive(Debug)]
+struct ShardQueues {
+    calls: mpsc::Sender<ShardInput>,
+    new_calls: mpsc::Sender<NewCall>,
+}
+
+impl std::fmt::Debug for NewCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NewCall")
+    }
+}
+
 /// The shards of the pod's calls.
 #[derive(Debug)]
 pub struct Calls {
-    shards: Vec<mpsc::Sender<ShardInput>>,
+    shards: Vec<ShardQueues>,
     draining: Arc<AtomicBool>,
     metrics: Metrics,
 }
@@ -121,8 +149,11 @@ impl Calls {
         let shards = (0..ctx.settings.shards)
             .map(|index| {
                 let (tx, rx) = mpsc::channel(SHARD_QUEUE);
+                let (new_calls, new_rx) = mpsc::channel(SHARD_QUEUE);
                 let shard = Shard {
                     index,
+                    overload: Overload::new(ctx.settings.overload),
+                    queue_delay: ctx.metrics.new_call_queue_delay(index),
                     ctx: Arc::clone(&ctx),
                     config: config.clone(),
                     draining: Arc::clone(&draining),
@@ -133,8 +164,11 @@ impl Calls {
                     next_key: 0,
                     tx: tx.clone(),
                 };
-                tokio::spawn(shard.run(rx));
-                tx
+                tokio::spawn(shard.run(rx, new_rx));
+                ShardQueues {
+                    calls: tx,
+                    new_calls,
+                }
             })
             .collect();
         Calls {
@@ -144,10 +178,21 @@ impl Calls {
         }
     }
 
-    /// Hands a message with a Call-ID to the shard of its call.
+    /// Hands a message with a Call-ID to the shard of its call: an INVITE that may start a
+    /// call to the shard's queue of new calls, served after everything else.
     pub fn deliver(&self, call_id: &[u8], msg: SipMessage, flow: Flow) {
         let shard = &self.shards[shard_of(call_id, self.shards.len())];
-        if shard.try_send(ShardInput::Sip(msg, flow)).is_err() {
+        let queued = if starts_a_call(&msg) {
+            let new_call = NewCall {
+                invite: msg,
+                flow,
+                queued: Instant::now(),
+            };
+            shard.new_calls.try_send(new_call).is_ok()
+        } else {
+            shard.calls.try_send(ShardInput::Sip(msg, flow)).is_ok()
+        };
+        if !queued {
             self.metrics.count_dropped();
         }
     }
@@ -162,7 +207,12 @@ impl Calls {
     pub async fn write_open_records(&self) {
         for shard in &self.shards {
             let (done, written) = tokio::sync::oneshot::channel();
-            if shard.send(ShardInput::WriteOpenRecords(done)).await.is_ok() {
+            if shard
+                .calls
+                .send(ShardInput::WriteOpenRecords(done))
+                .await
+                .is_ok()
+            {
                 let _ = written.await;
             }
         }
@@ -185,6 +235,9 @@ struct Slot {
 /// One shard: its calls, their Call-IDs and timers.
 struct Shard {
     index: usize,
+    overload: Overload,
+    /// The queue delay of the last new call served, in seconds.
+    queue_delay: Gauge<f64, AtomicU64>,
     ctx: Arc<CallContext>,
     config: watch::Receiver<Arc<GatewayConfig>>,
     draining: Arc<AtomicBool>,
@@ -200,17 +253,64 @@ struct Shard {
 }
 
 impl Shard {
-    async fn run(mut self, mut rx: mpsc::Receiver<ShardInput>) {
+    /// Serves due timers first, then messages of calls, then new calls.
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<ShardInput>,
+        mut new_calls: mpsc::Receiver<NewCall>,
+    ) {
         loop {
             let next = self.timers.first().map(|(at, _)| *at);
             tokio::select! {
+                biased;
+                _ = sleep_until(next) => self.on_timers(),
                 input = rx.recv() => match input {
                     Some(input) => self.on_input(input),
                     None => return,
                 },
-                _ = sleep_until(next) => self.on_timers(),
+                new_call = new_calls.recv() => match new_call {
+                    Some(new_call) => self.on_new_call(new_call),
+                    None => return,
+                },
             }
         }
+    }
+
+    /// An INVITE that may start a call: a retransmission goes to its call; a new call is
+    /// refused statelessly when the shard is overloaded.
+    fn on_new_call(&mut self, new_call: NewCall) {
+        let NewCall {
+            invite,
+            flow,
+            queued,
+        } = new_call;
+        let now = Instant::now();
+        let waited = now.saturating_duration_since(queued);
+        self.queue_delay.set(waited.as_secs_f64());
+        let Ok(call_id) = invite.call_id() else {
+            return;
+        };
+        if !self.by_call_id.contains_key(call_id) {
+            let verdict = self.overload.admit(now.into_std(), call_id, waited);
+            if verdict != Verdict::Take {
+                if verdict == Verdict::Refuse {
+                    self.ctx.metrics.count_overload_rejection();
+                    if let Some(sink) = &self.ctx.cdr {
+                        sink.write_refused(&invite, 503, Disposition::Overload);
+                    }
+                }
+                let retry_after = self.overload.settings().retry_after.to_string();
+                self.respond(
+                    &invite,
+                    flow,
+                    503,
+                    "Service Unavailable (Overload)",
+                    Some(("Retry-After", &retry_after)),
+                );
+                return;
+            }
+        }
+        self.on_input(ShardInput::Sip(invite, flow));
     }
 
     fn on_timers(&mut self) {
@@ -373,7 +473,7 @@ impl Shard {
                 .flatten()
                 .map(Some);
         }
-        let Some(trunk) = routing::inbound_trunk(&config, flow.remote) else {
+        let Some(trunk) = inbound_trunk(&self.ctx, &config, msg, flow) else {
             return Some(None);
         };
         let Some((realm, secret)) = trunk.inbound_auth() else {
@@ -490,7 +590,7 @@ impl Shard {
                 sink.write_refused(&invite, 503, Disposition::Draining);
             }
             metrics.count_call(Outcome::RefusedDraining);
-            metrics.count_admission_rejection(Refusal::Draining);
+            metrics.count_draining_rejection();
             let retry_after = DRAIN_RETRY_AFTER.to_string();
             self.respond(
                 &invite,
@@ -594,30 +694,35 @@ impl Shard {
         }
     }
 
-    /// Reserves a call on the target's trunk, once its peer's address is known.
+    /// Admits a call on the target's trunk under its limits, once its peer's address is known.
     fn reserve(&self, target: &Target, remote: SocketAddr) -> Result<Prepared, Unavailable> {
         let config = self.config.borrow().clone();
         let trunk = config.trunk(&target.trunk);
-        let limit = trunk.and_then(|t| t.spec.limits.as_ref().and_then(|l| l.max_calls));
+        let limits = trunk.and_then(|t| t.spec.limits.as_ref());
         // A trunk whose Secret is unusable sends without credentials: its challenges fail.
         let credentials = trunk
             .and_then(|t| t.outbound_secret())
             .and_then(|secret| config.credentials.get(secret))
             .and_then(|found| found.as_ref().ok())
             .cloned();
-        let active = self
-            .ctx
-            .metrics
-            .trunk_calls_active(&target.trunk, TrunkDirection::Outbound);
-        match Reservation::take(&active, limit) {
-            Some(reservation) => Ok(Prepared {
+        let direction = TrunkDirection::Outbound;
+        let metrics = &self.ctx.metrics;
+        let active = metrics.trunk_calls_active(&target.trunk, direction);
+        let now = Instant::now().into_std();
+        match (self.ctx.rate_limits).admit(now, &target.trunk, direction, limits, &active) {
+            Ok(reservation) => Ok(Prepared {
                 remote,
                 reservation,
                 credentials,
             }),
-            None => {
-                tracing::debug!(trunk = target.trunk, "trunk at its call limit");
-                Err(Unavailable::AtLimit)
+            Err(limit) => {
+                tracing::debug!(
+                    trunk = target.trunk,
+                    reason = limit.reason(),
+                    "target at a limit"
+                );
+                metrics.count_admission_rejection(&target.trunk, direction, limit.label());
+                Err(Unavailable::Limited(limit))
             }
         }
     }
@@ -768,6 +873,24 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// The Trunk a request belongs to: the trunk its Request-URI names when it is addressed to a
+/// registered Contact of ours and comes from that trunk (its registrar, a peer's address or
+/// its ACL), else the trunk of its source address ([`routing::inbound_trunk`]).
+fn inbound_trunk<'c>(
+    ctx: &CallContext,
+    config: &'c GatewayConfig,
+    request: &SipMessage,
+    flow: Flow,
+) -> Option<&'c CompiledTrunk> {
+    let source = flow.remote.ip();
+    registration::contacted_trunk(request)
+        .and_then(|name| config.trunk(&name))
+        .filter(|trunk| {
+            trunk.admits(source) || ctx.registrations.sent_by_registrar(trunk.name(), source)
+        })
+        .or_else(|| routing::inbound_trunk(config, flow.remote))
+}
+
 /// Admission and routing of a new call: the inbound trunk (or the calling subscriber), its call
 /// limit, the route (or the called subscriber's contacts).
 fn admit(
@@ -808,11 +931,11 @@ fn admit(
             decision,
             SUBSCRIBERS.to_owned(),
             reservation,
-            MediaEncryption::SdesOptional,
+            (MediaEncryption::SdesOptional, None, false),
             facts,
         );
     }
-    let Some(inbound) = routing::inbound_trunk(config, flow.remote) else {
+    let Some(inbound) = inbound_trunk(ctx, config, invite, flow) else {
         tracing::info!(source = %flow.remote, "call refused: source matches no trunk");
         return Admission::Refuse {
             inbound: None,
@@ -824,19 +947,27 @@ fn admit(
     };
     let name = inbound.name().to_owned();
     metrics.count_trunk_attempt(&name, TrunkDirection::Inbound);
-    let limit = inbound.spec.limits.as_ref().and_then(|l| l.max_calls);
-    let active = metrics.trunk_calls_active(&name, TrunkDirection::Inbound);
-    let Some(reservation) = Reservation::take(&active, limit) else {
-        tracing::info!(trunk = name, "call refused: trunk at its call limit");
-        metrics.count_admission_rejection(Refusal::Limit);
-        facts.limit = true;
-        return Admission::Refuse {
-            inbound: Some(name),
-            code: 503,
-            reason: "Service Unavailable".into(),
-            retry_after: None,
-            outcome: Outcome::Rejected,
-        };
+    let direction = TrunkDirection::Inbound;
+    let active = metrics.trunk_calls_active(&name, direction);
+    let now = Instant::now().into_std();
+    let limits = inbound.spec.limits.as_ref();
+    let reservation = match ctx
+        .rate_limits
+        .admit(now, &name, direction, limits, &active)
+    {
+        Ok(reservation) => reservation,
+        Err(limit) => {
+            tracing::info!(trunk = name, reason = limit.reason(), "call refused");
+            metrics.count_admission_rejection(&name, direction, limit.label());
+            facts.limit = true;
+            return Admission::Refuse {
+                inbound: Some(name),
+                code: 503,
+                reason: limit.reason().into(),
+                retry_after: Some(limit.retry_after()),
+                outcome: Outcome::Rejected,
+            };
+        }
     };
     let decision = match called {
         Some(called) => located(called),
@@ -859,7 +990,11 @@ fn admit(
         decision,
         name,
         reservation,
-        inbound.spec.media.encryption,
+        (
+            inbound.spec.media.encryption,
+            inbound.header_rules().cloned(),
+            inbound.trusted(),
+        ),
         facts,
     )
 }
@@ -892,12 +1027,13 @@ fn located((aor, bindings): Located) -> Decision {
     }
 }
 
-/// What a routing decision means for admission.
+/// What a routing decision means for admission; `encryption`, `header_rules` and `trusted` are
+/// the caller's side's (its Trunk's, or a subscriber's defaults).
 fn routed(
     decision: Decision,
     name: String,
     reservation: Reservation,
-    encryption: MediaEncryption,
+    (encryption, header_rules, trusted): (MediaEncryption, Option<HeaderRules>, bool),
     facts: &mut AdmissionFacts,
 ) -> Admission {
     let retry_after = decision.retry_after();
@@ -926,6 +1062,8 @@ fn routed(
                 called,
                 calling,
                 encryption,
+                header_rules,
+                trusted,
                 targets,
             }
         }

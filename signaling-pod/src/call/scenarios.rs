@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tandem_api::compiled::HeaderRules;
 use tandem_api::trunk::MediaEncryption;
 
 use bytes::Bytes;
@@ -22,10 +23,10 @@ use tracing::Span;
 
 use super::core::{
     Admission, Call, EndReason, Event, Input, MediaFailure, MediaReply, MediaRequest, Output,
-    Phase, Prepared, Settings,
+    Phase, Prepared, Settings, Unavailable,
 };
 use super::leg::LocalAddress;
-use crate::admission::Reservation;
+use crate::admission::{Limit, Reservation};
 use crate::cdr::{AdmissionFacts, CallRecord, Recorder};
 use crate::metrics::Outcome;
 use crate::routing::Target;
@@ -64,6 +65,7 @@ fn settings() -> Settings {
         media_timeout: None,
         media_check_interval: None,
         shards: 2,
+        overload: Default::default(),
     }
 }
 
@@ -76,8 +78,12 @@ fn target(addr: &str) -> Target {
         transport: Transport::Udp,
         failover_codes: vec![503],
         codec_flags: Vec::new(),
+        carrier_offer_flags: Vec::new(),
         encryption: MediaEncryption::None,
         cost: None,
+        header_rules: None,
+        trusted: false,
+        from_domain: None,
         contact: None,
     }
 }
@@ -133,14 +139,23 @@ struct Script {
 
 impl Script {
     fn start(extra: &str, settings: Settings, targets: Vec<Target>) -> Script {
-        Self::start_with(extra, CALLER_SDP, MediaEncryption::None, settings, targets)
+        Self::start_with(
+            extra,
+            CALLER_SDP,
+            MediaEncryption::None,
+            None,
+            settings,
+            targets,
+        )
     }
 
-    /// [`Script::start`] with the caller's SDP and the inbound trunk's media encryption.
+    /// [`Script::start`] with the caller's SDP and the inbound trunk's media encryption and
+    /// header rules.
     fn start_with(
         extra: &str,
         caller_sdp: &str,
         encryption: MediaEncryption,
+        header_rules: Option<HeaderRules>,
         settings: Settings,
         targets: Vec<Target>,
     ) -> Script {
@@ -152,6 +167,9 @@ impl Script {
             called: "442000".into(),
             calling: "441000".into(),
             encryption,
+            header_rules,
+            // The scripts' customers trunk is in the trust domain.
+            trusted: true,
             targets,
         };
         let facts = AdmissionFacts {
@@ -543,6 +561,7 @@ fn trunk_encryption_sets_each_side_s_protocol_and_refuses_what_it_forbids() {
         "",
         &srtp_sdp,
         MediaEncryption::SdesOptional,
+        None,
         settings(),
         vec![target(CARRIER)],
     );
@@ -551,6 +570,7 @@ fn trunk_encryption_sets_each_side_s_protocol_and_refuses_what_it_forbids() {
         "",
         CALLER_SDP,
         MediaEncryption::SdesOptional,
+        None,
         settings(),
         vec![target(CARRIER)],
     );
@@ -560,6 +580,7 @@ fn trunk_encryption_sets_each_side_s_protocol_and_refuses_what_it_forbids() {
         "",
         CALLER_SDP,
         MediaEncryption::None,
+        None,
         settings(),
         vec![sdes_target()],
     );
@@ -573,6 +594,7 @@ fn trunk_encryption_sets_each_side_s_protocol_and_refuses_what_it_forbids() {
             "",
             caller_sdp,
             encryption,
+            None,
             settings(),
             vec![target(CARRIER)],
         );
@@ -617,6 +639,105 @@ fn basic_call_bridges_both_legs_and_a_bye_ends_them() {
     s.advance(Duration::from_secs(40));
     assert!(s.call.is_finished());
     assert_eq!(s.released(), 1);
+}
+
+#[test]
+fn header_rules_of_both_trunks_shape_what_crosses() {
+    let outbound = Gauge::default();
+    let carrier = Target {
+        header_rules: Some(crate::header_rules::rules_of(
+            r#"[{"action": "Pass", "header": "X-Account", "direction": "Outbound"},
+                {"action": "Add", "header": "X-Carrier-Tag", "value": "t1", "direction": "Outbound"}]"#,
+        )),
+        ..target(CARRIER)
+    };
+    // The customers' trunk turns its account header into the carrier's form on the way in.
+    let customers = crate::header_rules::rules_of(
+        r#"[{"action": "Set", "header": "X-Account", "match": "^acct-(\\d+)$", "value": "$1",
+             "direction": "Inbound"}]"#,
+    );
+    let mut s = Script::start_with(
+        "X-Account: acct-42\r\nX-Private: p\r\n",
+        CALLER_SDP,
+        MediaEncryption::None,
+        Some(customers),
+        settings(),
+        vec![carrier],
+    );
+    s.expect(CALLER, 100);
+    s.media(is_offer, sdp(RELAY_SDP));
+    s.prepare(CARRIER, &outbound);
+    let invite = s.expect(CARRIER, Method::Invite);
+    assert_eq!(
+        header(&invite, "X-Account").as_deref(),
+        Some("42"),
+        "rewritten, passed"
+    );
+    assert_eq!(
+        header(&invite, "X-Carrier-Tag").as_deref(),
+        Some("t1"),
+        "added"
+    );
+    assert_eq!(
+        header(&invite, "X-Private"),
+        None,
+        "no other caller header crosses"
+    );
+    s.carrier_sends(carrier_reply(&invite, 200, &[], CARRIER_SDP), CARRIER);
+    s.expect(CARRIER, Method::Ack);
+    s.media(is_answer, sdp(RELAY_SDP));
+    s.expect(CALLER, 200);
+    let ack = s.caller_request("ACK", "", "");
+    s.caller_sends(ack);
+
+    // An in-dialog request from the carrier reaches the caller without the carrier's headers.
+    let info = carrier_request(&invite, "INFO", 2, "X-Carrier-Tag: t9\r\n", "");
+    s.carrier_sends(info, CARRIER);
+    let relayed = s.expect(CALLER, Method::Info);
+    assert_eq!(header(&relayed, "X-Carrier-Tag"), None);
+
+    // The BYE to the carrier carries the added header, and nothing passed from the caller.
+    let bye = s.caller_request("BYE", "X-Account: 43\r\n", "");
+    s.caller_sends(bye);
+    let b_bye = s.expect(CARRIER, Method::Bye);
+    assert_eq!(header(&b_bye, "X-Carrier-Tag").as_deref(), Some("t1"));
+    assert_eq!(
+        header(&b_bye, "X-Account"),
+        None,
+        "Pass copies into the initial INVITE only"
+    );
+}
+
+#[test]
+fn the_asserted_identity_reaches_trusted_carriers_and_privacy_hides_the_caller_from_others() {
+    let caller = "P-Asserted-Identity: <sip:+15551000@customers.example>\r\nPrivacy: id\r\n";
+    for trusted in [true, false] {
+        let outbound = Gauge::default();
+        let carrier = Target {
+            trusted,
+            ..target(CARRIER)
+        };
+        let mut s = Script::start(caller, settings(), vec![carrier]);
+        s.media(is_offer, sdp(RELAY_SDP));
+        s.prepare(CARRIER, &outbound);
+        let invite = s.expect(CARRIER, Method::Invite);
+        let from = header(&invite, "From").unwrap();
+        if trusted {
+            assert_eq!(
+                header(&invite, "P-Asserted-Identity").as_deref(),
+                Some("<sip:+15551000@customers.example>")
+            );
+            assert_eq!(header(&invite, "Privacy").as_deref(), Some("id"));
+            assert!(from.contains("sip:441000@"), "{from}");
+        } else {
+            assert_eq!(header(&invite, "P-Asserted-Identity"), None);
+            assert_eq!(header(&invite, "Privacy"), None);
+            assert!(
+                from.starts_with("\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag="),
+                "{from}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -741,6 +862,92 @@ fn carrier_failure_fails_over_to_the_next_target() {
     s.expect(BACKUP, Method::Ack);
     let busy = s.expect(CALLER, 486);
     assert_eq!(busy.status(), Some(486));
+}
+
+/// Answers the pending target preparation: the trunk is at `limit`.
+fn refuse_target(s: &mut Script, limit: Limit) -> Target {
+    let index = s
+        .outputs
+        .iter()
+        .position(|o| matches!(o, Output::Prepare(..)))
+        .expect("a target to prepare");
+    let Some(Output::Prepare(id, target)) = s.outputs.remove(index) else {
+        unreachable!()
+    };
+    s.input(Input::Target(id, Err(Unavailable::Limited(limit))));
+    target
+}
+
+#[test]
+fn a_trunk_over_its_rate_is_skipped_for_the_next_target() {
+    let outbound = Gauge::default();
+    let mut s = Script::start("", settings(), vec![target(CARRIER), target(BACKUP)]);
+    s.expect(CALLER, 100);
+    s.media(is_offer, sdp(RELAY_SDP));
+    let retry_after = Duration::from_millis(300);
+    let skipped = refuse_target(&mut s, Limit::CallsPerSecond { retry_after });
+    assert!(
+        skipped.host.ends_with(".7"),
+        "the first target is asked first"
+    );
+    s.nothing_to(CARRIER);
+    s.prepare(BACKUP, &outbound);
+    let invite = s.expect(BACKUP, Method::Invite);
+    s.carrier_sends(carrier_reply(&invite, 486, &[], ""), BACKUP);
+    s.expect(BACKUP, Method::Ack);
+    // The carrier's own answer reaches the caller, without the skipped trunk's Retry-After.
+    let busy = s.expect(CALLER, 486);
+    assert_eq!(header(&busy, "Retry-After"), None);
+}
+
+#[test]
+fn a_caller_whose_every_target_is_at_a_limit_gets_503_naming_it() {
+    let outbound: Gauge = Gauge::default();
+    let mut s = Script::start("", settings(), vec![target(CARRIER), target(BACKUP)]);
+    s.expect(CALLER, 100);
+    s.media(is_offer, sdp(RELAY_SDP));
+    let retry_after = Duration::from_millis(1200);
+    refuse_target(&mut s, Limit::CallsPerSecond { retry_after });
+    refuse_target(&mut s, Limit::MaxCalls);
+    s.nothing_to(CARRIER);
+    s.nothing_to(BACKUP);
+    let refused = s.expect(CALLER, 503);
+    assert_eq!(
+        String::from_utf8_lossy(refused.reason().unwrap()),
+        "Trunk Calls Per Second Exceeded"
+    );
+    assert_eq!(header(&refused, "Retry-After").as_deref(), Some("2"));
+    s.media(is_delete, Ok(MediaReply::Deleted));
+    assert_eq!(outbound.get(), 0);
+    s.advance(Duration::from_secs(40));
+    assert!(s.call.is_finished());
+}
+
+#[test]
+fn the_from_host_is_the_trunks_from_domain_else_our_address() {
+    let outbound = Gauge::default();
+    let branded = Target {
+        from_domain: Some("voice.example.org".into()),
+        ..target(CARRIER)
+    };
+    let mut s = Script::start("", settings(), vec![branded, target(BACKUP)]);
+    s.expect(CALLER, 100);
+    s.media(is_offer, sdp(RELAY_SDP));
+    s.prepare(CARRIER, &outbound);
+    let first = s.expect(CARRIER, Method::Invite);
+    let from = first.from().unwrap();
+    assert_eq!(from.sip_uri().unwrap().host.as_ref(), b"voice.example.org");
+    assert_eq!(
+        first.headers.get("Contact").unwrap().as_ref(),
+        settings().local.contact(Transport::Udp).as_bytes(),
+        "the Contact stays our address"
+    );
+    s.carrier_sends(carrier_reply(&first, 503, &[], ""), CARRIER);
+    s.expect(CARRIER, Method::Ack);
+    s.prepare(BACKUP, &outbound);
+    let second = s.expect(BACKUP, Method::Invite);
+    let host = second.from().unwrap().sip_uri().unwrap().host;
+    assert_eq!(host.as_ref(), settings().local.host.as_bytes());
 }
 
 #[test]
@@ -879,6 +1086,40 @@ fn the_carrier_holds_and_the_caller_gets_a_reinvite() {
     s.media(is_answer, sdp(&format!("{RELAY_SDP}a=recvonly\r\n")));
     let ok = s.expect(CARRIER, 200);
     assert!(String::from_utf8_lossy(&ok.body).contains("a=recvonly"));
+}
+
+#[test]
+fn a_reinvite_from_an_in_band_carrier_keeps_dtmf_converted() {
+    // The carrier's Trunk takes DTMF in-band: offers to it mask the caller's events, and its
+    // own offers ask the media pod to add events for the caller.
+    let mut carrier = target(CARRIER);
+    carrier.codec_flags = vec!["codec-mask-telephone-event".into()];
+    carrier.carrier_offer_flags = vec!["codec-transcode-telephone-event".into()];
+    let outbound = Gauge::default();
+    let mut s = Script::start("", settings(), vec![carrier]);
+    s.expect(CALLER, 100);
+    let offer = s.media(is_offer, sdp(RELAY_SDP));
+    assert!(
+        matches!(&offer, MediaRequest::Offer { codec_flags, .. } if codec_flags == &["codec-mask-telephone-event"]),
+        "{offer:?}"
+    );
+    s.prepare(CARRIER, &outbound);
+    let invite = s.expect(CARRIER, Method::Invite);
+    s.carrier_sends(carrier_reply(&invite, 200, &[], CARRIER_SDP), CARRIER);
+    s.expect(CARRIER, Method::Ack);
+    s.media(is_answer, sdp(RELAY_SDP));
+    s.expect(CALLER, 200);
+    let ack = s.caller_request("ACK", "", "");
+    s.caller_sends(ack);
+
+    let reinvite = carrier_request(&invite, "INVITE", 1, "", CARRIER_SDP);
+    s.carrier_sends(reinvite, CARRIER);
+    let offer = s.media(is_offer, sdp(RELAY_SDP));
+    assert!(
+        matches!(&offer, MediaRequest::Offer { from_tag, codec_flags, .. }
+            if from_tag == "bob" && codec_flags == &["codec-transcode-telephone-event"]),
+        "{offer:?}"
+    );
 }
 
 #[test]
@@ -1300,7 +1541,7 @@ fn random_interleavings_always_end_cleanly() {
                                 reservation,
                                 credentials: None,
                             })
-                            .ok_or(super::core::Unavailable::AtLimit);
+                            .ok_or(Unavailable::Limited(Limit::MaxCalls));
                         s.input(Input::Target(id, result));
                     }
                 }
@@ -1390,7 +1631,10 @@ fn random_interleavings_always_end_cleanly() {
                 .position(|o| matches!(o, Output::Prepare(..)))
             {
                 if let Some(Output::Prepare(id, _)) = s.outputs.remove(i) {
-                    s.input(Input::Target(id, Err(super::core::Unavailable::AtLimit)));
+                    s.input(Input::Target(
+                        id,
+                        Err(Unavailable::Limited(Limit::MaxCalls)),
+                    ));
                 }
             }
             s.advance(Duration::from_secs(30));
@@ -1675,7 +1919,13 @@ fn record_of_a_cancelled_call() {
 #[test]
 fn record_of_a_call_failed_over_to_a_second_carrier() {
     let outbound = Gauge::default();
-    let mut s = Script::start("", settings(), vec![target(CARRIER), target(BACKUP)]);
+    // Targets as a rate deck orders them, each with its cost.
+    let priced = |addr, micros| Target {
+        cost: Some(tandem_api::ratedeck::Cost(micros)),
+        ..target(addr)
+    };
+    let targets = vec![priced(CARRIER, 12_000), priced(BACKUP, 15_500)];
+    let mut s = Script::start("", settings(), targets);
     s.media(is_offer, sdp(RELAY_SDP));
     s.prepare(CARRIER, &outbound);
     let first = s.expect(CARRIER, Method::Invite);
@@ -1699,6 +1949,13 @@ fn record_of_a_call_failed_over_to_a_second_carrier() {
         .map(|a| (a.peer.as_str(), a.code))
         .collect();
     assert_eq!(tried, [(CARRIER, Some(503)), (BACKUP, Some(200))]);
+    let costs: Vec<_> = record.attempts.iter().map(|a| a.cost.as_deref()).collect();
+    assert_eq!(costs, [Some("0.012"), Some("0.0155")]);
+    assert_eq!(
+        record.cost.as_deref(),
+        Some("0.0155"),
+        "the answering carrier's cost"
+    );
     assert_ne!(record.attempts[0].call_id, record.attempts[1].call_id);
     assert_eq!(record.release_cause, "carrier_hangup");
     assert_eq!(record.released_by, crate::cdr::record::Releaser::Carrier);

@@ -132,6 +132,10 @@ pub struct Attempt {
     /// The carrier's final response (2xx answered; 408 for silence); absent when the attempt
     /// was cancelled or abandoned before it.
     pub code: Option<u16>,
+    /// The rate deck's cost of the call on this trunk, as the deck writes it (absent when no
+    /// rate deck chose the trunk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<String>,
 }
 
 /// Receive statistics of one RTP source, from the media pod.
@@ -221,6 +225,9 @@ pub struct CallRecord {
     pub inbound_trunk: Option<String>,
     /// The trunk of the last carrier attempt (the answering one for an answered call).
     pub outbound_trunk: Option<String>,
+    /// The rate deck's cost of the last carrier attempt (the answering one when answered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<String>,
     pub route: Option<String>,
     pub calling: Number,
     pub called: Number,
@@ -322,6 +329,7 @@ impl Recorder {
                 call_id: invite.call_id().map(|id| text(id)).unwrap_or_default(),
                 inbound_trunk: None,
                 outbound_trunk: None,
+                cost: None,
                 route: None,
                 calling: Number {
                     received: calling,
@@ -395,9 +403,11 @@ impl Recorder {
         let record = &mut self.record;
         match event {
             Event::LegOpened(call_id) => self.opened = Some(call_id.clone()),
-            Event::AttemptStarted { trunk, peer } => {
+            Event::AttemptStarted { trunk, peer, cost } => {
                 let call_id = self.opened.take().unwrap_or_default();
+                let cost = cost.map(|c| c.to_string());
                 record.outbound_trunk = Some(trunk.clone());
+                record.cost.clone_from(&cost);
                 record.attempts.push(Attempt {
                     trunk: trunk.clone(),
                     peer: peer.to_string(),
@@ -405,6 +415,7 @@ impl Recorder {
                     started_at: Time::of(at),
                     ringing_at: None,
                     code: None,
+                    cost,
                 });
             }
             Event::Progress { .. } => {

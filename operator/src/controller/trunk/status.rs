@@ -22,6 +22,7 @@ pub fn compute(
         status.active_calls = totals.active_calls;
         status.reachable_peers = totals.reachable_peers;
         status.peers = totals.peers.clone();
+        status.registration = totals.registration.clone();
     }
     status
 }
@@ -49,6 +50,7 @@ mod tests {
                 reachable: true,
                 last_probe_time: None,
             }],
+            registration: None,
         };
         let status = compute(None, Some(4), &verdict, Some(&totals), &now);
         assert_eq!(status.active_calls, 7);

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,7 +36,7 @@ impl RecordDir {
 
     /// Every record in the record files (complete and still open).
     fn records(&self) -> Vec<Value> {
-        records_in(&self.0)
+        call_records_in(&self.0)
     }
 }
 
@@ -46,25 +46,6 @@ impl Drop for RecordDir {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
-}
-
-fn records_in(dir: &Path) -> Vec<Value> {
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("cdr-"))
-        .collect();
-    names.sort();
-    names
-        .iter()
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-                .collect::<Vec<Value>>()
-        })
-        .collect()
 }
 
 fn field<'a>(record: &'a Value, name: &str) -> &'a str {

@@ -157,4 +157,23 @@ fn a_deck_edit_routes_new_calls_only_and_a_malformed_one_keeps_the_previous_tabl
         3.0
     );
     wait_until(Duration::from_secs(5), "calls released", no_call_left);
+
+    // Each record carries the cost of the deck in force when its call was routed.
+    wait_until(Duration::from_secs(10), "three call records", || {
+        platform.call_records().len() == 3
+    });
+    let mut priced: Vec<(String, String)> = platform
+        .call_records()
+        .iter()
+        .map(|r| (r["outbound_trunk"].to_string(), r["cost"].to_string()))
+        .collect();
+    priced.sort();
+    assert_eq!(
+        priced,
+        [
+            (r#""carrier-a""#.into(), r#""0.01""#.into()),
+            (r#""carrier-b""#.into(), r#""0.02""#.into()),
+            (r#""carrier-b""#.into(), r#""0.02""#.into()),
+        ]
+    );
 }
