@@ -241,14 +241,22 @@ fn svcrack_is_blocked_after_the_configured_failures() {
         !report.contains("guess"),
         "svcrack found something: {report}"
     );
-    let failures: f64 = ["bad_credentials", "replayed", "forged_nonce", "malformed"]
+    // svcrack guesses with REGISTER: the registrar challenges it (its failures count under
+    // `trunk="subscribers"`); an INVITE would meet the customers Trunk's challenge. Either way
+    // the source is blocked.
+    let failures: f64 = ["customers", "subscribers"]
         .iter()
-        .map(|reason| {
-            scrape(
-                SIGNALING_ADMIN,
-                "tandem_signaling_auth_failures_total",
-                &["trunk=\"customers\"", &format!("reason=\"{reason}\"")],
-            )
+        .flat_map(|trunk| {
+            ["bad_credentials", "replayed", "forged_nonce", "malformed"].map(|reason| {
+                scrape(
+                    SIGNALING_ADMIN,
+                    "tandem_signaling_auth_failures_total",
+                    &[
+                        &format!("trunk=\"{trunk}\""),
+                        &format!("reason=\"{reason}\""),
+                    ],
+                )
+            })
         })
         .sum();
     assert!(
