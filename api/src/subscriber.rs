@@ -1,5 +1,5 @@
 //! The `Subscriber` custom resource: a residential or Centrex line that registers to a Gateway
-//! (docs/adr/0014-subscribers.md) — its number and domain (the address-of-record
+//! (docs/adr/0015-subscribers.md) — its number and domain (the address-of-record
 //! `number@domain`), the Secret holding its digest credentials, and the RoutePlan its calls to
 //! non-subscribers follow.
 
