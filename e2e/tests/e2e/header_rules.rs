@@ -1,6 +1,7 @@
-//! Trunk header rules end to end: the caller's Subject, rewritten by the customers Trunk's
-//! inbound rule and passed by the carrier Trunk's rule, and a header the carrier Trunk adds,
-//! checked by the SIPp carrier on the INVITE it receives.
+//! Trunk header rules and caller identity end to end: the caller's Subject, rewritten by the
+//! customers Trunk's inbound rule and passed by the carrier Trunk's rule; a header the carrier
+//! Trunk adds; and the asserted identity the customers Trunk's rules set for its (untrusted)
+//! callers, sent with its Privacy to the trusted carrier. The SIPp carrier checks the INVITE.
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,6 +16,7 @@ spec:
   gatewayRef: {name: local}
   peers: [{host: 127.0.0.1, port: 5090, transport: UDP}]
   healthCheck: {enabled: false}
+  identity: {trusted: true}
   headerRules:
     - {action: Pass, header: Subject, direction: Outbound}
     - {action: Add, header: X-Carrier-Account, value: acme-42, direction: Outbound}
@@ -31,10 +33,12 @@ spec:
       match: '^Tandem (.*)$'
       value: 'Carrier $1'
       direction: Inbound
+    - {action: Add, header: P-Asserted-Identity, value: '<sip:+15551000@customers.example>', direction: Inbound}
+    - {action: Add, header: Privacy, value: id, direction: Inbound}
 ";
 
 #[test]
-fn trunk_header_rules_rewrite_pass_and_add_headers_on_the_wire() {
+fn header_rules_and_a_trusted_carrier_shape_the_invite_on_the_wire() {
     require_sipp();
     let config = ConfigDir::copy("header-rules");
     config.write("trunks.yaml", TRUNKS);
