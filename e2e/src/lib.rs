@@ -440,6 +440,78 @@ pub fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// The `m=audio` port and format list of an SDP body in a SIP message.
+pub fn audio_line(message: &str) -> (u16, Vec<String>) {
+    let line = message
+        .lines()
+        .find(|l| l.starts_with("m=audio "))
+        .unwrap_or_else(|| panic!("no m=audio in {message}"));
+    let mut parts = line.split_whitespace().skip(1);
+    let port = parts
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line}"));
+    (port, parts.skip(1).map(str::to_owned).collect())
+}
+
+/// An INVITE from `caller` to 15550001 through the platform, with an SDP whose media section is
+/// `media` (the `m=` line and its attributes, each line ending in CRLF).
+pub fn raw_invite(caller: &RawCaller, media: &str, call_id: &str) -> String {
+    let me = caller.addr();
+    let sdp = format!(
+        "v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n{media}"
+    );
+    format!(
+        "INVITE sip:15550001@{SIP} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:1000@127.0.0.1>;tag=c{call_id}\r\n\
+         To: <sip:15550001@127.0.0.1>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:1000@{me}>\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+}
+
+/// A carrier on a plain socket: answers the first INVITE it receives with 200 OK and an SDP
+/// whose media section is `media`; returns the INVITE.
+pub fn carrier_answers(carrier: &UdpSocket, media: &str) -> String {
+    let mut buf = vec![0u8; 65_535];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < deadline, "no INVITE reached the carrier");
+        let Ok((n, from)) = carrier.recv_from(&mut buf) else {
+            continue;
+        };
+        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !message.starts_with("INVITE ") {
+            continue;
+        }
+        let sdp = format!(
+            "v=0\r\no=carrier 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n{media}"
+        );
+        let get = |name| header(&message, name).unwrap_or_default().to_owned();
+        let ok = format!(
+            "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=carrier1\r\nCall-ID: {}\r\n\
+             CSeq: {}\r\nContact: <sip:carrier@127.0.0.1:{CARRIER_PORT}>\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            get("Via"),
+            get("From"),
+            get("To"),
+            get("Call-ID"),
+            get("CSeq"),
+            sdp.len()
+        );
+        carrier
+            .send_to(ok.as_bytes(), from)
+            .expect("the carrier's 200 OK is sent");
+        return message;
+    }
+}
+
 /// The ACK for a non-2xx final response (RFC 3261 §17.1.1.3).
 fn ack_for(response: &str, called: &str) -> String {
     let get = |name| header(response, name).unwrap_or_default();

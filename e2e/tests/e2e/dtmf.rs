@@ -13,19 +13,11 @@ use std::time::{Duration, Instant};
 use tandem_codec::dtmf::{Detected, Detector, ToneGenerator};
 use tandem_codec::signal::tone;
 use tandem_codec::{CodecKind, Decoder, Encoder};
-use tandem_e2e::{CARRIER_PORT, ConfigDir, Platform, RawCaller, SIP, header, status_code};
+use tandem_e2e::{
+    CARRIER_PORT, ConfigDir, Platform, RawCaller, SIP, audio_line, carrier_answers, header,
+    raw_invite, status_code,
+};
 use tandem_rtp::RtpPacket;
-
-/// The `m=audio` port and format list of an SDP body in a SIP message.
-fn audio_line(message: &str) -> (u16, Vec<String>) {
-    let line = message
-        .lines()
-        .find(|l| l.starts_with("m=audio "))
-        .unwrap_or_else(|| panic!("no m=audio in {message}"));
-    let mut parts = line.split_whitespace().skip(1);
-    let port = parts.next().unwrap().parse().unwrap();
-    (port, parts.skip(1).map(str::to_owned).collect())
-}
 
 /// The `m=audio` line's formats and attributes of a PCMU party, with RFC 4733 events
 /// (payload type 101) or without.
@@ -39,63 +31,6 @@ fn pcmu_media(rtp_port: u16, events: bool) -> String {
         format!(
             "m=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n"
         )
-    }
-}
-
-/// The caller's INVITE: PCMU, with RFC 4733 events when `events`.
-fn invite(caller: &RawCaller, rtp_port: u16, events: bool, call_id: &str) -> String {
-    let me = caller.addr();
-    let sdp = format!(
-        "v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n{}",
-        pcmu_media(rtp_port, events)
-    );
-    format!(
-        "INVITE sip:15550001@{SIP} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}\r\n\
-         Max-Forwards: 70\r\n\
-         From: <sip:1000@127.0.0.1>;tag=c{call_id}\r\n\
-         To: <sip:15550001@127.0.0.1>\r\n\
-         Call-ID: {call_id}\r\n\
-         CSeq: 1 INVITE\r\n\
-         Contact: <sip:1000@{me}>\r\n\
-         Content-Type: application/sdp\r\n\
-         Content-Length: {}\r\n\r\n{sdp}",
-        sdp.len()
-    )
-}
-
-/// The carrier: answers the first INVITE with 200 OK and a PCMU SDP on `rtp_port` (with
-/// events when `events`); returns the INVITE.
-fn carrier_answers(carrier: &UdpSocket, rtp_port: u16, events: bool) -> String {
-    let mut buf = vec![0u8; 65_535];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        assert!(Instant::now() < deadline, "no INVITE reached the carrier");
-        let Ok((n, from)) = carrier.recv_from(&mut buf) else {
-            continue;
-        };
-        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if !message.starts_with("INVITE ") {
-            continue;
-        }
-        let sdp = format!(
-            "v=0\r\no=carrier 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n{}",
-            pcmu_media(rtp_port, events)
-        );
-        let get = |name| header(&message, name).unwrap_or_default().to_owned();
-        let ok = format!(
-            "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=carrier1\r\nCall-ID: {}\r\n\
-             CSeq: {}\r\nContact: <sip:carrier@127.0.0.1:{CARRIER_PORT}>\r\n\
-             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-            get("Via"),
-            get("From"),
-            get("To"),
-            get("Call-ID"),
-            get("CSeq"),
-            sdp.len()
-        );
-        carrier.send_to(ok.as_bytes(), from).unwrap();
-        return message;
     }
 }
 
@@ -187,8 +122,15 @@ fn call(trunk: &str, caller_events: bool, carrier_events: bool) -> Call {
     let caller_rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = |s: &UdpSocket| s.local_addr().unwrap().port();
 
-    caller.send_raw(invite(&caller, port(&caller_rtp), caller_events, trunk).as_bytes());
-    let carrier_invite = carrier_answers(&carrier, port(&carrier_rtp), carrier_events);
+    caller.send_raw(
+        raw_invite(
+            &caller,
+            &pcmu_media(port(&caller_rtp), caller_events),
+            trunk,
+        )
+        .as_bytes(),
+    );
+    let carrier_invite = carrier_answers(&carrier, &pcmu_media(port(&carrier_rtp), carrier_events));
     let (carrier_facing, offered) = audio_line(&carrier_invite);
     let deadline = Instant::now() + Duration::from_secs(10);
     let answer = loop {

@@ -12,80 +12,15 @@ use std::time::{Duration, Instant};
 
 use tandem_codec::signal::{dominant_frequency, tone, tone_power_ratio};
 use tandem_codec::{CodecKind, Decoder, Encoder};
-use tandem_e2e::{CARRIER_PORT, Platform, RawCaller, SIP, header, status_code};
+use tandem_e2e::{
+    CARRIER_PORT, Platform, RawCaller, SIP, audio_line, carrier_answers, header, raw_invite,
+    status_code,
+};
 use tandem_rtp::RtpPacket;
 
-/// The `m=audio` port and format list of an SDP body in a SIP message.
-fn audio_line(message: &str) -> (u16, Vec<String>) {
-    let line = message
-        .lines()
-        .find(|l| l.starts_with("m=audio "))
-        .unwrap_or_else(|| panic!("no m=audio in {message}"));
-    let mut parts = line.split_whitespace().skip(1);
-    let port = parts.next().unwrap().parse().unwrap();
-    (port, parts.skip(1).map(str::to_owned).collect())
-}
-
-fn invite(
-    caller: &RawCaller,
-    rtp_port: u16,
-    formats: &str,
-    rtpmaps: &str,
-    call_id: &str,
-) -> String {
-    let me = caller.addr();
-    let sdp = format!(
-        "v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-         m=audio {rtp_port} RTP/AVP {formats}\r\n{rtpmaps}a=ptime:20\r\na=sendrecv\r\n"
-    );
-    format!(
-        "INVITE sip:15550001@{SIP} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}\r\n\
-         Max-Forwards: 70\r\n\
-         From: <sip:1000@127.0.0.1>;tag=c{call_id}\r\n\
-         To: <sip:15550001@127.0.0.1>\r\n\
-         Call-ID: {call_id}\r\n\
-         CSeq: 1 INVITE\r\n\
-         Contact: <sip:1000@{me}>\r\n\
-         Content-Type: application/sdp\r\n\
-         Content-Length: {}\r\n\r\n{sdp}",
-        sdp.len()
-    )
-}
-
-/// The carrier: answers the first INVITE with 200 OK and a PCMU-only SDP on `rtp_port`;
-/// returns the INVITE.
-fn carrier_answers(carrier: &UdpSocket, rtp_port: u16) -> String {
-    let mut buf = vec![0u8; 65_535];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        assert!(Instant::now() < deadline, "no INVITE reached the carrier");
-        let Ok((n, from)) = carrier.recv_from(&mut buf) else {
-            continue;
-        };
-        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if !message.starts_with("INVITE ") {
-            continue;
-        }
-        let sdp = format!(
-            "v=0\r\no=carrier 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-             m=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n"
-        );
-        let get = |name| header(&message, name).unwrap_or_default().to_owned();
-        let ok = format!(
-            "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=carrier1\r\nCall-ID: {}\r\n\
-             CSeq: {}\r\nContact: <sip:carrier@127.0.0.1:{CARRIER_PORT}>\r\n\
-             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-            get("Via"),
-            get("From"),
-            get("To"),
-            get("Call-ID"),
-            get("CSeq"),
-            sdp.len()
-        );
-        carrier.send_to(ok.as_bytes(), from).unwrap();
-        return message;
-    }
+/// An audio section offering `formats` with their `rtpmaps` lines on `rtp_port`.
+fn media(rtp_port: u16, formats: &str, rtpmaps: &str) -> String {
+    format!("m=audio {rtp_port} RTP/AVP {formats}\r\n{rtpmaps}a=ptime:20\r\na=sendrecv\r\n")
 }
 
 /// `packets` RTP packets of 20 ms of a `frequency` Hz tone in `kind` (payload type `pt`).
@@ -139,16 +74,24 @@ fn an_opus_only_caller_and_the_pcmu_carrier_hear_each_others_tones() {
     let caller = RawCaller::new();
     let caller_rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
 
-    let offer = invite(
+    let offer = raw_invite(
         &caller,
-        caller_rtp.local_addr().unwrap().port(),
-        "111 101",
-        "a=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\n\
-         a=rtpmap:101 telephone-event/48000\r\n",
+        &media(
+            caller_rtp.local_addr().unwrap().port(),
+            "111 101",
+            "a=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\n\
+             a=rtpmap:101 telephone-event/48000\r\n",
+        ),
         "transcode-1",
     );
     caller.send_raw(offer.as_bytes());
-    let carrier_invite = carrier_answers(&carrier, carrier_rtp.local_addr().unwrap().port());
+    // The carrier takes PCMU only.
+    let carrier_media = media(
+        carrier_rtp.local_addr().unwrap().port(),
+        "0",
+        "a=rtpmap:0 PCMU/8000\r\n",
+    );
+    let carrier_invite = carrier_answers(&carrier, &carrier_media);
     let (carrier_facing, offered) = audio_line(&carrier_invite);
     assert_eq!(
         offered.first().map(String::as_str),
@@ -218,11 +161,9 @@ fn a_caller_sharing_no_transcodable_codec_gets_488() {
     let _platform = Platform::start();
     let caller = RawCaller::new();
     // G.729 only: the carrier takes G.711, and G.729 cannot be transcoded.
-    let offer = invite(
+    let offer = raw_invite(
         &caller,
-        40000,
-        "18",
-        "a=rtpmap:18 G729/8000\r\n",
+        &media(40000, "18", "a=rtpmap:18 G729/8000\r\n"),
         "transcode-2",
     );
     let responses = caller.exchange(&offer, "15550001", Duration::from_secs(10));
