@@ -108,8 +108,10 @@ fn a_deck_edit_routes_new_calls_only_and_a_malformed_one_keeps_the_previous_tabl
 
     // A long call goes to the cheapest carrier, A.
     let mut long = call("deck-long", "127.0.0.1", 6_000);
-    wait_until(Duration::from_secs(10), "the first call up", || {
-        scrape(SIGNALING_ADMIN, "tandem_signaling_calls_active", &[]) == 1.0
+    // The call counts as active from its INVITE; its outbound attempt follows the media
+    // offer, so wait for the attempt itself.
+    wait_until(Duration::from_secs(10), "the first call routed", || {
+        attempts("carrier-a") + attempts("carrier-b") == 1.0
     });
     assert_eq!((attempts("carrier-a"), attempts("carrier-b")), (1.0, 0.0));
 
