@@ -1038,6 +1038,23 @@ impl GatewaySpec {
 }
 
 impl SignalingSpec {
+    /// The advertised address rule for `listener`: its own, else the catch-all rule.
+    pub fn advertised_rule(&self, listener: &Listener) -> Option<&AdvertisedAddress> {
+        let rules = &self.advertised_addresses;
+        rules
+            .iter()
+            .find(|r| r.listener.as_deref() == Some(listener.name.as_str()))
+            .or_else(|| rules.iter().find(|r| r.listener.is_none()))
+    }
+
+    /// The host and port `listener` is advertised with in Via, Contact and Record-Route: its
+    /// rule's address, and the rule's port when the balancer or NAT in front maps the
+    /// listener's port to another one (else the listener's own port). `None` without a rule.
+    pub fn advertised(&self, listener: &Listener) -> Option<(&str, u16)> {
+        self.advertised_rule(listener)
+            .map(|rule| (rule.address.as_str(), rule.port.unwrap_or(listener.port)))
+    }
+
     fn check(&self, path: &FieldPath, errors: &mut ValidationErrors) {
         if !(1..=100).contains(&self.replicas) {
             errors.push(&path.field("replicas"), "must be between 1 and 100");
@@ -1463,10 +1480,39 @@ mod tests {
                 "spec.signaling.advertisedAddresses[1].listener",
                 "spec.signaling.advertisedAddresses[2]",
                 "spec.signaling.advertisedAddresses[2].address",
-                "spec.signaling.advertisedAddresses[1].listener",
-                "spec.signaling.advertisedAddresses[1].port",
             ]
         );
+    }
+
+    #[test]
+    fn a_listener_is_advertised_by_its_own_rule_else_the_catch_all() {
+        let udp = listener("udp", ListenerTransport::Udp, 5060);
+        let tcp = listener("tcp", ListenerTransport::Tcp, 5060);
+        let ws = listener("ws", ListenerTransport::Ws, 8080);
+        let mut gateway = spec(vec![udp.clone(), tcp.clone(), ws.clone()]);
+        assert_eq!(gateway.signaling.advertised(&udp), None);
+        gateway.signaling.advertised_addresses = vec![
+            AdvertisedAddress {
+                listener: Some("udp".into()),
+                address: "203.0.113.10".into(),
+                port: Some(30060),
+            },
+            AdvertisedAddress {
+                listener: None,
+                address: "sbc.example.net".into(),
+                port: None,
+            },
+            AdvertisedAddress {
+                listener: Some("ws".into()),
+                address: "sbc.example.net".into(),
+                port: Some(80),
+            },
+        ];
+        let signaling = &gateway.signaling;
+        assert_eq!(signaling.advertised(&udp), Some(("203.0.113.10", 30060)));
+        assert_eq!(signaling.advertised(&tcp), Some(("sbc.example.net", 5060)));
+        assert_eq!(signaling.advertised(&ws), Some(("sbc.example.net", 80)));
+        assert!(gateway.validate().is_ok());
     }
 
     #[test]

@@ -71,26 +71,6 @@ impl NotSupportedYet {
 /// Every field the platform does not act on yet. Remove an entry (and update
 /// `docs/crd-fields.md`) when the field starts to take effect.
 pub const NOT_SUPPORTED_YET: &[NotSupportedYet] = &[
-    // Gateway: the signaling pod binds the address given on its command line, and writes the
-    // first advertised address into every header.
-    NotSupportedYet {
-        kind: "Gateway",
-        path: "spec.signaling.advertisedAddresses[].listener",
-        allowed: Allowed::Unset,
-        issue: 12,
-    },
-    NotSupportedYet {
-        kind: "Gateway",
-        path: "spec.signaling.advertisedAddresses[].port",
-        allowed: Allowed::Unset,
-        issue: 12,
-    },
-    NotSupportedYet {
-        kind: "Gateway",
-        path: "spec.signaling.bindAddress",
-        allowed: Allowed::Unset,
-        issue: 12,
-    },
     // Trunk.
     NotSupportedYet {
         kind: "Trunk",

@@ -9,6 +9,11 @@
 //! and conditions, the autoscaler coming and going with the spec, and the drain finalizer on
 //! deletion. With `TANDEM_E2E_EXPECT_PODS=1` (the image is loadable by the cluster) it also
 //! waits for the Gateway to become Ready with its pods running.
+//!
+//! `a_call_from_outside_reaches_the_gateway_through_its_load_balancer` also needs a load-balancer
+//! implementation (`cloud-provider-kind`, which run-kind starts) and SIPp on the machine running
+//! the tests: it exposes a Gateway with `LoadBalancer`, advertises the address the load balancer
+//! got, and places a call from outside the cluster through it to a carrier outside the cluster.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -49,7 +54,7 @@ impl Drop for Operator {
     }
 }
 
-fn start_operator() -> Operator {
+fn start_operator(namespace: &str) -> Operator {
     let image = std::env::var("TANDEM_E2E_IMAGE")
         .unwrap_or_else(|_| tandem_operator::settings::DEFAULT_DATAPLANE_IMAGE.to_owned());
     let child = Command::new(env!("CARGO_BIN_EXE_operator"))
@@ -58,11 +63,11 @@ fn start_operator() -> Operator {
             "--admin-listen",
             "127.0.0.1:0",
             "--namespace",
-            NAMESPACE,
+            namespace,
         ])
         .args([
             "--lease-namespace",
-            NAMESPACE,
+            namespace,
             "--lease-name",
             "tandem-operator-e2e",
         ])
@@ -216,7 +221,7 @@ async fn the_operator_reconciles_the_kubernetes_example() {
         )
         .await
         .unwrap();
-    let _operator = start_operator();
+    let _operator = start_operator(NAMESPACE);
     apply_example(&client).await;
 
     let gateways: Api<Gateway> = Api::namespaced(client.clone(), NAMESPACE);
@@ -406,5 +411,213 @@ async fn the_operator_reconciles_the_kubernetes_example() {
 
     let _ = namespaces
         .delete(NAMESPACE, &DeleteParams::background())
+        .await;
+}
+
+/// An environment variable run-kind sets, or a failure naming it.
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: this test needs the kind network (run `make e2e`)")
+    })
+}
+
+/// Applies `object` (any kind) in `namespace` with the test's field manager.
+async fn apply_object(client: &Client, namespace: &str, object: Value) {
+    let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+    let params = apply_params();
+    match object["kind"].as_str().unwrap() {
+        "Gateway" => {
+            Api::<Gateway>::namespaced(client.clone(), namespace)
+                .patch(&name, &params, &Patch::Apply(&object))
+                .await
+                .unwrap();
+        }
+        "Trunk" => {
+            Api::<Trunk>::namespaced(client.clone(), namespace)
+                .patch(&name, &params, &Patch::Apply(&object))
+                .await
+                .unwrap();
+        }
+        "RoutePlan" => {
+            Api::<RoutePlan>::namespaced(client.clone(), namespace)
+                .patch(&name, &params, &Patch::Apply(&object))
+                .await
+                .unwrap();
+        }
+        other => panic!("unexpected kind {other}"),
+    }
+}
+
+/// The Gateway of the load-balancer test, advertising `advertised` on every listener.
+fn load_balanced_gateway(namespace: &str, advertised: &str) -> Value {
+    json!({
+        "apiVersion": "voice.tandem.dev/v1alpha1",
+        "kind": "Gateway",
+        "metadata": {"name": "lb", "namespace": namespace},
+        "spec": {
+            "signaling": {
+                "replicas": 1,
+                "listeners": [
+                    {"name": "sip-udp", "transport": "UDP", "port": 5060},
+                    {"name": "sip-tcp", "transport": "TCP", "port": 5060},
+                ],
+                "exposure": {"type": "LoadBalancer"},
+                "advertisedAddresses": [{"address": advertised}],
+                "resources": {"qosClass": "Burstable", "cpu": "100m", "memory": "128Mi"},
+            },
+            "media": {
+                "replicas": 1,
+                "rtpPortRange": {"min": 20000, "max": 20999},
+                "network": {"mode": "Pod"},
+                "resources": {"qosClass": "Burstable", "cpu": "100m", "memory": "128Mi"},
+            },
+            "drainTimeoutSeconds": 30,
+        },
+    })
+}
+
+#[tokio::test]
+#[ignore = "needs a kind cluster with cloud-provider-kind, and SIPp: run `make e2e`"]
+async fn a_call_from_outside_reaches_the_gateway_through_its_load_balancer() {
+    const LB_NAMESPACE: &str = "tandem-lb";
+    require_cluster();
+    // The host's address on the kind network (where SIPp runs, outside the cluster) and the
+    // network's range (where calls through the load balancer come from).
+    let host = required_env("TANDEM_E2E_HOST_ADDRESS");
+    let subnet = required_env("TANDEM_E2E_KIND_SUBNET");
+    let client = Client::try_default()
+        .await
+        .expect("a client from KUBECONFIG");
+    install_prerequisites(&client).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .patch(
+            LB_NAMESPACE,
+            &apply_params(),
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": LB_NAMESPACE}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let _operator = start_operator(LB_NAMESPACE);
+
+    // A LoadBalancer needs an advertised address before its own is known: a placeholder first.
+    apply_object(
+        &client,
+        LB_NAMESPACE,
+        load_balanced_gateway(LB_NAMESPACE, "192.0.2.1"),
+    )
+    .await;
+    let trunk = |name: &str, spec: Value| {
+        json!({"apiVersion": "voice.tandem.dev/v1alpha1", "kind": "Trunk",
+            "metadata": {"name": name, "namespace": LB_NAMESPACE}, "spec": spec})
+    };
+    apply_object(
+        &client,
+        LB_NAMESPACE,
+        trunk(
+            "carrier",
+            json!({"gatewayRef": {"name": "lb"},
+                "peers": [{"host": host, "port": 5090, "transport": "UDP"}],
+                "healthCheck": {"enabled": false}}),
+        ),
+    )
+    .await;
+    apply_object(
+        &client,
+        LB_NAMESPACE,
+        trunk(
+            "customers",
+            json!({"gatewayRef": {"name": "lb"}, "inbound": {"allowedCidrs": [subnet]}}),
+        ),
+    )
+    .await;
+    apply_object(
+        &client,
+        LB_NAMESPACE,
+        json!({"apiVersion": "voice.tandem.dev/v1alpha1", "kind": "RoutePlan",
+            "metadata": {"name": "default", "namespace": LB_NAMESPACE},
+            "spec": {"gatewayRef": {"name": "lb"}, "inboundTrunks": ["customers"],
+                "routes": [{"name": "everything", "match": {"calledPrefix": ""},
+                    "targets": [{"trunkRef": {"name": "carrier"}}]}]}}),
+    )
+    .await;
+
+    // The load balancer's address, from the Gateway's status; then advertise it, which rolls
+    // the signaling pods.
+    let gateways: Api<Gateway> = Api::namespaced(client.clone(), LB_NAMESPACE);
+    let address = eventually(
+        "the load balancer's address in the Gateway status",
+        Duration::from_secs(180),
+        || {
+            let gateways = gateways.clone();
+            async move {
+                let status = gateways.get("lb").await.ok()?.status?;
+                status
+                    .sip_addresses
+                    .iter()
+                    .find(|a| a.listener == "sip-tcp" && a.source == "LoadBalancerStatus")
+                    .map(|a| a.address.clone())
+            }
+        },
+    )
+    .await;
+    apply_object(
+        &client,
+        LB_NAMESPACE,
+        load_balanced_gateway(LB_NAMESPACE, &address),
+    )
+    .await;
+    eventually(
+        "the rollout with the advertised address to complete",
+        Duration::from_secs(300),
+        || {
+            let gateways = gateways.clone();
+            async move {
+                let gateway = gateways.get("lb").await.ok()?;
+                let status = gateway.status?;
+                let progressing = conditions::find(&status.conditions, "Progressing")?;
+                (status.observed_generation == gateway.metadata.generation
+                    && progressing.reason == "RolloutComplete"
+                    && condition_true(&status.conditions, conditions::READY))
+                .then_some(())
+            }
+        },
+    )
+    .await;
+
+    // A carrier outside the cluster answers; a caller outside the cluster calls the load
+    // balancer's address over TCP (the proxy of cloud-provider-kind relays TCP).
+    let mut carrier = Command::new("sipp")
+        .args([
+            "-sn", "uas", "-i", &host, "-p", "5090", "-m", "1", "-nostdin",
+        ])
+        .args(["-timeout", "120s", "-trace_err"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("SIPp (scripts/install-test-deps installs it)");
+    let caller = Command::new("sipp")
+        .arg(format!("{address}:5060"))
+        .args([
+            "-sn", "uac", "-t", "t1", "-s", "2000", "-i", &host, "-m", "1",
+        ])
+        .args(["-d", "500", "-timeout", "60s", "-nostdin", "-trace_err"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("SIPp (scripts/install-test-deps installs it)");
+    if !caller.success() {
+        let _ = carrier.kill();
+    }
+    let carrier_status = carrier.wait().unwrap();
+    assert!(
+        caller.success(),
+        "the call through the load balancer failed"
+    );
+    assert!(carrier_status.success(), "the carrier saw no complete call");
+
+    let _ = gateways.delete("lb", &DeleteParams::foreground()).await;
+    let _ = namespaces
+        .delete(LB_NAMESPACE, &DeleteParams::background())
         .await;
 }

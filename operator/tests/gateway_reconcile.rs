@@ -852,3 +852,111 @@ async fn a_media_rollout_is_reported_step_by_step_until_complete() {
         ]
     );
 }
+
+/// A responder whose signaling Deployment reports a rollout step: `total` pods (the surge pod
+/// included), `updated` of them on the new template, `ready` ready.
+fn signaling_rollout(total: i32, updated: i32, ready: i32) -> impl FnMut(&Recorded) -> Reply {
+    let mut healthy = cluster(|_| Vec::new());
+    move |r: &Recorded| match healthy(r) {
+        Reply::Json(mut object) if object["kind"] == "Deployment" => {
+            object["status"] = json!({"observedGeneration": 1, "replicas": total,
+                "updatedReplicas": updated, "readyReplicas": ready, "availableReplicas": ready});
+            Reply::Json(object)
+        }
+        other => other,
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_change_rolls_the_signaling_pods_one_surge_pod_at_a_time() {
+    // The advertised port of the TCP listener and the bind address change: the pods read both
+    // when they start, so the template changes and the Deployment rolls.
+    let spec = json!({
+        "signaling": {
+            "replicas": 2,
+            "bindAddress": "10.0.0.5",
+            "listeners": [
+                {"name": "sip-udp", "transport": "UDP", "port": 5060},
+                {"name": "sip-tcp", "transport": "TCP", "port": 5060},
+            ],
+            "advertisedAddresses": [
+                {"address": "sip.voice.example.net"},
+                {"listener": "sip-tcp", "address": "sip.voice.example.net", "port": 5080},
+            ],
+        },
+        "media": {"replicas": 2},
+        "drainTimeoutSeconds": 600,
+    });
+    // A new pod surges first (3 pods, 1 updated, the old 2 still serving); once it has been
+    // ready for minReadySeconds an old pod drains, and so on until both are replaced.
+    let steps = [(3, 1, 2), (3, 1, 3), (3, 2, 2), (2, 2, 2)];
+    let mut seen = Vec::new();
+    for (total, updated, ready) in steps {
+        let (client, mock) = mock_client(signaling_rollout(total, updated, ready));
+        let ctx = context(client);
+        let action = gateway::reconcile(gateway(spec.clone(), json!({})), Arc::clone(&ctx))
+            .await
+            .unwrap();
+        drop(ctx);
+        let requests = mock.finish().await;
+        let deployment = requests
+            .iter()
+            .find(|r| r.path.ends_with("/deployments/edge-signaling"))
+            .unwrap()
+            .body
+            .clone()
+            .unwrap();
+        // Never fewer pods serving than asked for, and never more than one pod draining.
+        assert_eq!(
+            deployment["spec"]["strategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}})
+        );
+        assert_eq!(deployment["spec"]["minReadySeconds"], 10);
+        let template = &deployment["spec"]["template"];
+        assert_eq!(template["spec"]["terminationGracePeriodSeconds"], 630);
+        let env = template["spec"]["containers"][0]["env"].as_array().unwrap();
+        assert!(
+            env.contains(&json!({"name": "TANDEM_BIND_ADDRESS", "value": "10.0.0.5"})),
+            "{env:?}"
+        );
+        assert!(
+            template["metadata"]["annotations"]["voice.tandem.dev/advertised-addresses"]
+                .as_str()
+                .unwrap()
+                .contains("5080")
+        );
+        let budget = requests
+            .iter()
+            .find(|r| r.path.ends_with("/poddisruptionbudgets/edge-signaling"))
+            .unwrap();
+        assert_eq!(budget.body.as_ref().unwrap()["spec"]["maxUnavailable"], 1);
+        seen.push((action, progressing(&requests)));
+    }
+    let recheck = Action::requeue(Duration::from_secs(30));
+    let step = |message: &str| {
+        (
+            recheck.clone(),
+            (
+                "True".to_owned(),
+                "RollingOut".to_owned(),
+                message.to_owned(),
+            ),
+        )
+    };
+    assert_eq!(
+        seen,
+        [
+            step("signaling 2/2 ready, 1 updated; media 2/2 ready, 2 updated"),
+            step("signaling 3/2 ready, 1 updated; media 2/2 ready, 2 updated"),
+            step("signaling 2/2 ready, 2 updated; media 2/2 ready, 2 updated"),
+            (
+                Action::requeue(Duration::from_secs(300)),
+                (
+                    "False".to_owned(),
+                    "RolloutComplete".to_owned(),
+                    "signaling 2/2 ready, 2 updated; media 2/2 ready, 2 updated".to_owned()
+                )
+            ),
+        ]
+    );
+}

@@ -18,8 +18,15 @@ fn repo() -> PathBuf {
 
 /// Every object `operator render -f examples/<example>` prints.
 fn render(example: &str) -> Vec<Value> {
+    render_path(&repo().join("examples").join(example))
+}
+
+/// Every object `operator render -f <path>` prints.
+fn render_path(path: &Path) -> Vec<Value> {
     let output = Command::new(env!("CARGO_BIN_EXE_operator"))
-        .args(["render", "-f", &format!("examples/{example}")])
+        .arg("render")
+        .arg("-f")
+        .arg(path)
         .current_dir(repo())
         .output()
         .unwrap();
@@ -240,4 +247,70 @@ fn pod_network_media_advertises_the_pod_ip_and_sip_a_load_balancer() {
             .get("annotations")
             .is_none()
     );
+}
+
+/// `examples/<example>` with its `gateway.yaml` edited by `edit`, rendered.
+fn render_edited(example: &str, edit: impl Fn(&str) -> String) -> Vec<Value> {
+    let dir = std::env::temp_dir().join(format!(
+        "tandem-reachability-{example}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(repo().join("examples").join(example)).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = if path.ends_with("gateway.yaml") {
+            let edited = edit(&text);
+            assert_ne!(edited, text, "the example's gateway.yaml changed shape");
+            edited
+        } else {
+            text
+        };
+        std::fs::write(dir.join(path.file_name().unwrap()), text).unwrap();
+    }
+    let objects = render_path(&dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+    objects
+}
+
+#[test]
+fn the_bind_address_and_per_listener_rules_reach_the_signaling_pods() {
+    // The router in front of the node ports forwards UDP 5060 but TCP from 5080, and the
+    // signaling pods bind one address of the node.
+    let edit = |gateway: &str, tcp_port: u16| {
+        gateway.replace(
+            "    advertisedAddresses:\n      - address: sip.voice.example.net\n",
+            &format!(
+                "    bindAddress: 10.0.0.5\n    advertisedAddresses:\n      \
+                 - address: sip.voice.example.net\n      \
+                 - {{listener: sip-tcp, address: sip.voice.example.net, port: {tcp_port}}}\n"
+            ),
+        )
+    };
+    let objects = render_edited("hostnetwork", |g| edit(g, 5080));
+    let signaling = object(&objects, "Deployment", "edge-signaling");
+    assert!(has(&env(signaling), "TANDEM_BIND_ADDRESS=10.0.0.5"));
+    let annotation = &signaling["spec"]["template"]["metadata"]["annotations"]["voice.tandem.dev/advertised-addresses"];
+    let rules: Value = serde_json::from_str(annotation.as_str().unwrap()).unwrap();
+    assert_eq!(
+        rules,
+        json!([
+            {"address": "sip.voice.example.net"},
+            {"listener": "sip-tcp", "address": "sip.voice.example.net", "port": 5080},
+        ])
+    );
+    // The pods read the rules when they start: a new port changes the template, which rolls
+    // them.
+    let moved = render_edited("hostnetwork", |g| edit(g, 5090));
+    assert_ne!(
+        object(&moved, "Deployment", "edge-signaling")["spec"]["template"],
+        signaling["spec"]["template"]
+    );
+    // Without a bind address the pods bind every address.
+    let plain = render("hostnetwork");
+    assert!(has(
+        &env(object(&plain, "Deployment", "edge-signaling")),
+        "TANDEM_BIND_ADDRESS=0.0.0.0"
+    ));
 }

@@ -84,12 +84,13 @@ struct Args {
     /// The Gateway this pod serves.
     #[arg(long, env = "TANDEM_GATEWAY")]
     gateway: String,
-    /// The address SIP listeners bind (the Gateway's listeners give the ports).
-    #[arg(long, env = "TANDEM_BIND_ADDRESS", default_value = "0.0.0.0")]
-    bind_address: IpAddr,
-    /// The address put in Via and Contact; defaults to the pod's address on its secondary
-    /// network (--network-status-file), else the Gateway's first advertised address, else the
-    /// bind address.
+    /// The address SIP listeners bind (the Gateway's listeners give the ports); defaults to the
+    /// Gateway's `signaling.bindAddress`, else all addresses (0.0.0.0).
+    #[arg(long, env = "TANDEM_BIND_ADDRESS")]
+    bind_address: Option<IpAddr>,
+    /// The host put in Via and Contact on every listener; defaults to the pod's address on its
+    /// secondary network (--network-status-file), else each listener's advertised address rule
+    /// of the Gateway (whose port still applies), else the bind address.
     #[arg(long, env = "TANDEM_ADVERTISE_ADDRESS")]
     advertise_address: Option<String>,
     /// The pod's Multus network status (a downward-API file), to advertise the pod's own
@@ -325,24 +326,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Duration::from_millis(args.config_poll_ms),
     )
     .await?;
-    let (listeners, advertised, drain_timeout) = {
+    let (listeners, signaling, drain_timeout) = {
         let gateway = &config.borrow().gateway;
-        let listeners: Vec<(String, Transport, u16)> = gateway
-            .spec
-            .signaling
+        let signaling = gateway.spec.signaling.clone();
+        let listeners: Vec<(String, Transport, u16)> = signaling
             .listeners
             .iter()
             .map(|l| (l.name.clone(), Transport::from(l.transport), l.port))
             .collect();
-        let advertised = gateway
-            .spec
-            .signaling
-            .advertised_addresses
-            .first()
-            .map(|a| a.address.clone());
         let drain = Duration::from_secs(u64::from(gateway.spec.drain_timeout_seconds));
-        (listeners, advertised, drain)
+        (listeners, signaling, drain)
     };
+    let bind_address = args
+        .bind_address
+        .or(signaling.bind_address)
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let port_of = |transport: Transport| {
         listeners
             .iter()
@@ -369,12 +367,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ),
         _ => None,
     };
-    let advertised = args
-        .advertise_address
-        .clone()
-        .or(own)
-        .or(advertised)
-        .unwrap_or_else(|| args.bind_address.to_string());
+    let local = LocalAddress::advertised(
+        &signaling,
+        args.advertise_address.clone().or(own).as_deref(),
+        &bind_address.to_string(),
+    );
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
@@ -404,7 +401,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     deck_metrics.register(&mut registry);
     let health = Health::new();
     let connection_metrics = ConnectionMetrics::register(&mut registry);
-    let specs = transport::listener_specs(args.bind_address, tcp_port, &listeners, &args.tls_dirs)?;
+    let specs = transport::listener_specs(bind_address, tcp_port, &listeners, &args.tls_dirs)?;
     let limits = Limits {
         max_message_size: args.max_message_size as usize,
         max_connections_per_ip: args.max_connections_per_ip,
@@ -412,7 +409,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         message_timeout: Duration::from_secs(args.message_timeout_seconds),
     };
     let (transports, stream_listeners) = Transports::bind(
-        SocketAddr::new(args.bind_address, udp_port),
+        SocketAddr::new(bind_address, udp_port),
         specs,
         tls::client_config(args.tls_ca_file.as_deref())?,
         limits,
@@ -439,14 +436,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let registrations = Arc::new(Registrations::new(&mut registry));
     let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
     let settings = Settings {
-        local: LocalAddress {
-            host: advertised,
-            udp_port,
-            tcp_port,
-            tls_port: port_of(Transport::Tls).unwrap_or(5061),
-            ws_port: port_of(Transport::Ws).unwrap_or(tcp_port),
-            wss_port: port_of(Transport::Wss).unwrap_or(tcp_port),
-        },
+        local,
         timers: TimerConfig::default(),
         invite_timeout: Duration::from_secs(args.invite_timeout_seconds),
         ring_timeout: Duration::from_secs(args.ring_timeout_seconds),
@@ -533,7 +523,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     tracing::info!(
         listeners = listening.join(" "),
-        bind = %args.bind_address,
+        bind = %bind_address,
         gateway = args.gateway,
         "signaling pod ready"
     );

@@ -605,7 +605,7 @@ pub fn binding_of(
         aor: format!("sip:{user}@{domain}"),
         contact: format!(
             "sip:{user}@{}:{port}{transport_param};{LINE_PARAM}={}",
-            local.host,
+            local.host(transport),
             trunk.name()
         ),
         registrar,
@@ -995,6 +995,7 @@ mod tests {
             tls_port: 5061,
             ws_port: 8080,
             wss_port: 8443,
+            hosts: Vec::new(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! own; select a module's tests with `-E 'test(/^cdr::/)'`.
 
 mod admission;
+mod advertised_address;
 mod cancel;
 mod cdr;
 mod dialogs;

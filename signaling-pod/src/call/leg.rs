@@ -4,6 +4,7 @@
 //! never reveals the other side's addresses. Everything here is pure; the call task sends.
 
 use bytes::Bytes;
+use tandem_api::gateway::SignalingSpec;
 use tandem_sip::headers::Headers;
 use tandem_sip::message::{Method, RequestLine, SipMessage, StartLine};
 
@@ -12,21 +13,83 @@ use crate::transport::{Flow, Transport};
 /// Our own address as peers must see it in Via and Contact.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalAddress {
-    /// The advertised host (IP address or name).
+    /// The advertised host (IP address or name) of the transports not in `hosts`, and the
+    /// domain of the requests we originate.
     pub host: String,
-    /// The UDP listener's port.
+    /// The port advertised on UDP.
     pub udp_port: u16,
-    /// The TCP listener's port.
+    /// The port advertised on TCP.
     pub tcp_port: u16,
-    /// The TLS listener's port (5061 without one: the port a TLS peer would connect to).
+    /// The port advertised on TLS (5061 without a listener: the port a TLS peer would connect
+    /// to).
     pub tls_port: u16,
-    /// The WebSocket listener's port.
+    /// The port advertised on WebSocket.
     pub ws_port: u16,
-    /// The secure WebSocket listener's port.
+    /// The port advertised on secure WebSocket.
     pub wss_port: u16,
+    /// Transports advertised with a host other than `host` (a listener with a rule of its
+    /// own).
+    pub hosts: Vec<(Transport, String)>,
 }
 
 impl LocalAddress {
+    /// What the listeners of `signaling` advertise: each listener the host and port of its
+    /// advertised address rule (a NodePort or a load balancer may map the bound port to
+    /// another), else `default_host` and its own port. `host_override` (the pod's address on
+    /// its secondary network, or `--advertise-address`) replaces every host; a rule's port
+    /// still applies.
+    pub fn advertised(
+        signaling: &SignalingSpec,
+        host_override: Option<&str>,
+        default_host: &str,
+    ) -> Self {
+        let mut by_transport: Vec<(Transport, &str, u16)> = Vec::new();
+        for listener in &signaling.listeners {
+            let (host, port) = signaling
+                .advertised(listener)
+                .unwrap_or((default_host, listener.port));
+            let host = host_override.unwrap_or(host);
+            by_transport.push((Transport::from(listener.transport), host, port));
+        }
+        let rules = &signaling.advertised_addresses;
+        let catch_all = rules
+            .iter()
+            .find(|r| r.listener.is_none())
+            .or(rules.first());
+        let host = host_override
+            .or(catch_all.map(|r| r.address.as_str()))
+            .unwrap_or(default_host);
+        let port_of = |transport| {
+            by_transport
+                .iter()
+                .find(|(t, _, _)| *t == transport)
+                .map(|(_, _, port)| *port)
+        };
+        let (udp, tcp) = (port_of(Transport::Udp), port_of(Transport::Tcp));
+        let (udp_port, tcp_port) = (udp.or(tcp).unwrap_or(5060), tcp.or(udp).unwrap_or(5060));
+        Self {
+            udp_port,
+            tcp_port,
+            tls_port: port_of(Transport::Tls).unwrap_or(5061),
+            ws_port: port_of(Transport::Ws).unwrap_or(tcp_port),
+            wss_port: port_of(Transport::Wss).unwrap_or(tcp_port),
+            hosts: by_transport
+                .iter()
+                .filter(|(_, h, _)| *h != host)
+                .map(|(t, h, _)| (*t, (*h).to_owned()))
+                .collect(),
+            host: host.to_owned(),
+        }
+    }
+
+    /// Our host on `transport`.
+    pub fn host(&self, transport: Transport) -> &str {
+        self.hosts
+            .iter()
+            .find(|(t, _)| *t == transport)
+            .map_or(self.host.as_str(), |(_, host)| host.as_str())
+    }
+
     /// Our port on `transport`.
     pub fn port(&self, transport: Transport) -> u16 {
         match transport {
@@ -43,17 +106,17 @@ impl LocalAddress {
         format!(
             "SIP/2.0/{} {}:{};branch={branch};rport",
             transport.via_name(),
-            self.host,
+            self.host(transport),
             self.port(transport)
         )
     }
 
     /// A Contact header value for `transport`.
     pub fn contact(&self, transport: Transport) -> String {
-        let port = self.port(transport);
+        let (host, port) = (self.host(transport), self.port(transport));
         match transport {
-            Transport::Udp => format!("<sip:{}:{port}>", self.host),
-            other => format!("<sip:{}:{port};transport={}>", self.host, other.label()),
+            Transport::Udp => format!("<sip:{host}:{port}>"),
+            other => format!("<sip:{host}:{port};transport={}>", other.label()),
         }
     }
 }
@@ -193,6 +256,7 @@ mod tests {
             tls_port: 5061,
             ws_port: 8080,
             wss_port: 8443,
+            hosts: Vec::new(),
         }
     }
 
@@ -213,6 +277,85 @@ mod tests {
         assert!(text.contains("Route: <sip:edge.carrier.example;lr>\r\n"));
         assert!(!text.contains("Contact:"));
         assert_eq!(leg.local_cseq, 2);
+    }
+
+    /// Listeners UDP 5060, TCP 5060, TLS 5061 and WSS 8443, with the advertised address
+    /// `rules`.
+    fn signaling(rules: serde_json::Value) -> SignalingSpec {
+        let cert = serde_json::json!({"name": "cert"});
+        serde_json::from_value(serde_json::json!({
+            "listeners": [
+                {"name": "udp", "transport": "UDP", "port": 5060},
+                {"name": "tcp", "transport": "TCP", "port": 5060},
+                {"name": "tls", "transport": "TLS", "port": 5061, "tlsSecretRef": cert},
+                {"name": "wss", "transport": "WSS", "port": 8443, "tlsSecretRef": cert},
+            ],
+            "advertisedAddresses": rules,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn each_listener_advertises_its_rule_with_the_external_port() {
+        let local = LocalAddress::advertised(
+            &signaling(serde_json::json!([
+                {"listener": "udp", "address": "203.0.113.10", "port": 30060},
+                {"address": "sbc.example.net"},
+                {"listener": "wss", "address": "sbc.example.net", "port": 443},
+            ])),
+            None,
+            "0.0.0.0",
+        );
+        assert_eq!(
+            local.via(Transport::Udp, "z9hG4bK1"),
+            "SIP/2.0/UDP 203.0.113.10:30060;branch=z9hG4bK1;rport"
+        );
+        assert_eq!(local.contact(Transport::Udp), "<sip:203.0.113.10:30060>");
+        assert_eq!(
+            local.contact(Transport::Tcp),
+            "<sip:sbc.example.net:5060;transport=tcp>"
+        );
+        assert_eq!(
+            local.via(Transport::Tls, "z9hG4bK2"),
+            "SIP/2.0/TLS sbc.example.net:5061;branch=z9hG4bK2;rport"
+        );
+        assert_eq!(
+            local.contact(Transport::Wss),
+            "<sip:sbc.example.net:443;transport=wss>"
+        );
+        // Requests we originate name the catch-all host as their domain.
+        assert_eq!(local.host, "sbc.example.net");
+    }
+
+    #[test]
+    fn without_rules_the_listeners_advertise_the_default_host_and_their_ports() {
+        let local = LocalAddress::advertised(&signaling(serde_json::json!([])), None, "127.0.0.1");
+        assert_eq!(
+            local.via(Transport::Udp, "b"),
+            "SIP/2.0/UDP 127.0.0.1:5060;branch=b;rport"
+        );
+        assert_eq!(
+            local.contact(Transport::Wss),
+            "<sip:127.0.0.1:8443;transport=wss>"
+        );
+        assert!(local.hosts.is_empty());
+    }
+
+    #[test]
+    fn an_override_replaces_every_host_but_keeps_the_rule_ports() {
+        let local = LocalAddress::advertised(
+            &signaling(serde_json::json!([
+                {"listener": "udp", "address": "203.0.113.10", "port": 30060},
+            ])),
+            Some("10.1.2.3"),
+            "0.0.0.0",
+        );
+        assert_eq!(local.contact(Transport::Udp), "<sip:10.1.2.3:30060>");
+        assert_eq!(
+            local.contact(Transport::Tcp),
+            "<sip:10.1.2.3:5060;transport=tcp>"
+        );
+        assert_eq!(local.host, "10.1.2.3");
     }
 
     #[test]

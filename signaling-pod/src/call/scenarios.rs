@@ -55,6 +55,7 @@ fn settings() -> Settings {
             tls_port: 5061,
             ws_port: 8080,
             wss_port: 8443,
+            hosts: Vec::new(),
         },
         timers: TimerConfig::default(),
         invite_timeout: Duration::from_secs(5),

@@ -69,16 +69,6 @@ fn network_status_of(pod: &Pod) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// The advertised address rule for `listener`: its own, else the catch-all.
-fn rule_for<'a>(spec: &'a GatewaySpec, listener: &Listener) -> Option<(&'a str, Option<u16>)> {
-    let rules = &spec.signaling.advertised_addresses;
-    rules
-        .iter()
-        .find(|r| r.listener.as_deref() == Some(listener.name.as_str()))
-        .or_else(|| rules.iter().find(|r| r.listener.is_none()))
-        .map(|r| (r.address.as_str(), r.port))
-}
-
 fn address(listener: &Listener, address: &str, port: i32, source: &str) -> SipAddress {
     SipAddress {
         listener: listener.name.clone(),
@@ -123,7 +113,7 @@ pub fn sip_addresses(
     let mut out = BTreeSet::new();
     for listener in &spec.signaling.listeners {
         let port = i32::from(listener.port);
-        let rule = rule_for(spec, listener);
+        let rule = spec.signaling.advertised(listener);
         let service = by_name.get(&sip_service_name(name, &listener.name));
         match exposure.type_ {
             ExposureType::LoadBalancer => {
@@ -146,15 +136,13 @@ pub fn sip_addresses(
                         port,
                         SOURCE_LOAD_BALANCER_IP,
                     ));
-                } else if let Some((host, rule_port)) = rule {
-                    let port = rule_port.map_or(port, i32::from);
-                    out.insert(address(listener, host, port, SOURCE_ADVERTISED));
+                } else if let Some((host, port)) = rule {
+                    out.insert(address(listener, host, port.into(), SOURCE_ADVERTISED));
                 }
             }
             ExposureType::NodePort => {
-                if let Some((host, rule_port)) = rule {
-                    let port = rule_port.map_or(port, i32::from);
-                    out.insert(address(listener, host, port, SOURCE_ADVERTISED));
+                if let Some((host, port)) = rule {
+                    out.insert(address(listener, host, port.into(), SOURCE_ADVERTISED));
                 }
                 let node_port = service
                     .and_then(|s| s.spec.as_ref())
@@ -194,9 +182,8 @@ pub fn sip_addresses(
                 }
             }
             ExposureType::ClusterIp => {
-                if let Some((host, rule_port)) = rule {
-                    let port = rule_port.map_or(port, i32::from);
-                    out.insert(address(listener, host, port, SOURCE_ADVERTISED));
+                if let Some((host, port)) = rule {
+                    out.insert(address(listener, host, port.into(), SOURCE_ADVERTISED));
                 }
             }
         }

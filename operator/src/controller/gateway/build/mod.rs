@@ -122,6 +122,9 @@ pub enum BuildError {
     /// The SR-IOV CNI configuration could not be rendered.
     #[error("cannot render the SR-IOV CNI configuration: {0}")]
     NetworkConfig(#[source] serde_json::Error),
+    /// The advertised address rules could not be rendered for the signaling pods' annotation.
+    #[error("cannot render the advertised address rules: {0}")]
+    AdvertisedAddresses(#[source] serde_json::Error),
 }
 
 impl BuildError {

@@ -46,6 +46,9 @@ const BIN_DIR: &str = "/usr/local/bin";
 const RUN_AS: i64 = 65532;
 /// Pod annotation Multus reads to attach extra networks.
 pub const NETWORKS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/networks";
+/// Signaling pod annotation holding the Gateway's advertised address rules: the pods read
+/// them when they start, so a change of the rules must change the template to roll them.
+pub const ADVERTISED_ADDRESSES_ANNOTATION: &str = "voice.tandem.dev/advertised-addresses";
 /// Pod annotation Multus writes with every attached interface and its addresses.
 pub const NETWORK_STATUS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/network-status";
 /// Where the downward API volume carrying the network status is mounted (media pods on
@@ -330,7 +333,12 @@ fn signaling_template(blueprint: &Blueprint<'_>) -> Result<PodTemplateSpec, Buil
         env_field("TANDEM_NAMESPACE", "metadata.namespace"),
         env_field("POD_NAME", "metadata.name"),
         env_field("POD_IP", "status.podIP"),
-        env("TANDEM_BIND_ADDRESS", "0.0.0.0"),
+        env(
+            "TANDEM_BIND_ADDRESS",
+            signaling
+                .bind_address
+                .map_or_else(|| "0.0.0.0".to_owned(), |ip| ip.to_string()),
+        ),
         env(
             "TANDEM_ADMIN_LISTEN",
             format!("0.0.0.0:{SIGNALING_ADMIN_PORT}"),
@@ -392,7 +400,15 @@ fn signaling_template(blueprint: &Blueprint<'_>) -> Result<PodTemplateSpec, Buil
     }
     // On a secondary network each pod advertises its own address there, read from its Multus
     // network status, so every request of a dialog comes back to the pod that holds it.
-    let mut annotations = None;
+    let mut annotations: Option<BTreeMap<String, String>> = None;
+    if !signaling.advertised_addresses.is_empty() {
+        let rules = serde_json::to_string(&signaling.advertised_addresses)
+            .map_err(BuildError::AdvertisedAddresses)?;
+        annotations = Some(BTreeMap::from([(
+            ADVERTISED_ADDRESSES_ANNOTATION.to_owned(),
+            rules,
+        )]));
+    }
     if let (ExposureType::SecondaryNetwork, Some(attachment)) = (
         signaling.exposure.type_,
         &signaling.exposure.network_attachment,
@@ -403,10 +419,9 @@ fn signaling_template(blueprint: &Blueprint<'_>) -> Result<PodTemplateSpec, Buil
         if let Some(env_vars) = container.env.as_mut() {
             env_vars.extend(network_env);
         }
-        annotations = Some(BTreeMap::from([(
-            NETWORKS_ANNOTATION.to_owned(),
-            attachment.clone(),
-        )]));
+        annotations
+            .get_or_insert_default()
+            .insert(NETWORKS_ANNOTATION.to_owned(), attachment.clone());
     }
     if !mounts.is_empty() {
         container.volume_mounts = Some(mounts);
