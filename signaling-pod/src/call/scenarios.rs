@@ -80,6 +80,7 @@ fn target(addr: &str) -> Target {
         codec_flags: Vec::new(),
         carrier_offer_flags: Vec::new(),
         encryption: MediaEncryption::None,
+        dtmf: Default::default(),
         cost: None,
         header_rules: None,
         trusted: false,
