@@ -373,7 +373,14 @@ fn a_sip_info_carrier_s_digits_reach_an_rfc_4733_caller_and_the_caller_s_come_ba
         .collect();
     assert_eq!(
         ends,
-        [(3, 1600), (3, 1600), (3, 1600), (11, 2000), (11, 2000), (11, 2000)],
+        [
+            (3, 1600),
+            (3, 1600),
+            (3, 1600),
+            (11, 2000),
+            (11, 2000),
+            (11, 2000)
+        ],
         "3 for 200 ms, then # for the default 250 ms: {events:?}"
     );
 
@@ -383,6 +390,11 @@ fn a_sip_info_carrier_s_digits_reach_an_rfc_4733_caller_and_the_caller_s_come_ba
         caller_rtp.send_to(&packet, relay).unwrap();
         std::thread::sleep(Duration::from_millis(5));
     }
+    // The carrier echoes the RTP it gets: the caller's voice comes back, its events do not
+    // (blocked towards the carrier, which gets them as INFO).
+    let (echoed_events, echoed_audio) = received(&caller_rtp);
+    assert!(!echoed_audio.is_empty(), "the carrier's echo came back");
+    assert!(echoed_events.is_empty(), "{echoed_events:?}");
     carrier.assert_success(Duration::from_secs(30));
     answer_bye(&caller, Duration::from_secs(10));
     let infos: Vec<String> = carrier
@@ -391,7 +403,15 @@ fn a_sip_info_carrier_s_digits_reach_an_rfc_4733_caller_and_the_caller_s_come_ba
         .filter(|m| m.starts_with("INFO "))
         .collect();
     assert_eq!(infos.len(), 2, "one INFO per digit: {infos:?}");
-    assert!(infos[0].contains("Signal=1\r\nDuration=160"), "{}", infos[0]);
-    assert!(infos[1].contains("Signal=9\r\nDuration=160"), "{}", infos[1]);
+    assert!(
+        infos[0].contains("Signal=1\r\nDuration=160"),
+        "{}",
+        infos[0]
+    );
+    assert!(
+        infos[1].contains("Signal=9\r\nDuration=160"),
+        "{}",
+        infos[1]
+    );
     assert_eq!(converted("events_to_info"), 2.0);
 }
