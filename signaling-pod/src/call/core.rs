@@ -1198,7 +1198,7 @@ impl Call {
             Method::Invite | Method::Update if self.phase == Phase::Answered => {
                 self.on_session_change(now, side, msg, flow)
             }
-            Method::Info if self.phase == Phase::Answered && self.dtmf.sip_info(side) => {
+            Method::Info if self.phase == Phase::Answered && self.dtmf.converts(side) => {
                 self.on_dtmf_info(now, side, msg, flow)
             }
             _ if self.phase == Phase::Answered => self.relay_request(now, side, msg, flow),

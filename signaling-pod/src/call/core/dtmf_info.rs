@@ -193,13 +193,20 @@ impl DtmfInfo {
     }
 
     /// Whether `side` takes DTMF as SIP INFO.
-    pub fn sip_info(&self, side: Side) -> bool {
+    fn sip_info(&self, side: Side) -> bool {
         self.sip_info[index(side)]
     }
 
-    /// Whether the media pod must report digits (one side or the other takes SIP INFO).
+    /// Whether `side` takes DTMF as SIP INFO and the other side does not: its INFO digits are
+    /// played in the media, and the other's media digits become INFO to it. Between two
+    /// SIPINFO sides INFO is relayed as is.
+    pub fn converts(&self, side: Side) -> bool {
+        self.sip_info(side) && !self.sip_info(side.other())
+    }
+
+    /// Whether the media pod must report digits (exactly one side takes SIP INFO).
     pub fn wanted(&self) -> bool {
-        self.sip_info.iter().any(|s| *s)
+        self.sip_info[0] != self.sip_info[1]
     }
 }
 
@@ -255,7 +262,7 @@ impl Call {
             return;
         };
         let to = from.other();
-        if !self.dtmf.sip_info(to) || self.dtmf.sip_info(from) {
+        if !self.dtmf.converts(to) {
             return;
         }
         let queue = &mut self.dtmf.queues[index(to)];
@@ -317,7 +324,7 @@ impl Call {
     /// from sending RFC 4733 events to a SIPINFO side, whose digits go as INFO instead.
     pub(super) fn block_events_to_sip_info(&mut self) {
         for to in [Side::A, Side::B] {
-            if self.dtmf.sip_info(to) && !self.dtmf.sip_info(to.other()) {
+            if self.dtmf.converts(to) {
                 let (from_tag, _) = self.media_tags(to.other());
                 let request = MediaRequest::BlockDtmf {
                     call_id: self.a.leg.call_id.clone(),

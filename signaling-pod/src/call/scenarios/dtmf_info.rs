@@ -288,3 +288,36 @@ fn calls_without_a_sip_info_side_ask_for_no_reports_and_relay_info() {
     s.carrier_sends(info, CARRIER);
     s.expect(CALLER, Method::Info);
 }
+
+#[test]
+fn between_two_sip_info_sides_info_is_relayed_and_nothing_is_reported() {
+    let outbound = Gauge::default();
+    let carrier = Target {
+        dtmf: DtmfSides {
+            caller: DtmfMode::SipInfo,
+            carrier: DtmfMode::SipInfo,
+        },
+        ..target(CARRIER)
+    };
+    let mut s = Script::start("", settings(), vec![carrier]);
+    s.expect(CALLER, 100);
+    let offer = s.media(is_offer, sdp(RELAY_SDP));
+    assert!(matches!(
+        offer,
+        MediaRequest::Offer {
+            dtmf_notify: false,
+            ..
+        }
+    ));
+    s.prepare(CARRIER, &outbound);
+    let invite = s.expect(CARRIER, Method::Invite);
+    s.carrier_sends(carrier_reply(&invite, 200, &[], CARRIER_SDP), CARRIER);
+    s.media(is_answer, sdp(RELAY_SDP));
+    s.expect(CALLER, 200);
+    assert!(s.media_ops.is_empty(), "no block DTMF: {:?}", s.media_ops);
+    let info = carrier_info(&invite, 2, "", "application/dtmf-relay", "Signal=5\r\n");
+    s.carrier_sends(info, CARRIER);
+    let relayed = s.expect(CALLER, Method::Info);
+    assert_eq!(&relayed.body[..], b"Signal=5\r\n");
+    assert!(s.media_ops.is_empty());
+}
