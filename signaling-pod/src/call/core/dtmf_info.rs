@@ -14,7 +14,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use tandem_api::trunk::DtmfMode;
 use tandem_sip::message::{Method, SipMessage};
-use tandem_sip::response::response_for;
 
 use super::{
     Call, EndReason, Flow, MediaPurpose, MediaRequest, Phase, Purpose, Side, branch, text,
@@ -230,10 +229,7 @@ impl Call {
             Info::Digit(digit) => digit,
         };
         let server = self.add_server(now, side, flow, msg.clone());
-        let tag = self.leg_mut(side).map(|l| l.leg.local_tag.clone());
-        let mut ok = response_for(&msg, 200, "OK", tag.as_deref().map(text));
-        ok.body = Bytes::new();
-        self.send_server(now, server, ok);
+        self.respond_server(now, server, &msg, 200, "OK", None);
         tracing::debug!(leg = side.label(), digit = %digit.symbol(), "DTMF INFO to play");
         // `play DTMF` from the INFO's sender reaches the other party.
         let (from_tag, _) = self.media_tags(side);
