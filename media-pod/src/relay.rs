@@ -569,7 +569,8 @@ fn forward_batch(worker: &Worker, port: u16) {
                 let Some((datagram, _)) = batch.datagram(index) else {
                     continue;
                 };
-                if transcode(worker, port, datagram, from_port, to, config) == Pushed::Taken {
+                if transcode(worker, port, datagram, (from_port, to), config, now) == Pushed::Taken
+                {
                     continue;
                 }
                 // Not a packet the transcoder can read: relayed unchanged.
@@ -621,9 +622,9 @@ fn transcode(
     worker: &Worker,
     port: u16,
     datagram: &[u8],
-    from_port: u16,
-    to: SocketAddr,
+    (from_port, to): (u16, SocketAddr),
     config: TranscoderConfig,
+    now: Timestamp,
 ) -> Pushed {
     let mut transcoders = worker.transcoders.borrow_mut();
     if transcoders
@@ -661,6 +662,22 @@ fn transcode(
     out.clear();
     let pushed = stream.transcoder.push(datagram, &mut out);
     stream.count_conversions(&worker.metrics);
+    if let DtmfConversion::TonesToEvents { payload_type } = config.dtmf {
+        // Events made from the sender's tones: reported like the events it sends itself, and
+        // blocked like them.
+        let mut table = worker.table.borrow_mut();
+        out.retain(|p| {
+            p.get(1).is_none_or(|b| b & 0x7f != payload_type)
+                || table.generated_event(port, p, now)
+                || {
+                    worker.counters.dropped(DropReason::Blocked.as_str(), 1);
+                    false
+                }
+        });
+        for (dest, report) in table.take_dtmf_reports() {
+            worker.report_dtmf(dest, &report);
+        }
+    }
     if let Some(socket) = worker.socket(from_port) {
         for packet in out.iter_mut() {
             let Some(protected) = worker.protect_generated(from_port, std::mem::take(packet))

@@ -714,6 +714,60 @@ impl SessionTable {
         std::mem::take(&mut self.dtmf_reports)
     }
 
+    /// An RFC 4733 event packet the transcoder made from the tones it heard in the audio that
+    /// arrives on `port`: reported to the call's `dtmf-log-dest` as that sender's digit (once,
+    /// on its first end packet). Returns whether it may be sent on: not when the sender's
+    /// DTMF is blocked (`block DTMF`), as for the events it sends itself.
+    pub fn generated_event(&mut self, port: u16, packet: &[u8], now: Timestamp) -> bool {
+        let Some(owner) = self.ports.get(&(port & !1)).copied() else {
+            return true;
+        };
+        let Some(call) = self.calls.get_mut(&owner.call) else {
+            return true;
+        };
+        let sender = &call.parties[owner.side.index()];
+        let blocked = call.blocks.dtmf || sender.blocks.dtmf;
+        let (Some(dest), Some(media), Ok(rtp)) = (
+            call.dtmf_log_dest,
+            call.media.get_mut(owner.media),
+            tandem_rtp::RtpPacket::parse(packet),
+        ) else {
+            return !blocked;
+        };
+        let header = rtp.header();
+        let clock_rate = media
+            .legs
+            .iter()
+            .flat_map(|l| &l.formats)
+            .find(|f| f.codec == Codec::TelephoneEvent && f.payload_type == header.payload_type)
+            .map_or(8000, |f| f.clock_rate);
+        let leg = &mut media.legs[owner.side.index()];
+        if let Some((code, duration_ms, volume)) =
+            dtmf_report(leg.reported_event, &header, clock_rate, packet)
+        {
+            leg.reported_event = Some((header.ssrc, header.timestamp));
+            let source = leg
+                .rtp
+                .latch
+                .learned()
+                .or(leg.remote.as_ref().map(|r| r.rtp))
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            self.dtmf_reports.push((
+                dest,
+                dtmf::Report {
+                    call_id: call.call_id.clone(),
+                    source_tag: sender.tag.clone().unwrap_or_default(),
+                    source,
+                    code,
+                    duration_ms,
+                    volume,
+                    timestamp: now.unix,
+                },
+            ));
+        }
+        !blocked
+    }
+
     /// Whether DTMF reports are waiting (cheap check for the packet path).
     pub fn has_dtmf_reports(&self) -> bool {
         !self.dtmf_reports.is_empty()

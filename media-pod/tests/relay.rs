@@ -1925,6 +1925,64 @@ fn rfc_4733_events_and_in_band_tones_are_converted_for_a_party_without_events() 
 }
 
 #[test]
+fn tones_heard_from_a_party_are_reported_to_dtmf_log_dest_and_blocked_as_events() {
+    let pod = MediaPod::start(20, &["--transcode-codecs", "PCMU,PCMA"]);
+    let ng = pod.client();
+    let caller = Party::new();
+    let callee = Party::new();
+    let signaling = UdpSocket::bind("127.0.0.1:0").unwrap();
+    signaling
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    // The caller (a SIPINFO Trunk) offers events; the callee's Trunk takes DTMF in-band.
+    let with_events = sdp_with(
+        &caller,
+        1,
+        "0 101",
+        "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n",
+    );
+    let mut offer = Request::offer("tones-reported", "caller-tag", with_events)
+        .with_flag("codec-mask-telephone-event");
+    offer.dtmf_log_dest = Some(signaling.local_addr().unwrap().to_string());
+    let callee_facing = relay_port(&ng.negotiate(&offer));
+    ng.negotiate(&Request::answer(
+        "tones-reported",
+        "caller-tag",
+        "callee-tag",
+        sdp_with(&callee, 2, "0", ""),
+    ));
+    let mut block = Request::new("block DTMF".parse().unwrap());
+    block.call_id = Some("tones-reported".into());
+    block.from_tag = Some("callee-tag".into());
+    assert!(ng.request(&block).is_success());
+
+    // The callee keys 7 in-band for 200 ms.
+    let quiet = tandem_codec::signal::tone(300.0, -40.0, 8000, 1600);
+    let mut pcm = quiet.clone();
+    tandem_codec::dtmf::ToneGenerator::new(7, 8, 8000)
+        .unwrap()
+        .generate(1600, &mut pcm);
+    pcm.extend(&quiet);
+    for packet in pcmu_packets(&pcm, 500, 80_000, 0xCA1E) {
+        callee
+            .rtp
+            .send_to(&packet, relay_addr(callee_facing))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (report, _) = receive(&signaling);
+    let json: serde_json::Value = serde_json::from_slice(&report).unwrap();
+    assert_eq!(json["callid"], "tones-reported");
+    assert_eq!(json["source_tag"], "callee-tag");
+    assert_eq!(json["event"], 7);
+    assert_nothing_arrives(&signaling);
+    // The caller gets neither the events (blocked) nor the tone (taken out of the audio).
+    let (_, heard) = receive_audio(&caller.rtp, tandem_codec::CodecKind::Pcmu, 0);
+    assert!(digits_heard(&heard, 8000).is_empty());
+    ng.request(&Request::delete("tones-reported", None));
+}
+
+#[test]
 fn play_dtmf_to_a_party_without_events_is_a_tone_in_its_audio() {
     let pod = MediaPod::start(10, &["--transcode-codecs", "PCMU,PCMA"]);
     let ng = pod.client();
