@@ -74,12 +74,6 @@ pub const NOT_SUPPORTED_YET: &[NotSupportedYet] = &[
     // Trunk.
     NotSupportedYet {
         kind: "Trunk",
-        path: "spec.media.dtmfMode",
-        allowed: Allowed::Only(&["RFC4733", "Inband"]),
-        issue: 11,
-    },
-    NotSupportedYet {
-        kind: "Trunk",
         path: "spec.media.encryption",
         allowed: Allowed::Only(&["None", "SDES", "SDESOptional"]),
         issue: 11,

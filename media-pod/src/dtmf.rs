@@ -105,9 +105,102 @@ pub fn packets(event: &Event) -> Schedule {
     out
 }
 
+/// A received RFC 4733 event packet's payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Received {
+    /// Event code (0-255; 0-15 are DTMF).
+    pub code: u8,
+    /// The end bit.
+    pub end: bool,
+    /// Volume in dB below the maximum (0-63).
+    pub volume: u8,
+    /// Duration so far, in clock ticks.
+    pub duration: u16,
+}
+
+/// Reads an RFC 4733 event payload (§2.3); `None` when too short.
+pub fn received(payload: &[u8]) -> Option<Received> {
+    let [code, flags, d0, d1, ..] = *payload else {
+        return None;
+    };
+    Some(Received {
+        code,
+        end: flags & 0x80 != 0,
+        volume: flags & 0x3f,
+        duration: u16::from_be_bytes([d0, d1]),
+    })
+}
+
+/// A digit reported to the call's `dtmf-log-dest`, in rtpengine's DTMF log format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub call_id: String,
+    /// The tag of the party that sent the digit.
+    pub source_tag: String,
+    /// Where the party's packets came from.
+    pub source: std::net::SocketAddr,
+    /// Event code (0-15).
+    pub code: u8,
+    /// Length of the digit in milliseconds.
+    pub duration_ms: u32,
+    /// Volume in dB below the maximum.
+    pub volume: u8,
+    /// Seconds since the UNIX epoch.
+    pub timestamp: u64,
+}
+
+impl Report {
+    /// The JSON datagram.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::json!({
+            "callid": self.call_id,
+            "source_tag": self.source_tag,
+            "type": "DTMF",
+            "timestamp": self.timestamp,
+            "source_ip": self.source.ip().to_string(),
+            "event": self.code,
+            "duration": self.duration_ms,
+            "volume": self.volume,
+        })
+        .to_string()
+        .into_bytes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn received_events_and_reports() {
+        assert_eq!(
+            received(&[11, 0x8a, 0x03, 0x20]),
+            Some(Received {
+                code: 11,
+                end: true,
+                volume: 10,
+                duration: 800
+            })
+        );
+        assert_eq!(received(&[5, 0x0a, 0]), None);
+        let report = Report {
+            call_id: "c@x".into(),
+            source_tag: "t1".into(),
+            source: "192.0.2.1:4000".parse().unwrap(),
+            code: 5,
+            duration_ms: 100,
+            volume: 10,
+            timestamp: 1_700_000_000,
+        };
+        let json: serde_json::Value = serde_json::from_slice(&report.to_json()).unwrap();
+        assert_eq!(json["callid"], "c@x");
+        assert_eq!(json["source_tag"], "t1");
+        assert_eq!(json["type"], "DTMF");
+        assert_eq!(json["source_ip"], "192.0.2.1");
+        assert_eq!(json["event"], 5);
+        assert_eq!(json["duration"], 100);
+        assert_eq!(json["volume"], 10);
+    }
 
     #[test]
     fn codes() {

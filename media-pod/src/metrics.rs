@@ -40,8 +40,9 @@ struct ConversionLabels {
     conversion: &'static str,
 }
 
-/// DTMF conversion labels: RFC 4733 events played as tones, and tones sent as events.
-pub const DTMF_CONVERSIONS: [&str; 2] = ["events_to_tones", "tones_to_events"];
+/// DTMF conversion labels: RFC 4733 events played as tones, tones sent as events, and events
+/// reported to signaling (`dtmf-log-dest`) to go on as SIP INFO.
+pub const DTMF_CONVERSIONS: [&str; 3] = ["events_to_tones", "tones_to_events", "events_to_info"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TranscodeLabels {

@@ -6,7 +6,7 @@
 //! flag spellings of keys (`replace-origin`, `rtcp-mux-demux`, `SDES-off`, `codec-strip-PCMA`,
 //! `RTP/AVP`) mean the same as the keys.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use tandem_ng::{Command, Ice, NgError, Replace, Request};
 
@@ -133,6 +133,8 @@ pub struct Options {
     pub label: Option<String>,
     /// The call's metadata.
     pub metadata: Option<String>,
+    /// Where the call's DTMF digits are reported (`dtmf-log-dest`).
+    pub dtmf_log_dest: Option<SocketAddr>,
     /// Start recording the call (`record call: yes` or `on`, or the `record call` flag).
     pub record_call: bool,
     /// Mark the SDP sent on, and leave alone an SDP that carries this pod's mark
@@ -161,6 +163,12 @@ pub fn for_negotiation(request: &Request, advertise: IpAddr) -> Result<Options, 
         metadata: request.metadata.clone(),
         ..Options::default()
     };
+    if let Some(dest) = &request.dtmf_log_dest {
+        o.dtmf_log_dest = Some(dest.parse().map_err(|_| NgError::InvalidValue {
+            key: "dtmf-log-dest",
+            reason: "not an IP address and port",
+        })?);
+    }
     o.record_call = request
         .record_call
         .as_deref()

@@ -190,6 +190,7 @@ fn run_worker(
             forwards: RefCell::new(Vec::with_capacity(BATCH)),
             transcoders: RefCell::new(HashMap::new()),
             tones: RefCell::new(HashMap::new()),
+            dtmf_sockets: RefCell::new([None, None]),
             counters: metrics.worker_counters(),
             metrics,
         });
@@ -225,6 +226,9 @@ struct Worker {
     transcoders: RefCell<HashMap<u16, StreamTranscoder>>,
     /// Tones to play into the transcoded stream arriving on a port, with its next packet.
     tones: RefCell<HashMap<u16, dtmf::Tone>>,
+    /// The sockets DTMF reports leave from (IPv4, IPv6), opened with the first report: on the
+    /// pod's own network, not the media interface.
+    dtmf_sockets: RefCell<[Option<std::net::UdpSocket>; 2]>,
     counters: Arc<PacketCounters>,
     metrics: Metrics,
 }
@@ -289,6 +293,11 @@ impl Worker {
     ) -> Route {
         let mut table = self.table.borrow_mut();
         let route = table.route_datagram(port, source, packet, Some(datagram), now);
+        if table.has_dtmf_reports() {
+            for (dest, report) in table.take_dtmf_reports() {
+                self.report_dtmf(dest, &report);
+            }
+        }
         // Streams displaced by new SSRCs leave samples here; rare, so check cheaply.
         if table.has_quality_samples() {
             for sample in table.take_quality_samples() {
@@ -303,6 +312,32 @@ impl Worker {
             }
         }
         route
+    }
+
+    /// Sends one digit's report to the call's `dtmf-log-dest`. A lost report is a lost digit,
+    /// as a lost INFO would be: nothing is retried.
+    fn report_dtmf(&self, dest: SocketAddr, report: &dtmf::Report) {
+        let mut sockets = self.dtmf_sockets.borrow_mut();
+        let slot = &mut sockets[usize::from(dest.is_ipv6())];
+        if slot.is_none() {
+            let any: SocketAddr = if dest.is_ipv6() {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            } else {
+                (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+            };
+            *slot = std::net::UdpSocket::bind(any)
+                .and_then(|s| s.set_nonblocking(true).map(|()| s))
+                .inspect_err(|e| tracing::warn!(error = %e, "no socket for DTMF reports"))
+                .ok();
+        }
+        let Some(socket) = slot.as_ref() else { return };
+        match socket.send_to(&report.to_json(), dest) {
+            Ok(_) => {
+                self.metrics.dtmf_converted("events_to_info", 1);
+                tracing::debug!(call_id = report.call_id, code = report.code, %dest, "DTMF reported");
+            }
+            Err(e) => tracing::info!(error = %e, %dest, "DTMF report not sent"),
+        }
     }
 
     /// `packet`, made by the relay, protected for an SRTP party on `from_port`'s side (as is
@@ -534,7 +569,8 @@ fn forward_batch(worker: &Worker, port: u16) {
                 let Some((datagram, _)) = batch.datagram(index) else {
                     continue;
                 };
-                if transcode(worker, port, datagram, from_port, to, config) == Pushed::Taken {
+                if transcode(worker, port, datagram, (from_port, to), config, now) == Pushed::Taken
+                {
                     continue;
                 }
                 // Not a packet the transcoder can read: relayed unchanged.
@@ -586,9 +622,9 @@ fn transcode(
     worker: &Worker,
     port: u16,
     datagram: &[u8],
-    from_port: u16,
-    to: SocketAddr,
+    (from_port, to): (u16, SocketAddr),
     config: TranscoderConfig,
+    now: Timestamp,
 ) -> Pushed {
     let mut transcoders = worker.transcoders.borrow_mut();
     if transcoders
@@ -626,6 +662,22 @@ fn transcode(
     out.clear();
     let pushed = stream.transcoder.push(datagram, &mut out);
     stream.count_conversions(&worker.metrics);
+    if let DtmfConversion::TonesToEvents { payload_type } = config.dtmf {
+        // Events made from the sender's tones: reported like the events it sends itself, and
+        // blocked like them.
+        let mut table = worker.table.borrow_mut();
+        out.retain(|p| {
+            p.get(1).is_none_or(|b| b & 0x7f != payload_type)
+                || table.generated_event(port, p, now)
+                || {
+                    worker.counters.dropped(DropReason::Blocked.as_str(), 1);
+                    false
+                }
+        });
+        for (dest, report) in table.take_dtmf_reports() {
+            worker.report_dtmf(dest, &report);
+        }
+    }
     if let Some(socket) = worker.socket(from_port) {
         for packet in out.iter_mut() {
             let Some(protected) = worker.protect_generated(from_port, std::mem::take(packet))

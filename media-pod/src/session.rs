@@ -239,6 +239,28 @@ pub enum Route {
     Drop(DropReason),
 }
 
+/// The digit to report for an RFC 4733 event packet (`datagram`, with `header`, on a clock of
+/// `clock_rate`): code, duration in ms and volume, on the event's first end packet; `None`
+/// for the others, for an event already reported (`reported`: its SSRC and timestamp), and
+/// for events that are not DTMF.
+fn dtmf_report(
+    reported: Option<(u32, u32)>,
+    header: &tandem_rtp::RtpHeader,
+    clock_rate: u32,
+    datagram: &[u8],
+) -> Option<(u8, u32, u8)> {
+    if reported == Some((header.ssrc, header.timestamp)) {
+        return None;
+    }
+    let packet = tandem_rtp::RtpPacket::parse(datagram).ok()?;
+    let event = dtmf::received(packet.payload())?;
+    if !event.end || event.code > 15 {
+        return None;
+    }
+    let duration_ms = u32::from(event.duration) * 1000 / clock_rate.max(1);
+    Some((event.code, duration_ms, event.volume))
+}
+
 /// Why a packet was not relayed. Bounded set: used as a metrics label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DropReason {
@@ -347,6 +369,9 @@ struct Leg {
     ptime: Option<u32>,
     /// SDES-SRTP between the relay and this party; `None` for plain RTP (the fast path).
     srtp: Option<Box<LegCrypto>>,
+    /// The last RFC 4733 event from this party reported to `dtmf-log-dest` (SSRC and
+    /// timestamp), so that its retransmitted end packets are reported once.
+    reported_event: Option<(u32, u32)>,
     rtp: Flow,
     rtcp: Flow,
 }
@@ -446,6 +471,8 @@ struct Call {
     /// Whether recording was ever asked for (`query` reports it from then on).
     recording_asked: bool,
     metadata: Option<String>,
+    /// Where the call's DTMF digits are reported (`dtmf-log-dest`).
+    dtmf_log_dest: Option<SocketAddr>,
     parties: [Party; 2],
     media: Vec<MediaStream>,
 }
@@ -656,6 +683,8 @@ pub struct SessionTable {
     recording: usize,
     /// Quality samples of streams sampled or ended, until the shell takes them.
     quality: Vec<QualitySample>,
+    /// DTMF digits to report, and where, until the shell sends them.
+    dtmf_reports: Vec<(SocketAddr, dtmf::Report)>,
 }
 
 impl SessionTable {
@@ -671,12 +700,77 @@ impl SessionTable {
             totals: Totals::default(),
             recording: 0,
             quality: Vec::new(),
+            dtmf_reports: Vec::new(),
         }
     }
 
     /// Whether a call with this call-id exists.
     pub fn contains(&self, call_id: &str) -> bool {
         self.by_call_id.contains_key(call_id)
+    }
+
+    /// Takes the DTMF digits to report (`dtmf-log-dest`) found since the last call.
+    pub fn take_dtmf_reports(&mut self) -> Vec<(SocketAddr, dtmf::Report)> {
+        std::mem::take(&mut self.dtmf_reports)
+    }
+
+    /// An RFC 4733 event packet the transcoder made from the tones it heard in the audio that
+    /// arrives on `port`: reported to the call's `dtmf-log-dest` as that sender's digit (once,
+    /// on its first end packet). Returns whether it may be sent on: not when the sender's
+    /// DTMF is blocked (`block DTMF`), as for the events it sends itself.
+    pub fn generated_event(&mut self, port: u16, packet: &[u8], now: Timestamp) -> bool {
+        let Some(owner) = self.ports.get(&(port & !1)).copied() else {
+            return true;
+        };
+        let Some(call) = self.calls.get_mut(&owner.call) else {
+            return true;
+        };
+        let sender = &call.parties[owner.side.index()];
+        let blocked = call.blocks.dtmf || sender.blocks.dtmf;
+        let (Some(dest), Some(media), Ok(rtp)) = (
+            call.dtmf_log_dest,
+            call.media.get_mut(owner.media),
+            tandem_rtp::RtpPacket::parse(packet),
+        ) else {
+            return !blocked;
+        };
+        let header = rtp.header();
+        let clock_rate = media
+            .legs
+            .iter()
+            .flat_map(|l| &l.formats)
+            .find(|f| f.codec == Codec::TelephoneEvent && f.payload_type == header.payload_type)
+            .map_or(8000, |f| f.clock_rate);
+        let leg = &mut media.legs[owner.side.index()];
+        if let Some((code, duration_ms, volume)) =
+            dtmf_report(leg.reported_event, &header, clock_rate, packet)
+        {
+            leg.reported_event = Some((header.ssrc, header.timestamp));
+            let source = leg
+                .rtp
+                .latch
+                .learned()
+                .or(leg.remote.as_ref().map(|r| r.rtp))
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            self.dtmf_reports.push((
+                dest,
+                dtmf::Report {
+                    call_id: call.call_id.clone(),
+                    source_tag: sender.tag.clone().unwrap_or_default(),
+                    source,
+                    code,
+                    duration_ms,
+                    volume,
+                    timestamp: now.unix,
+                },
+            ));
+        }
+        !blocked
+    }
+
+    /// Whether DTMF reports are waiting (cheap check for the packet path).
+    pub fn has_dtmf_reports(&self) -> bool {
+        !self.dtmf_reports.is_empty()
     }
 
     /// Takes the quality samples collected since the last call.
@@ -875,6 +969,9 @@ impl SessionTable {
         if options.metadata.is_some() {
             call.metadata.clone_from(&options.metadata);
         }
+        if options.dtmf_log_dest.is_some() {
+            call.dtmf_log_dest = options.dtmf_log_dest;
+        }
         let start_recording = options.record_call && call.recording == Recording::Off;
         if let Some(tag) = receiver_tag {
             let peer = &mut call.parties[receiver.index()];
@@ -1051,6 +1148,7 @@ impl SessionTable {
                 recording: Recording::Off,
                 recording_asked: false,
                 metadata: None,
+                dtmf_log_dest: None,
                 parties: Default::default(),
                 media: Vec::new(),
             },
@@ -1583,6 +1681,34 @@ impl SessionTable {
                 .copied()
                 .or_else(|| PayloadFormat::from_static(header.payload_type));
             is_event = format.is_some_and(|f| f.codec == Codec::TelephoneEvent);
+            if is_event
+                && let (Some(dest), Some(format), Some(d)) =
+                    (call.dtmf_log_dest, format, datagram.as_deref())
+                && let Some(report) = dtmf_report(
+                    leg.reported_event,
+                    header,
+                    format.clock_rate,
+                    &d.buf[..d.len.min(d.buf.len())],
+                )
+            {
+                leg.reported_event = Some((header.ssrc, header.timestamp));
+                let (code, duration_ms, volume) = report;
+                self.dtmf_reports.push((
+                    dest,
+                    dtmf::Report {
+                        call_id: call.call_id.clone(),
+                        source_tag: call.parties[owner.side.index()]
+                            .tag
+                            .clone()
+                            .unwrap_or_default(),
+                        source,
+                        code,
+                        duration_ms,
+                        volume,
+                        timestamp: now.unix,
+                    },
+                ));
+            }
             flow.sources
                 .observe(header, len, format, now.instant, &mut self.quality);
         }
@@ -3974,6 +4100,122 @@ mod tests {
                 .starts_with("Codec negotiation failed: no codec in common")
         );
         assert_eq!((t.sessions(), t.ports_allocated()), (0, 0));
+    }
+
+    #[test]
+    fn dtmf_log_dest_reports_each_event_once_even_when_blocked() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let now = at(Instant::now(), 0);
+        let with_events = |ip: &str, port: u16| {
+            sdp(ip, port).replace(
+                "RTP/AVP 0\r\n",
+                "RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n",
+            )
+        };
+        let mut offer = Request::offer("c", "a", with_events("192.0.2.1", 4000));
+        offer.dtmf_log_dest = Some("10.0.0.7:2224".into());
+        let offer = t.negotiate(&offer, now, &mut b).unwrap();
+        let answer = t
+            .negotiate(
+                &Request::answer("c", "a", "b", sdp("198.51.100.1", 5000)),
+                now,
+                &mut b,
+            )
+            .unwrap();
+        let _ = media_port(&offer, 0);
+        let caller_facing = media_port(&answer, 0);
+        // Digit 7 from the caller: packets with growing durations, then three end packets.
+        let event = |seq: u16, end: bool, duration: u16| {
+            let mut p = vec![0x80, 101];
+            p.extend_from_slice(&seq.to_be_bytes());
+            p.extend_from_slice(&8000u32.to_be_bytes());
+            p.extend_from_slice(&0x1234u32.to_be_bytes());
+            p.extend_from_slice(&[7, if end { 0x8a } else { 0x0a }]);
+            p.extend_from_slice(&duration.to_be_bytes());
+            p
+        };
+        let mut block = Request::new(Command::BlockDtmf);
+        block.call_id = Some("c".into());
+        block.from_tag = Some("a".into());
+        t.block(&block, Blocking::Dtmf, true).unwrap();
+        for (seq, end, duration) in [(1, false, 160), (2, false, 320), (3, true, 800)] {
+            let (route, _) = route_bytes(
+                &mut t,
+                caller_facing,
+                "192.0.2.1:4000",
+                &event(seq, end, duration),
+                now,
+            );
+            assert_eq!(route, Route::Drop(DropReason::Blocked));
+            assert_eq!(t.has_dtmf_reports(), end, "reported on the end packet only");
+        }
+        let reports = t.take_dtmf_reports();
+        assert_eq!(reports.len(), 1);
+        let (dest, report) = &reports[0];
+        assert_eq!(dest.to_string(), "10.0.0.7:2224");
+        assert_eq!(
+            (report.call_id.as_str(), report.source_tag.as_str()),
+            ("c", "a")
+        );
+        assert_eq!(
+            (report.code, report.duration_ms, report.volume),
+            (7, 100, 10)
+        );
+        assert_eq!(report.source, addr("192.0.2.1:4000"));
+        // The end's retransmissions are not reported again; the next digit is.
+        for seq in [4, 5] {
+            route_bytes(
+                &mut t,
+                caller_facing,
+                "192.0.2.1:4000",
+                &event(seq, true, 800),
+                now,
+            );
+        }
+        assert!(!t.has_dtmf_reports());
+        let mut next = event(6, true, 400);
+        next[4..8].copy_from_slice(&16000u32.to_be_bytes());
+        route_bytes(&mut t, caller_facing, "192.0.2.1:4000", &next, now);
+        assert_eq!(t.take_dtmf_reports()[0].1.duration_ms, 50);
+        // Without a dtmf-log-dest nothing is reported.
+        let mut t = table(30010, 30019);
+        let offer = t
+            .negotiate(
+                &Request::offer("d", "a", with_events("192.0.2.1", 4000)),
+                now,
+                &mut b,
+            )
+            .unwrap();
+        let _ = offer;
+        let answer = t
+            .negotiate(
+                &Request::answer("d", "a", "b", with_events("198.51.100.1", 5000)),
+                now,
+                &mut b,
+            )
+            .unwrap();
+        let (route, _) = route_bytes(
+            &mut t,
+            media_port(&answer, 0),
+            "192.0.2.1:4000",
+            &event(1, true, 800),
+            now,
+        );
+        assert!(matches!(route, Route::Forward { .. }));
+        assert!(!t.has_dtmf_reports());
+    }
+
+    #[test]
+    fn a_bad_dtmf_log_dest_is_refused() {
+        let mut t = table(30000, 30009);
+        let mut b = FakeBinder::default();
+        let mut offer = Request::offer("c", "a", sdp("192.0.2.1", 4000));
+        offer.dtmf_log_dest = Some("signaling".into());
+        let err = t
+            .negotiate(&offer, at(Instant::now(), 0), &mut b)
+            .unwrap_err();
+        assert!(err.to_string().contains("dtmf-log-dest"), "{err}");
     }
 
     #[test]

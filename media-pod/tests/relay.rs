@@ -840,6 +840,53 @@ fn play_dtmf_injects_rfc_4733_events() {
     );
 }
 
+#[test]
+fn dtmf_log_dest_gets_one_json_datagram_per_digit() {
+    let pod = MediaPod::start(10, &[]);
+    let ng = pod.client();
+    let caller = Party::new();
+    let callee = Party::new();
+    let signaling = UdpSocket::bind("127.0.0.1:0").unwrap();
+    signaling
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut offer = Request::offer("reported", "caller-tag", caller.sdp(1));
+    offer.dtmf_log_dest = Some(signaling.local_addr().unwrap().to_string());
+    let offer = ng.negotiate(&offer);
+    let answer = ng.negotiate(&Request::answer(
+        "reported",
+        "caller-tag",
+        "callee-tag",
+        callee.sdp(2),
+    ));
+    let caller_facing = relay_port(&answer);
+    let _ = relay_port(&offer);
+    // Digit # from the caller: a start, then the end three times.
+    let event = |seq: u16, flags: u8| {
+        let mut p = rtp_packet(seq, 9, &[11, flags, 0x06, 0x40]);
+        p[1] = 101;
+        p[4..8].copy_from_slice(&4000u32.to_be_bytes());
+        p
+    };
+    for (seq, flags) in [(1, 0x0a), (2, 0x8a), (3, 0x8a), (4, 0x8a)] {
+        caller
+            .rtp
+            .send_to(&event(seq, flags), relay_addr(caller_facing))
+            .unwrap();
+        // The events still reach the callee: only `block DTMF` stops them.
+        assert_eq!(receive(&callee.rtp).0, event(seq, flags));
+    }
+    let (report, _) = receive(&signaling);
+    let json: serde_json::Value = serde_json::from_slice(&report).unwrap();
+    assert_eq!(json["callid"], "reported");
+    assert_eq!(json["source_tag"], "caller-tag");
+    assert_eq!(json["type"], "DTMF");
+    assert_eq!(json["event"], 11);
+    assert_eq!(json["duration"], 200, "1600 ticks at 8 kHz");
+    assert_eq!(json["volume"], 10);
+    assert_nothing_arrives(&signaling);
+}
+
 /// A STUN Binding request with USERNAME and MESSAGE-INTEGRITY (RFC 8489).
 fn stun_check(username: &str, pwd: &str) -> Vec<u8> {
     let mut m = vec![0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42];
@@ -1875,6 +1922,64 @@ fn rfc_4733_events_and_in_band_tones_are_converted_for_a_party_without_events() 
         1.0
     );
     ng.request(&Request::delete("dtmf-inband", None));
+}
+
+#[test]
+fn tones_heard_from_a_party_are_reported_to_dtmf_log_dest_and_blocked_as_events() {
+    let pod = MediaPod::start(20, &["--transcode-codecs", "PCMU,PCMA"]);
+    let ng = pod.client();
+    let caller = Party::new();
+    let callee = Party::new();
+    let signaling = UdpSocket::bind("127.0.0.1:0").unwrap();
+    signaling
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    // The caller (a SIPINFO Trunk) offers events; the callee's Trunk takes DTMF in-band.
+    let with_events = sdp_with(
+        &caller,
+        1,
+        "0 101",
+        "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n",
+    );
+    let mut offer = Request::offer("tones-reported", "caller-tag", with_events)
+        .with_flag("codec-mask-telephone-event");
+    offer.dtmf_log_dest = Some(signaling.local_addr().unwrap().to_string());
+    let callee_facing = relay_port(&ng.negotiate(&offer));
+    ng.negotiate(&Request::answer(
+        "tones-reported",
+        "caller-tag",
+        "callee-tag",
+        sdp_with(&callee, 2, "0", ""),
+    ));
+    let mut block = Request::new("block DTMF".parse().unwrap());
+    block.call_id = Some("tones-reported".into());
+    block.from_tag = Some("callee-tag".into());
+    assert!(ng.request(&block).is_success());
+
+    // The callee keys 7 in-band for 200 ms.
+    let quiet = tandem_codec::signal::tone(300.0, -40.0, 8000, 1600);
+    let mut pcm = quiet.clone();
+    tandem_codec::dtmf::ToneGenerator::new(7, 8, 8000)
+        .unwrap()
+        .generate(1600, &mut pcm);
+    pcm.extend(&quiet);
+    for packet in pcmu_packets(&pcm, 500, 80_000, 0xCA1E) {
+        callee
+            .rtp
+            .send_to(&packet, relay_addr(callee_facing))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (report, _) = receive(&signaling);
+    let json: serde_json::Value = serde_json::from_slice(&report).unwrap();
+    assert_eq!(json["callid"], "tones-reported");
+    assert_eq!(json["source_tag"], "callee-tag");
+    assert_eq!(json["event"], 7);
+    assert_nothing_arrives(&signaling);
+    // The caller gets neither the events (blocked) nor the tone (taken out of the audio).
+    let (_, heard) = receive_audio(&caller.rtp, tandem_codec::CodecKind::Pcmu, 0);
+    assert!(digits_heard(&heard, 8000).is_empty());
+    ng.request(&Request::delete("tones-reported", None));
 }
 
 #[test]

@@ -289,6 +289,9 @@ pub struct Request {
     pub duration: Option<i64>,
     /// `volume`: dB below the maximum of the `play DTMF` event.
     pub volume: Option<i64>,
+    /// `dtmf-log-dest`: `host:port` where the call's DTMF events are reported, one JSON
+    /// datagram per event (rtpengine's option of the same name, per call).
+    pub dtmf_log_dest: Option<String>,
     /// Keys present in the request that this implementation does not know, in their sent
     /// spelling, so that a reply can name them.
     pub unknown_keys: Vec<String>,
@@ -329,6 +332,7 @@ const KNOWN_KEYS: &[&str] = &[
     "digit",
     "duration",
     "volume",
+    "dtmf-log-dest",
     "supports",
     "SIP-message-type",
     "SIP-code",
@@ -364,6 +368,7 @@ impl Request {
             delete_delay: None,
             record_call: None,
             metadata: None,
+            dtmf_log_dest: None,
             all: None,
             address: None,
             code: None,
@@ -588,6 +593,7 @@ impl Request {
         r.address_family = string_key(dict, "address-family")?;
         r.record_call = string_key(dict, "record-call")?;
         r.metadata = string_key(dict, "metadata")?;
+        r.dtmf_log_dest = string_key(dict, "dtmf-log-dest")?;
         r.all = string_key(dict, "all")?;
         r.address = string_key(dict, "address")?;
         r.rtcp_mux = string_or_list_key(dict, "rtcp-mux")?;
@@ -724,6 +730,7 @@ impl Request {
             ("address-family", &self.address_family),
             ("record-call", &self.record_call),
             ("metadata", &self.metadata),
+            ("dtmf-log-dest", &self.dtmf_log_dest),
             ("all", &self.all),
             ("address", &self.address),
             ("code", &self.code),
@@ -1052,6 +1059,7 @@ mod tests {
                 r.delete_delay = Some(0);
                 r.record_call = Some("no".into());
                 r.metadata = Some("m".into());
+                r.dtmf_log_dest = Some("10.0.0.7:5095".into());
                 r.all = Some("all".into());
                 r.address = Some("192.0.2.1".into());
                 r.code = Some("5".into());

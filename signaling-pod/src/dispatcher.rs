@@ -63,6 +63,11 @@ impl Dispatcher {
         }
     }
 
+    /// Hands a media pod's DTMF report to its call.
+    pub fn deliver_dtmf(&self, report: crate::dtmf_reports::DtmfReport) {
+        self.calls.deliver_dtmf(report);
+    }
+
     /// From now on new calls are refused with 503 and Retry-After; calls in progress go on.
     pub fn start_draining(&self) {
         self.calls.start_draining();

@@ -9,6 +9,7 @@ mod auth;
 mod call;
 mod cdr;
 mod dispatcher;
+mod dtmf_reports;
 mod header_rules;
 mod health;
 mod identity;
@@ -112,6 +113,19 @@ struct Args {
     /// The media pods' ng port, with --media-service.
     #[arg(long, env = "TANDEM_MEDIA_NG_PORT", default_value_t = 2223)]
     media_ng_port: u16,
+    /// Where media pods' DTMF reports (one UDP datagram per digit) are received, for calls
+    /// with a SIPINFO Trunk.
+    #[arg(
+        long,
+        env = "TANDEM_DTMF_REPORT_LISTEN",
+        default_value = "0.0.0.0:2224"
+    )]
+    dtmf_report_listen: SocketAddr,
+    /// The address media pods send DTMF reports to (put in offers); defaults to the pod's own
+    /// IP (`POD_IP`) at the --dtmf-report-listen port, else that address (loopback when it is
+    /// the unspecified one).
+    #[arg(long, env = "TANDEM_DTMF_REPORT_ADDRESS")]
+    dtmf_report_address: Option<SocketAddr>,
     /// Admin HTTP address (/metrics, /livez, /readyz).
     #[arg(long, env = "TANDEM_ADMIN_LISTEN", default_value = "0.0.0.0:9101")]
     admin_listen: SocketAddr,
@@ -482,6 +496,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ..registrar::Policy::default()
         },
         registrations: Arc::clone(&registrations),
+        dtmf_reports: dtmf_reports::report_address(
+            args.dtmf_report_listen,
+            args.dtmf_report_address,
+            std::env::var("POD_IP").ok().and_then(|ip| ip.parse().ok()),
+        ),
     });
     let exchanges = Arc::new(Exchanges::default());
     tokio::spawn(health::run_prober(
@@ -502,6 +521,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let calls = Calls::start(Arc::clone(&ctx), config);
     let dispatcher = Arc::new(Dispatcher::new(ctx, exchanges, calls));
     tokio::spawn(Arc::clone(&transports).run_udp(Arc::clone(&dispatcher)));
+    let dtmf_socket = tokio::net::UdpSocket::bind(args.dtmf_report_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("--dtmf-report-listen {}: {e}", args.dtmf_report_listen))?;
+    tokio::spawn(dtmf_reports::serve(dtmf_socket, Arc::clone(&dispatcher)));
     for listener in stream_listeners {
         tokio::spawn(Arc::clone(&transports).run_listener(listener, Arc::clone(&dispatcher)));
     }

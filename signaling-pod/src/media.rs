@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tandem_ng::{CallReport, Replace, Reply, Request, Value};
+use tandem_ng::{CallReport, Command, Replace, Reply, Request, Value};
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -109,6 +109,8 @@ pub struct SdpFlags {
     /// The `transport-protocol` of the SDP sent on (plain RTP or SDES-SRTP), when it is to
     /// change.
     pub transport_protocol: Option<String>,
+    /// Where the pod reports the call's DTMF digits (`dtmf-log-dest`).
+    pub dtmf_log_dest: Option<String>,
 }
 
 impl SdpFlags {
@@ -119,6 +121,7 @@ impl SdpFlags {
             replace: vec![Replace::OriginFull, Replace::SessionConnection],
             flags: Vec::new(),
             transport_protocol: None,
+            dtmf_log_dest: None,
         }
     }
 
@@ -131,6 +134,7 @@ impl SdpFlags {
     fn apply(&self, mut request: Request) -> Request {
         request.replace.extend(self.replace.iter().cloned());
         request.flags.extend(self.flags.iter().cloned());
+        request.dtmf_log_dest.clone_from(&self.dtmf_log_dest);
         if self.transport_protocol.is_some() {
             request
                 .transport_protocol
@@ -433,6 +437,31 @@ impl MediaClient {
             .and_then(|_| CallReport::from_dictionary(reply.body()).ok()))
     }
 
+    /// `play DTMF`: plays `code` (`0`-`9`, `*`, `#`, `A`-`D`) for `duration_ms` to the party
+    /// other than `from_tag`.
+    pub async fn play_dtmf(
+        &self,
+        call_id: &str,
+        from_tag: &str,
+        code: char,
+        duration_ms: u32,
+    ) -> Result<(), MediaError> {
+        let mut request = Request::new(Command::PlayDtmf);
+        request.call_id = Some(call_id.to_owned());
+        request.from_tag = Some(from_tag.to_owned());
+        request.code = Some(code.to_string());
+        request.duration = Some(i64::from(duration_ms));
+        self.request("play DTMF", &request).await.map(drop)
+    }
+
+    /// `block DTMF`: RFC 4733 events from the party `from_tag` are no longer relayed.
+    pub async fn block_dtmf(&self, call_id: &str, from_tag: &str) -> Result<(), MediaError> {
+        let mut request = Request::new(Command::BlockDtmf);
+        request.call_id = Some(call_id.to_owned());
+        request.from_tag = Some(from_tag.to_owned());
+        self.request("block DTMF", &request).await.map(drop)
+    }
+
     /// How the call's media is flowing, for the signaling side's media timeout.
     pub async fn query(&self, call_id: &str) -> Result<MediaActivity, MediaError> {
         let reply = self.request("query", &Request::query(call_id)).await?;
@@ -639,6 +668,7 @@ mod tests {
             replace: Vec::new(),
             flags: vec!["trust-address".into()],
             transport_protocol: None,
+            dtmf_log_dest: None,
         };
 
         client

@@ -871,6 +871,7 @@ async fn register(
         failover_codes: Vec::new(),
         codec_flags: Vec::new(),
         encryption: Default::default(),
+        dtmf: Default::default(),
         cost: None,
         from_domain: None,
         header_rules: None,

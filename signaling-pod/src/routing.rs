@@ -42,6 +42,8 @@ pub struct Target {
     pub carrier_offer_flags: Vec<String>,
     /// The trunk's media encryption.
     pub encryption: MediaEncryption,
+    /// How DTMF travels to this target (its Trunk's `dtmfMode`) and from the caller's side.
+    pub dtmf: DtmfSides,
     /// The rate deck's cost of the call on this trunk (for CDRs); `None` for a target from the
     /// route's own `targets`.
     pub cost: Option<Cost>,
@@ -55,6 +57,15 @@ pub struct Target {
     /// For a registered contact of a subscriber: where the INVITE is addressed (the host and
     /// port above being where the registration came from).
     pub contact: Option<ContactTarget>,
+}
+
+/// How each side of a call carries DTMF digits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DtmfSides {
+    /// The caller's Trunk's `dtmfMode` (RFC 4733 for a subscriber).
+    pub caller: DtmfMode,
+    /// The called Trunk's `dtmfMode`.
+    pub carrier: DtmfMode,
 }
 
 /// A registered contact a call goes to.
@@ -86,6 +97,7 @@ pub fn contact_targets(aor: &str, bindings: &[Binding]) -> Vec<Target> {
             failover_codes: CONTACT_FAILOVER_CODES.to_vec(),
             codec_flags: Vec::new(),
             encryption: MediaEncryption::None,
+            dtmf: DtmfSides::default(),
             cost: None,
             header_rules: None,
             trusted: false,
@@ -359,6 +371,10 @@ fn decide_by_plan(
             }
             target.codec_flags.extend(dtmf);
             target.carrier_offer_flags = dtmf_flags(carrier_dtmf, caller_dtmf);
+            target.dtmf = DtmfSides {
+                caller: caller_dtmf,
+                carrier: carrier_dtmf,
+            };
             targets.push(target);
         }
     }
@@ -432,6 +448,10 @@ fn peer_target(trunk: &CompiledTrunk, peer: &Peer, failover_codes: &[u16]) -> Ta
         codec_flags: codec_flags(&trunk.spec.media.codecs),
         carrier_offer_flags: Vec::new(),
         encryption: trunk.spec.media.encryption,
+        dtmf: DtmfSides {
+            caller: DtmfMode::default(),
+            carrier: trunk.spec.media.dtmf_mode,
+        },
         cost: None,
         header_rules: trunk.header_rules().cloned(),
         trusted: trunk.trusted(),

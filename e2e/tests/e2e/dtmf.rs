@@ -2,7 +2,10 @@
 //! Trunk takes DTMF in-band only (`media.dtmfMode: Inband`), both ways round: events reach the
 //! in-band party as tones in its PCMU audio, found there by a Goertzel detector, and the digits
 //! it keys in-band reach the other party as RFC 4733 events. The caller and the carrier are
-//! plain sockets speaking SIP and RTP, with the audio really encoded and decoded.
+//! plain sockets speaking SIP and RTP, with the audio really encoded and decoded. And between
+//! an RFC 4733 caller and a SIPp carrier whose Trunk takes DTMF as SIP INFO
+//! (`dtmfMode: SIPINFO`): the carrier's INFO digits reach the caller as events, the caller's
+//! events reach the carrier as INFO requests.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -97,20 +100,26 @@ struct Call {
     answered: Vec<String>,
 }
 
-/// Starts the platform with the `dtmfMode` of the Trunk named `trunk` set to `Inband`, and
-/// places a PCMU call from a caller to the carrier, each with RFC 4733 events or without.
-fn call(trunk: &str, caller_events: bool, carrier_events: bool) -> Call {
-    let config = ConfigDir::copy(&format!("dtmf-{trunk}"));
+/// The local configuration with the `dtmfMode` of the Trunk named `trunk` set to `mode`.
+fn config_with_dtmf_mode(trunk: &str, mode: &str) -> ConfigDir {
+    let config = ConfigDir::copy(&format!("dtmf-{trunk}-{mode}"));
     let trunks = config.read("trunks.yaml");
     let anchor = format!("  name: {trunk}\n");
     let (head, tail) = trunks.split_at(trunks.find(&anchor).unwrap());
     let media = tail.find("  media:\n").unwrap() + "  media:\n".len();
-    let inband = format!(
-        "{head}{}    dtmfMode: Inband\n{}",
+    let edited = format!(
+        "{head}{}    dtmfMode: {mode}\n{}",
         &tail[..media],
         &tail[media..]
     );
-    config.write("trunks.yaml", &inband);
+    config.write("trunks.yaml", &edited);
+    config
+}
+
+/// Starts the platform with the `dtmfMode` of the Trunk named `trunk` set to `Inband`, and
+/// places a PCMU call from a caller to the carrier, each with RFC 4733 events or without.
+fn call(trunk: &str, caller_events: bool, carrier_events: bool) -> Call {
+    let config = config_with_dtmf_mode(trunk, "Inband");
     let platform = Platform::start_with(config.path());
 
     let carrier = UdpSocket::bind(("127.0.0.1", CARRIER_PORT)).unwrap();
@@ -288,4 +297,121 @@ fn an_in_band_callers_tones_reach_an_rfc_4733_carrier_as_events_and_back() {
 
     assert_eq!(converted("tones_to_events"), 1.0);
     assert_eq!(converted("events_to_tones"), 2.0);
+}
+
+/// The caller's 200 OK to the first BYE it receives within `timeout`.
+fn answer_bye(caller: &RawCaller, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        assert!(Instant::now() < deadline, "no BYE for the caller");
+        let Some(message) = caller.recv(Duration::from_millis(500)) else {
+            continue;
+        };
+        if !message.starts_with("BYE ") {
+            continue;
+        }
+        let get = |name| header(&message, name).unwrap_or_default().to_owned();
+        let ok = format!(
+            "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {}\r\n\
+             Content-Length: 0\r\n\r\n",
+            get("Via"),
+            get("From"),
+            get("To"),
+            get("Call-ID"),
+            get("CSeq")
+        );
+        caller.send_raw(ok.as_bytes());
+        return;
+    }
+}
+
+#[test]
+fn a_sip_info_carrier_s_digits_reach_an_rfc_4733_caller_and_the_caller_s_come_back_as_info() {
+    tandem_e2e::require_sipp();
+    let config = config_with_dtmf_mode("carrier", "SIPINFO");
+    let _platform = Platform::start_with(config.path());
+    let mut carrier = tandem_e2e::Peer::carrier("carrier-dtmf-info.xml")
+        .tag("dtmf-info-carrier")
+        .trace()
+        .timeout_s(40)
+        .start();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let caller = RawCaller::new();
+    let caller_rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = caller_rtp.local_addr().unwrap().port();
+    caller.send_raw(raw_invite(&caller, &pcmu_media(port, true), "dtmf-info").as_bytes());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        assert!(Instant::now() < deadline, "no 200 OK for the caller");
+        if let Some(response) = caller.recv(Duration::from_millis(500))
+            && status_code(&response) == 200
+        {
+            break response;
+        }
+    };
+    let (caller_facing, answered) = audio_line(&answer);
+    assert_eq!(answered, ["0", "101"], "the caller keeps its events");
+    let get = |name| header(&answer, name).unwrap_or_default().to_owned();
+    let ack = format!(
+        "ACK sip:15550001@{SIP} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKack1\r\n\
+         Max-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 ACK\r\n\
+         Content-Length: 0\r\n\r\n",
+        caller.addr(),
+        get("From"),
+        get("To"),
+        get("Call-ID")
+    );
+    caller.send_raw(ack.as_bytes());
+
+    // The carrier's INFO digits 3 and # reach the caller as RFC 4733 events.
+    let (events, _) = received(&caller_rtp);
+    let ends: Vec<(u8, u16)> = events
+        .iter()
+        .filter(|e| e[1] & 0x80 != 0)
+        .map(|e| (e[0], u16::from_be_bytes([e[2], e[3]])))
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            (3, 1600),
+            (3, 1600),
+            (3, 1600),
+            (11, 2000),
+            (11, 2000),
+            (11, 2000)
+        ],
+        "3 for 200 ms, then # for the default 250 ms: {events:?}"
+    );
+
+    // The caller's RFC 4733 digits 1 and 9 reach the carrier as INFO (the scenario checks).
+    let relay = SocketAddr::from(([127, 0, 0, 1], caller_facing));
+    for packet in keyed_as_events(&[1, 9], 0xCA11_0019) {
+        caller_rtp.send_to(&packet, relay).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The carrier echoes the RTP it gets: the caller's voice comes back, its events do not
+    // (blocked towards the carrier, which gets them as INFO).
+    let (echoed_events, echoed_audio) = received(&caller_rtp);
+    assert!(!echoed_audio.is_empty(), "the carrier's echo came back");
+    assert!(echoed_events.is_empty(), "{echoed_events:?}");
+    carrier.assert_success(Duration::from_secs(30));
+    answer_bye(&caller, Duration::from_secs(10));
+    let infos: Vec<String> = carrier
+        .received()
+        .into_iter()
+        .filter(|m| m.starts_with("INFO "))
+        .collect();
+    assert_eq!(infos.len(), 2, "one INFO per digit: {infos:?}");
+    assert!(
+        infos[0].contains("Signal=1\r\nDuration=160"),
+        "{}",
+        infos[0]
+    );
+    assert!(
+        infos[1].contains("Signal=9\r\nDuration=160"),
+        "{}",
+        infos[1]
+    );
+    assert_eq!(converted("events_to_info"), 2.0);
 }

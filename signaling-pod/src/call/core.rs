@@ -44,6 +44,9 @@ use crate::overload::OverloadSettings;
 use crate::routing::{self, Target};
 use crate::transport::Flow;
 
+mod dtmf_info;
+pub use dtmf_info::Digit;
+
 /// The methods this B2BUA handles, for Allow headers.
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, PRACK, REFER, NOTIFY";
 
@@ -143,6 +146,8 @@ pub enum MediaRequest {
         codec_flags: Vec<String>,
         /// The protocol the SDP sent on must have (plain RTP or SDES-SRTP), when it differs.
         transport_protocol: Option<String>,
+        /// Whether the pod reports the call's DTMF digits to this pod (a side takes SIP INFO).
+        dtmf_notify: bool,
     },
     /// The SDP answer of the side tagged `to_tag` to an offer of `from_tag`.
     Answer {
@@ -155,6 +160,14 @@ pub enum MediaRequest {
     Delete { call_id: Bytes },
     /// How long since the call's last packet.
     Query { call_id: Bytes },
+    /// Play `digit` to the party other than `from_tag` (ng `play DTMF`).
+    PlayDtmf {
+        call_id: Bytes,
+        from_tag: Bytes,
+        digit: Digit,
+    },
+    /// Stop relaying RFC 4733 events from the party `from_tag` (ng `block DTMF`).
+    BlockDtmf { call_id: Bytes, from_tag: Bytes },
 }
 
 /// A media pod's reply.
@@ -166,6 +179,8 @@ pub enum MediaReply {
     Deleted,
     /// Time since the last packet of the call, when the pod knows it.
     Activity { idle: Option<Duration> },
+    /// A command without a result (`play DTMF`, `block DTMF`) was carried out.
+    Done,
 }
 
 /// Why a media request failed.
@@ -206,6 +221,8 @@ pub enum Input {
     Media(MediaOpId, Result<MediaReply, MediaFailure>),
     /// The outcome of an [`Output::Prepare`].
     Target(u32, Result<Prepared, Unavailable>),
+    /// The media pod received `digit` from the party tagged `from_tag` (its DTMF report).
+    DtmfDetected { from_tag: Bytes, digit: Digit },
 }
 
 /// What the call asks of the driver.
@@ -361,6 +378,10 @@ enum Purpose {
     Refresh {
         side: Side,
     },
+    /// A DTMF digit sent as INFO on `side`.
+    DtmfInfo {
+        side: Side,
+    },
 }
 
 /// What a media request is for.
@@ -387,6 +408,8 @@ enum MediaPurpose {
     },
     Delete,
     Query,
+    /// `play DTMF` or `block DTMF`.
+    Dtmf,
 }
 
 /// The media session of the call.
@@ -621,6 +644,8 @@ pub struct Call {
     /// response, even to our CANCEL) are abandoned, so that a call always ends (§9.1).
     abandon_at: Option<Instant>,
     outputs: VecDeque<Output>,
+    /// DTMF carried as SIP INFO on either side.
+    dtmf: dtmf_info::DtmfInfo,
 }
 
 /// A random token for tags, branches and Call-IDs.
@@ -760,6 +785,7 @@ impl Call {
             media_check_at: None,
             abandon_at: None,
             outputs: VecDeque::new(),
+            dtmf: dtmf_info::DtmfInfo::default(),
         };
         call.start(now, admission);
         call.drive(now);
@@ -788,6 +814,7 @@ impl Call {
             Input::Sip(msg, flow) => self.on_message(now, msg, flow),
             Input::Media(id, reply) => self.on_media(now, id, reply),
             Input::Target(id, result) => self.on_target(now, id, result),
+            Input::DtmfDetected { from_tag, digit } => self.on_dtmf_detected(now, &from_tag, digit),
         }
         self.drive(now);
     }
@@ -899,6 +926,9 @@ impl Call {
                     .first()
                     .is_some_and(|t| t.encryption == MediaEncryption::Sdes);
                 self.srtp = [offered_srtp, carrier_srtp];
+                if let Some(first) = targets.first() {
+                    self.dtmf.set_modes(first.dtmf.caller, first.dtmf.carrier);
+                }
                 self.targets = targets.into();
                 if self.a_invite.body.is_empty() {
                     self.prepare_next_target(now);
@@ -917,6 +947,7 @@ impl Call {
                         sdp: self.a_invite.body.clone(),
                         codec_flags,
                         transport_protocol: media::srtp_protocol(&self.a_invite.body, carrier_srtp),
+                        dtmf_notify: self.dtmf.wanted(),
                     };
                     self.media_request(request, MediaPurpose::Offer);
                 }
@@ -1084,6 +1115,7 @@ impl Call {
         self.ring_deadline = None;
         let mut state = LegState::new(leg, true);
         state.local_sdp = body;
+        self.dtmf.set_modes(target.dtmf.caller, target.dtmf.carrier);
         let request = invite.clone();
         self.b = Some(Attempt {
             state,
@@ -1165,6 +1197,9 @@ impl Call {
             Method::Prack if side == Side::A => self.on_prack(now, msg, flow),
             Method::Invite | Method::Update if self.phase == Phase::Answered => {
                 self.on_session_change(now, side, msg, flow)
+            }
+            Method::Info if self.phase == Phase::Answered && self.dtmf.converts(side) => {
+                self.on_dtmf_info(now, side, msg, flow)
             }
             _ if self.phase == Phase::Answered => self.relay_request(now, side, msg, flow),
             _ => self.respond_stateless(&msg, flow, 481, "Call/Transaction Does Not Exist"),
@@ -1351,6 +1386,7 @@ impl Call {
             sdp: msg.body.clone(),
             codec_flags,
             transport_protocol: media::srtp_protocol(&msg.body, to_srtp),
+            dtmf_notify: self.dtmf.wanted(),
         };
         self.media_request(
             request,
@@ -1685,6 +1721,7 @@ impl Call {
         self.max_duration_at = self.settings.max_duration.map(|d| now + d);
         if self.media == Media::Anchored {
             self.media_check_at = self.settings.media_check_interval.map(|i| now + i);
+            self.block_events_to_sip_info();
         }
         self.outputs
             .push_back(Output::Event(Event::Outcome(Outcome::Answered)));
@@ -1882,6 +1919,7 @@ impl Call {
                     self.end(now, EndReason::MediaTimeout, None);
                 }
             }
+            (MediaPurpose::Dtmf, Err(e)) => tracing::warn!(error = ?e, "media DTMF request failed"),
             (MediaPurpose::Delete | MediaPurpose::Query, _) => {}
             (_, Ok(_)) => {}
         }
@@ -2587,9 +2625,11 @@ impl Call {
             Purpose::Refresh { side } if code >= 200 => {
                 self.on_refresh_answer(now, side, code, msg)
             }
+            Purpose::DtmfInfo { side } if code >= 200 => self.on_dtmf_info_answer(now, side, code),
             Purpose::Relay { .. }
             | Purpose::Reoffer { .. }
             | Purpose::Refresh { .. }
+            | Purpose::DtmfInfo { .. }
             | Purpose::Cancel
             | Purpose::Bye
             | Purpose::Prack => {}
@@ -2713,6 +2753,7 @@ impl Call {
             Purpose::Refresh { side } => {
                 self.on_refresh_answer(now, side, 408, SipMessage::response(408, "Request Timeout"))
             }
+            Purpose::DtmfInfo { side } => self.on_dtmf_info_answer(now, side, 408),
             Purpose::Cancel | Purpose::Bye | Purpose::Prack => {}
         }
     }

@@ -34,6 +34,7 @@ use super::core::{
 use crate::admission::{RateLimits, Reservation};
 use crate::auth::{Auth, Challenger, Decision as AuthDecision};
 use crate::cdr::{self, AdmissionFacts, Disposition, Recorder};
+use crate::dtmf_reports::DtmfReport;
 use crate::health::TrunkHealth;
 use crate::location::{LocationStore, StoreError};
 use crate::media::{MediaClient, MediaError, SdpFlags};
@@ -71,6 +72,9 @@ pub struct CallContext {
     pub registration: registrar::Policy,
     /// The trunks' registrations with their carriers' registrars.
     pub registrations: Arc<Registrations>,
+    /// Where media pods report the DTMF digits of calls with a SIPINFO side: this pod's own
+    /// address, so that the digits of a call come back to the pod that has it.
+    pub dtmf_reports: SocketAddr,
 }
 
 /// What a shard receives.
@@ -95,6 +99,8 @@ enum ShardInput {
     Located(Box<LocatedCall>),
     /// The pod stops: write the records of the calls still up, then answer.
     WriteOpenRecords(tokio::sync::oneshot::Sender<()>),
+    /// A media pod's report of a DTMF digit.
+    Dtmf(DtmfReport),
 }
 
 /// A called subscriber's address-of-record and its registered contacts.
@@ -193,6 +199,15 @@ impl Calls {
             shard.calls.try_send(ShardInput::Sip(msg, flow)).is_ok()
         };
         if !queued {
+            self.metrics.count_dropped();
+        }
+    }
+
+    /// Hands a media pod's DTMF report to the shard of its call (the media Call-ID is the
+    /// caller's).
+    pub fn deliver_dtmf(&self, report: DtmfReport) {
+        let shard = &self.shards[shard_of(&report.call_id, self.shards.len())];
+        if shard.calls.try_send(ShardInput::Dtmf(report)).is_err() {
             self.metrics.count_dropped();
         }
     }
@@ -388,6 +403,18 @@ impl Shard {
                     self.locating.remove(call_id);
                 }
                 self.start_call(invite, flow, caller, Some(called));
+            }
+            ShardInput::Dtmf(report) => {
+                if let Some(&key) = self.by_call_id.get(&report.call_id)
+                    && let Some(slot) = self.calls.get_mut(&key)
+                {
+                    let input = Input::DtmfDetected {
+                        from_tag: report.from_tag,
+                        digit: report.digit,
+                    };
+                    slot.call.handle(now, input);
+                    self.flush(key);
+                }
             }
             ShardInput::WriteOpenRecords(done) => {
                 if let Some(sink) = &self.ctx.cdr {
@@ -1121,6 +1148,7 @@ async fn media(
             sdp,
             codec_flags,
             transport_protocol,
+            dtmf_notify,
             ..
         } = request
         else {
@@ -1128,6 +1156,7 @@ async fn media(
         };
         let flags = SdpFlags {
             flags: codec_flags,
+            dtmf_log_dest: dtmf_log_dest(ctx, dtmf_notify),
             ..SdpFlags::default()
         }
         .with_transport_protocol(transport_protocol);
@@ -1150,6 +1179,7 @@ async fn media(
             sdp,
             codec_flags,
             transport_protocol,
+            dtmf_notify,
         } => pod
             .offer_to(
                 &text(&call_id),
@@ -1158,6 +1188,7 @@ async fn media(
                 &sdp,
                 &SdpFlags {
                     flags: codec_flags,
+                    dtmf_log_dest: dtmf_log_dest(ctx, dtmf_notify),
                     ..SdpFlags::default()
                 }
                 .with_transport_protocol(transport_protocol),
@@ -1190,8 +1221,32 @@ async fn media(
                 idle: activity.idle_seconds.map(Duration::from_secs),
             })
             .map_err(|e| failure(&e)),
+        MediaRequest::PlayDtmf {
+            call_id,
+            from_tag,
+            digit,
+        } => pod
+            .play_dtmf(
+                &text(&call_id),
+                &text(&from_tag),
+                digit.symbol(),
+                digit.duration_ms,
+            )
+            .await
+            .map(|()| MediaReply::Done)
+            .map_err(|e| failure(&e)),
+        MediaRequest::BlockDtmf { call_id, from_tag } => pod
+            .block_dtmf(&text(&call_id), &text(&from_tag))
+            .await
+            .map(|()| MediaReply::Done)
+            .map_err(|e| failure(&e)),
     };
     (result, None, report)
+}
+
+/// The `dtmf-log-dest` of an offer: this pod's report address, when the call wants reports.
+fn dtmf_log_dest(ctx: &CallContext, wanted: bool) -> Option<String> {
+    wanted.then(|| ctx.dtmf_reports.to_string())
 }
 
 /// How media-pod's refusal of an offer that leaves no codec in common begins.

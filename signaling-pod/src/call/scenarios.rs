@@ -32,6 +32,8 @@ use crate::metrics::Outcome;
 use crate::routing::Target;
 use crate::transport::{Flow, Transport};
 
+mod dtmf_info;
+
 const CALLER: &str = "192.0.2.10:5062";
 const CARRIER: &str = "198.51.100.7:5090";
 const BACKUP: &str = "198.51.100.8:5090";
@@ -81,6 +83,7 @@ fn target(addr: &str) -> Target {
         codec_flags: Vec::new(),
         carrier_offer_flags: Vec::new(),
         encryption: MediaEncryption::None,
+        dtmf: Default::default(),
         cost: None,
         header_rules: None,
         trusted: false,
