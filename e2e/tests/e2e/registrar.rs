@@ -415,6 +415,8 @@ fn a_phone_registered_through_one_replica_is_called_through_the_other() {
                 "127.0.0.1:2223",
                 "--admin-listen",
                 "127.0.0.2:9101",
+                "--dtmf-report-listen",
+                "127.0.0.2:2224",
             ])
             .arg("--tls-dir")
             .arg(format!("sip-tls={}", tls.display()))
