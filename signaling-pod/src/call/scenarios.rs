@@ -74,8 +74,10 @@ fn target(addr: &str) -> Target {
     Target {
         trunk: "carrier".into(),
         host: addr.ip().to_string(),
-        port: addr.port(),
+        port: Some(addr.port()),
         transport: Transport::Udp,
+        transport_from_dns: false,
+        hops: Vec::new(),
         failover_codes: vec![503],
         codec_flags: Vec::new(),
         carrier_offer_flags: Vec::new(),
@@ -371,7 +373,8 @@ impl Script {
             unreachable!()
         };
         let prepared = Prepared {
-            remote: remote.parse().unwrap(),
+            flow: flow(remote),
+            alternates: Vec::new(),
             reservation: Reservation::take(gauge, None).unwrap(),
             credentials,
         };
@@ -1537,7 +1540,8 @@ fn random_interleavings_always_end_cleanly() {
                         };
                         let result = Reservation::take(&outbound, Some(1))
                             .map(|reservation| Prepared {
-                                remote: remote.parse().unwrap(),
+                                flow: flow(remote),
+                                alternates: Vec::new(),
                                 reservation,
                                 credentials: None,
                             })
