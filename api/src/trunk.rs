@@ -157,7 +157,8 @@ pub(crate) fn default_weight() -> u16 {
     100
 }
 
-/// Transport used towards a trunk peer.
+/// Transport used towards a trunk peer. Without one, a host name without a port takes what its
+/// NAPTR records offer (RFC 3263), else UDP.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum PeerTransport {

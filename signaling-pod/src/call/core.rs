@@ -1724,7 +1724,11 @@ impl Call {
             && min > self.b_session_expires
         {
             self.b_session_expires = min;
-            let target = attempt.target.clone();
+            // The same hop again; the target's other hops are still queued behind it.
+            let target = Target {
+                hops: vec![attempt.state.leg.flow],
+                ..attempt.target.clone()
+            };
             self.targets.push_front(target);
             self.prepare_next_target(now);
             return;
