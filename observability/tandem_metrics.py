@@ -75,6 +75,8 @@ FAMILIES: tuple[Family, ...] = (
     _f("tandem_signaling_trunk_registration_state", GAUGE, "signaling", ["trunk", "state"]),
     _f("tandem_signaling_trunk_registration_attempts_total", COUNTER, "signaling", ["trunk"]),
     _f("tandem_signaling_trunk_registration_failures_total", COUNTER, "signaling", ["trunk", "reason"]),
+    # Only for trunk peers and registrars named by host (the local example has addresses).
+    _f("tandem_signaling_dns_lookups_total", COUNTER, "signaling", ["type", "result"]),
     _f("tandem_signaling_draining", GAUGE, "signaling", on_load=True),
     # Call detail records (the local platform writes them to a directory; no endpoint).
     _f("tandem_signaling_cdr_records_written_total", COUNTER, "signaling", on_load=True),

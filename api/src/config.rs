@@ -958,7 +958,7 @@ spec:
     #[test]
     fn invalid_objects_and_broken_references_are_all_reported() {
         let (gateways, mut trunks, mut plans) = typed();
-        trunks[0].spec.peers[0].port = 0;
+        trunks[0].spec.peers[0].port = Some(0);
         plans[0].metadata.name = None;
         let mut orphan = plans[0].clone();
         orphan.metadata.name = Some("orphan".into());

@@ -109,13 +109,16 @@ pub struct Peer {
     /// IP address or host name of the peer.
     #[schemars(length(min = 1, max = 253), pattern(r"^[A-Za-z0-9.:-]+$"))]
     pub host: String,
-    /// SIP port of the peer.
-    #[serde(default = "default_sip_port")]
+    /// SIP port of the peer. Without it a host name is resolved as RFC 3263 says (NAPTR, SRV,
+    /// then A/AAAA on the transport's default port), and an IP address takes the transport's
+    /// default port (5060, 5061 for TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
-    pub port: u16,
-    /// Transport used to reach the peer.
-    #[serde(default)]
-    pub transport: PeerTransport,
+    pub port: Option<u16>,
+    /// Transport used to reach the peer. Without it the NAPTR records of a host name without a
+    /// port choose it (RFC 3263 §4.1); otherwise UDP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<PeerTransport>,
     /// Selection priority; lower values are tried first.
     #[serde(default = "default_priority")]
     #[schemars(range(min = 0, max = 65535))]
@@ -126,8 +129,24 @@ pub struct Peer {
     pub weight: u16,
 }
 
-pub(crate) fn default_sip_port() -> u16 {
-    5060
+impl Peer {
+    /// The transport used when neither the spec nor DNS names one: UDP.
+    pub fn effective_transport(&self) -> PeerTransport {
+        self.transport.unwrap_or_default()
+    }
+
+    /// The port given, else the effective transport's default (5060, 5061 for TLS). For a host
+    /// name without a port this is only where A/AAAA records are used when SRV records lack.
+    pub fn effective_port(&self) -> u16 {
+        self.port
+            .unwrap_or_else(|| self.effective_transport().default_port())
+    }
+
+    /// Whether the peer is found with SRV (and NAPTR) records: a host name without a port
+    /// (RFC 3263 §4.2).
+    pub fn uses_srv(&self) -> bool {
+        self.port.is_none() && self.host.parse::<std::net::IpAddr>().is_err()
+    }
 }
 
 pub(crate) fn default_priority() -> u16 {
@@ -138,7 +157,8 @@ pub(crate) fn default_weight() -> u16 {
     100
 }
 
-/// Transport used towards a trunk peer.
+/// Transport used towards a trunk peer. Without one, a host name without a port takes what its
+/// NAPTR records offer (RFC 3263), else UDP.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum PeerTransport {
@@ -158,6 +178,14 @@ impl PeerTransport {
             Self::Udp => "UDP",
             Self::Tcp => "TCP",
             Self::Tls => "TLS",
+        }
+    }
+
+    /// The port a peer listens on when its URI names none (RFC 3261 §19.1.2).
+    pub fn default_port(self) -> u16 {
+        match self {
+            Self::Udp | Self::Tcp => 5060,
+            Self::Tls => 5061,
         }
     }
 }
@@ -553,8 +581,9 @@ pub enum RegistrationState {
 pub struct PeerStatus {
     /// Peer host, as in the spec.
     pub host: String,
-    /// Peer port, as in the spec.
-    pub port: u16,
+    /// Peer port, as in the spec (absent when the spec gives none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     /// Whether the peer answers the health check.
     pub reachable: bool,
     /// When the peer was last probed.
@@ -587,7 +616,7 @@ impl TrunkSpec {
         for (i, peer) in self.peers.iter().enumerate() {
             let peer_path = peers.index(i);
             errors.check(&peer_path.field("host"), validation::host(&peer.host));
-            if peer.port == 0 {
+            if peer.port == Some(0) {
                 errors.push(&peer_path.field("port"), "must be between 1 and 65535");
             }
         }
@@ -608,12 +637,14 @@ impl TrunkSpec {
             &peers,
             &self.peers,
             |p| {
-                format!(
-                    "{}:{}/{}",
-                    p.host.to_ascii_lowercase(),
-                    p.port,
-                    p.transport.as_str()
-                )
+                let mut key = p.host.to_ascii_lowercase();
+                if let Some(port) = p.port {
+                    key.push_str(&format!(":{port}"));
+                }
+                if let Some(transport) = p.transport {
+                    key.push_str(&format!("/{}", transport.as_str()));
+                }
+                key
             },
             "peer",
         );
@@ -795,8 +826,8 @@ mod tests {
             gateway_ref: LocalObjectReference::new("edge"),
             peers: vec![Peer {
                 host: "sbc.carrier.example".into(),
-                port: 5060,
-                transport: PeerTransport::Udp,
+                port: Some(5060),
+                transport: Some(PeerTransport::Udp),
                 priority: 1,
                 weight: 100,
             }],
@@ -823,6 +854,55 @@ mod tests {
     #[test]
     fn minimal_trunk_is_valid() {
         assert_eq!(trunk().validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_peer_without_port_or_transport_is_found_by_dns() {
+        let peer: Peer = serde_json::from_value(serde_json::json!({"host": "carrier.test"}))
+            .expect("a host alone is a peer");
+        assert_eq!((peer.port, peer.transport), (None, None));
+        assert!(peer.uses_srv());
+        assert_eq!(peer.effective_transport(), PeerTransport::Udp);
+        assert_eq!(peer.effective_port(), 5060);
+        // The spec round-trips without the absent fields.
+        assert_eq!(
+            serde_json::to_value(&peer).unwrap(),
+            serde_json::json!({"host": "carrier.test", "priority": 1, "weight": 100})
+        );
+
+        let tls = Peer {
+            transport: Some(PeerTransport::Tls),
+            ..peer.clone()
+        };
+        assert_eq!(tls.effective_port(), 5061);
+        assert!(
+            tls.uses_srv(),
+            "a transport alone still asks for SRV records"
+        );
+        let with_port = Peer {
+            port: Some(5080),
+            ..peer.clone()
+        };
+        assert!(
+            !with_port.uses_srv(),
+            "a port means A/AAAA only (RFC 3263 §4.2)"
+        );
+        let literal = Peer {
+            host: "192.0.2.7".into(),
+            ..peer
+        };
+        assert!(!literal.uses_srv());
+        assert_eq!(literal.effective_port(), 5060);
+    }
+
+    #[test]
+    fn port_zero_is_refused() {
+        let mut spec = trunk();
+        spec.peers[0].port = Some(0);
+        assert_eq!(
+            messages(&spec),
+            ["spec.peers[0].port: must be between 1 and 65535"]
+        );
     }
 
     #[test]

@@ -221,7 +221,16 @@ fn schema_constraints_and_cel_rules() {
             .contains(&"self.action in ['Remove', 'Pass'] || has(self.value)")
     );
     assert!(!rules(node(&trunk, "spec.inbound.allowedCidrs")).is_empty());
-    assert_eq!(node(&trunk, "spec.peers.[].port")["default"], 5060);
+    // No default port: a host name without one is located by its SRV records (RFC 3263).
+    let port = node(&trunk, "spec.peers.[].port");
+    assert!(port.get("default").is_none(), "{port}");
+    assert_eq!(port["minimum"], 1.0);
+    assert_eq!(port["maximum"], 65535.0);
+    assert!(
+        node(&trunk, "spec.peers.[].transport")
+            .get("default")
+            .is_none()
+    );
     assert_eq!(
         node(&trunk, "spec.media.dtmfMode")["enum"],
         serde_json::json!(["RFC4733", "SIPINFO", "Inband"])

@@ -70,7 +70,7 @@ fn local_example_drives_the_local_platform() {
     let peer = &carrier.spec.peers[0];
     assert_eq!(
         (peer.host.as_str(), peer.port, peer.transport),
-        ("127.0.0.1", 5090, PeerTransport::Udp)
+        ("127.0.0.1", Some(5090), Some(PeerTransport::Udp))
     );
     assert!(!carrier.spec.health_check.enabled);
     let customers = set.trunk("customers").unwrap();

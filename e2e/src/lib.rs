@@ -625,6 +625,12 @@ impl Peer {
         self
     }
 
+    /// Listens for SIP on `port` (SIPp `-p`) instead of the carrier's port.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
     /// Plays the scenario for `calls` calls (SIPp `-m`).
     pub fn calls(mut self, calls: u32) -> Self {
         self.calls = Some(calls);

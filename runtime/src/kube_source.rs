@@ -725,7 +725,7 @@ mod tests {
             &known,
             &mut malformed,
         );
-        assert_eq!(trunks[&key].spec.peers[0].port, 5080);
+        assert_eq!(trunks[&key].spec.peers[0].port, Some(5080));
         assert_eq!(malformed.len(), 1);
         assert!(malformed[0].kept);
         assert!(malformed[0].to_string().contains("last good version"));

@@ -292,7 +292,7 @@ async fn watch_events_publish_valid_versions_and_keep_the_last_good_one() {
         .push("trunks", "MODIFIED", trunk("carrier", "edge", 5080))
         .await;
     let config = next_version(&mut rx).await;
-    assert_eq!(config.trunks[0].spec.peers[0].port, 5080);
+    assert_eq!(config.trunks[0].spec.peers[0].port, Some(5080));
     assert_eq!(called_prefix(&config), "44");
 
     // Fixed again: published.

@@ -64,7 +64,7 @@ impl PeerHealth {
     }
 }
 
-/// Peer health of every trunk, by (trunk, "host:port").
+/// Peer health of every trunk, by (trunk, peer as [`Target::host_port`] names it).
 #[derive(Debug, Default)]
 pub struct TrunkHealth {
     peers: Mutex<HashMap<(String, String), PeerHealth>>,
@@ -100,8 +100,8 @@ impl TrunkHealth {
 
 impl PeerAvailability for TrunkHealth {
     /// Down only once the failure threshold was reached; unknown peers take calls.
-    fn is_down(&self, trunk: &str, host: &str, port: u16) -> bool {
-        self.peer(trunk, &format!("{host}:{port}")).reachable == Some(false)
+    fn is_down(&self, trunk: &str, peer: &str) -> bool {
+        self.peer(trunk, peer).reachable == Some(false)
     }
 }
 
@@ -146,7 +146,7 @@ pub async fn run_prober(
             }
             let interval = Duration::from_secs(u64::from(check.interval_seconds.max(1)));
             for target in peer_targets(trunk, &[]) {
-                let peer = format!("{}:{}", target.host, target.port);
+                let peer = target.host_port();
                 let key = (target.trunk.clone(), peer.clone());
                 if due.get(&key).is_some_and(|at| *at > now) {
                     continue;
@@ -172,7 +172,8 @@ pub async fn run_prober(
     }
 }
 
-/// Sends one OPTIONS to `target`; true when any final response arrives within `timeout`.
+/// Sends one OPTIONS to `target` (its first next hop, RFC 3263); true when any final response
+/// arrives within `timeout`. The hop's result is what the resolver learns of it.
 async fn probe(
     ctx: &CallContext,
     exchanges: &Exchanges,
@@ -180,14 +181,10 @@ async fn probe(
     timeout: Duration,
 ) -> bool {
     let local = &ctx.settings.local;
-    let Some(addr) = ctx.transports.resolve(target).await else {
+    let Some(&flow) = ctx.transports.resolve(target).await.first() else {
         return false;
     };
-    let flow = Flow {
-        transport: target.transport,
-        remote: addr,
-    };
-    let uri = format!("sip:{}:{}", target.host, target.port);
+    let uri = format!("sip:{}", target.host_port());
     let mut leg = Leg {
         call_id: Bytes::from(format!("{}@tandem", random_token())),
         local: name_addr(None, format!("sip:ping@{}", local.host).as_bytes()),
@@ -208,6 +205,12 @@ async fn probe(
     exchanges.insert(leg.call_id.clone(), tx);
     let answered = exchange(ctx, options, flow, &mut rx, timeout).await;
     exchanges.remove(&leg.call_id);
+    let resolver = ctx.transports.resolver();
+    if answered {
+        resolver.hop_answered(flow.remote);
+    } else {
+        resolver.hop_failed(flow.remote);
+    }
     answered
 }
 
@@ -286,7 +289,8 @@ struct RegistrationReport {
 #[serde(rename_all = "camelCase")]
 struct PeerReport {
     host: String,
-    port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
     reachable: Option<bool>,
     last_probe_time: Option<String>,
 }
@@ -335,7 +339,7 @@ async fn trunks_status(State(state): State<StatusState>) -> impl IntoResponse {
                 .map(|peer| {
                     let known = state
                         .health
-                        .peer(&name, &format!("{}:{}", peer.host, peer.port));
+                        .peer(&name, &crate::routing::host_port(&peer.host, peer.port));
                     PeerReport {
                         host: peer.host.clone(),
                         port: peer.port,
@@ -411,15 +415,15 @@ mod tests {
         let check = check(2, 1);
         let health = TrunkHealth::default();
         assert!(
-            !health.is_down("carrier", "192.0.2.1", 5060),
+            !health.is_down("carrier", "192.0.2.1:5060"),
             "unknown peers take calls"
         );
         health.record("carrier", "192.0.2.1:5060", false, &check);
-        assert!(!health.is_down("carrier", "192.0.2.1", 5060), "one silence");
+        assert!(!health.is_down("carrier", "192.0.2.1:5060"), "one silence");
         health.record("carrier", "192.0.2.1:5060", false, &check);
-        assert!(health.is_down("carrier", "192.0.2.1", 5060));
-        assert!(!health.is_down("other", "192.0.2.1", 5060), "per trunk");
+        assert!(health.is_down("carrier", "192.0.2.1:5060"));
+        assert!(!health.is_down("other", "192.0.2.1:5060"), "per trunk");
         health.record("carrier", "192.0.2.1:5060", true, &check);
-        assert!(!health.is_down("carrier", "192.0.2.1", 5060), "back up");
+        assert!(!health.is_down("carrier", "192.0.2.1:5060"), "back up");
     }
 }

@@ -210,6 +210,10 @@ struct Args {
     /// Certificates (PEM) trusted for TLS Trunk peers besides the system's roots.
     #[arg(long, env = "TANDEM_TLS_CA_FILE")]
     tls_ca_file: Option<PathBuf>,
+    /// The DNS server (`address:port`) asked for trunk peers' NAPTR, SRV and A/AAAA records;
+    /// the servers of /etc/resolv.conf without it.
+    #[arg(long, env = "TANDEM_DNS_SERVER")]
+    dns_server: Option<SocketAddr>,
     /// The largest SIP message accepted on a connection, in bytes (513 or close code 1009
     /// beyond it).
     #[arg(long, env = "TANDEM_MAX_MESSAGE_SIZE", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1024..))]
@@ -426,6 +430,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         SocketAddr::new(bind_address, udp_port),
         specs,
         tls::client_config(args.tls_ca_file.as_deref())?,
+        transport::dns::Resolver::new(args.dns_server, &mut registry)?,
         limits,
         metrics.clone(),
         connection_metrics,

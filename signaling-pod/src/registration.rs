@@ -39,7 +39,7 @@ use crate::call::random_token;
 use crate::call::{CallContext, core::ALLOW};
 use crate::dispatcher::Exchanges;
 use crate::routing::Target;
-use crate::transport::{Flow, Transport};
+use crate::transport::Transport;
 
 /// The URI parameter of our registered Contact that names the trunk.
 pub const LINE_PARAM: &str = "line";
@@ -541,9 +541,10 @@ pub fn contacted_trunk(request: &SipMessage) -> Option<String> {
     std::str::from_utf8(line).ok().map(str::to_owned)
 }
 
-/// Where the registrar of `registrar` (a `sip:` or `sips:` URI) is reached: host, port and
+/// Where the registrar of `registrar` (a `sip:` or `sips:` URI) is reached: host, port (`None`
+/// when the URI has none: its SRV records, or the transport's default port, RFC 3263) and
 /// transport (`transport` parameter, else TLS for `sips:`, else UDP).
-pub fn registrar_address(registrar: &str) -> Result<(String, u16, Transport), String> {
+pub fn registrar_address(registrar: &str) -> Result<(String, Option<u16>, Transport), String> {
     let uri = SipUri::parse(&Bytes::from(registrar.to_owned()))
         .map_err(|e| format!("registrar {registrar}: {e}"))?;
     let transport = match uri.transport().map(|t| t.to_ascii_lowercase()) {
@@ -562,15 +563,10 @@ pub fn registrar_address(registrar: &str) -> Result<(String, u16, Transport), St
     if uri.scheme == Scheme::Tel || uri.host.is_empty() {
         return Err(format!("registrar {registrar}: not a SIP URI"));
     }
-    let default_port = if transport == Transport::Tls {
-        5061
-    } else {
-        5060
-    };
     let host = String::from_utf8_lossy(&uri.host)
         .trim_matches(['[', ']'])
         .to_owned();
-    Ok((host, uri.port.unwrap_or(default_port), transport))
+    Ok((host, uri.port, transport))
 }
 
 /// The binding `trunk` registers from `local`, with its credentials from `config`; `None`
@@ -868,6 +864,8 @@ async fn register(
         host,
         port,
         transport,
+        transport_from_dns: false,
+        hops: Vec::new(),
         failover_codes: Vec::new(),
         codec_flags: Vec::new(),
         encryption: Default::default(),
@@ -898,19 +896,14 @@ async fn register(
             match output {
                 Output::Transmit(data) => {
                     if remote.is_none() {
-                        remote = ctx.transports.resolve(&target).await;
-                        if let Some(addr) = remote.filter(|_| !stopped) {
-                            registrations.set_registrar(&trunk, addr.ip());
+                        // The first hop; one that failed is tried after the others.
+                        remote = ctx.transports.resolve(&target).await.first().copied();
+                        if let Some(flow) = remote.filter(|_| !stopped) {
+                            registrations.set_registrar(&trunk, flow.remote.ip());
                         }
                     }
                     let sent = match remote {
-                        Some(addr) => {
-                            let flow = Flow {
-                                transport,
-                                remote: addr,
-                            };
-                            ctx.transports.send(flow, data).await.is_ok()
-                        }
+                        Some(flow) => ctx.transports.send(flow, data).await.is_ok(),
                         None => false,
                     };
                     if !sent {
@@ -946,8 +939,13 @@ async fn register(
                             reason: failure.as_str(),
                         })
                         .inc();
-                    // Look the registrar up again before the next attempt.
-                    remote = None;
+                    // Look the registrar up again before the next attempt, past this hop
+                    // when it did not answer.
+                    if let Some(flow) = remote.take()
+                        && failure == Failure::Timeout
+                    {
+                        ctx.transports.resolver().hop_failed(flow.remote);
+                    }
                 }
                 Output::Finished => tracing::info!(trunk, "registration ended"),
             }
@@ -1344,15 +1342,15 @@ mod tests {
     fn registrar_addresses() {
         assert_eq!(
             registrar_address("sip:registrar.carrier.example").unwrap(),
-            ("registrar.carrier.example".into(), 5060, Transport::Udp)
+            ("registrar.carrier.example".into(), None, Transport::Udp)
         );
         assert_eq!(
             registrar_address("sip:10.0.0.1:5080;transport=tcp").unwrap(),
-            ("10.0.0.1".into(), 5080, Transport::Tcp)
+            ("10.0.0.1".into(), Some(5080), Transport::Tcp)
         );
         assert_eq!(
             registrar_address("sips:[2001:db8::1]").unwrap(),
-            ("2001:db8::1".into(), 5061, Transport::Tls)
+            ("2001:db8::1".into(), None, Transport::Tls)
         );
         assert!(registrar_address("sip:r.example;transport=sctp").is_err());
         assert!(registrar_address("mailto:x").is_err());

@@ -29,10 +29,16 @@ pub struct Target {
     pub trunk: String,
     /// The peer's host (an IP address or a DNS name).
     pub host: String,
-    /// The peer's port.
-    pub port: u16,
-    /// The peer's transport.
+    /// The peer's port; `None` for a host name found by its SRV records (RFC 3263 §4.2), or an
+    /// address on its transport's default port.
+    pub port: Option<u16>,
+    /// The peer's transport (UDP when the peer names none).
     pub transport: Transport,
+    /// The peer names no transport: the NAPTR records of its host choose (RFC 3263 §4.1).
+    pub transport_from_dns: bool,
+    /// Next hops already found for this target, in failover order: the rest of the hops of an
+    /// attempt that failed. Used instead of resolving the host again; empty before that.
+    pub hops: Vec<Flow>,
     /// Final response codes after which the next target is tried.
     pub failover_codes: Vec<u16>,
     /// The ng codec flags of an offer to this Trunk ([`codec_flags`], [`dtmf_flags`]).
@@ -68,6 +74,32 @@ pub struct DtmfSides {
     pub carrier: DtmfMode,
 }
 
+impl Target {
+    /// The host and port as a URI names them: `host:port`, or the host alone when the port is
+    /// left to DNS (SRV) or to the transport's default; an IPv6 address in brackets.
+    pub fn host_port(&self) -> String {
+        host_port(&self.host, self.port)
+    }
+
+    /// The transport DNS is asked about: `None` when NAPTR records may choose.
+    pub fn configured_transport(&self) -> Option<Transport> {
+        (!self.transport_from_dns).then_some(self.transport)
+    }
+}
+
+/// `host:port` as a URI has it, the host alone without a port, an IPv6 address in brackets.
+pub fn host_port(host: &str, port: Option<u16>) -> String {
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    match port {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    }
+}
+
 /// A registered contact a call goes to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContactTarget {
@@ -92,8 +124,10 @@ pub fn contact_targets(aor: &str, bindings: &[Binding]) -> Vec<Target> {
         .map(|binding| Target {
             trunk: SUBSCRIBERS.to_owned(),
             host: binding.source.ip().to_string(),
-            port: binding.source.port(),
+            port: Some(binding.source.port()),
             transport: binding.transport,
+            transport_from_dns: false,
+            hops: Vec::new(),
             failover_codes: CONTACT_FAILOVER_CODES.to_vec(),
             codec_flags: Vec::new(),
             encryption: MediaEncryption::None,
@@ -120,8 +154,9 @@ pub const ALL_PEERS_DOWN_RETRY_AFTER: u32 = 10;
 
 /// What the OPTIONS health checks know of trunk peers, as routing sees it.
 pub trait PeerAvailability {
-    /// Whether `host:port` of `trunk` is marked down by its health checks.
-    fn is_down(&self, trunk: &str, host: &str, port: u16) -> bool;
+    /// Whether the peer `host[:port]` ([`Target::host_port`]) of `trunk` is marked down by its
+    /// health checks.
+    fn is_down(&self, trunk: &str, peer: &str) -> bool;
 }
 
 /// No health knowledge: every peer takes calls.
@@ -131,7 +166,7 @@ pub struct AllPeersUp;
 
 #[cfg(test)]
 impl PeerAvailability for AllPeersUp {
-    fn is_down(&self, _trunk: &str, _host: &str, _port: u16) -> bool {
+    fn is_down(&self, _trunk: &str, _peer: &str) -> bool {
         false
     }
 }
@@ -185,11 +220,9 @@ impl Decision {
 pub fn inbound_trunk(config: &GatewayConfig, source: SocketAddr) -> Option<&CompiledTrunk> {
     let peer_ip = |peer: &Peer| peer.host.parse::<IpAddr>().ok();
     let has_peer = |trunk: &&CompiledTrunk, port: Option<u16>| {
-        trunk
-            .spec
-            .peers
-            .iter()
-            .any(|p| peer_ip(p) == Some(source.ip()) && port.is_none_or(|port| p.port == port))
+        trunk.spec.peers.iter().any(|p| {
+            peer_ip(p) == Some(source.ip()) && port.is_none_or(|port| p.effective_port() == port)
+        })
     };
     let trunks = || config.trunks.iter();
     trunks()
@@ -220,7 +253,8 @@ pub fn subscriber_caller<'c>(
     }
     let from_peer = config.trunks.iter().any(|t| {
         t.spec.peers.iter().any(|p| {
-            p.host.parse::<IpAddr>().ok() == Some(flow.remote.ip()) && p.port == flow.remote.port()
+            p.host.parse::<IpAddr>().ok() == Some(flow.remote.ip())
+                && p.effective_port() == flow.remote.port()
         })
     });
     if from_peer {
@@ -347,22 +381,20 @@ fn decide_by_plan(
         let mut peers: Vec<&Peer> = trunk.spec.peers.iter().collect();
         order_by_priority_and_weight(&mut peers, |p| (p.priority, p.weight), rng);
         for peer in peers {
-            if trunk.spec.health_check.enabled
-                && health.is_down(trunk.name(), &peer.host, peer.port)
+            let mut target = Target {
+                cost,
+                ..peer_target(trunk, peer, &plan.spec.failover_codes)
+            };
+            if trunk.spec.health_check.enabled && health.is_down(trunk.name(), &target.host_port())
             {
                 tracing::debug!(
                     trunk = trunk.name(),
-                    peer.host,
-                    peer.port,
+                    peer = target.host_port(),
                     "peer marked down skipped"
                 );
                 down += 1;
                 continue;
             }
-            let mut target = Target {
-                cost,
-                ..peer_target(trunk, peer, &plan.spec.failover_codes)
-            };
             let carrier_dtmf = trunk.spec.media.dtmf_mode;
             let dtmf = dtmf_flags(caller_dtmf, carrier_dtmf);
             if dtmf.iter().any(|f| f == MASK_EVENTS) {
@@ -429,9 +461,9 @@ pub fn peer_targets(trunk: &CompiledTrunk, failover_codes: &[u16]) -> Vec<Target
         .collect()
 }
 
-/// The transport of this pod that reaches `peer`.
+/// The transport of this pod that reaches `peer` (UDP when it names none).
 pub fn peer_transport(peer: &Peer) -> Transport {
-    match peer.transport {
+    match peer.effective_transport() {
         PeerTransport::Udp => Transport::Udp,
         PeerTransport::Tcp => Transport::Tcp,
         PeerTransport::Tls => Transport::Tls,
@@ -444,6 +476,8 @@ fn peer_target(trunk: &CompiledTrunk, peer: &Peer, failover_codes: &[u16]) -> Ta
         host: peer.host.clone(),
         port: peer.port,
         transport: peer_transport(peer),
+        transport_from_dns: peer.transport.is_none() && peer.uses_srv(),
+        hops: Vec::new(),
         failover_codes: failover_codes.to_vec(),
         codec_flags: codec_flags(&trunk.spec.media.codecs),
         carrier_offer_flags: Vec::new(),
@@ -752,8 +786,8 @@ spec:
     struct Down(&'static [&'static str]);
 
     impl PeerAvailability for Down {
-        fn is_down(&self, trunk: &str, host: &str, port: u16) -> bool {
-            self.0.contains(&format!("{trunk}/{host}:{port}").as_str())
+        fn is_down(&self, trunk: &str, peer: &str) -> bool {
+            self.0.contains(&format!("{trunk}/{peer}").as_str())
         }
     }
 
@@ -823,10 +857,7 @@ spec:
 
     fn hosts(decision: &Decision) -> Vec<String> {
         match decision {
-            Decision::Route { targets, .. } => targets
-                .iter()
-                .map(|t| format!("{}:{}", t.host, t.port))
-                .collect(),
+            Decision::Route { targets, .. } => targets.iter().map(Target::host_port).collect(),
             Decision::Reject { .. } => panic!("rejected: {decision:?}"),
         }
     }
@@ -933,17 +964,79 @@ spec:
     fn a_tls_peer_is_reached_over_tls() {
         let peer = Peer {
             host: "192.0.2.30".into(),
-            port: 5061,
-            transport: PeerTransport::Tls,
+            port: Some(5061),
+            transport: Some(PeerTransport::Tls),
             priority: 1,
             weight: 1,
         };
         assert_eq!(peer_transport(&peer), Transport::Tls);
         let udp = Peer {
-            transport: PeerTransport::Udp,
-            ..peer
+            transport: Some(PeerTransport::Udp),
+            ..peer.clone()
         };
         assert_eq!(peer_transport(&udp), Transport::Udp);
+        let unnamed = Peer {
+            transport: None,
+            ..peer
+        };
+        assert_eq!(peer_transport(&unnamed), Transport::Udp);
+    }
+
+    #[test]
+    fn a_host_name_without_port_is_left_to_srv() {
+        let config = config(
+            "apiVersion: voice.tandem.dev/v1alpha1
+kind: Trunk
+metadata: {name: customers}
+spec:
+  gatewayRef: {name: gw}
+  inbound: {allowedCidrs: [10.0.0.0/8]}
+---
+apiVersion: voice.tandem.dev/v1alpha1
+kind: Trunk
+metadata: {name: carrier}
+spec:
+  gatewayRef: {name: gw}
+  peers:
+    - {host: carrier.test}
+    - {host: backup.test, transport: TCP, priority: 2}
+    - {host: '2001:db8::7', port: 5080, priority: 3}
+---
+apiVersion: voice.tandem.dev/v1alpha1
+kind: RoutePlan
+metadata: {name: plan}
+spec:
+  gatewayRef: {name: gw}
+  inboundTrunks: [customers]
+  routes:
+    - {name: all, match: {calledPrefix: ''}, targets: [{trunkRef: {name: carrier}}]}
+",
+        );
+        let trunk = inbound_trunk(&config, "10.1.2.3:5060".parse().unwrap()).unwrap();
+        let decision = decide(
+            &config,
+            trunk,
+            "123",
+            "1",
+            Timestamp::UNIX_EPOCH,
+            &mut StdRng::seed_from_u64(1),
+            &AllPeersUp,
+        );
+        let Decision::Route { targets, .. } = decision else {
+            panic!("{decision:?}");
+        };
+        let found: Vec<_> = targets
+            .iter()
+            .map(|t| (t.host_port(), t.configured_transport()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("carrier.test".to_owned(), None),
+                ("backup.test".to_owned(), Some(Transport::Tcp)),
+                ("[2001:db8::7]:5080".to_owned(), Some(Transport::Udp)),
+            ]
+        );
     }
 
     const DECK_PLAN: &str = "apiVersion: voice.tandem.dev/v1alpha1

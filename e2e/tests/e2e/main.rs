@@ -9,6 +9,7 @@ mod cancel;
 mod cdr;
 mod dialogs;
 mod digest_auth;
+mod dns;
 mod dtmf;
 mod header_rules;
 mod kamailio_rtpengine;

@@ -50,8 +50,9 @@ pub struct RegistrationReport {
 pub struct PeerReport {
     /// Peer host as in the Trunk spec.
     pub host: String,
-    /// Peer port.
-    pub port: u16,
+    /// Peer port; absent for a host name found by its SRV records.
+    #[serde(default)]
+    pub port: Option<u16>,
     /// Whether the peer answers OPTIONS; `None` when health checks are disabled.
     #[serde(default)]
     pub reachable: Option<bool>,
@@ -93,7 +94,7 @@ pub fn aggregate_trunks(reports: &[TrunksReport]) -> BTreeMap<ObjectKey, TrunkTo
         last_probe_time: Option<Time>,
     }
     let mut calls: BTreeMap<ObjectKey, i64> = BTreeMap::new();
-    let mut peers: BTreeMap<ObjectKey, BTreeMap<(String, u16), PeerFold>> = BTreeMap::new();
+    let mut peers: BTreeMap<ObjectKey, BTreeMap<(String, Option<u16>), PeerFold>> = BTreeMap::new();
     let mut registrations: BTreeMap<ObjectKey, Vec<RegistrationState>> = BTreeMap::new();
     for trunk in reports.iter().flat_map(|r| &r.trunks) {
         let key = ObjectKey::new(&trunk.namespace, &trunk.name);

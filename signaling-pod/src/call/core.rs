@@ -197,7 +197,10 @@ pub enum MediaFailure {
 /// A trunk target made ready by the driver: its address looked up and a call reserved.
 #[derive(Debug)]
 pub struct Prepared {
-    pub remote: SocketAddr,
+    /// The next hop the INVITE goes to.
+    pub flow: Flow,
+    /// The target's other next hops (RFC 3263), tried in turn if this attempt fails.
+    pub alternates: Vec<Flow>,
     pub reservation: Reservation,
     /// The trunk's credentials for the peers' digest challenges (`outbound.auth`).
     pub credentials: Option<DigestCredentials>,
@@ -1005,7 +1008,15 @@ impl Call {
             return;
         }
         match result {
-            Ok(prepared) => self.send_b_invite(now, target, prepared),
+            Ok(prepared) => {
+                if !prepared.alternates.is_empty() {
+                    self.targets.push_front(Target {
+                        hops: prepared.alternates.clone(),
+                        ..target.clone()
+                    });
+                }
+                self.send_b_invite(now, target, prepared)
+            }
             Err(reason) => {
                 tracing::debug!(trunk = target.trunk, ?reason, "target skipped");
                 // With no carrier's answer to pass on, a caller whose every target was at a
@@ -1052,11 +1063,8 @@ impl Call {
                 target.from_domain.as_deref().unwrap_or(&local.host)
             )
         };
-        let host_port = format!("{}:{}", target.host, target.port);
-        let flow = Flow {
-            transport: target.transport,
-            remote: prepared.remote,
-        };
+        let host_port = target.host_port();
+        let flow = prepared.flow;
         // A trunk peer is addressed by the called number at its address; a subscriber's
         // registered contact by its Contact URI, through the Path it registered with.
         let (request_uri, to, route_set) = match &target.contact {
@@ -1103,12 +1111,12 @@ impl Call {
         set_sdp_body(&mut invite, body.clone());
         identity::on_sent(target.trusted, &self.a_invite, &mut invite);
 
-        tracing::debug!(trunk = target.trunk, peer = %prepared.remote, "outbound INVITE");
+        tracing::debug!(trunk = target.trunk, peer = %flow.remote, "outbound INVITE");
         self.outputs
             .push_back(Output::Event(Event::LegOpened(leg.call_id.clone())));
         self.outputs.push_back(Output::Event(Event::AttemptStarted {
             trunk: target.trunk.clone(),
-            peer: prepared.remote,
+            peer: flow.remote,
             cost: target.cost,
         }));
         self.invite_deadline = Some(now + self.settings.invite_timeout);
@@ -1753,7 +1761,11 @@ impl Call {
             && min > self.b_session_expires
         {
             self.b_session_expires = min;
-            let target = attempt.target.clone();
+            // The same hop again; the target's other hops are still queued behind it.
+            let target = Target {
+                hops: vec![attempt.state.leg.flow],
+                ..attempt.target.clone()
+            };
             self.targets.push_front(target);
             self.prepare_next_target(now);
             return;

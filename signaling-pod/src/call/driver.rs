@@ -44,6 +44,7 @@ use crate::overload::{Overload, Verdict, starts_a_call};
 use crate::registrar::{self, Binding};
 use crate::registration::{self, Registrations};
 use crate::routing::{self, Decision, SUBSCRIBERS, Target};
+use crate::transport::rfc3263::{self, Plan};
 use crate::transport::{Flow, Transports};
 
 /// Messages queued for one shard before further ones are dropped (peers retransmit).
@@ -93,7 +94,8 @@ enum ShardInput {
         call: u64,
         id: u32,
         target: Target,
-        remote: Option<SocketAddr>,
+        /// The next hops, in failover order (RFC 3263); empty when the name does not resolve.
+        hops: Vec<Flow>,
     },
     /// The registered contacts of a called subscriber, looked up for a new INVITE.
     Located(Box<LocatedCall>),
@@ -245,6 +247,8 @@ struct Slot {
     deadline: Option<Instant>,
     /// Its call detail record, until written.
     record: Option<Box<cdr::Open>>,
+    /// The next hop of its current carrier attempt, to tell the resolver how it went.
+    attempt: Option<SocketAddr>,
 }
 
 /// One shard: its calls, their Call-IDs and timers.
@@ -381,12 +385,9 @@ impl Shard {
                 call,
                 id,
                 target,
-                remote,
+                hops,
             } => {
-                let result = match remote {
-                    Some(remote) => self.reserve(&target, remote),
-                    None => Err(Unavailable::Unresolvable),
-                };
+                let result = self.reserve(&target, hops);
                 if let Some(slot) = self.calls.get_mut(&call) {
                     slot.call.handle(now, Input::Target(id, result));
                     self.flush(call);
@@ -713,6 +714,7 @@ impl Shard {
                         call_ids: vec![call_id],
                         deadline: None,
                         record,
+                        attempt: None,
                     }),
                 );
                 self.flush(key);
@@ -721,8 +723,13 @@ impl Shard {
         }
     }
 
-    /// Admits a call on the target's trunk under its limits, once its peer's address is known.
-    fn reserve(&self, target: &Target, remote: SocketAddr) -> Result<Prepared, Unavailable> {
+    /// Admits a call on the target's trunk under its limits, once its peer's next hops are
+    /// known: the first is tried, the others are the target's alternates.
+    fn reserve(&self, target: &Target, mut hops: Vec<Flow>) -> Result<Prepared, Unavailable> {
+        if hops.is_empty() {
+            return Err(Unavailable::Unresolvable);
+        }
+        let flow = hops.remove(0);
         let config = self.config.borrow().clone();
         let trunk = config.trunk(&target.trunk);
         let limits = trunk.and_then(|t| t.spec.limits.as_ref());
@@ -738,7 +745,8 @@ impl Shard {
         let now = Instant::now().into_std();
         match (self.ctx.rate_limits).admit(now, &target.trunk, direction, limits, &active) {
             Ok(reservation) => Ok(Prepared {
-                remote,
+                flow,
+                alternates: hops,
                 reservation,
                 credentials,
             }),
@@ -791,8 +799,17 @@ impl Shard {
                     );
                 }
                 Output::Prepare(id, target) => {
-                    if let Ok(ip) = target.host.parse::<std::net::IpAddr>() {
-                        let result = self.reserve(&target, SocketAddr::new(ip, target.port));
+                    // Hops left from a failed attempt, or an address: no lookup.
+                    let known = if target.hops.is_empty() {
+                        match rfc3263::plan(&target.host, target.port, Some(target.transport)) {
+                            Plan::Literal(flow) => Some(vec![flow]),
+                            _ => None,
+                        }
+                    } else {
+                        Some(target.hops.clone())
+                    };
+                    if let Some(hops) = known {
+                        let result = self.reserve(&target, hops);
                         if let Some(slot) = self.calls.get_mut(&key) {
                             slot.call.handle(now, Input::Target(id, result));
                         }
@@ -800,13 +817,13 @@ impl Shard {
                         let tx = self.tx.clone();
                         let transports = Arc::clone(&self.ctx.transports);
                         tokio::spawn(async move {
-                            let remote = transports.resolve(&target).await;
+                            let hops = transports.resolve(&target).await;
                             let _ = tx
                                 .send(ShardInput::Resolved {
                                     call: key,
                                     id,
                                     target,
-                                    remote,
+                                    hops,
                                 })
                                 .await;
                         });
@@ -872,13 +889,25 @@ impl Shard {
                 }
             }
             Event::Outcome(outcome) => metrics.count_call(outcome),
-            Event::AttemptStarted { trunk, .. } => {
+            Event::AttemptStarted { trunk, peer, .. } => {
+                if let Some(slot) = self.calls.get_mut(&key) {
+                    slot.attempt = Some(peer);
+                }
                 metrics.count_trunk_attempt(&trunk, TrunkDirection::Outbound)
             }
             Event::AttemptFailed { trunk, code } => {
+                // A hop that timed out or is unavailable goes after the others (RFC 3263 §4.3).
+                if let Some(peer) = self.calls.get_mut(&key).and_then(|s| s.attempt.take())
+                    && matches!(code, 408 | 503)
+                {
+                    self.ctx.transports.resolver().hop_failed(peer);
+                }
                 metrics.count_trunk_failure(&trunk, TrunkDirection::Outbound, code)
             }
             Event::Answered { trunk } => {
+                if let Some(peer) = self.calls.get_mut(&key).and_then(|s| s.attempt.take()) {
+                    self.ctx.transports.resolver().hop_answered(peer);
+                }
                 metrics.count_trunk_answer(&trunk, TrunkDirection::Outbound)
             }
             Event::Progress { .. } => {}

@@ -77,8 +77,10 @@ fn target(addr: &str) -> Target {
     Target {
         trunk: "carrier".into(),
         host: addr.ip().to_string(),
-        port: addr.port(),
+        port: Some(addr.port()),
         transport: Transport::Udp,
+        transport_from_dns: false,
+        hops: Vec::new(),
         failover_codes: vec![503],
         codec_flags: Vec::new(),
         carrier_offer_flags: Vec::new(),
@@ -375,7 +377,8 @@ impl Script {
             unreachable!()
         };
         let prepared = Prepared {
-            remote: remote.parse().unwrap(),
+            flow: flow(remote),
+            alternates: Vec::new(),
             reservation: Reservation::take(gauge, None).unwrap(),
             credentials,
         };
@@ -973,6 +976,55 @@ fn a_silent_carrier_is_skipped_after_the_invite_timeout() {
 }
 
 #[test]
+fn a_silent_hop_is_followed_by_the_next_hop_of_the_same_target() {
+    let outbound = Gauge::default();
+    // A peer found through SRV (RFC 3263): the driver resolved two hops.
+    let by_srv = Target {
+        host: "carrier.test".into(),
+        port: None,
+        transport_from_dns: true,
+        ..target(CARRIER)
+    };
+    let mut s = Script::start("", settings(), vec![by_srv]);
+    s.media(is_offer, sdp(RELAY_SDP));
+    let index = s
+        .outputs
+        .iter()
+        .position(|o| matches!(o, Output::Prepare(..)))
+        .expect("a target to prepare");
+    let Some(Output::Prepare(id, first)) = s.outputs.remove(index) else {
+        unreachable!()
+    };
+    assert!(first.hops.is_empty(), "not resolved yet");
+    s.input(Input::Target(
+        id,
+        Ok(Prepared {
+            flow: flow(CARRIER),
+            alternates: vec![flow(BACKUP)],
+            reservation: Reservation::take(&outbound, None).unwrap(),
+            credentials: None,
+        }),
+    ));
+    let invite = s.expect(CARRIER, Method::Invite);
+    let uri = String::from_utf8_lossy(invite.request_uri().unwrap()).into_owned();
+    assert!(
+        uri.ends_with("@carrier.test"),
+        "the domain, not the hop: {uri}"
+    );
+
+    // The first hop stays silent: the same target is tried on its next hop.
+    s.advance(Duration::from_secs(6));
+    let second = s.prepare(BACKUP, &outbound);
+    assert_eq!(second.host, "carrier.test");
+    assert_eq!(second.hops, [flow(BACKUP)]);
+    let retry = s.expect(BACKUP, Method::Invite);
+    assert_eq!(retry.request_uri(), invite.request_uri());
+    s.carrier_sends(carrier_reply(&retry, 486, &[], ""), BACKUP);
+    s.expect(BACKUP, Method::Ack);
+    s.expect(CALLER, 486);
+}
+
+#[test]
 fn a_failed_media_offer_refuses_the_call_with_503() {
     let mut s = Script::start("", settings(), vec![target(CARRIER)]);
     s.media(is_offer, Err(MediaFailure::Failed("no media pod".into())));
@@ -1541,7 +1593,8 @@ fn random_interleavings_always_end_cleanly() {
                         };
                         let result = Reservation::take(&outbound, Some(1))
                             .map(|reservation| Prepared {
-                                remote: remote.parse().unwrap(),
+                                flow: flow(remote),
+                                alternates: Vec::new(),
                                 reservation,
                                 credentials: None,
                             })

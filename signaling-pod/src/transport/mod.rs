@@ -13,6 +13,8 @@
 //! Every connection is held to the [`Limits`]: message size, connections per source address,
 //! idle time and the time a message may take to arrive; each close is counted by reason.
 
+pub mod dns;
+pub mod rfc3263;
 mod stream;
 pub mod tls;
 mod ws;
@@ -285,6 +287,7 @@ pub struct Transports {
     /// dispatcher owns (through the calls' context) these transports.
     dispatcher: OnceLock<Weak<Dispatcher>>,
     tls_client: Arc<ClientConfig>,
+    resolver: dns::Resolver,
     limits: Limits,
     metrics: Metrics,
     connection_metrics: ConnectionMetrics,
@@ -301,6 +304,7 @@ impl Transports {
         udp_addr: SocketAddr,
         listeners: Vec<ListenerSpec>,
         tls_client: Arc<ClientConfig>,
+        resolver: dns::Resolver,
         limits: Limits,
         metrics: Metrics,
         connection_metrics: ConnectionMetrics,
@@ -339,6 +343,7 @@ impl Transports {
             connecting: tokio::sync::Mutex::new(()),
             dispatcher: OnceLock::new(),
             tls_client,
+            resolver,
             limits,
             metrics,
             connection_metrics,
@@ -346,25 +351,25 @@ impl Transports {
         Ok((transports, bound))
     }
 
-    /// The socket address of a trunk peer (DNS names are looked up; SRV/NAPTR are not yet).
-    /// For a TLS peer the host is remembered as the name its certificate must carry.
-    pub async fn resolve(&self, target: &Target) -> Option<SocketAddr> {
-        let addr = match target.host.parse::<IpAddr>() {
-            Ok(ip) => SocketAddr::new(ip, target.port),
-            Err(_) => tokio::net::lookup_host((target.host.as_str(), target.port))
-                .await
-                .ok()?
-                .next()?,
-        };
-        self.remember_peer(target, addr);
-        Some(addr)
+    /// The next hops of a trunk peer or registrar, in failover order (RFC 3263: NAPTR, SRV and
+    /// A/AAAA records for a host name without a port, A/AAAA with one); empty when it does not
+    /// resolve. Over TLS the host is remembered as the name the peer's certificate must carry.
+    pub async fn resolve(&self, target: &Target) -> Vec<Flow> {
+        let hops = self
+            .resolver
+            .resolve(&target.host, target.port, target.configured_transport())
+            .await;
+        for hop in &hops {
+            if hop.transport == Transport::Tls {
+                lock(&self.peer_names).insert(hop.remote, target.host.clone());
+            }
+        }
+        hops
     }
 
-    /// Remembers the host name of a TLS `target` reached at `addr`.
-    fn remember_peer(&self, target: &Target, addr: SocketAddr) {
-        if target.transport == Transport::Tls {
-            lock(&self.peer_names).insert(addr, target.host.clone());
-        }
+    /// The resolver of peers, to report which hops fail and answer.
+    pub fn resolver(&self) -> &dns::Resolver {
+        &self.resolver
     }
 
     /// Sends one message on `flow`; over TCP and TLS it reuses the peer's connection or opens

@@ -46,7 +46,7 @@ mod tests {
             reachable_peers: 1,
             peers: vec![PeerStatus {
                 host: "192.0.2.1".into(),
-                port: 5060,
+                port: Some(5060),
                 reachable: true,
                 last_probe_time: None,
             }],
