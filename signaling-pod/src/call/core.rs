@@ -44,6 +44,11 @@ use crate::overload::OverloadSettings;
 use crate::routing::{self, Target};
 use crate::transport::Flow;
 
+#[path = "transfer.rs"]
+pub mod transfer;
+use tandem_api::trunk::TransferMode;
+use transfer::{MediaStep, Step, Transfer, TransferQuery, TransferResult, TransferRoute};
+
 /// The methods this B2BUA handles, for Allow headers.
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, PRACK, REFER, NOTIFY";
 
@@ -206,6 +211,8 @@ pub enum Input {
     Media(MediaOpId, Result<MediaReply, MediaFailure>),
     /// The outcome of an [`Output::Prepare`].
     Target(u32, Result<Prepared, Unavailable>),
+    /// The answer to an [`Output::RouteTransfer`].
+    TransferRoute(u32, TransferRoute),
 }
 
 /// What the call asks of the driver.
@@ -217,6 +224,9 @@ pub enum Output {
     Media(MediaOpId, MediaRequest),
     /// Look the target up and reserve a call on its trunk; answer with [`Input::Target`].
     Prepare(u32, Target),
+    /// Look up what the transferor's trunk does with a REFER, and route its target; answer
+    /// with [`Input::TransferRoute`].
+    RouteTransfer(u32, TransferQuery),
     /// Something to account for.
     Event(Event),
 }
@@ -294,6 +304,14 @@ pub enum Event {
     Answered { trunk: String },
     /// An answered call ended.
     Ended(EndReason),
+    /// A REFER from `trunk`'s side was handled in `mode` with `result` (`to`: the number the
+    /// call was transferred to).
+    Transfer {
+        trunk: String,
+        mode: TransferMode,
+        result: TransferResult,
+        to: Option<String>,
+    },
     /// The call no longer counts as active; `answered` gives the answering trunk and how long
     /// the call was up.
     Released {
@@ -361,6 +379,8 @@ enum Purpose {
     Refresh {
         side: Side,
     },
+    /// A request of a transfer (REFER accepted).
+    Transfer(Step),
 }
 
 /// What a media request is for.
@@ -387,6 +407,8 @@ enum MediaPurpose {
     },
     Delete,
     Query,
+    /// A media change of a transfer.
+    Transfer(MediaStep),
 }
 
 /// The media session of the call.
@@ -620,6 +642,8 @@ pub struct Call {
     /// Once released: when transactions still open (an INVITE whose peer never sent a final
     /// response, even to our CANCEL) are abandoned, so that a call always ends (§9.1).
     abandon_at: Option<Instant>,
+    /// A transfer (REFER accepted), in progress or done.
+    transfer: Option<Box<Transfer>>,
     outputs: VecDeque<Output>,
 }
 
@@ -759,6 +783,7 @@ impl Call {
             max_duration_at: None,
             media_check_at: None,
             abandon_at: None,
+            transfer: None,
             outputs: VecDeque::new(),
         };
         call.start(now, admission);
@@ -788,6 +813,7 @@ impl Call {
             Input::Sip(msg, flow) => self.on_message(now, msg, flow),
             Input::Media(id, reply) => self.on_media(now, id, reply),
             Input::Target(id, result) => self.on_target(now, id, result),
+            Input::TransferRoute(id, route) => self.on_transfer_route(now, id, route),
         }
         self.drive(now);
     }
@@ -820,6 +846,7 @@ impl Call {
             self.media_check_at,
             self.abandon_at,
             self.reliable.as_ref().and_then(|r| r.next),
+            self.transfer_deadline(),
         ];
         transactions
             .chain(legs.flatten())
@@ -911,7 +938,7 @@ impl Call {
                         .map(|t| t.codec_flags.clone())
                         .unwrap_or_default();
                     let request = MediaRequest::Offer {
-                        call_id: self.a.leg.call_id.clone(),
+                        call_id: self.media_call_id(),
                         from_tag: self.a.media_tag(),
                         to_tag: None,
                         sdp: self.a_invite.body.clone(),
@@ -966,6 +993,9 @@ impl Call {
     }
 
     fn on_target(&mut self, now: Instant, id: u32, result: Result<Prepared, Unavailable>) {
+        let Some(result) = self.on_transfer_target(now, id, result) else {
+            return;
+        };
         let Some((expected, target)) = self.preparing.take() else {
             return; // Cancelled meanwhile; the reservation is released as it drops.
         };
@@ -1123,6 +1153,7 @@ impl Call {
         if msg.is_request() {
             match side {
                 Some(side) => self.on_request(now, side, msg, flow),
+                None if self.on_transferor_request(now, &msg, flow) => {}
                 None => self.respond_stateless(&msg, flow, 481, "Call/Transaction Does Not Exist"),
             }
         } else {
@@ -1166,6 +1197,7 @@ impl Call {
             Method::Invite | Method::Update if self.phase == Phase::Answered => {
                 self.on_session_change(now, side, msg, flow)
             }
+            Method::Refer if self.phase == Phase::Answered => self.on_refer(now, side, msg, flow),
             _ if self.phase == Phase::Answered => self.relay_request(now, side, msg, flow),
             _ => self.respond_stateless(&msg, flow, 481, "Call/Transaction Does Not Exist"),
         }
@@ -1233,6 +1265,9 @@ impl Call {
         self.respond_server(now, id, &bye, 200, "OK", None);
         match self.phase {
             Phase::Answered => {
+                if self.transferor_hangs_up(side) {
+                    return;
+                }
                 let reason = match side {
                     Side::A => EndReason::CallerHangup,
                     Side::B => EndReason::CarrierHangup,
@@ -1345,7 +1380,7 @@ impl Call {
             Side::B => self.srtp[0],
         };
         let request = MediaRequest::Offer {
-            call_id: self.a.leg.call_id.clone(),
+            call_id: self.media_call_id(),
             from_tag,
             to_tag: Some(to_tag),
             sdp: msg.body.clone(),
@@ -1449,17 +1484,22 @@ impl Call {
     /// Relays an in-dialog request (INFO, OPTIONS, REFER, NOTIFY, MESSAGE, …) to the other leg;
     /// the answer comes back through [`Purpose::Relay`].
     fn relay_request(&mut self, now: Instant, side: Side, msg: SipMessage, flow: Flow) {
+        let server = self.add_server(now, side, flow, msg.clone());
+        self.relay_from_server(now, side, server, &msg);
+    }
+
+    /// Relays `msg`, received from `side` in server transaction `server`, to the other leg.
+    fn relay_from_server(&mut self, now: Instant, side: Side, server: usize, msg: &SipMessage) {
         let Some(method) = msg.method().cloned() else {
             return;
         };
-        let server = self.add_server(now, side, flow, msg.clone());
         let local = self.settings.local.clone();
         let to = side.other();
         let Some(other) = self.leg_mut(to) else {
             return;
         };
         let mut request = other.leg.request(method, &local, &branch());
-        copy_relayed(&msg, &mut request);
+        copy_relayed(msg, &mut request);
         let out_flow = other.leg.flow;
         self.start_client(now, to, request, out_flow, Purpose::Relay { server });
     }
@@ -1627,7 +1667,7 @@ impl Call {
             .and_then(|t| t.tag().map(Bytes::copy_from_slice))
             .unwrap_or_default();
         let request = MediaRequest::Answer {
-            call_id: self.a.leg.call_id.clone(),
+            call_id: self.media_call_id(),
             from_tag: self.a.media_tag(),
             to_tag,
             sdp: response.body.clone(),
@@ -1805,6 +1845,7 @@ impl Call {
         reply: Result<MediaReply, MediaFailure>,
     ) {
         match (purpose, reply) {
+            (MediaPurpose::Transfer(step), reply) => self.on_transfer_media(now, step, reply),
             (MediaPurpose::Offer, reply) => self.on_media_offer(now, reply),
             (MediaPurpose::EarlyAnswer { code }, Ok(MediaReply::Sdp(sdp))) => {
                 if self.phase == Phase::Setup {
@@ -1924,7 +1965,7 @@ impl Call {
             Media::Anchored => {
                 self.media = Media::Deleted;
                 self.media_check_at = None;
-                let call_id = self.a.leg.call_id.clone();
+                let call_id = self.media_call_id();
                 self.media_request(MediaRequest::Delete { call_id }, MediaPurpose::Delete);
             }
             Media::Offering { .. } => self.media = Media::Offering { then_delete: true },
@@ -2062,6 +2103,7 @@ impl Call {
         if self.phase == Phase::Released {
             return;
         }
+        self.abort_transfer(now);
         self.release_media();
         self.phase = Phase::Released;
         self.end_call_span();
@@ -2284,6 +2326,7 @@ impl Call {
             }
         }
         self.reliable_timer(now);
+        self.transfer_timer(now);
         for side in [Side::A, Side::B] {
             self.unacked_timer(now, side);
             self.session_timer(now, side);
@@ -2303,7 +2346,7 @@ impl Call {
         }
         if self.media_check_at.is_some_and(|t| t <= now) {
             self.media_check_at = self.settings.media_check_interval.map(|i| now + i);
-            let call_id = self.a.leg.call_id.clone();
+            let call_id = self.media_call_id();
             self.media_request(MediaRequest::Query { call_id }, MediaPurpose::Query);
         }
         self.drive(now);
@@ -2587,6 +2630,7 @@ impl Call {
             Purpose::Refresh { side } if code >= 200 => {
                 self.on_refresh_answer(now, side, code, msg)
             }
+            Purpose::Transfer(step) => self.on_transfer_answer(now, step, msg),
             Purpose::Relay { .. }
             | Purpose::Reoffer { .. }
             | Purpose::Refresh { .. }
@@ -2623,7 +2667,7 @@ impl Call {
             }
             let (from_tag, to_tag) = self.media_tags(from);
             let request = MediaRequest::Answer {
-                call_id: self.a.leg.call_id.clone(),
+                call_id: self.media_call_id(),
                 from_tag,
                 to_tag,
                 sdp: msg.body.clone(),
@@ -2712,6 +2756,9 @@ impl Call {
             }
             Purpose::Refresh { side } => {
                 self.on_refresh_answer(now, side, 408, SipMessage::response(408, "Request Timeout"))
+            }
+            Purpose::Transfer(step) => {
+                self.on_transfer_answer(now, step, SipMessage::response(408, "Request Timeout"))
             }
             Purpose::Cancel | Purpose::Bye | Purpose::Prack => {}
         }
