@@ -23,4 +23,5 @@ mod srtp;
 mod topology;
 mod tracing;
 mod transcoding;
+mod transfer;
 mod trunk_routing;

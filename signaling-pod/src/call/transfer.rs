@@ -141,7 +141,7 @@ enum Stage {
     /// The driver is asked for the Trunk's mode and the route (request id).
     Routing(u32),
     /// A target is being prepared (request id).
-    Preparing(u32, Target, VecDeque<Target>),
+    Preparing(u32, Box<Target>, VecDeque<Target>),
     /// The INVITE to the target is out.
     Inviting(Box<NewLeg>, VecDeque<Target>),
     /// The target answered; its media is being joined to the transferee.
@@ -398,7 +398,7 @@ impl Call {
         let Some(current) = self.transfer_current() else {
             return;
         };
-        current.stage = Stage::Preparing(id, target.clone(), rest);
+        current.stage = Stage::Preparing(id, Box::new(target.clone()), rest);
         self.outputs.push_back(Output::Prepare(id, target));
     }
 
@@ -421,7 +421,7 @@ impl Call {
             unreachable!()
         };
         match result {
-            Ok(prepared) => self.transfer_invite(now, target, prepared, rest),
+            Ok(prepared) => self.transfer_invite(now, *target, prepared, rest),
             Err(reason) => {
                 tracing::debug!(trunk = target.trunk, ?reason, "transfer target skipped");
                 self.transfer_next_target(now, &mut rest, (503, "Service Unavailable".into()));
