@@ -119,7 +119,10 @@ fn a_refer_is_relayed_with_its_notifications() {
     // The customers' Trunk leaves transfers to the carrier (its default is to carry them out).
     let config = ConfigDir::copy("refer-relay");
     let trunks = carrier_trunk("    - {host: 127.0.0.1, port: 5090}", "{enabled: false}");
-    config.write("trunks.yaml", &format!("{trunks}  transfer: {{mode: Relay}}\n"));
+    config.write(
+        "trunks.yaml",
+        &format!("{trunks}  transfer: {{mode: Relay}}\n"),
+    );
     let _platform = Platform::start_with(config.path());
     play(
         &Peer::caller("caller-refer.xml", "2000").tag("refer-caller"),

@@ -73,7 +73,11 @@ fn a_caller_transfers_the_carrier_to_a_new_party_that_then_talks_with_it() {
         .received()
         .iter()
         .filter(|m| m.starts_with("NOTIFY "))
-        .filter_map(|m| m.lines().find(|l| l.starts_with("SIP/2.0 ")).map(str::to_owned))
+        .filter_map(|m| {
+            m.lines()
+                .find(|l| l.starts_with("SIP/2.0 "))
+                .map(str::to_owned)
+        })
         .collect();
     assert_eq!(frags, ["SIP/2.0 100 Trying", "SIP/2.0 200 OK"], "{frags:?}");
     // The carrier was re-offered exactly once, towards the new party.
@@ -96,7 +100,11 @@ fn a_caller_transfers_the_carrier_to_a_new_party_that_then_talks_with_it() {
         scrape(
             SIGNALING_ADMIN,
             "tandem_signaling_transfers_total",
-            &["trunk=\"customers\"", "mode=\"accept\"", "result=\"completed\""],
+            &[
+                "trunk=\"customers\"",
+                "mode=\"accept\"",
+                "result=\"completed\""
+            ],
         ),
         1.0
     );
