@@ -2776,6 +2776,25 @@ fn a_transferor_gone_and_a_failed_transfer_end_the_call() {
 }
 
 #[test]
+fn an_attended_transfer_is_relayed_in_relay_mode() {
+    let outbound = Gauge::default();
+    let (mut s, _) = answered("", settings(), &outbound);
+    let refer = s.caller_request(
+        "REFER",
+        "Refer-To: <sip:3000@192.0.2.10?Replaces=other%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>\r\n",
+        "",
+    );
+    s.caller_sends(refer);
+    s.route_transfer(TransferMode::Relay, Err((403, "Forbidden".into())));
+    let relayed = s.expect(CARRIER, Method::Refer);
+    assert!(header(&relayed, "Refer-To").unwrap().contains("Replaces="));
+    assert_eq!(
+        s.transfers(),
+        [(TransferMode::Relay, TransferResult::Relayed)]
+    );
+}
+
+#[test]
 fn refer_in_refuse_mode_gets_403_and_attended_transfer_501() {
     let outbound = Gauge::default();
     let (mut s, _) = answered("", settings(), &outbound);
@@ -2790,6 +2809,7 @@ fn refer_in_refuse_mode_gets_403_and_attended_transfer_501() {
         "",
     );
     s.caller_sends(attended);
+    s.route_transfer(TransferMode::Accept, Ok(vec![target(BACKUP)]));
     s.expect(CALLER, 501);
     let bad = s.caller_request("REFER", "", "");
     s.caller_sends(bad);

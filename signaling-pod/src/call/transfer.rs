@@ -14,7 +14,7 @@
 //! target fails, the original call goes on and the final NOTIFY carries the failure.
 //!
 //! Attended transfer (a `Refer-To` with `Replaces`, RFC 3891) names a dialog of another call:
-//! it is refused with 501.
+//! in `Accept` mode it is refused with 501 (`Relay` passes it on like any REFER).
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -132,6 +132,8 @@ struct Current {
     called: String,
     /// The transferor's number, for `Referred-By`.
     referrer: String,
+    /// `Refer-To` asks for `Replaces` (attended transfer).
+    attended: bool,
     stage: Stage,
     /// The transferor ended its leg (BYE) during the transfer.
     transferor_gone: bool,
@@ -256,19 +258,6 @@ impl Call {
             self.respond_server(now, server, &msg, 491, "Request Pending", None);
             return;
         }
-        if attended {
-            tracing::info!(trunk, "attended transfer refused");
-            self.respond_server(
-                now,
-                server,
-                &msg,
-                501,
-                "Not Implemented: attended transfer",
-                None,
-            );
-            self.transfer_event(trunk, TransferMode::Accept, TransferResult::Refused, None);
-            return;
-        }
         // The new call is from the transferee to the target; Referred-By names the transferor.
         let (transferee, referrer) = match side {
             Side::A => (self.called.clone(), self.calling.clone()),
@@ -295,6 +284,7 @@ impl Call {
             refer: server,
             called: called.clone(),
             referrer,
+            attended,
             stage: Stage::Routing(id),
             transferor_gone: false,
         });
@@ -316,11 +306,12 @@ impl Call {
         if !matches!(current.stage, Stage::Routing(expected) if expected == id) {
             return;
         }
-        let (server, side, trunk, notify) = (
+        let (server, side, trunk, notify, attended) = (
             current.refer,
             current.from,
             current.trunk.clone(),
             current.notify,
+            current.attended,
         );
         let Some(refer) = self.server_request(server) else {
             self.transfer_current_take();
@@ -343,6 +334,20 @@ impl Call {
                     None,
                 );
                 self.transfer_event(trunk, TransferMode::Refuse, TransferResult::Refused, None);
+            }
+            TransferMode::Accept if attended => {
+                // The dialog to replace belongs to another call (see the module documentation).
+                tracing::info!(trunk, "attended transfer refused");
+                self.transfer_current_take();
+                self.respond_server(
+                    now,
+                    server,
+                    &refer,
+                    501,
+                    "Not Implemented: attended transfer",
+                    None,
+                );
+                self.transfer_event(trunk, TransferMode::Accept, TransferResult::Refused, None);
             }
             TransferMode::Accept => {
                 let tag = self.leg_mut(side).map(|l| l.leg.local_tag.clone());
