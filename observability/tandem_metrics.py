@@ -42,6 +42,8 @@ FAMILIES: tuple[Family, ...] = (
     _f("tandem_signaling_calls_total", COUNTER, "signaling", ["outcome"], on_load=True),
     _f("tandem_signaling_calls_active", GAUGE, "signaling", on_load=True),
     _f("tandem_signaling_call_ends_total", COUNTER, "signaling", ["reason"], on_load=True),
+    # Only once a REFER arrives in an answered call.
+    _f("tandem_signaling_transfers_total", COUNTER, "signaling", ["trunk", "mode", "result"]),
     _f("tandem_signaling_sip_messages_total", COUNTER, "signaling", ["direction", "kind"], on_load=True),
     _f("tandem_signaling_sip_parse_errors_total", COUNTER, "signaling", ["transport"]),
     _f("tandem_signaling_sip_dropped_messages_total", COUNTER, "signaling", on_load=True),

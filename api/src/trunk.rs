@@ -100,6 +100,10 @@ pub struct TrunkSpec {
     /// peer's national format to E.164.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub number_normalization: Option<NumberNormalization>,
+    /// What the B2BUA does with a call transfer (REFER, RFC 3515) received from the trunk's
+    /// side of a call.
+    #[serde(default)]
+    pub transfer: TransferPolicy,
 }
 
 /// One SIP peer of a trunk.
@@ -506,6 +510,40 @@ impl HeaderDirection {
     }
 }
 
+/// Call transfer (REFER, RFC 3515) from the trunk's side of a call.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferPolicy {
+    /// What a REFER received from the trunk's peers does.
+    #[serde(default)]
+    pub mode: TransferMode,
+}
+
+/// What the B2BUA does with a REFER.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, JsonSchema)]
+pub enum TransferMode {
+    /// The B2BUA carries out the transfer: it answers 202, places the new call through the
+    /// RoutePlan as a call from this trunk, reports its progress with NOTIFY and joins the
+    /// other party to the new call. Nothing of the other network is exposed.
+    #[default]
+    Accept,
+    /// The REFER is relayed to the other party of the call, which carries out the transfer.
+    Relay,
+    /// The REFER is refused with 403; the call goes on.
+    Refuse,
+}
+
+impl TransferMode {
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferMode::Accept => "accept",
+            TransferMode::Relay => "relay",
+            TransferMode::Refuse => "refuse",
+        }
+    }
+}
+
 /// Number normalisation rules, applied in order; each rule that matches rewrites the number
 /// and the next rule sees the result.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
@@ -839,6 +877,7 @@ mod tests {
             header_rules: Vec::new(),
             identity: None,
             number_normalization: None,
+            transfer: TransferPolicy::default(),
         }
     }
 
@@ -1006,6 +1045,28 @@ mod tests {
                 "spec.limits.maxCalls: must be at least 1",
                 "spec.limits.burst: burst needs callsPerSecond",
             ]
+        );
+    }
+
+    #[test]
+    fn transfer_mode_defaults_to_accept_and_refuses_unknown_modes() {
+        let spec: TrunkSpec =
+            serde_json::from_str(r#"{"gatewayRef": {"name": "edge"}, "peers": [{"host": "sbc"}]}"#)
+                .unwrap();
+        assert_eq!(spec.transfer.mode, TransferMode::Accept);
+        let relay: TrunkSpec = serde_json::from_str(
+            r#"{"gatewayRef": {"name": "edge"}, "peers": [{"host": "sbc"}], "transfer": {"mode": "Relay"}}"#,
+        )
+        .unwrap();
+        assert_eq!(relay.transfer.mode, TransferMode::Relay);
+        assert_eq!(relay.validate(), Ok(()));
+        let unknown = serde_json::from_str::<TrunkSpec>(
+            r#"{"gatewayRef": {"name": "edge"}, "peers": [{"host": "sbc"}], "transfer": {"mode": "Forward"}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            unknown.to_string().contains("unknown variant `Forward`"),
+            "{unknown}"
         );
     }
 }

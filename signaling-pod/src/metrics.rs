@@ -202,6 +202,13 @@ struct EndLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransferLabels {
+    trunk: String,
+    mode: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NgLabels {
     command: &'static str,
     result: &'static str,
@@ -238,6 +245,7 @@ pub struct Metrics {
     calls: Family<OutcomeLabels, Counter>,
     calls_active: Gauge,
     call_ends: Family<EndLabels, Counter>,
+    transfers: Family<TransferLabels, Counter>,
     messages: Family<MessageLabels, Counter>,
     parse_errors: Family<TransportLabels, Counter>,
     ng_requests: Family<NgLabels, Counter>,
@@ -270,6 +278,7 @@ impl Default for Metrics {
             calls: Family::default(),
             calls_active: Gauge::default(),
             call_ends: Family::default(),
+            transfers: Family::default(),
             messages: Family::default(),
             parse_errors: Family::default(),
             ng_requests: Family::default(),
@@ -405,6 +414,11 @@ impl Metrics {
             metrics.call_ends.clone(),
         );
         sub.register(
+            "transfers",
+            "REFERs received in answered calls, by the transferor's trunk, its transfer mode and the result",
+            metrics.transfers.clone(),
+        );
+        sub.register(
             "calls_active",
             "Calls in progress (from INVITE until the call is released)",
             metrics.calls_active.clone(),
@@ -457,6 +471,17 @@ impl Metrics {
         self.call_ends
             .get_or_create(&EndLabels {
                 reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts one REFER from `trunk`'s side handled in `mode` with `result`.
+    pub fn count_transfer(&self, trunk: &str, mode: &'static str, result: &'static str) {
+        self.transfers
+            .get_or_create(&TransferLabels {
+                trunk: trunk.to_owned(),
+                mode,
+                result,
             })
             .inc();
     }

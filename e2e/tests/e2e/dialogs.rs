@@ -116,7 +116,19 @@ fn info_and_options_are_relayed_to_and_from_a_tcp_carrier() {
 
 #[test]
 fn a_refer_is_relayed_with_its_notifications() {
-    one_dialog("refer", "caller-refer.xml", "carrier-refer.xml");
+    // The customers' Trunk leaves transfers to the carrier (its default is to carry them out).
+    let config = ConfigDir::copy("refer-relay");
+    let trunks = carrier_trunk("    - {host: 127.0.0.1, port: 5090}", "{enabled: false}");
+    config.write(
+        "trunks.yaml",
+        &format!("{trunks}  transfer: {{mode: Relay}}\n"),
+    );
+    let _platform = Platform::start_with(config.path());
+    play(
+        &Peer::caller("caller-refer.xml", "2000").tag("refer-caller"),
+        &Peer::carrier("carrier-refer.xml").tag("refer-carrier"),
+        Duration::from_secs(60),
+    );
 }
 
 #[test]

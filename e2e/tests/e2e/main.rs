@@ -25,4 +25,5 @@ mod srtp;
 mod topology;
 mod tracing;
 mod transcoding;
+mod transfer;
 mod trunk_routing;

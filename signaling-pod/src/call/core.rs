@@ -46,6 +46,9 @@ use crate::transport::Flow;
 
 mod dtmf_info;
 pub use dtmf_info::Digit;
+pub mod transfer;
+use tandem_api::trunk::TransferMode;
+use transfer::{MediaStep, Step, Transfer, TransferQuery, TransferResult, TransferRoute};
 
 /// The methods this B2BUA handles, for Allow headers.
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, PRACK, REFER, NOTIFY";
@@ -226,6 +229,8 @@ pub enum Input {
     Target(u32, Result<Prepared, Unavailable>),
     /// The media pod received `digit` from the party tagged `from_tag` (its DTMF report).
     DtmfDetected { from_tag: Bytes, digit: Digit },
+    /// The answer to an [`Output::RouteTransfer`].
+    TransferRoute(u32, TransferRoute),
 }
 
 /// What the call asks of the driver.
@@ -237,6 +242,9 @@ pub enum Output {
     Media(MediaOpId, MediaRequest),
     /// Look the target up and reserve a call on its trunk; answer with [`Input::Target`].
     Prepare(u32, Target),
+    /// Look up what the transferor's trunk does with a REFER, and route its target; answer
+    /// with [`Input::TransferRoute`].
+    RouteTransfer(u32, TransferQuery),
     /// Something to account for.
     Event(Event),
 }
@@ -314,6 +322,14 @@ pub enum Event {
     Answered { trunk: String },
     /// An answered call ended.
     Ended(EndReason),
+    /// A REFER from `trunk`'s side was handled in `mode` with `result` (`to`: the number the
+    /// call was transferred to).
+    Transfer {
+        trunk: String,
+        mode: TransferMode,
+        result: TransferResult,
+        to: Option<String>,
+    },
     /// The call no longer counts as active; `answered` gives the answering trunk and how long
     /// the call was up.
     Released {
@@ -385,6 +401,8 @@ enum Purpose {
     DtmfInfo {
         side: Side,
     },
+    /// A request of a transfer (REFER accepted).
+    Transfer(Step),
 }
 
 /// What a media request is for.
@@ -413,6 +431,8 @@ enum MediaPurpose {
     Query,
     /// `play DTMF` or `block DTMF`.
     Dtmf,
+    /// A media change of a transfer.
+    Transfer(MediaStep),
 }
 
 /// The media session of the call.
@@ -646,6 +666,8 @@ pub struct Call {
     /// Once released: when transactions still open (an INVITE whose peer never sent a final
     /// response, even to our CANCEL) are abandoned, so that a call always ends (§9.1).
     abandon_at: Option<Instant>,
+    /// A transfer (REFER accepted), in progress or done.
+    transfer: Option<Box<Transfer>>,
     outputs: VecDeque<Output>,
     /// DTMF carried as SIP INFO on either side.
     dtmf: dtmf_info::DtmfInfo,
@@ -787,6 +809,7 @@ impl Call {
             max_duration_at: None,
             media_check_at: None,
             abandon_at: None,
+            transfer: None,
             outputs: VecDeque::new(),
             dtmf: dtmf_info::DtmfInfo::default(),
         };
@@ -818,6 +841,7 @@ impl Call {
             Input::Media(id, reply) => self.on_media(now, id, reply),
             Input::Target(id, result) => self.on_target(now, id, result),
             Input::DtmfDetected { from_tag, digit } => self.on_dtmf_detected(now, &from_tag, digit),
+            Input::TransferRoute(id, route) => self.on_transfer_route(now, id, route),
         }
         self.drive(now);
     }
@@ -850,6 +874,7 @@ impl Call {
             self.media_check_at,
             self.abandon_at,
             self.reliable.as_ref().and_then(|r| r.next),
+            self.transfer_deadline(),
         ];
         transactions
             .chain(legs.flatten())
@@ -944,7 +969,7 @@ impl Call {
                         .map(|t| t.codec_flags.clone())
                         .unwrap_or_default();
                     let request = MediaRequest::Offer {
-                        call_id: self.a.leg.call_id.clone(),
+                        call_id: self.media_call_id(),
                         from_tag: self.a.media_tag(),
                         to_tag: None,
                         sdp: self.a_invite.body.clone(),
@@ -1000,6 +1025,9 @@ impl Call {
     }
 
     fn on_target(&mut self, now: Instant, id: u32, result: Result<Prepared, Unavailable>) {
+        let Some(result) = self.on_transfer_target(now, id, result) else {
+            return;
+        };
         let Some((expected, target)) = self.preparing.take() else {
             return; // Cancelled meanwhile; the reservation is released as it drops.
         };
@@ -1163,6 +1191,7 @@ impl Call {
         if msg.is_request() {
             match side {
                 Some(side) => self.on_request(now, side, msg, flow),
+                None if self.on_transferor_request(now, &msg, flow) => {}
                 None => self.respond_stateless(&msg, flow, 481, "Call/Transaction Does Not Exist"),
             }
         } else {
@@ -1209,6 +1238,7 @@ impl Call {
             Method::Info if self.phase == Phase::Answered && self.dtmf.converts(side) => {
                 self.on_dtmf_info(now, side, msg, flow)
             }
+            Method::Refer if self.phase == Phase::Answered => self.on_refer(now, side, msg, flow),
             _ if self.phase == Phase::Answered => self.relay_request(now, side, msg, flow),
             _ => self.respond_stateless(&msg, flow, 481, "Call/Transaction Does Not Exist"),
         }
@@ -1276,6 +1306,9 @@ impl Call {
         self.respond_server(now, id, &bye, 200, "OK", None);
         match self.phase {
             Phase::Answered => {
+                if self.transferor_hangs_up(side) {
+                    return;
+                }
                 let reason = match side {
                     Side::A => EndReason::CallerHangup,
                     Side::B => EndReason::CarrierHangup,
@@ -1388,7 +1421,7 @@ impl Call {
             Side::B => self.srtp[0],
         };
         let request = MediaRequest::Offer {
-            call_id: self.a.leg.call_id.clone(),
+            call_id: self.media_call_id(),
             from_tag,
             to_tag: Some(to_tag),
             sdp: msg.body.clone(),
@@ -1493,17 +1526,22 @@ impl Call {
     /// Relays an in-dialog request (INFO, OPTIONS, REFER, NOTIFY, MESSAGE, …) to the other leg;
     /// the answer comes back through [`Purpose::Relay`].
     fn relay_request(&mut self, now: Instant, side: Side, msg: SipMessage, flow: Flow) {
+        let server = self.add_server(now, side, flow, msg.clone());
+        self.relay_from_server(now, side, server, &msg);
+    }
+
+    /// Relays `msg`, received from `side` in server transaction `server`, to the other leg.
+    fn relay_from_server(&mut self, now: Instant, side: Side, server: usize, msg: &SipMessage) {
         let Some(method) = msg.method().cloned() else {
             return;
         };
-        let server = self.add_server(now, side, flow, msg.clone());
         let local = self.settings.local.clone();
         let to = side.other();
         let Some(other) = self.leg_mut(to) else {
             return;
         };
         let mut request = other.leg.request(method, &local, &branch());
-        copy_relayed(&msg, &mut request);
+        copy_relayed(msg, &mut request);
         let out_flow = other.leg.flow;
         self.start_client(now, to, request, out_flow, Purpose::Relay { server });
     }
@@ -1671,7 +1709,7 @@ impl Call {
             .and_then(|t| t.tag().map(Bytes::copy_from_slice))
             .unwrap_or_default();
         let request = MediaRequest::Answer {
-            call_id: self.a.leg.call_id.clone(),
+            call_id: self.media_call_id(),
             from_tag: self.a.media_tag(),
             to_tag,
             sdp: response.body.clone(),
@@ -1854,6 +1892,7 @@ impl Call {
         reply: Result<MediaReply, MediaFailure>,
     ) {
         match (purpose, reply) {
+            (MediaPurpose::Transfer(step), reply) => self.on_transfer_media(now, step, reply),
             (MediaPurpose::Offer, reply) => self.on_media_offer(now, reply),
             (MediaPurpose::EarlyAnswer { code }, Ok(MediaReply::Sdp(sdp))) => {
                 if self.phase == Phase::Setup {
@@ -1974,7 +2013,7 @@ impl Call {
             Media::Anchored => {
                 self.media = Media::Deleted;
                 self.media_check_at = None;
-                let call_id = self.a.leg.call_id.clone();
+                let call_id = self.media_call_id();
                 self.media_request(MediaRequest::Delete { call_id }, MediaPurpose::Delete);
             }
             Media::Offering { .. } => self.media = Media::Offering { then_delete: true },
@@ -2112,6 +2151,7 @@ impl Call {
         if self.phase == Phase::Released {
             return;
         }
+        self.abort_transfer(now);
         self.release_media();
         self.phase = Phase::Released;
         self.end_call_span();
@@ -2334,6 +2374,7 @@ impl Call {
             }
         }
         self.reliable_timer(now);
+        self.transfer_timer(now);
         for side in [Side::A, Side::B] {
             self.unacked_timer(now, side);
             self.session_timer(now, side);
@@ -2353,7 +2394,7 @@ impl Call {
         }
         if self.media_check_at.is_some_and(|t| t <= now) {
             self.media_check_at = self.settings.media_check_interval.map(|i| now + i);
-            let call_id = self.a.leg.call_id.clone();
+            let call_id = self.media_call_id();
             self.media_request(MediaRequest::Query { call_id }, MediaPurpose::Query);
         }
         self.drive(now);
@@ -2638,6 +2679,7 @@ impl Call {
                 self.on_refresh_answer(now, side, code, msg)
             }
             Purpose::DtmfInfo { side } if code >= 200 => self.on_dtmf_info_answer(now, side, code),
+            Purpose::Transfer(step) => self.on_transfer_answer(now, step, msg),
             Purpose::Relay { .. }
             | Purpose::Reoffer { .. }
             | Purpose::Refresh { .. }
@@ -2675,7 +2717,7 @@ impl Call {
             }
             let (from_tag, to_tag) = self.media_tags(from);
             let request = MediaRequest::Answer {
-                call_id: self.a.leg.call_id.clone(),
+                call_id: self.media_call_id(),
                 from_tag,
                 to_tag,
                 sdp: msg.body.clone(),
@@ -2766,6 +2808,9 @@ impl Call {
                 self.on_refresh_answer(now, side, 408, SipMessage::response(408, "Request Timeout"))
             }
             Purpose::DtmfInfo { side } => self.on_dtmf_info_answer(now, side, 408),
+            Purpose::Transfer(step) => {
+                self.on_transfer_answer(now, step, SipMessage::response(408, "Request Timeout"))
+            }
             Purpose::Cancel | Purpose::Bye | Purpose::Prack => {}
         }
     }

@@ -19,7 +19,7 @@ use tandem_api::compiled::{CompiledTrunk, HeaderRules};
 use tandem_api::config::GatewayConfig;
 use tandem_api::credentials::{DigestCredentials, Password};
 use tandem_api::subscriber::Subscriber;
-use tandem_api::trunk::MediaEncryption;
+use tandem_api::trunk::{MediaEncryption, TransferMode};
 use tandem_sip::message::{Method, SipMessage};
 use tandem_sip::response::response_for;
 use tokio::sync::{mpsc, watch};
@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use tracing::{Instrument as _, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+use super::core::transfer::{TransferQuery, TransferRoute};
 use super::core::{
     ALLOW, Admission, Call, Event, Input, MediaFailure, MediaOpId, MediaReply, MediaRequest,
     Output, Prepared, Settings, Unavailable, numbers, shard_of,
@@ -762,6 +763,41 @@ impl Shard {
         }
     }
 
+    /// What the transferor's trunk does with a REFER and, when it accepts it, the route of the
+    /// transfer target as for a new call from that trunk. A side with no Trunk (a subscriber)
+    /// has its REFERs relayed.
+    fn route_transfer(&self, query: TransferQuery) -> TransferRoute {
+        let config = self.config.borrow().clone();
+        let Some(trunk) = config.trunk(&query.trunk) else {
+            return TransferRoute {
+                mode: TransferMode::Relay,
+                targets: Err((403, "Forbidden".into())),
+            };
+        };
+        let mode = trunk.spec.transfer.mode;
+        if mode != TransferMode::Accept {
+            return TransferRoute {
+                mode,
+                targets: Err((403, "Forbidden".into())),
+            };
+        }
+        let decision = routing::decide(
+            &config,
+            trunk,
+            &query.called,
+            &query.calling,
+            jiff::Timestamp::now(),
+            &mut rand::rng(),
+            &*self.ctx.trunk_health,
+        );
+        self.ctx.metrics.count_route_lookup(decision.lookup());
+        let targets = match decision {
+            Decision::Route { targets, .. } => Ok(targets),
+            Decision::Reject { code, reason } => Err((code, reason)),
+        };
+        TransferRoute { mode, targets }
+    }
+
     /// Carries out the outputs of call `key`, then re-arms its timer or forgets it.
     fn flush(&mut self, key: u64) {
         let now = Instant::now().into_std();
@@ -827,6 +863,12 @@ impl Shard {
                                 })
                                 .await;
                         });
+                    }
+                }
+                Output::RouteTransfer(id, query) => {
+                    let route = self.route_transfer(query);
+                    if let Some(slot) = self.calls.get_mut(&key) {
+                        slot.call.handle(now, Input::TransferRoute(id, route));
                     }
                 }
                 Output::Event(event) => {
@@ -912,6 +954,12 @@ impl Shard {
             }
             Event::Progress { .. } => {}
             Event::Ended(reason) => metrics.count_call_end(reason),
+            Event::Transfer {
+                trunk,
+                mode,
+                result,
+                ..
+            } => metrics.count_transfer(&trunk, mode.as_str(), result.as_str()),
             Event::Released { answered } => {
                 metrics.calls_active().dec();
                 if let Some((trunk, duration)) = answered {

@@ -2,8 +2,9 @@
 //! (B).
 //!
 //! [`core`] is the call as a sans-IO state machine (dialogs, transactions, timers, media
-//! requests and accounting as inputs and outputs); [`driver`] runs the calls of the pod in a few
-//! shards and carries out their outputs; [`leg`] holds one side's dialog and builds its requests.
+//! requests and accounting as inputs and outputs), with call transfer in [`core::transfer`];
+//! [`driver`] runs the calls of the pod in a few shards and carries out their outputs; [`leg`]
+//! holds one side's dialog and builds its requests.
 
 pub mod core;
 pub mod driver;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tandem_api::compiled::HeaderRules;
-use tandem_api::trunk::MediaEncryption;
+use tandem_api::trunk::{MediaEncryption, TransferMode};
 
 use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
@@ -21,6 +21,7 @@ use tandem_sip::response::response_for;
 use tandem_sip::transaction::TimerConfig;
 use tracing::Span;
 
+use super::core::transfer::{TransferQuery, TransferResult, TransferRoute};
 use super::core::{
     Admission, Call, EndReason, Event, Input, MediaFailure, MediaReply, MediaRequest, Output,
     Phase, Prepared, Settings, Unavailable,
@@ -384,6 +385,35 @@ impl Script {
         };
         self.input(Input::Target(id, Ok(prepared)));
         target
+    }
+
+    /// Answers the call's question about a REFER with the transferor trunk's `mode` and the
+    /// transfer target's route; returns the question.
+    fn route_transfer(
+        &mut self,
+        mode: TransferMode,
+        targets: Result<Vec<Target>, (u16, String)>,
+    ) -> TransferQuery {
+        let index = self
+            .outputs
+            .iter()
+            .position(|o| matches!(o, Output::RouteTransfer(..)))
+            .expect("a transfer to route");
+        let Some(Output::RouteTransfer(id, query)) = self.outputs.remove(index) else {
+            unreachable!()
+        };
+        self.input(Input::TransferRoute(id, TransferRoute { mode, targets }));
+        query
+    }
+
+    fn transfers(&self) -> Vec<(TransferMode, TransferResult)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Transfer { mode, result, .. } => Some((*mode, *result)),
+                _ => None,
+            })
+            .collect()
     }
 
     fn caller_sends(&mut self, msg: SipMessage) {
@@ -1232,6 +1262,7 @@ fn refer_and_notify_are_relayed_with_their_headers() {
     let (mut s, invite) = answered("", settings(), &outbound);
     let refer = s.caller_request("REFER", "Refer-To: <sip:3000@192.0.2.10>\r\n", "");
     s.caller_sends(refer);
+    s.route_transfer(TransferMode::Relay, Err((403, "Forbidden".into())));
     let relayed = s.expect(CARRIER, Method::Refer);
     assert_eq!(
         header(&relayed, "Refer-To").as_deref(),
@@ -1552,7 +1583,12 @@ fn random_interleavings_always_end_cleanly() {
                         && msg.method() != Some(&Method::Ack)
                         && rng.random_bool(0.7)
                     {
-                        s.carrier_sends(carrier_reply(&msg, 200, &[], ""), addr);
+                        let body = if msg.method() == Some(&Method::Invite) {
+                            CARRIER_SDP
+                        } else {
+                            ""
+                        };
+                        s.carrier_sends(carrier_reply(&msg, 200, &[], body), addr);
                     }
                 }
             }
@@ -1626,15 +1662,31 @@ fn random_interleavings_always_end_cleanly() {
                 }
                 4 => s.caller_sends(caller_cancel()),
                 5 if s.a_tag.is_some() => {
-                    let method =
-                        ["BYE", "INVITE", "UPDATE", "INFO", "ACK", "PRACK"][rng.random_range(0..6)];
+                    let method = [
+                        "BYE", "INVITE", "UPDATE", "INFO", "ACK", "PRACK", "REFER", "REFER",
+                    ][rng.random_range(0..8)];
                     let body = if method == "INVITE" && rng.random_bool(0.5) {
                         CALLER_SDP
                     } else {
                         ""
                     };
-                    let msg = s.caller_request(method, "RAck: 1 1 INVITE\r\n", body);
+                    let msg = s.caller_request(
+                        method,
+                        "RAck: 1 1 INVITE\r\nRefer-To: <sip:3000@192.0.2.10>\r\n",
+                        body,
+                    );
                     s.caller_sends(msg);
+                    if s.outputs
+                        .iter()
+                        .any(|o| matches!(o, Output::RouteTransfer(..)))
+                    {
+                        let mode = [
+                            TransferMode::Accept,
+                            TransferMode::Relay,
+                            TransferMode::Refuse,
+                        ][rng.random_range(0..3)];
+                        s.route_transfer(mode, Ok(vec![target(BACKUP)]));
+                    }
                 }
                 6 => {
                     if let Some(invite) = b_invites.last().cloned() {
@@ -1682,6 +1734,13 @@ fn random_interleavings_always_end_cleanly() {
                 };
                 s.input(Input::Media(id, reply));
             }
+            while s
+                .outputs
+                .iter()
+                .any(|o| matches!(o, Output::RouteTransfer(..)))
+            {
+                s.route_transfer(TransferMode::Accept, Ok(vec![target(BACKUP)]));
+            }
             while let Some(i) = s
                 .outputs
                 .iter()
@@ -1707,6 +1766,205 @@ fn random_interleavings_always_end_cleanly() {
         assert_eq!(
             s.deletes, expected,
             "seed {seed}: media deleted once when anchored"
+        );
+    }
+}
+
+/// Random interleavings after a REFER in an answered call (from either side, in any mode):
+/// answers, failures, losses, media replies, hang-ups of any of the three parties and time
+/// never panic and always end with every leg terminated, the media released once and every
+/// reservation freed.
+#[test]
+fn random_transfers_always_end_cleanly() {
+    let mut seen = std::collections::HashMap::new();
+    for seed in 0..1500u64 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let outbound = Gauge::default();
+        let (mut s, b_invite) = answered("", settings(), &outbound);
+        let mut carrier_cseq = 1;
+        let sub = if rng.random_bool(0.3) {
+            "Refer-Sub: false\r\n"
+        } else {
+            ""
+        };
+        if rng.random_bool(0.3) {
+            let extra = format!("Refer-To: <sip:3000@198.51.100.7>\r\n{sub}");
+            s.carrier_sends(
+                carrier_request(&b_invite, "REFER", carrier_cseq, &extra, ""),
+                CARRIER,
+            );
+        } else {
+            let extra = format!("Refer-To: <sip:3000@192.0.2.10>\r\n{sub}");
+            let refer = s.caller_request("REFER", &extra, "");
+            s.caller_sends(refer);
+        }
+        let mode = [
+            TransferMode::Accept,
+            TransferMode::Accept,
+            TransferMode::Accept,
+            TransferMode::Relay,
+            TransferMode::Refuse,
+        ][rng.random_range(0..5)];
+        let targets = if rng.random_bool(0.9) {
+            Ok(vec![target(BACKUP), target(BACKUP)])
+        } else {
+            Err((404, "Not Found".into()))
+        };
+        s.route_transfer(mode, targets);
+        let mut c_invites: Vec<SipMessage> = Vec::new();
+        let answer_all = |s: &mut Script, rng: &mut StdRng, c_invites: &mut Vec<SipMessage>| {
+            for addr in [CARRIER, BACKUP, CALLER] {
+                for msg in s.sent_to(addr) {
+                    if !msg.is_request() || msg.method() == Some(&Method::Ack) {
+                        continue;
+                    }
+                    if addr == BACKUP && !has_tag(&msg) {
+                        c_invites.push(msg);
+                        continue;
+                    }
+                    if !rng.random_bool(0.8) {
+                        continue; // lost
+                    }
+                    let body = if msg.method() == Some(&Method::Invite) {
+                        CARRIER_SDP
+                    } else {
+                        ""
+                    };
+                    let reply = if addr == CALLER {
+                        let mut r = response_for(&msg, 200, "OK", Some("alice"));
+                        if !body.is_empty() {
+                            r.headers.push("Content-Type", "application/sdp");
+                            r.body = Bytes::from(CALLER_SDP);
+                        }
+                        parse_datagram(r.to_bytes()).unwrap()
+                    } else {
+                        carrier_reply(&msg, 200, &[], body)
+                    };
+                    s.carrier_sends(reply, addr);
+                }
+            }
+        };
+        for _ in 0..rng.random_range(5..60) {
+            answer_all(&mut s, &mut rng, &mut c_invites);
+            match rng.random_range(0..9) {
+                0 | 1 => {
+                    if !s.media_ops.is_empty() {
+                        let (id, request) =
+                            s.media_ops.remove(rng.random_range(0..s.media_ops.len()));
+                        let reply = match (&request, rng.random_bool(0.85)) {
+                            (MediaRequest::Delete { .. }, _) => Ok(MediaReply::Deleted),
+                            (_, true) => sdp(RELAY_SDP),
+                            (_, false) => Err(MediaFailure::Failed("lost".into())),
+                        };
+                        s.input(Input::Media(id, reply));
+                    }
+                }
+                2 => {
+                    if let Some(i) = s
+                        .outputs
+                        .iter()
+                        .position(|o| matches!(o, Output::Prepare(..)))
+                        && let Some(Output::Prepare(id, _)) = s.outputs.remove(i)
+                    {
+                        let result = Reservation::take(&outbound, Some(2))
+                            .map(|reservation| Prepared {
+                                flow: flow(BACKUP),
+                                alternates: Vec::new(),
+                                reservation,
+                                credentials: None,
+                            })
+                            .ok_or(Unavailable::Limited(Limit::MaxCalls));
+                        s.input(Input::Target(id, result));
+                    }
+                }
+                3 | 4 => {
+                    if let Some(invite) = c_invites.last() {
+                        let code = [100, 180, 200, 200, 200, 486, 503][rng.random_range(0..7)];
+                        let body = if code == 200 && rng.random_bool(0.9) {
+                            TARGET_SDP
+                        } else {
+                            ""
+                        };
+                        let reply = target_reply(invite, code, "Target", body);
+                        s.carrier_sends(reply, BACKUP);
+                    }
+                }
+                5 => {
+                    let bye = s.caller_request("BYE", "", "");
+                    s.caller_sends(bye);
+                }
+                6 => {
+                    carrier_cseq += 1;
+                    s.carrier_sends(
+                        carrier_request(&b_invite, "BYE", carrier_cseq, "", ""),
+                        CARRIER,
+                    );
+                }
+                7 => {
+                    if let Some(invite) = c_invites.last() {
+                        s.carrier_sends(
+                            target_request(invite, "BYE", rng.random_range(1..9)),
+                            BACKUP,
+                        );
+                    }
+                }
+                _ => s.advance(Duration::from_millis(rng.random_range(0..40_000))),
+            }
+        }
+        // Wind down: both original parties hang up (one of them at least is still in the
+        // call), everything is answered, time passes.
+        let bye = s.caller_request("BYE", "", "");
+        s.caller_sends(bye);
+        s.carrier_sends(carrier_request(&b_invite, "BYE", 100, "", ""), CARRIER);
+        for _ in 0..200 {
+            if s.call.is_finished() {
+                break;
+            }
+            answer_all(&mut s, &mut rng, &mut c_invites);
+            for invite in &c_invites {
+                s.carrier_sends(target_reply(invite, 486, "Busy Here", ""), BACKUP);
+            }
+            while let Some((id, request)) = s.media_ops.pop() {
+                let reply = match request {
+                    MediaRequest::Delete { .. } => Ok(MediaReply::Deleted),
+                    _ => sdp(RELAY_SDP),
+                };
+                s.input(Input::Media(id, reply));
+            }
+            while let Some(i) = s
+                .outputs
+                .iter()
+                .position(|o| matches!(o, Output::Prepare(..)))
+            {
+                if let Some(Output::Prepare(id, _)) = s.outputs.remove(i) {
+                    s.input(Input::Target(
+                        id,
+                        Err(Unavailable::Limited(Limit::MaxCalls)),
+                    ));
+                }
+            }
+            s.advance(Duration::from_secs(30));
+        }
+        assert!(
+            s.call.is_finished(),
+            "seed {seed}: call never finished: {:?}",
+            s.call
+        );
+        assert_eq!(s.released(), 1, "seed {seed}: released exactly once");
+        assert_eq!(
+            outbound.get(),
+            0,
+            "seed {seed}: outbound reservations freed"
+        );
+        assert_eq!(s.deletes, 1, "seed {seed}: media deleted once");
+        for transfer in s.transfers() {
+            *seen.entry(transfer).or_insert(0) += 1;
+        }
+    }
+    for result in [TransferResult::Completed, TransferResult::Failed] {
+        assert!(
+            seen.contains_key(&(TransferMode::Accept, result)),
+            "{result:?} in {seen:?}"
         );
     }
 }
@@ -2298,4 +2556,355 @@ fn without_credentials_a_challenge_is_a_failure() {
     );
     s.expect(CARRIER, Method::Ack);
     s.expect(CALLER, 403);
+}
+
+// ---- call transfer (REFER, RFC 3515) ---------------------------------------------------------
+
+const TARGET_SDP: &str = "v=0\r\no=carol 5 5 IN IP4 198.51.100.8\r\ns=-\r\nc=IN IP4 198.51.100.8\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n";
+const RELAY_SDP_2: &str = "v=0\r\no=tandem 8 8 IN IP4 203.0.113.1\r\ns=-\r\nc=IN IP4 203.0.113.1\r\nt=0 0\r\nm=audio 20002 RTP/AVP 0\r\n";
+
+/// The transfer target's response to `request` (tag `carol`).
+fn target_reply(request: &SipMessage, code: u16, reason: &str, body: &str) -> SipMessage {
+    let mut response = response_for(request, code, reason, Some("carol"));
+    if code > 100 && code < 300 {
+        response
+            .headers
+            .push("Contact", format!("<sip:3000@{BACKUP}>"));
+    }
+    if !body.is_empty() {
+        response.headers.push("Content-Type", "application/sdp");
+        response.body = Bytes::from(body.to_owned());
+    }
+    parse_datagram(response.to_bytes()).unwrap()
+}
+
+/// A request from the transfer target in its dialog (opened by `c_invite`).
+fn target_request(c_invite: &SipMessage, method: &str, cseq: u32) -> SipMessage {
+    let request = carrier_request(c_invite, method, cseq, "", "").to_bytes();
+    let text = String::from_utf8_lossy(&request)
+        .replace("tag=bob", "tag=carol")
+        .replace(CARRIER, BACKUP);
+    parse(&text)
+}
+
+/// The caller's answer to a request we sent it.
+fn caller_reply(request: &SipMessage, code: u16) -> SipMessage {
+    parse_datagram(response_for(request, code, "OK", Some("alice")).to_bytes()).unwrap()
+}
+
+fn sipfrag_of(notify: &SipMessage) -> String {
+    assert_eq!(header(notify, "Event").as_deref(), Some("refer"));
+    assert_eq!(
+        header(notify, "Content-Type").as_deref(),
+        Some("message/sipfrag;version=2.0")
+    );
+    String::from_utf8_lossy(&notify.body).into_owned()
+}
+
+/// An answered call whose caller sent a blind REFER to 3000 (with `extra` headers) that the
+/// customers' trunk accepts with the target at BACKUP: returns the carrier's INVITE.
+fn refer_accepted(extra: &str, outbound: &Gauge) -> (Script, SipMessage) {
+    let (mut s, invite) = answered("", settings(), outbound);
+    let refer = s.caller_request(
+        "REFER",
+        &format!(
+            "Refer-To: <sip:3000@192.0.2.10>\r\nReferred-By: <sip:1000@192.0.2.10>\r\n{extra}"
+        ),
+        "",
+    );
+    s.caller_sends(refer);
+    let query = s.route_transfer(TransferMode::Accept, Ok(vec![target(BACKUP)]));
+    assert_eq!(
+        query,
+        TransferQuery {
+            trunk: "customers".into(),
+            called: "3000".into(),
+            calling: "442000".into(),
+        },
+        "routed as a call from the transferor's trunk, from the transferee"
+    );
+    (s, invite)
+}
+
+/// The transfer target's INVITE: prepared, sent without SDP, with Referred-By rewritten.
+fn target_invite(s: &mut Script, outbound: &Gauge) -> SipMessage {
+    s.prepare(BACKUP, outbound);
+    let invite = s.expect(BACKUP, Method::Invite);
+    assert!(invite.body.is_empty(), "late offer: {invite:?}");
+    assert_eq!(
+        String::from_utf8_lossy(invite.request_uri().unwrap()),
+        "sip:3000@198.51.100.8:5090"
+    );
+    assert_eq!(
+        header(&invite, "Referred-By").as_deref(),
+        Some("<sip:441000@203.0.113.1>"),
+        "the transferor's number at our address, nothing of its network"
+    );
+    invite
+}
+
+/// The target answers with its offer; the media pod re-anchors it towards the carrier, which
+/// is re-INVITEd and answers; the target gets the answer in its ACK.
+fn join(s: &mut Script, c_invite: &SipMessage) {
+    s.carrier_sends(target_reply(c_invite, 180, "Ringing", ""), BACKUP);
+    s.carrier_sends(target_reply(c_invite, 200, "OK", TARGET_SDP), BACKUP);
+    let offer = s.media(is_offer, sdp(RELAY_SDP_2));
+    let MediaRequest::Offer {
+        call_id,
+        from_tag,
+        to_tag,
+        sdp: offered,
+        ..
+    } = offer
+    else {
+        unreachable!()
+    };
+    assert_eq!(call_id, "a-leg@192.0.2.10", "the call's media session");
+    assert_eq!(
+        (from_tag, to_tag.as_deref()),
+        ("carol".into(), Some(&b"bob"[..])),
+        "the new party's offer, towards the carrier"
+    );
+    assert_eq!(offered, TARGET_SDP.as_bytes());
+    let reinvite = s.expect(CARRIER, Method::Invite);
+    assert!(has_tag(&reinvite), "in the carrier's dialog");
+    assert_eq!(reinvite.body, RELAY_SDP_2.as_bytes());
+    s.carrier_sends(carrier_reply(&reinvite, 200, &[], CARRIER_SDP), CARRIER);
+    s.expect(CARRIER, Method::Ack);
+    let answer = s.media(is_answer, sdp(RELAY_SDP));
+    assert!(
+        matches!(answer, MediaRequest::Answer { ref sdp, .. } if sdp == CARRIER_SDP.as_bytes())
+    );
+    let ack = s.expect(BACKUP, Method::Ack);
+    assert_eq!(ack.body, RELAY_SDP.as_bytes(), "the answer goes in the ACK");
+}
+
+#[test]
+fn blind_transfer_joins_the_carrier_to_the_new_party_and_reports_with_notify() {
+    let outbound = Gauge::default();
+    let (mut s, _) = refer_accepted("", &outbound);
+    let accepted = s.expect(CALLER, 202);
+    assert_eq!(header(&accepted, "Refer-Sub"), None);
+    let trying = s.expect(CALLER, Method::Notify);
+    assert_eq!(sipfrag_of(&trying), "SIP/2.0 100 Trying\r\n");
+    assert_eq!(
+        header(&trying, "Subscription-State").as_deref(),
+        Some("active;expires=60")
+    );
+    s.caller_sends(caller_reply(&trying, 200));
+    let c_invite = target_invite(&mut s, &outbound);
+    join(&mut s, &c_invite);
+    let done = s.expect(CALLER, Method::Notify);
+    assert_eq!(sipfrag_of(&done), "SIP/2.0 200 OK\r\n");
+    assert_eq!(
+        header(&done, "Subscription-State").as_deref(),
+        Some("terminated;reason=noresource")
+    );
+    s.nothing_to(CALLER);
+    s.caller_sends(caller_reply(&done, 200));
+    // The subscription is over: the transferor's leg ends.
+    let bye = s.expect(CALLER, Method::Bye);
+    s.caller_sends(caller_reply(&bye, 200));
+    assert_eq!(
+        s.transfers(),
+        [(TransferMode::Accept, TransferResult::Completed)]
+    );
+    assert_eq!(s.call.phase(), Phase::Answered);
+    assert!(!s.deleted());
+    // The new party and the carrier talk; the new party hangs up and the carrier gets BYE.
+    s.carrier_sends(target_request(&c_invite, "BYE", 1), BACKUP);
+    s.expect(BACKUP, 200);
+    let carrier_bye = s.expect(CARRIER, Method::Bye);
+    s.carrier_sends(carrier_reply(&carrier_bye, 200, &[], ""), CARRIER);
+    assert!(s.deleted());
+    assert_eq!(s.released(), 1);
+    s.media(is_delete, Ok(MediaReply::Deleted));
+    s.advance(Duration::from_secs(40));
+    assert!(s.call.is_finished());
+    assert_eq!(outbound.get(), 0, "both outbound reservations freed");
+    let record = s.record();
+    assert_eq!(record.transfers.len(), 1);
+    assert_eq!(record.transfers[0].result, "completed");
+    assert_eq!(record.transfers[0].to.as_deref(), Some("3000"));
+}
+
+#[test]
+fn a_busy_transfer_target_leaves_the_call_up_and_is_reported() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = refer_accepted("", &outbound);
+    s.expect(CALLER, 202);
+    let trying = s.expect(CALLER, Method::Notify);
+    s.caller_sends(caller_reply(&trying, 200));
+    let c_invite = target_invite(&mut s, &outbound);
+    s.carrier_sends(target_reply(&c_invite, 486, "Busy Here", ""), BACKUP);
+    s.expect(BACKUP, Method::Ack);
+    let failed = s.expect(CALLER, Method::Notify);
+    assert_eq!(sipfrag_of(&failed), "SIP/2.0 486 Busy Here\r\n");
+    assert_eq!(
+        header(&failed, "Subscription-State").as_deref(),
+        Some("terminated;reason=noresource")
+    );
+    s.caller_sends(caller_reply(&failed, 200));
+    s.nothing_to(CALLER);
+    s.nothing_to(CARRIER);
+    assert_eq!(
+        s.call.phase(),
+        Phase::Answered,
+        "the original call stays up"
+    );
+    assert_eq!(
+        s.transfers(),
+        [(TransferMode::Accept, TransferResult::Failed)]
+    );
+    // The original call goes on: the carrier hangs up, the caller gets BYE.
+    s.carrier_sends(carrier_request(&invite, "BYE", 1, "", ""), CARRIER);
+    s.expect(CARRIER, 200);
+    s.expect(CALLER, Method::Bye);
+    assert!(s.ended(EndReason::CarrierHangup));
+}
+
+#[test]
+fn refer_sub_false_gets_no_notify_and_the_transferor_is_released_at_once() {
+    let outbound = Gauge::default();
+    let (mut s, _) = refer_accepted("Refer-Sub: false\r\n", &outbound);
+    let accepted = s.expect(CALLER, 202);
+    assert_eq!(header(&accepted, "Refer-Sub").as_deref(), Some("false"));
+    s.nothing_to(CALLER);
+    let c_invite = target_invite(&mut s, &outbound);
+    join(&mut s, &c_invite);
+    let bye = s.expect(CALLER, Method::Bye);
+    s.caller_sends(caller_reply(&bye, 200));
+    s.nothing_to(CALLER);
+    assert_eq!(
+        s.transfers(),
+        [(TransferMode::Accept, TransferResult::Completed)]
+    );
+}
+
+#[test]
+fn a_transferor_hanging_up_before_the_final_notify_does_not_end_the_transfer() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = refer_accepted("", &outbound);
+    s.expect(CALLER, 202);
+    let trying = s.expect(CALLER, Method::Notify);
+    s.caller_sends(caller_reply(&trying, 200));
+    let c_invite = target_invite(&mut s, &outbound);
+    // The transferor hangs up as soon as its REFER is accepted.
+    let bye = s.caller_request("BYE", "", "");
+    s.caller_sends(bye);
+    s.expect(CALLER, 200);
+    s.nothing_to(CARRIER);
+    join(&mut s, &c_invite);
+    s.nothing_to(CALLER);
+    assert_eq!(
+        s.transfers(),
+        [(TransferMode::Accept, TransferResult::Completed)]
+    );
+    // The carrier and the new party are bridged; the carrier hangs up.
+    let carrier_bye = carrier_request(&invite, "BYE", 5, "", "");
+    s.carrier_sends(carrier_bye, CARRIER);
+    s.expect(CARRIER, 200);
+    s.expect(BACKUP, Method::Bye);
+    assert!(s.deleted());
+}
+
+#[test]
+fn a_transferor_gone_and_a_failed_transfer_end_the_call() {
+    let outbound = Gauge::default();
+    let (mut s, _) = refer_accepted("", &outbound);
+    s.expect(CALLER, 202);
+    let trying = s.expect(CALLER, Method::Notify);
+    s.caller_sends(caller_reply(&trying, 200));
+    let c_invite = target_invite(&mut s, &outbound);
+    let bye = s.caller_request("BYE", "", "");
+    s.caller_sends(bye);
+    s.expect(CALLER, 200);
+    s.carrier_sends(
+        target_reply(&c_invite, 480, "Temporarily Unavailable", ""),
+        BACKUP,
+    );
+    s.nothing_to(CALLER);
+    s.expect(CARRIER, Method::Bye);
+    assert!(s.ended(EndReason::CallerHangup));
+    assert!(s.deleted());
+    assert_eq!(
+        s.transfers(),
+        [(TransferMode::Accept, TransferResult::Failed)]
+    );
+}
+
+#[test]
+fn an_attended_transfer_is_relayed_in_relay_mode() {
+    let outbound = Gauge::default();
+    let (mut s, _) = answered("", settings(), &outbound);
+    let refer = s.caller_request(
+        "REFER",
+        "Refer-To: <sip:3000@192.0.2.10?Replaces=other%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>\r\n",
+        "",
+    );
+    s.caller_sends(refer);
+    s.route_transfer(TransferMode::Relay, Err((403, "Forbidden".into())));
+    let relayed = s.expect(CARRIER, Method::Refer);
+    assert!(header(&relayed, "Refer-To").unwrap().contains("Replaces="));
+    assert_eq!(
+        s.transfers(),
+        [(TransferMode::Relay, TransferResult::Relayed)]
+    );
+}
+
+#[test]
+fn refer_in_refuse_mode_gets_403_and_attended_transfer_501() {
+    let outbound = Gauge::default();
+    let (mut s, _) = answered("", settings(), &outbound);
+    let refer = s.caller_request("REFER", "Refer-To: <sip:3000@192.0.2.10>\r\n", "");
+    s.caller_sends(refer);
+    s.route_transfer(TransferMode::Refuse, Err((403, "Forbidden".into())));
+    s.expect(CALLER, 403);
+    s.nothing_to(CARRIER);
+    let attended = s.caller_request(
+        "REFER",
+        "Refer-To: <sip:3000@192.0.2.10?Replaces=other%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>\r\n",
+        "",
+    );
+    s.caller_sends(attended);
+    s.route_transfer(TransferMode::Accept, Ok(vec![target(BACKUP)]));
+    s.expect(CALLER, 501);
+    let bad = s.caller_request("REFER", "", "");
+    s.caller_sends(bad);
+    s.expect(CALLER, 400);
+    s.nothing_to(CARRIER);
+    assert_eq!(s.call.phase(), Phase::Answered);
+    assert_eq!(
+        s.transfers(),
+        [
+            (TransferMode::Refuse, TransferResult::Refused),
+            (TransferMode::Accept, TransferResult::Refused)
+        ]
+    );
+}
+
+#[test]
+fn a_carrier_transfer_without_route_is_reported_and_the_call_goes_on() {
+    let outbound = Gauge::default();
+    let (mut s, invite) = answered("", settings(), &outbound);
+    let refer = carrier_request(
+        &invite,
+        "REFER",
+        1,
+        "Refer-To: <sip:999@198.51.100.7>\r\n",
+        "",
+    );
+    s.carrier_sends(refer, CARRIER);
+    let query = s.route_transfer(TransferMode::Accept, Err((404, "Not Found".into())));
+    assert_eq!(query.trunk, "carrier");
+    assert_eq!(query.calling, "441000", "the transferee is the caller");
+    let sent = s.sent_to(CARRIER);
+    assert_eq!(sent[0].status(), Some(202));
+    let frags: Vec<_> = sent[1..].iter().map(sipfrag_of).collect();
+    assert_eq!(
+        frags,
+        ["SIP/2.0 100 Trying\r\n", "SIP/2.0 404 Not Found\r\n"]
+    );
+    s.nothing_to(CALLER);
+    assert_eq!(s.call.phase(), Phase::Answered);
 }

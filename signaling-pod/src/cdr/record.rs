@@ -138,6 +138,21 @@ pub struct Attempt {
     pub cost: Option<String>,
 }
 
+/// One REFER received in the answered call (docs/cdr.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub at: Time,
+    /// The transferor's trunk, whose `transfer.mode` applied.
+    pub trunk: String,
+    /// `accept`, `relay` or `refuse`.
+    pub mode: String,
+    /// `completed`, `failed`, `refused` or `relayed`.
+    pub result: String,
+    /// The number the call was transferred to, once completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
 /// Receive statistics of one RTP source, from the media pod.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MediaStream {
@@ -248,6 +263,9 @@ pub struct CallRecord {
     pub release_cause: String,
     pub released_by: Releaser,
     pub attempts: Vec<Attempt>,
+    /// REFERs received in the answered call, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transfers: Vec<Transfer>,
     /// Absent when no media was anchored or the media pod did not answer the delete.
     pub media: Option<MediaStats>,
 }
@@ -350,6 +368,7 @@ impl Recorder {
                 release_cause: String::new(),
                 released_by: Releaser::Platform,
                 attempts: Vec::new(),
+                transfers: Vec::new(),
                 media: None,
             },
             caller_tag,
@@ -445,6 +464,18 @@ impl Recorder {
             }
             Event::Outcome(outcome) => self.outcome = Some(*outcome),
             Event::Ended(reason) => self.end = Some(*reason),
+            Event::Transfer {
+                trunk,
+                mode,
+                result,
+                to,
+            } => record.transfers.push(Transfer {
+                at: Time::of(at),
+                trunk: trunk.clone(),
+                mode: mode.as_str().to_owned(),
+                result: result.as_str().to_owned(),
+                to: to.clone(),
+            }),
             Event::Released { .. } => {
                 self.released = true;
                 record.ended_at = Time::of(at);
