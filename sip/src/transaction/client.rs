@@ -115,7 +115,8 @@ impl ClientTransaction {
         self.state == ClientState::Terminated
     }
 
-    /// The request this transaction sends.
+    /// The request this transaction sends; once a 2xx accepted it, its
+    /// [`skeleton`](SipMessage::skeleton).
     pub fn request(&self) -> &SipMessage {
         &self.request
     }
@@ -161,8 +162,9 @@ impl ClientTransaction {
                 self.linger_at = Some(now + self.timers.transaction_timeout());
                 self.outputs.push_back(ClientOutput::Response(response));
                 // Accepted only passes 2xx retransmissions up (RFC 6026 §7.2): the request is
-                // not sent again.
+                // not sent again, and what identifies it is all the TU may still ask for.
                 self.wire = Bytes::new();
+                self.request = self.request.skeleton();
             }
             (Accepted, 200..=299) => {
                 self.outputs.push_back(ClientOutput::Response(response));

@@ -206,6 +206,13 @@ impl ServerTransaction {
     }
 
     fn transmit(&mut self, response: SipMessage) {
+        let first_final = response.status().is_some_and(|code| code >= 200)
+            && matches!(self.state, ServerState::Trying | ServerState::Proceeding);
+        if first_final {
+            // Answered: what is left to do is to absorb retransmissions and repeat this
+            // response, for which the request's dialog headers suffice.
+            self.request = self.request.skeleton();
+        }
         let wire = response.to_bytes();
         self.outputs.push_back(ServerOutput::Transmit(wire.clone()));
         self.last_response = Some(wire);
