@@ -64,7 +64,7 @@ bench-deps: ## Install the benchmarks' peers when missing (Kamailio, rtpengine, 
 
 bench-sip: bench-deps bench-ratedeck ## Calls/s: Kamailio, Kamailio + rtpengine, Tandem side by side, after the rate deck figures (RUNS=3, QUICK=1; root; not in `make test`)
 	$(CARGO) build --release -p signaling-pod -p media-pod
-	RUNS='$(RUNS)' QUICK='$(QUICK)' ENGINES='$(ENGINES)' RATES='$(RATES)' python3 bench/sip/bench_sip.py --bin-dir target/release
+	RUNS='$(RUNS)' QUICK='$(QUICK)' MEMORY_ONLY='$(MEMORY_ONLY)' ENGINES='$(ENGINES)' RATES='$(RATES)' python3 bench/sip/bench_sip.py --bin-dir target/release
 
 bench-ratedeck: ## Rate deck of 1,000,000 prefixes: load time, bytes per prefix, lookup time (not in `make test`)
 	$(CARGO) run --release -p bench-ratedeck

@@ -14,6 +14,7 @@ Settings come from the environment (empty means the default):
   ENGINES=...       a subset of: kamailio kamailio+rtpengine tandem
   RATES="a b c"     offer exactly these rates (no ramp, no bisection)
   START=500 STEP=500 MAX_RATE=12000 RESOLUTION=125 STEP_SECONDS=10 HOLD_CALLS=2000
+  MEMORY_ONLY=1     only the memory step (no rate steps): memory per call held, on its own
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Settings:
     hold_calls: int
     hold_settle_seconds: int
     engines: tuple[str, ...]
+    memory_only: bool = False
 
     @staticmethod
     def from_env(env: dict[str, str]) -> Settings:
@@ -89,6 +91,7 @@ class Settings:
             hold_calls=number("HOLD_CALLS", 200 if quick else 2000),
             hold_settle_seconds=2 if quick else 33,
             engines=names,
+            memory_only=env.get("MEMORY_ONLY", "").strip() not in ("", "0"),
         )
 
 
@@ -188,7 +191,7 @@ class Bench:
                 raise RuntimeError(f"SIPp uas did not start (log: {workdir / 'uas.log'})")
             results: dict[int, bool] = {}
             steps = []
-            while (rate := next_rate(self.settings.plan, results)) is not None:
+            while not self.settings.memory_only and (rate := next_rate(self.settings.plan, results)) is not None:
                 step = self.rate_step(engine, netns, uas, rate, workdir)
                 steps.append(step)
                 results[rate] = step.sustained

@@ -55,7 +55,7 @@ use crate::transport::{ConnectionMetrics, Limits, Transport, Transports, tls};
 
 /// mimalloc returns the pages calls free to the system, where glibc's allocator keeps them
 /// between long-lived allocations (docs/performance.md, memory per call).
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "system-allocator")))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

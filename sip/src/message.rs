@@ -199,6 +199,51 @@ impl SipMessage {
         }
     }
 
+    /// A copy of a request with only its request line and the headers that identify it and
+    /// that a response to it takes (Via, From, To, Call-ID, CSeq, Timestamp), their values in
+    /// one small buffer of their own: what a transaction keeps once the request is answered,
+    /// so that the message as received or built is freed.
+    pub fn skeleton(&self) -> SipMessage {
+        use crate::headers::{HeaderName, KnownHeader as K};
+        let kept = [K::Via, K::From, K::To, K::CallId, K::CSeq, K::Timestamp];
+        let values: Vec<(K, &Bytes)> = kept
+            .iter()
+            .flat_map(|&h| self.headers.all_known(h).map(move |v| (h, v)))
+            .collect();
+        let uri = self.request_uri().map_or(&[][..], |u| &u[..]);
+        let mut buffer =
+            BytesMut::with_capacity(uri.len() + values.iter().map(|(_, v)| v.len()).sum::<usize>());
+        buffer.put_slice(uri);
+        for (_, value) in &values {
+            buffer.put_slice(value);
+        }
+        let buffer = buffer.freeze();
+        let start = match &self.start {
+            StartLine::Request(line) => StartLine::Request(RequestLine {
+                method: match &line.method {
+                    Method::Other(token) => Method::Other(Bytes::copy_from_slice(token)),
+                    known => known.clone(),
+                },
+                uri: buffer.slice(..uri.len()),
+            }),
+            StartLine::Response(line) => StartLine::Response(StatusLine {
+                code: line.code,
+                reason: Bytes::copy_from_slice(&line.reason),
+            }),
+        };
+        let mut headers = Headers::with_capacity(values.len());
+        let mut at = uri.len();
+        for (name, value) in &values {
+            headers.push_parsed(HeaderName::Known(*name), buffer.slice(at..at + value.len()));
+            at += value.len();
+        }
+        SipMessage {
+            start,
+            headers,
+            body: Bytes::new(),
+        }
+    }
+
     /// The raw Request-URI of a request.
     pub fn request_uri(&self) -> Option<&Bytes> {
         match &self.start {
@@ -342,5 +387,38 @@ mod tests {
         out.put_u8(b' ');
         put_decimal(&mut out, u64::MAX);
         assert_eq!(&out[..], b"0 18446744073709551615");
+    }
+
+    #[test]
+    fn a_request_skeleton_answers_alike_and_holds_no_more() {
+        let invite = crate::parse::parse_datagram(Bytes::from_static(
+            b"INVITE sip:bob@example.com SIP/2.0\r\n\
+              Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1, SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK0\r\n\
+              Max-Forwards: 70\r\n\
+              From: \"Alice, A.\" <sip:alice@example.com>;tag=a1\r\n\
+              To: <sip:bob@example.com>\r\n\
+              Call-ID: c1@192.0.2.1\r\n\
+              CSeq: 7 INVITE\r\n\
+              Timestamp: 54\r\n\
+              Contact: <sip:alice@192.0.2.1>\r\n\
+              Content-Type: application/sdp\r\n\
+              Content-Length: 4\r\n\r\nv=0\n",
+        ))
+        .unwrap();
+        let kept = invite.skeleton();
+        assert_eq!(kept.method(), Some(&Method::Invite));
+        assert_eq!(kept.request_uri().unwrap(), "sip:bob@example.com");
+        assert_eq!(
+            kept.headers.len(),
+            7,
+            "two Vias, From, To, Call-ID, CSeq, Timestamp"
+        );
+        assert!(kept.body.is_empty());
+        for code in [100, 180, 200, 486] {
+            assert_eq!(
+                crate::response::response_for(&kept, code, "X", Some("b1")).to_bytes(),
+                crate::response::response_for(&invite, code, "X", Some("b1")).to_bytes(),
+            );
+        }
     }
 }

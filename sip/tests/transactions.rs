@@ -602,6 +602,9 @@ fn accepted_server_absorbs_invite_retransmissions_and_leaves_the_ack_to_the_tu()
         Some(ServerOutput::Transmit(_))
     ));
     assert_eq!(server.state(), ServerState::Accepted);
+    // Answered, it keeps only what identifies the INVITE (RFC 6026 Accepted needs no more).
+    assert_eq!(server.request(), &invite.skeleton());
+    assert!(server.request().headers.get("Max-Forwards").is_none());
     let key = transaction_key(&invite).unwrap();
     assert!(server.matches(&key));
     server.on_request(now + SECOND, invite.clone());
@@ -655,6 +658,7 @@ fn accepted_client_passes_every_2xx_up() {
         .count();
     assert_eq!(ups, 2, "each 2xx needs its own ACK from the TU");
     assert_eq!(client.state(), ClientState::Accepted);
+    assert_eq!(client.request(), &invite.skeleton());
     // Late provisional and failure responses are absorbed.
     client.on_response(
         now + SECOND,

@@ -476,14 +476,15 @@ struct Unacked {
 
 impl Unacked {
     /// Our 2xx `response` to the INVITE numbered `cseq`, sent at `now`: first resent after T1.
-    fn new(now: Instant, cseq: u32, response: Bytes, timers: &TimerConfig) -> Unacked {
-        Unacked {
+    /// Boxed: a leg holds one only until the ACK arrives.
+    fn new(now: Instant, cseq: u32, response: Bytes, timers: &TimerConfig) -> Box<Unacked> {
+        Box::new(Unacked {
             cseq,
             response,
             next: now + timers.t1,
             interval: timers.t1,
             give_up: now + timers.transaction_timeout(),
-        }
+        })
     }
 }
 
@@ -537,7 +538,7 @@ struct LegState {
     /// Whether we are the UAC of this dialog (leg B).
     uac: bool,
     /// Our 2xx to the peer's INVITE, awaiting ACK.
-    unacked: Option<Unacked>,
+    unacked: Option<Box<Unacked>>,
     /// A session change is in progress on this leg (ours or the peer's): another gets 491.
     busy: bool,
 }
@@ -586,8 +587,9 @@ impl LegState {
 /// The carrier attempt in progress.
 struct Attempt {
     state: LegState,
-    /// Our INVITE, kept for its CANCEL until a final response arrives.
-    invite: Option<SipMessage>,
+    /// Our INVITE, kept for its CANCEL until a final response arrives (boxed: an answered
+    /// call has none).
+    invite: Option<Box<SipMessage>>,
     /// The CSeq number of our INVITE.
     invite_seq: u32,
     target: Target,
@@ -623,9 +625,11 @@ pub struct Call {
     a_final_sent: bool,
     /// Whether the caller takes reliable provisional responses.
     a_100rel: bool,
-    reliable: Option<Reliable>,
+    /// Boxed, like the other fields a call holds only while it is set up: an answered call
+    /// stays small (`call::scenarios::an_answered_call_is_compact`).
+    reliable: Option<Box<Reliable>>,
     /// A provisional response waiting for the PRACK of the previous reliable one.
-    queued_provisional: Option<(u16, String, Option<Bytes>)>,
+    queued_provisional: Option<Box<(u16, String, Option<Bytes>)>>,
     /// The carrier's answer (its SDP through the media pod), held until the caller PRACKs a
     /// reliable provisional response with SDP.
     answer_after_prack: Option<Option<Bytes>>,
@@ -638,7 +642,7 @@ pub struct Call {
     calling: String,
     targets: VecDeque<Target>,
     /// The target being prepared by the driver, by request id.
-    preparing: Option<(u32, Target)>,
+    preparing: Option<Box<(u32, Target)>>,
     next_prepare: u32,
     /// The session interval to ask of the next carrier attempt (raised by a 422).
     b_session_expires: u32,
@@ -1008,7 +1012,7 @@ impl Call {
         if let Some(target) = self.targets.pop_front() {
             self.next_prepare += 1;
             let id = self.next_prepare;
-            self.preparing = Some((id, target.clone()));
+            self.preparing = Some(Box::new((id, target.clone())));
             self.outputs.push_back(Output::Prepare(id, target));
             return;
         }
@@ -1028,11 +1032,11 @@ impl Call {
         let Some(result) = self.on_transfer_target(now, id, result) else {
             return;
         };
-        let Some((expected, target)) = self.preparing.take() else {
+        let Some((expected, target)) = self.preparing.take().map(|p| *p) else {
             return; // Cancelled meanwhile; the reservation is released as it drops.
         };
         if expected != id {
-            self.preparing = Some((expected, target));
+            self.preparing = Some(Box::new((expected, target)));
             return;
         }
         match result {
@@ -1156,7 +1160,7 @@ impl Call {
         self.b = Some(Attempt {
             state,
             invite_seq: invite.cseq().map(|c| c.seq).unwrap_or(1),
-            invite: Some(invite),
+            invite: Some(Box::new(invite)),
             target,
             reservation: Some(prepared.reservation),
             provisional: false,
@@ -1353,7 +1357,7 @@ impl Call {
             // The PRACK's 200 goes out first, then the answer it was holding back.
             self.drive(now);
             self.answer_a(now, sdp);
-        } else if let Some((code, reason, sdp)) = self.queued_provisional.take() {
+        } else if let Some((code, reason, sdp)) = self.queued_provisional.take().map(|q| *q) {
             self.provisional_to_a(now, code, &reason, sdp);
         }
     }
@@ -2081,7 +2085,7 @@ impl Call {
             return;
         }
         if self.reliable.is_some() {
-            self.queued_provisional = Some((code, reason.to_owned(), sdp));
+            self.queued_provisional = Some(Box::new((code, reason.to_owned(), sdp)));
             return;
         }
         let with_sdp = sdp.is_some();
@@ -2097,14 +2101,14 @@ impl Call {
             );
         }
         let t1 = self.settings.timers.t1;
-        self.reliable = Some(Reliable {
+        self.reliable = Some(Box::new(Reliable {
             rseq,
             response: response.to_bytes(),
             with_sdp,
             next: (!self.a.leg.flow.transport.is_reliable()).then_some(now + t1),
             interval: t1,
             give_up: now + self.settings.timers.transaction_timeout(),
-        });
+        }));
         self.send_server(now, 0, response);
     }
 
@@ -2205,7 +2209,11 @@ impl Call {
         let Some(attempt) = &self.b else {
             return;
         };
-        let Some(Ok(cancel)) = attempt.invite.as_ref().map(tandem_sip::dialog::cancel_for) else {
+        let Some(Ok(cancel)) = attempt
+            .invite
+            .as_ref()
+            .map(|invite| tandem_sip::dialog::cancel_for(invite))
+        else {
             return;
         };
         let flow = attempt.state.leg.flow;
@@ -2246,6 +2254,7 @@ impl Call {
             now,
             self.settings.timers,
         );
+        self.servers.reserve_exact(1);
         self.servers.push(ServerTx {
             id,
             side,
@@ -2301,6 +2310,9 @@ impl Call {
             now,
             self.settings.timers,
         );
+        // A call has one or two transactions at a time: no room for four (a `Vec`'s first
+        // growth) of these large entries.
+        self.clients.reserve_exact(1);
         self.clients.push(ClientTx {
             branch,
             method,
@@ -2641,7 +2653,7 @@ impl Call {
         let method = method.clone();
         if matches!(purpose, Purpose::Invite) {
             attempt.invite_seq = seq;
-            attempt.invite = Some(retry.clone());
+            attempt.invite = Some(Box::new(retry.clone()));
             self.invite_deadline = Some(now + self.settings.invite_timeout);
         }
         tracing::debug!(

@@ -913,6 +913,8 @@ impl Shard {
             Event::LegOpened(call_id) => {
                 self.by_call_id.insert(call_id.clone(), key);
                 if let Some(slot) = self.calls.get_mut(&key) {
+                    // A call has two legs, seldom more: room for the next one only.
+                    slot.call_ids.reserve_exact(1);
                     slot.call_ids.push(call_id);
                 }
             }

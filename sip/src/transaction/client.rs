@@ -115,7 +115,8 @@ impl ClientTransaction {
         self.state == ClientState::Terminated
     }
 
-    /// The request this transaction sends.
+    /// The request this transaction sends; once a 2xx accepted it, its
+    /// [`skeleton`](SipMessage::skeleton).
     pub fn request(&self) -> &SipMessage {
         &self.request
     }
@@ -160,6 +161,10 @@ impl ClientTransaction {
                 self.timeout_at = None;
                 self.linger_at = Some(now + self.timers.transaction_timeout());
                 self.outputs.push_back(ClientOutput::Response(response));
+                // Accepted only passes 2xx retransmissions up (RFC 6026 §7.2): the request is
+                // not sent again, and what identifies it is all the TU may still ask for.
+                self.wire = Bytes::new();
+                self.request = self.request.skeleton();
             }
             (Accepted, 200..=299) => {
                 self.outputs.push_back(ClientOutput::Response(response));
@@ -170,6 +175,7 @@ impl ClientTransaction {
                 self.outputs.push_back(ClientOutput::Response(response));
                 self.ack = Some(ack);
                 self.state = Completed;
+                self.wire = Bytes::new();
                 self.retransmit_at = None;
                 self.timeout_at = None;
                 if self.reliable {
@@ -197,6 +203,7 @@ impl ClientTransaction {
             (Trying | Proceeding, 200..=699) => {
                 self.outputs.push_back(ClientOutput::Response(response));
                 self.state = Completed;
+                self.wire = Bytes::new();
                 self.retransmit_at = None;
                 self.timeout_at = None;
                 if self.reliable {
@@ -250,7 +257,13 @@ impl ClientTransaction {
 
     /// The next effect to carry out.
     pub fn poll_output(&mut self) -> Option<ClientOutput> {
-        self.outputs.pop_front()
+        let output = self.outputs.pop_front();
+        if output.is_none() {
+            // A transaction mostly waits (for a response, or out its Timer K/J/L): no room for
+            // outputs meanwhile.
+            self.outputs = VecDeque::new();
+        }
+        output
     }
 
     fn terminate(&mut self) {

@@ -138,6 +138,8 @@ impl ServerTransaction {
         if *method == Method::Ack {
             if self.invite && self.state == ServerState::Completed {
                 self.state = ServerState::Confirmed;
+                // Confirmed only absorbs ACKs (§17.2.1): the response is not sent again.
+                self.last_response = None;
                 self.retransmit_at = None;
                 self.timeout_at = None;
                 if self.reliable {
@@ -172,10 +174,14 @@ impl ServerTransaction {
                 self.transmit(response);
                 self.state = Accepted;
                 self.linger_at = Some(now + self.timers.transaction_timeout());
+                // The TU retransmits its 2xx (§13.3.1.4); this transaction only absorbs the
+                // INVITE's retransmissions (RFC 6026 §7.1), so keeps no copy.
+                self.last_response = None;
             }
             (true, Accepted, 200..=299) => {
                 // The TU's own 2xx retransmissions (§13.3.1.4) pass through.
                 self.transmit(response);
+                self.last_response = None;
             }
             (true, Proceeding, 300..=699) => {
                 self.transmit(response);
@@ -200,6 +206,13 @@ impl ServerTransaction {
     }
 
     fn transmit(&mut self, response: SipMessage) {
+        let first_final = response.status().is_some_and(|code| code >= 200)
+            && matches!(self.state, ServerState::Trying | ServerState::Proceeding);
+        if first_final {
+            // Answered: what is left to do is to absorb retransmissions and repeat this
+            // response, for which the request's dialog headers suffice.
+            self.request = self.request.skeleton();
+        }
         let wire = response.to_bytes();
         self.outputs.push_back(ServerOutput::Transmit(wire.clone()));
         self.last_response = Some(wire);
@@ -254,7 +267,13 @@ impl ServerTransaction {
 
     /// The next effect to carry out.
     pub fn poll_output(&mut self) -> Option<ServerOutput> {
-        self.outputs.pop_front()
+        let output = self.outputs.pop_front();
+        if output.is_none() {
+            // A transaction mostly waits (for a response, or out its Timer K/J/L): no room for
+            // outputs meanwhile.
+            self.outputs = VecDeque::new();
+        }
+        output
     }
 
     fn terminate(&mut self) {

@@ -182,7 +182,8 @@ struct InfoQueue {
 pub struct DtmfInfo {
     /// Whether each side (`[caller, carrier]`) takes DTMF as SIP INFO.
     sip_info: [bool; 2],
-    queues: [InfoQueue; 2],
+    /// The digits waiting for each side, made at the first digit (most calls have none).
+    queues: Option<Box<[InfoQueue; 2]>>,
 }
 
 impl DtmfInfo {
@@ -261,7 +262,7 @@ impl Call {
         if !self.dtmf.converts(to) {
             return;
         }
-        let queue = &mut self.dtmf.queues[index(to)];
+        let queue = &mut self.dtmf.queues.get_or_insert_default()[index(to)];
         if queue.waiting.len() >= MAX_WAITING {
             tracing::warn!(leg = to.label(), "DTMF INFO queue full; digit dropped");
             return;
@@ -272,11 +273,14 @@ impl Call {
 
     /// Sends the next waiting digit on `side`, unless an INFO is in progress there.
     fn send_next_info(&mut self, now: Instant, side: Side) {
+        let Some(queues) = self.dtmf.queues.as_mut() else {
+            return;
+        };
         if self.phase != Phase::Answered {
-            self.dtmf.queues[index(side)] = InfoQueue::default();
+            queues[index(side)] = InfoQueue::default();
             return;
         }
-        let queue = &mut self.dtmf.queues[index(side)];
+        let queue = &mut queues[index(side)];
         if queue.in_flight {
             return;
         }
@@ -298,7 +302,9 @@ impl Call {
 
     /// The final answer `code` to our INFO on `side` (408 for a time-out).
     pub(super) fn on_dtmf_info_answer(&mut self, now: Instant, side: Side, code: u16) {
-        self.dtmf.queues[index(side)].in_flight = false;
+        if let Some(queues) = self.dtmf.queues.as_mut() {
+            queues[index(side)].in_flight = false;
+        }
         if matches!(code, 408 | 481) {
             // The dialog is gone (RFC 5057): so is the call.
             tracing::info!(
@@ -306,7 +312,7 @@ impl Call {
                 code,
                 "DTMF INFO failed; ending the call"
             );
-            self.dtmf.queues = Default::default();
+            self.dtmf.queues = None;
             self.end(now, EndReason::RefreshFailed, None);
             return;
         }
