@@ -40,9 +40,9 @@ build-deps: ## Install what the build links against, when missing (libopus-dev)
 test: ## Run every test: lint, unit, integration, end-to-end (SIPp), chart and Prometheus (phases overlap)
 	CARGO='$(CARGO)' scripts/test-all
 
-test-unit: ## Unit and integration tests of every crate, crates in parallel (cargo-nextest), and doc tests
+test-unit: ## Unit and integration tests of every crate (the end-to-end harness's own included), crates in parallel (cargo-nextest), and doc tests
 	@$(CARGO) nextest --version >/dev/null 2>&1 || { echo "cargo-nextest is missing: run 'make deps'" >&2; exit 1; }
-	$(CARGO) nextest run --workspace -E 'not package(tandem-e2e)' --no-fail-fast
+	$(CARGO) nextest run --workspace -E 'not binary_id(tandem-e2e::e2e)' --no-fail-fast
 	$(CARGO) test --workspace --doc
 
 test-e2e: build-debug ## End-to-end tests: the local platform against real SIPp and Kamailio peers (each test in its own network namespace)
