@@ -7,8 +7,13 @@ CARGO ?= cargo
 PROFILE ?= local
 BIN_DIR := target/$(if $(filter dev test,$(PROFILE)),debug,$(PROFILE))
 LOCAL_FEATURES := $(if $(FULL),,--no-default-features)
+# The debug binaries the end-to-end and chart tests run, with the end-to-end test binary. Every
+# cargo command of the tests selects the whole workspace with its dev-dependencies (a test target
+# here, --all-targets in lint), so cargo resolves one feature set and compiles each dependency
+# once; `--bins` alone or `-p`/`--exclude` would resolve another and compile dozens again.
+DEBUG_BINS := --workspace --bins --test e2e
 
-.PHONY: help run build build-local test test-unit test-e2e test-chart e2e lint fmt crds chart-crds deps load bench-deps bench-sip bench-ratedeck bench-media clean build-deps
+.PHONY: help run build build-local build-debug test test-unit test-e2e test-chart e2e lint fmt crds chart-crds deps load bench-deps bench-sip bench-ratedeck bench-media clean build-deps
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -26,23 +31,24 @@ run: build-local ## Start the local platform in the foreground from examples/loc
 deps: build-deps ## Install what the tests use, when missing (SIPp, Prometheus, cargo-nextest, Python tools)
 	scripts/install-test-deps
 
+build-debug: build-deps ## Build the debug binaries and the end-to-end test binary (what test-e2e and test-chart run)
+	$(CARGO) build $(DEBUG_BINS) $(CARGO_FLAGS)
+
 build-deps: ## Install what the build links against, when missing (libopus-dev)
 	@scripts/install-build-deps
 
 test: ## Run every test: lint, unit, integration, end-to-end (SIPp), chart and Prometheus (phases overlap)
 	CARGO='$(CARGO)' scripts/test-all
 
-test-unit: ## Unit and integration tests of every crate, crates in parallel (cargo-nextest), and doc tests
+test-unit: ## Unit and integration tests of every crate (the end-to-end harness's own included), crates in parallel (cargo-nextest), and doc tests
 	@$(CARGO) nextest --version >/dev/null 2>&1 || { echo "cargo-nextest is missing: run 'make deps'" >&2; exit 1; }
-	$(CARGO) nextest run --workspace --exclude tandem-e2e --no-fail-fast
-	$(CARGO) test --workspace --exclude tandem-e2e --doc
+	$(CARGO) nextest run --workspace -E 'not binary_id(tandem-e2e::e2e)' --no-fail-fast
+	$(CARGO) test --workspace --doc
 
-test-e2e: build-deps ## End-to-end tests: the local platform against real SIPp and Kamailio peers (each test in its own network namespace)
-	$(CARGO) build --workspace --bins
+test-e2e: build-debug ## End-to-end tests: the local platform against real SIPp and Kamailio peers (each test in its own network namespace)
 	CARGO='$(CARGO)' scripts/test-e2e
 
-test-chart: build-deps ## Helm chart, dashboards, alerts; a real Prometheus against the local platform (contract ports)
-	$(CARGO) build --workspace --bins
+test-chart: build-debug ## Helm chart, dashboards, alerts; a real Prometheus against the local platform (contract ports)
 	charts/tests/run
 
 e2e: ## Operator end-to-end tests on a kind cluster (needs docker, kind, kubectl)
