@@ -53,12 +53,6 @@ use crate::overload::OverloadSettings;
 use crate::registration::Registrations;
 use crate::transport::{ConnectionMetrics, Limits, Transport, Transports, tls};
 
-/// mimalloc returns the pages calls free to the system, where glibc's allocator keeps them
-/// between long-lived allocations (docs/performance.md, memory per call).
-#[cfg(not(any(test, feature = "system-allocator")))]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// How long a stopping pod waits for its registrars to confirm the removal of its bindings.
 const UNREGISTER_WAIT: Duration = Duration::from_secs(4);
 
