@@ -22,7 +22,7 @@ build: build-deps ## Build every binary with every feature (PROFILE=local|releas
 	$(CARGO) build --workspace --bins --profile $(PROFILE)
 
 build-local: build-deps ## Build the two binaries of the local platform (FULL=1: with Kubernetes and OTLP)
-	@echo "building signaling-pod and media-pod: profile $(PROFILE), $(if $(FULL),every feature,without the kubernetes and otlp features (FULL=1 adds them)); about 3½ minutes on 2 cores the first time"
+	@echo "building signaling-pod and media-pod: profile $(PROFILE), $(if $(FULL),every feature,without the kubernetes and otlp features (FULL=1 adds them)); about 3¼ minutes on 2 cores the first time"
 	$(CARGO) build -p signaling-pod -p media-pod --profile $(PROFILE) $(LOCAL_FEATURES)
 
 run: build-local ## Start the local platform in the foreground from examples/local/ (Ctrl-C stops it)
