@@ -5,10 +5,11 @@
 //!
 //! The datagram follows rtpengine's DTMF log: `callid`, `source_tag`, `event` (0-15),
 //! `duration` (ms), `volume` (dB below the maximum) and `type` `"DTMF"`; other keys are
-//! ignored.
+//! ignored. Reports are taken from the media pods of the pool only (their ng address).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -16,6 +17,10 @@ use tokio::net::UdpSocket;
 
 use crate::call::core::Digit;
 use crate::dispatcher::Dispatcher;
+use crate::media_pool::MediaPool;
+
+/// How often a DTMF report from an address that is no media pod is logged, at most.
+const STRANGER_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A digit a media pod reported.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,9 +61,12 @@ pub fn parse(datagram: &[u8]) -> Result<DtmfReport, String> {
     })
 }
 
-/// Receives reports on `socket` for as long as the pod runs.
-pub async fn serve(socket: UdpSocket, dispatcher: Arc<Dispatcher>) {
+/// Receives reports on `socket` for as long as the pod runs. Only the pool's media pods are
+/// believed: anyone else who knew a call's Call-ID and tag could make it send INFO digits.
+pub async fn serve(socket: UdpSocket, dispatcher: Arc<Dispatcher>, media: Arc<MediaPool>) {
     let mut buf = vec![0u8; 2048];
+    // A report from elsewhere is dropped; the first one of each minute is logged.
+    let mut last_stranger_logged: Option<Instant> = None;
     loop {
         let (len, from) = match socket.recv_from(&mut buf).await {
             Ok(received) => received,
@@ -67,6 +75,13 @@ pub async fn serve(socket: UdpSocket, dispatcher: Arc<Dispatcher>) {
                 continue;
             }
         };
+        if !media.is_member(from.ip()) {
+            if last_stranger_logged.is_none_or(|t| t.elapsed() >= STRANGER_LOG_INTERVAL) {
+                last_stranger_logged = Some(Instant::now());
+                tracing::warn!(%from, "DTMF report from an address that is no media pod dropped");
+            }
+            continue;
+        }
         match parse(&buf[..len]) {
             Ok(report) => dispatcher.deliver_dtmf(report),
             Err(error) => tracing::info!(%from, error, "bad DTMF report ignored"),

@@ -477,7 +477,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let ctx = Arc::new(CallContext {
         transports: Arc::clone(&transports),
-        media,
+        media: Arc::clone(&media),
         metrics,
         trunk_health: Arc::clone(&trunk_health),
         settings: Arc::new(settings),
@@ -523,7 +523,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let dtmf_socket = tokio::net::UdpSocket::bind(args.dtmf_report_listen)
         .await
         .map_err(|e| anyhow::anyhow!("--dtmf-report-listen {}: {e}", args.dtmf_report_listen))?;
-    tokio::spawn(dtmf_reports::serve(dtmf_socket, Arc::clone(&dispatcher)));
+    tokio::spawn(dtmf_reports::serve(
+        dtmf_socket,
+        Arc::clone(&dispatcher),
+        media,
+    ));
     for listener in stream_listeners {
         tokio::spawn(Arc::clone(&transports).run_listener(listener, Arc::clone(&dispatcher)));
     }

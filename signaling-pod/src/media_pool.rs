@@ -24,7 +24,7 @@
 //! and delete: the other side already has the pod's addresses. A pod leaving the pool (draining
 //! pods leave the Service's DNS answer) still sees its calls to the end.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -336,6 +336,12 @@ impl MediaPool {
         {
             change(member);
         }
+    }
+
+    /// Whether `ip` is the address of one of the pool's media pods (their ng address): the only
+    /// senders whose DTMF reports are believed.
+    pub fn is_member(&self, ip: IpAddr) -> bool {
+        self.lock().iter().any(|m| m.server.ip() == ip)
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Member>> {
@@ -732,6 +738,14 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("condition not reached");
+    }
+
+    #[tokio::test]
+    async fn only_the_pools_pods_are_members() {
+        let pod = FakePod::start(0).await;
+        let pool = pool_of(&[&pod]).await;
+        assert!(pool.is_member(pod.server.ip()));
+        assert!(!pool.is_member("192.0.2.7".parse().unwrap()));
     }
 
     #[tokio::test]

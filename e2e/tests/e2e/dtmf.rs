@@ -384,6 +384,24 @@ fn a_sip_info_carrier_s_digits_reach_an_rfc_4733_caller_and_the_caller_s_come_ba
         "3 for 200 ms, then # for the default 250 ms: {events:?}"
     );
 
+    // A report of a 5 in this call from an address that is no media pod is not believed: the
+    // carrier gets no INFO for it (the scenario expects the caller's 1 first).
+    let caller_tag = get("From")
+        .split(";tag=")
+        .nth(1)
+        .and_then(|t| t.split(';').next())
+        .unwrap_or_default()
+        .to_owned();
+    let forged = format!(
+        r#"{{"callid":"{}","source_tag":"{caller_tag}","event":5,"duration":160,"type":"DTMF"}}"#,
+        get("Call-ID")
+    );
+    UdpSocket::bind("127.0.0.2:0")
+        .unwrap()
+        .send_to(forged.as_bytes(), "127.0.0.1:2224")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
     // The caller's RFC 4733 digits 1 and 9 reach the carrier as INFO (the scenario checks).
     let relay = SocketAddr::from(([127, 0, 0, 1], caller_facing));
     for packet in keyed_as_events(&[1, 9], 0xCA11_0019) {
