@@ -476,6 +476,20 @@ pub fn raw_invite(caller: &RawCaller, media: &str, call_id: &str) -> String {
     )
 }
 
+/// The ACK of `caller` for the 2xx `answer` to its [`raw_invite`].
+pub fn raw_ack(caller: &RawCaller, answer: &str) -> String {
+    let get = |name| header(answer, name).unwrap_or_default();
+    format!(
+        "ACK sip:15550001@{SIP} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKack1\r\n\
+         Max-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 ACK\r\n\
+         Content-Length: 0\r\n\r\n",
+        caller.addr(),
+        get("From"),
+        get("To"),
+        get("Call-ID")
+    )
+}
+
 /// A carrier on a plain socket: answers the first INVITE it receives with 200 OK and an SDP
 /// whose media section is `media`; returns the INVITE.
 pub fn carrier_answers(carrier: &UdpSocket, media: &str) -> String {

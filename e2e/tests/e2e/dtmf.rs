@@ -17,7 +17,7 @@ use tandem_codec::dtmf::{Detected, Detector, ToneGenerator};
 use tandem_codec::signal::tone;
 use tandem_codec::{CodecKind, Decoder, Encoder};
 use tandem_e2e::{
-    CARRIER_PORT, ConfigDir, Platform, RawCaller, SIP, audio_line, carrier_answers, header,
+    CARRIER_PORT, ConfigDir, Platform, RawCaller, audio_line, carrier_answers, header, raw_ack,
     raw_invite, status_code,
 };
 use tandem_rtp::RtpPacket;
@@ -151,17 +151,7 @@ fn call(trunk: &str, caller_events: bool, carrier_events: bool) -> Call {
         }
     };
     let (caller_facing, answered) = audio_line(&answer);
-    let get = |name| header(&answer, name).unwrap_or_default().to_owned();
-    let ack = format!(
-        "ACK sip:15550001@{SIP} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKack1\r\n\
-         Max-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 ACK\r\n\
-         Content-Length: 0\r\n\r\n",
-        caller.addr(),
-        get("From"),
-        get("To"),
-        get("Call-ID")
-    );
-    caller.send_raw(ack.as_bytes());
+    caller.send_raw(raw_ack(&caller, &answer).as_bytes());
     let relay = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
     Call {
         _platform: platform,
@@ -353,16 +343,7 @@ fn a_sip_info_carrier_s_digits_reach_an_rfc_4733_caller_and_the_caller_s_come_ba
     let (caller_facing, answered) = audio_line(&answer);
     assert_eq!(answered, ["0", "101"], "the caller keeps its events");
     let get = |name| header(&answer, name).unwrap_or_default().to_owned();
-    let ack = format!(
-        "ACK sip:15550001@{SIP} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKack1\r\n\
-         Max-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 ACK\r\n\
-         Content-Length: 0\r\n\r\n",
-        caller.addr(),
-        get("From"),
-        get("To"),
-        get("Call-ID")
-    );
-    caller.send_raw(ack.as_bytes());
+    caller.send_raw(raw_ack(&caller, &answer).as_bytes());
 
     // The carrier's INFO digits 3 and # reach the caller as RFC 4733 events.
     let (events, _) = received(&caller_rtp);

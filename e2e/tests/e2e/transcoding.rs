@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tandem_codec::signal::{dominant_frequency, tone, tone_power_ratio};
 use tandem_codec::{CodecKind, Decoder, Encoder};
 use tandem_e2e::{
-    CARRIER_PORT, Platform, RawCaller, SIP, audio_line, carrier_answers, header, raw_invite,
+    CARRIER_PORT, Platform, RawCaller, audio_line, carrier_answers, raw_ack, raw_invite,
     status_code,
 };
 use tandem_rtp::RtpPacket;
@@ -115,17 +115,7 @@ fn an_opus_only_caller_and_the_pcmu_carrier_hear_each_others_tones() {
     let (caller_facing, answered) = audio_line(&answer);
     assert_eq!(answered, ["111"], "Opus answered to the caller: {answer}");
     assert!(answer.contains("a=rtpmap:111 opus/48000/2"), "{answer}");
-    let get = |name| header(&answer, name).unwrap_or_default().to_owned();
-    let ack = format!(
-        "ACK sip:15550001@{SIP} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKack1\r\n\
-         Max-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 ACK\r\n\
-         Content-Length: 0\r\n\r\n",
-        caller.addr(),
-        get("From"),
-        get("To"),
-        get("Call-ID")
-    );
-    caller.send_raw(ack.as_bytes());
+    caller.send_raw(raw_ack(&caller, &answer).as_bytes());
 
     // One second each way: 1 kHz from the caller (Opus), 400 Hz from the carrier (PCMU).
     let relay = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));

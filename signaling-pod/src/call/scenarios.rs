@@ -456,6 +456,23 @@ impl Script {
     fn deleted(&self) -> bool {
         self.deletes > 0
     }
+
+    /// Answers every target the call asked for with "at its limit" (the property tests' way of
+    /// letting a call run out of targets).
+    fn refuse_pending_targets(&mut self) {
+        while let Some(i) = self
+            .outputs
+            .iter()
+            .position(|o| matches!(o, Output::Prepare(..)))
+        {
+            if let Some(Output::Prepare(id, _)) = self.outputs.remove(i) {
+                self.input(Input::Target(
+                    id,
+                    Err(Unavailable::Limited(Limit::MaxCalls)),
+                ));
+            }
+        }
+    }
 }
 
 /// A message to look for: a request method or a response status.
@@ -1741,18 +1758,7 @@ fn random_interleavings_always_end_cleanly() {
             {
                 s.route_transfer(TransferMode::Accept, Ok(vec![target(BACKUP)]));
             }
-            while let Some(i) = s
-                .outputs
-                .iter()
-                .position(|o| matches!(o, Output::Prepare(..)))
-            {
-                if let Some(Output::Prepare(id, _)) = s.outputs.remove(i) {
-                    s.input(Input::Target(
-                        id,
-                        Err(Unavailable::Limited(Limit::MaxCalls)),
-                    ));
-                }
-            }
+            s.refuse_pending_targets();
             s.advance(Duration::from_secs(30));
         }
         assert!(
@@ -1931,18 +1937,7 @@ fn random_transfers_always_end_cleanly() {
                 };
                 s.input(Input::Media(id, reply));
             }
-            while let Some(i) = s
-                .outputs
-                .iter()
-                .position(|o| matches!(o, Output::Prepare(..)))
-            {
-                if let Some(Output::Prepare(id, _)) = s.outputs.remove(i) {
-                    s.input(Input::Target(
-                        id,
-                        Err(Unavailable::Limited(Limit::MaxCalls)),
-                    ));
-                }
-            }
+            s.refuse_pending_targets();
             s.advance(Duration::from_secs(30));
         }
         assert!(
