@@ -7,87 +7,19 @@
 #![allow(clippy::unwrap_used)] // Helpers outside #[test] fns unwrap too.
 
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tandem_e2e::{
-    Guarded, Platform, RawCaller, SIGNALING_ADMIN, header, no_call_left, require_tool, scrape,
-    status_code, wait_until, workspace,
+    Guarded, Platform, RawCaller, SIGNALING_ADMIN, Scratch, header, no_call_left, power,
+    require_tool, scrape, status_code, wait_until, wav_samples, workspace, write_tone,
 };
 use tandem_sip::digest::Challenge;
 
 /// The tone 1001 plays, and the one 1002 plays, in Hz.
 const TONE_1001: f64 = 440.0;
 const TONE_1002: f64 = 1000.0;
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("tandem-e2e-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Writes a `frequency` sine, 8000 Hz mono 16-bit (what PCMU carries), `seconds` long.
-fn write_tone(path: &Path, frequency: f64, seconds: u32) {
-    let samples = 8000 * seconds;
-    let data_len = samples * 2;
-    let mut wav = Vec::with_capacity(44 + data_len as usize);
-    wav.extend_from_slice(b"RIFF");
-    wav.extend_from_slice(&(36 + data_len).to_le_bytes());
-    wav.extend_from_slice(b"WAVEfmt ");
-    wav.extend_from_slice(&16u32.to_le_bytes());
-    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
-    wav.extend_from_slice(&8000u32.to_le_bytes());
-    wav.extend_from_slice(&16000u32.to_le_bytes());
-    wav.extend_from_slice(&2u16.to_le_bytes());
-    wav.extend_from_slice(&16u16.to_le_bytes());
-    wav.extend_from_slice(b"data");
-    wav.extend_from_slice(&data_len.to_le_bytes());
-    for i in 0..samples {
-        let t = f64::from(i) / 8000.0;
-        let sample = (8000.0 * (2.0 * std::f64::consts::PI * frequency * t).sin()) as i16;
-        wav.extend_from_slice(&sample.to_le_bytes());
-    }
-    std::fs::write(path, wav).unwrap();
-}
-
-/// The power of `frequency` in 8 kHz `samples` (Goertzel).
-fn power(samples: &[i16], frequency: f64) -> f64 {
-    let k = 2.0 * (2.0 * std::f64::consts::PI * frequency / 8000.0).cos();
-    let (mut s1, mut s2) = (0.0, 0.0);
-    for &x in samples {
-        let s0 = f64::from(x) + k * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    s1 * s1 + s2 * s2 - k * s1 * s2
-}
-
-/// The 16-bit samples of a WAV file's data chunk.
-fn wav_samples(path: &Path) -> Vec<i16> {
-    let bytes = std::fs::read(path).unwrap();
-    let data = bytes
-        .windows(4)
-        .position(|w| w == b"data")
-        .expect("a data chunk");
-    bytes[data + 8..]
-        .chunks_exact(2)
-        .map(|c| i16::from_le_bytes([c[0], c[1]]))
-        .collect()
-}
 
 /// A headless baresip registered with `account`, playing a tone of `frequency` and recording
 /// what it decodes; `extra` is run at start-up.

@@ -700,66 +700,16 @@ fn hostile_connections_are_closed_and_good_calls_keep_completing() {
     drop(platform);
 }
 
-/// Writes a 440 Hz tone, 8000 Hz mono 16-bit (what PCMU carries), `seconds` long.
-fn write_tone(path: &Path, seconds: u32) {
-    let samples = 8000 * seconds;
-    let mut wav = Vec::with_capacity(44 + samples as usize * 2);
-    let data_len = samples * 2;
-    wav.extend_from_slice(b"RIFF");
-    wav.extend_from_slice(&(36 + data_len).to_le_bytes());
-    wav.extend_from_slice(b"WAVEfmt ");
-    wav.extend_from_slice(&16u32.to_le_bytes());
-    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
-    wav.extend_from_slice(&8000u32.to_le_bytes());
-    wav.extend_from_slice(&16000u32.to_le_bytes());
-    wav.extend_from_slice(&2u16.to_le_bytes());
-    wav.extend_from_slice(&16u16.to_le_bytes());
-    wav.extend_from_slice(b"data");
-    wav.extend_from_slice(&data_len.to_le_bytes());
-    for i in 0..samples {
-        let t = f64::from(i) / 8000.0;
-        let sample = (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16;
-        wav.extend_from_slice(&sample.to_le_bytes());
-    }
-    std::fs::write(path, wav).unwrap();
-}
-
-/// The power of `frequency` in 8 kHz `samples` (Goertzel).
-fn power(samples: &[i16], frequency: f64) -> f64 {
-    let k = 2.0 * (2.0 * std::f64::consts::PI * frequency / 8000.0).cos();
-    let (mut s1, mut s2) = (0.0, 0.0);
-    for &x in samples {
-        let s0 = f64::from(x) + k * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    s1 * s1 + s2 * s2 - k * s1 * s2
-}
-
-/// The 16-bit samples of a WAV file's data chunk.
-fn wav_samples(path: &Path) -> Vec<i16> {
-    let bytes = std::fs::read(path).unwrap();
-    let data = bytes
-        .windows(4)
-        .position(|w| w == b"data")
-        .expect("a data chunk");
-    bytes[data + 8..]
-        .chunks_exact(2)
-        .map(|c| i16::from_le_bytes([c[0], c[1]]))
-        .collect()
-}
-
 #[test]
 fn baresip_calls_over_tls_verifying_the_certificate_and_hears_its_tone_echoed() {
     require_sipp();
     require_tool("baresip", "baresip-core");
     let platform = Platform::start();
-    let dir = std::env::temp_dir().join(format!("tandem-e2e-baresip-tls-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = Scratch::new("baresip-tls");
+    let dir = scratch.0.clone();
     let recordings = dir.join("recordings");
     std::fs::create_dir_all(&recordings).unwrap();
-    write_tone(&dir.join("tone.wav"), 10);
+    write_tone(&dir.join("tone.wav"), 440.0, 10);
     std::fs::write(
         dir.join("config"),
         format!(
@@ -850,5 +800,4 @@ fn baresip_calls_over_tls_verifying_the_certificate_and_hears_its_tone_echoed() 
         power(second, 440.0) > 100.0 * power(second, 1000.0),
         "the 440 Hz tone did not come back"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
